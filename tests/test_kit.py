@@ -1,0 +1,72 @@
+import pytest
+
+from drummachine.errors import DrumMachineError
+from drummachine.kit import GM_NOTEMAP, INPUT_MAPS, N_VOICES, VOICE_INDEX, input_map, load_notemap, notemap_from_toml
+from drummachine.midifile import read_midi
+
+from .conftest import ROOT, fixture_midis
+
+
+def _notes_in(paths):
+    notes = set()
+    for p in paths:
+        notes.update(read_midi(p).notes.pitches.tolist())
+    return notes
+
+
+def test_every_fixture_note_maps_to_a_voice():
+    notes = _notes_in(fixture_midis())
+    assert notes, "fixtures hold notes"
+    for name in ("td11", "gm"):
+        missing = {n for n in notes if n not in INPUT_MAPS[name]}
+        assert not missing, f"{name} map misses {sorted(missing)}"
+
+
+@pytest.mark.dataset
+def test_every_dataset_note_maps_to_a_voice(full_dataset):
+    notes = _notes_in(sorted(full_dataset.rglob("*.mid")))
+    # the notes the Groove MIDI Dataset is known to use
+    assert notes == {22, 26, 36, 37, 38, 40, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 55, 57, 58, 59}
+    assert all(n in INPUT_MAPS["td11"] for n in notes)
+
+
+@pytest.mark.parametrize("note,voice", [
+    (36, "kick"), (38, "snare"), (40, "snare"), (37, "snare"), (22, "closed_hat"), (44, "closed_hat"),
+    (26, "open_hat"), (46, "open_hat"), (43, "low_tom"), (58, "low_tom"), (45, "mid_tom"), (47, "mid_tom"),
+    (48, "high_tom"), (50, "high_tom"), (49, "crash"), (55, "crash"), (57, "crash"), (52, "crash"),
+    (51, "ride"), (53, "ride"), (59, "ride"),
+])
+def test_td11_table(note, voice):
+    assert input_map("td11")[note] == VOICE_INDEX[voice]
+
+
+def test_gm_output_map_is_one_note_per_voice():
+    assert len(set(GM_NOTEMAP.notes)) == N_VOICES
+    assert all(input_map("gm")[n] == i for i, n in enumerate(GM_NOTEMAP.notes))
+
+
+def test_shipped_notemaps_load():
+    paths = sorted((ROOT / "presets" / "notemaps").glob("*.toml"))
+    assert len(paths) >= 3
+    for p in paths:
+        m = load_notemap(p)
+        assert len(m.notes) == N_VOICES and 1 <= m.channel <= 16
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name = 'x'\n[notes]\nkick = 200\n", "kick): 200 is not a note number; allowed: 0-127"),
+    ("name = 'x'\n[notes]\ncowbell = 56\n", "unknown voice"),
+    ("channel = 17\n", "allowed: 1-16"),
+    ("name = 'x'\ncolor = 'red'\n", "unknown key"),
+    ("name = \n", "malformed TOML"),
+])
+def test_bad_notemap_is_one_clear_line(text, message):
+    with pytest.raises(DrumMachineError) as exc:
+        notemap_from_toml(text, "my.toml")
+    assert message in str(exc.value) and "my.toml" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_notemap_error_names_the_line():
+    with pytest.raises(DrumMachineError, match=r"my.toml:4 \(snare\)"):
+        notemap_from_toml("name = 'x'\n[notes]\nkick = 36\nsnare = -1\n", "my.toml")
