@@ -127,12 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+def _register_model_commands(sub):
+    from . import cli_model
+
+    cli_model.register(sub)
+
+
+_EXTRA_COMMANDS: list = [_register_model_commands]
+PASSTHROUGH = ("train", "export")  # their options belong to training.train / training.export
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        args = parser.parse_args(argv[:1])
+        args.rest = argv[1:] or ["--help"]
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

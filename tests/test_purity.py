@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-CORE = ["errors", "kit", "groove", "attributes", "dataset", "drumkit", "mixer", "wavfile", "grid"]
+CORE = ["errors", "kit", "groove", "attributes", "dataset", "drumkit", "mixer", "wavfile", "grid", "conditioning",
+        "sampling", "sections", "baselines", "evaluation", "windows"]
 FORBIDDEN = ["mido", "rtmidi", "sounddevice", "onnxruntime", "textual", "torch"]
 
 

@@ -1,0 +1,134 @@
+"""``drummachine bench``: per-step and per-bar generation latency, model sizes, generator memory.
+
+Engines side by side in one run, one thread each: torch eager fp32 (when torch is installed and
+the weights file is there), ONNX Runtime fp32 and int8. A step is one model call with the KV cache
+plus sampling; a bar is 16 steps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .model_file import MODELS_DIR
+
+
+def _percentiles(x) -> dict:
+    x = np.asarray(x) * 1000.0
+    return {"p50_ms": round(float(np.percentile(x, 50)), 4), "p99_ms": round(float(np.percentile(x, 99)), 4),
+            "max_ms": round(float(x.max()), 4)}
+
+
+def _bars(step_times, per_bar: int = 16):
+    t = np.asarray(step_times)
+    n = len(t) // per_bar
+    return t[: n * per_bar].reshape(n, per_bar).sum(axis=1)
+
+
+def bench_onnx(path: Path, steps: int) -> dict:
+    from .generator import Generator
+
+    gen = Generator(str(path), seed=0, threads=1)
+    cont = gen.cond.cont(120.0, gen.cond.defaults("rock") if "rock" in gen.styles else gen.cond.defaults("any"))
+    times = []
+    for i in range(steps + 64):  # the first 64 warm up (and fill the cache towards its working size)
+        t0 = time.perf_counter()
+        gen.step(1, i % 16, (i // 16) % 4, cont)
+        times.append(time.perf_counter() - t0)
+    times = times[64:]
+    return {"step": _percentiles(times), "bar": _percentiles(_bars(times)), "file_mb": round(path.stat().st_size / 1e6, 3)}
+
+
+def bench_torch(path: Path, steps: int) -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not path.is_file():
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.model import GrooveTransformer, ModelConfig
+
+    from .conditioning import Conditioning
+    from .sampling import Steering, sample_step
+
+    torch.set_num_threads(1)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ModelConfig(**ckpt["config"])
+    model = GrooveTransformer(cfg).eval()
+    model.load_state_dict(ckpt["model"])
+    cond = Conditioning.from_json(ckpt["conditioning"])
+    cont = torch.from_numpy(cond.cont(120.0, cond.defaults("any"))).view(1, 1, 6)
+    rng = np.random.default_rng(0)
+    past_k, past_v = model.empty_cache(1)
+    prev = torch.zeros(1, 1, 27)
+    times = []
+    with torch.inference_mode():
+        for i in range(steps + 64):
+            t0 = time.perf_counter()
+            if past_k.shape[3] > cfg.context - 1:
+                past_k, past_v = past_k[:, :, :, -(cfg.context - 1):], past_v[:, :, :, -(cfg.context - 1):]
+            cats = torch.tensor([[[1, i % 16, (i // 16) % 4]]])
+            logits, past_k, past_v = model(prev, cats, cont, past_k, past_v)
+            hits, vel, off = sample_step(logits[0, 0].numpy(), cfg.vel_bins, Steering(), rng)
+            prev = torch.from_numpy(np.concatenate([hits, vel, off]).astype(np.float32)).view(1, 1, 27)
+            times.append(time.perf_counter() - t0)
+    times = times[64:]
+    return {"step": _percentiles(times), "bar": _percentiles(_bars(times)), "file_mb": round(path.stat().st_size / 1e6, 3),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def generator_memory(path: Path) -> dict:
+    """Peak RSS of a process that only loads the int8 generator and plays 100 bars."""
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's size (this one may hold torch)
+    hwm = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    code = ("from drummachine.generator import Generator; "
+            f"g = Generator({str(path)!r}, seed=0); c = g.cond.cont(120.0, g.cond.defaults('any')); "
+            "[g.step(0, i % 16, 0, c) for i in range(1600)]; " + hwm)
+    base = "import numpy, onnxruntime; " + hwm
+    peak = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    floor = int(subprocess.run([sys.executable, "-c", base], capture_output=True, text=True, check=True).stdout)
+    return {"peak_rss_mb": round(peak / 1024, 1), "python_numpy_onnxruntime_only_mb": round(floor / 1024, 1),
+            "generator_mb": round((peak - floor) / 1024, 1)}
+
+
+def run(args) -> dict:
+    folder = Path(args.model_dir) if args.model_dir else MODELS_DIR
+    try:
+        os.sched_setaffinity(0, {0})
+    except (AttributeError, OSError):
+        pass
+    result = {"steps": args.steps, "cpu": os.cpu_count(), "threads": 1}
+    engines = {}
+    t = bench_torch(folder / "groove.pt", args.steps)
+    if t:
+        engines["torch_eager_fp32"] = t
+    for name, file in (("onnx_fp32", "groove.fp32.onnx"), ("onnx_int8", "groove.int8.onnx")):
+        if (folder / file).is_file():
+            engines[name] = bench_onnx(folder / file, args.steps)
+    result["engines"] = engines
+    if "torch_eager_fp32" in engines and "onnx_int8" in engines:
+        result["int8_speedup_vs_torch_eager_p50"] = round(
+            engines["torch_eager_fp32"]["step"]["p50_ms"] / engines["onnx_int8"]["step"]["p50_ms"], 2)
+    if (folder / "groove.int8.onnx").is_file():
+        result["memory"] = generator_memory(folder / "groove.int8.onnx")
+    return result
+
+
+def format_bench(r: dict) -> str:
+    lines = [f"{'engine':18s} {'step p50':>9s} {'step p99':>9s} {'bar p50':>9s} {'bar p99':>9s} {'file MB':>8s}"]
+    for name, e in r["engines"].items():
+        lines.append(f"{name:18s} {e['step']['p50_ms']:8.3f}ms {e['step']['p99_ms']:8.3f}ms "
+                     f"{e['bar']['p50_ms']:8.3f}ms {e['bar']['p99_ms']:8.3f}ms {e['file_mb']:8.2f}")
+    if "int8_speedup_vs_torch_eager_p50" in r:
+        lines.append(f"int8 vs torch eager (step p50): {r['int8_speedup_vs_torch_eager_p50']}x faster")
+    if "memory" in r:
+        m = r["memory"]
+        lines.append(f"generator memory: peak RSS {m['peak_rss_mb']} MB ({m['generator_mb']} MB above python + "
+                     f"numpy + onnxruntime)")
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""How the model plays against how the drummers played: prediction, generation and control.
+
+The statistics are pure numpy over (bars, 16, 3, 9) HVO arrays; the model is driven through any
+object with the ``Generator`` interface (``logits``, ``step``, ``reset``), passed in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import attributes, baselines
+from .conditioning import Cues
+from .kit import VOICE_NAMES
+from .sampling import expected
+
+STEPS = 16
+
+
+# --- statistics of bars ---------------------------------------------------------------------
+
+def per_bar_stats(bars: np.ndarray, prev_bars: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One value per bar for every statistic that is compared; NaN where a bar has no hits to measure."""
+    hits, vel, off = bars[:, :, 0], bars[:, :, 1], bars[:, :, 2]
+    n = hits.sum(axis=(1, 2))
+    out = {}
+    for v, name in enumerate(VOICE_NAMES):
+        out[f"density_{name}"] = hits[:, :, v].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["velocity_mean"] = np.where(n > 0, (vel * hits).sum(axis=(1, 2)) / n, np.nan)
+        vm = out["velocity_mean"][:, None, None]
+        out["velocity_spread"] = np.where(n > 1, np.sqrt((((vel - vm) ** 2) * hits).sum(axis=(1, 2)) / n), np.nan)
+        out["offset_mean"] = np.where(n > 0, (off * hits).sum(axis=(1, 2)) / n, np.nan)
+        om = out["offset_mean"][:, None, None]
+        out["offset_spread"] = np.where(n > 1, np.sqrt((((off - om) ** 2) * hits).sum(axis=(1, 2)) / n), np.nan)
+        odd = hits * (np.arange(STEPS) % 2 == 1)[None, :, None]
+        even = hits * (np.arange(STEPS) % 2 == 0)[None, :, None]
+        n_odd, n_even = odd.sum(axis=(1, 2)), even.sum(axis=(1, 2))
+        out["swing"] = np.where((n_odd > 0) & (n_even > 0),
+                                (off * odd).sum(axis=(1, 2)) / n_odd - (off * even).sum(axis=(1, 2)) / n_even,
+                                np.nan)
+    out["syncopation"] = attributes.syncopation(bars)
+    if prev_bars is not None:
+        prev_hits = prev_bars[:, :, 0]
+        same = (hits * prev_hits).sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["repetition"] = np.where(n > 0, same / n, np.nan)
+    return out
+
+
+def overlap(a: np.ndarray, b: np.ndarray, bins: int = 30) -> float:
+    """Overlapping area of two distributions' histograms (1 = the same distribution)."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if not a.size or not b.size:
+        return float("nan")
+    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    if hi <= lo:
+        return 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    ha, _ = np.histogram(a, edges)
+    hb, _ = np.histogram(b, edges)
+    return float(np.minimum(ha / ha.sum(), hb / hb.sum()).sum())
+
+
+def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per statistic: mean generated, mean real, their ratio, and the overlapping area."""
+    out = {}
+    for k in real:
+        g, r = np.nanmean(gen[k]) if np.isfinite(gen[k]).any() else np.nan, \
+            np.nanmean(real[k]) if np.isfinite(real[k]).any() else np.nan
+        ratio = g / r if (np.isfinite(r) and abs(r) > 1e-9) else np.nan
+        out[k] = {"generated": float(g), "real": float(r), "ratio": float(ratio), "overlap": overlap(gen[k], real[k])}
+    return out
+
+
+# --- driving the model ----------------------------------------------------------------------
+
+def teacher_forced(generator, target: np.ndarray, cats: np.ndarray, cont: np.ndarray):
+    """Hit probabilities and expected velocity/offset for windows (n, T, 3, 9), one window per run."""
+    n, T = target.shape[:2]
+    p_hit = np.zeros((n, T, 9))
+    vel = np.zeros((n, T, 9))
+    off = np.zeros((n, T, 9))
+    hd = generator.head_dim
+    empty = np.zeros((generator.n_layer, 1, generator.n_head, 0, hd), np.float32)
+    for i in range(n):
+        flat = target[i].reshape(T, 27)
+        prev = np.concatenate([np.zeros((1, 27), np.float32), flat[:-1]])[None]
+        logits, _, _ = generator.session.run(None, {"prev": prev, "cats": cats[i:i + 1], "cont": cont[i:i + 1],
+                                                    "past_k": empty, "past_v": empty})
+        p_hit[i], vel[i], off[i] = expected(logits[0], generator.vel_bins)
+    return p_hit, vel, off
+
+
+def prediction(generator, train, val) -> dict:
+    """Per-step prediction on every validation window, with the two baselines fitted on train."""
+    t_target, t_mask, _, _ = train.batch(train.all_windows())
+    v_target, v_mask, v_cats, v_cont = val.batch(val.all_windows())
+    pos = baselines.PositionFrequency.fit(t_target, t_mask)
+    markov = baselines.MarkovPatterns.fit(t_target, t_mask)
+    pp = pos.predict(v_target)
+    result = {
+        "baseline_position_frequency": baselines.prediction_metrics(pp[:, :, 0], pp[:, :, 1], pp[:, :, 2],
+                                                                    v_target, v_mask),
+        "baseline_markov_patterns": baselines.prediction_metrics(markov.predict_hits(v_target), pp[:, :, 1],
+                                                                 pp[:, :, 2], v_target, v_mask),
+    }
+    p_hit, vel, off = teacher_forced(generator, v_target, v_cats, v_cont)
+    result["model"] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
+    best = min(result["baseline_position_frequency"]["hit_nll"], result["baseline_markov_patterns"]["hit_nll"])
+    result["model_vs_best_baseline_hit_nll"] = result["model"]["hit_nll"] / best - 1.0
+    return result
+
+
+def generate_like(generator, val, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """For every validation performance, as many bars as it has, at its tempo and style, steered by
+    the cues measured on its own bars. Returns generated and real bars and (file slot, bars)."""
+    ds, cond = val.ds, val.cond
+    gen_bars, real_bars, spans = [], [], []
+    for slot in range(len(val.files)):
+        first, count = val.first[slot], val.count[slot]
+        idx = np.arange(first, first + count)
+        real = ds.bar_hvo(idx, STEPS)
+        bpm = float(ds.files["bpm"][val.files[slot]])
+        generator.reset()
+        style = int(val.style_index[slot])
+        for b, bar in enumerate(real):
+            bar1 = bar[None]
+            cues = Cues(float(cond.quantile("loudness", attributes.loudness(bar1))[0]),
+                        float(cond.quantile("density", attributes.density(bar1))[0]),
+                        float(cond.quantile("complexity", attributes.complexity(bar1))[0]),
+                        float(cond.quantile("syncopation", attributes.syncopation(bar1))[0]),
+                        bool(ds.bars["fill"][first + b]))
+            cont = cond.cont(bpm, cues)
+            phrase = int(ds.bars["index"][first + b]) % 4
+            gen_bars.append(np.stack([generator.step(style, s, phrase, cont) for s in range(STEPS)]))
+        real_bars.append(real)
+        spans.append((slot, count))
+    return np.stack(gen_bars), np.concatenate(real_bars), spans
+
+
+def _prev(bars: np.ndarray, spans) -> tuple[np.ndarray, np.ndarray]:
+    """(bars with a predecessor in the same performance, their predecessors)."""
+    keep, prev = [], []
+    start = 0
+    for _, count in spans:
+        keep.extend(range(start + 1, start + count))
+        prev.extend(range(start, start + count - 1))
+        start += count
+    return bars[keep], bars[prev]
+
+
+def generation(gen: np.ndarray, real: np.ndarray, spans, styles: np.ndarray) -> dict:
+    """Generated vs real statistics, over all bars and per style."""
+    def stats(bars):
+        s = per_bar_stats(bars)
+        b, p = _prev(bars, spans)
+        s["repetition"] = per_bar_stats(b, p)["repetition"]
+        return s
+
+    g_all, r_all = stats(gen), stats(real)
+    out = {"all": compare(g_all, r_all), "bars": int(len(real))}
+    bar_styles = np.concatenate([[styles[slot]] * count for slot, count in spans])
+    out["per_style"] = {}
+    for style in sorted(set(bar_styles.tolist())):
+        m = bar_styles == style
+        g = {k: v[m] for k, v in per_bar_stats(gen[m]).items()}
+        r = {k: v[m] for k, v in per_bar_stats(real[m]).items()}
+        out["per_style"][style] = {"bars": int(m.sum()), **{k: {"ratio": c["ratio"], "overlap": c["overlap"]}
+                                                            for k, c in compare(g, r).items()}}
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
+    # average ties
+    for r, x in ((ra, a), (rb, b)):
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        if (counts > 1).any():
+            sums = np.bincount(inv, weights=r)
+            r[:] = (sums / counts)[inv]
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def control(generator, cues_for, styles: list[str], bpm_of, levels: int = 11, bars_per_level: int = 8) -> dict:
+    """Requested intensity vs realized loudness and density; fill bars vs beat bars."""
+    req, loud, dens = [], [], []
+    fill_act, beat_act = [], []
+    for style in styles:
+        for level in np.linspace(0.0, 1.0, levels):
+            generator.reset()
+            cues = cues_for(style, float(level), False)
+            for b in range(bars_per_level + 2):
+                bar = generator.bar(style, bpm_of(style), cues, b % 4)[None]
+                if b < 2:
+                    continue  # let the groove settle after starting from silence
+                req.append(level)
+                loud.append(attributes.loudness(bar)[0])
+                dens.append(attributes.density(bar)[0])
+        generator.reset()
+        for b in range(16):
+            fill = b % 4 == 3
+            bar = generator.bar(style, bpm_of(style), cues_for(style, 0.6, fill), b % 4)[None]
+            (fill_act if fill else beat_act).append(attributes.fill_activity(bar)[0])
+    req, loud, dens = map(np.asarray, (req, loud, dens))
+    means = {lv: (loud[req == lv].mean(), dens[req == lv].mean()) for lv in np.unique(req)}
+    lv = np.array(sorted(means))
+    return {
+        "intensity_vs_loudness_spearman_bars": spearman(req, loud),
+        "intensity_vs_density_spearman_bars": spearman(req, dens),
+        "intensity_vs_loudness_spearman_levels": spearman(lv, np.array([means[x][0] for x in lv])),
+        "intensity_vs_density_spearman_levels": spearman(lv, np.array([means[x][1] for x in lv])),
+        "loudness_low_high": [float(means[lv[0]][0]), float(means[lv[-1]][0])],
+        "density_low_high": [float(means[lv[0]][1]), float(means[lv[-1]][1])],
+        "fill_vs_beat_snare_tom_activity": float(np.mean(fill_act) / max(np.mean(beat_act), 1e-9)),
+        "fill_bars": len(fill_act), "beat_bars": len(beat_act),
+    }

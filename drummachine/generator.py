@@ -1,0 +1,109 @@
+"""The runtime generator: the groove transformer on ONNX Runtime alone, one step at a time.
+
+It keeps the model's KV cache and slides it: at most ``context - 1`` past steps are kept, the
+oldest dropped first. The model has no absolute positions (ALiBi and musical positions only), so
+sliding changes nothing but how far back it can listen: it runs for hours without a glitch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .conditioning import BPM_RANGE, Cues
+from .errors import DrumMachineError
+from .model_file import ModelInfo, load_model
+from .sampling import Steering, sample_step
+
+STEPS_PER_BAR = 16
+PHRASE_BARS = 4
+
+
+@dataclass
+class GeneratorState:
+    """Everything needed to continue a groove later exactly as it would have gone (keep/regenerate)."""
+
+    past_k: np.ndarray
+    past_v: np.ndarray
+    prev: np.ndarray
+    step: int
+    rng_state: dict
+
+
+class Generator:
+    """Step-by-step groove generation with a sliding KV cache and seeded sampling."""
+
+    def __init__(self, model: str | None = None, seed: int | None = 0, threads: int = 1,
+                 provider: str | None = None, loaded=None):
+        self.info, self.session = loaded if loaded else load_model(model, threads, provider)
+        cfg = self.info.config
+        self.n_layer, self.n_head = int(cfg["n_layer"]), int(cfg["n_head"])
+        self.head_dim = int(cfg["d_model"]) // self.n_head
+        self.context = self.info.context
+        self.vel_bins = self.info.vel_bins
+        self.cond = self.info.conditioning
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return self.cond.styles
+
+    def reset(self) -> None:
+        """Forget the groove so far (the next step starts from silence)."""
+        z = np.zeros((self.n_layer, 1, self.n_head, 0, self.head_dim), np.float32)
+        self.past_k, self.past_v = z, z.copy()
+        self.prev = np.zeros((1, 1, 27), np.float32)
+        self.step_count = 0
+
+    def save(self) -> GeneratorState:
+        return GeneratorState(self.past_k.copy(), self.past_v.copy(), self.prev.copy(), self.step_count,
+                              self.rng.bit_generator.state)
+
+    def restore(self, state: GeneratorState) -> None:
+        self.past_k, self.past_v, self.prev = state.past_k.copy(), state.past_v.copy(), state.prev.copy()
+        self.step_count = state.step
+        self.rng.bit_generator.state = state.rng_state
+
+    def logits(self, cats: np.ndarray, cont: np.ndarray) -> np.ndarray:
+        """Run the model on one step (advancing the cache); returns (9, out) logits."""
+        keep = self.context - 1
+        if self.past_k.shape[3] > keep:
+            self.past_k = np.ascontiguousarray(self.past_k[:, :, :, -keep:])
+            self.past_v = np.ascontiguousarray(self.past_v[:, :, :, -keep:])
+        out, self.past_k, self.past_v = self.session.run(None, {
+            "prev": self.prev, "cats": cats.reshape(1, 1, 3), "cont": cont.reshape(1, 1, 6),
+            "past_k": self.past_k, "past_v": self.past_v})
+        return out[0, 0]
+
+    def step(self, style: int, step_in_bar: int, bar_in_phrase: int, cont: np.ndarray,
+             steering: Steering = Steering()) -> np.ndarray:
+        """Generate one step; returns (3, 9) hits, velocities, offsets and feeds it back."""
+        cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
+        logits = self.logits(cats, np.asarray(cont, np.float32))
+        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng)
+        hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
+        self.prev = hvo.reshape(1, 1, 27)
+        self.step_count += 1
+        return hvo
+
+    def bar(self, style: str | int, bpm: float, cues: Cues = Cues(), bar_in_phrase: int = 0,
+            steering: Steering = Steering()) -> np.ndarray:
+        """Generate one 4/4 bar: (16, 3, 9)."""
+        s = style if isinstance(style, int) else self.cond.style_index(style)
+        check_bpm(bpm)
+        cont = self.cond.cont(bpm, cues)
+        return np.stack([self.step(s, i, bar_in_phrase, cont, steering) for i in range(STEPS_PER_BAR)])
+
+
+def check_bpm(bpm: float) -> float:
+    lo, hi = BPM_RANGE
+    if not (isinstance(bpm, (int, float)) and lo <= bpm <= hi):
+        shown = f"{bpm:g}" if isinstance(bpm, (int, float)) else repr(bpm)
+        raise DrumMachineError("bpm", f"{shown} is out of range; allowed: {lo:g}-{hi:g}")
+    return float(bpm)
+
+
+def load(model: str | None = None, threads: int = 1, provider: str | None = None) -> tuple[ModelInfo, object]:
+    return load_model(model, threads, provider)

@@ -1,0 +1,57 @@
+"""Song sections and how they shape the cues: what "verse" or "chorus" means to the drummer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .conditioning import Conditioning, Cues
+from .errors import DrumMachineError
+
+
+@dataclass(frozen=True)
+class SectionFeel:
+    """Defaults for a kind of section: intensity (0..1) and how much busier or more complex."""
+
+    intensity: float
+    density_shift: float = 0.0
+    complexity_shift: float = 0.0
+    fill_every: int = 8  #: a fill in the last bar of every N bars (0: never)
+
+
+SECTIONS: dict[str, SectionFeel] = {
+    "intro": SectionFeel(0.4, -0.1, -0.1, 4),
+    "verse": SectionFeel(0.45, 0.0, 0.0, 8),
+    "prechorus": SectionFeel(0.6, 0.05, 0.05, 4),
+    "chorus": SectionFeel(0.75, 0.1, 0.05, 8),
+    "bridge": SectionFeel(0.55, 0.0, 0.1, 4),
+    "breakdown": SectionFeel(0.2, -0.25, -0.1, 0),
+    "solo": SectionFeel(0.7, 0.1, 0.15, 8),
+    "outro": SectionFeel(0.6, 0.0, 0.0, 4),
+}
+
+
+def section_feel(name: str) -> SectionFeel:
+    try:
+        return SECTIONS[name]
+    except KeyError:
+        raise DrumMachineError("section", f"unknown section {name!r}; allowed: {', '.join(SECTIONS)}") from None
+
+
+def _clip(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def cues_for(cond: Conditioning, style: str, intensity: float, fill: bool = False,
+             density_shift: float = 0.0, complexity_shift: float = 0.0) -> Cues:
+    """Cues for one bar: intensity drives loudness and density together, around the style's own feel."""
+    if not 0.0 <= intensity <= 1.0:
+        raise DrumMachineError("intensity", f"{intensity!r} is out of range; allowed: 0..1")
+    base = cond.defaults(style)
+    delta = intensity - base.intensity
+    return Cues(
+        intensity=_clip(intensity),
+        density=_clip(base.density + delta + density_shift + (0.1 if fill else 0.0)),
+        complexity=_clip(base.complexity + complexity_shift + (0.2 if fill else 0.0)),
+        syncopation=_clip(base.syncopation),
+        fill=fill,
+    )

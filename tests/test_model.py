@@ -1,0 +1,211 @@
+"""Training, distributed training, export and the runtime generator, on a tiny model and tiny data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from drummachine import corpus
+from drummachine.errors import DrumMachineError
+
+from .conftest import FIXTURES, ROOT, run_cli
+
+torch = pytest.importorskip("torch")
+
+TINY = ["--d-model", "32", "--n-layer", "2", "--n-head", "2", "--d-ff", "64", "--bars", "2", "--batch", "4",
+        "--vel-bins", "8", "--off-bins", "8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "fixtures.npz"
+    ds, _ = corpus.build(FIXTURES)
+    # the fixtures are all train split: call a few performances validation so both splits exist
+    split = ds.files["split"].astype("<U16")
+    split[::5] = "validation"
+    ds.files["split"] = split
+    ds.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = run_cli("train", "--data", data, "--out", out, "--epochs", "2", "--max-steps", "6", "--seed", "3", *TINY)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_training_writes_checkpoint_and_history(trained):
+    from training.train import load_checkpoint
+
+    ckpt = load_checkpoint(trained / "last.pt")  # weights_only=True inside
+    assert ckpt["step"] == 6
+    assert ckpt["config"]["d_model"] == 32
+    lines = (trained / "history.jsonl").read_text().splitlines()
+    assert "val_hit_nll" in json.loads(lines[-1])
+
+
+def test_training_is_reproducible_and_resumes(data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        r = run_cli("train", "--data", data, "--out", out, "--epochs", "1", "--max-steps", "3", "--seed", "5", *TINY)
+        assert r.returncode == 0, r.stderr
+    wa = torch.load(a / "last.pt", weights_only=True)["model"]
+    wb = torch.load(b / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    r = run_cli("train", "--data", data, "--out", a, "--epochs", "2", "--max-steps", "5", "--seed", "5", "--resume",
+                *TINY)
+    assert r.returncode == 0, r.stderr
+    resumed = torch.load(a / "last.pt", weights_only=True)
+    assert resumed["step"] == 5 and resumed["epoch"] == 2
+
+
+def test_checkpoint_refuses_pickled_objects(tmp_path):
+    from training.train import load_checkpoint
+
+    import fractions
+
+    torch.save({"x": fractions.Fraction(1, 3)}, tmp_path / "evil.pt")  # any non-tensor object needs unpickling
+    with pytest.raises(DrumMachineError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_with_identical_weights(data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "training.train", "--data", str(data), "--out", str(tmp_path), "--epochs", "1",
+                        "--max-steps", "3", "--dump-ranks", "--threads", "1", *TINY],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    # and training actually moved them away from the initialization
+    torch.manual_seed(3)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["step"] == 3
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "groove"
+    r = run_cli("export", trained / "last.pt", "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_onnx_fp32_matches_torch(exported):
+    import onnxruntime as ort
+
+    from training.export import example_inputs
+    from training.model import GrooveTransformer, ModelConfig
+
+    slim = torch.load(str(exported) + ".pt", weights_only=True)
+    model = GrooveTransformer(ModelConfig(**slim["config"])).eval()
+    model.load_state_dict(slim["model"])
+    sess = ort.InferenceSession(str(exported) + ".fp32.onnx")
+    for batch, steps, past in ((1, 1, 0), (1, 1, 5), (2, 7, 3), (1, 16, 0)):
+        args = example_inputs(model.cfg, batch, steps, past)
+        with torch.no_grad():
+            ref = model(*args)
+        got = sess.run(None, dict(zip(["prev", "cats", "cont", "past_k", "past_v"], (a.numpy() for a in args))))
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
+
+
+def test_generator_is_seeded_and_steerable(exported):
+    from drummachine.conditioning import Cues
+    from drummachine.generator import Generator
+    from drummachine.sampling import Steering
+
+    path = str(exported) + ".int8.onnx"
+    a = Generator(path, seed=7)
+    b = Generator(path, seed=7)
+    style = a.styles[1]
+    bars_a = np.stack([a.bar(style, 100, Cues()) for _ in range(3)])
+    bars_b = np.stack([b.bar(style, 100, Cues()) for _ in range(3)])
+    np.testing.assert_array_equal(bars_a, bars_b)
+    muted = Steering(voice_bias=(0.0, -np.inf) + (0.0,) * 7)
+    bar = a.bar(style, 100, Cues(), steering=muted)
+    assert bar[:, 0, 1].sum() == 0  # snare muted
+    busy = Steering(voice_bias=(20.0,) * 9)
+    assert a.bar(style, 100, Cues(), steering=busy)[:, 0].mean() > 0.95
+
+
+def test_generator_context_slides_without_a_glitch(exported):
+    from drummachine.generator import Generator
+
+    gen = Generator(str(exported) + ".int8.onnx", seed=1)
+    cont = gen.cond.cont(120, gen.cond.defaults("any"))
+    for i in range(gen.context * 3):
+        hvo = gen.step(0, i % 16, (i // 16) % 4, cont)
+        assert gen.past_k.shape[3] <= gen.context
+        assert np.isfinite(hvo).all()
+    # keep/regenerate: restoring a saved state replays the same steps
+    state = gen.save()
+    first = [gen.step(0, i % 16, 0, cont) for i in range(16)]
+    gen.restore(state)
+    again = [gen.step(0, i % 16, 0, cont) for i in range(16)]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+def test_generate_cli_writes_standard_midi(exported, tmp_path):
+    import mido
+
+    model = str(exported) + ".int8.onnx"
+    out = tmp_path / "g.mid"
+    wav = tmp_path / "g.wav"
+    r = run_cli("generate", "--model", model, "--style", "rock", "--bpm", "123", "--bars", "4", "--fill-every", "2",
+                "--seed", "4", "-o", out, "--wav", wav)
+    assert r.returncode == 0, r.stderr
+    mid = mido.MidiFile(out)
+    metas = [m for m in mid.tracks[0] if m.is_meta]
+    assert any(m.type == "set_tempo" and abs(mido.tempo2bpm(m.tempo) - 123) < 0.01 for m in metas)
+    assert any(m.type == "time_signature" and (m.numerator, m.denominator) == (4, 4) for m in metas)
+    notes = [m for m in mid.tracks[0] if m.type == "note_on" and m.velocity > 0]
+    assert notes and all(m.channel == 9 for m in notes)
+    assert wav.stat().st_size > 1000
+    r = run_cli("generate", "--model", model, "--list-styles")
+    assert r.returncode == 0 and "rock" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--style", "polka"], "unknown style 'polka'; allowed: any,"),
+    (["--bpm", "500"], "500 is out of range; allowed: 40-300"),
+    (["--intensity", "1.5"], "1.5 is out of range; allowed: 0..1"),
+    (["--section", "coda"], "unknown section 'coda'; allowed: intro"),
+])
+def test_generate_bad_values(exported, tmp_path, args, needle):
+    out = tmp_path / "g.mid"
+    r = run_cli("generate", "--model", str(exported) + ".int8.onnx", *args, "-o", out)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_broken_model_files(exported, tmp_path):
+    import onnx
+
+    good = (exported.parent / "groove.int8.onnx").read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good[: len(good) // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x80\x04pickle? no thanks")
+    wrong = tmp_path / "schema.onnx"
+    m = onnx.load_from_string(good)
+    meta = json.loads(m.metadata_props[0].value)
+    meta["schema"] = 99
+    m.metadata_props[0].value = json.dumps(meta)
+    onnx.save(m, str(wrong))
+    cases = [(truncated, "not a readable ONNX model"), (garbage, "not a readable ONNX model"),
+             (wrong, "schema 99; this runtime reads schema 1"), (tmp_path / "none.onnx", "no such model file")]
+    for path, needle in cases:
+        r = run_cli("generate", "--model", path, "-o", tmp_path / "x.mid")
+        assert r.returncode == 2 and needle in r.stderr and path.name in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,143 @@
+"""Checkpoint -> ONNX (one step per token with a KV cache) -> int8, with the runtime's metadata.
+
+``python -m training.export CHECKPOINT --out models/groove`` writes ``groove.fp32.onnx`` and
+``groove.int8.onnx``. The model's config, voice map, conditioning vocabulary and tables travel in
+the ONNX metadata under the key ``drummachine`` (JSON), checked against the runtime's schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from drummachine.errors import DrumMachineError
+from drummachine.kit import VOICES
+from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION
+
+from .model import CONT_NAMES, GrooveTransformer, ModelConfig
+from .train import load_checkpoint, model_from_checkpoint
+
+INPUTS = ["prev", "cats", "cont", "past_k", "past_v"]
+OUTPUTS = ["logits", "present_k", "present_v"]
+
+
+def example_inputs(cfg: ModelConfig, batch: int = 2, steps: int = 3, past: int = 4):
+    """Inputs where every dynamic dimension is at least 2 and all differ (exporter pitfall)."""
+    hd = cfg.d_model // cfg.n_head
+    g = torch.Generator().manual_seed(0)
+    prev = torch.rand(batch, steps, 27, generator=g)
+    cats = torch.zeros(batch, steps, 3, dtype=torch.int64)
+    cont = torch.rand(batch, steps, 6, generator=g)
+    past_k = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
+    past_v = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
+    return prev, cats, cont, past_k, past_v
+
+
+def metadata(cfg: ModelConfig, conditioning_json: str, extra: dict | None = None) -> dict:
+    return {
+        "schema": SCHEMA_VERSION,
+        "config": cfg.to_dict(),
+        "voices": [{"name": v.name, "gm_note": v.gm_note} for v in VOICES],
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+        "cont": list(CONT_NAMES),
+        "cats": ["style", "step_in_bar", "bar_in_phrase"],
+        "conditioning": json.loads(conditioning_json),
+        **(extra or {}),
+    }
+
+
+def set_metadata(path: Path, meta: dict) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    prop = model.metadata_props.add()
+    prop.key = METADATA_KEY
+    prop.value = json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def export_onnx(model: GrooveTransformer, path: Path) -> None:
+    cfg = model.cfg
+    args = example_inputs(cfg)
+    B, T, P = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("steps", min=1, max=4096), \
+        torch.export.Dim("past", min=0, max=4096)
+    shapes = {"prev": {0: B, 1: T}, "cats": {0: B, 1: T}, "cont": {0: B, 1: T},
+              "past_k": {1: B, 3: P}, "past_v": {1: B, 3: P}}
+
+    class Step(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, prev, cats, cont, past_k, past_v):
+            return self.m(prev, cats, cont, past_k, past_v)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Step(model.eval()), args, str(path), dynamo=True, input_names=INPUTS,
+                          output_names=OUTPUTS, dynamic_shapes=shapes, external_data=False, verbose=False)
+
+
+def quantize(fp32: Path, int8: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        except Exception:  # pre-processing is an optimization; quantize the plain graph if it fails
+            pre = fp32
+        quantize_dynamic(str(pre), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(checkpoint: str | Path, out: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write OUT.fp32.onnx, OUT.int8.onnx and OUT.pt (weights + config) from a checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg, cond = model_from_checkpoint(ckpt)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = out.with_name(out.name + ".fp32.onnx")
+    int8 = out.with_name(out.name + ".int8.onnx")
+    meta = metadata(cfg, ckpt["conditioning"], {"parameters": sum(p.numel() for p in model.parameters()),
+                                                **(extra or {})})
+    slim = out.with_name(out.name + ".pt")  # tensors + config only: for torch parity tests and benchmarks
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "conditioning": ckpt["conditioning"]}, slim)
+    export_onnx(model, fp32)
+    set_metadata(fp32, {**meta, "precision": "fp32"})
+    quantize(fp32, int8)
+    set_metadata(int8, {**meta, "precision": "int8"})
+    return fp32, int8
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="drummachine export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", default="models/groove", help="output prefix (default models/groove)")
+    args = ap.parse_args(argv)
+    fp32, int8 = export(args.checkpoint, args.out)
+    for p in (fp32, int8):
+        print(f"{p}: {p.stat().st_size / 1e6:.2f} MB sha256 {sha256(p)[:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except DrumMachineError as exc:
+        print(f"drummachine: error: {exc}", file=sys.stderr)
+        sys.exit(2)
