@@ -105,3 +105,12 @@ class Conditioning:
         defaults[ANY_STYLE] = {cue: 0.5 for cue in CUES}
         bpms[ANY_STYLE] = [float(np.percentile(bar_bpm, p)) for p in (5, 50, 95)]
         return Conditioning(cond.styles, quantiles, defaults, bpms)
+
+
+@dataclass(frozen=True)
+class GeneratorStateLike:
+    """The state a stand-in generator saves (see fake_generator)."""
+
+    prev: object
+    step: int
+    rng_state: dict

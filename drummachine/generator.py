@@ -58,11 +58,12 @@ class Generator:
         self.step_count = 0
 
     def save(self) -> GeneratorState:
-        return GeneratorState(self.past_k.copy(), self.past_v.copy(), self.prev.copy(), self.step_count,
-                              self.rng.bit_generator.state)
+        """The state before the next step. No copies: the arrays are never changed in place, only
+        replaced, so a saved state stays valid (and cheap enough to save before every step)."""
+        return GeneratorState(self.past_k, self.past_v, self.prev, self.step_count, self.rng.bit_generator.state)
 
     def restore(self, state: GeneratorState) -> None:
-        self.past_k, self.past_v, self.prev = state.past_k.copy(), state.past_v.copy(), state.prev.copy()
+        self.past_k, self.past_v, self.prev = state.past_k, state.past_v, state.prev
         self.step_count = state.step
         self.rng.bit_generator.state = state.rng_state
 
@@ -87,6 +88,17 @@ class Generator:
         self.prev = hvo.reshape(1, 1, 27)
         self.step_count += 1
         return hvo
+
+    def force(self, hvo: np.ndarray, style: int, step_in_bar: int, bar_in_phrase: int, cont: np.ndarray) -> None:
+        """Advance through a step that was played without the model (a fallback, a count-in)."""
+        cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
+        self.logits(cats, np.asarray(cont, np.float32))
+        self.overwrite_last(hvo)
+        self.step_count += 1
+
+    def overwrite_last(self, hvo: np.ndarray) -> None:
+        """Make ``hvo`` (3, 9) the step the model hears as the last one played (after an accent, say)."""
+        self.prev = np.asarray(hvo, np.float32).reshape(1, 1, 27)
 
     def bar(self, style: str | int, bpm: float, cues: Cues = Cues(), bar_in_phrase: int = 0,
             steering: Steering = Steering()) -> np.ndarray:

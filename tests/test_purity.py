@@ -6,7 +6,8 @@ import sys
 import pytest
 
 CORE = ["errors", "kit", "groove", "attributes", "dataset", "drumkit", "mixer", "wavfile", "grid", "conditioning",
-        "sampling", "sections", "baselines", "evaluation", "windows"]
+        "sampling", "sections", "baselines", "evaluation", "windows", "song", "transport", "conductor", "engine",
+        "fake_generator"]
 FORBIDDEN = ["mido", "rtmidi", "sounddevice", "onnxruntime", "textual", "torch"]
 
 

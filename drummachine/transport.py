@@ -1,0 +1,170 @@
+"""Time: clocks, and the transport that says when each 16th step starts.
+
+Musical time is an integer step count (ticks within a step at ``PPQ``); seconds appear only when
+an event is handed to an output. The transport keeps an *anchor* (a step and the time it starts)
+and a tempo; every step's time is computed from the anchor, never accumulated, so an hour of
+playing ends where the bar count says. A tempo change re-anchors at the step where it takes
+effect; a ramp is a tempo change on every step of its span.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+PPQ = 960  #: ticks per quarter note
+STEP_TICKS = PPQ // 4
+STEPS_PER_BAR = 16
+FEELS = {"half": 0.5, "normal": 1.0, "double": 2.0}
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class ManualClock:
+    """A clock that moves only when told: for tests (no sleeps, no wall time)."""
+
+    def __init__(self, start: float = 0.0):
+        self.t = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self.t += seconds
+        return self.t
+
+    def set(self, t: float) -> None:
+        self.t = t
+
+
+@dataclass(frozen=True)
+class Anchor:
+    step: int  #: the step that starts at ``time``
+    time: float  #: seconds on the clock's scale
+    bpm: float  #: song tempo from ``step`` on
+    feel: float = 1.0  #: steps per 16th of song time: 0.5 half time, 2 double time
+
+    def step_seconds(self) -> float:
+        return 60.0 / (self.bpm * 4.0 * self.feel)
+
+
+class Transport:
+    """Step times under tempo changes, ramps, half/double time and tap re-locks."""
+
+    def __init__(self, bpm: float, start_time: float = 0.0, start_step: int = 0):
+        self.anchors: list[Anchor] = [Anchor(start_step, start_time, float(bpm))]
+        self.pending: dict[int, tuple[float | None, float | None]] = {}  # step -> (bpm, feel)
+
+    @property
+    def anchor(self) -> Anchor:
+        return self.anchors[-1]
+
+    def _anchor_for(self, step: int) -> Anchor:
+        for a in reversed(self.anchors):
+            if a.step <= step:
+                return a
+        return self.anchors[0]
+
+    def _apply_pending(self, upto: int) -> None:
+        for step in sorted(s for s in self.pending if s <= upto):
+            bpm, feel = self.pending.pop(step)
+            a = self._anchor_for(step)
+            t = a.time + (step - a.step) * a.step_seconds()
+            self.anchors.append(Anchor(step, t, bpm if bpm is not None else a.bpm, feel if feel is not None else a.feel))
+            self.anchors.sort(key=lambda x: x.step)
+        if len(self.anchors) > 64:  # old anchors are never asked for again
+            self.anchors = self.anchors[-64:]
+
+    def time_of(self, step: float) -> float:
+        """When step (fractional steps allowed: step + offset) starts, in clock seconds."""
+        self._apply_pending(int(step))
+        a = self._anchor_for(int(step))
+        return a.time + (step - a.step) * a.step_seconds()
+
+    def step_seconds(self, step: int) -> float:
+        self._apply_pending(step)
+        return self._anchor_for(step).step_seconds()
+
+    def bpm_at(self, step: int) -> float:
+        self._apply_pending(step)
+        return self._anchor_for(step).bpm
+
+    def feel_at(self, step: int) -> float:
+        self._apply_pending(step)
+        return self._anchor_for(step).feel
+
+    def step_at(self, t: float) -> float:
+        """The (fractional) step playing at clock time t."""
+        a = self.anchors[0]
+        for cand in self.anchors:
+            if cand.time <= t:
+                a = cand
+        return a.step + (t - a.time) / a.step_seconds()
+
+    def set_tempo(self, bpm: float, at_step: int, ramp_steps: int = 0) -> None:
+        """Tempo ``bpm`` from ``at_step`` (at once), or reached linearly over ``ramp_steps`` steps."""
+        if ramp_steps <= 0:
+            self._merge(at_step, bpm, None)
+            return
+        start = self.bpm_at(at_step)
+        for i in range(1, ramp_steps + 1):
+            self._merge(at_step + i - 1, start + (bpm - start) * i / ramp_steps, None)
+
+    def set_feel(self, feel: str, at_step: int) -> None:
+        self._merge(at_step, None, FEELS[feel])
+
+    def _merge(self, step: int, bpm, feel) -> None:
+        old = self.pending.get(step, (None, None))
+        self.pending[step] = (bpm if bpm is not None else old[0], feel if feel is not None else old[1])
+
+    def relock(self, at_step: int, time: float, bpm: float) -> None:
+        """Make ``at_step`` start at ``time`` with tempo ``bpm`` (tap tempo)."""
+        self.pending = {s: v for s, v in self.pending.items() if s < at_step}
+        self._apply_pending(at_step)
+        feel = self._anchor_for(at_step).feel
+        self.anchors = [a for a in self.anchors if a.step < at_step] + [Anchor(at_step, time, float(bpm), feel)]
+
+
+class TapTempo:
+    """Tap the quarter notes: three or more taps within a musical range set the tempo.
+
+    The taps' average interval gives the bpm; the first tap of the run is the downbeat, so the
+    next bar line lands on the band's "one".
+    """
+
+    def __init__(self, min_bpm: float = 40.0, max_bpm: float = 300.0, timeout_beats: float = 2.0):
+        self.min_bpm, self.max_bpm, self.timeout_beats = min_bpm, max_bpm, timeout_beats
+        self.taps: list[float] = []
+
+    def tap(self, t: float) -> tuple[float, float] | None:
+        """Record a tap; returns (bpm, time of the first tap) once the run is long enough."""
+        if self.taps:
+            gap = t - self.taps[-1]
+            longest = 60.0 / self.min_bpm * self.timeout_beats / 2.0
+            if gap > longest or gap < 60.0 / self.max_bpm:
+                self.taps = []
+        self.taps.append(t)
+        self.taps = self.taps[-8:]
+        if len(self.taps) < 3:
+            return None
+        intervals = [b - a for a, b in zip(self.taps[:-1], self.taps[1:])]
+        mean = sum(intervals) / len(intervals)
+        if any(abs(i - mean) > 0.25 * mean for i in intervals):
+            self.taps = self.taps[-2:]  # an uneven tap restarts the run
+            return None
+        bpm = 60.0 / mean
+        if not self.min_bpm <= bpm <= self.max_bpm:
+            return None
+        return round(bpm, 2), self.taps[0]

@@ -1,0 +1,283 @@
+"""The engine, conductor and transport on a manual clock: no sleeps, no wall time."""
+
+import numpy as np
+import pytest
+
+from drummachine.conductor import COUNT_IN, ENDING, FINAL, GROOVE, Conductor
+from drummachine.engine import CRASH, KICK, Engine, MemorySink
+from drummachine.errors import DrumMachineError
+from drummachine.fake_generator import FakeGenerator
+from drummachine.song import jam, song_from_toml
+from drummachine.transport import ManualClock, TapTempo, Transport
+
+SONG = """
+name = "Test"
+style = "rock"
+bpm = 120
+count_in = 1
+
+[[sections]]
+name = "intro"
+bars = 2
+fill_every = 0
+
+[[sections]]
+name = "verse"
+bars = 0
+fill_every = 0
+"""
+
+
+def make(song_text=SONG, gen=None, **kw):
+    clock = ManualClock(100.0)
+    sink = MemorySink()
+    song = song_from_toml(song_text, "test.toml", ("any", "rock", "funk"))
+    engine = Engine(gen or FakeGenerator(), song, clock, [sink], **kw)
+    return engine, clock, sink
+
+
+def run(engine, clock, seconds, dt=0.004, generate=True):
+    end = clock.now() + seconds
+    while clock.now() < end:
+        if generate:
+            engine.pump_generator()
+        engine.pump()
+        clock.advance(dt)
+
+
+def bar_notes(sink, bar, voice=None):
+    return [e for e in sink.notes() if e.step // 16 == bar and (voice is None or e.voice == voice)]
+
+
+def test_count_in_then_intro_with_crash_then_verse():
+    engine, clock, sink = make()
+    engine.command("start")
+    run(engine, clock, 0.3 + 4 * 2.0)  # count-in + 3 bars at 120 bpm (2 s a bar)
+    count_in = bar_notes(sink, 0)
+    assert [e.step % 16 for e in count_in] == [0, 4, 8, 12] and all(e.voice == 2 for e in count_in)
+    assert any(e.voice == CRASH and e.step == 16 for e in sink.notes())  # the song starts on a crash
+    plans = [engine.conductor.plan(b) for b in range(4)]
+    assert [p.kind for p in plans] == [COUNT_IN, GROOVE, GROOVE, GROOVE]
+    assert [p.section for p in plans] == [-1, 0, 0, 1]
+    assert plans[2].fill_from == 0  # the intro's last bar leads into the verse with a fill
+    assert plans[3].crash_on_one
+    assert engine.stats.misses == 0
+
+
+def test_notes_are_committed_before_they_sound_and_timed_by_the_grid():
+    engine, clock, sink = make()
+    engine.command("start")
+    run(engine, clock, 5.0)
+    start = engine.transport.time_of(0)
+    for e in sink.notes():
+        grid = start + e.step * 0.125  # 120 bpm: a 16th is 125 ms
+        assert abs(e.time - grid) <= 0.5 * 0.125 + 1e-9
+    # every step was handed out before its time
+    assert engine.stats.late_commits == 0
+
+
+def test_next_section_mid_bar_fills_the_rest_and_crashes_on_the_one():
+    engine, clock, sink = make(SONG.replace("bars = 2", "bars = 0"))
+    engine.command("start")
+    run(engine, clock, 0.25 + 2.0 + 2.0 + 0.5)  # count-in, one intro bar, a quarter into the next
+    open_step = engine.commit_cursor
+    assert open_step // 16 == 2
+    engine.command("next")
+    run(engine, clock, 4.0)
+    toms = [e for e in bar_notes(sink, 2) if e.voice in (4, 5, 6)]
+    assert toms, "the rest of bar 2 became a fill"
+    assert all(e.step >= open_step for e in toms), "nothing already committed changed"
+    assert engine.conductor.plan(3).section == 1 and engine.conductor.plan(3).crash_on_one
+    assert any(e.voice == CRASH for e in bar_notes(sink, 3) if e.step == 48)
+    assert engine.stats.misses == 0
+
+
+def test_cue_is_visible_until_it_takes_effect():
+    engine, clock, sink = make(SONG.replace("bars = 2", "bars = 0"))
+    engine.command("start")
+    run(engine, clock, 2.5)
+    engine.command("next")
+    run(engine, clock, 0.01)
+    assert engine.snapshot()["queued"]["target"] == "verse"
+    run(engine, clock, 4.0)
+    assert engine.snapshot()["queued"] is None and engine.snapshot()["section"] == "verse"
+
+
+def test_late_generator_plays_the_cached_bar_never_silence():
+    engine, clock, sink = make()
+    engine.command("start")
+    run(engine, clock, 0.25 + 4 * 2.0)
+    before = engine.stats.misses
+    last_bar = engine.commit_cursor // 16
+    run(engine, clock, 2 * 2.0, generate=False)  # the generator stalls for two bars
+    assert engine.stats.misses > before
+    for bar in range(last_bar + 1, last_bar + 2):
+        assert len(bar_notes(sink, bar)) >= 8, "the cached bar played"
+    run(engine, clock, 4.0)  # it recovers and catches up
+    assert len(bar_notes(sink, last_bar + 3)) >= 8
+
+
+def test_outro_ending_fill_final_hit_and_stop():
+    engine, clock, sink = make()
+    engine.command("start")
+    run(engine, clock, 0.25 + 4 * 2.0 + 0.3)
+    engine.command("outro")
+    run(engine, clock, 8.0)
+    assert not engine.playing
+    kinds = [engine.conductor.plan(b).kind for b in range(8)]
+    assert ENDING in kinds and FINAL in kinds
+    final_bar = kinds.index(FINAL)
+    final = bar_notes(sink, final_bar)
+    assert {e.voice for e in final} == {CRASH, KICK} and all(e.step % 16 == 0 for e in final)
+    assert not [e for e in sink.notes() if e.step // 16 > final_bar]
+    assert any(e.kind == "stop" for e in sink.events)
+
+
+def test_fill_now_and_accent():
+    engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
+    engine.command("start")
+    run(engine, clock, 0.3 + 2.0 + 0.2)
+    engine.command("fill")
+    c = engine.commit_cursor
+    run(engine, clock, 2.0)
+    fill_bar = c // 16 if c % 16 <= 12 else c // 16 + 1
+    assert engine.conductor.plan(fill_bar).fill_from is not None
+    engine.command("accent")
+    run(engine, clock, 0.01)
+    a = engine.commit_cursor
+    run(engine, clock, 1.0)
+    assert any(e.voice == CRASH and e.step in (a, a + 1) for e in sink.notes())
+
+
+def test_intensity_changes_velocity_from_the_open_step():
+    engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
+    engine.command("start")
+    run(engine, clock, 2.5)
+    soft = np.mean([e.velocity for e in bar_notes(sink, 0)])
+    engine.command("intensity", 0.4)
+    run(engine, clock, 4.0)
+    loud = np.mean([e.velocity for e in bar_notes(sink, 2)])
+    assert loud > soft + 0.15
+
+
+def test_tempo_change_at_the_next_bar_and_ramp():
+    t = Transport(120.0, 0.0)
+    t.set_tempo(60.0, 16)
+    assert t.time_of(16) == pytest.approx(2.0)
+    assert t.time_of(32) == pytest.approx(2.0 + 4.0)
+    r = Transport(100.0, 0.0)
+    r.set_tempo(140.0, 16, ramp_steps=32)
+    assert r.bpm_at(16 + 31) == pytest.approx(140.0)
+    assert 100.0 < r.bpm_at(30) < 140.0
+
+
+def test_half_time_doubles_step_length_from_the_bar_line():
+    t = Transport(120.0, 0.0)
+    t.set_feel("half", 16)
+    assert t.step_seconds(15) == pytest.approx(0.125)
+    assert t.step_seconds(16) == pytest.approx(0.25)
+
+
+def test_an_hour_at_120_bpm_lands_on_the_bar_count():
+    t = Transport(120.0, 5.0)
+    bars = 1800
+    assert abs(t.time_of(bars * 16) - (5.0 + 3600.0)) < 1e-6
+
+
+@pytest.mark.parametrize("taps,bpm", [([0.0, 0.5, 1.0], 120.0), ([0.0, 0.5, 1.0, 1.5], 120.0),
+                                      ([0.0, 0.6, 1.2, 1.8], 100.0), ([0.0, 0.5], None), ([0.0, 0.5, 1.4], None)])
+def test_tap_tempo(taps, bpm):
+    tap = TapTempo()
+    result = None
+    for t in taps:
+        result = tap.tap(t)
+    assert (result[0] if result else None) == (pytest.approx(bpm) if bpm else None)
+
+
+def test_tap_relocks_the_downbeat_to_the_first_tap():
+    engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
+    engine.command("start")
+    run(engine, clock, 3.0)
+    first = clock.now() + 0.013
+    for k in range(4):
+        clock.set(first + k * 0.6)
+        engine.command("tap")
+        engine.pump()
+    run(engine, clock, 4.0)
+    assert engine.transport.bpm_at(engine.commit_cursor) == pytest.approx(100.0)
+    bar_line = (-(-engine.commit_cursor // 16)) * 16
+    t_bar = engine.transport.time_of(bar_line)
+    assert abs(((t_bar - first) / 2.4) - round((t_bar - first) / 2.4)) < 1e-6
+
+
+def test_keep_brings_the_section_back_the_same():
+    song = SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 0")
+    engine, clock, sink = make(song)
+    engine.command("start")
+    run(engine, clock, 0.3)
+    engine.command("keep")
+    run(engine, clock, 2.2)
+    first = np.stack([engine.played[s] for s in range(16)])
+    engine.command("next", 0)  # go to the intro again
+    run(engine, clock, 6.0)
+    start = next(b for b in range(2, 10) if engine.conductor.plan(b).bar_in_section == 0
+                 and engine.conductor.plan(b).section == 0)
+    again = np.stack([engine.played[start * 16 + s] for s in range(16)])
+    again[0, :, [CRASH, KICK]] = first[0, :, [CRASH, KICK]]  # the return is marked by a crash on the one
+    np.testing.assert_array_equal(first, again)  # same hits, velocities and micro-timing
+
+
+def test_pause_silences_and_resumes_on_a_beat():
+    engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
+    engine.command("start")
+    run(engine, clock, 2.3)
+    engine.command("pause")
+    run(engine, clock, 0.01)
+    paused_at = engine.commit_cursor
+    run(engine, clock, 2.0)
+    assert not [e for e in sink.notes() if e.step >= paused_at]
+    assert sink.panics >= 1
+    engine.command("pause")
+    run(engine, clock, 2.0)
+    back = [e for e in sink.notes() if e.step >= paused_at]
+    assert back and back[0].step % 4 == 0
+
+
+def test_stop_sends_all_notes_off():
+    engine, clock, sink = make()
+    engine.command("start")
+    run(engine, clock, 1.0)
+    engine.command("stop")
+    run(engine, clock, 0.1)
+    assert not engine.playing and sink.panics == 1
+
+
+def test_midi_clock_pulses_24_per_quarter():
+    engine, clock, sink = make(midi_clock=True)
+    engine.command("start")
+    run(engine, clock, 3.0)
+    pulses = [e.time for e in sink.events if e.kind == "clock"]
+    gaps = np.diff(pulses)
+    assert len(pulses) > 100 and np.allclose(gaps, 0.5 / 24, atol=1e-9)
+
+
+def test_jam_song_and_bad_song_values():
+    assert jam("rock", 100).sections[0].bars == 0
+    with pytest.raises(DrumMachineError, match=r"test.toml:\d+ \(sections\[1\].style\): unknown style 'polka'"):
+        song_from_toml(SONG.replace('name = "verse"', 'name = "verse"\nstyle = "polka"'), "test.toml",
+                       ("any", "rock"))
+    with pytest.raises(DrumMachineError, match=r"sections\[0\].bars\): -1 is not allowed"):
+        song_from_toml(SONG.replace("bars = 2", "bars = -1"), "test.toml")
+    with pytest.raises(DrumMachineError, match="unknown section kind 'coda'"):
+        song_from_toml(SONG.replace('name = "intro"', 'name = "intro"\nkind = "coda"'), "test.toml")
+    with pytest.raises(DrumMachineError, match="duplicate section name"):
+        song_from_toml(SONG.replace('name = "verse"', 'name = "intro"'), "test.toml")
+
+
+def test_conductor_phrase_end():
+    song = song_from_toml(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 0"), "t")
+    c = Conductor(song)
+    c.plan(0)
+    c.next_section(16 + 3, at_phrase=True)  # in bar 1: the phrase ends after bar 3
+    assert c.queued.at_bar == 4
+    assert c.plan(3).fill_from == 0 and c.plan(4).section == 1
