@@ -128,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_model_commands(sub):
-    from . import cli_model
+    from . import cli_live, cli_model
 
     cli_model.register(sub)
+    cli_live.register(sub)
 
 
 _EXTRA_COMMANDS: list = [_register_model_commands]

@@ -229,6 +229,19 @@ class Engine:
             self._set_tempo(float(bpm), when, c)
         elif name == "tempo_nudge":
             self._set_tempo(self.transport.bpm_at(c) + float(value), "now", c)
+        elif name == "follow":  # MIDI clock in: (smoothed bpm, time of the next beat on the leader's line)
+            bpm, beat_time = value
+            beat = -(-c // 4) * 4
+            if beat_time is not None:
+                ours = self.transport.time_of(beat)
+                step_s = 60.0 / (bpm * 4.0)
+                while beat_time < ours - 2 * step_s:  # the leader's beat nearest to ours
+                    beat_time += 4 * step_s
+                while beat_time > ours + 2 * step_s:
+                    beat_time -= 4 * step_s
+                if abs(beat_time - ours) > 0.001 or abs(self.transport.bpm_at(beat) - bpm) > 0.05:
+                    self.transport.relock(beat, max(beat_time, now + 0.002), bpm)
+                    self.manual_tempo = True
         elif name == "tap":
             got = self.tap.tap(now)
             if got:
@@ -265,7 +278,7 @@ class Engine:
 
     def _start(self, now: float) -> None:
         manual = self.transport.anchor.bpm if self.manual_tempo else None
-        if self.commit_cursor or self.gen_cursor:
+        if self.commit_cursor:  # a restart: the song from the top (steps generated ahead are kept)
             self._reset_song(self.song)
         start = now + self.start_delay
         first = self.song.sections[0].bpm

@@ -1,0 +1,248 @@
+"""A playing session: model, song, engine, outputs and controller wired together (``drummachine play``).
+
+Every part that can fail at the edges fails soft once playing: a missing controller is reported
+and watched for; no audio device means MIDI alone (or a clear exit if no output is left).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, ControlMap
+from .engine import Engine
+from .errors import DrumMachineError
+from .song import Song, SongLibrary, jam, load_song
+from .transport import MonotonicClock
+
+log = logging.getLogger("drummachine")
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
+
+
+@dataclass
+class Options:
+    song: str | None = None
+    setlist: list[str] = field(default_factory=list)
+    style: str = "rock"
+    bpm: float | None = None
+    intensity: float = 0.5
+    audio: bool = True
+    audio_device: str | None = None
+    audio_api: str | None = None
+    blocksize: int = 128
+    rate: int = 48000
+    kit: str | None = None
+    midi_out: str | None = None
+    midi_virtual: bool = False
+    midi_in: str | None = None
+    midi_api: str | None = None
+    clock: str = "internal"
+    clock_out: bool = False
+    notemap: str | None = None
+    model: str | None = None
+    fake_model: bool = False
+    seed: int = 0
+    lookahead: int = 8
+
+
+class Session:
+    def __init__(self, opts: Options):
+        import sys
+
+        # the audio callback needs the GIL within a buffer (2.7 ms at 128 frames): let threads
+        # hand it over sooner than Python's default 5 ms
+        sys.setswitchinterval(0.0005)
+        self.opts = opts
+        self.sinks = []
+        self.inputs = []
+        self.audio = None
+        self.midi = None
+        self.stop_event = threading.Event()
+        self.threads = []
+        self.pending_song: Song | None = None
+        self.follower = ClockFollower() if opts.clock == "midi" else None
+        self.control = ControlMap()
+        self.warnings: list[str] = []
+        t0 = time.perf_counter()
+        self.generator = self._generator()
+        self.library = SongLibrary([PRESETS / "songs", user_config_dir() / "songs"])
+        self.song = self._song(opts.song)
+        self._outputs()
+        clock = self.audio.clock if self.audio else MonotonicClock()
+        self.clock = clock
+        if self.midi is not None:
+            self.midi.clock = clock
+        self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
+                             midi_clock=opts.clock_out and opts.clock != "midi")
+        if opts.bpm:
+            self.engine.command("tempo", float(opts.bpm))
+            self.engine.pump()
+        self._inputs()
+        self.setup_seconds = time.perf_counter() - t0
+
+    # --- parts ----------------------------------------------------------------------------
+    def _generator(self):
+        if self.opts.fake_model:
+            from .fake_generator import FakeGenerator
+
+            return FakeGenerator(self.opts.seed)
+        from .generator import Generator
+
+        return Generator(self.opts.model, seed=self.opts.seed, threads=1)
+
+    def _song(self, name: str | None) -> Song:
+        styles = self.generator.cond.styles
+        if name:
+            return load_song(self.library.find(name), styles)
+        if self.opts.style not in styles:
+            raise DrumMachineError("--style", f"unknown style {self.opts.style!r}; allowed: {', '.join(styles)}")
+        bpm = self.opts.bpm or self.generator.cond.style_bpm.get(self.opts.style, [0, 110, 0])[1]
+        return jam(self.opts.style, round(float(bpm)), self.opts.intensity)
+
+    def _outputs(self) -> None:
+        o = self.opts
+        if o.audio:
+            from .audio_out import AudioSink
+            from .drumkit import load_kit, synth_kit
+
+            kit = load_kit(o.kit, o.rate) if o.kit else synth_kit(o.rate)
+            try:
+                self.audio = AudioSink(kit, o.audio_device, o.blocksize, hostapi=o.audio_api)
+                self.sinks.append(self.audio)
+            except DrumMachineError as exc:
+                self.warnings.append(f"{exc}: going on with MIDI alone")
+                log.warning("%s: going on with MIDI alone", exc)
+        if o.midi_out or o.midi_virtual or not self.sinks:
+            from .kit import GM_NOTEMAP, load_notemap
+            from .midi_ports import MidiOutSink, api_name
+
+            notemap = load_notemap(o.notemap) if o.notemap else GM_NOTEMAP
+            try:
+                self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
+                                        send_clock=o.clock_out)
+                self.sinks.append(self.midi)
+            except DrumMachineError as exc:
+                if not self.sinks:
+                    raise DrumMachineError(exc.where, f"{exc.what}; and there is no audio output either: "
+                                           "nothing left to play through") from None
+                self.warnings.append(str(exc))
+                log.warning("%s", exc)
+        if not self.sinks:
+            raise DrumMachineError("play", "no audio device and no MIDI output: nothing to play through")
+
+    def _inputs(self) -> None:
+        o = self.opts
+        if not (o.midi_in or o.clock == "midi"):
+            return
+        from .midi_ports import MidiInput, api_name
+
+        inp = MidiInput(api_name(o.midi_api), o.midi_in, self.on_midi, self.clock)
+        if not inp.connected:
+            self.warnings.append(f"{inp.message}; playing on, watching for it")
+            log.warning("%s; playing on, watching for it", inp.message)
+        self.inputs.append(inp)
+
+    # --- control --------------------------------------------------------------------------
+    def on_midi(self, message: list[int], t: float) -> None:
+        if self.follower is not None and message and message[0] in (CLOCK, START, STOP, CONTINUE, SPP):
+            self._follow(message, t)
+            return
+        for name, value in self.control.handle(message):
+            self.command(name, value)
+
+    def _follow(self, message: list[int], t: float) -> None:
+        f = self.follower
+        status = message[0]
+        if status == CLOCK:
+            f.pulse(t)
+            if f.running and f.position % 24 == 0:
+                bpm = f.bpm()
+                if bpm:
+                    self.engine.command("follow", (bpm, f.next_beat(t + 0.001)))
+        elif status in (START, CONTINUE):
+            f.start(0 if status == START else f.position)
+            self.engine.command("start")
+        elif status == STOP:
+            f.stop()
+            self.engine.command("stop")
+
+    def command(self, name: str, value=None) -> None:
+        log.info("cue %s %s", name, "" if value is None else value)
+        if name == "program":
+            self.select_song(int(value))
+            return
+        self.engine.command(name, value)
+
+    def select_song(self, index: int) -> None:
+        if not self.opts.setlist:
+            return
+        if not 0 <= index < len(self.opts.setlist):
+            log.warning("program %d: the setlist has %d songs", index, len(self.opts.setlist))
+            return
+        try:
+            song = self._song(self.opts.setlist[index])
+        except DrumMachineError as exc:
+            log.warning("%s", exc)
+            return
+        if self.engine.playing:
+            self.pending_song = song
+        else:
+            self.engine.command("song", song)
+
+    # --- running --------------------------------------------------------------------------
+    def start_threads(self) -> None:
+        self.threads = self.engine.run_threads(self.stop_event)
+
+    def poll(self) -> None:
+        """Housekeeping from the main thread: a song waiting for the current one to end."""
+        if self.pending_song is not None and not self.engine.playing:
+            self.engine.command("song", self.pending_song)
+            self.pending_song = None
+
+    def status(self) -> dict:
+        s = self.engine.snapshot()
+        s["underruns"] = self.audio.underruns if self.audio else 0
+        s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
+        s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]
+        return s
+
+    def close(self) -> None:
+        self.engine.command("stop")
+        self.engine.pump()
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=1.0)
+        for inp in self.inputs:
+            inp.close()
+        for s in self.sinks:
+            try:
+                s.panic()
+                s.close()
+            except Exception:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def user_config_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "drummachine"
+
+
+def status_line(s: dict) -> str:
+    q = s.get("queued")
+    queued = f" | next: {q['target'] or q['what']} at bar {q['at_bar'] + 1}" if q else ""
+    bars = f"{s['bar_in_section'] + 1}/{s['section_bars'] or '-'}"
+    state = "paused" if s["paused"] else ("playing" if s["playing"] else "stopped")
+    return (f"{state} bar {s['bar'] + 1} | {s['section']} {bars} | {s['style']} {s['bpm']:g} bpm | intensity "
+            f"{s['intensity']:.2f}{' | fill' if s['fill'] else ''}{queued} | misses {s['misses']} underruns "
+            f"{s['underruns']}")

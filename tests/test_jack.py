@@ -1,0 +1,208 @@
+"""The edges for real: audio and MIDI through a JACK server (dummy backend), no fakes at the port."""
+
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from drummachine.drumkit import synth_kit
+from drummachine.engine import Engine
+from drummachine.fake_generator import FakeGenerator
+from drummachine.song import jam
+
+pytestmark = pytest.mark.jack
+
+
+def receiver(name):
+    """A JACK MIDI input port that timestamps what arrives (on the monotonic clock)."""
+    import rtmidi
+
+    got = []
+    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name)
+    port.ignore_types(sysex=True, timing=False, active_sense=True)
+    port.open_virtual_port("rx")
+    port.set_callback(lambda ev, data=None: got.append((time.monotonic(), ev[0])))
+    return port, got
+
+
+def sender(name):
+    import rtmidi
+
+    port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name)
+    port.open_virtual_port("tx")
+    return port
+
+
+def run_engine(engine, seconds):
+    stop = threading.Event()
+    threads = engine.run_threads(stop)
+    engine.command("start")
+    time.sleep(seconds)
+    engine.command("stop")
+    time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(2)
+
+
+class Kicks(FakeGenerator):
+    """A kick on every beat, up to 0.3 step off the grid: isolated onsets to find in the recording."""
+
+    def _pattern(self, step_in_bar, cont):
+        hvo = np.zeros((3, 9), np.float32)
+        if step_in_bar % 4 == 0:
+            hvo[0, 0], hvo[1, 0], hvo[2, 0] = 1.0, 0.9, self.rng.uniform(-0.3, 0.3)
+        return hvo
+
+
+def test_audio_onsets_through_a_jack_loopback(jack_server):
+    from drummachine.audio_out import AudioSink
+
+    kit = synth_kit(48000)
+    sink = AudioSink(kit, blocksize=128, record_seconds=6.0)
+    try:
+        subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
+        subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
+        song = jam("rock", 100)
+        engine = Engine(Kicks(), song, sink.clock, [sink], start_delay=0.3)
+        sent = []
+        orig = sink.send
+        sink.send = lambda events: (sent.extend(e for e in events if e.kind == "note"), orig(events))
+        run_engine(engine, 4.5)
+    finally:
+        sink.close()
+    rec = sink.recording[:, 0]
+    onsets = [e for e in sent if e.voice == 0 and e.time < 4.3]  # before the stop
+    assert len(onsets) >= 6
+    frames = np.array([round(e.time * 48000) for e in onsets])
+    found = []
+    for f in frames:
+        win = rec[f - 48 * 5: f + 48 * 20]  # around the scheduled frame (+ the loopback's delay)
+        loud = np.nonzero(np.abs(win) > 1e-4)[0]
+        found.append(f - 48 * 5 + loud[0] if loud.size else -10**9)
+    err = np.array(found) - frames
+    latency = np.median(err)  # the loopback adds a fixed delay (one JACK period)
+    assert 0 <= latency <= 3 * 128
+    assert np.abs(err - latency).max() <= 48, err  # every onset within 1 ms of the schedule
+    assert sink.underruns <= 2
+
+
+def test_midi_out_notes_arrive_on_time(jack_server):
+    from drummachine.midi_ports import MidiOutSink
+    from drummachine.transport import MonotonicClock
+
+    port, got = receiver("rec-notes")
+    try:
+        clock = MonotonicClock()
+        sent = []
+        sink = MidiOutSink("jack", "rec-notes:rx", clock, send_clock=True,
+                           on_sent=lambda t, msg: sent.append((t, msg)))
+        assert sink.connected
+        engine = Engine(FakeGenerator(), jam("rock", 120), clock, [sink], midi_clock=True)
+        run_engine(engine, 2.5)
+        sink.close()
+        time.sleep(0.1)
+    finally:
+        port.close_port()
+    ons = [(t, m) for t, m in got if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    assert len(ons) > 10
+    sched = [(t, m) for t, m in sent if m[0] & 0xF0 == 0x90]
+    assert sorted(map(tuple, (m for _, m in ons))) == sorted(map(tuple, (m for _, m in sched[:len(ons)])))
+    # each arrival against the scheduled time of the same message nearest to it
+    delays = np.array([min((a - s for s, m2 in sched if m2 == m), key=abs) for a, m in ons])
+    assert np.percentile(delays, 99) < 0.010, delays  # within a period (2.7 ms) or so, generously here
+    clocks = [t for t, m in got if m[0] == 0xF8]
+    gaps = np.diff(clocks)
+    assert abs(np.median(gaps) - 0.5 / 24) < 0.001  # 24 pulses per quarter at 120 bpm
+    assert [m[0] for _, m in got if m[0] in (0xFA, 0xFC)][:1] == [0xFA]
+    assert any(m[0] == 0xB0 and m[1] == 123 for _, m in got), "all notes off on stop"
+
+
+def test_controller_cues_arrive_over_jack_midi(jack_server):
+    from drummachine.session import Options, Session
+
+    tx = sender("pedal")
+    try:
+        opts = Options(audio=False, midi_virtual=True, midi_in="pedal:tx", fake_model=True, style="rock", bpm=120)
+        with Session(opts) as session:
+            assert session.inputs[0].connected
+            session.start_threads()
+            session.command("start")
+            time.sleep(0.6)
+            tx.send_message([0xB0, 112, 127])  # CC 112: fill
+            time.sleep(0.3)
+            assert session.engine.conductor.fill_requests, "the fill cue reached the conductor"
+            tx.send_message([0xB0, 80, 10])  # CC 80: tempo up by 10
+            time.sleep(0.3)
+            assert session.engine.transport.bpm_at(session.engine.commit_cursor + 1) == pytest.approx(130.0)
+            tx.send_message([0xFC])  # MIDI Stop
+            time.sleep(0.3)
+            assert not session.engine.playing
+    finally:
+        tx.close_port()
+
+
+def test_controller_unplugged_and_back(jack_server):
+    from drummachine.session import Options, Session
+
+    tx = sender("footsw")
+    opts = Options(audio=False, midi_virtual=True, midi_in="footsw:tx", fake_model=True, style="rock", bpm=120)
+    with Session(opts) as session:
+        session.start_threads()
+        session.command("start")
+        time.sleep(0.3)
+        assert session.inputs[0].connected
+        tx.close_port()
+        tx.delete()
+        time.sleep(2.5)
+        assert not session.inputs[0].connected
+        steps = session.engine.stats.steps
+        time.sleep(0.5)
+        assert session.engine.playing and session.engine.stats.steps > steps, "playing goes on"
+        tx = sender("footsw")
+        time.sleep(2.5)
+        assert session.inputs[0].connected, "reconnected when the controller came back"
+        tx.send_message([0xB0, 112, 127])
+        time.sleep(0.3)
+        assert session.engine.conductor.fill_requests
+    tx.close_port()
+
+
+def test_follows_a_jittery_midi_clock(jack_server):
+    from drummachine.session import Options, Session
+
+    tx = sender("leader")
+    rng = np.random.default_rng(0)
+    try:
+        opts = Options(audio=False, midi_virtual=True, midi_in="leader:tx", clock="midi", fake_model=True,
+                       style="rock", bpm=120)
+        with Session(opts) as session:
+            session.start_threads()
+            tx.send_message([0xFA])
+            period = 60.0 / (100.0 * 24)
+            t0 = time.monotonic()
+            for k in range(24 * 12):  # 12 beats at 100 bpm, each pulse jittered by up to +-1 ms
+                target = t0 + k * period + rng.uniform(-0.001, 0.001)
+                while time.monotonic() < target:
+                    time.sleep(0.0002)
+                tx.send_message([0xF8])
+            time.sleep(0.1)
+            bpm = session.engine.transport.bpm_at(session.engine.commit_cursor)
+            assert session.engine.playing
+            assert bpm == pytest.approx(100.0, abs=0.5)
+            tx.send_message([0xFC])
+            time.sleep(0.2)
+            assert not session.engine.playing
+    finally:
+        tx.close_port()
+
+
+def test_missing_port_is_one_clear_line(jack_server, tmp_path):
+    from .conftest import run_cli
+
+    r = run_cli("play", "--fake-model", "--no-audio", "--midi-out", "no-such-synth", "--duration", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("drummachine: error: drums out: no MIDI port matches "
+                                                        "'no-such-synth'")
