@@ -109,7 +109,10 @@ def test_midi_out_notes_arrive_on_time(jack_server):
     ons = [(t, m) for t, m in got if m[0] & 0xF0 == 0x90 and m[2] > 0]
     assert len(ons) > 10
     sched = [(t, m) for t, m in sent if m[0] & 0xF0 == 0x90]
-    assert sorted(map(tuple, (m for _, m in ons))) == sorted(map(tuple, (m for _, m in sched[:len(ons)])))
+    from collections import Counter
+
+    received, scheduled = Counter(tuple(m) for _, m in ons), Counter(tuple(m) for _, m in sched)
+    assert not received - scheduled and len(ons) >= len(sched) - 1, "every note sent arrived, nothing else"
     # each arrival against the scheduled time of the same message nearest to it
     delays = np.array([min((a - s for s, m2 in sched if m2 == m), key=abs) for a, m in ons])
     assert np.percentile(delays, 99) < 0.010, delays  # within a period (2.7 ms) or so, generously here
