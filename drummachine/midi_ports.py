@@ -20,7 +20,8 @@ from .kit import GM_NOTEMAP, NoteMap
 
 APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
 CLIENT = "drummachine"
-NOTE_SECONDS = 0.05  # note-off after 50 ms: drum modules ignore note length, samplers do not
+NOTE_SECONDS = 0.05
+PANIC = 0x100  # an internal marker in the send queue: all notes off now  # note-off after 50 ms: drum modules ignore note length, samplers do not
 
 
 def api_name(requested: str | None = None) -> str:
@@ -89,6 +90,7 @@ class _Port:
         self.connected = False
         self.message = ""
         self.on_open = on_open
+        self.lister = None
         self._lock = threading.Lock()
 
     def open(self, strict: bool = False) -> bool:
@@ -122,14 +124,22 @@ class _Port:
             return True
 
     def present(self) -> bool:
-        """Is the wanted port still in the system's list?"""
+        """Is the wanted port still in the system's list? Asked through a client kept open for it:
+        opening a JACK client every second would reorder the server's graph every second."""
         if not self.wanted:
             return True
+        import rtmidi
+
         try:
-            names = list_ports(self.api, self.direction)
-            find_port(names, self.wanted, self.label)
+            if self.lister is None:
+                cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
+                self.lister = cls(_rtmidi_api(self.api), CLIENT + "-watch")
+            find_port(self.lister.get_ports(), self.wanted, self.label)
             return True
         except DrumMachineError:
+            return False
+        except Exception:
+            self.lister = None
             return False
 
     def close_port(self) -> None:
@@ -194,6 +204,11 @@ class MidiOutSink(Sink):
             self.cv.notify()
 
     def _write(self, msg: list[int]) -> None:
+        if msg[0] == PANIC:
+            for note in list(self.sounding):
+                self._write([0x80 | self.channel, note, 0])
+            self._write([0xB0 | self.channel, 123, 0])  # all notes off
+            return
         port = self.port.port
         if port is None:
             return
@@ -231,9 +246,9 @@ class MidiOutSink(Sink):
                 while self.heap and self.heap[0][0] <= now:
                     due.append(heapq.heappop(self.heap))
             for when, _, msg in due:
-                self._write(msg)
-                if self.on_sent:
+                if self.on_sent and msg[0] != PANIC:  # the schedule log (benchmarks, tests)
                     self.on_sent(when, msg)
+                self._write(msg)
 
     def _watch(self) -> None:
         """Notice a destination that went away, and reconnect when it is back."""
@@ -249,18 +264,24 @@ class MidiOutSink(Sink):
                 self.port.open()
 
     def panic(self) -> None:
+        """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
+        to the port (a JACK port's buffer takes one writer), so this is queued for it, first."""
         with self.cv:
-            self.heap = [h for h in self.heap if h[2][0] >= 0xF0]  # keep clock/transport messages
-        for note in list(self.sounding):
-            self._write([0x80 | self.channel, note, 0])
-        self._write([0xB0 | self.channel, 123, 0])  # all notes off
+            self.heap = [h for h in self.heap if h[2][0] >= 0xF0 and h[2][0] != PANIC]  # keep clock/start/stop
+            heapq.heapify(self.heap)
+            self._push(float("-inf"), [PANIC])
+            self.cv.notify()
 
     def close(self) -> None:
         self.panic()
+        deadline = time.monotonic() + 0.5
+        while self.heap and time.monotonic() < deadline and self.thread.is_alive():
+            time.sleep(0.002)
         self.running = False
         with self.cv:
             self.cv.notify()
         self.thread.join(timeout=1.0)
+        time.sleep(0.02)  # let the server deliver the last messages before the port goes away
         self.port.close_port()
 
 
