@@ -166,6 +166,9 @@ def format_evaluation(r: dict) -> str:
     lines.append(f"generation ({g['bars']} bars, as the split's styles and tempos)   generated   real   ratio  overlap")
     for k, c in g["all"].items():
         lines.append(f"  {k:34s} {c['generated']:9.4f} {c['real']:7.4f} {c['ratio']:7.3f} {c['overlap']:7.3f}")
+    o = g["offset_std_all_hits"]
+    lines.append(f"  {'offset std over all hits':34s} {o['generated']:9.4f} {o['real']:7.4f} {o['ratio']:7.3f} "
+                 f"{o['overlap']:7.3f}")
     lines.append("  per style (ratio generated/real: offset spread, velocity mean, repetition; bars):")
     for s, c in g["per_style"].items():
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "

@@ -162,7 +162,7 @@ class MidiOutSink(Sink):
 
     def __init__(self, api: str, port: str | None, clock, notemap: NoteMap = GM_NOTEMAP,
                  channel: int | None = None, send_clock: bool = False, realtime: bool = True,
-                 on_sent: Callable[[float, list[int]], None] | None = None):
+                 on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True):
         self.port = _Port("out", api, port, "drums out" if port else "out")
         self.clock = clock
         self.notemap = notemap
@@ -175,7 +175,9 @@ class MidiOutSink(Sink):
         self.cv = threading.Condition()
         self.running = True
         self.sounding: set[int] = set()
-        self.port.open(strict=bool(port) and os.environ.get("DRUMMACHINE_MIDI_LENIENT") is None)
+        # strict: a named port that is not there is an error (nothing else to play through);
+        # otherwise it is reported and watched for
+        self.port.open(strict=bool(port) and strict)
         self.thread = threading.Thread(target=self._run, name="midi-out", daemon=True)
         self.thread.start()
         self.watch = threading.Thread(target=self._watch, name="midi-out-watch", daemon=True)

@@ -122,8 +122,10 @@ class Session:
             notemap = load_notemap(o.notemap) if o.notemap else GM_NOTEMAP
             try:
                 self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
-                                        send_clock=o.clock_out)
+                                        send_clock=o.clock_out, strict=not self.sinks)
                 self.sinks.append(self.midi)
+                if not self.midi.connected:
+                    self.warnings.append(f"{self.midi.port.message}; playing on, watching for it")
             except DrumMachineError as exc:
                 if not self.sinks:
                     raise DrumMachineError(exc.where, f"{exc.what}; and there is no audio output either: "

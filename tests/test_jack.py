@@ -1,5 +1,6 @@
 """The edges for real: audio and MIDI through a JACK server (dummy backend), no fakes at the port."""
 
+import re
 import subprocess
 import threading
 import time
@@ -210,3 +211,34 @@ def test_missing_port_is_one_clear_line(jack_server, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("drummachine: error: drums out: no MIDI port matches "
                                                         "'no-such-synth'")
+
+
+def test_play_headless_command_end_to_end(jack_server, tmp_path):
+    """The real command: headless, logging, a song from the presets, to its end."""
+    from .conftest import run_cli
+
+    log = tmp_path / "play.log"
+    song = tmp_path / "short.toml"
+    song.write_text('name = "Short"\nstyle = "rock"\nbpm = 180\n[[sections]]\nname = "intro"\nbars = 1\n'
+                    '[[sections]]\nname = "outro"\nbars = 1\n')
+    r = run_cli("play", "--fake-model", "--headless", "--log", log, "--song", song, "--midi-virtual",
+                "--duration", "20", "--stop-when-done", timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "first beat after" in text and "intro" in text and "outro" in text
+    assert re.search(r"played \d+ steps, 0 generator misses", text)
+
+
+def test_shipped_songs_load_with_the_shipped_model_styles():
+    from pathlib import Path
+
+    from drummachine.model_file import DEFAULT_MODEL, load_model
+    from drummachine.song import load_song
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped model yet")
+    info, _ = load_model()
+    songs = sorted((Path(__file__).resolve().parents[1] / "presets" / "songs").glob("*.toml"))
+    assert len(songs) >= 3
+    for p in songs:
+        load_song(p, info.conditioning.styles)

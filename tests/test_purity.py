@@ -7,7 +7,7 @@ import pytest
 
 CORE = ["errors", "kit", "groove", "attributes", "dataset", "drumkit", "mixer", "wavfile", "grid", "conditioning",
         "sampling", "sections", "baselines", "evaluation", "windows", "song", "transport", "conductor", "engine",
-        "fake_generator"]
+        "fake_generator", "controller"]
 FORBIDDEN = ["mido", "rtmidi", "sounddevice", "onnxruntime", "textual", "torch"]
 
 

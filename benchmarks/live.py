@@ -1,0 +1,322 @@
+"""Live-engine benchmarks against a real JACK server (dummy backend). JSON out.
+
+    python benchmarks/live.py [--only NAME[,NAME]] [--underrun-minutes 10] [--json OUT]
+
+audio_onsets   audio onsets through a JACK loopback at 128 frames vs the schedule
+midi_out       MIDI note timing through JACK at 64 and 128 frames, >= 5,000 notes, other core loaded
+underruns      audio at 128 frames for N minutes with the real model generating and cues every few s
+cue_latency    foot-switch CC (JACK MIDI) -> the first note that changed
+drift          one simulated hour at 120 bpm on a manual clock: playhead vs bar count
+headless       `drummachine play --headless`: start-up to first beat, steady memory
+Each measurement starts its own jackd and stops it (kill by PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DRUMMACHINE_MIDI_API", "jack")
+
+from drummachine.engine import Engine  # noqa: E402
+from drummachine.fake_generator import FakeGenerator  # noqa: E402
+from drummachine.song import jam  # noqa: E402
+
+
+class Jack:
+    def __init__(self, period: int):
+        self.period = period
+
+    def __enter__(self):
+        subprocess.run(["pkill", "-x", "jackd"], capture_output=True)
+        time.sleep(0.3)
+        self.proc = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", str(self.period)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, check=True)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Load:
+    """Keep one core busy (a spinning process pinned to it)."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def stats_ms(x) -> dict:
+    x = np.abs(np.asarray(x)) * 1000.0
+    return {"n": int(len(x)), "p50_ms": round(float(np.percentile(x, 50)), 3),
+            "p99_ms": round(float(np.percentile(x, 99)), 3), "max_ms": round(float(x.max()), 3)}
+
+
+class Kicks(FakeGenerator):
+    def _pattern(self, step_in_bar, cont):
+        hvo = np.zeros((3, 9), np.float32)
+        if step_in_bar % 4 == 0:
+            hvo[0, 0], hvo[1, 0], hvo[2, 0] = 1.0, 0.9, self.rng.uniform(-0.3, 0.3)
+        return hvo
+
+
+class Dense(FakeGenerator):
+    """Every voice on every 16th: many notes a second for the MIDI timing measurement."""
+
+    def _pattern(self, step_in_bar, cont):
+        hvo = np.zeros((3, 9), np.float32)
+        hvo[0, :] = 1.0
+        hvo[1, :] = 0.7
+        hvo[2, :] = self.rng.uniform(-0.2, 0.2, 9)
+        return hvo
+
+
+def run_engine(engine, seconds, cues=None):
+    stop = threading.Event()
+    threads = engine.run_threads(stop)
+    engine.command("start")
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        time.sleep(0.05)
+        if cues:
+            cues()
+    engine.command("stop")
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join(2)
+
+
+def audio_onsets(seconds: float = 20.0) -> dict:
+    from drummachine.audio_out import AudioSink
+    from drummachine.drumkit import synth_kit
+
+    with Jack(128):
+        sink = AudioSink(synth_kit(48000), blocksize=128, record_seconds=seconds + 2)
+        subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
+        subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True)
+        sent = []
+        orig = sink.send
+        sink.send = lambda ev: (sent.extend(e for e in ev if e.kind == "note"), orig(ev))
+        engine = Engine(Kicks(), jam("rock", 100), sink.clock, [sink], start_delay=0.3)
+        run_engine(engine, seconds)
+        sink.close()
+    rec = sink.recording[:, 0]
+    frames = np.array([round(e.time * 48000) for e in sent if e.time < seconds])
+    found = []
+    for f in frames:
+        win = rec[f - 240:f + 960]
+        loud = np.nonzero(np.abs(win) > 1e-4)[0]
+        found.append(f - 240 + loud[0] if loud.size else np.nan)
+    err = np.array(found, float) - frames
+    err = err[np.isfinite(err)]
+    latency = float(np.median(err))
+    return {"period": 128, "onsets": int(len(frames)), "found": int(len(err)),
+            "loopback_latency_frames": latency, "error_vs_schedule": stats_ms((err - latency) / 48000.0),
+            "underruns": sink.underruns}
+
+
+def midi_out(period: int, notes: int = 5000) -> dict:
+    import rtmidi
+
+    from drummachine.midi_ports import MidiOutSink
+    from drummachine.transport import MonotonicClock
+
+    with Jack(period), Load():
+        got = []
+        rx = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "bench-rx")
+        rx.open_virtual_port("rx")
+        rx.set_callback(lambda ev, d=None: got.append((time.monotonic(), ev[0])))
+        clock = MonotonicClock()
+        sent = []
+        sink = MidiOutSink("jack", "bench-rx:rx", clock, on_sent=lambda t, m: sent.append((t, m)))
+        engine = Engine(Dense(), jam("rock", 200), clock, [sink])
+        seconds = notes / (9 * 200 * 4 / 60) + 1.0
+        run_engine(engine, seconds)
+        sink.close()
+        time.sleep(0.2)
+        rx.close_port()
+    ons = [(t, tuple(m)) for t, m in got if m[0] & 0xF0 == 0x90]
+    sched = [(t, tuple(m)) for t, m in sent if m[0] & 0xF0 == 0x90]
+    # pair in order per message kind: the k-th arrival of a message with its k-th send
+    by_msg: dict = {}
+    for t, m in sched:
+        by_msg.setdefault(m, []).append(t)
+    seen: dict = {}
+    delays = []
+    for t, m in ons:
+        k = seen.get(m, 0)
+        seen[m] = k + 1
+        if k < len(by_msg.get(m, [])):
+            delays.append(t - by_msg[m][k])
+    period_ms = period / 48.0
+    s = stats_ms(delays)
+    return {"period": period, "period_ms": round(period_ms, 3), "sent": len(sched), "received": len(ons),
+            "lost": len(sched) - len(ons), "error_vs_schedule": s,
+            "p99_within_period_plus_0_5ms": s["p99_ms"] <= period_ms + 0.5, "other_core": "busy loop"}
+
+
+def underruns(minutes: float) -> dict:
+    from drummachine.audio_out import AudioSink
+    from drummachine.drumkit import synth_kit
+    from drummachine.generator import Generator
+    from drummachine.song import load_song
+
+    with Jack(128):
+        sys.setswitchinterval(0.0005)
+        sink = AudioSink(synth_kit(48000), blocksize=128)
+        gen = Generator(None, seed=1)
+        song = load_song(ROOT / "presets/songs/highway_rock.toml", gen.cond.styles)
+        engine = Engine(gen, song, sink.clock, [sink])
+        cues = ["fill", ("intensity", 0.1), "next", ("intensity", -0.1), "accent", "fill", "next_phrase"]
+        state = {"k": 0, "next": time.monotonic() + 3.0}
+
+        def cue():
+            if time.monotonic() >= state["next"]:
+                c = cues[state["k"] % len(cues)]
+                engine.command(*(c if isinstance(c, tuple) else (c,)))
+                state["k"] += 1
+                state["next"] += 3.0
+                if not engine.playing:
+                    engine.command("start")
+
+        t0 = time.monotonic()
+        run_engine(engine, minutes * 60.0, cue)
+        sink.close()
+    return {"period": 128, "minutes": minutes, "underruns": sink.underruns, "callbacks": sink.callbacks,
+            "cues": state["k"], "generator_misses": engine.stats.misses, "steps": engine.stats.steps,
+            "wall_s": round(time.monotonic() - t0, 1)}
+
+
+def cue_latency(trials: int = 12) -> dict:
+    import rtmidi
+
+    from drummachine.session import Options, Session
+
+    results_ms, results_steps = [], []
+    with Jack(128):
+        tx = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "bench-pedal")
+        tx.open_virtual_port("tx")
+        notes = []
+        opts = Options(audio=False, midi_virtual=True, midi_in="bench-pedal:tx", fake_model=True, style="rock",
+                       bpm=120)
+        with Session(opts) as session:
+            orig = session.midi.send
+            session.midi.send = lambda ev: (notes.extend(e for e in ev if e.kind == "note"), orig(ev))
+            session.start_threads()
+            session.command("start")
+            time.sleep(1.0)
+            rng = np.random.default_rng(0)
+            for _ in range(trials):
+                time.sleep(1.5 + rng.uniform(0, 2.0))
+                t_cue = time.monotonic()
+                step_at_cue = session.engine.transport.step_at(t_cue)
+                tx.send_message([0xB0, 112, 127])  # CC 112: fill
+                time.sleep(2.5)
+                toms = [e for e in notes if e.voice in (4, 5, 6) and e.time > t_cue]
+                if toms:
+                    results_ms.append(toms[0].time - t_cue)
+                    results_steps.append(toms[0].step - step_at_cue)
+        tx.close_port()
+    return {"trials": trials, "cue": "CC 112 fill, 120 bpm (a 16th = 125 ms)",
+            "to_first_changed_note": stats_ms(results_ms),
+            "steps_p50": round(float(np.median(results_steps)), 2),
+            "note": "a fill starts at the first step not yet handed to the outputs (half a step + 30 ms "
+                    "ahead); the fake beat's fill toms start at step 8 of the bar, so this bounds from above"}
+
+
+def drift() -> dict:
+    from drummachine.engine import MemorySink
+    from drummachine.transport import ManualClock
+
+    clock = ManualClock(0.0)
+    sink = MemorySink()
+    engine = Engine(FakeGenerator(), jam("rock", 120), clock, [sink], start_delay=0.0, lookahead=4)
+    engine.command("start")
+    hour_steps = 3600 * 8  # 120 bpm: 8 steps a second
+    while engine.commit_cursor <= hour_steps:
+        engine.pump_generator()
+        engine.pump()
+        clock.advance(0.01)
+        if len(sink.events) > 10000:
+            del sink.events[:-100]
+    t = engine.transport.time_of(hour_steps)
+    return {"simulated_s": 3600, "bars": hour_steps // 16, "playhead_error_ms": abs(t - 3600.0) * 1000.0}
+
+
+def headless(seconds: float = 40.0) -> dict:
+    with Jack(128):
+        log = ROOT / "benchmarks" / ".headless.log"
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--log", str(log),
+                                 "--duration", str(seconds)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        rss = []
+        while proc.poll() is None:
+            time.sleep(1.0)
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
+            except (OSError, AttributeError):
+                pass
+        wall = time.monotonic() - t0
+        text = log.read_text()
+        log.unlink()
+    first = re.search(r"first beat after ([\d.]+) s", text)
+    ready = re.search(r"ready in ([\d.]+) s", text)
+    steady = rss[len(rss) // 2:] or [0]
+    return {"first_beat_s_after_start_of_main": float(first.group(1)) if first else None,
+            "ready_s": float(ready.group(1)) if ready else None,
+            "process_wall_s": round(wall, 1), "steady_rss_mb": round(float(np.median(steady)), 1),
+            "peak_rss_mb": round(max(rss or [0]), 1), "returncode": proc.returncode}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated measurements")
+    ap.add_argument("--underrun-minutes", type=float, default=10.0)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    jobs = {
+        "drift": drift,
+        "audio_onsets": audio_onsets,
+        "midi_out_64": lambda: midi_out(64),
+        "midi_out_128": lambda: midi_out(128),
+        "cue_latency": cue_latency,
+        "headless": headless,
+        "underruns": lambda: underruns(args.underrun_minutes),
+    }
+    only = args.only.split(",") if args.only else list(jobs)
+    results = {"cpus": os.cpu_count()}
+    for name in only:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results[name] = jobs[name]()
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        existing = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
+        existing.update(results)
+        Path(args.json).write_text(json.dumps(existing, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
