@@ -113,7 +113,7 @@ class Engine:
         self.steering = steering
         self.midi_clock = midi_clock
         self.commands: queue.Queue[Command] = queue.Queue(max_commands)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # guards the conductor and the step tables; never held in a model call
         self.stats = Stats()
         self.tap = TapTempo()
         self.playing = False
@@ -330,7 +330,8 @@ class Engine:
                 cmd = self.commands.get_nowait()
             except queue.Empty:
                 break
-            self._handle(cmd, now)
+            with self.lock:
+                self._handle(cmd, now)
         if not self.playing:
             return 0
         done = 0

@@ -49,6 +49,12 @@ def jack_server():
         time.sleep(0.2)
     os.environ["DRUMMACHINE_MIDI_API"] = "jack"
     yield "jack"
+    try:  # PortAudio must let go of JACK before the server goes, or it aborts at exit
+        import sounddevice as sd
+
+        sd._terminate()
+    except Exception:
+        pass
     if proc is not None:
         proc.terminate()
         proc.wait(timeout=10)

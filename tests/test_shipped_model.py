@@ -1,0 +1,101 @@
+"""The shipped model: torch vs ONNX fp32 vs int8 parity, on real drummers' bars (the fixtures)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drummachine import attributes, corpus
+from drummachine.model_file import MODELS_DIR
+from drummachine.sampling import expected
+
+from .conftest import FIXTURES
+
+FP32, INT8, PT = MODELS_DIR / "groove.fp32.onnx", MODELS_DIR / "groove.int8.onnx", MODELS_DIR / "groove.pt"
+
+
+@pytest.fixture(scope="module")
+def windows():
+    from drummachine.generator import Generator
+    from drummachine.windows import Windows
+
+    if not INT8.exists():
+        pytest.fail("models/groove.int8.onnx is missing: the model must ship")
+    gen = Generator(str(INT8))
+    ds, _ = corpus.build(FIXTURES)
+    w = Windows(ds, "train", gen.cond, bars=4)
+    return w.batch(w.all_windows()[:24])
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _run(sess, target, cats, cont):
+    cfg = json.loads(sess.get_modelmeta().custom_metadata_map["drummachine"])["config"]
+    n, T = target.shape[:2]
+    prev = np.concatenate([np.zeros((n, 1, 27), np.float32), target.reshape(n, T, 27)[:, :-1]], axis=1)
+    hd = cfg["d_model"] // cfg["n_head"]
+    empty = np.zeros((cfg["n_layer"], n, cfg["n_head"], 0, hd), np.float32)
+    logits, _, _ = sess.run(None, {"prev": prev, "cats": cats, "cont": cont, "past_k": empty, "past_v": empty})
+    return logits, cfg
+
+
+def test_shipped_files_and_manifest():
+    manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
+    assert INT8.stat().st_size <= 4_000_000
+    import hashlib
+
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((MODELS_DIR / name).read_bytes()).hexdigest() == entry["sha256"], name
+    assert "Groove MIDI Dataset" in manifest["data"]["credit"] and "CC BY 4.0" in manifest["data"]["credit"]
+
+
+def test_onnx_fp32_matches_torch_on_real_bars(windows):
+    torch = pytest.importorskip("torch")
+    from training.model import GrooveTransformer, ModelConfig
+
+    target, mask, cats, cont = windows
+    slim = torch.load(PT, weights_only=True)
+    model = GrooveTransformer(ModelConfig(**slim["config"])).eval()
+    model.load_state_dict(slim["model"])
+    logits, _ = _run(_session(FP32), target, cats, cont)
+    n, T = target.shape[:2]
+    prev = np.concatenate([np.zeros((n, 1, 27), np.float32), target.reshape(n, T, 27)[:, :-1]], axis=1)
+    with torch.no_grad():
+        ref, _, _ = model(torch.from_numpy(prev), torch.from_numpy(cats), torch.from_numpy(cont))
+    assert np.abs(logits - ref.numpy()).max() <= 1e-4
+
+
+def test_int8_hit_probabilities_match_fp32(windows):
+    target, mask, cats, cont = windows
+    l32, cfg = _run(_session(FP32), target, cats, cont)
+    l8, _ = _run(_session(INT8), target, cats, cont)
+    p32 = expected(l32, cfg["vel_bins"])[0]
+    p8 = expected(l8, cfg["vel_bins"])[0]
+    m = mask > 0
+    assert np.abs(p32 - p8)[m].mean() <= 0.02
+
+
+def test_int8_sampled_bars_match_fp32_statistics():
+    from drummachine.generator import Generator
+    from drummachine.sections import cues_for
+
+    stats = {}
+    for path in (FP32, INT8):
+        gen = Generator(str(path), seed=11)
+        bars = []
+        for style in ("rock", "funk", "jazz", "latin"):
+            gen.reset()
+            for b in range(16):
+                bars.append(gen.bar(style, 110, cues_for(gen.cond, style, 0.6, b % 4 == 3), b % 4))
+        bars = np.stack(bars)
+        hits = bars[:, :, 0] > 0.5
+        stats[path.name] = {"density": attributes.density(bars).mean(), "velocity": bars[:, :, 1][hits].mean(),
+                            "offset_std": bars[:, :, 2][hits].std()}
+    a, b = stats[FP32.name], stats[INT8.name]
+    for k in a:
+        assert abs(b[k] / a[k] - 1.0) <= 0.05, (k, a[k], b[k])
