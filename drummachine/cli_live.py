@@ -27,6 +27,8 @@ def cmd_play(args) -> int:
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed)
+    if not args.headless and not args.no_ui and sys.stdout.isatty():
+        return _play_ui(opts, args)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -65,6 +67,22 @@ def cmd_play(args) -> int:
                f"ready in {ready:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else ""))
     logging.info("%s", summary)
     print(summary, file=sys.stderr if args.headless else sys.stdout)
+    return 0
+
+
+def _play_ui(opts, args) -> int:
+    """The stage UI in this process, the engine in its own (a busy screen never stalls the audio)."""
+    from .host import ProcessClient
+    from .ui import StageApp
+
+    client = ProcessClient(opts)
+    try:
+        if not args.wait:
+            client.command("start")
+        app = StageApp(client, warnings=client.info.get("warnings", []), duration=args.duration)
+        app.run()
+    finally:
+        client.close()
     return 0
 
 
@@ -184,6 +202,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--headless", action="store_true", help="no screen: driven by the controller, logging to "
                    "--log (default drummachine.log)")
+    p.add_argument("--no-ui", action="store_true", help="print a status line per bar instead of the stage UI")
     p.add_argument("--log", metavar="FILE", help="log file")
     p.add_argument("--wait", action="store_true", help="wait for a start cue instead of starting at once")
     p.add_argument("--duration", type=float, help="stop after this many seconds")

@@ -119,6 +119,9 @@ class Engine:
         self.playing = False
         self.paused = False
         self.resume_step: int | None = None
+        self.knobs = {"density": 0.0, "swing": 0.0, "humanize": 1.0, "temperature": steering.temperature}
+        self.muted: set[int] = set()
+        self.solo: set[int] = set()
         self._reset_song(song)
 
     # --- state ----------------------------------------------------------------------------
@@ -154,6 +157,8 @@ class Engine:
             "playing": self.playing, "paused": self.paused, "bar": bar, "step": step,
             "bpm": round(self.transport.bpm_at(max(c - 1, 0)), 2), "feel": self.transport.feel_at(max(c - 1, 0)),
             "grid": grid, "misses": self.stats.misses, "steps": self.stats.steps,
+            "knobs": dict(self.knobs), "muted": sorted(self.muted), "solo": sorted(self.solo),
+            "open_step": c,
             "gen_ms_p99": round(float(np.percentile(gen_ms, 99)) * 1000, 3) if gen_ms else 0.0,
             **status,
         }
@@ -216,6 +221,19 @@ class Engine:
             self._rewind_to(cond.outro(c))
         elif name == "intensity":
             self._rewind_to(cond.nudge_intensity(c, float(value)))
+        elif name in ("density", "temperature"):  # model steering: regenerate what is not heard yet
+            lo, hi = {"density": (-1.0, 1.0), "temperature": (0.0, 2.0)}[name]
+            self.knobs[name] = min(hi, max(lo, float(value)))
+            self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
+                                     voice_bias=(self.knobs["density"] * 3.0,) * 9)
+            self._rewind_to(c)
+        elif name in ("swing", "humanize"):  # applied as steps are handed out: immediate
+            lo, hi = {"swing": (0.0, 1.0), "humanize": (0.0, 2.0)}[name]
+            self.knobs[name] = min(hi, max(lo, float(value)))
+        elif name in ("mute", "solo"):
+            group = self.muted if name == "mute" else self.solo
+            v = int(value)
+            group.symmetric_difference_update({v})
         elif name == "keep":
             cond.keep(c)
         elif name == "regenerate":
@@ -384,9 +402,13 @@ class Engine:
         if audible and self.resume_step is not None and c >= self.resume_step:
             self.resume_step = None
         if audible:
+            offsets = self._feel_offsets(hvo, c)
             hits = np.nonzero(hvo[0] > 0.5)[0]
             for v in hits:
-                events.append(Event(self.transport.time_of(c + float(hvo[2, v])), "note", int(v), float(hvo[1, v]), c))
+                v = int(v)
+                if v in self.muted or (self.solo and v not in self.solo):
+                    continue
+                events.append(Event(self.transport.time_of(c + float(offsets[v])), "note", v, float(hvo[1, v]), c))
         events.sort(key=lambda e: e.time)
         with self.lock:
             self.played[c] = hvo
@@ -397,6 +419,14 @@ class Engine:
         if plan.kind == SILENT or (plan.kind == FINAL and s == STEPS_PER_BAR - 1):
             self.playing = False
             self._send([Event(self.transport.time_of(c + 1), "stop")])
+
+    def _feel_offsets(self, hvo: np.ndarray, c: int) -> np.ndarray:
+        """The played offsets: humanize scales the drummer's micro-timing, swing delays the off 16ths
+        (up to a third of a step: a triplet feel)."""
+        off = hvo[2] * self.knobs["humanize"]
+        if self.knobs["swing"] and c % 2 == 1:
+            off = off + self.knobs["swing"] / 3.0
+        return np.clip(off, -0.5, 0.5)
 
     def _fallback(self, c: int, plan: BarPlan) -> np.ndarray:
         built = self._fixed_step(c, plan)

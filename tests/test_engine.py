@@ -281,3 +281,31 @@ def test_conductor_phrase_end():
     c.next_section(16 + 3, at_phrase=True)  # in bar 1: the phrase ends after bar 3
     assert c.queued.at_bar == 4
     assert c.plan(3).fill_from == 0 and c.plan(4).section == 1
+
+
+def test_mute_solo_swing_humanize_apply_as_steps_are_handed_out():
+    engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
+    engine.command("start")
+    run(engine, clock, 2.3)
+    engine.command("mute", 2)  # closed hat
+    run(engine, clock, 0.01)
+    c = engine.commit_cursor
+    run(engine, clock, 2.0)
+    assert not [e for e in sink.notes() if e.step >= c and e.voice == 2]
+    engine.command("mute", 2)
+    engine.command("solo", 0)
+    run(engine, clock, 0.01)
+    c = engine.commit_cursor
+    run(engine, clock, 2.0)
+    assert {e.voice for e in sink.notes() if e.step >= c} == {0}
+    engine.command("solo", 0)
+    engine.command("humanize", 0.0)
+    engine.command("swing", 1.0)
+    run(engine, clock, 0.01)
+    c = engine.commit_cursor
+    run(engine, clock, 2.0)
+    step_s = 0.125
+    for e in sink.notes():
+        if e.step >= c:
+            off = (e.time - engine.transport.time_of(e.step)) / step_s
+            assert off == pytest.approx(1 / 3 if e.step % 2 else 0.0, abs=1e-6)

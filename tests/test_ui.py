@@ -1,0 +1,178 @@
+"""The stage UI: every binding through Pilot to a real engine, a snapshot of the main screen, and
+`drummachine play` in a real terminal (tmux) against a JACK server."""
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from drummachine.engine import Engine, MemorySink
+from drummachine.fake_generator import FakeGenerator
+from drummachine.host import EngineClient
+from drummachine.song import song_from_toml
+from drummachine.transport import ManualClock
+from drummachine.ui import StageApp, grid_text
+
+from .conftest import ROOT
+
+SONG = """
+name = "Pilot song"
+style = "rock"
+bpm = 120
+[[sections]]
+name = "verse"
+[[sections]]
+name = "chorus"
+[[sections]]
+name = "outro"
+bars = 2
+"""
+
+
+def make_client():
+    clock = ManualClock(0.0)
+    engine = Engine(FakeGenerator(), song_from_toml(SONG, "pilot.toml"), clock, [MemorySink()])
+    client = EngineClient(engine)
+
+    def play(seconds):
+        for _ in range(int(seconds / 0.005)):
+            clock.advance(0.005)
+            engine.pump_generator()
+            engine.pump()
+    return client, engine, play
+
+
+@pytest.mark.parametrize("key,command", [
+    ("space", ("toggle", None)), ("f", ("fill", None)), ("n", ("next", None)), ("o", ("outro", None)),
+    ("a", ("accent", None)), ("t", ("tap", None)), ("up", ("tempo_nudge", 1.0)), ("down", ("tempo_nudge", -1.0)),
+    ("p", ("pause", None)), ("k", ("keep", None)), ("r", ("regenerate", None)), ("h", ("half", None)),
+    ("d", ("double", None)), ("1", ("mute", 0)), ("9", ("mute", 8)), ("exclamation_mark", ("solo", 0)),
+    ("right", ("intensity", 0.05)), ("left", ("intensity", -0.05)),
+])
+async def test_every_binding_sends_its_command(key, command):
+    client, engine, play = make_client()
+    app = StageApp(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(key)
+        await pilot.pause()
+        assert app.commands_sent[-1][0] == command[0]
+        if command[1] is not None:
+            assert app.commands_sent[-1][1] == pytest.approx(command[1])
+
+
+async def test_cue_paths_reach_the_engine_and_show_on_screen():
+    client, engine, play = make_client()
+    app = StageApp(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("space")
+        play(2.5)
+        assert engine.playing
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert engine.conductor.queued is not None
+        song_text = str(app.query_one("#song").render())
+        assert "chorus at bar" in song_text  # the queued cue is shown until it takes effect
+        play(4.0)
+        assert engine.snapshot()["section"] == "chorus"
+        await pilot.press("f")
+        play(0.05)
+        assert engine.conductor.fill_requests
+        await pilot.press("right_square_bracket")  # choose the density knob
+        await pilot.press("right")
+        play(0.05)
+        assert engine.knobs["density"] == pytest.approx(0.1)
+        await pilot.press("o")
+        play(8.0)
+        assert not engine.playing
+        await pilot.press("q")
+    assert ("stop", None) in app.commands_sent
+
+
+async def test_help_screen_lists_the_keys():
+    client, engine, play = make_client()
+    app = StageApp(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help").render())
+        for word in ("Start/stop", "Fill", "Next section", "Outro", "Accent", "Tap", "Quit"):
+            assert word in text
+        await pilot.press("escape")
+
+
+class StaticClient:
+    """A fixed snapshot: what the snapshot test draws."""
+
+    def __init__(self):
+        grid = np.zeros((16, 3, 9))
+        for s in range(0, 16, 2):
+            grid[s, 0, 2], grid[s, 1, 2] = 1, 0.5 + 0.3 * (s % 4 == 0)
+        for s in (0, 8, 10):
+            grid[s, 0, 0], grid[s, 1, 0] = 1, 0.9
+        for s in (4, 12):
+            grid[s, 0, 1], grid[s, 1, 1] = 1, 0.8
+        self.snap = {"playing": True, "paused": False, "bar": 6, "step": 9, "bpm": 128.0, "feel": 1.0,
+                     "grid": grid.tolist(), "misses": 0, "steps": 105, "gen_ms_p99": 0.31, "song": "Highway (rock)",
+                     "kind": "groove", "section": "verse", "section_index": 1, "bar_in_section": 2,
+                     "section_bars": 16, "style": "rock", "intensity": 0.6, "fill": False,
+                     "queued": {"what": "next", "at_bar": 8, "target": "chorus"}, "locked": False,
+                     "knobs": {"density": 0.0, "swing": 0.2, "humanize": 1.0, "temperature": 1.0},
+                     "muted": [3], "solo": [], "underruns": 0, "midi_out": "connected", "midi_in": ["connected"],
+                     "sections": ["intro", "verse", "chorus", "outro"]}
+
+    def latest(self):
+        return self.snap
+
+    def command(self, name, value=None):
+        pass
+
+
+def test_main_screen_snapshot(snap_compare):
+    app = StageApp(StaticClient(), fps=1.0)
+    assert snap_compare(app, terminal_size=(80, 24))
+
+
+def test_grid_text_marks_the_playhead_and_mutes():
+    t = grid_text(StaticClient().snap)
+    lines = t.plain.splitlines()
+    assert lines[0].startswith(" ♩  1")
+    assert any(line.startswith(" OH") for line in lines)
+
+
+@pytest.mark.jack
+def test_play_in_a_real_terminal_under_tmux(jack_server, tmp_path):
+    session = f"dm{int(time.time())}"
+    cmd = (f"cd {ROOT} && python -m drummachine play --fake-model --no-audio --midi-virtual --song "
+           f"presets/songs/slow_funk.toml; echo EXIT=$? > {tmp_path / 'exit'}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+
+    def screen():
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def wait_for(text, timeout=20.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            s = screen()
+            if text in s:
+                return s
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never showed; screen:\n{screen()}")
+
+    try:
+        wait_for("PLAYING")
+        wait_for("Slow funk")
+        wait_for("bar 2:")  # past the count-in bar, into the verse
+        subprocess.run(["tmux", "send-keys", "-t", session, "n"], check=True)
+        wait_for("→ chorus at bar")
+        subprocess.run(["tmux", "send-keys", "-t", session, "Up"], check=True)
+        wait_for("97.0 bpm")
+        subprocess.run(["tmux", "send-keys", "-t", session, "space"], check=True)
+        wait_for("STOPPED")
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        end = time.time() + 15
+        while not (tmp_path / "exit").exists() and time.time() < end:
+            time.sleep(0.2)
+        assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
