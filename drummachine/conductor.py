@@ -219,7 +219,7 @@ class Conductor:
         return {
             "song": self.song.name, "kind": p.kind, "section": s.name if s else "count-in",
             "section_index": p.section, "bar_in_section": p.bar_in_section, "section_bars": s.bars if s else 0,
-            "style": p.style, "bpm": p.bpm, "intensity": round(p.intensity, 2), "fill": p.fill_from is not None,
+            "style": p.style, "section_bpm": p.bpm, "intensity": round(p.intensity, 2), "fill": p.fill_from is not None,
             "queued": None if not self.queued else {
                 "what": self.queued.what, "at_bar": self.queued.at_bar,
                 "target": self.song.sections[self.queued.target].name if self.queued.target is not None else None},
