@@ -21,12 +21,21 @@ def cmd_play(args) -> int:
         logging.basicConfig(filename=str(log_path), level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
     t0 = time.perf_counter()
-    opts = Options(song=args.song, setlist=args.setlist.split(",") if args.setlist else [], style=args.style,
+    setlist = []
+    if args.setlist:
+        if "," in args.setlist or args.setlist.endswith(".toml") is False and args.setlist not in _setlists():
+            setlist = args.setlist.split(",")
+        else:
+            from .presets import load_setlist
+
+            setlist = list(load_setlist(args.setlist).songs)
+    song = args.song or (setlist[0] if setlist else None)
+    opts = Options(song=song, setlist=setlist, style=args.style,
                    bpm=args.bpm, intensity=args.intensity, audio=args.audio, audio_device=args.audio_device,
                    audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit,
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
-                   model=args.model, fake_model=args.fake_model, seed=args.seed)
+                   model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller)
     if not args.headless and not args.no_ui and sys.stdout.isatty():
         return _play_ui(opts, args)
     stop = {"now": False}
@@ -68,6 +77,12 @@ def cmd_play(args) -> int:
     logging.info("%s", summary)
     print(summary, file=sys.stderr if args.headless else sys.stdout)
     return 0
+
+
+def _setlists() -> list[str]:
+    from .presets import names
+
+    return names("setlists")
 
 
 def _play_ui(opts, args) -> int:
@@ -177,7 +192,10 @@ def cmd_doctor(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("play", help="play live (audio and/or MIDI, songs, controller)", description=cmd_play.__doc__)
     p.add_argument("--song", help="song file or name (presets/songs or your config folder); default: a jam")
-    p.add_argument("--setlist", help="comma-separated songs; program change N picks song N+1")
+    p.add_argument("--setlist", help="a setlist preset, or comma-separated songs; program change N picks song "
+                   "N+1 (the first song plays first)")
+    p.add_argument("--controller", help="controller preset (presets/controllers: footswitch, pads, knobs) or "
+                   "file; default: the pedal-drum-machine CC map")
     p.add_argument("--style", default="rock", help="style for a jam without a song (default rock)")
     p.add_argument("--bpm", type=float, help="tempo (default: the song's, or the style's typical)")
     p.add_argument("--intensity", type=float, default=0.5, help="0..1 for a jam (default 0.5)")

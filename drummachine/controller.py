@@ -138,3 +138,221 @@ class ClockFollower:
         while (first_index + k) % 24:
             k += 1
         return intercept + k * slope
+
+
+# --- foot switches and controller maps from TOML ----------------------------------------------
+
+ACTIONS = ("start", "stop", "toggle", "start_fill", "fill", "next", "outro", "accent", "tap", "pause", "keep",
+           "regenerate", "half_time", "double_time", "intensity_up", "intensity_down", "tempo_up", "tempo_down",
+           "next_song", "previous_song", "song", "intensity", "density", "swing", "humanize", "temperature")
+CONTINUOUS = {"intensity": (-1.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0), "humanize": (0.0, 2.0),
+              "temperature": (0.0, 2.0)}
+HOLD_SECONDS = 0.6
+DOUBLE_SECONDS = 0.35
+
+
+@dataclass
+class FootSwitch:
+    """One switch with gestures: press, hold (>= 0.6 s) and double press (within 0.35 s).
+
+    A press is only known to be single once the double-press window has passed; ``tick`` (called
+    with the engine's clock) resolves it. Press while stopped always starts at once.
+    """
+
+    press: str = "start_fill"
+    hold: str | None = "next"
+    double: str | None = "outro"
+    down_at: float | None = None
+    released_at: float | None = None
+    held_fired: bool = False
+
+    def down(self, t: float, playing: bool) -> list[str]:
+        if not playing and self.press in ("start_fill", "start", "toggle"):
+            self.down_at, self.released_at, self.held_fired = t, None, True  # consumed: no hold/double
+            return ["start"]
+        if self.released_at is not None and self.double and t - self.released_at <= DOUBLE_SECONDS:
+            self.released_at, self.down_at, self.held_fired = None, t, True
+            return [self.double]
+        self.down_at, self.held_fired = t, False
+        return []
+
+    def up(self, t: float) -> list[str]:
+        if self.down_at is None:
+            return []
+        fired = self.held_fired
+        self.down_at = None
+        if fired:
+            return []
+        if self.double:
+            self.released_at = t  # single or double: wait and see
+            return []
+        return [self._single()]
+
+    def tick(self, t: float) -> list[str]:
+        out = []
+        if self.down_at is not None and not self.held_fired and self.hold and t - self.down_at >= HOLD_SECONDS:
+            self.held_fired = True
+            out.append(self.hold)
+        if self.released_at is not None and t - self.released_at > DOUBLE_SECONDS:
+            self.released_at = None
+            out.append(self._single())
+        return out
+
+    def _single(self) -> str:
+        return "fill" if self.press == "start_fill" else self.press
+
+
+@dataclass(frozen=True)
+class Mapping:
+    kind: str  #: cc, note, program
+    number: int
+    action: str
+    value: float | None = None
+
+
+@dataclass
+class ControllerPreset:
+    name: str
+    channel: int | None
+    switches: dict[tuple[str, int], FootSwitch]
+    mappings: list[Mapping]
+
+
+def _action(cmd: str, value, cc_value: int | None = None) -> list[tuple[str, object]]:
+    """An action name (and its value) as engine commands."""
+    if cmd in CONTINUOUS and cc_value is not None:
+        lo, hi = CONTINUOUS[cmd]
+        v = lo + (hi - lo) * cc_value / 127.0
+        return [("intensity_to" if cmd == "intensity" else cmd, round(v, 3))]
+    simple = {"start_fill": "fill", "half_time": "half", "double_time": "double"}
+    if cmd == "intensity_up":
+        return [("intensity", float(value or 0.1))]
+    if cmd == "intensity_down":
+        return [("intensity", -float(value or 0.1))]
+    if cmd == "tempo_up":
+        return [("tempo_nudge", float(value or 1.0))]
+    if cmd == "tempo_down":
+        return [("tempo_nudge", -float(value or 1.0))]
+    if cmd in ("next_song", "previous_song"):
+        return [(cmd, None)]
+    return [(simple.get(cmd, cmd), value)]
+
+
+class PresetControl:
+    """A controller preset at work: messages (with their clock time) in, engine commands out."""
+
+    def __init__(self, preset: ControllerPreset, playing=lambda: True):
+        self.preset = preset
+        self.playing = playing
+
+    def handle(self, message: list[int], t: float) -> list[tuple[str, object]]:
+        if not message:
+            return []
+        status = message[0]
+        if status in (START, CONTINUE):
+            return [("start", None)]
+        if status == STOP:
+            return [("stop", None)]
+        if status >= 0xF0:
+            return []
+        if self.preset.channel and (status & 0x0F) != self.preset.channel - 1:
+            return []
+        kind = status & 0xF0
+        if kind == 0xC0 and len(message) >= 2:
+            return [("program", message[1])]
+        if kind in (0xB0, 0x90, 0x80) and len(message) >= 3:
+            key = ("cc" if kind == 0xB0 else "note", message[1])
+            pressed = message[2] >= 64 if kind == 0xB0 else (kind == 0x90 and message[2] > 0)
+            sw = self.preset.switches.get(key)
+            if sw is not None:
+                names = sw.down(t, self.playing()) if pressed else sw.up(t)
+                return [c for n in names for c in _action(n, None)]
+            out = []
+            for m in self.preset.mappings:
+                if (m.kind, m.number) == key:
+                    if m.action in CONTINUOUS and kind == 0xB0:
+                        out += _action(m.action, m.value, message[2])
+                    elif pressed:
+                        out += _action(m.action, m.value)
+            return out
+        return []
+
+    def tick(self, t: float) -> list[tuple[str, object]]:
+        return [c for sw in self.preset.switches.values() for n in sw.tick(t) for c in _action(n, None)]
+
+
+def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
+    """Parse a controller preset (schema in presets/controllers/README.md)."""
+    from .errors import DrumMachineError
+    from .kit import parse_toml
+
+    data = parse_toml(text, path)
+
+    def where(table, index, key):
+        line = _table_line(text, table, index, key)
+        return f"{path}:{line} ({table}[{index}].{key})" if line else f"{path} ({table}[{index}].{key})"
+
+    for key in data:
+        if key not in ("name", "channel", "switch", "map"):
+            raise DrumMachineError(f"{path} ({key})", "unknown key; allowed: channel, map, name, switch")
+    channel = data.get("channel", 0)
+    if not isinstance(channel, int) or not 0 <= channel <= 16:
+        raise DrumMachineError(f"{path} (channel)", f"{channel!r}; allowed: 0 (any) or 1-16")
+    seen: dict[tuple[str, int], str] = {}
+
+    def control(table, i, raw):
+        keys = [k for k in ("cc", "note", "program") if k in raw]
+        if len(keys) != 1:
+            raise DrumMachineError(where(table, i, "cc"), "give exactly one of cc, note, program")
+        k = keys[0]
+        n = raw[k]
+        if not isinstance(n, int) or not 0 <= n <= 127:
+            raise DrumMachineError(where(table, i, k), f"{n!r}; allowed: 0-127")
+        if (k, n) in seen:
+            raise DrumMachineError(where(table, i, k), f"{k} {n} is already mapped ({seen[(k, n)]})")
+        seen[(k, n)] = f"{table}[{i}]"
+        return k, n
+
+    def action(table, i, key, value, optional=False):
+        if value is None and optional:
+            return None
+        if value not in ACTIONS:
+            raise DrumMachineError(where(table, i, key), f"unknown action {value!r}; allowed: {', '.join(ACTIONS)}")
+        return value
+
+    switches = {}
+    for i, raw in enumerate(data.get("switch", [])):
+        for key in raw:
+            if key not in ("cc", "note", "press", "hold", "double"):
+                raise DrumMachineError(where("switch", i, key), "unknown key; allowed: cc, note, press, hold, double")
+        k, n = control("switch", i, raw)
+        switches[(k, n)] = FootSwitch(action("switch", i, "press", raw.get("press", "start_fill")),
+                                      action("switch", i, "hold", raw.get("hold"), True),
+                                      action("switch", i, "double", raw.get("double"), True))
+    mappings = []
+    for i, raw in enumerate(data.get("map", [])):
+        for key in raw:
+            if key not in ("cc", "note", "program", "action", "value"):
+                raise DrumMachineError(where("map", i, key), "unknown key; allowed: cc, note, program, action, value")
+        k, n = control("map", i, raw)
+        value = raw.get("value")
+        if value is not None and not isinstance(value, (int, float)):
+            raise DrumMachineError(where("map", i, "value"), f"{value!r}; allowed: a number")
+        mappings.append(Mapping(k, n, action("map", i, "action", raw.get("action")), value))
+    return ControllerPreset(str(data.get("name", path)), channel or None, switches, mappings)
+
+
+def _table_line(text: str, table: str, index: int, key: str) -> int | None:
+    """Line of ``key`` in the index-th [[table]] of a TOML text (for error messages)."""
+    counts: dict[str, int] = {}
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[[") and stripped.endswith("]]"):
+            name = stripped[2:-2].strip()
+            counts[name] = counts.get(name, -1) + 1
+            current = (name, counts[name])
+            continue
+        if current == (table, index) and stripped.startswith(key) and stripped[len(key):].lstrip().startswith("="):
+            return number
+    return None

@@ -221,6 +221,8 @@ class Engine:
             self._rewind_to(cond.outro(c))
         elif name == "intensity":
             self._rewind_to(cond.nudge_intensity(c, float(value)))
+        elif name == "intensity_to":  # an absolute knob (a controller's CC): the offset from the song
+            self._rewind_to(cond.set_intensity(c, float(value)))
         elif name in ("density", "temperature"):  # model steering: regenerate what is not heard yet
             lo, hi = {"density": (-1.0, 1.0), "temperature": (0.0, 2.0)}[name]
             self.knobs[name] = min(hi, max(lo, float(value)))

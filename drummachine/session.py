@@ -46,6 +46,7 @@ class Options:
     fake_model: bool = False
     seed: int = 0
     lookahead: int = 8
+    controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
 
 
 class Session:
@@ -65,6 +66,8 @@ class Session:
         self.pending_song: Song | None = None
         self.follower = ClockFollower() if opts.clock == "midi" else None
         self.control = ControlMap()
+        self.preset_control = None
+        self.song_index = 0
         self.warnings: list[str] = []
         t0 = time.perf_counter()
         self.generator = self._generator()
@@ -80,6 +83,11 @@ class Session:
         if opts.bpm:
             self.engine.command("tempo", float(opts.bpm))
             self.engine.pump()
+        if opts.controller:
+            from .controller import PresetControl
+            from .presets import load_controller
+
+            self.preset_control = PresetControl(load_controller(opts.controller), lambda: self.engine.playing)
         self._inputs()
         self.setup_seconds = time.perf_counter() - t0
 
@@ -152,7 +160,10 @@ class Session:
         if self.follower is not None and message and message[0] in (CLOCK, START, STOP, CONTINUE, SPP):
             self._follow(message, t)
             return
-        for name, value in self.control.handle(message):
+        commands = self.preset_control.handle(message, t) if self.preset_control else []
+        if not commands:
+            commands = self.control.handle(message)
+        for name, value in commands:
             self.command(name, value)
 
     def _follow(self, message: list[int], t: float) -> None:
@@ -176,6 +187,9 @@ class Session:
         if name == "program":
             self.select_song(int(value))
             return
+        if name in ("next_song", "previous_song"):
+            self.select_song(self.song_index + (1 if name == "next_song" else -1))
+            return
         self.engine.command(name, value)
 
     def select_song(self, index: int) -> None:
@@ -189,6 +203,7 @@ class Session:
         except DrumMachineError as exc:
             log.warning("%s", exc)
             return
+        self.song_index = index
         if self.engine.playing:
             self.pending_song = song
         else:
@@ -199,7 +214,11 @@ class Session:
         self.threads = self.engine.run_threads(self.stop_event)
 
     def poll(self) -> None:
-        """Housekeeping from the main thread: a song waiting for the current one to end."""
+        """Housekeeping from the main thread: a song waiting for the current one to end; foot-switch
+        gestures that resolve with time (hold, single vs double press)."""
+        if self.preset_control is not None:
+            for name, value in self.preset_control.tick(self.clock.now()):
+                self.command(name, value)
         if self.pending_song is not None and not self.engine.playing:
             self.engine.command("song", self.pending_song)
             self.pending_song = None
