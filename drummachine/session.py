@@ -68,6 +68,9 @@ class Session:
         self.control = ControlMap()
         self.preset_control = None
         self.song_index = 0
+        self.learning: str | None = None
+        self.learned: str = ""
+        self.last_midi: list[int] = []
         self.warnings: list[str] = []
         t0 = time.perf_counter()
         self.generator = self._generator()
@@ -83,11 +86,7 @@ class Session:
         if opts.bpm:
             self.engine.command("tempo", float(opts.bpm))
             self.engine.pump()
-        if opts.controller:
-            from .controller import PresetControl
-            from .presets import load_controller
-
-            self.preset_control = PresetControl(load_controller(opts.controller), lambda: self.engine.playing)
+        self._load_controller()
         self._inputs()
         self.setup_seconds = time.perf_counter() - t0
 
@@ -156,7 +155,61 @@ class Session:
         self.inputs.append(inp)
 
     # --- control --------------------------------------------------------------------------
+    def _load_controller(self) -> None:
+        """The controller preset (if any) with the user's learned mappings on top."""
+        from .controller import ControllerPreset, PresetControl, controller_from_toml
+        from .presets import load_controller, user_dir
+
+        preset = load_controller(self.opts.controller) if self.opts.controller else \
+            ControllerPreset("default", None, {}, [])
+        learned = user_dir() / "controllers" / "learned.toml"
+        if learned.is_file():
+            try:
+                extra = controller_from_toml(learned.read_text(encoding="utf-8"), learned)
+                keys = {(m.kind, m.number) for m in extra.mappings}
+                preset.mappings = list(extra.mappings) + [m for m in preset.mappings if (m.kind, m.number) not in keys]
+            except DrumMachineError as exc:
+                self.warnings.append(f"{exc}: learned mappings ignored")
+        self.preset_control = PresetControl(preset, lambda: self.engine.playing) \
+            if (preset.mappings or preset.switches) else None
+
+    def learn(self, message: list[int]) -> bool:
+        """MIDI learn: bind the control that sent ``message`` to the action being learned; saved."""
+        from .presets import user_dir
+
+        kind = message[0] & 0xF0
+        if kind == 0xB0:
+            control = ("cc", message[1])
+        elif kind == 0x90 and message[2] > 0:
+            control = ("note", message[1])
+        else:
+            return False
+        path = user_dir() / "controllers" / "learned.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = []
+        if path.is_file():
+            from .controller import controller_from_toml
+
+            try:
+                entries = [(m.kind, m.number, m.action) for m in
+                           controller_from_toml(path.read_text(encoding="utf-8"), path).mappings]
+            except DrumMachineError:
+                entries = []
+        entries = [e for e in entries if (e[0], e[1]) != control] + [(control[0], control[1], self.learning)]
+        text = "# Learned in the stage UI (MIDI learn). Edit freely; the schema is that of presets/controllers.\n"
+        text += "".join(f'\n[[map]]\n{k} = {n}\naction = "{a}"\n' for k, n, a in entries)
+        path.write_text(text, encoding="utf-8")
+        self.learned = f"{control[0]} {control[1]} -> {self.learning}"
+        log.info("learned %s", self.learned)
+        self.learning = None
+        self._load_controller()
+        return True
+
     def on_midi(self, message: list[int], t: float) -> None:
+        if message and message[0] < 0xF0:
+            self.last_midi = list(message)
+        if self.learning and message and message[0] < 0xF0 and self.learn(message):
+            return
         if self.follower is not None and message and message[0] in (CLOCK, START, STOP, CONTINUE, SPP):
             self._follow(message, t)
             return
@@ -184,6 +237,10 @@ class Session:
 
     def command(self, name: str, value=None) -> None:
         log.info("cue %s %s", name, "" if value is None else value)
+        if name == "learn":
+            self.learning = value or None
+            self.learned = ""
+            return
         if name == "program":
             self.select_song(int(value))
             return
@@ -228,6 +285,7 @@ class Session:
         s["underruns"] = self.audio.underruns if self.audio else 0
         s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
         s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]
+        s["learning"], s["learned"], s["last_midi"] = self.learning, self.learned, self.last_midi
         return s
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, OptionList, Static
 
 from .kit import VOICES
 
@@ -134,27 +134,59 @@ class Help(ModalScreen):
                      id="help")
 
 
+class Learn(ModalScreen):
+    """MIDI learn: choose an action, then move a control on the controller."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        from .controller import ACTIONS
+
+        with Vertical(id="learn"):
+            yield Static("[b]MIDI learn[/b]: choose an action, then press or move a control. Esc cancels.",
+                         id="learn-title")
+            yield OptionList(*ACTIONS, id="learn-actions")
+            yield Static("", id="learn-status")
+
+    def on_option_list_option_selected(self, event) -> None:
+        action = str(event.option.prompt)
+        self.app.send("learn", action)
+        self.query_one("#learn-status", Static).update(f"Now move a control for [b]{action}[/b]…")
+        self.set_interval(0.1, self._check)
+
+    def _check(self) -> None:
+        learned = (self.app.snapshot or {}).get("learned")
+        if learned:
+            self.app.notify(f"learned: {learned}", timeout=5)
+            self.dismiss()
+
+    def action_cancel(self) -> None:
+        self.app.send("learn", None)
+        self.dismiss()
+
+
 class StageApp(App):
     CSS_PATH = "ui.tcss"
     TITLE = "drummachine"
     BINDINGS = [
-        Binding("space", "cue('toggle')", "Start/stop", priority=True),
+        Binding("space", "cue('toggle')", "Start/stop"),
         Binding("f", "cue('fill')", "Fill"),
         Binding("n", "cue('next')", "Next section"),
         Binding("o", "cue('outro')", "Outro"),
         Binding("a", "cue('accent')", "Accent"),
         Binding("t", "cue('tap')", "Tap"),
-        Binding("up", "tempo(1)", "Tempo +", priority=True),
-        Binding("down", "tempo(-1)", "Tempo -", priority=True),
+        Binding("up", "tempo(1)", "Tempo +"),
+        Binding("down", "tempo(-1)", "Tempo -"),
         Binding("p", "cue('pause')", "Pause", show=False),
         Binding("k", "cue('keep')", "Keep", show=False),
         Binding("r", "cue('regenerate')", "Regenerate", show=False),
         Binding("h", "feel('half')", "Half time", show=False),
         Binding("d", "feel('double')", "Double time", show=False),
-        Binding("right", "knob(1)", "Knob +", show=False, priority=True),
-        Binding("left", "knob(-1)", "Knob -", show=False, priority=True),
+        Binding("right", "knob(1)", "Knob +", show=False),
+        Binding("left", "knob(-1)", "Knob -", show=False),
         Binding("right_square_bracket", "select(1)", "Next knob", show=False),
         Binding("left_square_bracket", "select(-1)", "Previous knob", show=False),
+        Binding("l", "learn", "MIDI learn", show=False),
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ] + [Binding(str(i + 1), f"voice('mute', {i})", f"Mute {v.label}", show=False) for i, v in enumerate(VOICES)] \
@@ -247,6 +279,9 @@ class StageApp(App):
     def action_quit(self) -> None:
         self.send("stop")  # all notes off before the UI goes
         self.exit()
+
+    def action_learn(self) -> None:
+        self.push_screen(Learn())
 
     def action_help(self) -> None:
         self.push_screen(Help())

@@ -176,3 +176,17 @@ def test_play_in_a_real_terminal_under_tmux(jack_server, tmp_path):
         assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def test_midi_learn_sends_the_chosen_action():
+    client, engine, play = make_client()
+    app = StageApp(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("down", "enter")  # the second action: stop
+        await pilot.pause()
+        assert app.commands_sent[-1] == ("learn", "stop")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.commands_sent[-1] == ("learn", None)
