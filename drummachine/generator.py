@@ -1,7 +1,7 @@
 """The runtime generator: the groove transformer on ONNX Runtime alone, one step at a time.
 
 It keeps the model's KV cache and slides it: at most ``context - 1`` past steps are kept, the
-oldest dropped first. The model has no absolute positions (ALiBi and musical positions only), so
+oldest dropped first (a bar at a time). The model has no absolute positions (ALiBi and musical positions only), so
 sliding changes nothing but how far back it can listen: it runs for hours without a glitch.
 """
 
@@ -44,6 +44,12 @@ class Generator:
         self.vel_bins = self.info.vel_bins
         self.cond = self.info.conditioning
         self.rng = np.random.default_rng(seed)
+        calib = self.info.meta.get("voice_bias") or {}
+        self.calibration = np.zeros((len(self.cond.styles), 9))
+        for i, style in enumerate(self.cond.styles):
+            if style in calib:
+                self.calibration[i] = calib[style]
+        self.use_calibration = True
         self.reset()
 
     @property
@@ -71,6 +77,9 @@ class Generator:
         """Run the model on one step (advancing the cache); returns (9, out) logits."""
         keep = self.context - 1
         if self.past_k.shape[3] > keep:
+            # drop a bar's worth at once: one copy of the cache every 16 steps instead of every step;
+            # the model then hears between 111 and 127 steps back (it was trained on 0 to 127)
+            keep -= STEPS_PER_BAR - 1
             self.past_k = np.ascontiguousarray(self.past_k[:, :, :, -keep:])
             self.past_v = np.ascontiguousarray(self.past_v[:, :, :, -keep:])
         out, self.past_k, self.past_v = self.session.run(None, {
@@ -83,7 +92,8 @@ class Generator:
         """Generate one step; returns (3, 9) hits, velocities, offsets and feeds it back."""
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
         logits = self.logits(cats, np.asarray(cont, np.float32))
-        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng)
+        calib = self.calibration[style] if self.use_calibration and 0 <= style < len(self.calibration) else None
+        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)
         self.step_count += 1

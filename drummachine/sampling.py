@@ -57,13 +57,16 @@ def _draw(logits: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
 
 
 def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.random.Generator,
-                hit_probability: np.ndarray | None = None):
+                hit_probability: np.ndarray | None = None, calibration: np.ndarray | None = None):
     """Sample one step: logits (9, 1+V+O) -> hits (9,) bool, velocities (9,), offsets (9,).
 
-    ``hit_probability`` optionally overrides the hit probabilities (after steering).
+    ``hit_probability`` optionally overrides the hit probabilities (after steering);
+    ``calibration`` is the model's own per-voice hit bias for the style (see training/calibrate.py).
     """
     h, v, o = split(logits, vel_bins)
     bias = np.asarray(steering.voice_bias, dtype=np.float64)
+    if calibration is not None:
+        bias = bias + calibration
     if steering.temperature <= 1e-6:
         p = (h + bias > 0).astype(np.float64)
     else:

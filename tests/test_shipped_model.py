@@ -99,3 +99,4 @@ def test_int8_sampled_bars_match_fp32_statistics():
     a, b = stats[FP32.name], stats[INT8.name]
     for k in a:
         assert abs(b[k] / a[k] - 1.0) <= 0.05, (k, a[k], b[k])
+
