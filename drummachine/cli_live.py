@@ -198,7 +198,7 @@ def register(sub) -> None:
                    "file; default: the pedal-drum-machine CC map")
     p.add_argument("--style", default="rock", help="style for a jam without a song (default rock)")
     p.add_argument("--bpm", type=float, help="tempo (default: the song's, or the style's typical)")
-    p.add_argument("--intensity", type=float, default=0.5, help="0..1 for a jam (default 0.5)")
+    p.add_argument("--intensity", type=float, help="0..1 for a jam (default: the style's, presets/styles.toml)")
     p.add_argument("--audio", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="play through the built-in (or --kit) sounds (default on)")
     p.add_argument("--audio-device", help="output device name (part) or number; see drummachine ports")

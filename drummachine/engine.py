@@ -196,6 +196,19 @@ class Engine:
                 self._start(now)
         elif name == "stop":
             self._stop()
+        elif name in ("density", "temperature"):  # model steering: regenerate what is not heard yet
+            lo, hi = {"density": (-1.0, 1.0), "temperature": (0.0, 2.0)}[name]
+            self.knobs[name] = min(hi, max(lo, float(value)))
+            self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
+                                     voice_bias=(self.knobs["density"] * 3.0,) * 9)
+            self._rewind_to(c)
+        elif name in ("swing", "humanize"):  # applied as steps are handed out: immediate
+            lo, hi = {"swing": (0.0, 1.0), "humanize": (0.0, 2.0)}[name]
+            self.knobs[name] = min(hi, max(lo, float(value)))
+        elif name in ("mute", "solo"):
+            group = self.muted if name == "mute" else self.solo
+            v = int(value)
+            group.symmetric_difference_update({v})
         elif not self.playing:
             if name == "song":
                 self._reset_song(value)
@@ -223,19 +236,6 @@ class Engine:
             self._rewind_to(cond.nudge_intensity(c, float(value)))
         elif name == "intensity_to":  # an absolute knob (a controller's CC): the offset from the song
             self._rewind_to(cond.set_intensity(c, float(value)))
-        elif name in ("density", "temperature"):  # model steering: regenerate what is not heard yet
-            lo, hi = {"density": (-1.0, 1.0), "temperature": (0.0, 2.0)}[name]
-            self.knobs[name] = min(hi, max(lo, float(value)))
-            self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
-                                     voice_bias=(self.knobs["density"] * 3.0,) * 9)
-            self._rewind_to(c)
-        elif name in ("swing", "humanize"):  # applied as steps are handed out: immediate
-            lo, hi = {"swing": (0.0, 1.0), "humanize": (0.0, 2.0)}[name]
-            self.knobs[name] = min(hi, max(lo, float(value)))
-        elif name in ("mute", "solo"):
-            group = self.muted if name == "mute" else self.solo
-            v = int(value)
-            group.symmetric_difference_update({v})
         elif name == "keep":
             cond.keep(c)
         elif name == "regenerate":

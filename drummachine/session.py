@@ -28,7 +28,7 @@ class Options:
     setlist: list[str] = field(default_factory=list)
     style: str = "rock"
     bpm: float | None = None
-    intensity: float = 0.5
+    intensity: float | None = None
     audio: bool = True
     audio_device: str | None = None
     audio_api: str | None = None
@@ -74,6 +74,10 @@ class Session:
         self.warnings: list[str] = []
         t0 = time.perf_counter()
         self.generator = self._generator()
+        from .presets import load_styles
+
+        self.styles = load_styles(None)
+        self.warnings += self.styles.problems
         self.library = SongLibrary([PRESETS / "songs", user_config_dir() / "songs"])
         self.song = self._song(opts.song)
         self._outputs()
@@ -85,7 +89,10 @@ class Session:
                              midi_clock=opts.clock_out and opts.clock != "midi")
         if opts.bpm:
             self.engine.command("tempo", float(opts.bpm))
-            self.engine.pump()
+        for knob, value in self.styles.get(self.song.sections[0].style).items():
+            if knob in ("density", "swing", "humanize", "temperature"):
+                self.engine.command(knob, value)
+        self.engine.pump()
         self._load_controller()
         self._inputs()
         self.setup_seconds = time.perf_counter() - t0
@@ -106,8 +113,10 @@ class Session:
             return load_song(self.library.find(name), styles)
         if self.opts.style not in styles:
             raise DrumMachineError("--style", f"unknown style {self.opts.style!r}; allowed: {', '.join(styles)}")
-        bpm = self.opts.bpm or self.generator.cond.style_bpm.get(self.opts.style, [0, 110, 0])[1]
-        return jam(self.opts.style, round(float(bpm)), self.opts.intensity)
+        knobs = self.styles.get(self.opts.style)
+        bpm = self.opts.bpm or knobs.get("bpm") or self.generator.cond.style_bpm.get(self.opts.style, [0, 110, 0])[1]
+        intensity = self.opts.intensity if self.opts.intensity is not None else knobs.get("intensity", 0.5)
+        return jam(self.opts.style, round(float(bpm)), intensity)
 
     def _outputs(self) -> None:
         o = self.opts
