@@ -88,16 +88,21 @@ def _serve(opts_dict: dict, conn) -> None:
     session.start_threads()
     conn.send_bytes(json.dumps({"ready": {"song": session.song.name, "warnings": session.warnings,
                                           "setup_seconds": session.setup_seconds}}).encode())
+    pongs: list = []
     try:
         while True:
             while conn.poll(0):
                 msg = json.loads(conn.recv_bytes())
                 if msg.get("quit"):
                     return
+                if msg["name"] == "ping":  # latency probe: when the engine process got it
+                    pongs = (pongs + [[msg.get("value"), time.monotonic()]])[-64:]
+                    continue
                 session.command(msg["name"], msg.get("value"))
             session.poll()
             s = _jsonable(session.status())
             s["sections"] = [x.name for x in session.engine.song.sections]
+            s["pongs"] = pongs
             conn.send_bytes(json.dumps(s).encode())
             time.sleep(SNAPSHOT_SECONDS)
     except (EOFError, BrokenPipeError, OSError):

@@ -67,6 +67,10 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # shapes change every step (the cache grows, then slides): an arena would keep a block for
+    # each size it ever saw; a small model is better served by plain allocations
+    opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
     # a small CPU shared with audio: threads sleep instead of spinning between steps
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -56,6 +56,7 @@ class Session:
         # the audio callback needs the GIL within a buffer (2.7 ms at 128 frames): let threads
         # hand it over sooner than Python's default 5 ms
         sys.setswitchinterval(0.0005)
+        _limit_malloc_arenas()
         self.opts = opts
         self.sinks = []
         self.inputs = []
@@ -71,6 +72,7 @@ class Session:
         self.learning: str | None = None
         self.learned: str = ""
         self.last_midi: list[int] = []
+        self.last_midi_at = 0.0
         self.warnings: list[str] = []
         t0 = time.perf_counter()
         self.generator = self._generator()
@@ -81,6 +83,7 @@ class Session:
         self.library = SongLibrary([PRESETS / "songs", user_config_dir() / "songs"])
         self.song = self._song(opts.song)
         self._outputs()
+        _trim_heap()  # the kit's synthesis temporaries are gone: give their pages back
         clock = self.audio.clock if self.audio else MonotonicClock()
         self.clock = clock
         if self.midi is not None:
@@ -217,6 +220,7 @@ class Session:
     def on_midi(self, message: list[int], t: float) -> None:
         if message and message[0] < 0xF0:
             self.last_midi = list(message)
+            self.last_midi_at = time.monotonic()
         if self.learning and message and message[0] < 0xF0 and self.learn(message):
             return
         if self.follower is not None and message and message[0] in (CLOCK, START, STOP, CONTINUE, SPP):
@@ -295,6 +299,7 @@ class Session:
         s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
         s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]
         s["learning"], s["learned"], s["last_midi"] = self.learning, self.learned, self.last_midi
+        s["last_midi_at"] = self.last_midi_at
         return s
 
     def close(self) -> None:
@@ -317,6 +322,32 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives every thread its own malloc arena; a handful of threads need only a couple."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+
+
+def _trim_heap() -> None:
+    import gc
+
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def user_config_dir() -> Path:

@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     files = {}
     for p in sorted(models.glob("groove.*")):
         files[p.name] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
-    history = ckpt["history"]
+    last_path = Path(args.checkpoint).with_name("last.pt")
+    last = load_checkpoint(last_path) if last_path.exists() else ckpt
+    history = last["history"]
     best = min((h for h in history if "val_total" in h), key=lambda h: h["val_total"])
     manifest = {
         "model": "groove transformer (causal decoder, one 16th step per token, ALiBi, KV cache)",
@@ -41,7 +43,8 @@ def main(argv=None) -> int:
             "args": json.loads(ckpt["args"]),
             "epochs_run": ckpt["epoch"],
             "optimizer_steps": ckpt["step"],
-            "wall_seconds": round(ckpt["seconds"], 1),
+            "wall_seconds_to_this_checkpoint": round(ckpt["seconds"], 1),
+            "whole_run": {"epochs": last["epoch"], "wall_seconds": round(last["seconds"], 1)},
             "machine": "2-core x86_64 CPU, no GPU (the development machine)",
             "best_epoch": best["epoch"],
             "best_validation": {k: v for k, v in best.items() if k.startswith("val_")},
