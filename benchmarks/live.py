@@ -282,12 +282,14 @@ def headless(seconds: float = 40.0) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--log", str(log),
                                  "--duration", str(seconds)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        rss = []
+        rss, parts = [], []
         while proc.poll() is None:
             time.sleep(1.0)
             try:
                 status = Path(f"/proc/{proc.pid}/status").read_text()
                 rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
+                parts.append({k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) / 1024
+                              for k in ("RssAnon", "RssFile", "RssShmem")})
             except (OSError, AttributeError):
                 pass
         wall = time.monotonic() - t0
@@ -296,10 +298,15 @@ def headless(seconds: float = 40.0) -> dict:
     first = re.search(r"first beat after ([\d.]+) s", text)
     ready = re.search(r"ready in ([\d.]+) s", text)
     steady = rss[len(rss) // 2:] or [0]
+    half = parts[len(parts) // 2:] or [{"RssAnon": 0, "RssFile": 0, "RssShmem": 0}]
+    split = {k: round(float(np.median([p[k] for p in half])), 1) for k in half[0]}
     return {"first_beat_s_after_start_of_main": float(first.group(1)) if first else None,
             "ready_s": float(ready.group(1)) if ready else None,
             "process_wall_s": round(wall, 1), "steady_rss_mb": round(float(np.median(steady)), 1),
-            "peak_rss_mb": round(max(rss or [0]), 1), "returncode": proc.returncode}
+            "peak_rss_mb": round(max(rss or [0]), 1), "steady_rss_split_mb": split,
+            "own_memory_mb": round(split["RssAnon"] + split["RssFile"], 1),
+            "note": "RssShmem is the JACK server's shared memory (port buffers), mapped into every JACK client",
+            "returncode": proc.returncode}
 
 
 def main() -> None:

@@ -89,22 +89,25 @@ def _serve(opts_dict: dict, conn) -> None:
     conn.send_bytes(json.dumps({"ready": {"song": session.song.name, "warnings": session.warnings,
                                           "setup_seconds": session.setup_seconds}}).encode())
     pongs: list = []
+    next_snapshot = 0.0
     try:
         while True:
-            while conn.poll(0):
+            # wait for a command until the next snapshot is due: a key reaches the engine at once
+            if conn.poll(max(0.0, next_snapshot - time.monotonic())):
                 msg = json.loads(conn.recv_bytes())
                 if msg.get("quit"):
                     return
                 if msg["name"] == "ping":  # latency probe: when the engine process got it
                     pongs = (pongs + [[msg.get("value"), time.monotonic()]])[-64:]
-                    continue
-                session.command(msg["name"], msg.get("value"))
+                else:
+                    session.command(msg["name"], msg.get("value"))
+                continue
             session.poll()
             s = _jsonable(session.status())
             s["sections"] = [x.name for x in session.engine.song.sections]
             s["pongs"] = pongs
             conn.send_bytes(json.dumps(s).encode())
-            time.sleep(SNAPSHOT_SECONDS)
+            next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
     except (EOFError, BrokenPipeError, OSError):
         return
     finally:

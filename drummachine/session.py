@@ -98,6 +98,7 @@ class Session:
         self.engine.pump()
         self._load_controller()
         self._inputs()
+        _quiet_gc()
         self.setup_seconds = time.perf_counter() - t0
 
     # --- parts ----------------------------------------------------------------------------
@@ -339,6 +340,16 @@ def _limit_malloc_arenas(n: int = 2) -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(-8, n)  # M_ARENA_MAX
+
+
+def _quiet_gc() -> None:
+    """Fewer, shorter garbage collections: a collection holds the GIL, and the audio callback needs
+    it within a buffer. Everything built so far is frozen out of the collector's view."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _trim_heap() -> None:
