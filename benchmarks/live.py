@@ -194,6 +194,9 @@ def underruns(minutes: float) -> dict:
         gen = Generator(None, seed=1)
         song = load_song(ROOT / "presets/songs/highway_rock.toml", gen.cond.styles)
         engine = Engine(gen, song, sink.clock, [sink])
+        from drummachine.session import _quiet_gc
+
+        _quiet_gc()  # as `drummachine play` sets itself up
         cues = ["fill", ("intensity", 0.1), "next", ("intensity", -0.1), "accent", "fill", "next_phrase"]
         state = {"k": 0, "next": time.monotonic() + 3.0}
 

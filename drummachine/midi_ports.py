@@ -142,6 +142,19 @@ class _Port:
             self.lister = None
             return False
 
+    def check(self, close_when_gone: bool) -> None:
+        """Notice a port that went away (say so) and reconnect when it is back."""
+        if not self.wanted:
+            return
+        present = self.present()
+        if self.connected and not present:
+            if close_when_gone:
+                self.close_port()
+            self.connected = False
+            self.message = f"{self.wanted}: disconnected; will reconnect when it is back"
+        elif not self.connected and present:
+            self.open()
+
     def close_port(self) -> None:
         if self.port is not None:
             try:
@@ -253,17 +266,9 @@ class MidiOutSink(Sink):
                 self._write(msg)
 
     def _watch(self) -> None:
-        """Notice a destination that went away, and reconnect when it is back."""
         while self.running:
             time.sleep(1.0)
-            if not self.port.wanted:
-                continue
-            present = self.port.present()
-            if self.port.connected and not present:
-                self.port.connected = False
-                self.port.message = f"{self.port.wanted}: disconnected; will reconnect when it is back"
-            elif not self.port.connected and present:
-                self.port.open()
+            self.port.check(close_when_gone=False)
 
     def panic(self) -> None:
         """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
@@ -322,14 +327,7 @@ class MidiInput:
     def _watch(self) -> None:
         while self.running:
             time.sleep(1.0)
-            if not self.port.wanted:
-                continue
-            present = self.port.present()
-            if self.port.connected and not present:
-                self.port.close_port()
-                self.port.message = f"{self.port.wanted}: disconnected; will reconnect when it is back"
-            elif not self.port.connected and present:
-                self.port.open()
+            self.port.check(close_when_gone=True)
 
     def close(self) -> None:
         self.running = False
