@@ -294,8 +294,21 @@ class Session:
             self.engine.command("song", self.pending_song)
             self.pending_song = None
 
+    def cpu_percent(self) -> float:
+        """The engine process's CPU use since the last call, in % of one core."""
+        import os
+
+        now, cpu = time.monotonic(), sum(os.times()[:2])
+        last = getattr(self, "_cpu_last", None)
+        self._cpu_last = (now, cpu)
+        if last is None or now - last[0] < 0.2:
+            return getattr(self, "_cpu_value", 0.0)
+        self._cpu_value = round(100.0 * (cpu - last[1]) / (now - last[0]), 1)
+        return self._cpu_value
+
     def status(self) -> dict:
         s = self.engine.snapshot()
+        s["cpu"] = self.cpu_percent()
         s["underruns"] = self.audio.underruns if self.audio else 0
         s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
         s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]

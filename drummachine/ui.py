@@ -118,6 +118,7 @@ class Health(Static):
             "gen p99 ", (f"{s.get('gen_ms_p99', 0):.2f} ms", "bold"),
             " │ misses ", (str(s.get("misses", 0)), "bold red" if s.get("misses") else "bold"),
             " │ underruns ", (str(s.get("underruns", 0)), "bold red" if s.get("underruns") else "bold"),
+            f" │ cpu {s.get('cpu', 0):.0f}%",
             f" │ MIDI out {s.get('midi_out') or 'none'} │ in {midi_in} │ ui {fps:.0f} fps")
         self.update(t)
 

@@ -117,7 +117,7 @@ class StaticClient:
                      "kind": "groove", "section": "verse", "section_index": 1, "bar_in_section": 2,
                      "section_bars": 16, "style": "rock", "intensity": 0.6, "fill": False,
                      "queued": {"what": "next", "at_bar": 8, "target": "chorus"}, "locked": False,
-                     "knobs": {"density": 0.0, "swing": 0.2, "humanize": 1.0, "temperature": 1.0},
+                     "knobs": {"density": 0.0, "swing": 0.2, "humanize": 1.0, "temperature": 1.0}, "cpu": 21.0,
                      "muted": [3], "solo": [], "underruns": 0, "midi_out": "connected", "midi_in": ["connected"],
                      "sections": ["intro", "verse", "chorus", "outro"]}
 
