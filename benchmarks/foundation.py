@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,7 +88,7 @@ def main() -> None:
         tmp = Path(tmp)
         if (Path(args.data) / "info.csv").exists():
             r = run_measured(["dataset", "build", "--data", args.data, "--out", str(tmp / "d.npz"), "--quiet"])
-            results["dataset_build"] = {"data": args.data, **r}
+            results["dataset_build"] = {"data": os.path.relpath(args.data, ROOT), **r}
         midi = tmp / "five_minutes.mid"
         notes = five_minute_midi(midi)
         r = run_measured(["render", str(midi), "-o", str(tmp / "five.wav")])

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DRUMMACHINE_MIDI_API", "jack")
 
 from drummachine.engine import Engine  # noqa: E402
-from drummachine.fake_generator import FakeGenerator  # noqa: E402
+from drummachine.fake_generator import FakeGenerator, FakeKicks  # noqa: E402
 from drummachine.song import jam  # noqa: E402
 
 
@@ -78,14 +78,6 @@ def stats_ms(x) -> dict:
             "p99_ms": round(float(np.percentile(x, 99)), 3), "max_ms": round(float(x.max()), 3)}
 
 
-class Kicks(FakeGenerator):
-    def _pattern(self, step_in_bar, cont):
-        hvo = np.zeros((3, 9), np.float32)
-        if step_in_bar % 4 == 0:
-            hvo[0, 0], hvo[1, 0], hvo[2, 0] = 1.0, 0.9, self.rng.uniform(-0.3, 0.3)
-        return hvo
-
-
 class Dense(FakeGenerator):
     """Every voice on every 16th: many notes a second for the MIDI timing measurement."""
 
@@ -124,7 +116,7 @@ def audio_onsets(seconds: float = 20.0) -> dict:
         sent = []
         orig = sink.send
         sink.send = lambda ev: (sent.extend(e for e in ev if e.kind == "note"), orig(ev))
-        engine = Engine(Kicks(), jam("rock", 100), sink.clock, [sink], start_delay=0.3)
+        engine = Engine(FakeKicks(), jam("rock", 100), sink.clock, [sink], start_delay=0.3)
         run_engine(engine, seconds)
         sink.close()
     rec = sink.recording[:, 0]

@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,7 +42,6 @@ async def run(seconds: float) -> dict:
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(1.0)
         base = (client.latest() or {}).get("underruns", 0)
-        frames0 = 0
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         drawn = 0

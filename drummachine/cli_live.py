@@ -125,7 +125,7 @@ def cmd_ports(args) -> int:
             try:
                 names = list_ports(api, direction)
                 print(f"MIDI {direction} ({api}): " + (", ".join(names) if names else "none"))
-            except DrumMachineError as exc:
+            except DrumMachineError:
                 print(f"MIDI {direction} ({api}): unavailable")
     return 0
 

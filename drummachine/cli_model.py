@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -123,7 +122,7 @@ def cmd_evaluate(args) -> int:
     if not len(val.files):
         raise DrumMachineError(args.data, f"no 4/4 performances in split {args.split!r}")
     t0 = time.perf_counter()
-    result = {"model": str(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
+    result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
     g, r, spans = evaluation.generate_like(gen, val)
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
     result["generation"] = evaluation.generation(g, r, spans, styles)
@@ -140,6 +139,14 @@ def cmd_evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _shown(path) -> str:
+    """A path as it should appear in a report: relative to the working folder when inside it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return path.name if rel.startswith("..") else rel
 
 
 def _dataset(path: str):

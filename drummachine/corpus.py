@@ -13,7 +13,7 @@ import numpy as np
 from . import attributes
 from .dataset import BAR_FIELDS, FILE_FIELDS, Dataset, genre
 from .errors import DrumMachineError
-from .groove import Meter, groove_from_notes
+from .groove import groove_from_notes
 from .kit import input_map
 from .midifile import read_midi
 

@@ -36,10 +36,6 @@ class Dataset:
         """A file field broadcast to every bar."""
         return self.files[field][self.bars["file"]]
 
-    def select(self, mask: np.ndarray) -> np.ndarray:
-        """Indices of bars where ``mask`` holds."""
-        return np.nonzero(mask)[0]
-
     def bar_hvo(self, indices: np.ndarray, steps: int = 16) -> np.ndarray:
         """(n, steps, 3, 9) HVO of the given bars (all must have ``steps`` steps)."""
         starts = self.bars["start"][indices]

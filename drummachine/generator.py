@@ -13,7 +13,7 @@ import numpy as np
 
 from .conditioning import BPM_RANGE, Cues
 from .errors import DrumMachineError
-from .model_file import ModelInfo, load_model
+from .model_file import load_model
 from .sampling import Steering, sample_step
 
 STEPS_PER_BAR = 16
@@ -126,6 +126,3 @@ def check_bpm(bpm: float) -> float:
         raise DrumMachineError("bpm", f"{shown} is out of range; allowed: {lo:g}-{hi:g}")
     return float(bpm)
 
-
-def load(model: str | None = None, threads: int = 1, provider: str | None = None) -> tuple[ModelInfo, object]:
-    return load_model(model, threads, provider)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DrumMachineError
-from .kit import parse_toml, read_toml
+from .kit import parse_toml
 
 SHIPPED = Path(__file__).resolve().parent.parent / "presets"
 KINDS = ("songs", "setlists", "controllers", "notemaps")
@@ -118,7 +118,6 @@ def load_styles(known: tuple[str, ...] | None = None) -> StyleDefaults:
         if not path.is_file():
             continue
         try:
-            data, _ = read_toml(path)
             styles = styles_from_toml(path.read_text(encoding="utf-8"), path, known)
         except DrumMachineError as exc:
             if folder == SHIPPED:

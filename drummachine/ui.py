@@ -70,31 +70,30 @@ class Grid(Static):
 
 def grid_text(s: dict) -> Text:
     """The grid as styled text (a pure function of the snapshot)."""
-    if True:
-        grid = s.get("grid") or [[[0.0] * 9] * 3] * 16
-        step = s.get("step", 0)
-        muted, solo = set(s.get("muted", [])), set(s.get("solo", []))
-        t = Text()
-        t.append(" ♩  ", "grey50")  # the beat ruler; the playhead is the lit cell
+    grid = s.get("grid") or [[[0.0] * 9] * 3] * 16
+    step = s.get("step", 0)
+    muted, solo = set(s.get("muted", [])), set(s.get("solo", []))
+    t = Text()
+    t.append(" ♩  ", "grey50")  # the beat ruler; the playhead is the lit cell
+    for i in range(16):
+        mark = str(i // 4 + 1) if i % 4 == 0 else "·"
+        t.append(mark, "bold black on yellow3" if i == step else ("bold" if i % 4 == 0 else "grey42"))
+        t.append("  " if i % 4 == 3 else " ")
+    t.append("\n")
+    for v in reversed(VOICES):
+        off = v.index in muted or (solo and v.index not in solo)
+        label_style = "strike grey42" if off else ("bold cyan" if v.index in solo else "bold")
+        t.append(f" {v.label} ", label_style)
         for i in range(16):
-            mark = str(i // 4 + 1) if i % 4 == 0 else "·"
-            t.append(mark, "bold black on yellow3" if i == step else ("bold" if i % 4 == 0 else "grey42"))
+            hit = grid[i][0][v.index] > 0.5
+            vel = grid[i][1][v.index]
+            cell = "●" if hit else "·"
+            colour = SHADE[1 + min(3, int(vel * 4))] if hit else SHADE[0]
+            style = f"{colour} on grey19" if i == step else colour
+            t.append(cell, "grey42" if off and hit else style)
             t.append("  " if i % 4 == 3 else " ")
         t.append("\n")
-        for v in reversed(VOICES):
-            off = v.index in muted or (solo and v.index not in solo)
-            label_style = "strike grey42" if off else ("bold cyan" if v.index in solo else "bold")
-            t.append(f" {v.label} ", label_style)
-            for i in range(16):
-                hit = grid[i][0][v.index] > 0.5
-                vel = grid[i][1][v.index]
-                cell = "●" if hit else "·"
-                colour = SHADE[1 + min(3, int(vel * 4))] if hit else SHADE[0]
-                style = f"{colour} on grey19" if i == step else colour
-                t.append(cell, "grey42" if off and hit else style)
-                t.append("  " if i % 4 == 3 else " ")
-            t.append("\n")
-        return t
+    return t
 
 
 class Knobs(Static):

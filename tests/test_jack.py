@@ -10,7 +10,7 @@ import pytest
 
 from drummachine.drumkit import synth_kit
 from drummachine.engine import Engine
-from drummachine.fake_generator import FakeGenerator
+from drummachine.fake_generator import FakeGenerator, FakeKicks
 from drummachine.song import jam
 
 pytestmark = pytest.mark.jack
@@ -48,16 +48,6 @@ def run_engine(engine, seconds):
         t.join(2)
 
 
-class Kicks(FakeGenerator):
-    """A kick on every beat, up to 0.3 step off the grid: isolated onsets to find in the recording."""
-
-    def _pattern(self, step_in_bar, cont):
-        hvo = np.zeros((3, 9), np.float32)
-        if step_in_bar % 4 == 0:
-            hvo[0, 0], hvo[1, 0], hvo[2, 0] = 1.0, 0.9, self.rng.uniform(-0.3, 0.3)
-        return hvo
-
-
 def test_audio_onsets_through_a_jack_loopback(jack_server):
     from drummachine.audio_out import AudioSink
 
@@ -67,7 +57,7 @@ def test_audio_onsets_through_a_jack_loopback(jack_server):
         subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
         subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
         song = jam("rock", 100)
-        engine = Engine(Kicks(), song, sink.clock, [sink], start_delay=0.3)
+        engine = Engine(FakeKicks(), song, sink.clock, [sink], start_delay=0.3)
         sent = []
         orig = sink.send
         sink.send = lambda events: (sent.extend(e for e in events if e.kind == "note"), orig(events))

@@ -1,7 +1,6 @@
 """The shipped model: torch vs ONNX fp32 vs int8 parity, on real drummers' bars (the fixtures)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -190,3 +190,15 @@ async def test_midi_learn_sends_the_chosen_action():
         await pilot.press("escape")
         await pilot.pause()
         assert app.commands_sent[-1] == ("learn", None)
+
+
+async def test_the_mouse_picks_a_knob_and_mutes_a_voice():
+    client, engine, play = make_client()
+    app = StageApp(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.click("#knobs", offset=(2, 2))  # third row: swing
+        await pilot.pause()
+        assert app.w_knobs.selected == 2
+        await pilot.click("#grid", offset=(1, 1))  # the first voice row's label: ride
+        await pilot.pause()
+        assert app.commands_sent[-1] == ("mute", 8)

@@ -10,21 +10,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
-from drummachine.errors import DrumMachineError
 from drummachine.kit import VOICES
 from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION
 
 from .model import CONT_NAMES, GrooveTransformer, ModelConfig
-from .train import load_checkpoint, model_from_checkpoint
+from .train import entry, load_checkpoint, model_from_checkpoint
 
 INPUTS = ["prev", "cats", "cont", "past_k", "past_v"]
 OUTPUTS = ["logits", "present_k", "present_v"]
@@ -56,8 +53,23 @@ def metadata(cfg: ModelConfig, conditioning_json: str, extra: dict | None = None
     }
 
 
+def _strip_provenance(model) -> None:
+    """The exporter tags nodes with Python stack traces (absolute paths of the machine that
+    exported): drop them, the graph does not need them."""
+    graphs = [model.graph] + [f for f in model.functions]
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            graphs += [a.g for a in node.attribute if a.HasField("g")] + [x for a in node.attribute for x in a.graphs]
+    del model.graph.metadata_props[:]
+    model.doc_string = ""
+
+
 def set_metadata(path: Path, meta: dict) -> None:
     model = onnx.load(str(path))
+    _strip_provenance(model)
     del model.metadata_props[:]
     prop = model.metadata_props.add()
     prop.key = METADATA_KEY
@@ -136,8 +148,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DrumMachineError as exc:
-        print(f"drummachine: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    entry(main)

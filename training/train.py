@@ -271,9 +271,14 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry(main_fn) -> None:
+    """Run a training command as a script: user errors are one line and exit status 2."""
     try:
-        sys.exit(main())
+        sys.exit(main_fn())
     except DrumMachineError as exc:
         print(f"drummachine: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    entry(main)
