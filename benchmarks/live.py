@@ -5,6 +5,8 @@
 audio_onsets   audio onsets through a JACK loopback at 128 frames vs the schedule
 midi_out       MIDI note timing through JACK at 64 and 128 frames, >= 5,000 notes, other core loaded
 underruns      audio at 128 frames for N minutes with the real model generating and cues every few s
+               (underruns_in_process: the same with the mixing in the engine's process, the first
+               design; underruns_idle: the mixer alone, nothing generating — the machine's own share)
 cue_latency    foot-switch CC (JACK MIDI) -> the first note that changed
 drift          one simulated hour at 120 bpm on a manual clock: playhead vs bar count
 headless       `drummachine play --headless`: start-up to first beat, steady memory
@@ -106,11 +108,10 @@ def run_engine(engine, seconds, cues=None):
 
 
 def audio_onsets(seconds: float = 20.0) -> dict:
-    from drummachine.audio_out import AudioSink
-    from drummachine.drumkit import synth_kit
+    from drummachine.audio_process import AudioProcessSink
 
     with Jack(128):
-        sink = AudioSink(synth_kit(48000), blocksize=128, record_seconds=seconds + 2)
+        sink = AudioProcessSink(None, 48000, blocksize=128, record_seconds=seconds + 2).wait_ready()
         subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
         subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True)
         sent = []
@@ -174,22 +175,38 @@ def midi_out(period: int, notes: int = 5000) -> dict:
             "p99_within_period_plus_0_5ms": s["p99_ms"] <= period_ms + 0.5, "other_core": "busy loop"}
 
 
-def underruns(minutes: float) -> dict:
+def underruns(minutes: float, design: str = "process") -> dict:
+    """Audio at 128 frames for ``minutes`` with the real model generating and a cue every 3 s.
+
+    design: "process" — the mixer in its own process, as `drummachine play` runs it;
+    "in_process" — the mixing callback in the engine's process (the first design, for comparison);
+    "idle" — the mixer process alone, nothing generating: what this machine and JACK do by themselves.
+    """
     from drummachine.audio_out import AudioSink
+    from drummachine.audio_process import AudioProcessSink
     from drummachine.drumkit import synth_kit
     from drummachine.generator import Generator
+    from drummachine.session import _quiet_gc
     from drummachine.song import load_song
 
     with Jack(128):
         sys.setswitchinterval(0.0005)
-        sink = AudioSink(synth_kit(48000), blocksize=128)
+        if design == "in_process":
+            sink = AudioSink(synth_kit(48000), blocksize=128)
+        else:
+            sink = AudioProcessSink(None, 48000, blocksize=128).wait_ready()
+        t0 = time.monotonic()
+        if design == "idle":
+            time.sleep(minutes * 60.0)
+            sink.close()
+            return {"design": design, "period": 128, "minutes": minutes, "underruns": sink.underruns,
+                    "callbacks": sink.callbacks, "wall_s": round(time.monotonic() - t0, 1)}
         gen = Generator(None, seed=1)
         song = load_song(ROOT / "presets/songs/highway_rock.toml", gen.cond.styles)
         engine = Engine(gen, song, sink.clock, [sink])
-        from drummachine.session import _quiet_gc
-
         _quiet_gc()  # as `drummachine play` sets itself up
-        cues = ["fill", ("intensity", 0.1), "next", ("intensity", -0.1), "accent", "fill", "next_phrase"]
+        cues = ["fill", ("intensity", 0.1), "next", ("intensity", -0.1), "accent", "fill", "next_phrase",
+                "cymbal"]
         state = {"k": 0, "next": time.monotonic() + 3.0}
 
         def cue():
@@ -201,12 +218,11 @@ def underruns(minutes: float) -> dict:
                 if not engine.playing:
                     engine.command("start")
 
-        t0 = time.monotonic()
         run_engine(engine, minutes * 60.0, cue)
         sink.close()
-    return {"period": 128, "minutes": minutes, "underruns": sink.underruns, "callbacks": sink.callbacks,
-            "cues": state["k"], "generator_misses": engine.stats.misses, "steps": engine.stats.steps,
-            "wall_s": round(time.monotonic() - t0, 1)}
+    return {"design": design, "period": 128, "minutes": minutes, "underruns": sink.underruns,
+            "callbacks": sink.callbacks, "cues": state["k"], "generator_misses": engine.stats.misses,
+            "steps": engine.stats.steps, "wall_s": round(time.monotonic() - t0, 1)}
 
 
 def cue_latency(trials: int = 12) -> dict:
@@ -277,7 +293,7 @@ def headless(seconds: float = 40.0) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--log", str(log),
                                  "--duration", str(seconds)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        rss, parts = [], []
+        rss, parts, audio = [], [], []
         while proc.poll() is None:
             time.sleep(1.0)
             try:
@@ -285,6 +301,11 @@ def headless(seconds: float = 40.0) -> dict:
                 rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
                 parts.append({k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) / 1024
                               for k in ("RssAnon", "RssFile", "RssShmem")})
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                for child in children:  # the audio process
+                    st = Path(f"/proc/{child}/status").read_text()
+                    audio.append({k: int(re.search(rf"{k}:\s+(\d+)", st).group(1)) / 1024
+                                  for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")})
             except (OSError, AttributeError):
                 pass
         wall = time.monotonic() - t0
@@ -295,12 +316,18 @@ def headless(seconds: float = 40.0) -> dict:
     steady = rss[len(rss) // 2:] or [0]
     half = parts[len(parts) // 2:] or [{"RssAnon": 0, "RssFile": 0, "RssShmem": 0}]
     split = {k: round(float(np.median([p[k] for p in half])), 1) for k in half[0]}
+    ahalf = audio[len(audio) // 2:] or [{"VmRSS": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}]
+    asplit = {k: round(float(np.median([p[k] for p in ahalf])), 1) for k in ahalf[0]}
+    own = round(split["RssAnon"] + split["RssFile"], 1)
+    audio_own = round(asplit["RssAnon"] + asplit["RssFile"], 1)
     return {"first_beat_s_after_start_of_main": float(first.group(1)) if first else None,
             "ready_s": float(ready.group(1)) if ready else None,
             "process_wall_s": round(wall, 1), "steady_rss_mb": round(float(np.median(steady)), 1),
             "peak_rss_mb": round(max(rss or [0]), 1), "steady_rss_split_mb": split,
-            "own_memory_mb": round(split["RssAnon"] + split["RssFile"], 1),
-            "note": "RssShmem is the JACK server's shared memory (port buffers), mapped into every JACK client",
+            "own_memory_mb": own, "audio_process_rss_split_mb": asplit, "audio_process_own_mb": audio_own,
+            "own_memory_both_processes_mb": round(own + audio_own, 1),
+            "note": "RssShmem is the JACK server's shared memory (port buffers), mapped into every JACK client; "
+                    "own = RssAnon + RssFile",
             "returncode": proc.returncode}
 
 
@@ -318,6 +345,8 @@ def main() -> None:
         "cue_latency": cue_latency,
         "headless": headless,
         "underruns": lambda: underruns(args.underrun_minutes),
+        "underruns_in_process": lambda: underruns(args.underrun_minutes, "in_process"),
+        "underruns_idle": lambda: underruns(args.underrun_minutes, "idle"),
     }
     only = args.only.split(",") if args.only else list(jobs)
     results = {"cpus": os.cpu_count()}

@@ -63,7 +63,7 @@ def bench_torch(path: Path, steps: int) -> dict | None:
     model = GrooveTransformer(cfg).eval()
     model.load_state_dict(ckpt["model"])
     cond = Conditioning.from_json(ckpt["conditioning"])
-    cont = torch.from_numpy(cond.cont(120.0, cond.defaults("any"))).view(1, 1, 6)
+    cont = torch.from_numpy(cond.cont(120.0, cond.defaults("any"))).view(1, 1, -1)
     rng = np.random.default_rng(0)
     past_k, past_v = model.empty_cache(1)
     prev = torch.zeros(1, 1, 27)

@@ -72,7 +72,8 @@ def cmd_play(args) -> int:
             if args.stop_when_done and not s["playing"] and s["steps"] > 0:
                 break
         s = session.status()
-    summary = (f"played {s['steps']} steps, {s['misses']} generator misses, {s['underruns']} underruns; "
+    restarts = f" ({s['audio_restarts']} audio restarts)" if s.get("audio_restarts") else ""
+    summary = (f"played {s['steps']} steps, {s['misses']} generator misses, {s['underruns']} underruns{restarts}; "
                f"ready in {ready:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else ""))
     logging.info("%s", summary)
     print(summary, file=sys.stderr if args.headless else sys.stdout)

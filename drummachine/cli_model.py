@@ -42,7 +42,7 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> float:
 
 
 def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None, intensity: float | None,
-                    fill_every: int | None, temperature: float = 1.0):
+                    fill_every: int | None, temperature: float = 1.0, cymbal: str = "auto"):
     """Bars of a groove as one (bars*16, 3, 9) array, with fills where asked."""
     from .generator import check_bpm
     from .sampling import Steering
@@ -58,7 +58,7 @@ def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None,
     for b in range(bars):
         fill = bool(every) and (b % every == every - 1)
         cues = cues_for(gen.cond, style, level, fill, feel.density_shift if feel else 0.0,
-                        feel.complexity_shift if feel else 0.0)
+                        feel.complexity_shift if feel else 0.0, cymbal)
         out.append(gen.bar(style, bpm, cues, b % 4, steering))
     return np.concatenate(out)
 
@@ -89,7 +89,7 @@ def cmd_generate(args) -> int:
     notemap = load_notemap(args.notemap) if args.notemap else GM_NOTEMAP
     t0 = time.perf_counter()
     hvo = generate_groove(gen, args.style, args.bpm, args.bars, args.section, args.intensity, args.fill_every,
-                          args.temperature)
+                          args.temperature, args.cymbal)
     took = time.perf_counter() - t0
     groove = Groove.from_hvo(hvo, bpm=float(args.bpm))
     write_midi(args.output, groove.to_notes(960, notemap), args.bpm, groove.meter, notemap.channel)
@@ -123,9 +123,11 @@ def cmd_evaluate(args) -> int:
         raise DrumMachineError(args.data, f"no 4/4 performances in split {args.split!r}")
     t0 = time.perf_counter()
     result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
-    g, r, spans = evaluation.generate_like(gen, val)
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
+    g, r, spans = evaluation.generate_like(gen, val, palette=True)
     result["generation"] = evaluation.generation(g, r, spans, styles)
+    g, r, spans = evaluation.generate_like(gen, val, palette=False)
+    result["generation_auto_palette"] = evaluation.generation(g, r, spans, styles)
     control_styles = args.control_styles.split(",") if args.control_styles else \
         [s for s in ("rock", "funk", "jazz", "latin", "hiphop") if s in gen.cond.styles]
     result["control"] = evaluation.control(
@@ -163,14 +165,18 @@ def _dataset(path: str):
 def format_evaluation(r: dict) -> str:
     p = r["prediction"]
     lines = ["prediction (validation, teacher-forced)   hit NLL   hit F1   vel MAE   offset MAE"]
-    for name, key in (("model", "model"), ("baseline: position frequency", "baseline_position_frequency"),
+    for name, key in (("model", "model"), ("model, told each bar's kit palette", "model_with_palette"),
+                      ("baseline: position frequency", "baseline_position_frequency"),
                       ("baseline: Markov over step patterns", "baseline_markov_patterns")):
-        m = p[key]
+        m = p.get(key)
+        if m is None:
+            continue
         lines.append(f"  {name:38s} {m['hit_nll']:7.4f}  {m['hit_f1']:7.3f}  {m['velocity_mae']:8.4f}  "
                      f"{m['offset_mae']:9.4f}")
     lines.append(f"  model vs better baseline, hit NLL: {100 * p['model_vs_best_baseline_hit_nll']:+.1f}%")
     g = r["generation"]
-    lines.append(f"generation ({g['bars']} bars, as the split's styles and tempos)   generated   real   ratio  overlap")
+    lines.append(f"generation ({g['bars']} bars, as the split's styles, tempos, cues and kit palettes)")
+    lines.append(f"  {'':34s} {'generated':>9s} {'real':>7s} {'ratio':>7s} {'overlap':>7s}")
     for k, c in g["all"].items():
         lines.append(f"  {k:34s} {c['generated']:9.4f} {c['real']:7.4f} {c['ratio']:7.3f} {c['overlap']:7.3f}")
     o = g["offset_std_all_hits"]
@@ -180,6 +186,11 @@ def format_evaluation(r: dict) -> str:
     for s, c in g["per_style"].items():
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
                      f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
+    a = r.get("generation_auto_palette")
+    if a:
+        lines.append("  per-voice density, palette left to the model (ratio generated/real):")
+        lines.append("    " + "  ".join(f"{k[8:]} {v['ratio']:.2f}" for k, v in a["all"].items()
+                                        if k.startswith("density_")))
     c = r["control"]
     lines.append("control")
     for k, v in c.items():
@@ -223,6 +234,8 @@ def register(sub) -> None:
     p.add_argument("--section", help="intro, verse, prechorus, chorus, bridge, breakdown, solo, outro")
     p.add_argument("--intensity", type=float, help="0..1 (default: the section's or the style's own)")
     p.add_argument("--fill-every", type=int, help="a fill in the last bar of every N bars (0: none)")
+    p.add_argument("--cymbal", default="auto", help="what keeps time: hats, open_hats, ride, or auto (the model's "
+                   "choice; default)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")

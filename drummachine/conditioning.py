@@ -1,10 +1,13 @@
 """What the model is conditioned on, shared by training and the runtime (pure numpy).
 
-Per step: the style, the step in the bar, the bar in the phrase (categorical), and six numbers:
-tempo (log scale) and the bar's cue attributes as *quantiles* of the training data — so an
-intensity of 0.8 asks for a bar louder than 80% of the bars the model learned from. The tables
-that make those quantiles, the style vocabulary and each style's typical values travel inside
-the model file.
+Per step: the style, the step in the bar, the bar in the phrase (categorical), six numbers —
+tempo (log scale) and the bar's cue attributes as *quantiles* of the training data, so an
+intensity of 0.8 asks for a bar louder than 80% of the bars the model learned from — and the
+bar's *kit palette*: for each voice, whether the drummer plays it in this bar, does not, or it
+is left to the model. The palette is what a drummer decides before the bar (ride or hi-hat,
+toms or not) and what no style label says: the same "rock" is ridden on the hat by one drummer
+and on the ride by another. The tables that make the quantiles, the style vocabulary and each
+style's typical values travel inside the model file.
 """
 
 from __future__ import annotations
@@ -16,12 +19,55 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DrumMachineError
+from .kit import N_VOICES, VOICE_NAMES
 
 ANY_STYLE = "any"
 QUANTILE_POINTS = 101
 #: user-facing cue -> the measured attribute it is a quantile of
 CUES = {"intensity": "loudness", "density": "density", "complexity": "complexity", "syncopation": "syncopation"}
 BPM_RANGE = (40.0, 300.0)
+#: the continuous inputs: six cues, then per voice "palette known", then per voice "played"
+CONT_NAMES = ("bpm", "intensity", "density", "complexity", "syncopation", "fill",
+              *(f"known_{v}" for v in VOICE_NAMES), *(f"on_{v}" for v in VOICE_NAMES))
+N_CONT = len(CONT_NAMES)
+AUTO, ON, OFF = 0, 1, -1
+NO_PALETTE: tuple[int, ...] = (AUTO,) * N_VOICES
+CLOSED_HAT, OPEN_HAT, RIDE = (VOICE_NAMES.index(v) for v in ("closed_hat", "open_hat", "ride"))
+#: what keeps time: the cymbal choice a musician makes per section
+CYMBALS: dict[str, dict[int, int]] = {
+    "auto": {},
+    "hats": {CLOSED_HAT: ON, RIDE: OFF},
+    "open_hats": {OPEN_HAT: ON, RIDE: OFF},
+    "ride": {RIDE: ON, CLOSED_HAT: OFF, OPEN_HAT: OFF},
+}
+
+
+def cymbal_palette(name: str, palette: tuple[int, ...] = NO_PALETTE) -> tuple[int, ...]:
+    """``palette`` with the timekeeping cymbal set as ``name`` asks (see CYMBALS)."""
+    try:
+        change = CYMBALS[name]
+    except KeyError:
+        raise DrumMachineError("cymbal", f"unknown cymbal {name!r}; allowed: {', '.join(CYMBALS)}") from None
+    return tuple(change.get(v, p) for v, p in enumerate(palette))
+
+
+def cymbal_name(palette: tuple[int, ...]) -> str:
+    """The CYMBALS name a palette's cymbals match ("auto" when none does)."""
+    for name, change in CYMBALS.items():
+        if change and all(palette[v] == p for v, p in change.items()):
+            return name
+    return "auto"
+
+
+def palette_of(bars: np.ndarray) -> np.ndarray:
+    """The measured palette of bars (n, steps, 3, 9): ON where a voice is hit in the bar, else OFF."""
+    return np.where(bars[:, :, 0].sum(axis=1) > 0, ON, OFF).astype(np.int64)
+
+
+def palette_features(palette) -> np.ndarray:
+    """(..., 9) palette values in {-1, 0, 1} -> (..., 18) floats: known flags, then played flags."""
+    p = np.asarray(palette)
+    return np.concatenate([(p != AUTO), (p == ON)], axis=-1).astype(np.float32)
 
 
 def bpm_feature(bpm: float | np.ndarray) -> float | np.ndarray:
@@ -37,12 +83,15 @@ class Cues:
     complexity: float = 0.5
     syncopation: float = 0.5
     fill: bool = False
+    palette: tuple[int, ...] = NO_PALETTE  #: per voice ON (1), OFF (-1) or AUTO (0: the model's choice)
 
     def __post_init__(self):
         for name in CUES:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
                 raise DrumMachineError(name, f"{v!r} is out of range; allowed: 0..1")
+        if len(self.palette) != N_VOICES or any(p not in (AUTO, ON, OFF) for p in self.palette):
+            raise DrumMachineError("palette", f"{self.palette!r}: nine values, each 1 (on), -1 (off) or 0 (auto)")
 
 
 @dataclass(frozen=True)
@@ -74,9 +123,11 @@ class Conditioning:
         return Cues(**{k: float(d.get(k, 0.5)) for k in CUES})
 
     def cont(self, bpm, cues: Cues) -> np.ndarray:
-        """The six continuous inputs for a step: bpm, intensity, density, complexity, syncopation, fill."""
-        return np.array([bpm_feature(bpm), cues.intensity, cues.density, cues.complexity, cues.syncopation,
+        """The continuous inputs for a step (CONT_NAMES): bpm, intensity, density, complexity,
+        syncopation, fill, then the palette's known and played flags."""
+        head = np.array([bpm_feature(bpm), cues.intensity, cues.density, cues.complexity, cues.syncopation,
                          1.0 if cues.fill else 0.0], dtype=np.float32)
+        return np.concatenate([head, palette_features(cues.palette)])
 
     def to_json(self) -> str:
         return json.dumps({"styles": list(self.styles), "quantiles": self.quantiles,

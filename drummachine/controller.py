@@ -144,7 +144,8 @@ class ClockFollower:
 
 ACTIONS = ("start", "stop", "toggle", "start_fill", "fill", "next", "outro", "accent", "tap", "pause", "keep",
            "regenerate", "half_time", "double_time", "intensity_up", "intensity_down", "tempo_up", "tempo_down",
-           "next_song", "previous_song", "song", "intensity", "density", "swing", "humanize", "temperature")
+           "next_song", "previous_song", "song", "intensity", "density", "swing", "humanize", "temperature",
+           "cymbal")
 CONTINUOUS = {"intensity": (-1.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0), "humanize": (0.0, 2.0),
               "temperature": (0.0, 2.0)}
 HOLD_SECONDS = 0.6

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor
-from .conditioning import Cues
+from .conditioning import CYMBALS, Cues
 from .sampling import Steering
 from .sections import cues_for
 from .song import Song
@@ -137,6 +137,9 @@ class Engine:
         self.section_states: dict[int, object] = {}
         self.applied_bpm: float | None = None
         self.manual_tempo = False
+        #: live cymbal choices: (from step, section index, CYMBALS name), newest last; each lasts
+        #: until its section ends (the next section plays its own from the song)
+        self.cymbal_changes: tuple[tuple[int, int, str], ...] = ()
         self.gen.reset()
 
     def snapshot(self) -> dict:
@@ -152,13 +155,15 @@ class Engine:
                 if hvo is not None:
                     grid[s] = hvo
             status = self.conductor.status(bar)
+            plan = self._plan(bar) if self.playing else None
+            cymbal = self._cymbal(plan, bar * STEPS_PER_BAR) if plan is not None and plan.section >= 0 else "auto"
             gen_ms = list(self.stats.gen_seconds)
         return {
             "playing": self.playing, "paused": self.paused, "bar": bar, "step": step,
             "bpm": round(self.transport.bpm_at(max(c - 1, 0)), 2), "feel": self.transport.feel_at(max(c - 1, 0)),
             "grid": grid, "misses": self.stats.misses, "steps": self.stats.steps,
             "knobs": dict(self.knobs), "muted": sorted(self.muted), "solo": sorted(self.solo),
-            "open_step": c,
+            "open_step": c, "cymbal": cymbal,
             "gen_ms_p99": round(float(np.percentile(gen_ms, 99)) * 1000, 3) if gen_ms else 0.0,
             **status,
         }
@@ -236,6 +241,19 @@ class Engine:
             self._rewind_to(cond.nudge_intensity(c, float(value)))
         elif name == "intensity_to":  # an absolute knob (a controller's CC): the offset from the song
             self._rewind_to(cond.set_intensity(c, float(value)))
+        elif name == "cymbal":  # value: a CYMBALS name, or None for the next of hats -> ride -> auto
+            at = -(-c // STEPS_PER_BAR) * STEPS_PER_BAR  # on the next bar line, as a drummer would switch
+            plan = self._plan(at // STEPS_PER_BAR)
+            if plan.section < 0:
+                return
+            if value is None:
+                order = ("hats", "ride", "auto")
+                current = self._cymbal(plan, at)
+                value = order[(order.index(current) + 1) % len(order)] if current in order else "hats"
+            if value not in CYMBALS:
+                return
+            self.cymbal_changes = self.cymbal_changes[-15:] + ((at, plan.section, str(value)),)
+            self._rewind_to(at)
         elif name == "keep":
             cond.keep(c)
         elif name == "regenerate":
@@ -541,6 +559,13 @@ class Engine:
         except ValueError:
             return 0
 
+    def _cymbal(self, plan: BarPlan, g: int) -> str:
+        """The cymbal that keeps time at step g: the last live choice in this section, else the song's."""
+        for at, section, name in reversed(self.cymbal_changes):
+            if section == plan.section and at <= g:
+                return name
+        return self.song.sections[plan.section].cymbal if plan.section >= 0 else "auto"
+
     def _cont(self, plan: BarPlan, step: int, bpm: float) -> np.ndarray:
         cond = self.gen.cond
         if plan.kind != GROOVE and plan.kind != ENDING:
@@ -549,7 +574,8 @@ class Engine:
         section = self.song.sections[plan.section] if plan.section >= 0 else None
         feel = section.feel if section else None
         cues = cues_for(cond, plan.style if plan.style in cond.styles else "any", plan.intensity, fill,
-                        feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0)
+                        feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
+                        cymbal=self._cymbal(plan, plan.bar * STEPS_PER_BAR + step))
         return cond.cont(max(40.0, min(300.0, bpm)), cues)
 
     # --- running for real -----------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import attributes, baselines
-from .conditioning import Cues
+from .conditioning import NO_PALETTE, Cues, palette_of
 from .kit import VOICE_NAMES
 from .sampling import expected
 
@@ -92,7 +92,11 @@ def teacher_forced(generator, target: np.ndarray, cats: np.ndarray, cont: np.nda
 
 
 def prediction(generator, train, val) -> dict:
-    """Per-step prediction on every validation window, with the two baselines fitted on train."""
+    """Per-step prediction on every validation window, with the two baselines fitted on train.
+
+    The model is scored as the baselines are, knowing style, tempo and cues but not the bars' kit
+    palette ("model"); and, for reference, also told which voices each bar plays ("model_with_palette").
+    """
     t_target, t_mask, _, _ = train.batch(train.all_windows())
     v_target, v_mask, v_cats, v_cont = val.batch(val.all_windows())
     pos = baselines.PositionFrequency.fit(t_target, t_mask)
@@ -106,14 +110,18 @@ def prediction(generator, train, val) -> dict:
     }
     p_hit, vel, off = teacher_forced(generator, v_target, v_cats, v_cont)
     result["model"] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
+    _, _, _, k_cont = val.batch(val.all_windows(), palette="known")
+    p_hit, vel, off = teacher_forced(generator, v_target, v_cats, k_cont)
+    result["model_with_palette"] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
     best = min(result["baseline_position_frequency"]["hit_nll"], result["baseline_markov_patterns"]["hit_nll"])
     result["model_vs_best_baseline_hit_nll"] = result["model"]["hit_nll"] / best - 1.0
     return result
 
 
-def generate_like(generator, val, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+def generate_like(generator, val, palette: bool = True) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """For every validation performance, as many bars as it has, at its tempo and style, steered by
-    the cues measured on its own bars. Returns generated and real bars and (file slot, bars)."""
+    the cues measured on its own bars — with its kit palette (which voices each bar plays) when
+    ``palette``, else leaving that to the model. Returns generated and real bars and (file slot, bars)."""
     ds, cond = val.ds, val.cond
     gen_bars, real_bars, spans = [], [], []
     for slot in range(len(val.files)):
@@ -129,7 +137,8 @@ def generate_like(generator, val, seed: int = 0) -> tuple[np.ndarray, np.ndarray
                         float(cond.quantile("density", attributes.density(bar1))[0]),
                         float(cond.quantile("complexity", attributes.complexity(bar1))[0]),
                         float(cond.quantile("syncopation", attributes.syncopation(bar1))[0]),
-                        bool(ds.bars["fill"][first + b]))
+                        bool(ds.bars["fill"][first + b]),
+                        tuple(int(x) for x in palette_of(bar1)[0]) if palette else NO_PALETTE)
             cont = cond.cont(bpm, cues)
             phrase = int(ds.bars["index"][first + b]) % 4
             gen_bars.append(np.stack([generator.step(style, s, phrase, cont) for s in range(STEPS)]))

@@ -83,7 +83,7 @@ class Generator:
             self.past_k = np.ascontiguousarray(self.past_k[:, :, :, -keep:])
             self.past_v = np.ascontiguousarray(self.past_v[:, :, :, -keep:])
         out, self.past_k, self.past_v = self.session.run(None, {
-            "prev": self.prev, "cats": cats.reshape(1, 1, 3), "cont": cont.reshape(1, 1, 6),
+            "prev": self.prev, "cats": cats.reshape(1, 1, 3), "cont": cont.reshape(1, 1, -1),
             "past_k": self.past_k, "past_v": self.past_v})
         return out[0, 0]
 

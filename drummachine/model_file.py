@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conditioning import Conditioning
+from .conditioning import CONT_NAMES, Conditioning
 from .errors import DrumMachineError
 from .kit import VOICE_NAMES
 
 METADATA_KEY = "drummachine"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  #: 2: the kit palette joined the continuous inputs
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "groove.int8.onnx"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -94,6 +94,9 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     voices = [v.get("name") for v in meta.get("voices", [])]
     if tuple(voices) != VOICE_NAMES:
         raise DrumMachineError(str(path), f"model voices {voices} do not match the runtime's {list(VOICE_NAMES)}")
+    if tuple(meta.get("cont", ())) != CONT_NAMES:
+        raise DrumMachineError(str(path), f"model inputs {meta.get('cont')} do not match the runtime's "
+                               f"{list(CONT_NAMES)}: re-export the model with this version")
     try:
         cond = Conditioning.from_json(json.dumps(meta["conditioning"]))
     except (KeyError, TypeError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conditioning import Conditioning, Cues
+from .conditioning import Conditioning, Cues, cymbal_palette
 from .errors import DrumMachineError
 
 
@@ -42,8 +42,9 @@ def _clip(x: float) -> float:
 
 
 def cues_for(cond: Conditioning, style: str, intensity: float, fill: bool = False,
-             density_shift: float = 0.0, complexity_shift: float = 0.0) -> Cues:
-    """Cues for one bar: intensity drives loudness and density together, around the style's own feel."""
+             density_shift: float = 0.0, complexity_shift: float = 0.0, cymbal: str = "auto") -> Cues:
+    """Cues for one bar: intensity drives loudness and density together, around the style's own feel;
+    ``cymbal`` (conditioning.CYMBALS) says what keeps time: hats, open hats, ride, or the model's choice."""
     if not 0.0 <= intensity <= 1.0:
         raise DrumMachineError("intensity", f"{intensity!r} is out of range; allowed: 0..1")
     base = cond.defaults(style)
@@ -54,4 +55,5 @@ def cues_for(cond: Conditioning, style: str, intensity: float, fill: bool = Fals
         complexity=_clip(base.complexity + complexity_shift + (0.2 if fill else 0.0)),
         syncopation=_clip(base.syncopation),
         fill=fill,
+        palette=cymbal_palette(cymbal),
     )

@@ -53,8 +53,8 @@ class Session:
     def __init__(self, opts: Options):
         import sys
 
-        # the audio callback needs the GIL within a buffer (2.7 ms at 128 frames): let threads
-        # hand it over sooner than Python's default 5 ms
+        # the audio callback runs in a process of its own (audio_process); what is left here —
+        # the commit loop handing out steps, MIDI out — still wants the GIL soon after it asks
         sys.setswitchinterval(0.0005)
         _limit_malloc_arenas()
         self.opts = opts
@@ -75,15 +75,21 @@ class Session:
         self.last_midi_at = 0.0
         self.warnings: list[str] = []
         t0 = time.perf_counter()
-        self.generator = self._generator()
-        from .presets import load_styles
+        starting = self._start_audio()  # the mixer process sets itself up while the model loads
+        try:
+            self.generator = self._generator()
+            from .presets import load_styles
 
-        self.styles = load_styles(None)
-        self.warnings += self.styles.problems
-        self.library = SongLibrary([PRESETS / "songs", user_config_dir() / "songs"])
-        self.song = self._song(opts.song)
-        self._outputs()
-        _trim_heap()  # the kit's synthesis temporaries are gone: give their pages back
+            self.styles = load_styles(None)
+            self.warnings += self.styles.problems
+            self.library = SongLibrary([PRESETS / "songs", user_config_dir() / "songs"])
+            self.song = self._song(opts.song)
+            self._outputs(starting)
+        except BaseException:
+            if starting is not None:
+                starting.close()
+            raise
+        _trim_heap()
         clock = self.audio.clock if self.audio else MonotonicClock()
         self.clock = clock
         if self.midi is not None:
@@ -122,17 +128,24 @@ class Session:
         intensity = self.opts.intensity if self.opts.intensity is not None else knobs.get("intensity", 0.5)
         return jam(self.opts.style, round(float(bpm)), intensity)
 
-    def _outputs(self) -> None:
+    def _start_audio(self):
+        """The audio process, starting (None without audio): see audio_process."""
         o = self.opts
-        if o.audio:
-            from .audio_out import AudioSink
-            from .drumkit import load_kit, synth_kit
+        if not o.audio:
+            return None
+        from .audio_process import AudioProcessSink
 
-            kit = load_kit(o.kit, o.rate) if o.kit else synth_kit(o.rate)
+        return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
+
+    def _outputs(self, starting=None) -> None:
+        o = self.opts
+        if starting is not None:
             try:
-                self.audio = AudioSink(kit, o.audio_device, o.blocksize, hostapi=o.audio_api)
+                self.audio = starting.wait_ready()
                 self.sinks.append(self.audio)
             except DrumMachineError as exc:
+                if getattr(exc, "kit", False):
+                    raise
                 self.warnings.append(f"{exc}: going on with MIDI alone")
                 log.warning("%s: going on with MIDI alone", exc)
         if o.midi_out or o.midi_virtual or not self.sinks:
@@ -283,6 +296,21 @@ class Session:
     # --- running --------------------------------------------------------------------------
     def start_threads(self) -> None:
         self.threads = self.engine.run_threads(self.stop_event)
+        if self.audio is not None:
+            watchdog = threading.Thread(target=self._watch_audio, name="audio-watchdog", daemon=True)
+            watchdog.start()
+            self.threads.append(watchdog)
+
+    def _watch_audio(self) -> None:
+        """The audio process died (killed, crashed): start another; the groove goes on meanwhile
+        on MIDI and the wall clock, and the sound comes back within about a second."""
+        while not self.stop_event.wait(0.25):
+            try:
+                if self.audio.restart_if_gone():
+                    log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
+            except DrumMachineError as exc:
+                log.warning("audio process stopped and cannot restart: %s; trying again", exc)
+                self.stop_event.wait(2.0)
 
     def poll(self) -> None:
         """Housekeeping from the main thread: a song waiting for the current one to end; foot-switch
@@ -310,6 +338,7 @@ class Session:
         s = self.engine.snapshot()
         s["cpu"] = self.cpu_percent()
         s["underruns"] = self.audio.underruns if self.audio else 0
+        s["audio_restarts"] = self.audio.restarts if self.audio else 0
         s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
         s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]
         s["learning"], s["learned"], s["last_midi"] = self.learning, self.learned, self.last_midi

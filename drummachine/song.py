@@ -11,6 +11,7 @@ name = "intro"            # any name; its kind is the name when that is a known 
 bars = 4                  # 0 or left out: open-ended, until the next-section cue
 intensity = 0.9           # 0..1
 fill_every = 4            # a fill in the last bar of every N bars; 0: none
+cymbal = "ride"           # what keeps time: "hats", "open_hats", "ride" or "auto" (the model's choice)
 ```
 
 Every problem is reported before anything plays, as ``file:line (key): what; allowed: ...``.
@@ -21,13 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .conditioning import BPM_RANGE
+from .conditioning import BPM_RANGE, CYMBALS
 from .errors import DrumMachineError
 from .kit import parse_toml
 from .sections import SECTIONS, SectionFeel, section_feel
 
-SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity"}
-SECTION_KEYS = {"name", "kind", "bars", "style", "bpm", "intensity", "fill_every"}
+SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal"}
+SECTION_KEYS = {"name", "kind", "bars", "style", "bpm", "intensity", "fill_every", "cymbal"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Section:
     bpm: float
     intensity: float
     fill_every: int
+    cymbal: str = "auto"  #: conditioning.CYMBALS: what keeps time
 
     @property
     def feel(self) -> SectionFeel:
@@ -126,6 +128,12 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
     bpm = number(data.get("bpm", 110), "bpm", *BPM_RANGE, top)
     count_in = number(data.get("count_in", 0), "count_in", 0, 4, top, integer=True)
     song_intensity = number(data.get("intensity", 0.5), "intensity", 0.0, 1.0, top)
+    def cymbal_ok(value, key, where):
+        if value not in CYMBALS:
+            where(key, f"{value!r} is not allowed; allowed: {', '.join(CYMBALS)}")
+        return value
+
+    cymbal = cymbal_ok(data.get("cymbal", "auto"), "cymbal", top)
     raw_sections = data.get("sections")
     if not isinstance(raw_sections, list) or not raw_sections:
         top("sections", "a song needs at least one [[sections]] table")
@@ -155,6 +163,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
             intensity=float(number(raw.get("intensity", feel.intensity if "intensity" not in data
                                            else song_intensity), "intensity", 0.0, 1.0, where)),
             fill_every=number(raw.get("fill_every", feel.fill_every), "fill_every", 0, 64, where, integer=True),
+            cymbal=cymbal_ok(raw.get("cymbal", cymbal), "cymbal", where),
         ))
     names = [s.name for s in sections]
     for i, n in enumerate(names):

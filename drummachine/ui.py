@@ -39,7 +39,8 @@ class Transport(Static):
         self.update(Text.assemble((f" {state} ", "bold reverse" if s.get("playing") else "bold"),
                                   f"  {s.get('bpm', 0):6.1f} bpm{feel}   bar {s.get('bar', 0) + 1}:"
                                   f"{s.get('step', 0) // 4 + 1}   {s.get('style', '')}   intensity "
-                                  f"{s.get('intensity', 0):.2f}{'  FILL' if s.get('fill') else ''}   ",
+                                  f"{s.get('intensity', 0):.2f}{'  FILL' if s.get('fill') else ''}"
+                                  f"{'   ' + s['cymbal'].replace('_', ' ') if s.get('cymbal', 'auto') != 'auto' else ''}   ",
                                   (f"{s.get('song', '')}", "italic")))
 
 
@@ -117,6 +118,7 @@ class Health(Static):
             "gen p99 ", (f"{s.get('gen_ms_p99', 0):.2f} ms", "bold"),
             " │ misses ", (str(s.get("misses", 0)), "bold red" if s.get("misses") else "bold"),
             " │ underruns ", (str(s.get("underruns", 0)), "bold red" if s.get("underruns") else "bold"),
+            (f" (audio restarted {s['audio_restarts']}×)" if s.get("audio_restarts") else "", "bold red"),
             f" │ cpu {s.get('cpu', 0):.0f}%",
             f" │ MIDI out {s.get('midi_out') or 'none'} │ in {midi_in} │ ui {fps:.0f} fps")
         self.update(t)
@@ -179,6 +181,7 @@ class StageApp(App):
         Binding("down", "tempo(-1)", "Tempo -"),
         Binding("p", "cue('pause')", "Pause", show=False),
         Binding("k", "cue('keep')", "Keep", show=False),
+        Binding("c", "cue('cymbal')", "Hats/ride", show=False),
         Binding("r", "cue('regenerate')", "Regenerate", show=False),
         Binding("h", "feel('half')", "Half time", show=False),
         Binding("d", "feel('double')", "Double time", show=False),

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import attributes
-from .conditioning import Conditioning, bpm_feature
+from .conditioning import AUTO, N_CONT, Conditioning, bpm_feature, palette_features, palette_of
 from .dataset import Dataset
 
 STEPS = 16  # the model plays 4/4 (16 steps a bar); other meters stay in the dataset, unused here
+#: in training, the palette is hidden from the model for a whole window this often...
+PALETTE_ALL_AUTO = 0.25
+#: ...and otherwise voice by voice this often, so that it learns to play with any part of it set
+PALETTE_VOICE_AUTO = 0.3
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,22 @@ class Windows:
         return out
 
     def batch(self, windows, rng: np.random.Generator | None = None, augment: Augment = Augment.none(),
-              style_dropout: float = 0.0):
-        """Arrays for a batch: target (B, T, 3, 9), mask (B, T), cats (B, T, 3), cont (B, T, 6)."""
+              style_dropout: float = 0.0, palette: str = "auto", palette_rng: np.random.Generator | None = None):
+        """Arrays for a batch: target (B, T, 3, 9), mask (B, T), cats (B, T, 3), cont (B, T, N_CONT).
+
+        ``palette``: "auto" hides every bar's kit palette from the model, "known" shows it, "masked"
+        shows it partly at random (training), drawing from ``palette_rng`` (default: ``rng``).
+        """
+        if palette not in ("auto", "known", "masked"):
+            raise ValueError(f"palette {palette!r}")
+        palette_rng = palette_rng or rng
+        if palette == "masked" and palette_rng is None:
+            raise ValueError("palette='masked' needs a random generator")
         B, T = len(windows), self.bars * STEPS
         target = np.zeros((B, T, 3, 9), np.float32)
         mask = np.zeros((B, T), np.float32)
         cats = np.zeros((B, T, 3), np.int64)
-        cont = np.zeros((B, T, 6), np.float32)
+        cont = np.zeros((B, T, N_CONT), np.float32)
         for i, (slot, start, nbars) in enumerate(windows):
             bar0 = self.first[slot] + start
             idx = np.arange(bar0, bar0 + nbars)
@@ -107,6 +120,15 @@ class Windows:
                 c.quantile("syncopation", attributes.syncopation(hvo)),
                 self.ds.bars["fill"][idx].astype(np.float32),
             ], axis=1).astype(np.float32)
+            pal = palette_of(hvo)  # measured after augmentation: a swapped ride is a ride
+            if palette == "auto":
+                pal[:] = AUTO
+            elif palette == "masked":
+                if palette_rng.random() < PALETTE_ALL_AUTO:
+                    pal[:] = AUTO
+                else:
+                    pal[:, palette_rng.random(pal.shape[1]) < PALETTE_VOICE_AUTO] = AUTO
+            per_bar = np.concatenate([per_bar, palette_features(pal)], axis=1)
             cont[i, :n] = np.repeat(per_bar, STEPS, axis=0)
         return target, mask, cats, cont
 

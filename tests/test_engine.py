@@ -272,6 +272,12 @@ def test_jam_song_and_bad_song_values():
         song_from_toml(SONG.replace('name = "intro"', 'name = "intro"\nkind = "coda"'), "test.toml")
     with pytest.raises(DrumMachineError, match="duplicate section name"):
         song_from_toml(SONG.replace('name = "verse"', 'name = "intro"'), "test.toml")
+    with pytest.raises(DrumMachineError, match=r"test.toml:10 \(sections\[0\].cymbal\): 'gong' is not allowed; "
+                       r"allowed: auto, hats, open_hats, ride"):
+        song_from_toml(SONG.replace('bars = 2', 'bars = 2\ncymbal = "gong"'), "test.toml")
+    song = song_from_toml(SONG.replace('bpm = 120', 'bpm = 120\ncymbal = "ride"').replace(
+        'bars = 2', 'bars = 2\ncymbal = "hats"'), "test.toml")
+    assert [s.cymbal for s in song.sections] == ["hats", "ride"]  # the song's, unless a section says
 
 
 def test_conductor_phrase_end():
@@ -309,3 +315,52 @@ def test_mute_solo_swing_humanize_apply_as_steps_are_handed_out():
         if e.step >= c:
             off = (e.time - engine.transport.time_of(e.step)) / step_s
             assert off == pytest.approx(1 / 3 if e.step % 2 else 0.0, abs=1e-6)
+
+
+
+class RecordingGenerator(FakeGenerator):
+    """The fake generator, remembering what it was told for each global step (the last time)."""
+
+    engine = None
+
+    def __init__(self):
+        super().__init__()
+        self.told: dict[int, np.ndarray] = {}
+
+    def step(self, style, step_in_bar, bar_in_phrase, cont, steering=None):
+        self.told[self.engine.gen_cursor] = np.asarray(cont)
+        return super().step(style, step_in_bar, bar_in_phrase, cont, steering)
+
+
+def test_cymbal_cue_switches_on_the_next_bar_line_and_the_next_section_plays_its_own():
+    from drummachine.conditioning import CLOSED_HAT, N_VOICES, RIDE
+
+    song = SONG.replace('bars = 0\nfill_every = 0', 'bars = 0\nfill_every = 0\ncymbal = "hats"')
+    gen = RecordingGenerator()
+    engine, clock, sink = make(song, gen)
+    gen.engine = engine
+
+    def told(g, voice):  # (known, played) flags the model was given for a voice at step g
+        cont = gen.told[g]
+        return cont[6 + voice], cont[6 + N_VOICES + voice]
+
+    engine.command("start")
+    run(engine, clock, 0.3 + 2.0 + 0.5)  # count-in, then a quarter of the intro's first bar
+    assert engine.snapshot()["cymbal"] == "auto"
+    engine.command("cymbal", "ride")
+    run(engine, clock, 0.1)
+    c = engine.commit_cursor
+    at = -(-c // 16) * 16
+    assert at == 32  # intro bar 2
+    run(engine, clock, 2.0 * 2.5)
+    assert told(at - 1, RIDE) == (0.0, 0.0)  # the rest of the bar: still the model's choice
+    assert all(told(g, RIDE) == (1.0, 1.0) and told(g, CLOSED_HAT) == (1.0, 0.0) for g in range(at, at + 16))
+    # the verse (bar 3 on) plays the song's hats: a live choice lasts for its own section
+    assert all(told(g, CLOSED_HAT) == (1.0, 1.0) and told(g, RIDE) == (1.0, 0.0) for g in range(48, 64))
+    assert engine.snapshot()["cymbal"] == "hats"
+    engine.command("cymbal")  # no value: the next of hats -> ride -> auto
+    run(engine, clock, 2.5)
+    assert engine.snapshot()["cymbal"] == "ride"
+    engine.command("cymbal", "cowbell")  # unknown names change nothing
+    run(engine, clock, 2.5)
+    assert engine.snapshot()["cymbal"] == "ride"

@@ -49,10 +49,10 @@ def run_engine(engine, seconds):
 
 
 def test_audio_onsets_through_a_jack_loopback(jack_server):
-    from drummachine.audio_out import AudioSink
+    """The audio process as `play` runs it: its own process, fed through shared memory."""
+    from drummachine.audio_process import AudioProcessSink
 
-    kit = synth_kit(48000)
-    sink = AudioSink(kit, blocksize=128, record_seconds=6.0)
+    sink = AudioProcessSink(None, 48000, blocksize=128, record_seconds=6.0).wait_ready()
     try:
         subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
         subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
@@ -78,6 +78,23 @@ def test_audio_onsets_through_a_jack_loopback(jack_server):
     assert 0 <= latency <= 3 * 128
     assert np.abs(err - latency).max() <= 48, err  # every onset within 1 ms of the schedule
     assert sink.underruns <= 2
+    assert not sink.alive and sink.callbacks > 4.5 * 48000 / 128  # it ran all along, and is gone
+
+
+def test_audio_process_reports_a_broken_kit_and_a_missing_device(jack_server, tmp_path):
+    from drummachine.audio_process import AudioProcessSink
+    from drummachine.errors import DrumMachineError
+
+    from drummachine.kit import VOICES
+    from drummachine.wavfile import write_wav
+
+    for v in VOICES[:-1]:
+        write_wav(tmp_path / f"{v.name}.wav", np.ones(100) * 0.3, 48000)
+    with pytest.raises(DrumMachineError) as exc:
+        AudioProcessSink(str(tmp_path), 48000).wait_ready()
+    assert exc.value.kit and "ride.wav" in str(exc.value) and "missing sample" in str(exc.value)
+    with pytest.raises(DrumMachineError, match="matches 0 outputs"):
+        AudioProcessSink(None, 48000, device="no-such-card").wait_ready()
 
 
 def test_midi_out_notes_arrive_on_time(jack_server):
@@ -232,3 +249,35 @@ def test_shipped_songs_load_with_the_shipped_model_styles():
     assert len(songs) >= 3
     for p in songs:
         load_song(p, info.conditioning.styles)
+
+
+def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
+    """Kill the mixer mid-song (SIGKILL): the engine keeps time, a new mixer takes over."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "play.log"
+    proc = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--fake-model", "--headless", "--log",
+                             str(log), "--style", "rock", "--bpm", "120", "--duration", "8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        children = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (log.exists() and "first beat" in log.read_text()):
+            time.sleep(0.1)
+        children = [c for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                    if "drummachine.audio_process" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(children) == 1, children  # the audio process
+        time.sleep(1.0)
+        os.kill(int(children[0]), signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    text = log.read_text()
+    assert "audio process stopped; restarted (1 so far)" in text, text
+    m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns \(1 audio restarts\)", text)
+    assert m and int(m.group(1)) >= 7 * 8 * 0.9, text  # ~8 steps a second for the whole 8 s: no stall

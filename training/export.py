@@ -33,7 +33,7 @@ def example_inputs(cfg: ModelConfig, batch: int = 2, steps: int = 3, past: int =
     g = torch.Generator().manual_seed(0)
     prev = torch.rand(batch, steps, 27, generator=g)
     cats = torch.zeros(batch, steps, 3, dtype=torch.int64)
-    cont = torch.rand(batch, steps, 6, generator=g)
+    cont = torch.rand(batch, steps, cfg.n_cont, generator=g)
     past_k = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
     past_v = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
     return prev, cats, cont, past_k, past_v

@@ -3,7 +3,8 @@
 Each token is one step. Its input is what was played on the step before (hits, velocities and
 offsets of the nine voices) plus the conditioning of the step being played: style, tempo, step
 in bar, bar in phrase and the bar's cue attributes (intensity, density, complexity,
-syncopation, fill). Its output, per voice: a hit logit, and categorical distributions over
+syncopation, fill) and kit palette (per voice: played in this bar, not played, or left to the
+model). Its output, per voice: a hit logit, and categorical distributions over
 velocity bins and offset bins *given a hit*, so a sampled velocity and timing always belong to a
 hit, and the hit logits can be biased voice by voice at sampling time.
 
@@ -21,10 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from drummachine.conditioning import CONT_NAMES, N_CONT  # noqa: F401 (re-exported for export.py)
+
 N_VOICES = 9
 STEP_FEATURES = 3 * N_VOICES
-N_CONT = 6  # bpm, intensity, density, complexity, syncopation, fill
-CONT_NAMES = ("bpm", "intensity", "density", "complexity", "syncopation", "fill")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ModelConfig:
     phrase_bars: int = 4  #: bar-in-phrase vocabulary
     vel_bins: int = 16  #: velocity categories over 0..1
     off_bins: int = 24  #: offset categories over -0.5..0.5 step
+    n_cont: int = N_CONT  #: continuous inputs (conditioning.CONT_NAMES)
 
     @property
     def out_per_voice(self) -> int:
@@ -108,7 +110,7 @@ class GrooveTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.step_in = nn.Linear(STEP_FEATURES, d)
-        self.cont_in = nn.Linear(N_CONT, d)
+        self.cont_in = nn.Linear(cfg.n_cont, d)
         self.style = nn.Embedding(cfg.n_styles, d)
         self.pos = nn.Embedding(cfg.steps_per_bar, d)
         self.phrase = nn.Embedding(cfg.phrase_bars, d)
@@ -133,7 +135,7 @@ class GrooveTransformer(nn.Module):
 
     def forward(self, prev, cats, cont, past_k=None, past_v=None):
         """prev: (B, T, 27) previous steps; cats: (B, T, 3) int64 style/step/phrase;
-        cont: (B, T, 6) float. past_k/v: (L, B, H, P, hd). Returns logits (B, T, 9, out) and caches."""
+        cont: (B, T, n_cont) float. past_k/v: (L, B, H, P, hd). Returns logits (B, T, 9, out) and caches."""
         B, T, _ = prev.shape
         if past_k is None:
             past_k, past_v = self.empty_cache(B)

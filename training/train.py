@@ -41,6 +41,10 @@ def load_dataset(path: str) -> Dataset:
     return Dataset.load(p)
 
 
+#: model settings that follow from the data and the conditioning, not from the command line
+FIXED_CONFIG = ("context", "n_styles", "steps_per_bar", "phrase_bars", "n_cont")
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -58,14 +62,40 @@ def to_torch(batch, device):
 
 
 @torch.no_grad()
+def own_steps(model, prev, cats, cont, rate: float, cfg: ModelConfig) -> torch.Tensor:
+    """Scheduled sampling in two passes (Mihaylova & Martins 2019): the model predicts every step
+    from the real ones, a step is sampled from each prediction, and a random share of the input
+    steps (each window its own, uniform in 0..2*rate) becomes the model's own. On stage the model
+    hears only itself; trained only on real drumming it drifts when its own steps are less clean
+    (measured: snare 1.5x and hi-hat 0.6x the real densities when it plays alone)."""
+    B, T, _ = prev.shape
+    logits, _, _ = model(prev, cats, cont)
+    hit = torch.bernoulli(torch.sigmoid(logits[..., 0]))
+    vel_logit = logits[..., 1:1 + cfg.vel_bins]
+    off_logit = logits[..., 1 + cfg.vel_bins:]
+    vb = torch.distributions.Categorical(logits=vel_logit).sample()
+    ob = torch.distributions.Categorical(logits=off_logit).sample()
+    vel = ((vb + torch.rand_like(hit)) / cfg.vel_bins).clamp(1 / 127, 1.0) * hit
+    off = ((ob + torch.rand_like(hit)) / cfg.off_bins - 0.5) * hit
+    own = torch.cat([hit, vel, off], dim=-1)  # (B, T, 27): what the model would have played at t
+    own_prev = torch.cat([prev[:, :1], own[:, :-1]], dim=1)  # ... heard as the input of t+1
+    share = torch.rand(B, 1, 1, device=prev.device) * 2 * rate
+    swap = torch.rand(B, T, 1, device=prev.device) < share
+    return torch.where(swap, own_prev, prev)
+
+
+@torch.no_grad()
 def evaluate_loss(model, windows: Windows, device, batch_size: int = 64) -> dict:
-    """Mean hit NLL per voice-step, velocity and offset NLL per hit over every validation window."""
+    """Mean hit NLL per voice-step, velocity and offset NLL per hit over every validation window,
+    with the kit palette shown as in training (masked at random, the same way every time)."""
     model.eval()
     all_w = windows.all_windows()
+    palette_rng = np.random.default_rng(0)
     sums = np.zeros(3)
     counts = np.zeros(3)
     for i in range(0, len(all_w), batch_size):
-        prev, cats, cont, target, mask = to_torch(windows.batch(all_w[i:i + batch_size]), device)
+        prev, cats, cont, target, mask = to_torch(windows.batch(all_w[i:i + batch_size], palette="masked",
+                                                                  palette_rng=palette_rng), device)
         logits, _, _ = model(prev, cats, cont)
         h, v, o = loss_terms(logits, target, mask, model.cfg)
         n_steps = float(mask.sum()) * 9
@@ -144,6 +174,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave default)")
     ap.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     ap.add_argument("--style-dropout", type=float, default=0.1, help="share of windows trained as style 'any'")
+    ap.add_argument("--scheduled-sampling", type=float, default=0.2,
+                    help="mean share of input steps replaced by the model's own sampled steps (0: off)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="validation")
@@ -151,7 +183,7 @@ def parse_args(argv=None):
     ap.add_argument("--dump-ranks", action="store_true", help="each process saves its final weights to "
                     "OUT/rank<N>.pt (to check that distributed ranks agree)")
     for f in fields(ModelConfig):
-        if f.name not in ("context", "n_styles", "steps_per_bar", "phrase_bars"):
+        if f.name not in FIXED_CONFIG:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     return ap.parse_args(argv)
 
@@ -185,7 +217,7 @@ def main(argv=None) -> int:
 
     cfg = ModelConfig(n_styles=len(cond.styles), context=args.bars * 16,
                       **{f.name: getattr(args, f.name) for f in fields(ModelConfig)
-                         if f.name not in ("context", "n_styles", "steps_per_bar", "phrase_bars")})
+                         if f.name not in FIXED_CONFIG})
     torch.manual_seed(args.seed)
     model = GrooveTransformer(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "style" not in n and "pos" not in n]
@@ -219,8 +251,10 @@ def main(argv=None) -> int:
         epoch = state["epoch"] + 1
         running = 0.0
         for i in range(steps_per_epoch):
-            batch = train.batch(train.random_windows(args.batch, rng), rng, augment, args.style_dropout)
+            batch = train.batch(train.random_windows(args.batch, rng), rng, augment, args.style_dropout, "masked")
             prev, cats, cont, target, mask = to_torch(batch, device)
+            if args.scheduled_sampling > 0:
+                prev = own_steps(model, prev, cats, cont, args.scheduled_sampling, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], total_steps, args.lr, warmup=min(200, total_steps // 10 + 1))
             logits, _, _ = ddp(prev, cats, cont)

@@ -1,0 +1,63 @@
+"""The conditioning: cues and the kit palette as model inputs (pure numpy)."""
+
+import numpy as np
+import pytest
+
+from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
+                                      Cues, cymbal_name, cymbal_palette, palette_features, palette_of)
+from drummachine import corpus
+from drummachine.errors import DrumMachineError
+from drummachine.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
+
+from .conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def groove_dataset():
+    """Real drummers' bars: the test fixtures from the Groove MIDI Dataset."""
+    return corpus.build(FIXTURES)[0]
+
+
+def test_palette_features_and_cymbals():
+    assert len(CONT_NAMES) == N_CONT == 6 + 18
+    ride = cymbal_palette("ride")
+    assert ride[RIDE] == ON and ride[CLOSED_HAT] == OFF and ride[0] == AUTO
+    assert cymbal_name(ride) == "ride" and cymbal_name(NO_PALETTE) == "auto"
+    assert cymbal_name(cymbal_palette("hats")) == "hats"
+    f = palette_features(ride)
+    assert f[RIDE] == 1 and f[9 + RIDE] == 1 and f[CLOSED_HAT] == 1 and f[9 + CLOSED_HAT] == 0 and f[0] == f[9] == 0
+    with pytest.raises(DrumMachineError, match="unknown cymbal 'gong'; allowed: auto, hats, open_hats, ride"):
+        cymbal_palette("gong")
+    with pytest.raises(DrumMachineError, match="palette"):
+        Cues(palette=(2,) * 9)
+    cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
+    cont = cond.cont(120.0, Cues(palette=ride))
+    assert cont.shape == (N_CONT,) and cont[6 + RIDE] == 1 and cont[6 + 9 + RIDE] == 1
+
+
+def test_palette_of_bars():
+    bars = np.zeros((2, 16, 3, 9), np.float32)
+    bars[0, 3, 0, RIDE] = 1
+    bars[1, :, 0, CLOSED_HAT] = 1
+    p = palette_of(bars)
+    assert p[0, RIDE] == ON and p[0, CLOSED_HAT] == OFF and p[1, CLOSED_HAT] == ON and p[1, RIDE] == OFF
+
+
+def test_windows_show_hide_or_mask_the_palette(groove_dataset):
+    cond = fit_conditioning(groove_dataset)
+    w = Windows(groove_dataset, "train", cond, bars=2)
+    windows = w.all_windows()[:40]
+    target, mask, _, auto = w.batch(windows, palette="auto")
+    _, _, _, known = w.batch(windows, palette="known")
+    _, _, _, masked = w.batch(windows, palette="masked", palette_rng=np.random.default_rng(0))
+    assert auto.shape[-1] == N_CONT and not auto[..., 6:].any()
+    m = mask > 0
+    assert (known[..., 6:15][m] == 1).all()  # every voice known...
+    bar_hits = target[:, :, 0].reshape(len(windows), -1, 16, 9).sum(axis=2) > 0  # ...and played as measured
+    played = known[:, ::16, 15:24] > 0
+    assert (played[m[:, ::16]] == bar_hits.reshape(len(windows), -1, 9)[m[:, ::16]]).all()
+    shown = masked[..., 6:15][m]
+    assert 0.0 < shown.mean() < 1.0  # partly hidden, at random
+    assert (masked[..., 15:24][m] <= known[..., 15:24][m]).all()  # never claims a voice the bar lacks
+    hidden_windows = (masked[:, 0, 6:15].sum(axis=1) == 0).mean()
+    assert abs(hidden_windows - PALETTE_ALL_AUTO) < 0.25
