@@ -50,12 +50,6 @@ class SharedBlock:
         else:
             self.shm = shared_memory.SharedMemory(name=name)
             self.owner = False
-            try:  # Python < 3.13 tracks attached blocks too and would unlink the owner's at exit
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.shm._name, "shared_memory")
-            except Exception:
-                pass
         buf = self.shm.buf
         self.header = np.ndarray((HEADER,), np.int64, buf, 0)
         self.ring = np.ndarray((CAPACITY, 4), np.float64, buf, HEADER * 8)
@@ -77,6 +71,28 @@ class SharedBlock:
                 self.shm.unlink()
         except (BufferError, FileNotFoundError):
             pass
+
+
+class EventRing:
+    """The engine's end of the event ring: one writer, never waits (a full ring drops and counts)."""
+
+    def __init__(self, block: SharedBlock):
+        self.header, self.ring = block.header, block.ring
+        self.written = int(self.header[WRITTEN])
+
+    def push(self, frame: int, voice: int, velocity: float) -> bool:
+        h = self.header
+        if self.written - int(h[READ]) >= CAPACITY:  # the mixer is gone or stalled
+            h[DROPPED] += 1
+            return False
+        row = self.ring[self.written % CAPACITY]
+        row[0] = frame
+        row[1] = voice
+        row[2] = velocity
+        row[3] = self.written + 1  # the slot's sequence number, written last: the mixer checks it
+        self.written += 1
+        h[WRITTEN] = self.written
+        return True
 
 
 class SharedAudioClock:
@@ -124,7 +140,7 @@ class AudioProcessSink(Sink):
         self.rate = rate
         self.block = SharedBlock(record_frames=int(record_seconds * rate))
         self.clock = SharedAudioClock(self.block.header, rate)
-        self.written = 0
+        self.events = EventRing(self.block)
         self.latency = 0.0
         self.restarts = 0
         self._recording = None
@@ -147,7 +163,7 @@ class AudioProcessSink(Sink):
         if self.block.header is None or self.alive:
             return False
         self.setup["start_frame"] = int(round(self.clock.now() * self.rate))
-        self.block.header[READ] = self.written  # what was waiting for the dead mixer is too late now
+        self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
         self._spawn()
         self.wait_ready(close_on_error=False)
         self.restarts += 1
@@ -178,20 +194,9 @@ class AudioProcessSink(Sink):
 
     # --- Sink -----------------------------------------------------------------------------
     def send(self, events: list[Event]) -> None:
-        h, ring = self.block.header, self.block.ring
         for e in events:
-            if e.kind != "note":
-                continue
-            if self.written - int(h[READ]) >= CAPACITY:  # the mixer is gone or stalled: drop, count
-                h[DROPPED] += 1
-                continue
-            row = ring[self.written % CAPACITY]
-            row[0] = round(e.time * self.rate)
-            row[1] = e.voice
-            row[2] = e.velocity
-            row[3] = self.written + 1  # the slot's sequence number, written last
-            self.written += 1
-            h[WRITTEN] = self.written
+            if e.kind == "note":
+                self.events.push(round(e.time * self.rate), e.voice, e.velocity)
 
     def panic(self) -> None:
         self.block.header[PANIC] += 1
@@ -213,6 +218,13 @@ class AudioProcessSink(Sink):
     def recording(self) -> np.ndarray | None:
         return self._recording if self._recording is not None else (
             None if self.block.recording is None else self.block.recording.copy())
+
+    def __enter__(self) -> "AudioProcessSink":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.panic()
+        self.close()
 
     def close(self) -> None:
         if self.block.header is None:
@@ -303,6 +315,12 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     try:
         setup = json.loads(stdin.readline())
         block = SharedBlock(setup["shm"], setup["record_frames"])
+        try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(block.shm._name, "shared_memory")
+        except Exception:
+            pass
     except Exception as exc:
         answer({"error": f"bad set-up ({exc.__class__.__name__})"})
         return 2

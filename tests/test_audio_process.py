@@ -1,0 +1,78 @@
+"""The audio process's shared-memory parts, without a process or a sound device: the event ring,
+the mixer's callback and the clock it publishes. (tests/test_jack.py runs the real process.)"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from drummachine.audio_out import Voices
+from drummachine.audio_process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, EventRing, Mixer,
+                                       SharedAudioClock, SharedBlock)
+from drummachine.drumkit import synth_kit
+
+OK = SimpleNamespace(output_underflow=False)
+
+
+@pytest.fixture
+def parts():
+    owner = SharedBlock()
+    other = SharedBlock(owner.name)  # as the mixer process attaches
+    kit = synth_kit(48000)
+    yield owner, EventRing(owner), Mixer(other, Voices(kit)), SharedAudioClock(owner.header, 48000)
+    other.close()
+    owner.close()
+
+
+def test_events_reach_the_mixer_on_their_sample(parts):
+    _, ring, mixer, clock = parts
+    assert ring.push(200, 0, 1.0) and ring.push(300, 1, 0.5)
+    out = np.zeros((128, 2), np.float32)
+    mixer.callback(out, 128, None, OK)
+    assert not out.any()  # both start after this block
+    mixer.callback(out, 128, None, OK)
+    loud = np.nonzero(np.abs(out[:, 0]) > 0)[0]
+    assert loud[0] == 200 - 128  # the kick's first sample is frame 200
+    assert mixer.read == 2 and mixer.h[READ] == 2
+
+
+def test_the_clock_is_the_mixers_sample_counter(parts):
+    block, _, mixer, clock = parts
+    out = np.zeros((128, 2), np.float32)
+    for _ in range(375):  # one second of blocks
+        mixer.callback(out, 128, None, OK)
+    assert block.header[FRAMES] == 48000 and block.header[SEQ] % 2 == 0 and block.header[AT_NS] > 0
+    assert 1.0 <= clock.now() < 1.05  # frames / rate, plus the time since that callback
+    a = clock.now()
+    assert clock.now() >= a  # never backwards
+
+
+def test_a_half_written_slot_waits_for_the_next_block(parts):
+    block, ring, mixer, _ = parts
+    ring.push(10, 0, 1.0)
+    block.ring[0, 3] = 0  # as if the sequence number were not visible yet
+    mixer.callback(np.zeros((64, 2), np.float32), 64, None, OK)
+    assert mixer.read == 0
+    block.ring[0, 3] = 1
+    mixer.callback(np.zeros((64, 2), np.float32), 64, None, OK)
+    assert mixer.read == 1
+
+
+def test_a_full_ring_drops_and_counts_and_underruns_are_counted(parts):
+    block, ring, mixer, _ = parts
+    for i in range(CAPACITY):
+        assert ring.push(10_000 + i, 0, 0.5)
+    assert not ring.push(1, 0, 0.5) and block.header[DROPPED] == 1
+    mixer.callback(np.zeros((128, 2), np.float32), 128, None, SimpleNamespace(output_underflow=True))
+    assert block.header[UNDERRUNS] == 1 and mixer.read == CAPACITY and ring.push(1, 0, 0.5)
+
+
+def test_panic_silences_what_is_sounding(parts):
+    block, ring, mixer, _ = parts
+    ring.push(0, 7, 1.0)  # a crash rings for a long time
+    out = np.zeros((128, 2), np.float32)
+    mixer.callback(out, 128, None, OK)
+    assert np.abs(out).max() > 0
+    block.header[PANIC] += 1  # as AudioProcessSink.panic does
+    mixer.callback(out, 128, None, OK)
+    assert not out.any()
