@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conditioning import CYMBALS
+
 START, CONTINUE, STOP, CLOCK, SPP = 0xFA, 0xFB, 0xFC, 0xF8, 0xF2
 
 
@@ -208,7 +210,7 @@ class Mapping:
     kind: str  #: cc, note, program
     number: int
     action: str
-    value: float | None = None
+    value: float | str | None = None  #: a number, or a CYMBALS name for the cymbal action
 
 
 @dataclass
@@ -336,10 +338,14 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
             if key not in ("cc", "note", "program", "action", "value"):
                 raise DrumMachineError(where("map", i, key), "unknown key; allowed: cc, note, program, action, value")
         k, n = control("map", i, raw)
+        name = action("map", i, "action", raw.get("action"))
         value = raw.get("value")
-        if value is not None and not isinstance(value, (int, float)):
+        if name == "cymbal":
+            if value is not None and value not in CYMBALS:
+                raise DrumMachineError(where("map", i, "value"), f"{value!r}; allowed: {', '.join(CYMBALS)}")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise DrumMachineError(where("map", i, "value"), f"{value!r}; allowed: a number")
-        mappings.append(Mapping(k, n, action("map", i, "action", raw.get("action")), value))
+        mappings.append(Mapping(k, n, name, value))
     return ControllerPreset(str(data.get("name", path)), channel or None, switches, mappings)
 
 

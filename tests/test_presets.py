@@ -70,6 +70,13 @@ def test_knob_controller_is_continuous():
     assert c.handle([0xB0, 21, 0], 0.0) == [("intensity_to", -1.0)]
 
 
+def test_a_pad_can_name_the_cymbal_that_keeps_time():
+    text = "[[map]]\nnote = 51\naction = \"cymbal\"\nvalue = \"ride\"\n[[map]]\nnote = 42\naction = \"cymbal\"\n"
+    c = PresetControl(controller_from_toml(text, "pads.toml"))
+    assert c.handle([0x99, 51, 100], 0.0) == [("cymbal", "ride")]
+    assert c.handle([0x99, 42, 100], 0.0) == [("cymbal", None)]  # no value: the next of hats, ride, auto
+
+
 @pytest.mark.parametrize("text,needle", [
     ("[[map]]\ncc = 1\naction = \"explode\"\n", "x.toml:3 (map[0].action): unknown action 'explode'"),
     ("[[map]]\ncc = 1\naction = \"tap\"\n[[map]]\ncc = 1\naction = \"fill\"\n", "cc 1 is already mapped"),
@@ -77,6 +84,8 @@ def test_knob_controller_is_continuous():
     ("[[switch]]\ncc = 1\nlong = \"next\"\n", "unknown key"),
     ("channel = 20\n", "allowed: 0 (any) or 1-16"),
     ("[[map\n", "malformed TOML"),
+    ("[[map]]\ncc = 1\naction = \"cymbal\"\nvalue = \"cowbell\"\n", "x.toml:4 (map[0].value): 'cowbell'; allowed: auto"),
+    ("[[map]]\ncc = 1\naction = \"tap\"\nvalue = \"ride\"\n", "'ride'; allowed: a number"),
 ])
 def test_bad_controller_presets(text, needle):
     with pytest.raises(DrumMachineError) as exc:
