@@ -1,8 +1,9 @@
 """Where the engine runs: in this process (tests, headless) or in a process of its own (the UI).
 
-The stage UI draws and reads keys in one process; the engine, its audio callback and its MIDI
-threads run in another, so a busy screen can never hold the GIL the audio callback needs.
-The two talk through a pipe in JSON (commands down, snapshots up): nothing is unpickled.
+The stage UI draws and reads keys in one process; the engine (generator, commit loop, MIDI
+threads) runs in another, so a busy screen can never stall the generator or the MIDI out; the
+audio callback runs in a third (``audio_process``), so neither can hold the GIL it needs.
+UI and engine talk through a pipe in JSON (commands down, snapshots up): nothing is unpickled.
 """
 
 from __future__ import annotations
