@@ -192,12 +192,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
         if (counts > 1).any():
             sums = np.bincount(inv, weights=r)
             r[:] = (sums / counts)[inv]
+    if ra.std() == 0.0 or rb.std() == 0.0:
+        return float("nan")  # a constant has no rank order
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def control(generator, cues_for, styles: list[str], bpm_of, levels: int = 11, bars_per_level: int = 8) -> dict:
     """Requested intensity vs realized loudness and density; fill bars vs beat bars."""
-    req, loud, dens = [], [], []
+    req, loud, dens, of = [], [], [], []
     fill_act, beat_act = [], []
     for style in styles:
         for level in np.linspace(0.0, 1.0, levels):
@@ -208,6 +210,7 @@ def control(generator, cues_for, styles: list[str], bpm_of, levels: int = 11, ba
                 if b < 2:
                     continue  # let the groove settle after starting from silence
                 req.append(level)
+                of.append(style)
                 loud.append(attributes.loudness(bar)[0])
                 dens.append(attributes.density(bar)[0])
         generator.reset()
@@ -215,12 +218,19 @@ def control(generator, cues_for, styles: list[str], bpm_of, levels: int = 11, ba
             fill = b % 4 == 3
             bar = generator.bar(style, bpm_of(style), cues_for(style, 0.6, fill), b % 4)[None]
             (fill_act if fill else beat_act).append(attributes.fill_activity(bar)[0])
-    req, loud, dens = map(np.asarray, (req, loud, dens))
+    req, loud, dens, of = map(np.asarray, (req, loud, dens, of))
     means = {lv: (loud[req == lv].mean(), dens[req == lv].mean()) for lv in np.unique(req)}
     lv = np.array(sorted(means))
+    # within a style (the intensity knob of one song): the density cue is the style's own density
+    # moved by the intensity, so bars of a sparse style at high intensity may be sparser than a
+    # busy style's at low intensity; pooled over styles that counts against the knob
+    within = {s: (spearman(req[of == s], loud[of == s]), spearman(req[of == s], dens[of == s])) for s in styles}
     return {
         "intensity_vs_loudness_spearman_bars": spearman(req, loud),
         "intensity_vs_density_spearman_bars": spearman(req, dens),
+        "intensity_vs_loudness_spearman_bars_within_style": float(np.mean([v[0] for v in within.values()])),
+        "intensity_vs_density_spearman_bars_within_style": float(np.mean([v[1] for v in within.values()])),
+        "intensity_vs_density_spearman_bars_per_style": {s: round(v[1], 3) for s, v in within.items()},
         "intensity_vs_loudness_spearman_levels": spearman(lv, np.array([means[x][0] for x in lv])),
         "intensity_vs_density_spearman_levels": spearman(lv, np.array([means[x][1] for x in lv])),
         "loudness_low_high": [float(means[lv[0]][0]), float(means[lv[-1]][0])],

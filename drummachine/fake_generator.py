@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .conditioning import Conditioning, GeneratorStateLike
+from .conditioning import Conditioning, Cues, GeneratorStateLike
 
 FAKE_CONDITIONING = Conditioning(
     styles=("any", "rock", "funk"),
@@ -74,6 +74,11 @@ class FakeGenerator:
         self.prev = hvo
         self.step_count += 1
         return hvo
+
+    def bar(self, style, bpm: float, cues=None, bar_in_phrase: int = 0, steering=None) -> np.ndarray:
+        """One 4/4 bar, (16, 3, 9), as Generator.bar."""
+        cont = self.cond.cont(bpm, cues if cues is not None else Cues())
+        return np.stack([self.step(style, i, bar_in_phrase, cont, steering) for i in range(16)])
 
     def force(self, hvo, style, step_in_bar, bar_in_phrase, cont) -> None:
         self.calls.append(("force", style, step_in_bar, bar_in_phrase))

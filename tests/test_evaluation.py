@@ -1,0 +1,85 @@
+"""The evaluation's measures (logic, on hand-made bars and the stand-in generator), and the
+control measure on the shipped model: asking for more intensity must give louder, busier bars."""
+
+import numpy as np
+import pytest
+
+from drummachine import evaluation
+from drummachine.fake_generator import FakeGenerator
+from drummachine.kit import VOICE_NAMES
+from drummachine.sections import cues_for
+
+
+def test_spearman_ranks_with_ties():
+    assert evaluation.spearman(np.arange(10.0), np.arange(10.0) ** 3) == pytest.approx(1.0)
+    assert evaluation.spearman(np.arange(10.0), -np.arange(10.0)) == pytest.approx(-1.0)
+    a, b = np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0])
+    expected = np.corrcoef([0.0, 1.5, 1.5, 3.0], [0.0, 1.0, 2.0, 3.0])[0, 1]  # ties share their mean rank
+    assert evaluation.spearman(a, b) == pytest.approx(expected)
+    assert np.isnan(evaluation.spearman(a, np.ones(4)))
+
+
+def test_overlap_of_distributions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=2000)
+    assert evaluation.overlap(x, x) == pytest.approx(1.0)
+    assert evaluation.overlap(x, x + 100.0) == pytest.approx(0.0)
+    assert 0.3 < evaluation.overlap(x, x + 1.0) < 0.8
+
+
+def _bar(hits: dict[int, list[int]], velocity=0.5, offset=0.0) -> np.ndarray:
+    bar = np.zeros((16, 3, 9), np.float32)
+    for voice, steps in hits.items():
+        bar[steps, 0, voice] = 1.0
+        bar[steps, 1, voice] = velocity
+        bar[steps, 2, voice] = offset
+    return bar
+
+
+def test_per_bar_statistics_on_hand_made_bars():
+    rock = _bar({0: [0, 8], 1: [4, 12], 2: list(range(0, 16, 2))}, velocity=0.5, offset=0.1)
+    busier = _bar({0: [0, 8, 10], 1: [4, 12], 2: list(range(16))}, velocity=0.8)
+    s = evaluation.per_bar_stats(np.stack([rock, busier]), np.stack([rock, rock]))
+    assert s[f"density_{VOICE_NAMES[2]}"].tolist() == [8, 16]
+    assert s["velocity_mean"] == pytest.approx([0.5, 0.8])
+    assert s["velocity_spread"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert s["offset_mean"] == pytest.approx([0.1, 0.0])
+    # repetition: the share of a bar's hits the bar before also had
+    assert s["repetition"] == pytest.approx([1.0, 12 / 21])
+    cmp = evaluation.compare(s, s)
+    assert cmp["velocity_mean"]["ratio"] == pytest.approx(1.0) and cmp["velocity_mean"]["overlap"] == 1.0
+
+
+def test_control_measures_what_the_cues_do():
+    gen = FakeGenerator(seed=0)  # velocity follows the intensity cue; fills run down the toms
+    c = evaluation.control(gen, lambda s, i, f: cues_for(gen.cond, s, i, f), ["rock", "funk"],
+                           lambda s: 110.0, levels=5, bars_per_level=2)
+    assert c["intensity_vs_loudness_spearman_bars"] > 0.95
+    assert c["intensity_vs_loudness_spearman_bars_within_style"] > 0.95
+    assert c["loudness_low_high"][1] > c["loudness_low_high"][0] + 0.3
+    assert c["fill_vs_beat_snare_tom_activity"] > 1.5
+    assert set(c["intensity_vs_density_spearman_bars_per_style"]) == {"rock", "funk"}
+
+
+def test_control_finds_a_generator_that_ignores_intensity():
+    class Deaf(FakeGenerator):
+        def _pattern(self, step_in_bar, cont):
+            hvo = super()._pattern(step_in_bar, np.full_like(cont, 0.5))
+            hvo[1] = np.where(hvo[0] > 0, self.rng.uniform(0.3, 0.9, 9), 0.0)
+            return hvo
+
+    gen = Deaf(seed=0)
+    c = evaluation.control(gen, lambda s, i, f: cues_for(gen.cond, s, i, f), ["rock"], lambda s: 110.0,
+                           levels=6, bars_per_level=4)
+    assert abs(c["intensity_vs_loudness_spearman_bars"]) < 0.5
+
+
+def test_shipped_model_obeys_intensity():
+    from drummachine.generator import Generator
+
+    gen = Generator(None, seed=3)
+    c = evaluation.control(gen, lambda s, i, f: cues_for(gen.cond, s, i, f), ["rock"],
+                           lambda s: 110.0, levels=3, bars_per_level=3)
+    lo, hi = c["loudness_low_high"], c["density_low_high"]
+    assert hi[0] > lo[0] * 1.3 and hi[1] > lo[1] * 1.2, c
+    assert c["fill_vs_beat_snare_tom_activity"] > 1.2, c
