@@ -124,10 +124,11 @@ def cmd_evaluate(args) -> int:
     t0 = time.perf_counter()
     result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
-    g, r, spans = evaluation.generate_like(gen, val, palette=True)
+    g, r, spans = evaluation.generate_like(gen, val, palette="bar")
     result["generation"] = evaluation.generation(g, r, spans, styles)
-    g, r, spans = evaluation.generate_like(gen, val, palette=False)
-    result["generation_auto_palette"] = evaluation.generation(g, r, spans, styles)
+    for mode in ("cymbal", "auto"):
+        g, r, spans = evaluation.generate_like(gen, val, palette=mode)
+        result[f"generation_{mode}_palette"] = evaluation.generation(g, r, spans, styles)
     control_styles = args.control_styles.split(",") if args.control_styles else \
         [s for s in ("rock", "funk", "jazz", "latin", "hiphop") if s in gen.cond.styles]
     result["control"] = evaluation.control(
@@ -186,11 +187,13 @@ def format_evaluation(r: dict) -> str:
     for s, c in g["per_style"].items():
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
                      f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
-    a = r.get("generation_auto_palette")
-    if a:
-        lines.append("  per-voice density, palette left to the model (ratio generated/real):")
-        lines.append("    " + "  ".join(f"{k[8:]} {v['ratio']:.2f}" for k, v in a["all"].items()
-                                        if k.startswith("density_")))
+    for mode, told in (("cymbal", "told only the cymbal each bar keeps time on"),
+                       ("auto", "palette left to the model")):
+        a = r.get(f"generation_{mode}_palette")
+        if a:
+            lines.append(f"  per-voice density, {told} (ratio generated/real):")
+            lines.append("    " + "  ".join(f"{k[8:]} {v['ratio']:.2f}" for k, v in a["all"].items()
+                                            if k.startswith("density_")))
     c = r["control"]
     lines.append("control")
     for k, v in c.items():

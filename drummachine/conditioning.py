@@ -59,6 +59,19 @@ def cymbal_name(palette: tuple[int, ...]) -> str:
     return "auto"
 
 
+def timekeeper(palette) -> str:
+    """The CYMBALS choice a musician would have made for a bar with this measured palette: the
+    cymbal it keeps time on when it is the only one, else "auto"."""
+    hat, open_hat, ride = (palette[v] == ON for v in (CLOSED_HAT, OPEN_HAT, RIDE))
+    if ride and not hat and not open_hat:
+        return "ride"
+    if hat and not ride:
+        return "hats"
+    if open_hat and not ride:
+        return "open_hats"
+    return "auto"
+
+
 def palette_of(bars: np.ndarray) -> np.ndarray:
     """The measured palette of bars (n, steps, 3, 9): ON where a voice is hit in the bar, else OFF."""
     return np.where(bars[:, :, 0].sum(axis=1) > 0, ON, OFF).astype(np.int64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import attributes, baselines
-from .conditioning import NO_PALETTE, Cues, palette_of
+from .conditioning import NO_PALETTE, Cues, cymbal_palette, palette_of, timekeeper
 from .kit import VOICE_NAMES
 from .sampling import expected
 
@@ -118,10 +118,17 @@ def prediction(generator, train, val) -> dict:
     return result
 
 
-def generate_like(generator, val, palette: bool = True) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+PALETTES = ("bar", "cymbal", "auto")
+
+
+def generate_like(generator, val, palette: str = "bar") -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """For every validation performance, as many bars as it has, at its tempo and style, steered by
-    the cues measured on its own bars — with its kit palette (which voices each bar plays) when
-    ``palette``, else leaving that to the model. Returns generated and real bars and (file slot, bars)."""
+    the cues measured on its own bars. ``palette``: "bar" tells the model each bar's kit palette
+    (which voices it plays), "cymbal" only the cymbal it keeps time on (what a song or the pedal
+    can ask: hats, open hats, ride, else auto), "auto" leaves it all to the model.
+    Returns generated and real bars and (file slot, bars)."""
+    if palette not in PALETTES:
+        raise ValueError(f"palette {palette!r}; allowed: {', '.join(PALETTES)}")
     ds, cond = val.ds, val.cond
     gen_bars, real_bars, spans = [], [], []
     for slot in range(len(val.files)):
@@ -138,13 +145,21 @@ def generate_like(generator, val, palette: bool = True) -> tuple[np.ndarray, np.
                         float(cond.quantile("complexity", attributes.complexity(bar1))[0]),
                         float(cond.quantile("syncopation", attributes.syncopation(bar1))[0]),
                         bool(ds.bars["fill"][first + b]),
-                        tuple(int(x) for x in palette_of(bar1)[0]) if palette else NO_PALETTE)
+                        _palette(palette_of(bar1)[0], palette))
             cont = cond.cont(bpm, cues)
             phrase = int(ds.bars["index"][first + b]) % 4
             gen_bars.append(np.stack([generator.step(style, s, phrase, cont) for s in range(STEPS)]))
         real_bars.append(real)
         spans.append((slot, count))
     return np.stack(gen_bars), np.concatenate(real_bars), spans
+
+
+def _palette(measured: np.ndarray, mode: str) -> tuple[int, ...]:
+    if mode == "bar":
+        return tuple(int(x) for x in measured)
+    if mode == "cymbal":
+        return cymbal_palette(timekeeper(measured))
+    return NO_PALETTE
 
 
 def _with_repetition(bars: np.ndarray, spans) -> dict[str, np.ndarray]:

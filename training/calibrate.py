@@ -62,6 +62,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bars-per-style", type=int, default=150)
     ap.add_argument("--gain", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-style", action="store_true",
+                    help="a bias per style and voice (default: one per voice, the same for every style)")
+    ap.add_argument("--palette", default="cymbal", choices=("bar", "cymbal", "auto"),
+                    help="what the model is told of each train bar's kit (evaluation.generate_like); "
+                         "cymbal: the timekeeping cymbal, as songs and the pedal tell it")
     args = ap.parse_args(argv)
     models = Path(args.models)
     int8 = models / "groove.int8.onnx"
@@ -76,7 +81,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds + 1):
         gen.calibration = bias.copy()
         gen.rng = np.random.default_rng(args.seed)  # the same random draws every round: less noise
-        g, real, spans = generate_like(gen, w)
+        g, real, spans = generate_like(gen, w, palette=args.palette)
         bar_styles = np.concatenate([[styles[w.style_index[slot]]] * count for slot, count in spans])
         gd, rd = per_style_density(g, bar_styles), per_style_density(real, bar_styles)
         g_all = g[:, :, 0].sum(axis=1).mean(axis=0)
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
             rs = rd[s][0]
             k = styles.index(s)
             step = -np.log((gs + 0.05) / (rs + 0.05))
-            weight = min(1.0, n / SHRINK_BARS)
+            weight = min(1.0, n / SHRINK_BARS) if args.per_style else 0.0
             step = weight * step - (1 - weight) * np.log(ratio_all)
             bias[k] += np.clip(args.gain * step, -1.0, 1.0)
         bias[0] -= args.gain * np.log(ratio_all)  # style "any": the global correction
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
         prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)
         meta = json.loads(prop.value)
         meta["voice_bias"] = table
-        meta["calibration"] = {"data": "train split", "rounds": args.rounds, "bars_per_style": args.bars_per_style,
+        meta["calibration"] = {"data": "train split", "palette": args.palette, "per_style": args.per_style, "rounds": args.rounds, "bars_per_style": args.bars_per_style,
                                "gain": args.gain, "kept_round": best[2], "history": history}
         prop.value = json.dumps(meta)
         onnx.save(m, str(path))
