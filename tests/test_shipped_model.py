@@ -80,25 +80,29 @@ def test_int8_hit_probabilities_match_fp32(windows):
 
 
 def test_int8_sampled_bars_match_fp32_statistics():
+    """64 sampled bars (4 styles x 16, fills every 4th), from 4 seeds: one 64-bar sample's offset
+    spread varies by +-25% between seeds of the same fp32 model (a swung style's few far-off hits
+    weigh a lot), so a single sample would measure the dice, not the quantization."""
     from drummachine.generator import Generator
     from drummachine.sections import cues_for
 
     stats = {}
     for path in (FP32, INT8):
-        gen = Generator(str(path), seed=11)
-        bars = []
-        for style in ("rock", "funk", "jazz", "latin"):
-            gen.reset()
-            for b in range(16):
-                bars.append(gen.bar(style, 110, cues_for(gen.cond, style, 0.6, b % 4 == 3), b % 4))
-        bars = np.stack(bars)
-        hits = bars[:, :, 0] > 0.5
-        stats[path.name] = {"density": attributes.density(bars).mean(), "velocity": bars[:, :, 1][hits].mean(),
-                            "offset_std": bars[:, :, 2][hits].std()}
+        runs = []
+        for seed in (11, 12, 13, 14):
+            gen = Generator(str(path), seed=seed)
+            bars = []
+            for style in ("rock", "funk", "jazz", "latin"):
+                gen.reset()
+                for b in range(16):
+                    bars.append(gen.bar(style, 110, cues_for(gen.cond, style, 0.6, b % 4 == 3), b % 4))
+            bars = np.stack(bars)
+            hits = bars[:, :, 0] > 0.5
+            runs.append((attributes.density(bars).mean(), bars[:, :, 1][hits].mean(), bars[:, :, 2][hits].std()))
+        stats[path.name] = dict(zip(("density", "velocity", "offset_std"), np.mean(runs, axis=0)))
     a, b = stats[FP32.name], stats[INT8.name]
     for k in a:
         assert abs(b[k] / a[k] - 1.0) <= 0.05, (k, a[k], b[k])
-
 
 
 def test_shipped_model_keeps_time_on_the_cymbal_it_is_asked_for():
