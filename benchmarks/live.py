@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,8 +44,9 @@ class Jack:
     def __enter__(self):
         subprocess.run(["pkill", "-x", "jackd"], capture_output=True)
         time.sleep(0.3)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-jackd-", suffix=".log")
         self.proc = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", str(self.period)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, check=True)
         time.sleep(0.3)
         import sounddevice as sd
@@ -60,6 +62,13 @@ class Jack:
         self.proc.terminate()
         self.proc.wait(10)
         sd._initialize()
+
+    def xruns(self) -> dict:
+        """What the server itself logged about xruns (its own late wake-ups and late clients)."""
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log if "xrun" in line.lower() or "not finished" in line.lower()]
+        return {"lines": len(lines), "client_not_finished": sum("not finished" in line for line in lines),
+                "examples": sorted(set(lines))[:4]}
 
 
 class Load:
@@ -189,7 +198,7 @@ def underruns(minutes: float, design: str = "process") -> dict:
     from drummachine.session import _quiet_gc
     from drummachine.song import load_song
 
-    with Jack(128):
+    with Jack(128) as jack:
         sys.setswitchinterval(0.0005)
         if design == "in_process":
             sink = AudioSink(synth_kit(48000), blocksize=128)
@@ -200,7 +209,8 @@ def underruns(minutes: float, design: str = "process") -> dict:
             time.sleep(minutes * 60.0)
             sink.close()
             return {"design": design, "period": 128, "minutes": minutes, "underruns": sink.underruns,
-                    "callbacks": sink.callbacks, "wall_s": round(time.monotonic() - t0, 1)}
+                    "callbacks": sink.callbacks, "wall_s": round(time.monotonic() - t0, 1),
+                    **_mixer_timing(sink), "jackd_log": jack.xruns()}
         gen = Generator(None, seed=1)
         song = load_song(ROOT / "presets/songs/highway_rock.toml", gen.cond.styles)
         engine = Engine(gen, song, sink.clock, [sink])
@@ -222,7 +232,16 @@ def underruns(minutes: float, design: str = "process") -> dict:
         sink.close()
     return {"design": design, "period": 128, "minutes": minutes, "underruns": sink.underruns,
             "callbacks": sink.callbacks, "cues": state["k"], "generator_misses": engine.stats.misses,
-            "steps": engine.stats.steps, "wall_s": round(time.monotonic() - t0, 1)}
+            "steps": engine.stats.steps, "wall_s": round(time.monotonic() - t0, 1),
+            **_mixer_timing(sink), "jackd_log": jack.xruns()}
+
+
+def _mixer_timing(sink) -> dict:
+    """The mixer process's own worst callback (its work) and worst gap between callbacks (how late
+    the system woke it); a period is 2.67 ms. The in-process sink does not measure these."""
+    if not hasattr(sink, "worst_callback_ms"):
+        return {}
+    return {"worst_callback_ms": round(sink.worst_callback_ms, 3), "worst_gap_ms": round(sink.worst_gap_ms, 3)}
 
 
 def cue_latency(trials: int = 12) -> dict:

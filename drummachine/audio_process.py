@@ -33,8 +33,9 @@ from .errors import DrumMachineError
 
 CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
 HEADER = 16
+SEQLOCK_TRIES = 10_000
 # header slots (int64)
-WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED = range(9)
+WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS = range(11)
 
 
 class SharedBlock:
@@ -106,13 +107,15 @@ class SharedAudioClock:
 
     def sample(self) -> tuple[int, int]:
         h = self.header
-        while True:
+        for _ in range(SEQLOCK_TRIES):
             s1 = int(h[SEQ])
             if s1 & 1:
                 continue
             frames, at = int(h[FRAMES]), int(h[AT_NS])
             if int(h[SEQ]) == s1:
                 return frames, at
+        # a mixer killed between its two sequence steps leaves the lock odd: never spin on it
+        return int(h[FRAMES]), int(h[AT_NS])
 
     def now(self) -> float:
         frames, at = self.sample()
@@ -164,6 +167,7 @@ class AudioProcessSink(Sink):
             return False
         self.setup["start_frame"] = int(round(self.clock.now() * self.rate))
         self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
+        self.block.header[SEQ] += self.block.header[SEQ] & 1  # killed mid-update: the lock is free again
         self._spawn()
         self.wait_ready(close_on_error=False)
         self.restarts += 1
@@ -204,11 +208,24 @@ class AudioProcessSink(Sink):
     # --- what the mixer reports -----------------------------------------------------------
     @property
     def underruns(self) -> int:
-        return int(self.block.header[UNDERRUNS]) if self.block.header is not None else self._final[0]
+        return int(self._header()[UNDERRUNS])
 
     @property
     def callbacks(self) -> int:
-        return int(self.block.header[CALLBACKS]) if self.block.header is not None else self._final[1]
+        return int(self._header()[CALLBACKS])
+
+    @property
+    def worst_callback_ms(self) -> float:
+        """The longest the mixer's callback took (its own work), in ms."""
+        return int(self._header()[WORST_NS]) / 1e6
+
+    @property
+    def worst_gap_ms(self) -> float:
+        """The longest time between two callbacks' starts, in ms (one period when all is well)."""
+        return int(self._header()[WORST_GAP_NS]) / 1e6
+
+    def _header(self) -> np.ndarray:
+        return self.block.header if self.block.header is not None else self._final
 
     @property
     def alive(self) -> bool:
@@ -238,11 +255,11 @@ class AudioProcessSink(Sink):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._final = (int(self.block.header[UNDERRUNS]), int(self.block.header[CALLBACKS]))
+        self._final = self.block.header.copy()
+        self._final[SEQ] += self._final[SEQ] & 1
         if self.block.recording is not None:
             self._recording = self.block.recording.copy()
-        self.clock.header = np.zeros(HEADER, np.int64)
-        self.clock.header[FRAMES] = self._final[1]
+        self.clock.header = self._final  # time goes on by the wall clock from the last callback
         self.block.close()
         if self.proc.stdout:
             self.proc.stdout.close()
@@ -261,9 +278,14 @@ class Mixer:
         self.read = int(self.h[READ])  # a restarted mixer goes on where the last one stopped
         self.frame = 0
         self.panic = int(self.h[PANIC])
+        self.started = 0
 
     def callback(self, outdata, frames, time_info, status) -> None:
+        started = time.monotonic_ns()
         h, ring, voices = self.h, self.ring, self.voices
+        if self.started and started - self.started > h[WORST_GAP_NS]:
+            h[WORST_GAP_NS] = started - self.started  # how late the system woke the callback, at worst
+        self.started = started
         if status.output_underflow:
             h[UNDERRUNS] += 1
         block_start = self.frame
@@ -291,6 +313,9 @@ class Mixer:
         h[AT_NS] = time.monotonic_ns()
         h[SEQ] += 1
         h[CALLBACKS] += 1
+        took = time.monotonic_ns() - started
+        if took > h[WORST_NS]:
+            h[WORST_NS] = took  # the mixer's own work, at worst: an underrun is ours only if this nears a period
 
     def duplex(self, indata, outdata, frames, time_info, status) -> None:
         rec = self.block.recording

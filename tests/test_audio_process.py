@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from drummachine.audio_out import Voices
-from drummachine.audio_process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, EventRing, Mixer,
-                                       SharedAudioClock, SharedBlock)
+from drummachine.audio_process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
+                                       WORST_NS, EventRing, Mixer, SharedAudioClock, SharedBlock)
 from drummachine.drumkit import synth_kit
 
 OK = SimpleNamespace(output_underflow=False)
@@ -76,3 +76,20 @@ def test_panic_silences_what_is_sounding(parts):
     block.header[PANIC] += 1  # as AudioProcessSink.panic does
     mixer.callback(out, 128, None, OK)
     assert not out.any()
+
+
+def test_a_mixer_killed_inside_its_clock_update_never_stalls_the_clock(parts):
+    block, _, mixer, clock = parts
+    out = np.zeros((128, 2), np.float32)
+    mixer.callback(out, 128, None, OK)
+    block.header[SEQ] += 1  # killed between the two sequence steps: the lock stays odd
+    a = clock.now()  # returns (it would spin forever on a plain sequence lock)
+    assert a >= 128 / 48000 and clock.now() >= a
+
+
+def test_the_mixer_reports_its_own_worst_callback_and_wake_up_gap(parts):
+    block, _, mixer, _ = parts
+    out = np.zeros((128, 2), np.float32)
+    for _ in range(5):
+        mixer.callback(out, 128, None, OK)
+    assert 0 < block.header[WORST_NS] < 1e9 and 0 < block.header[WORST_GAP_NS] < 1e9
