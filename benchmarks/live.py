@@ -38,8 +38,14 @@ from drummachine.song import jam  # noqa: E402
 
 
 class Jack:
-    def __init__(self, period: int):
+    """A JACK server (dummy backend) for one measurement. ``portaudio``: this process opens audio
+    itself (the in-process design), so PortAudio must find the new server; otherwise PortAudio is
+    left alone here — initialising it joins the server's graph as a client, one more the server
+    waits for every period."""
+
+    def __init__(self, period: int, portaudio: bool = False):
         self.period = period
+        self.portaudio = portaudio
 
     def __enter__(self):
         subprocess.run(["pkill", "-x", "jackd"], capture_output=True)
@@ -49,19 +55,22 @@ class Jack:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, check=True)
         time.sleep(0.3)
-        import sounddevice as sd
+        if self.portaudio:
+            import sounddevice as sd
 
-        sd._terminate()  # PortAudio scans again and finds this server (each measurement starts its own)
-        sd._initialize()
+            sd._terminate()  # PortAudio scans again and finds this server (each measurement starts its own)
+            sd._initialize()
         return self
 
     def __exit__(self, *exc):
-        import sounddevice as sd
+        if self.portaudio:
+            import sounddevice as sd
 
-        sd._terminate()  # let go of the server before it stops
+            sd._terminate()  # let go of the server before it stops
         self.proc.terminate()
         self.proc.wait(10)
-        sd._initialize()
+        if self.portaudio:
+            sd._initialize()  # balanced again (no server now, so no client)
 
     def xruns(self) -> dict:
         """What the server itself logged about xruns (its own late wake-ups and late clients)."""
@@ -198,7 +207,7 @@ def underruns(minutes: float, design: str = "process") -> dict:
     from drummachine.session import _quiet_gc
     from drummachine.song import load_song
 
-    with Jack(128) as jack:
+    with Jack(128, portaudio=design == "in_process") as jack:
         sys.setswitchinterval(0.0005)
         if design == "in_process":
             sink = AudioSink(synth_kit(48000), blocksize=128)
