@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DRUMMACHINE_MIDI_API", "jack")
 
-from drummachine.engine import Engine  # noqa: E402
+from drummachine.engine import Engine, Sink  # noqa: E402
 from drummachine.fake_generator import FakeGenerator, FakeKicks  # noqa: E402
 from drummachine.song import jam  # noqa: E402
 
@@ -200,9 +200,7 @@ def underruns(minutes: float, design: str = "process") -> dict:
     "in_process" — the mixing callback in the engine's process (the first design, for comparison);
     "idle" — the mixer process alone, nothing generating: what this machine and JACK do by themselves.
     """
-    from drummachine.audio_out import AudioSink
     from drummachine.audio_process import AudioProcessSink
-    from drummachine.drumkit import synth_kit
     from drummachine.generator import Generator
     from drummachine.session import _quiet_gc
     from drummachine.song import load_song
@@ -210,7 +208,7 @@ def underruns(minutes: float, design: str = "process") -> dict:
     with Jack(128, portaudio=design == "in_process") as jack:
         sys.setswitchinterval(0.0005)
         if design == "in_process":
-            sink = AudioSink(synth_kit(48000), blocksize=128)
+            sink = InProcessAudio(48000, 128)
         else:
             sink = AudioProcessSink(None, 48000, blocksize=128).wait_ready()
         t0 = time.monotonic()
@@ -245,10 +243,42 @@ def underruns(minutes: float, design: str = "process") -> dict:
             **_mixer_timing(sink), "jackd_log": jack.xruns()}
 
 
+class InProcessAudio(Sink):
+    """The first design, for comparison: the same mixer, ring and clock as the audio process, but
+    the stream's callback runs here, sharing the interpreter lock with the engine's threads."""
+
+    def __init__(self, rate: int, blocksize: int):
+        from drummachine.audio_out import Voices
+        from drummachine.audio_process import EventRing, Mixer, SharedAudioClock, SharedBlock, open_stream
+        from drummachine.drumkit import synth_kit
+
+        self.rate = rate
+        self.block = SharedBlock()
+        self.events = EventRing(self.block)
+        self.clock = SharedAudioClock(self.block.header, rate)
+        self.stream = open_stream(Mixer(self.block, Voices(synth_kit(rate), block_max=8192)), rate,
+                                  blocksize=blocksize)
+        self.stream.start()
+
+    def send(self, events) -> None:
+        for e in events:
+            if e.kind == "note":
+                self.events.push(round(e.time * self.rate), e.voice, e.velocity)
+
+    def close(self) -> None:
+        from drummachine.audio_process import CALLBACKS, UNDERRUNS
+
+        self.stream.stop()
+        self.stream.close()
+        self.underruns, self.callbacks = int(self.block.header[UNDERRUNS]), int(self.block.header[CALLBACKS])
+        self.clock.header = self.block.header.copy()
+        self.block.close()
+
+
 def _mixer_timing(sink) -> dict:
     """The mixer process's own worst callback (its work) and worst gap between callbacks (how late
     the system woke it); a period is 2.67 ms. The in-process sink does not measure these."""
-    if not hasattr(sink, "worst_callback_ms"):
+    if isinstance(sink, InProcessAudio):
         return {}
     return {"worst_callback_ms": round(sink.worst_callback_ms, 3), "worst_gap_ms": round(sink.worst_gap_ms, 3)}
 

@@ -1,20 +1,15 @@
-"""Audio out through sounddevice: the built-in (or a user) kit, mixed sample-accurately.
+"""Mixing for audio out: the built-in (or a user) kit, sample-accurately, and finding the device.
 
-The stream's sample counter is the clock when audio runs (``AudioClock``): an event at clock time
-t starts at frame round(t * rate), exactly. The callback fills the whole buffer every time,
-allocates no arrays, never waits on a lock and never logs: events arrive through a deque, voices
-live in preallocated slots, and a limiter keeps the mix below full scale.
+``Voices`` mixes one block: an event at frame f starts at exactly that frame, voices live in
+preallocated slots, chokes cut what they choke, and a limiter keeps the mix below full scale; it
+allocates no arrays. The stream, its callback and the clock it drives live in ``audio_process``.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-
 import numpy as np
 
 from .drumkit import Kit
-from .engine import Event, Sink
 from .errors import DrumMachineError
 from .kit import CHOKES
 from .mixer import CEILING
@@ -22,31 +17,6 @@ from .mixer import CEILING
 SLOTS = 48
 FADE_SECONDS = 0.004
 RELEASE_PER_BLOCK = 1.02  # limiter gain recovery per block (about 1.5 dB/10 ms at 128 frames)
-
-
-class AudioClock:
-    """Seconds from the audio stream's sample counter, interpolated between callbacks."""
-
-    def __init__(self, rate: int):
-        self.rate = rate
-        self.frames = 0
-        self.at = None  # monotonic time of the last callback
-        self.origin = time.monotonic()
-        self.last = 0.0
-
-    def now(self) -> float:
-        if self.at is None:
-            t = time.monotonic() - self.origin
-        else:
-            t = self.frames / self.rate + min(time.monotonic() - self.at, 0.05)
-        if t < self.last:
-            t = self.last
-        self.last = t
-        return t
-
-    def tick(self, frames_done: int) -> None:
-        self.frames = frames_done
-        self.at = time.monotonic()
 
 
 class Voices:
@@ -163,90 +133,6 @@ class Voices:
             np.multiply(out[:, 0], ramp, out=out[:, 0])
             np.multiply(out[:, 1], ramp, out=out[:, 1])
         self.limiter_gain = new
-
-
-class AudioSink(Sink):
-    """Plays note events through a sounddevice output stream; its sample counter drives ``clock``."""
-
-    def __init__(self, kit: Kit, device=None, blocksize: int = 128, latency="low", hostapi: str | None = None,
-                 record_seconds: float = 0.0):
-        """``record_seconds`` > 0 opens a duplex stream and keeps that much input (a loopback test)."""
-        import sounddevice as sd
-
-        self.kit = kit
-        self.rate = kit.sample_rate
-        self.clock = AudioClock(self.rate)
-        self.queue: deque = deque()
-        self.voices = Voices(kit, block_max=8192)
-        self.frame = 0
-        self.underruns = 0
-        self.callbacks = 0
-        self.panic_requested = False
-        self.on_block = None  # optional hook(frame, out) for tests; never set on stage
-        self.recording = np.zeros((int(record_seconds * self.rate), 2), np.float32) if record_seconds else None
-        try:
-            device = _find_device(device, hostapi)
-            if self.recording is not None:
-                self.stream = sd.Stream(samplerate=self.rate, blocksize=blocksize, channels=2, dtype="float32",
-                                        latency=latency, device=(device, device), callback=self._duplex)
-            else:
-                self.stream = sd.OutputStream(samplerate=self.rate, blocksize=blocksize, channels=2,
-                                              dtype="float32", latency=latency, device=device,
-                                              callback=self._callback)
-            self.stream.start()
-        except DrumMachineError:
-            raise
-        except Exception as exc:
-            raise DrumMachineError("audio", f"no audio output ({str(exc).splitlines()[0]})") from None
-        lat = self.stream.latency
-        self.latency = float(lat[1] if isinstance(lat, tuple) else lat)
-
-    def _callback(self, outdata, frames, time_info, status) -> None:
-        if status.output_underflow:
-            self.underruns += 1
-        block_start = self.frame
-        q = self.queue
-        while q:
-            try:
-                frame, voice, vel = q.popleft()
-            except IndexError:
-                break
-            self.voices.add(frame if frame >= block_start else block_start, voice, vel)
-        outdata.fill(0.0)
-        if self.panic_requested:
-            self.voices.clear()
-            self.panic_requested = False
-        self.voices.mix(outdata, block_start)
-        self.voices.limit(outdata)
-        if self.on_block is not None:
-            self.on_block(block_start, outdata)
-        self.frame = block_start + frames
-        self.callbacks += 1
-        self.clock.tick(self.frame)
-
-    def _duplex(self, indata, outdata, frames, time_info, status) -> None:
-        start = self.frame
-        rec = self.recording
-        if start < len(rec):
-            n = min(frames, len(rec) - start)
-            rec[start:start + n] = indata[:n]
-        self._callback(outdata, frames, time_info, status)
-
-    def send(self, events: list[Event]) -> None:
-        for e in events:
-            if e.kind == "note":
-                self.queue.append((int(round(e.time * self.rate)), e.voice, e.velocity))
-
-    def panic(self) -> None:
-        self.queue.clear()
-        self.panic_requested = True
-
-    def close(self) -> None:
-        try:
-            self.stream.stop()
-            self.stream.close()
-        except Exception:
-            pass
 
 
 def _find_device(device, hostapi: str | None):

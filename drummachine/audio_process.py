@@ -97,7 +97,7 @@ class EventRing:
 
 
 class SharedAudioClock:
-    """Seconds from the mixer's sample counter, interpolated between callbacks (as AudioClock)."""
+    """Seconds from the mixer's sample counter, interpolated between callbacks."""
 
     def __init__(self, header: np.ndarray, rate: int):
         self.header = header
@@ -326,6 +326,19 @@ class Mixer:
         self.callback(outdata, frames, time_info, status)
 
 
+def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None, blocksize: int = 128,
+                latency="low"):
+    """A sounddevice stream (not started) whose callback is the mixer's: duplex when the mixer's
+    block keeps a recording (the loopback tests), else output only."""
+    import sounddevice as sd
+
+    device = _find_device(device, hostapi)
+    common = dict(samplerate=rate, blocksize=blocksize, channels=2, dtype="float32", latency=latency)
+    if mixer.block.recording is not None:
+        return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
+    return sd.OutputStream(device=device, callback=mixer.callback, **common)
+
+
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """The mixer process: set up from one JSON line, answer, play until stdin closes."""
     import gc
@@ -359,17 +372,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         answer({"error": exc.what, "where": exc.where, "kit": True})
         return 2
     try:
-        import sounddevice as sd
-
         mixer = Mixer(block, Voices(kit, block_max=8192))
         mixer.frame = int(setup.get("start_frame", 0))
-        device = _find_device(setup["device"], setup["hostapi"])
-        common = dict(samplerate=rate, blocksize=setup["blocksize"], channels=2, dtype="float32",
-                      latency=setup["latency"])
-        if block.recording is not None:
-            stream = sd.Stream(device=(device, device), callback=mixer.duplex, **common)
-        else:
-            stream = sd.OutputStream(device=device, callback=mixer.callback, **common)
+        stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
         gc.collect()
         gc.freeze()
         gc.disable()
