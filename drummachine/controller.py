@@ -90,9 +90,16 @@ class ControlMap:
 
 
 class ClockFollower:
-    """Follows a MIDI clock (24 pulses per quarter): a tempo smoothed over the last two bars of
-    pulses (a least-squares line through their times), so a jittery USB clock does not make the
-    drums stagger; and the time of the next quarter note on that line, for phase."""
+    """Follows a MIDI clock (24 pulses per quarter): a tempo smoothed over the last bar of pulses
+    (a line through their times), so a jittery USB clock does not make the drums stagger; and the
+    time of the next quarter note on that line, for phase.
+
+    Pulses delivered late in a burst (the sender or this machine stalled for a few tens of ms) sit
+    well above the line; the fit drops them and fits again, so one stall does not bend the tempo.
+    """
+
+    #: a pulse this much later than the line (beyond the jitter's own spread) counts as delayed
+    LATE_SECONDS = 0.002
 
     def __init__(self, window: int = 96):
         self.window = window
@@ -121,7 +128,16 @@ class ClockFollower:
             return None
         x = np.arange(n, dtype=np.float64)
         y = np.asarray(self.times)
+        keep = np.ones(n, dtype=bool)
         slope, intercept = np.polyfit(x, y, 1)
+        for _ in range(3):
+            residual = y - (slope * x + intercept)
+            spread = 1.4826 * float(np.median(np.abs(residual[keep] - np.median(residual[keep]))))
+            late = residual > np.median(residual[keep]) + max(3.0 * spread, self.LATE_SECONDS)
+            if not late.any() or (~late).sum() < 12 or np.array_equal(~late, keep):
+                break
+            keep = ~late
+            slope, intercept = np.polyfit(x[keep], y[keep], 1)
         return float(slope), float(intercept)
 
     def bpm(self) -> float | None:

@@ -54,6 +54,32 @@ def test_clock_follower_smooths_jitter():
     assert nb == pytest.approx(10.0 + 96 * period, abs=0.002)
 
 
+def test_clock_follower_ignores_pulses_held_back_by_a_stall():
+    """A stall (sender or receiver) delivers a burst of late pulses; the tempo must not bend."""
+    rng = np.random.default_rng(3)
+    period = 60.0 / (100.0 * 24)
+    times = np.arange(96) * period + rng.uniform(-0.001, 0.001, 96)
+    stalled = (times >= times[70]) & (times < times[70] + 0.12)  # 120 ms late, released together
+    times = np.where(stalled, times[70] + 0.12, times)
+    follower = ClockFollower()
+    follower.start()
+    for t in times:
+        follower.pulse(float(t))
+    plain = 60.0 / (np.polyfit(np.arange(96), times, 1)[0] * 24)
+    assert abs(plain - 100.0) > 0.3  # the stall does bend a plain line fit
+    assert follower.bpm() == pytest.approx(100.0, abs=0.05)
+
+
+def test_clock_follower_still_follows_a_real_tempo_change():
+    follower = ClockFollower()
+    follower.start()
+    t = 0.0
+    for k in range(24 * 12):  # 8 beats at 100 bpm, then 4 at 90
+        t += 60.0 / ((100.0 if k < 24 * 8 else 90.0) * 24)
+        follower.pulse(t)
+    assert follower.bpm() == pytest.approx(90.0, abs=0.05)
+
+
 def test_live_voices_mix_exactly_like_the_offline_renderer():
     kit = synth_kit()
     onsets, voices, vels = [100, 5000, 5300, 9000, 12000], [3, 1, 2, 0, 7], [0.8, 0.5, 0.6, 0.9, 0.7]
