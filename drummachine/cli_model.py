@@ -124,11 +124,13 @@ def cmd_evaluate(args) -> int:
     t0 = time.perf_counter()
     result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
-    g, r, spans = evaluation.generate_like(gen, val, palette="bar")
-    result["generation"] = evaluation.generation(g, r, spans, styles)
-    for mode in ("cymbal", "auto"):
-        g, r, spans = evaluation.generate_like(gen, val, palette=mode)
-        result[f"generation_{mode}_palette"] = evaluation.generation(g, r, spans, styles)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    for mode, key in (("bar", "generation"), ("cymbal", "generation_cymbal_palette"),
+                      ("auto", "generation_auto_palette")):
+        g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
+        result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
+                       "density_ratio_by_seed": by_seed}
+    gen.reseed(args.seed)
     control_styles = args.control_styles.split(",") if args.control_styles else \
         [s for s in ("rock", "funk", "jazz", "latin", "hiphop") if s in gen.cond.styles]
     result["control"] = evaluation.control(
@@ -176,7 +178,8 @@ def format_evaluation(r: dict) -> str:
                      f"{m['offset_mae']:9.4f}")
     lines.append(f"  model vs better baseline, hit NLL: {100 * p['model_vs_best_baseline_hit_nll']:+.1f}%")
     g = r["generation"]
-    lines.append(f"generation ({g['bars']} bars, as the split's styles, tempos, cues and kit palettes)")
+    lines.append(f"generation ({g['bars']} bars x {len(g.get('seeds', [0]))} seeds, as the split's styles, tempos, "
+                 "cues and kit palettes)")
     lines.append(f"  {'':34s} {'generated':>9s} {'real':>7s} {'ratio':>7s} {'overlap':>7s}")
     for k, c in g["all"].items():
         lines.append(f"  {k:34s} {c['generated']:9.4f} {c['real']:7.4f} {c['ratio']:7.3f} {c['overlap']:7.3f}")
@@ -187,13 +190,18 @@ def format_evaluation(r: dict) -> str:
     for s, c in g["per_style"].items():
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
                      f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
-    for mode, told in (("cymbal", "told only the cymbal each bar keeps time on"),
-                       ("auto", "palette left to the model")):
-        a = r.get(f"generation_{mode}_palette")
+    for key, told in (("generation", "told each bar's kit palette"),
+                      ("generation_cymbal_palette", "told only the cymbal each bar keeps time on"),
+                      ("generation_auto_palette", "palette left to the model")):
+        a = r.get(key)
         if a:
-            lines.append(f"  per-voice density, {told} (ratio generated/real):")
-            lines.append("    " + "  ".join(f"{k[8:]} {v['ratio']:.2f}" for k, v in a["all"].items()
-                                            if k.startswith("density_")))
+            lines.append(f"  per-voice density, {told} (generated/real pooled over seeds {a.get('seeds', [])}; "
+                         "lowest-highest seed):")
+            by_seed = a.get("density_ratio_by_seed", {})
+            lines.append("    " + "  ".join(
+                f"{k[8:]} {v['ratio']:.2f}" + (f" ({min(by_seed[k[8:]]):.2f}-{max(by_seed[k[8:]]):.2f})"
+                                                 if by_seed.get(k[8:]) else "")
+                for k, v in a["all"].items() if k.startswith("density_")))
     c = r["control"]
     lines.append("control")
     for k, v in c.items():
@@ -253,6 +261,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
     p.add_argument("--control-styles", help="comma-separated styles for the control test")
+    p.add_argument("--seeds", type=int, default=4, help="generation passes over the split, pooled (seed, seed+1, ...)")
     _model_options(p)
     p.set_defaults(func=cmd_evaluate)
 

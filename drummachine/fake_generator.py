@@ -38,6 +38,9 @@ class FakeGenerator:
         self.prev = np.zeros((3, 9), np.float32)
         self.step_count = 0
 
+    def reseed(self, seed) -> None:
+        self.rng = np.random.default_rng(seed)
+
     def save(self) -> GeneratorStateLike:
         return GeneratorStateLike(self.prev, self.step_count, self.rng.bit_generator.state)
 

@@ -63,6 +63,10 @@ class Generator:
         self.prev = np.zeros((1, 1, 27), np.float32)
         self.step_count = 0
 
+    def reseed(self, seed: int | None) -> None:
+        """Start the sampling dice over from ``seed`` (the groove so far is kept)."""
+        self.rng = np.random.default_rng(seed)
+
     def save(self) -> GeneratorState:
         """The state before the next step. No copies: the arrays are never changed in place, only
         replaced, so a saved state stays valid (and cheap enough to save before every step)."""

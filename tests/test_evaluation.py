@@ -83,3 +83,28 @@ def test_shipped_model_obeys_intensity():
     lo, hi = c["loudness_low_high"], c["density_low_high"]
     assert hi[0] > lo[0] * 1.3 and hi[1] > lo[1] * 1.2, c
     assert c["fill_vs_beat_snare_tom_activity"] > 1.2, c
+
+
+def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
+    """`drummachine evaluate` end to end on the shipped model and the real fixture bars."""
+    import json
+
+    from .conftest import FIXTURES, run_cli
+
+    out = tmp_path / "evaluation.json"
+    r = run_cli("evaluate", "--data", FIXTURES, "--split", "train", "--seeds", "2", "--control-styles", "rock",
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "lowest-highest seed" in r.stdout
+    result = json.loads(out.read_text())
+    for key in ("generation", "generation_cymbal_palette", "generation_auto_palette"):
+        g = result[key]
+        assert g["seeds"] == [0, 1]
+        assert set(g["density_ratio_by_seed"]) == set(VOICE_NAMES)
+        assert all(len(v) == 2 for v in g["density_ratio_by_seed"].values())
+        # the pooled ratio lies between the seeds' own
+        for voice, ratios in g["density_ratio_by_seed"].items():
+            pooled = g["all"][f"density_{voice}"]["ratio"]
+            assert min(ratios) - 1e-6 <= pooled <= max(ratios) + 1e-6, (voice, ratios, pooled)
+    assert result["generation"]["bars"] == sum(c["bars"] for c in result["generation"]["per_style"].values())
+    assert result["prediction"]["model"]["hit_nll"] < result["prediction"]["baseline_markov_patterns"]["hit_nll"]

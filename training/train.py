@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +177,8 @@ def parse_args(argv=None):
     ap.add_argument("--scheduled-sampling", type=float, default=0.2,
                     help="mean share of input steps replaced by the model's own sampled steps (0: off)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--init", default="", help="fine-tune: start from this checkpoint's weights and conditioning "
+                                               "(a fresh optimizer and schedule; the model's shape must match)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="validation")
     ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
@@ -209,7 +211,9 @@ def main(argv=None) -> int:
 
     ds = load_dataset(args.data)
     ckpt = load_checkpoint(out / "last.pt") if args.resume and (out / "last.pt").exists() else None
-    cond = Conditioning.from_json(ckpt["conditioning"]) if ckpt else fit_conditioning(ds)
+    init = load_checkpoint(args.init) if args.init and not ckpt else None
+    source = ckpt or init
+    cond = Conditioning.from_json(source["conditioning"]) if source else fit_conditioning(ds)
     train = Windows(ds, args.train_split, cond, args.bars)
     val = Windows(ds, args.val_split, cond, args.bars)
     if not len(train.files):
@@ -226,6 +230,11 @@ def main(argv=None) -> int:
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0, "best": float("inf")}
     rng = np.random.default_rng([args.seed, rank])
+    if init:
+        if dict(init["config"]) != asdict(cfg):
+            raise DrumMachineError(args.init, f"model shape {dict(init['config'])} does not match the "
+                                              f"options' {asdict(cfg)}")
+        model.load_state_dict(init["model"])
     if ckpt:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
