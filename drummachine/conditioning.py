@@ -83,6 +83,18 @@ def palette_features(palette) -> np.ndarray:
     return np.concatenate([(p != AUTO), (p == ON)], axis=-1).astype(np.float32)
 
 
+_KNOWN = CONT_NAMES.index(f"known_{VOICE_NAMES[0]}")
+_ON = CONT_NAMES.index(f"on_{VOICE_NAMES[0]}")
+
+
+def silenced(cont: np.ndarray) -> np.ndarray:
+    """(9,) bool: the voices a step's continuous inputs say the bar does not play (palette OFF).
+    The model learned OFF from bars that had none of that voice, so a hit there is never what was
+    asked; the generator keeps them silent."""
+    c = np.asarray(cont)
+    return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] < 0.5)
+
+
 def bpm_feature(bpm: float | np.ndarray) -> float | np.ndarray:
     return (np.log(bpm) - math.log(100.0)) / 0.5
 

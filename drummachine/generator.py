@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import BPM_RANGE, Cues
+from .conditioning import BPM_RANGE, Cues, silenced
 from .errors import DrumMachineError
 from .model_file import load_model
 from .sampling import Steering, sample_step
@@ -95,8 +95,12 @@ class Generator:
              steering: Steering = Steering()) -> np.ndarray:
         """Generate one step; returns (3, 9) hits, velocities, offsets and feeds it back."""
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
-        logits = self.logits(cats, np.asarray(cont, np.float32))
+        cont = np.asarray(cont, np.float32)
+        logits = self.logits(cats, cont)
         calib = self.calibration[style] if self.use_calibration and 0 <= style < len(self.calibration) else None
+        off = silenced(cont)
+        if off.any():
+            calib = np.where(off, -np.inf, 0.0 if calib is None else calib)
         hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
-                                      Cues, cymbal_name, cymbal_palette, palette_features, palette_of)
+                                      Cues, cymbal_name, cymbal_palette, palette_features, palette_of, silenced)
 from drummachine import corpus
 from drummachine.errors import DrumMachineError
 from drummachine.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
@@ -33,6 +33,15 @@ def test_palette_features_and_cymbals():
     cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
     cont = cond.cont(120.0, Cues(palette=ride))
     assert cont.shape == (N_CONT,) and cont[6 + RIDE] == 1 and cont[6 + 9 + RIDE] == 1
+
+
+def test_silenced_voices_are_the_palette_offs():
+    cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
+    ride = cymbal_palette("ride")
+    off = silenced(cond.cont(120.0, Cues(palette=ride)))
+    assert off.tolist() == [p == OFF for p in ride] and off.sum() == 2
+    assert not silenced(cond.cont(120.0, Cues())).any()  # nothing known: nothing silenced
+    assert not silenced(cond.cont(120.0, Cues(palette=(ON,) * 9))).any()
 
 
 def test_palette_of_bars():
