@@ -131,6 +131,7 @@ def cmd_evaluate(args) -> int:
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
                        "density_ratio_by_seed": by_seed}
     gen.reseed(args.seed)
+    result["drummers_differ"] = evaluation.drummers_differ(train, val)
     control_styles = args.control_styles.split(",") if args.control_styles else \
         [s for s in ("rock", "funk", "jazz", "latin", "hiphop") if s in gen.cond.styles]
     result["control"] = evaluation.control(
@@ -202,6 +203,11 @@ def format_evaluation(r: dict) -> str:
                 f"{k[8:]} {v['ratio']:.2f}" + (f" ({min(by_seed[k[8:]]):.2f}-{max(by_seed[k[8:]]):.2f})"
                                                  if by_seed.get(k[8:]) else "")
                 for k, v in a["all"].items() if k.startswith("density_")))
+    d = r.get("drummers_differ")
+    if d:
+        lines.append("  the train split's drummers against this split's, real bars (ratio train/split), hits per bar "
+                     "that uses the voice:")
+        lines.append("    " + "  ".join(f"{k} {v:.2f}" for k, v in d["hits_per_bar_using"].items()))
     c = r["control"]
     lines.append("control")
     for k, v in c.items():

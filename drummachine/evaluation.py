@@ -173,6 +173,27 @@ def generate_with_seeds(generator, val, palette: str, seeds) -> tuple[np.ndarray
     return np.concatenate(gens), np.concatenate(reals), spans, by_seed
 
 
+def drummers_differ(train, val) -> dict:
+    """How the split's drummers differ from the train split's, per voice, on real bars alone: the
+    floor under any per-voice density comparison of a model trained on train. Ratios train/split
+    of hits per bar, of the share of bars that use the voice, and of hits per bar that uses it."""
+    def counts(w):
+        bars = np.concatenate([w.ds.bar_hvo(np.arange(w.first[s], w.first[s] + w.count[s]), STEPS)
+                               for s in range(len(w.files))])
+        return bars[:, :, 0].sum(axis=1)  # (bars, 9)
+
+    t, v = counts(train), counts(val)
+    out: dict[str, dict[str, float]] = {"hits_per_bar": {}, "bars_using": {}, "hits_per_bar_using": {}}
+    for i, name in enumerate(VOICE_NAMES):
+        tu, vu = t[:, i] > 0, v[:, i] > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["hits_per_bar"][name] = float(t[:, i].mean() / v[:, i].mean())
+            out["bars_using"][name] = float(tu.mean() / vu.mean())
+            out["hits_per_bar_using"][name] = float(t[tu, i].mean() / v[vu, i].mean()) if tu.any() and vu.any() \
+                else float("nan")
+    return out
+
+
 def _palette(measured: np.ndarray, mode: str) -> tuple[int, ...]:
     if mode == "bar":
         return tuple(int(x) for x in measured)

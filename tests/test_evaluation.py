@@ -107,4 +107,7 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
             pooled = g["all"][f"density_{voice}"]["ratio"]
             assert min(ratios) - 1e-6 <= pooled <= max(ratios) + 1e-6, (voice, ratios, pooled)
     assert result["generation"]["bars"] == sum(c["bars"] for c in result["generation"]["per_style"].values())
+    # the split against itself: the drummers do not differ
+    assert all(v == pytest.approx(1.0) for v in result["drummers_differ"]["hits_per_bar_using"].values()
+               if v == v)
     assert result["prediction"]["model"]["hit_nll"] < result["prediction"]["baseline_markov_patterns"]["hit_nll"]
