@@ -129,7 +129,8 @@ def cmd_evaluate(args) -> int:
                       ("auto", "generation_auto_palette")):
         g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
-                       "density_ratio_by_seed": by_seed}
+                       "density_ratio_by_seed": by_seed,
+                       **evaluation.density_by_bar_kind(g, r, np.tile(evaluation.split_fills(val), len(seeds)))}
     gen.reseed(args.seed)
     result["drummers_differ"] = evaluation.drummers_differ(train, val)
     control_styles = args.control_styles.split(",") if args.control_styles else \
@@ -203,6 +204,9 @@ def format_evaluation(r: dict) -> str:
                 f"{k[8:]} {v['ratio']:.2f}" + (f" ({min(by_seed[k[8:]]):.2f}-{max(by_seed[k[8:]]):.2f})"
                                                  if by_seed.get(k[8:]) else "")
                 for k, v in a["all"].items() if k.startswith("density_")))
+            for kind in ("fill_bars", "beat_bars"):
+                if kind in a:
+                    lines.append(f"    {kind.replace('_', ' ')}: " + "  ".join(f"{k} {v:.2f}" for k, v in a[kind].items()))
     d = r.get("drummers_differ")
     if d:
         lines.append("  the train split's drummers against this split's, real bars (ratio train/split), hits per bar "

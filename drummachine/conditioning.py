@@ -95,6 +95,26 @@ def silenced(cont: np.ndarray) -> np.ndarray:
     return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] < 0.5)
 
 
+_FILL = CONT_NAMES.index("fill")
+
+
+def step_bias(cont: np.ndarray, style_bias: np.ndarray | None = None,
+              fill_bias: np.ndarray | None = None) -> np.ndarray | None:
+    """The per-voice hit-logit bias a model file's own corrections give one step (None: none):
+    its style's bias; on a fill bar its fill bias, for the voices the palette leaves to the model;
+    and -inf (silence) for the voices the palette turns off."""
+    c = np.asarray(cont)
+    bias = None if style_bias is None else np.asarray(style_bias, np.float64)
+    if fill_bias is not None and c[_FILL] > 0.5:
+        auto = c[_KNOWN:_KNOWN + N_VOICES] < 0.5
+        extra = np.where(auto, fill_bias, 0.0)
+        bias = extra if bias is None else bias + extra
+    off = silenced(c)
+    if off.any():
+        bias = np.where(off, -np.inf, 0.0 if bias is None else bias)
+    return bias
+
+
 def bpm_feature(bpm: float | np.ndarray) -> float | np.ndarray:
     return (np.log(bpm) - math.log(100.0)) / 0.5
 

@@ -173,6 +173,21 @@ def generate_with_seeds(generator, val, palette: str, seeds) -> tuple[np.ndarray
     return np.concatenate(gens), np.concatenate(reals), spans, by_seed
 
 
+def density_by_bar_kind(gen: np.ndarray, real: np.ndarray, fill: np.ndarray) -> dict:
+    """Per voice, generated/real hits over fill bars and over beat bars (``fill``: one flag a bar)."""
+    out = {}
+    for kind, m in (("fill_bars", fill), ("beat_bars", ~fill)):
+        gh, rh = gen[m][:, :, 0].sum(axis=(0, 1)), real[m][:, :, 0].sum(axis=(0, 1))
+        out[kind] = {name: float(gh[v] / rh[v]) if rh[v] > 0 else float("nan") for v, name in enumerate(VOICE_NAMES)}
+    return out
+
+
+def split_fills(val) -> np.ndarray:
+    """The fill flag of every bar ``generate_like`` plays, in its order."""
+    return np.concatenate([val.ds.bars["fill"][val.first[s]:val.first[s] + val.count[s]]
+                           for s in range(len(val.files))]).astype(bool)
+
+
 def drummers_differ(train, val) -> dict:
     """How the split's drummers differ from the train split's, per voice, on real bars alone: the
     floor under any per-voice density comparison of a model trained on train. Ratios train/split

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import BPM_RANGE, Cues, silenced
+from .conditioning import BPM_RANGE, Cues, step_bias
 from .errors import DrumMachineError
 from .model_file import load_model
 from .sampling import Steering, sample_step
@@ -49,6 +49,8 @@ class Generator:
         for i, style in enumerate(self.cond.styles):
             if style in calib:
                 self.calibration[i] = calib[style]
+        fill = self.info.meta.get("fill_voice_bias")
+        self.fill_bias = np.asarray(fill, np.float64) if fill else None
         self.use_calibration = True
         self.reset()
 
@@ -97,10 +99,9 @@ class Generator:
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
         cont = np.asarray(cont, np.float32)
         logits = self.logits(cats, cont)
-        calib = self.calibration[style] if self.use_calibration and 0 <= style < len(self.calibration) else None
-        off = silenced(cont)
-        if off.any():
-            calib = np.where(off, -np.inf, 0.0 if calib is None else calib)
+        use = self.use_calibration
+        calib = step_bias(cont, self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
+                          self.fill_bias if use else None)
         hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
-                                      Cues, cymbal_name, cymbal_palette, palette_features, palette_of, silenced)
+                                      Cues, cymbal_name, cymbal_palette, palette_features, palette_of, silenced,
+                                      step_bias)
 from drummachine import corpus
 from drummachine.errors import DrumMachineError
 from drummachine.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
@@ -42,6 +43,21 @@ def test_silenced_voices_are_the_palette_offs():
     assert off.tolist() == [p == OFF for p in ride] and off.sum() == 2
     assert not silenced(cond.cont(120.0, Cues())).any()  # nothing known: nothing silenced
     assert not silenced(cond.cont(120.0, Cues(palette=(ON,) * 9))).any()
+
+
+def test_step_bias_from_the_model_files_corrections():
+    cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
+    style, fill_bias = np.full(9, 0.1), np.array([0, 0, 0, 0, 0.5, 0.5, 0.5, 0, 0.0])
+    ride = cymbal_palette("ride")
+    assert step_bias(cond.cont(120.0, Cues()), None, fill_bias) is None  # a beat bar, nothing off
+    np.testing.assert_allclose(step_bias(cond.cont(120.0, Cues()), style, fill_bias), style)
+    on_fill = step_bias(cond.cont(120.0, Cues(fill=True)), style, fill_bias)
+    np.testing.assert_allclose(on_fill, style + fill_bias)
+    toms_known = (AUTO,) * 4 + (OFF, ON, AUTO) + (AUTO,) * 2  # low tom off, mid tom asked: no fill bias there
+    b = step_bias(cond.cont(120.0, Cues(fill=True, palette=toms_known)), None, fill_bias)
+    assert b[4] == -np.inf and b[5] == 0.0 and b[6] == 0.5
+    b = step_bias(cond.cont(120.0, Cues(palette=ride)), style, None)
+    assert np.isneginf(b[[CLOSED_HAT, CLOSED_HAT + 1]]).all() and b[RIDE] == pytest.approx(0.1)
 
 
 def test_palette_of_bars():

@@ -10,6 +10,16 @@ from drummachine.kit import VOICE_NAMES
 from drummachine.sections import cues_for
 
 
+def test_density_by_bar_kind():
+    gen, real = np.zeros((3, 16, 3, 9)), np.zeros((3, 16, 3, 9))
+    real[:, :4, 0, 4] = 1  # four low-tom hits in every bar
+    gen[0, :2, 0, 4] = 1  # the fill bar: half of them
+    gen[1:, :4, 0, 4] = 1
+    out = evaluation.density_by_bar_kind(gen, real, np.array([True, False, False]))
+    assert out["fill_bars"]["low_tom"] == 0.5 and out["beat_bars"]["low_tom"] == 1.0
+    assert np.isnan(out["fill_bars"]["kick"])
+
+
 def test_spearman_ranks_with_ties():
     assert evaluation.spearman(np.arange(10.0), np.arange(10.0) ** 3) == pytest.approx(1.0)
     assert evaluation.spearman(np.arange(10.0), -np.arange(10.0)) == pytest.approx(-1.0)
@@ -101,6 +111,7 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
         g = result[key]
         assert g["seeds"] == [0, 1]
         assert set(g["density_ratio_by_seed"]) == set(VOICE_NAMES)
+        assert set(g["fill_bars"]) == set(g["beat_bars"]) == set(VOICE_NAMES)
         assert all(len(v) == 2 for v in g["density_ratio_by_seed"].values())
         # the pooled ratio lies between the seeds' own
         for voice, ratios in g["density_ratio_by_seed"].items():

@@ -213,3 +213,46 @@ def test_broken_model_files(exported, tmp_path):
         r = run_cli("generate", "--model", path, "-o", tmp_path / "x.mid")
         assert r.returncode == 2 and needle in r.stderr and path.name in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fine_tune_starts_from_a_checkpoint(data, trained, tmp_path):
+    from training.train import load_checkpoint
+
+    start = load_checkpoint(trained / "last.pt")
+    r = run_cli("train", "--data", data, "--out", tmp_path, "--init", trained / "last.pt", "--epochs", "1",
+                "--max-steps", "1", "--lr", "1e-6", *TINY)
+    assert r.returncode == 0, r.stderr
+    tuned = load_checkpoint(tmp_path / "last.pt")
+    assert tuned["conditioning"] == start["conditioning"] and tuned["step"] == 1
+    # one step at a tiny learning rate: near the start, far from a fresh initialization
+    gap = max(float((tuned["model"][k] - start["model"][k]).abs().max()) for k in start["model"])
+    assert gap < 1e-3
+    r = run_cli("train", "--data", data, "--out", tmp_path / "other", "--init", trained / "last.pt", "--epochs", "1",
+                "--max-steps", "1", *TINY[:-2], "--off-bins", "12")
+    assert r.returncode == 2 and "does not match" in r.stderr
+
+
+def test_fill_calibration_writes_a_fill_bias_for_the_voices_asked(data, exported, tmp_path):
+    import shutil
+
+    import onnx
+
+    from drummachine.generator import Generator
+    from drummachine.model_file import METADATA_KEY
+
+    for suffix in (".int8.onnx", ".fp32.onnx"):
+        shutil.copy(str(exported) + suffix, tmp_path / f"groove{suffix}")
+    r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
+                        "--fills", "low_tom,high_tom", "--rounds", "1", "--seeds", "1", "--fill-every", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for suffix in (".int8.onnx", ".fp32.onnx"):
+        m = onnx.load(str(tmp_path / f"groove{suffix}"))
+        meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+        bias = meta["fill_voice_bias"]
+        assert len(bias) == 9 and all(b == 0 for i, b in enumerate(bias) if i not in (4, 6))
+        assert len(meta["fill_calibration"]["history"]) == 2
+    assert Generator(str(tmp_path / "groove.int8.onnx")).fill_bias.tolist() == bias
+    r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
+                        "--fills", "cowbell"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "unknown voice 'cowbell'" in r.stderr

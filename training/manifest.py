@@ -1,6 +1,9 @@
 """Write models/manifest.json for the shipped model files.
 
     python -m training.manifest --checkpoint runs/main/best.pt --evaluation models/evaluation.json
+
+Without --checkpoint it refreshes the existing manifest (file hashes, the corrections in the model
+files' metadata, and any report given) and keeps its training record.
 """
 
 from __future__ import annotations
@@ -17,26 +20,14 @@ CREDIT = ("Trained on the Groove MIDI Dataset (Jon Gillick, Adam Roberts, Jesse 
           "(https://creativecommons.org/licenses/by/4.0/).")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--models", default="models")
-    ap.add_argument("--evaluation", help="JSON from drummachine evaluate --out")
-    ap.add_argument("--bench", help="JSON from drummachine bench --json")
-    ap.add_argument("--augmentation", help="JSON with the augmentation ablation")
-    args = ap.parse_args(argv)
-    ckpt = load_checkpoint(args.checkpoint)
-    models = Path(args.models)
-    files = {}
-    for p in sorted(models.glob("groove.*")):
-        files[p.name] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
-    last_path = Path(args.checkpoint).with_name("last.pt")
+def from_checkpoint(path: str) -> dict:
+    ckpt = load_checkpoint(path)
+    last_path = Path(path).with_name("last.pt")
     last = load_checkpoint(last_path) if last_path.exists() else ckpt
     history = last["history"]
     best = min((h for h in history if "val_total" in h), key=lambda h: h["val_total"])
-    manifest = {
+    return {
         "model": "groove transformer (causal decoder, one 16th step per token, ALiBi, KV cache)",
-        "files": files,
         "parameters": ckpt.get("parameters"),
         "config": ckpt["config"],
         "training": {
@@ -52,6 +43,49 @@ def main(argv=None) -> int:
         "data": {"train": "Groove MIDI Dataset v1.0.0, train split (4/4 performances)",
                  "tuned_on": "validation split", "credit": CREDIT},
     }
+
+
+def corrections(int8: Path) -> dict:
+    """The sampling corrections stored in the model file's metadata (training/calibrate.py)."""
+    import onnx
+
+    from drummachine.model_file import METADATA_KEY
+
+    m = onnx.load(str(int8), load_external_data=False)
+    meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+    out = {"voice_bias": "none" if not meta.get("voice_bias") else "per style (see the model metadata)",
+           "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)"}
+    if meta.get("fill_voice_bias"):
+        fc = meta.get("fill_calibration", {})
+        out["fill_voice_bias"] = meta["fill_voice_bias"]
+        out["fill_calibration"] = {k: v for k, v in fc.items() if k != "history"}
+        if fc.get("history"):
+            out["fill_calibration"]["last_round"] = fc["history"][-1]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", help="the checkpoint the model files were exported from (default: keep the "
+                                         "existing manifest's training record)")
+    ap.add_argument("--models", default="models")
+    ap.add_argument("--evaluation", help="JSON from drummachine evaluate --out")
+    ap.add_argument("--bench", help="JSON from drummachine bench --json")
+    ap.add_argument("--augmentation", help="JSON with the augmentation ablation")
+    args = ap.parse_args(argv)
+    models = Path(args.models)
+    files = {}
+    for p in sorted(models.glob("groove.*")):
+        files[p.name] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+    if args.checkpoint:
+        manifest = from_checkpoint(args.checkpoint)
+    else:
+        old = models / "manifest.json"
+        if not old.is_file():
+            raise SystemExit(f"{old}: no manifest to refresh; give --checkpoint")
+        manifest = json.loads(old.read_text())
+    manifest["files"] = files
+    manifest["corrections"] = corrections(models / "groove.int8.onnx")
     if args.evaluation:
         manifest["evaluation"] = json.loads(Path(args.evaluation).read_text())
     if args.bench:
