@@ -51,6 +51,10 @@ def test_shipped_files_and_manifest():
     for name, entry in manifest["files"].items():
         assert hashlib.sha256((MODELS_DIR / name).read_bytes()).hexdigest() == entry["sha256"], name
     assert "Groove MIDI Dataset" in manifest["data"]["credit"] and "CC BY 4.0" in manifest["data"]["credit"]
+    from drummachine.generator import Generator
+
+    fill_bias = Generator(str(INT8)).fill_bias  # what the manifest says is what the model file carries
+    assert fill_bias is not None and fill_bias.tolist() == manifest["corrections"]["fill_voice_bias"]
 
 
 def test_onnx_fp32_matches_torch_on_real_bars(windows):
