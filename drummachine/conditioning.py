@@ -98,17 +98,23 @@ def silenced(cont: np.ndarray) -> np.ndarray:
 _FILL = CONT_NAMES.index("fill")
 
 
-def step_bias(cont: np.ndarray, style_bias: np.ndarray | None = None,
-              fill_bias: np.ndarray | None = None) -> np.ndarray | None:
+def step_bias(cont: np.ndarray, style_bias: np.ndarray | None = None, fill_bias: np.ndarray | None = None,
+              played_bias: np.ndarray | None = None) -> np.ndarray | None:
     """The per-voice hit-logit bias a model file's own corrections give one step (None: none):
     its style's bias; on a fill bar its fill bias, for the voices the palette leaves to the model;
-    and -inf (silence) for the voices the palette turns off."""
+    its played bias for the voices the palette says the bar plays; and -inf (silence) for the
+    voices the palette turns off."""
     c = np.asarray(cont)
     bias = None if style_bias is None else np.asarray(style_bias, np.float64)
+    known = c[_KNOWN:_KNOWN + N_VOICES] > 0.5
     if fill_bias is not None and c[_FILL] > 0.5:
-        auto = c[_KNOWN:_KNOWN + N_VOICES] < 0.5
-        extra = np.where(auto, fill_bias, 0.0)
+        extra = np.where(known, 0.0, fill_bias)
         bias = extra if bias is None else bias + extra
+    if played_bias is not None:
+        played = known & (c[_ON:_ON + N_VOICES] > 0.5)
+        if played.any():
+            extra = np.where(played, played_bias, 0.0)
+            bias = extra if bias is None else bias + extra
     off = silenced(c)
     if off.any():
         bias = np.where(off, -np.inf, 0.0 if bias is None else bias)

@@ -49,8 +49,9 @@ class Generator:
         for i, style in enumerate(self.cond.styles):
             if style in calib:
                 self.calibration[i] = calib[style]
-        fill = self.info.meta.get("fill_voice_bias")
+        fill, played = self.info.meta.get("fill_voice_bias"), self.info.meta.get("played_voice_bias")
         self.fill_bias = np.asarray(fill, np.float64) if fill else None
+        self.played_bias = np.asarray(played, np.float64) if played else None
         self.use_calibration = True
         self.reset()
 
@@ -101,7 +102,7 @@ class Generator:
         logits = self.logits(cats, cont)
         use = self.use_calibration
         calib = step_bias(cont, self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
-                          self.fill_bias if use else None)
+                          self.fill_bias if use else None, self.played_bias if use else None)
         hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)

@@ -58,6 +58,10 @@ def test_step_bias_from_the_model_files_corrections():
     assert b[4] == -np.inf and b[5] == 0.0 and b[6] == 0.5
     b = step_bias(cond.cont(120.0, Cues(palette=ride)), style, None)
     assert np.isneginf(b[[CLOSED_HAT, CLOSED_HAT + 1]]).all() and b[RIDE] == pytest.approx(0.1)
+    played = np.full(9, 0.3)  # only where the palette says the bar plays the voice
+    b = step_bias(cond.cont(120.0, Cues(fill=True, palette=toms_known)), None, fill_bias, played)
+    assert b[4] == -np.inf and b[5] == pytest.approx(0.3) and b[6] == 0.5 and b[0] == 0.0
+    assert step_bias(cond.cont(120.0, Cues()), None, None, played) is None
 
 
 def test_palette_of_bars():

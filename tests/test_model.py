@@ -232,7 +232,7 @@ def test_fine_tune_starts_from_a_checkpoint(data, trained, tmp_path):
     assert r.returncode == 2 and "does not match" in r.stderr
 
 
-def test_fill_calibration_writes_a_fill_bias_for_the_voices_asked(data, exported, tmp_path):
+def test_calibration_writes_fill_and_played_biases_for_the_voices_asked(data, exported, tmp_path):
     import shutil
 
     import onnx
@@ -243,7 +243,7 @@ def test_fill_calibration_writes_a_fill_bias_for_the_voices_asked(data, exported
     for suffix in (".int8.onnx", ".fp32.onnx"):
         shutil.copy(str(exported) + suffix, tmp_path / f"groove{suffix}")
     r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
-                        "--fills", "low_tom,high_tom", "--rounds", "1", "--seeds", "1", "--fill-every", "1"],
+                        "--fills", "low_tom,high_tom", "--rounds", "1", "--seeds", "1", "--every", "1"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     for suffix in (".int8.onnx", ".fp32.onnx"):
@@ -253,6 +253,13 @@ def test_fill_calibration_writes_a_fill_bias_for_the_voices_asked(data, exported
         assert len(bias) == 9 and all(b == 0 for i, b in enumerate(bias) if i not in (4, 6))
         assert len(meta["fill_calibration"]["history"]) == 2
     assert Generator(str(tmp_path / "groove.int8.onnx")).fill_bias.tolist() == bias
+    r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
+                        "--played", "crash", "--rounds", "1", "--seeds", "1", "--every", "3"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    gen = Generator(str(tmp_path / "groove.int8.onnx"))
+    assert gen.fill_bias.tolist() == bias  # kept
+    assert [i for i, b in enumerate(gen.played_bias) if b != 0] in ([], [7])
     r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
                         "--fills", "cowbell"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and "unknown voice 'cowbell'" in r.stderr

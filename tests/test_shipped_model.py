@@ -53,8 +53,9 @@ def test_shipped_files_and_manifest():
     assert "Groove MIDI Dataset" in manifest["data"]["credit"] and "CC BY 4.0" in manifest["data"]["credit"]
     from drummachine.generator import Generator
 
-    fill_bias = Generator(str(INT8)).fill_bias  # what the manifest says is what the model file carries
-    assert fill_bias is not None and fill_bias.tolist() == manifest["corrections"]["fill_voice_bias"]
+    gen = Generator(str(INT8))  # what the manifest says is what the model file carries
+    assert gen.fill_bias is not None and gen.fill_bias.tolist() == manifest["corrections"]["fill_voice_bias"]
+    assert gen.played_bias is not None and gen.played_bias.tolist() == manifest["corrections"]["played_voice_bias"]
 
 
 def test_onnx_fp32_matches_torch_on_real_bars(windows):

@@ -49,42 +49,50 @@ def subset(w: Windows, bars_per_style: int, rng) -> Windows:
             total += w.count[s]
             if total >= bars_per_style:
                 break
-    keep = np.sort(np.array(keep))
-    w.files, w.first, w.count, w.style_index = w.files[keep], w.first[keep], w.count[keep], w.style_index[keep]
-    w.weights = w.count / w.count.sum()
-    return w
+    return _keep(w, np.sort(np.array(keep)))
 
 
 def fill_subset(w: Windows, every: int) -> Windows:
     """Every N-th performance that has a fill bar (fills are where the fill bias acts)."""
     has_fill = np.array([w.ds.bars["fill"][f:f + c].any() for f, c in zip(w.first, w.count)])
-    keep = np.nonzero(has_fill)[0][::every]
+    return _keep(w, np.nonzero(has_fill)[0][::every])
+
+
+def every_nth(w: Windows, every: int) -> Windows:
+    return _keep(w, np.arange(len(w.files))[::every])
+
+
+def _keep(w: Windows, keep: np.ndarray) -> Windows:
     w.files, w.first, w.count, w.style_index = w.files[keep], w.first[keep], w.count[keep], w.style_index[keep]
     w.weights = w.count / w.count.sum()
     return w
 
 
-def fit_fill_bias(gen: Generator, w: Windows, voices: list[int], rounds: int, gain: float, seeds: list[int],
-                  palette: str) -> tuple[np.ndarray, list[dict]]:
-    """A bias on ``voices`` for fill bars (where the palette leaves them to the model), fitted so
-    generated fill bars use them as often as the drummers' fill bars did; each round pools
-    ``seeds`` (one pass over a few hundred fill bars swings by a fifth between seeds)."""
+def fit_bias(gen: Generator, w: Windows, kind: str, voices: list[int], rounds: int, gain: float,
+             seeds: list[int], palette: str) -> tuple[np.ndarray, list[dict]]:
+    """A bias on ``voices``, fitted so generated bars use them as often as the drummers did; each
+    round pools ``seeds`` (one pass over a few thousand bars swings by a fifth between seeds).
+    kind "fill": on fill bars, where the palette leaves the voice to the model (measured on fill
+    bars); kind "played": where the palette says the bar plays the voice (measured on all bars,
+    told each bar's palette)."""
+    attr = {"fill": "fill_bias", "played": "played_bias"}[kind]
     fill = np.concatenate([w.ds.bars["fill"][f:f + c] for f, c in zip(w.first, w.count)]).astype(bool)
+    measured = fill if kind == "fill" else np.ones_like(fill)
     bias = np.zeros(9)
     history, best = [], (np.inf, bias.copy(), -1)
     for r in range(rounds + 1):
-        gen.fill_bias = bias.copy()
+        setattr(gen, attr, bias.copy())
         gh = np.zeros(9)
         rh = np.zeros(9)
         for seed in seeds:
             gen.reseed(seed)
             g, real, _ = generate_like(gen, w, palette=palette)
-            gh += g[fill][:, :, 0].sum(axis=(0, 1))
-            rh += real[fill][:, :, 0].sum(axis=(0, 1))
+            gh += g[measured][:, :, 0].sum(axis=(0, 1))
+            rh += real[measured][:, :, 0].sum(axis=(0, 1))
         ratio = (gh + 1.0) / (rh + 1.0)
         err = float(np.abs(np.log(ratio[voices])).mean())
         history.append({"round": r, "error": round(err, 4), "bias": np.round(bias, 4).tolist(),
-                        "fill_ratio_all_voices": np.round(gh / np.maximum(rh, 1), 3).tolist()})
+                        "ratio_all_voices": np.round(gh / np.maximum(rh, 1), 3).tolist()})
         print(json.dumps(history[-1]), flush=True)
         if err < best[0]:
             best = (err, bias.copy(), r)
@@ -119,30 +127,39 @@ def main(argv=None) -> int:
                     help="what the model is told of each train bar's kit (evaluation.generate_like); "
                          "cymbal: the timekeeping cymbal, as songs and the pedal tell it")
     ap.add_argument("--fills", metavar="VOICES",
-                    help="instead: fit a bias for these voices (comma-separated) on fill bars only, e.g. "
-                         "low_tom,mid_tom,high_tom; written as fill_voice_bias")
-    ap.add_argument("--fill-every", type=int, default=2, help="with --fills: every N-th train performance with a fill")
-    ap.add_argument("--seeds", type=int, default=2, help="with --fills: generation passes pooled per round")
+                    help="instead: fit a bias for these voices (comma-separated) on fill bars only, where the "
+                         "palette leaves them to the model, e.g. low_tom,mid_tom,high_tom; written as fill_voice_bias")
+    ap.add_argument("--played", metavar="VOICES",
+                    help="instead: fit a bias for these voices where the palette says the bar plays them, told "
+                         "each bar's palette; written as played_voice_bias")
+    ap.add_argument("--every", type=int, default=2,
+                    help="with --fills or --played: every N-th train performance (with a fill, for --fills)")
+    ap.add_argument("--seeds", type=int, default=2, help="with --fills or --played: generation passes per round")
     args = ap.parse_args(argv)
     models = Path(args.models)
     int8 = models / "groove.int8.onnx"
     gen = Generator(str(int8), seed=args.seed)
     gen.use_calibration = True
     ds = Dataset.load(args.data)
-    if args.fills:
-        names = [v.strip() for v in args.fills.split(",")]
+    for kind, voices in (("fill", args.fills), ("played", args.played)):
+        if not voices:
+            continue
+        names = [v.strip() for v in voices.split(",")]
         unknown = [v for v in names if v not in VOICE_NAMES]
         if unknown:
-            raise SystemExit(f"--fills: unknown voice {unknown[0]!r}; allowed: {', '.join(VOICE_NAMES)}")
-        w = fill_subset(Windows(ds, "train", gen.cond), args.fill_every)
+            raise SystemExit(f"--{'fills' if kind == 'fill' else kind}: unknown voice {unknown[0]!r}; "
+                             f"allowed: {', '.join(VOICE_NAMES)}")
+        train = Windows(ds, "train", gen.cond)
+        w = fill_subset(train, args.every) if kind == "fill" else every_nth(train, args.every)
+        palette = args.palette if kind == "fill" else "bar"
         seeds = [args.seed + k for k in range(args.seeds)]
-        bias, history = fit_fill_bias(gen, w, [VOICE_NAMES.index(v) for v in names], args.rounds, args.gain,
-                                      seeds, args.palette)
-        write_meta(models, {"fill_voice_bias": np.round(bias, 4).tolist(),
-                            "fill_calibration": {"data": "train split", "voices": names, "palette": args.palette,
-                                                 "every": args.fill_every, "seeds": seeds, "bars": int(w.count.sum()),
-                                                 "rounds": args.rounds, "gain": args.gain, "history": history}})
-        print(f"wrote the fill bias into {models}/groove.*.onnx")
+        bias, history = fit_bias(gen, w, kind, [VOICE_NAMES.index(v) for v in names], args.rounds, args.gain,
+                                 seeds, palette)
+        write_meta(models, {f"{kind}_voice_bias": np.round(bias, 4).tolist(),
+                            f"{kind}_calibration": {"data": "train split", "voices": names, "palette": palette,
+                                                    "every": args.every, "seeds": seeds, "bars": int(w.count.sum()),
+                                                    "rounds": args.rounds, "gain": args.gain, "history": history}})
+        print(f"wrote the {kind} bias into {models}/groove.*.onnx")
         return 0
     w = subset(Windows(ds, "train", gen.cond), args.bars_per_style, np.random.default_rng(args.seed))
     styles = gen.cond.styles

@@ -55,12 +55,13 @@ def corrections(int8: Path) -> dict:
     meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
     out = {"voice_bias": "none" if not meta.get("voice_bias") else "per style (see the model metadata)",
            "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)"}
-    if meta.get("fill_voice_bias"):
-        fc = meta.get("fill_calibration", {})
-        out["fill_voice_bias"] = meta["fill_voice_bias"]
-        out["fill_calibration"] = {k: v for k, v in fc.items() if k != "history"}
-        if fc.get("history"):
-            out["fill_calibration"]["last_round"] = fc["history"][-1]
+    for kind in ("fill", "played"):
+        if meta.get(f"{kind}_voice_bias"):
+            fc = meta.get(f"{kind}_calibration", {})
+            out[f"{kind}_voice_bias"] = meta[f"{kind}_voice_bias"]
+            out[f"{kind}_calibration"] = {k: v for k, v in fc.items() if k != "history"}
+            if fc.get("history"):
+                out[f"{kind}_calibration"]["last_round"] = fc["history"][-1]
     return out
 
 
