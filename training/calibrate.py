@@ -1,13 +1,20 @@
-"""Calibrate per-style, per-voice hit biases so generated bars use each voice as often as the
-drummers of the *train* split did; the table goes into the model files' metadata.
+"""Sampling corrections fitted on the *train* split, written into the model files' metadata.
 
-    python -m training.calibrate --data data/gmd.npz --models models [--rounds 3]
+    python -m training.calibrate --data data/gmd.npz --models models --fills low_tom,mid_tom,high_tom
+    python -m training.calibrate --data data/gmd.npz --models models --played open_hat,mid_tom,crash
+    python -m training.calibrate --data data/gmd.npz --models models [--per-style] [--rounds 3]
 
-Why: sampling step by step, a model that finds ride and closed hat about equally likely for a
-bar commits to one and repeats it (as drummers do); small errors in those early choices add up
-to per-voice densities off by more than the model's per-step error suggests. A bias per style
-and voice, fitted by generating like the train split and comparing, corrects that at no cost at
-run time (the logits are shifted before sampling). Validation data is not used.
+Why: sampling step by step, small errors in early choices add up (a performance keeps what it
+started with), so free-running per-voice densities are further off than the model's per-step
+error suggests. Each correction shifts hit logits before sampling, at no cost at run time, and
+is fitted by generating like the train split and comparing. Validation data is not used.
+
+- ``--fills``: ``fill_voice_bias``, on fill bars, for voices the palette leaves to the model
+  (the model under-plays toms in fills). Shipped.
+- ``--played``: ``played_voice_bias``, where the palette says the bar plays the voice (the model
+  under-plays rare voices in the bars that have them). Shipped.
+- neither: ``voice_bias``, one bias per voice (or per style and voice) on every bar. Measured,
+  not shipped: it fixed train bars but moved other voices on validation (see the README).
 """
 
 from __future__ import annotations
