@@ -73,13 +73,14 @@ def cmd_info(args) -> int:
 def cmd_dataset_build(args) -> int:
     """Turn a Groove MIDI Dataset folder into bar-level training examples."""
     from . import corpus
-    from .midifile import atomic_write
+    from .midifile import atomic_write, check_folder
 
     t0 = time.perf_counter()
-    dataset, report = corpus.build(args.data, progress=None if args.quiet else corpus.print_progress)
     out = Path(args.out)
     if out.suffix != ".npz":
         raise DrumMachineError(str(out), "the dataset file must end in .npz")
+    check_folder(out)  # before the build, not after it
+    dataset, report = corpus.build(args.data, progress=None if args.quiet else corpus.print_progress)
     atomic_write(out, lambda tmp: dataset.save(open(tmp, "wb")))
     print(report.summary())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")

@@ -87,12 +87,20 @@ def read_midi(path: str | Path) -> Performance:
     return Performance(notes, tempos, meter, len({s[1:] for s in signatures}) or 1)
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result into place: no partial file on failure."""
+def check_folder(path: str | Path) -> Path:
+    """The folder ``path`` will be written in; a clear error if it does not exist (say so before
+    the work, not after)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise DrumMachineError(str(path), f"folder {directory} does not exist")
+    return directory
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the result into place: no partial file on failure."""
+    path = Path(path)
+    directory = check_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     os.close(fd)
     try:

@@ -91,6 +91,9 @@ def test_kit_with_missing_or_bad_sample(tmp_path):
 
 def test_output_folder_missing(tmp_path):
     assert_clean_error(run_cli("render", "-o", tmp_path / "no" / "x.wav"), "does not exist")
+    r = run_cli("dataset", "build", "--data", FIXTURES, "--out", tmp_path / "no" / "x.npz")
+    assert_clean_error(r, "does not exist")
+    assert "performances" not in r.stdout + r.stderr  # said before the build, not after it
 
 
 def test_dataset_build_skips_bad_files_and_reports(tmp_path):
