@@ -167,19 +167,20 @@ def generate_with_seeds(generator, val, palette: str, seeds) -> tuple[np.ndarray
         gens.append(g)
         reals.append(r)
         spans += s
-        gh, rh = g[:, :, 0].sum(axis=(0, 1)), r[:, :, 0].sum(axis=(0, 1))
-        for v, name in enumerate(VOICE_NAMES):
-            by_seed[name].append(float(gh[v] / rh[v]) if rh[v] > 0 else float("nan"))
+        for name, ratio in voice_ratios(g, r).items():
+            by_seed[name].append(ratio)
     return np.concatenate(gens), np.concatenate(reals), spans, by_seed
+
+
+def voice_ratios(gen: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Per voice, generated hits / real hits over all the bars given (NaN where real has none)."""
+    gh, rh = gen[:, :, 0].sum(axis=(0, 1)), real[:, :, 0].sum(axis=(0, 1))
+    return {name: float(gh[v] / rh[v]) if rh[v] > 0 else float("nan") for v, name in enumerate(VOICE_NAMES)}
 
 
 def density_by_bar_kind(gen: np.ndarray, real: np.ndarray, fill: np.ndarray) -> dict:
     """Per voice, generated/real hits over fill bars and over beat bars (``fill``: one flag a bar)."""
-    out = {}
-    for kind, m in (("fill_bars", fill), ("beat_bars", ~fill)):
-        gh, rh = gen[m][:, :, 0].sum(axis=(0, 1)), real[m][:, :, 0].sum(axis=(0, 1))
-        out[kind] = {name: float(gh[v] / rh[v]) if rh[v] > 0 else float("nan") for v, name in enumerate(VOICE_NAMES)}
-    return out
+    return {"fill_bars": voice_ratios(gen[fill], real[fill]), "beat_bars": voice_ratios(gen[~fill], real[~fill])}
 
 
 def split_fills(val) -> np.ndarray:
