@@ -42,7 +42,7 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> float:
 
 
 def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None, intensity: float | None,
-                    fill_every: int | None, temperature: float = 1.0, cymbal: str = "auto"):
+                    fill_every: int | None, temperature: float = 1.0, cymbal: str = "auto", voices=()):
     """Bars of a groove as one (bars*16, 3, 9) array, with fills where asked."""
     from .generator import check_bpm
     from .sampling import Steering
@@ -58,7 +58,7 @@ def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None,
     for b in range(bars):
         fill = bool(every) and (b % every == every - 1)
         cues = cues_for(gen.cond, style, level, fill, feel.density_shift if feel else 0.0,
-                        feel.complexity_shift if feel else 0.0, cymbal)
+                        feel.complexity_shift if feel else 0.0, cymbal, voices)
         out.append(gen.bar(style, bpm, cues, b % 4, steering))
     return np.concatenate(out)
 
@@ -69,6 +69,7 @@ def cmd_generate(args) -> int:
     from .groove import Groove
     from .kit import GM_NOTEMAP, load_notemap
     from .midifile import atomic_write, write_midi
+    from .sections import parse_voices
 
     gen = Generator(args.model, seed=args.seed, threads=args.threads, provider=args.provider)
     if args.list_styles:
@@ -89,7 +90,7 @@ def cmd_generate(args) -> int:
     notemap = load_notemap(args.notemap) if args.notemap else GM_NOTEMAP
     t0 = time.perf_counter()
     hvo = generate_groove(gen, args.style, args.bpm, args.bars, args.section, args.intensity, args.fill_every,
-                          args.temperature, args.cymbal)
+                          args.temperature, args.cymbal, parse_voices(args.voices))
     took = time.perf_counter() - t0
     groove = Groove.from_hvo(hvo, bpm=float(args.bpm))
     write_midi(args.output, groove.to_notes(960, notemap), args.bpm, groove.meter, notemap.channel)
@@ -125,8 +126,8 @@ def cmd_evaluate(args) -> int:
     result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
     seeds = [args.seed + k for k in range(args.seeds)]
-    for mode, key in (("bar", "generation"), ("cymbal", "generation_cymbal_palette"),
-                      ("auto", "generation_auto_palette")):
+    for mode, key in (("bar", "generation"), ("amounts", "generation_amounts"),
+                      ("cymbal", "generation_cymbal_palette"), ("auto", "generation_auto_palette")):
         g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
                        "density_ratio_by_seed": by_seed,
@@ -171,6 +172,7 @@ def format_evaluation(r: dict) -> str:
     p = r["prediction"]
     lines = ["prediction (validation, teacher-forced)   hit NLL   hit F1   vel MAE   offset MAE"]
     for name, key in (("model", "model"), ("model, told each bar's kit palette", "model_with_palette"),
+                      ("model, told the palette and amounts", "model_with_amounts"),
                       ("baseline: position frequency", "baseline_position_frequency"),
                       ("baseline: Markov over step patterns", "baseline_markov_patterns")):
         m = p.get(key)
@@ -193,6 +195,7 @@ def format_evaluation(r: dict) -> str:
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
                      f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
     for key, told in (("generation", "told each bar's kit palette"),
+                      ("generation_amounts", "told each bar's kit palette and amounts"),
                       ("generation_cymbal_palette", "told only the cymbal each bar keeps time on"),
                       ("generation_auto_palette", "palette left to the model")):
         a = r.get(key)
@@ -257,6 +260,9 @@ def register(sub) -> None:
     p.add_argument("--fill-every", type=int, help="a fill in the last bar of every N bars (0: none)")
     p.add_argument("--cymbal", default="auto", help="what keeps time: hats, open_hats, ride, or auto (the model's "
                    "choice; default)")
+    p.add_argument("--voices", default="", metavar="VOICE=CHOICE,...",
+                   help="single voices: on, off, auto, or an amount 0.125-8 (a multiple of a bar's typical hits "
+                   "of it), e.g. high_tom=3,crash=off")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")

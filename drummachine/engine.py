@@ -575,7 +575,8 @@ class Engine:
         feel = section.feel if section else None
         cues = cues_for(cond, plan.style if plan.style in cond.styles else "any", plan.intensity, fill,
                         feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
-                        cymbal=self._cymbal(plan, plan.bar * STEPS_PER_BAR + step))
+                        cymbal=self._cymbal(plan, plan.bar * STEPS_PER_BAR + step),
+                        voices=section.voices if section else ())
         return cond.cont(max(40.0, min(300.0, bpm)), cues)
 
     # --- running for real -----------------------------------------------------------------

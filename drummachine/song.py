@@ -12,6 +12,8 @@ bars = 4                  # 0 or left out: open-ended, until the next-section cu
 intensity = 0.9           # 0..1
 fill_every = 4            # a fill in the last bar of every N bars; 0: none
 cymbal = "ride"           # what keeps time: "hats", "open_hats", "ride" or "auto" (the model's choice)
+voices = { high_tom = 3, crash = "off" }   # per voice "on", "off", "auto", or how much: a multiple
+                          # (0.125..8) of the hits a bar that plays it typically has (a tom groove)
 ```
 
 Every problem is reported before anything plays, as ``file:line (key): what; allowed: ...``.
@@ -25,10 +27,10 @@ from pathlib import Path
 from .conditioning import BPM_RANGE, CYMBALS
 from .errors import DrumMachineError
 from .kit import parse_toml
-from .sections import SECTIONS, SectionFeel, section_feel
+from .sections import SECTIONS, SectionFeel, check_voices, section_feel
 
-SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal"}
-SECTION_KEYS = {"name", "kind", "bars", "style", "bpm", "intensity", "fill_every", "cymbal"}
+SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal", "voices"}
+SECTION_KEYS = {"name", "kind", "bars", "style", "bpm", "intensity", "fill_every", "cymbal", "voices"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Section:
     intensity: float
     fill_every: int
     cymbal: str = "auto"  #: conditioning.CYMBALS: what keeps time
+    #: per voice asked for: "on", "off", "auto" or an amount (see sections.cues_for), sorted by voice
+    voices: tuple[tuple[str, str | float], ...] = ()
 
     @property
     def feel(self) -> SectionFeel:
@@ -134,6 +138,14 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
         return value
 
     cymbal = cymbal_ok(data.get("cymbal", "auto"), "cymbal", top)
+
+    def voices_ok(value, key, where):
+        try:
+            return check_voices(value)
+        except DrumMachineError as exc:
+            where(key, exc.what)
+
+    voices = voices_ok(data.get("voices", {}), "voices", top)
     raw_sections = data.get("sections")
     if not isinstance(raw_sections, list) or not raw_sections:
         top("sections", "a song needs at least one [[sections]] table")
@@ -164,6 +176,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
                                            else song_intensity), "intensity", 0.0, 1.0, where)),
             fill_every=number(raw.get("fill_every", feel.fill_every), "fill_every", 0, 64, where, integer=True),
             cymbal=cymbal_ok(raw.get("cymbal", cymbal), "cymbal", where),
+            voices=voices_ok(raw["voices"], "voices", where) if "voices" in raw else voices,
         ))
     names = [s.name for s in sections]
     for i, n in enumerate(names):

@@ -132,3 +132,24 @@ def test_shipped_model_keeps_time_on_the_cymbal_it_is_asked_for():
     assert hat_h > 4 * max(ride_h, 0.25) and ride_r > 4 * max(hat_r, 0.25), counts
     assert hat_h >= 4 and ride_r >= 4, counts  # time is kept: at least quarter notes
     assert silent == {"hats": 0, "ride": 0}, silent
+
+
+def test_shipped_model_plays_as_much_of_a_voice_as_it_is_asked_for():
+    """Amounts steer the real model: the high tom asked at half, once and three times a typical
+    bar's hits comes out in that order, each near what was asked (a tom groove, not a pickup)."""
+    from drummachine.generator import Generator
+    from drummachine.kit import VOICE_NAMES
+    from drummachine.sections import cues_for
+
+    high = VOICE_NAMES.index("high_tom")
+    played = {}
+    for amount in (0.5, 1.0, 3.0):
+        gen = Generator(str(INT8), seed=5)
+        bars = []
+        for style in ("rock", "funk", "jazz"):
+            gen.reset()
+            cues = cues_for(gen.cond, style, 0.6, voices=(("high_tom", amount),))
+            bars += [gen.bar(style, 110, cues, b % 4) for b in range(8)]
+        played[amount] = np.stack(bars)[:, :, 0, high].sum(axis=1).mean() / gen.cond.voice_typical[high]
+    assert played[0.5] < played[1.0] < played[3.0], played
+    assert 0.5 <= played[1.0] <= 2.0 and played[3.0] >= 2.0, played
