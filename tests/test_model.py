@@ -10,6 +10,7 @@ import pytest
 
 from drummachine import corpus
 from drummachine.errors import DrumMachineError
+from drummachine.model_file import SCHEMA_VERSION
 
 from .conftest import FIXTURES, ROOT, run_cli
 
@@ -208,7 +209,7 @@ def test_broken_model_files(exported, tmp_path):
     m.metadata_props[0].value = json.dumps(meta)
     onnx.save(m, str(wrong))
     cases = [(truncated, "not a readable ONNX model"), (garbage, "not a readable ONNX model"),
-             (wrong, "schema 99; this runtime reads schema 2"), (tmp_path / "none.onnx", "no such model file")]
+             (wrong, f"schema 99; this runtime reads schema {SCHEMA_VERSION}"), (tmp_path / "none.onnx", "no such model file")]
     for path, needle in cases:
         r = run_cli("generate", "--model", path, "-o", tmp_path / "x.mid")
         assert r.returncode == 2 and needle in r.stderr and path.name in r.stderr, r.stderr
