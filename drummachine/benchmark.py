@@ -33,8 +33,13 @@ def _bars(step_times, per_bar: int = 16):
 def bench_onnx(path: Path, steps: int) -> dict:
     from .generator import Generator
 
+    from .sections import cues_for
+
     gen = Generator(str(path), seed=0, threads=1)
-    cont = gen.cond.cont(120.0, gen.cond.defaults("rock") if "rock" in gen.styles else gen.cond.defaults("any"))
+    # what a song asks: hats keep time (the ride off), a floor tom in every bar (the per-step bias,
+    # the palette's off and the floor that keeps its on all take their share of each step)
+    cont = gen.cond.cont(120.0, cues_for(gen.cond, "rock" if "rock" in gen.styles else "any", 0.6, cymbal="hats",
+                                         voices=(("low_tom", "on"),)))
     times = []
     for i in range(steps + 64):  # the first 64 warm up (and fill the cache towards its working size)
         t0 = time.perf_counter()

@@ -126,8 +126,8 @@ def cmd_evaluate(args) -> int:
     result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
     styles = np.array([gen.cond.styles[i] for i in val.style_index])
     seeds = [args.seed + k for k in range(args.seeds)]
-    for mode, key in (("bar", "generation"), ("amounts", "generation_amounts"),
-                      ("cymbal", "generation_cymbal_palette"), ("auto", "generation_auto_palette")):
+    for mode, key in (("bar", "generation"), ("cymbal", "generation_cymbal_palette"),
+                      ("auto", "generation_auto_palette")):
         g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
                        "density_ratio_by_seed": by_seed,
@@ -172,7 +172,6 @@ def format_evaluation(r: dict) -> str:
     p = r["prediction"]
     lines = ["prediction (validation, teacher-forced)   hit NLL   hit F1   vel MAE   offset MAE"]
     for name, key in (("model", "model"), ("model, told each bar's kit palette", "model_with_palette"),
-                      ("model, told the palette and amounts", "model_with_amounts"),
                       ("baseline: position frequency", "baseline_position_frequency"),
                       ("baseline: Markov over step patterns", "baseline_markov_patterns")):
         m = p.get(key)
@@ -195,7 +194,6 @@ def format_evaluation(r: dict) -> str:
         lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
                      f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
     for key, told in (("generation", "told each bar's kit palette"),
-                      ("generation_amounts", "told each bar's kit palette and amounts"),
                       ("generation_cymbal_palette", "told only the cymbal each bar keeps time on"),
                       ("generation_auto_palette", "palette left to the model")):
         a = r.get(key)
@@ -261,8 +259,8 @@ def register(sub) -> None:
     p.add_argument("--cymbal", default="auto", help="what keeps time: hats, open_hats, ride, or auto (the model's "
                    "choice; default)")
     p.add_argument("--voices", default="", metavar="VOICE=CHOICE,...",
-                   help="single voices: on, off, auto, or an amount 0.125-8 (a multiple of a bar's typical hits "
-                   "of it), e.g. high_tom=3,crash=off")
+                   help="single voices: on (every bar plays it), off (never) or auto (the model's choice), "
+                   "e.g. low_tom=on,crash=off")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")

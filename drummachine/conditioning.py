@@ -6,10 +6,8 @@ intensity of 0.8 asks for a bar louder than 80% of the bars the model learned fr
 bar's *kit palette*: for each voice, whether the drummer plays it in this bar, does not, or it
 is left to the model. The palette is what a drummer decides before the bar (ride or hi-hat,
 toms or not) and what no style label says: the same "rock" is ridden on the hat by one drummer
-and on the ride by another. Optionally also *how much* of each played voice: a multiple of the
-hits a bar that uses the voice typically has in the training data (a groove kept on the high tom
-is 12 hits; a tom pickup is 2). The tables that make the quantiles, the typical hits per voice,
-the style vocabulary and each style's typical values travel inside the model file.
+and on the ride by another. The tables that make the quantiles, the style vocabulary and each
+style's typical values travel inside the model file.
 """
 
 from __future__ import annotations
@@ -28,16 +26,12 @@ QUANTILE_POINTS = 101
 #: user-facing cue -> the measured attribute it is a quantile of
 CUES = {"intensity": "loudness", "density": "density", "complexity": "complexity", "syncopation": "syncopation"}
 BPM_RANGE = (40.0, 300.0)
-#: the continuous inputs: six cues, then per voice "palette known", then per voice "played", then
-#: whether the bar's amounts are given and per voice its amount (log2 of the multiple, 0 if not played)
+#: the continuous inputs: six cues, then per voice "palette known", then per voice "played"
 CONT_NAMES = ("bpm", "intensity", "density", "complexity", "syncopation", "fill",
-              *(f"known_{v}" for v in VOICE_NAMES), *(f"on_{v}" for v in VOICE_NAMES),
-              "amounts", *(f"amount_{v}" for v in VOICE_NAMES))
+              *(f"known_{v}" for v in VOICE_NAMES), *(f"on_{v}" for v in VOICE_NAMES))
 N_CONT = len(CONT_NAMES)
 AUTO, ON, OFF = 0, 1, -1
 NO_PALETTE: tuple[int, ...] = (AUTO,) * N_VOICES
-#: an amount is a multiple of the voice's typical hits per bar, within this range
-AMOUNT_RANGE = (0.125, 8.0)
 CLOSED_HAT, OPEN_HAT, RIDE = (VOICE_NAMES.index(v) for v in ("closed_hat", "open_hat", "ride"))
 #: what keeps time: the cymbal choice a musician makes per section
 CYMBALS: dict[str, dict[int, int]] = {
@@ -89,19 +83,6 @@ def palette_features(palette) -> np.ndarray:
     return np.concatenate([(p != AUTO), (p == ON)], axis=-1).astype(np.float32)
 
 
-def amount_features(palette, amounts=None) -> np.ndarray:
-    """(..., 9) palette and (..., 9) amounts (multiples, or None: not given) -> (..., 10) floats: the
-    "given" flag, then per voice log2 of its amount where the palette plays it, else 0."""
-    p = np.asarray(palette)
-    out = np.zeros(p.shape[:-1] + (N_VOICES + 1,), np.float32)
-    if amounts is None:
-        return out
-    a = np.clip(np.asarray(amounts, np.float64), *AMOUNT_RANGE)
-    out[..., 0] = 1.0
-    out[..., 1:] = np.where(p == ON, np.log2(a), 0.0)
-    return out
-
-
 _KNOWN = CONT_NAMES.index(f"known_{VOICE_NAMES[0]}")
 _ON = CONT_NAMES.index(f"on_{VOICE_NAMES[0]}")
 
@@ -114,24 +95,40 @@ def silenced(cont: np.ndarray) -> np.ndarray:
     return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] < 0.5)
 
 
+def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int = 16) -> np.ndarray | None:
+    """(9,) floor under the hit probabilities of a step, or None: the palette's ON is kept as its OFF
+    is. ON says the bar plays the voice — the model learned it from bars with at least one hit —
+    but sampling alone does not promise it (told a mid tom is played, it left many bars without
+    one). A voice the palette plays and the bar has not yet (``played``: (9,) bool) gets, on each
+    8th note, a floor of 1 / (8th notes left), so it comes once somewhere in the rest of the bar on
+    an 8th (where the drummers put most first hits), wherever the model's own odds do not put it
+    first; nothing else changes."""
+    pos = step_in_bar % steps
+    if pos % 2:
+        return None
+    c = np.asarray(cont)
+    due = (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] > 0.5) & ~np.asarray(played, bool)
+    if not due.any():
+        return None
+    return np.where(due, 2.0 / (steps - pos), 0.0)
+
+
 _FILL = CONT_NAMES.index("fill")
-_AMOUNTS = CONT_NAMES.index("amounts")
 
 
 def step_bias(cont: np.ndarray, style_bias: np.ndarray | None = None, fill_bias: np.ndarray | None = None,
               played_bias: np.ndarray | None = None) -> np.ndarray | None:
     """The per-voice hit-logit bias a model file's own corrections give one step (None: none):
     its style's bias; on a fill bar its fill bias, for the voices the palette leaves to the model;
-    its played bias for the voices the palette says the bar plays, unless their amounts are given
-    (the bias corrects how much the model plays a voice it is only told is played); and -inf
-    (silence) for the voices the palette turns off."""
+    its played bias for the voices the palette says the bar plays; and -inf (silence) for the
+    voices the palette turns off."""
     c = np.asarray(cont)
     bias = None if style_bias is None else np.asarray(style_bias, np.float64)
     known = c[_KNOWN:_KNOWN + N_VOICES] > 0.5
     if fill_bias is not None and c[_FILL] > 0.5:
         extra = np.where(known, 0.0, fill_bias)
         bias = extra if bias is None else bias + extra
-    if played_bias is not None and c[_AMOUNTS] < 0.5:
+    if played_bias is not None:
         played = known & (c[_ON:_ON + N_VOICES] > 0.5)
         if played.any():
             extra = np.where(played, played_bias, 0.0)
@@ -156,9 +153,6 @@ class Cues:
     syncopation: float = 0.5
     fill: bool = False
     palette: tuple[int, ...] = NO_PALETTE  #: per voice ON (1), OFF (-1) or AUTO (0: the model's choice)
-    #: per voice, how much of it the bar plays where the palette says ON, as a multiple of a bar's
-    #: typical hits of that voice (ignored elsewhere); None leaves the amounts to the model
-    amounts: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name in CUES:
@@ -167,12 +161,6 @@ class Cues:
                 raise DrumMachineError(name, f"{v!r} is out of range; allowed: 0..1")
         if len(self.palette) != N_VOICES or any(p not in (AUTO, ON, OFF) for p in self.palette):
             raise DrumMachineError("palette", f"{self.palette!r}: nine values, each 1 (on), -1 (off) or 0 (auto)")
-        if self.amounts is not None:
-            lo, hi = AMOUNT_RANGE
-            if len(self.amounts) != N_VOICES or not all(
-                    isinstance(a, (int, float)) and lo <= a <= hi for a in self.amounts):
-                raise DrumMachineError("amounts", f"{self.amounts!r}: nine multiples of a bar's typical hits, "
-                                                  f"each {lo:g}..{hi:g}")
 
 
 @dataclass(frozen=True)
@@ -183,8 +171,6 @@ class Conditioning:
     quantiles: dict[str, list[float]]  #: attribute -> its values at 0, 1, ..., 100 %
     style_defaults: dict[str, dict[str, float]] = field(default_factory=dict)  #: style -> cue medians
     style_bpm: dict[str, list[float]] = field(default_factory=dict)  #: style -> [low, median, high] bpm
-    #: per voice, the median hits of a training bar that plays it: the unit of Cues.amounts
-    voice_typical: tuple[float, ...] = (1.0,) * N_VOICES
 
     def style_index(self, style: str) -> int:
         try:
@@ -205,33 +191,26 @@ class Conditioning:
         d = self.style_defaults.get(style, {})
         return Cues(**{k: float(d.get(k, 0.5)) for k in CUES})
 
-    def amounts(self, hits: np.ndarray) -> np.ndarray:
-        """(..., 9) hits per bar -> the same as multiples of each voice's typical hits (Cues.amounts)."""
-        return np.asarray(hits, np.float64) / np.asarray(self.voice_typical)
-
     def cont(self, bpm, cues: Cues) -> np.ndarray:
         """The continuous inputs for a step (CONT_NAMES): bpm, intensity, density, complexity,
-        syncopation, fill, then the palette's known and played flags, then its amounts."""
+        syncopation, fill, then the palette's known and played flags."""
         head = np.array([bpm_feature(bpm), cues.intensity, cues.density, cues.complexity, cues.syncopation,
                          1.0 if cues.fill else 0.0], dtype=np.float32)
-        return np.concatenate([head, palette_features(cues.palette), amount_features(cues.palette, cues.amounts)])
+        return np.concatenate([head, palette_features(cues.palette)])
 
     def to_json(self) -> str:
         return json.dumps({"styles": list(self.styles), "quantiles": self.quantiles,
-                           "style_defaults": self.style_defaults, "style_bpm": self.style_bpm,
-                           "voice_typical": list(self.voice_typical)})
+                           "style_defaults": self.style_defaults, "style_bpm": self.style_bpm})
 
     @staticmethod
     def from_json(text: str) -> "Conditioning":
         d = json.loads(text)
-        return Conditioning(tuple(d["styles"]), d["quantiles"], d.get("style_defaults", {}), d.get("style_bpm", {}),
-                            tuple(d.get("voice_typical", (1.0,) * N_VOICES)))
+        return Conditioning(tuple(d["styles"]), d["quantiles"], d.get("style_defaults", {}), d.get("style_bpm", {}))
 
     @staticmethod
     def fit(styles: list[str], attrs: dict[str, np.ndarray], bar_styles: np.ndarray, bar_bpm: np.ndarray,
-            voice_hits: np.ndarray | None = None) -> "Conditioning":
-        """Quantile tables and per-style defaults from the training bars' raw attributes, and each
-        voice's typical hits from their hits per voice (bars, 9)."""
+            ) -> "Conditioning":
+        """Quantile tables and per-style defaults from the training bars' raw attributes."""
         points = np.linspace(0, 100, QUANTILE_POINTS)
         quantiles = {a: np.percentile(attrs[a], points).round(6).tolist() for a in CUES.values()}
         cond = Conditioning((ANY_STYLE, *styles), quantiles)
@@ -245,11 +224,7 @@ class Conditioning:
             bpms[s] = [float(np.percentile(bar_bpm[m], p)) for p in (5, 50, 95)]
         defaults[ANY_STYLE] = {cue: 0.5 for cue in CUES}
         bpms[ANY_STYLE] = [float(np.percentile(bar_bpm, p)) for p in (5, 50, 95)]
-        typical = (1.0,) * N_VOICES
-        if voice_hits is not None:
-            typical = tuple(float(np.median(voice_hits[voice_hits[:, v] > 0, v])) if (voice_hits[:, v] > 0).any()
-                            else 1.0 for v in range(N_VOICES))
-        return Conditioning(cond.styles, quantiles, defaults, bpms, typical)
+        return Conditioning(cond.styles, quantiles, defaults, bpms)
 
 
 @dataclass(frozen=True)

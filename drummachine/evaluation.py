@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import attributes, baselines
-from .conditioning import AMOUNT_RANGE, NO_PALETTE, Cues, cymbal_palette, palette_of, timekeeper
+from .conditioning import NO_PALETTE, Cues, cymbal_palette, palette_of, timekeeper
 from .kit import VOICE_NAMES
 from .sampling import expected
 
@@ -95,8 +95,7 @@ def prediction(generator, train, val) -> dict:
     """Per-step prediction on every validation window, with the two baselines fitted on train.
 
     The model is scored as the baselines are, knowing style, tempo and cues but not the bars' kit
-    palette ("model"); and, for reference, also told which voices each bar plays ("model_with_palette")
-    and how much of each ("model_with_amounts").
+    palette ("model"); and, for reference, also told which voices each bar plays ("model_with_palette").
     """
     t_target, t_mask, _, _ = train.batch(train.all_windows())
     v_target, v_mask, v_cats, v_cont = val.batch(val.all_windows())
@@ -111,22 +110,21 @@ def prediction(generator, train, val) -> dict:
     }
     p_hit, vel, off = teacher_forced(generator, v_target, v_cats, v_cont)
     result["model"] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
-    for mode, key in (("known", "model_with_palette"), ("amounts", "model_with_amounts")):
-        _, _, _, k_cont = val.batch(val.all_windows(), palette=mode)
-        p_hit, vel, off = teacher_forced(generator, v_target, v_cats, k_cont)
-        result[key] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
+    _, _, _, k_cont = val.batch(val.all_windows(), palette="known")
+    p_hit, vel, off = teacher_forced(generator, v_target, v_cats, k_cont)
+    result["model_with_palette"] = baselines.prediction_metrics(p_hit, vel, off, v_target, v_mask)
     best = min(result["baseline_position_frequency"]["hit_nll"], result["baseline_markov_patterns"]["hit_nll"])
     result["model_vs_best_baseline_hit_nll"] = result["model"]["hit_nll"] / best - 1.0
     return result
 
 
-PALETTES = ("amounts", "bar", "cymbal", "auto")
+PALETTES = ("bar", "cymbal", "auto")
 
 
 def generate_like(generator, val, palette: str = "bar") -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """For every validation performance, as many bars as it has, at its tempo and style, steered by
-    the cues measured on its own bars. ``palette``: "amounts" tells the model each bar's kit palette
-    and how much of each voice it plays, "bar" the palette (which voices it plays), "cymbal" only the cymbal it keeps time on (what a song or the pedal
+    the cues measured on its own bars. ``palette``: "bar" tells the model each bar's kit palette
+    (which voices it plays), "cymbal" only the cymbal it keeps time on (what a song or the pedal
     can ask: hats, open hats, ride, else auto), "auto" leaves it all to the model.
     Returns generated and real bars and (file slot, bars)."""
     if palette not in PALETTES:
@@ -147,8 +145,7 @@ def generate_like(generator, val, palette: str = "bar") -> tuple[np.ndarray, np.
                         float(cond.quantile("complexity", attributes.complexity(bar1))[0]),
                         float(cond.quantile("syncopation", attributes.syncopation(bar1))[0]),
                         bool(ds.bars["fill"][first + b]),
-                        _palette(palette_of(bar1)[0], palette),
-                        _amounts(cond, bar, palette))
+                        _palette(palette_of(bar1)[0], palette))
             cont = cond.cont(bpm, cues)
             phrase = int(ds.bars["index"][first + b]) % 4
             gen_bars.append(np.stack([generator.step(style, s, phrase, cont) for s in range(STEPS)]))
@@ -213,16 +210,8 @@ def drummers_differ(train, val) -> dict:
     return out
 
 
-def _amounts(cond, bar: np.ndarray, mode: str) -> tuple[float, ...] | None:
-    """A bar's amounts as Cues takes them, when ``mode`` tells them (None otherwise)."""
-    if mode != "amounts":
-        return None
-    lo, hi = AMOUNT_RANGE
-    return tuple(float(a) for a in np.clip(cond.amounts(bar[:, 0].sum(axis=0)), lo, hi))
-
-
 def _palette(measured: np.ndarray, mode: str) -> tuple[int, ...]:
-    if mode in ("bar", "amounts"):
+    if mode == "bar":
         return tuple(int(x) for x in measured)
     if mode == "cymbal":
         return cymbal_palette(timekeeper(measured))

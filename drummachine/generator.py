@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import BPM_RANGE, Cues, step_bias
+from .conditioning import BPM_RANGE, Cues, due_floor, step_bias
 from .errors import DrumMachineError
 from .model_file import load_model
 from .sampling import Steering, sample_step
@@ -29,6 +29,7 @@ class GeneratorState:
     prev: np.ndarray
     step: int
     rng_state: dict
+    bar_played: np.ndarray | None = None  #: (9,) bool: the voices the current bar has played so far
 
 
 class Generator:
@@ -53,6 +54,8 @@ class Generator:
         self.fill_bias = np.asarray(fill, np.float64) if fill else None
         self.played_bias = np.asarray(played, np.float64) if played else None
         self.use_calibration = True
+        self.keep_on = True  #: keep the palette's ON: each voice it plays comes at least once a bar
+        self._bias_cache: tuple = (None, None)
         self.reset()
 
     @property
@@ -65,6 +68,7 @@ class Generator:
         self.past_k, self.past_v = z, z.copy()
         self.prev = np.zeros((1, 1, 27), np.float32)
         self.step_count = 0
+        self.bar_played = np.zeros(9, bool)
 
     def reseed(self, seed: int | None) -> None:
         """Start the sampling dice over from ``seed`` (the groove so far is kept)."""
@@ -73,12 +77,14 @@ class Generator:
     def save(self) -> GeneratorState:
         """The state before the next step. No copies: the arrays are never changed in place, only
         replaced, so a saved state stays valid (and cheap enough to save before every step)."""
-        return GeneratorState(self.past_k, self.past_v, self.prev, self.step_count, self.rng.bit_generator.state)
+        return GeneratorState(self.past_k, self.past_v, self.prev, self.step_count, self.rng.bit_generator.state,
+                              self.bar_played)
 
     def restore(self, state: GeneratorState) -> None:
         self.past_k, self.past_v, self.prev = state.past_k, state.past_v, state.prev
         self.step_count = state.step
         self.rng.bit_generator.state = state.rng_state
+        self.bar_played = state.bar_played if state.bar_played is not None else np.zeros(9, bool)
 
     def logits(self, cats: np.ndarray, cont: np.ndarray) -> np.ndarray:
         """Run the model on one step (advancing the cache); returns (9, out) logits."""
@@ -100,25 +106,43 @@ class Generator:
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
         cont = np.asarray(cont, np.float32)
         logits = self.logits(cats, cont)
-        use = self.use_calibration
-        calib = step_bias(cont, self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
-                          self.fill_bias if use else None, self.played_bias if use else None)
-        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib)
+        calib = self._bias(style, cont)
+        played = self._played_before(step_in_bar)
+        floor = due_floor(cont, played, step_in_bar) if self.keep_on else None
+        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib, floor=floor)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)
+        self.bar_played = played | hits
         self.step_count += 1
         return hvo
+
+    def _bias(self, style: int, cont: np.ndarray) -> np.ndarray | None:
+        """The step's hit-logit bias (conditioning.step_bias), worked out once per bar's inputs."""
+        use = self.use_calibration
+        parts = (self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
+                 self.fill_bias if use else None, self.played_bias if use else None)
+        # the corrections are in the key too: calibration changes them between passes
+        key = (cont.tobytes(), *(None if p is None else p.tobytes() for p in parts))
+        if self._bias_cache[0] != key:
+            self._bias_cache = (key, step_bias(cont, *parts))
+        return self._bias_cache[1]
+
+    def _played_before(self, step_in_bar: int) -> np.ndarray:
+        """The voices this bar has played before ``step_in_bar`` (a new bar starts with none)."""
+        return np.zeros(9, bool) if step_in_bar % STEPS_PER_BAR == 0 else self.bar_played
 
     def force(self, hvo: np.ndarray, style: int, step_in_bar: int, bar_in_phrase: int, cont: np.ndarray) -> None:
         """Advance through a step that was played without the model (a fallback, a count-in)."""
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
         self.logits(cats, np.asarray(cont, np.float32))
+        self.bar_played = self._played_before(step_in_bar)
         self.overwrite_last(hvo)
         self.step_count += 1
 
     def overwrite_last(self, hvo: np.ndarray) -> None:
         """Make ``hvo`` (3, 9) the step the model hears as the last one played (after an accent, say)."""
         self.prev = np.asarray(hvo, np.float32).reshape(1, 1, 27)
+        self.bar_played = self.bar_played | (self.prev[0, 0, :9] > 0.5)
 
     def bar(self, style: str | int, bpm: float, cues: Cues = Cues(), bar_in_phrase: int = 0,
             steering: Steering = Steering()) -> np.ndarray:

@@ -16,7 +16,7 @@ from .errors import DrumMachineError
 from .kit import VOICE_NAMES
 
 METADATA_KEY = "drummachine"
-SCHEMA_VERSION = 3  #: 2: the kit palette joined the continuous inputs; 3: its amounts
+SCHEMA_VERSION = 2  #: 2: the kit palette joined the continuous inputs
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "groove.int8.onnx"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

@@ -57,11 +57,14 @@ def _draw(logits: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
 
 
 def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.random.Generator,
-                hit_probability: np.ndarray | None = None, calibration: np.ndarray | None = None):
+                hit_probability: np.ndarray | None = None, calibration: np.ndarray | None = None,
+                floor: np.ndarray | None = None):
     """Sample one step: logits (9, 1+V+O) -> hits (9,) bool, velocities (9,), offsets (9,).
 
     ``hit_probability`` optionally overrides the hit probabilities (after steering);
-    ``calibration`` is the model's own per-voice hit bias for the style (see training/calibrate.py).
+    ``calibration`` is the model's own per-voice hit bias for the style (see training/calibrate.py);
+    ``floor`` a lower bound on the hit probabilities (conditioning.due_floor), except where the bias
+    silences a voice (a mute, the palette's off).
     """
     h, v, o = split(logits, vel_bins)
     bias = np.asarray(steering.voice_bias, dtype=np.float64)
@@ -71,6 +74,8 @@ def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.r
         p = (h + bias > 0).astype(np.float64)
     else:
         p = sigmoid((h + bias) / steering.temperature)
+    if floor is not None:
+        p = np.where(np.isneginf(bias), p, np.maximum(p, floor))
     if hit_probability is not None:
         p = hit_probability
     u = rng.random((4, N_VOICES))

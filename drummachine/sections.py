@@ -4,41 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conditioning import AMOUNT_RANGE, AUTO, OFF, ON, Conditioning, Cues, cymbal_palette
+from .conditioning import AUTO, OFF, ON, Conditioning, Cues, cymbal_palette
 from .errors import DrumMachineError
 from .kit import VOICE_NAMES
 
 _CHOICE = {"on": ON, "off": OFF, "auto": AUTO}
 
 
-def check_voices(value) -> tuple[tuple[str, str | float], ...]:
-    """A mapping voice -> "on" | "off" | "auto" | amount, checked, as cues_for takes it (in voice order)."""
+def check_voices(value) -> tuple[tuple[str, str], ...]:
+    """A mapping voice -> "on" | "off" | "auto", checked, as cues_for takes it (in voice order)."""
     if not isinstance(value, dict):
-        raise DrumMachineError("voices", 'a table of voice = "on" | "off" | "auto" | amount, e.g. { high_tom = 3 }')
-    lo, hi = AMOUNT_RANGE
+        raise DrumMachineError("voices", 'a table of voice = "on" | "off" | "auto", e.g. { low_tom = "on" }')
     for voice, choice in value.items():
         if voice not in VOICE_NAMES:
             raise DrumMachineError("voices", f"unknown voice {voice!r}; allowed: {', '.join(VOICE_NAMES)}")
-        if choice in _CHOICE:
-            continue
-        if isinstance(choice, bool) or not isinstance(choice, (int, float)) or not lo <= choice <= hi:
-            raise DrumMachineError("voices", f"{voice} = {choice!r} is not allowed; allowed: {', '.join(_CHOICE)}, "
-                                             f"or an amount {lo:g}..{hi:g} (a multiple of a bar's typical hits)")
-    return tuple(sorted(((v, c if isinstance(c, str) else float(c)) for v, c in value.items()),
-                        key=lambda vc: VOICE_NAMES.index(vc[0])))
+        if not isinstance(choice, str) or choice not in _CHOICE:
+            raise DrumMachineError("voices", f"{voice} = {choice!r} is not allowed; allowed: {', '.join(_CHOICE)}")
+    return tuple(sorted(value.items(), key=lambda vc: VOICE_NAMES.index(vc[0])))
 
 
-def parse_voices(text: str) -> tuple[tuple[str, str | float], ...]:
-    """``high_tom=3,crash=off`` (the command line's form) -> check_voices."""
+def parse_voices(text: str) -> tuple[tuple[str, str], ...]:
+    """``low_tom=on,crash=off`` (the command line's form) -> check_voices."""
     out = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         voice, sep, choice = item.partition("=")
         if not sep:
-            raise DrumMachineError("--voices", f"{item!r}: each item is voice=on|off|auto|amount")
-        try:
-            out[voice.strip()] = float(choice)
-        except ValueError:
-            out[voice.strip()] = choice.strip()
+            raise DrumMachineError("--voices", f"{item!r}: each item is voice=on|off|auto")
+        out[voice.strip()] = choice.strip()
     try:
         return check_voices(out)
     except DrumMachineError as exc:
@@ -82,23 +74,16 @@ def cues_for(cond: Conditioning, style: str, intensity: float, fill: bool = Fals
              density_shift: float = 0.0, complexity_shift: float = 0.0, cymbal: str = "auto",
              voices=()) -> Cues:
     """Cues for one bar: intensity drives loudness and density together, around the style's own feel;
-    ``voices`` sets single voices: (name, "on" | "off" | "auto" | amount), an amount playing the voice
-    that many times a typical bar's hits of it (when any voice has one, the other played voices are
-    asked for their typical amount); ``cymbal`` (conditioning.CYMBALS) then says what keeps time:
-    hats, open hats, ride, or the model's choice (a live pedal choice wins over the song's voices)."""
+    ``voices`` sets single voices in the kit palette: (name, "on" | "off" | "auto"); ``cymbal``
+    (conditioning.CYMBALS) then says what keeps time: hats, open hats, ride, or the model's choice
+    (a live pedal choice wins over the song's voices)."""
     if not 0.0 <= intensity <= 1.0:
         raise DrumMachineError("intensity", f"{intensity!r} is out of range; allowed: 0..1")
     base = cond.defaults(style)
     delta = intensity - base.intensity
-    palette, amounts = [AUTO] * len(VOICE_NAMES), None
+    palette = [AUTO] * len(VOICE_NAMES)
     for voice, choice in voices:
-        v = VOICE_NAMES.index(voice)
-        if isinstance(choice, str):
-            palette[v] = _CHOICE[choice]
-        else:
-            palette[v] = ON
-            amounts = amounts or [1.0] * len(VOICE_NAMES)
-            amounts[v] = float(choice)
+        palette[VOICE_NAMES.index(voice)] = _CHOICE[choice]
     return Cues(
         intensity=_clip(intensity),
         density=_clip(base.density + delta + density_shift + (0.1 if fill else 0.0)),
@@ -106,5 +91,4 @@ def cues_for(cond: Conditioning, style: str, intensity: float, fill: bool = Fals
         syncopation=_clip(base.syncopation),
         fill=fill,
         palette=cymbal_palette(cymbal, tuple(palette)),
-        amounts=None if amounts is None else tuple(amounts),
     )

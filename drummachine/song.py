@@ -12,8 +12,7 @@ bars = 4                  # 0 or left out: open-ended, until the next-section cu
 intensity = 0.9           # 0..1
 fill_every = 4            # a fill in the last bar of every N bars; 0: none
 cymbal = "ride"           # what keeps time: "hats", "open_hats", "ride" or "auto" (the model's choice)
-voices = { high_tom = 3, crash = "off" }   # per voice "on", "off", "auto", or how much: a multiple
-                          # (0.125..8) of the hits a bar that plays it typically has (a tom groove)
+voices = { low_tom = "on", crash = "off" }   # per voice: "on" (every bar plays it), "off", "auto"
 ```
 
 Every problem is reported before anything plays, as ``file:line (key): what; allowed: ...``.
@@ -43,8 +42,8 @@ class Section:
     intensity: float
     fill_every: int
     cymbal: str = "auto"  #: conditioning.CYMBALS: what keeps time
-    #: per voice asked for: "on", "off", "auto" or an amount (see sections.cues_for), sorted by voice
-    voices: tuple[tuple[str, str | float], ...] = ()
+    #: per voice asked for: "on", "off" or "auto" (see sections.cues_for), in voice order
+    voices: tuple[tuple[str, str], ...] = ()
 
     @property
     def feel(self) -> SectionFeel:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import attributes
-from .conditioning import AUTO, N_CONT, Conditioning, amount_features, bpm_feature, palette_features, palette_of
+from .conditioning import AUTO, N_CONT, Conditioning, bpm_feature, palette_features, palette_of
 from .dataset import Dataset
 
 STEPS = 16  # the model plays 4/4 (16 steps a bar); other meters stay in the dataset, unused here
@@ -16,9 +16,6 @@ STEPS = 16  # the model plays 4/4 (16 steps a bar); other meters stay in the dat
 PALETTE_ALL_AUTO = 0.25
 #: ...and otherwise voice by voice this often, so that it learns to play with any part of it set
 PALETTE_VOICE_AUTO = 0.3
-#: ...and where the palette is shown, the amounts of the voices it plays are shown this often
-AMOUNTS_SHOWN = 0.5
-PALETTES = ("auto", "known", "amounts", "masked")
 
 
 @dataclass(frozen=True)
@@ -41,8 +38,7 @@ def fit_conditioning(ds: Dataset) -> Conditioning:
     m = (ds.bar_file("split") == "train") & (ds.bars["steps"] == STEPS)
     styles = sorted(set(ds.bar_file("genre")[m].tolist()))
     attrs = {k: ds.bars[k][m] for k in ("density", "loudness", "complexity", "syncopation")}
-    hits = ds.bar_hvo(np.nonzero(m)[0], STEPS)[:, :, 0].sum(axis=1)
-    return Conditioning.fit(styles, attrs, ds.bar_file("genre")[m], ds.bar_file("bpm")[m], hits)
+    return Conditioning.fit(styles, attrs, ds.bar_file("genre")[m], ds.bar_file("bpm")[m])
 
 
 class Windows:
@@ -85,11 +81,10 @@ class Windows:
               style_dropout: float = 0.0, palette: str = "auto", palette_rng: np.random.Generator | None = None):
         """Arrays for a batch: target (B, T, 3, 9), mask (B, T), cats (B, T, 3), cont (B, T, N_CONT).
 
-        ``palette``: "auto" hides every bar's kit palette from the model, "known" shows it,
-        "amounts" shows it with the amounts of the voices it plays, "masked" shows them partly at
-        random (training), drawing from ``palette_rng`` (default: ``rng``).
+        ``palette``: "auto" hides every bar's kit palette from the model, "known" shows it, "masked"
+        shows it partly at random (training), drawing from ``palette_rng`` (default: ``rng``).
         """
-        if palette not in PALETTES:
+        if palette not in ("auto", "known", "masked"):
             raise ValueError(f"palette {palette!r}")
         palette_rng = palette_rng or rng
         if palette == "masked" and palette_rng is None:
@@ -126,7 +121,6 @@ class Windows:
                 self.ds.bars["fill"][idx].astype(np.float32),
             ], axis=1).astype(np.float32)
             pal = palette_of(hvo)  # measured after augmentation: a swapped ride is a ride
-            amounts = c.amounts(hvo[:, :, 0].sum(axis=1)) if palette == "amounts" else None
             if palette == "auto":
                 pal[:] = AUTO
             elif palette == "masked":
@@ -134,9 +128,7 @@ class Windows:
                     pal[:] = AUTO
                 else:
                     pal[:, palette_rng.random(pal.shape[1]) < PALETTE_VOICE_AUTO] = AUTO
-                    if palette_rng.random() < AMOUNTS_SHOWN:
-                        amounts = c.amounts(hvo[:, :, 0].sum(axis=1))
-            per_bar = np.concatenate([per_bar, palette_features(pal), amount_features(pal, amounts)], axis=1)
+            per_bar = np.concatenate([per_bar, palette_features(pal)], axis=1)
             cont[i, :n] = np.repeat(per_bar, STEPS, axis=0)
         return target, mask, cats, cont
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
-                                      Cues, amount_features, cymbal_name, cymbal_palette, palette_features,
-                                      palette_of, silenced, step_bias)
+                                      Cues, cymbal_name, cymbal_palette, due_floor, palette_features, palette_of,
+                                      silenced, step_bias)
 from drummachine import corpus
 from drummachine.errors import DrumMachineError
-from drummachine.windows import AMOUNTS_SHOWN, PALETTE_ALL_AUTO, Windows, fit_conditioning
+from drummachine.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
 
 from .conftest import FIXTURES
 
@@ -20,7 +20,7 @@ def groove_dataset():
 
 
 def test_palette_features_and_cymbals():
-    assert len(CONT_NAMES) == N_CONT == 6 + 18 + 10
+    assert len(CONT_NAMES) == N_CONT == 6 + 18
     ride = cymbal_palette("ride")
     assert ride[RIDE] == ON and ride[CLOSED_HAT] == OFF and ride[0] == AUTO
     assert cymbal_name(ride) == "ride" and cymbal_name(NO_PALETTE) == "auto"
@@ -62,34 +62,38 @@ def test_step_bias_from_the_model_files_corrections():
     b = step_bias(cond.cont(120.0, Cues(fill=True, palette=toms_known)), None, fill_bias, played)
     assert b[4] == -np.inf and b[5] == pytest.approx(0.3) and b[6] == 0.5 and b[0] == 0.0
     assert step_bias(cond.cont(120.0, Cues()), None, None, played) is None
-    # told how much of each voice, the model needs no correction of how much it plays
-    b = step_bias(cond.cont(120.0, Cues(palette=toms_known, amounts=(1.0,) * 9)), None, None, played)
-    assert b[4] == -np.inf and b[5] == 0.0
 
 
-def test_amounts_are_multiples_of_a_voices_typical_hits():
-    toms = (AUTO,) * 4 + (OFF, ON, ON) + (AUTO,) * 2
-    f = amount_features(toms, (1.0,) * 5 + (2.0, 0.5) + (4.0,) * 2)
-    assert f[0] == 1.0 and f[1 + 5] == 1.0 and f[1 + 6] == -1.0
-    assert not f[1:6].any() and not f[8:].any()  # only the voices the palette plays carry an amount
-    assert not amount_features(toms).any()  # not given
-    np.testing.assert_allclose(amount_features(toms, (100.0,) * 9)[1 + 5], 3.0)  # clipped to 8x
-    with pytest.raises(DrumMachineError, match="amounts"):
-        Cues(palette=toms, amounts=(1.0,) * 8)
-    with pytest.raises(DrumMachineError, match=r"amounts.*0.125..8"):
-        Cues(palette=toms, amounts=(1.0,) * 8 + (0.0,))
-    hits = np.zeros((6, 9))
-    hits[:, 0] = [4, 4, 4, 8, 0, 0]  # kick: median 4 over the bars that play it
-    hits[:3, 6] = [12, 2, 2]
-    cond = Conditioning.fit(["rock"], {a: np.linspace(0, 1, 6) for a in ("loudness", "density", "complexity",
-                                                                            "syncopation")},
-                            np.array(["rock"] * 6), np.full(6, 100.0), hits)
-    assert cond.voice_typical[0] == 4.0 and cond.voice_typical[6] == 2.0 and cond.voice_typical[1] == 1.0
-    assert Conditioning.from_json(cond.to_json()).voice_typical == cond.voice_typical
-    np.testing.assert_allclose(cond.amounts(hits[0])[[0, 6]], [1.0, 6.0])
-    cont = cond.cont(100.0, Cues(palette=toms, amounts=(1.0,) * 6 + (6.0,) + (1.0,) * 2))
-    assert cont[CONT_NAMES.index("amounts")] == 1.0
-    assert cont[CONT_NAMES.index("amount_high_tom")] == pytest.approx(np.log2(6.0))
+def test_due_floor_keeps_the_palettes_on_once_a_bar_on_an_eighth():
+    cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
+    mid, high = 5, 6
+    palette = tuple(ON if v == mid else OFF if v == CLOSED_HAT else AUTO for v in range(9))
+    cont = cond.cont(120.0, Cues(palette=palette))
+    none = np.zeros(9, bool)
+    f = due_floor(cont, none, 0)
+    assert f[mid] == pytest.approx(2 / 16) and f.sum() == f[mid]  # only the voice asked on, not yet played
+    assert due_floor(cont, none, 1) is None  # 16ths between the 8ths are the model's alone
+    assert due_floor(cont, none, 14)[mid] == 1.0  # the bar's last 8th: now or never
+    assert due_floor(cont, none, 16 + 8)[mid] == pytest.approx(2 / 8)  # the step counts within its bar
+    played = none.copy()
+    played[mid] = True
+    assert due_floor(cont, played, 8) is None  # played once: the model's own odds from here
+    played[mid], played[high] = False, True
+    assert due_floor(cond.cont(120.0, Cues()), none, 14) is None  # nothing asked on, no floor
+
+
+def test_sampling_floor_never_overrides_a_silenced_voice():
+    from drummachine.sampling import Steering, sample_step
+
+    logits = np.full((9, 1 + 16 + 24), -30.0)  # the model would play nothing
+    floor = np.zeros(9)
+    floor[[5, 6]] = 1.0
+    bias = np.zeros(9)
+    bias[6] = -np.inf  # muted, or the palette's off
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        hits, vel, _ = sample_step(logits, 16, Steering(), rng, calibration=bias, floor=floor)
+        assert hits.tolist() == [v == 5 for v in range(9)] and vel[5] > 0
 
 
 def test_palette_of_bars():
@@ -118,14 +122,3 @@ def test_windows_show_hide_or_mask_the_palette(groove_dataset):
     assert (masked[..., 15:24][m] <= known[..., 15:24][m]).all()  # never claims a voice the bar lacks
     hidden_windows = (masked[:, 0, 6:15].sum(axis=1) == 0).mean()
     assert abs(hidden_windows - PALETTE_ALL_AUTO) < 0.25
-    assert not known[..., 24:].any()  # "known" shows the palette, not the amounts
-    _, _, _, amounts = w.batch(windows, palette="amounts")
-    np.testing.assert_array_equal(amounts[..., :24], known[..., :24])
-    assert (amounts[..., 24][m] == 1).all()
-    bar_counts = target[:, :, 0].reshape(len(windows), -1, 16, 9).sum(axis=2)  # hits per bar and voice
-    expect = np.where(bar_counts > 0, np.log2(np.clip(bar_counts / np.array(cond.voice_typical), 0.125, 8)), 0)
-    np.testing.assert_allclose(amounts[:, ::16, 25:34][m[:, ::16]], expect[m[:, ::16]], atol=1e-6)
-    given = masked[:, 0, 24]
-    shown_windows = given[masked[:, 0, 6:15].sum(axis=1) > 0]
-    assert abs(shown_windows.mean() - AMOUNTS_SHOWN) < 0.3  # amounts shown with the palette, half the time
-    assert (masked[..., 25:34][masked[..., 15:24] == 0] == 0).all()  # none for a voice not shown as played

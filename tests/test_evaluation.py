@@ -107,7 +107,7 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "lowest-highest seed" in r.stdout
     result = json.loads(out.read_text())
-    for key in ("generation", "generation_amounts", "generation_cymbal_palette", "generation_auto_palette"):
+    for key in ("generation", "generation_cymbal_palette", "generation_auto_palette"):
         g = result[key]
         assert g["seeds"] == [0, 1]
         assert set(g["density_ratio_by_seed"]) == set(VOICE_NAMES)
@@ -121,7 +121,4 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
     # the split against itself: the drummers do not differ
     assert all(v == pytest.approx(1.0) for v in result["drummers_differ"]["hits_per_bar_using"].values()
                if v == v)
-    p = result["prediction"]
-    assert p["model"]["hit_nll"] < p["baseline_markov_patterns"]["hit_nll"]
-    # each thing told of the bar makes its hits likelier: the palette, then also the amounts
-    assert p["model_with_amounts"]["hit_nll"] < p["model_with_palette"]["hit_nll"] < p["model"]["hit_nll"]
+    assert result["prediction"]["model"]["hit_nll"] < result["prediction"]["baseline_markov_patterns"]["hit_nll"]

@@ -134,22 +134,22 @@ def test_shipped_model_keeps_time_on_the_cymbal_it_is_asked_for():
     assert silent == {"hats": 0, "ride": 0}, silent
 
 
-def test_shipped_model_plays_as_much_of_a_voice_as_it_is_asked_for():
-    """Amounts steer the real model: the high tom asked at half, once and three times a typical
-    bar's hits comes out in that order, each near what was asked (a tom groove, not a pickup)."""
+def test_shipped_model_plays_a_voice_in_every_bar_asked_and_the_floor_is_why():
+    """A song's `voices = { mid_tom = "on" }` on the real model: every bar has a mid tom. The model
+    alone, told the same, leaves most bars without one (the floor of conditioning.due_floor)."""
     from drummachine.generator import Generator
     from drummachine.kit import VOICE_NAMES
     from drummachine.sections import cues_for
 
-    high = VOICE_NAMES.index("high_tom")
-    played = {}
-    for amount in (0.5, 1.0, 3.0):
+    mid = VOICE_NAMES.index("mid_tom")
+    share = {}
+    for keep_on in (True, False):
         gen = Generator(str(INT8), seed=5)
+        gen.keep_on = keep_on
         bars = []
         for style in ("rock", "funk", "jazz"):
             gen.reset()
-            cues = cues_for(gen.cond, style, 0.6, voices=(("high_tom", amount),))
+            cues = cues_for(gen.cond, style, 0.6, voices=(("mid_tom", "on"),))
             bars += [gen.bar(style, 110, cues, b % 4) for b in range(8)]
-        played[amount] = np.stack(bars)[:, :, 0, high].sum(axis=1).mean() / gen.cond.voice_typical[high]
-    assert played[0.5] < played[1.0] < played[3.0], played
-    assert 0.5 <= played[1.0] <= 2.0 and played[3.0] >= 2.0, played
+        share[keep_on] = (np.stack(bars)[:, :, 0, mid].sum(axis=1) > 0).mean()
+    assert share[True] == 1.0 and share[False] < 0.5, share

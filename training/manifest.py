@@ -54,7 +54,9 @@ def corrections(int8: Path) -> dict:
     m = onnx.load(str(int8), load_external_data=False)
     meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
     out = {"voice_bias": "none" if not meta.get("voice_bias") else "per style (see the model metadata)",
-           "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)"}
+           "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)",
+           "palette_on": "a voice the kit palette plays comes at least once a bar: until it has, each 8th note "
+                         "floors its hit probability at 1 / (8th notes left) (conditioning.due_floor)"}
     for kind in ("fill", "played"):
         if meta.get(f"{kind}_voice_bias"):
             fc = meta.get(f"{kind}_calibration", {})
