@@ -32,7 +32,6 @@ def _bars(step_times, per_bar: int = 16):
 
 def bench_onnx(path: Path, steps: int) -> dict:
     from .generator import Generator
-
     from .sections import cues_for
 
     gen = Generator(str(path), seed=0, threads=1)
