@@ -130,7 +130,7 @@ def cmd_evaluate(args) -> int:
                       ("auto", "generation_auto_palette")):
         g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
-                       "density_ratio_by_seed": by_seed,
+                       "density_ratio_by_seed": by_seed, "velocity_by_voice": evaluation.voice_velocities(g, r),
                        **evaluation.density_by_bar_kind(g, r, np.tile(evaluation.split_fills(val), len(seeds)))}
     gen.reseed(args.seed)
     result["drummers_differ"] = evaluation.drummers_differ(train, val)
@@ -205,6 +205,9 @@ def format_evaluation(r: dict) -> str:
                 f"{k[8:]} {v['ratio']:.2f}" + (f" ({min(by_seed[k[8:]]):.2f}-{max(by_seed[k[8:]]):.2f})"
                                                  if by_seed.get(k[8:]) else "")
                 for k, v in a["all"].items() if k.startswith("density_")))
+            if "velocity_by_voice" in a:
+                lines.append("    velocity mean / spread: " + "  ".join(
+                    f"{k} {v['mean']:.2f}/{v['spread']:.2f}" for k, v in a["velocity_by_voice"].items()))
             for kind in ("fill_bars", "beat_bars"):
                 if kind in a:
                     lines.append(f"    {kind.replace('_', ' ')}: " + "  ".join(f"{k} {v:.2f}" for k, v in a[kind].items()))
@@ -213,6 +216,8 @@ def format_evaluation(r: dict) -> str:
         lines.append("  the train split's drummers against this split's, real bars (ratio train/split), hits per bar "
                      "that uses the voice:")
         lines.append("    " + "  ".join(f"{k} {v:.2f}" for k, v in d["hits_per_bar_using"].items()))
+        if "velocity_mean" in d:
+            lines.append("    and mean velocity: " + "  ".join(f"{k} {v:.2f}" for k, v in d["velocity_mean"].items()))
     c = r["control"]
     lines.append("control")
     for k, v in c.items():

@@ -178,6 +178,17 @@ def voice_ratios(gen: np.ndarray, real: np.ndarray) -> dict[str, float]:
     return {name: float(gh[v] / rh[v]) if rh[v] > 0 else float("nan") for v, name in enumerate(VOICE_NAMES)}
 
 
+def voice_velocities(gen: np.ndarray, real: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per voice, generated/real velocity mean and spread over all the hits of the bars given."""
+    out = {}
+    for v, name in enumerate(VOICE_NAMES):
+        g, r = gen[:, :, 1, v][gen[:, :, 0, v] > 0.5], real[:, :, 1, v][real[:, :, 0, v] > 0.5]
+        ok = g.size > 1 and r.size > 1 and r.mean() > 0 and r.std() > 0
+        out[name] = {"mean": float(g.mean() / r.mean()) if ok else float("nan"),
+                     "spread": float(g.std() / r.std()) if ok else float("nan")}
+    return out
+
+
 def density_by_bar_kind(gen: np.ndarray, real: np.ndarray, fill: np.ndarray) -> dict:
     """Per voice, generated/real hits over fill bars and over beat bars (``fill``: one flag a bar)."""
     return {"fill_bars": voice_ratios(gen[fill], real[fill]), "beat_bars": voice_ratios(gen[~fill], real[~fill])}
@@ -192,14 +203,16 @@ def split_fills(val) -> np.ndarray:
 def drummers_differ(train, val) -> dict:
     """How the split's drummers differ from the train split's, per voice, on real bars alone: the
     floor under any per-voice density comparison of a model trained on train. Ratios train/split
-    of hits per bar, of the share of bars that use the voice, and of hits per bar that uses it."""
-    def counts(w):
-        bars = np.concatenate([w.ds.bar_hvo(np.arange(w.first[s], w.first[s] + w.count[s]), STEPS)
+    of hits per bar, of the share of bars that use the voice, of hits per bar that uses it, and of
+    the voice's mean velocity."""
+    def all_bars(w):
+        return np.concatenate([w.ds.bar_hvo(np.arange(w.first[s], w.first[s] + w.count[s]), STEPS)
                                for s in range(len(w.files))])
-        return bars[:, :, 0].sum(axis=1)  # (bars, 9)
 
-    t, v = counts(train), counts(val)
-    out: dict[str, dict[str, float]] = {"hits_per_bar": {}, "bars_using": {}, "hits_per_bar_using": {}}
+    tb, vb = all_bars(train), all_bars(val)
+    t, v = tb[:, :, 0].sum(axis=1), vb[:, :, 0].sum(axis=1)  # hits (bars, 9)
+    out: dict[str, dict[str, float]] = {"hits_per_bar": {}, "bars_using": {}, "hits_per_bar_using": {},
+                                        "velocity_mean": {k: r["mean"] for k, r in voice_velocities(tb, vb).items()}}
     for i, name in enumerate(VOICE_NAMES):
         tu, vu = t[:, i] > 0, v[:, i] > 0
         with np.errstate(invalid="ignore", divide="ignore"):

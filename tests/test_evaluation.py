@@ -112,6 +112,8 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
         assert g["seeds"] == [0, 1]
         assert set(g["density_ratio_by_seed"]) == set(VOICE_NAMES)
         assert set(g["fill_bars"]) == set(g["beat_bars"]) == set(VOICE_NAMES)
+        assert set(g["velocity_by_voice"]) == set(VOICE_NAMES)
+        assert all(0.5 < v["mean"] < 2.0 for v in g["velocity_by_voice"].values() if v["mean"] == v["mean"])
         assert all(len(v) == 2 for v in g["density_ratio_by_seed"].values())
         # the pooled ratio lies between the seeds' own
         for voice, ratios in g["density_ratio_by_seed"].items():
@@ -119,6 +121,20 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
             assert min(ratios) - 1e-6 <= pooled <= max(ratios) + 1e-6, (voice, ratios, pooled)
     assert result["generation"]["bars"] == sum(c["bars"] for c in result["generation"]["per_style"].values())
     # the split against itself: the drummers do not differ
-    assert all(v == pytest.approx(1.0) for v in result["drummers_differ"]["hits_per_bar_using"].values()
-               if v == v)
+    for row in ("hits_per_bar_using", "velocity_mean"):
+        assert all(v == pytest.approx(1.0) for v in result["drummers_differ"][row].values() if v == v)
     assert result["prediction"]["model"]["hit_nll"] < result["prediction"]["baseline_markov_patterns"]["hit_nll"]
+
+
+def test_voice_velocities_compare_each_voices_hits():
+    from drummachine.evaluation import voice_velocities
+
+    real = np.zeros((4, 16, 3, 9))
+    real[:, ::4, 0, 0] = 1
+    real[:, ::4, 1, 0] = np.linspace(0.2, 0.8, 16).reshape(4, 4)
+    soft = real.copy()
+    soft[:, :, 1, 0] *= 0.5  # half as loud, half the spread
+    soft[:, 2, 0, 1], soft[:, 2, 1, 1] = 1, 0.9  # a voice the real bars lack: no ratio
+    v = voice_velocities(soft, real)
+    assert v["kick"]["mean"] == pytest.approx(0.5) and v["kick"]["spread"] == pytest.approx(0.5)
+    assert np.isnan(v["snare"]["mean"]) and set(v) == set(VOICE_NAMES)
