@@ -95,6 +95,12 @@ def silenced(cont: np.ndarray) -> np.ndarray:
     return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] < 0.5)
 
 
+def asked_on(cont: np.ndarray) -> np.ndarray:
+    """(9,) bool: the voices a step's continuous inputs say the bar plays (palette ON)."""
+    c = np.asarray(cont)
+    return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] > 0.5)
+
+
 def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int = 16) -> np.ndarray | None:
     """(9,) floor under the hit probabilities of a step, or None: the palette's ON is kept as its OFF
     is. ON says the bar plays the voice — the model learned it from bars with at least one hit —
@@ -106,8 +112,7 @@ def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int
     pos = step_in_bar % steps
     if pos % 2:
         return None
-    c = np.asarray(cont)
-    due = (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] > 0.5) & ~np.asarray(played, bool)
+    due = asked_on(cont) & ~np.asarray(played, bool)
     if not due.any():
         return None
     return np.where(due, 2.0 / (steps - pos), 0.0)
@@ -129,7 +134,7 @@ def step_bias(cont: np.ndarray, style_bias: np.ndarray | None = None, fill_bias:
         extra = np.where(known, 0.0, fill_bias)
         bias = extra if bias is None else bias + extra
     if played_bias is not None:
-        played = known & (c[_ON:_ON + N_VOICES] > 0.5)
+        played = asked_on(c)
         if played.any():
             extra = np.where(played, played_bias, 0.0)
             bias = extra if bias is None else bias + extra

@@ -29,7 +29,7 @@ class GeneratorState:
     prev: np.ndarray
     step: int
     rng_state: dict
-    bar_played: np.ndarray | None = None  #: (9,) bool: the voices the current bar has played so far
+    bar_played: np.ndarray  #: (9,) bool: the voices the current bar has played so far
 
 
 class Generator:
@@ -84,7 +84,7 @@ class Generator:
         self.past_k, self.past_v, self.prev = state.past_k, state.past_v, state.prev
         self.step_count = state.step
         self.rng.bit_generator.state = state.rng_state
-        self.bar_played = state.bar_played if state.bar_played is not None else np.zeros(9, bool)
+        self.bar_played = state.bar_played
 
     def logits(self, cats: np.ndarray, cont: np.ndarray) -> np.ndarray:
         """Run the model on one step (advancing the cache); returns (9, out) logits."""

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from drummachine.dataset import Dataset
-from drummachine.evaluation import generate_like
+from drummachine.evaluation import generate_like, split_fills
 from drummachine.generator import Generator
 from drummachine.kit import VOICE_NAMES
 from drummachine.model_file import METADATA_KEY
@@ -83,7 +83,7 @@ def fit_bias(gen: Generator, w: Windows, kind: str, voices: list[int], rounds: i
     bars); kind "played": where the palette says the bar plays the voice (measured on all bars,
     told each bar's palette)."""
     attr = {"fill": "fill_bias", "played": "played_bias"}[kind]
-    fill = np.concatenate([w.ds.bars["fill"][f:f + c] for f, c in zip(w.first, w.count)]).astype(bool)
+    fill = split_fills(w)
     measured = fill if kind == "fill" else np.ones_like(fill)
     bias = np.zeros(9)
     history, best = [], (np.inf, bias.copy(), -1)
