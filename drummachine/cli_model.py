@@ -131,6 +131,7 @@ def cmd_evaluate(args) -> int:
         g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
         result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
                        "density_ratio_by_seed": by_seed, "velocity_by_voice": evaluation.voice_velocities(g, r),
+                       "interval_by_voice": evaluation.voice_intervals(g, r, spans, seed=args.seed),
                        **evaluation.density_by_bar_kind(g, r, np.tile(evaluation.split_fills(val), len(seeds)))}
     gen.reseed(args.seed)
     result["drummers_differ"] = evaluation.drummers_differ(train, val)
@@ -208,6 +209,11 @@ def format_evaluation(r: dict) -> str:
             if "velocity_by_voice" in a:
                 lines.append("    velocity mean / spread: " + "  ".join(
                     f"{k} {v['mean']:.2f}/{v['spread']:.2f}" for k, v in a["velocity_by_voice"].items()))
+            if "interval_by_voice" in a:
+                lines.append("    95% interval over the split's performances (bootstrap), density; velocity mean: " +
+                             "  ".join(f"{k} {v['density'][0]:.2f}-{v['density'][1]:.2f}; "
+                                       f"{v['velocity_mean'][0]:.2f}-{v['velocity_mean'][1]:.2f}"
+                                       for k, v in a["interval_by_voice"].items()))
             for kind in ("fill_bars", "beat_bars"):
                 if kind in a:
                     lines.append(f"    {kind.replace('_', ' ')}: " + "  ".join(f"{k} {v:.2f}" for k, v in a[kind].items()))

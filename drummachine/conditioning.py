@@ -118,6 +118,14 @@ def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int
     return np.where(due, 2.0 / (steps - pos), 0.0)
 
 
+def again_bias(cont: np.ndarray, played: np.ndarray, bias: np.ndarray) -> np.ndarray | None:
+    """(9,) hit-logit bias for the voices the palette says the bar plays and the bar has already
+    played (``played``: (9,) bool), or None: how often such a voice comes back within the bar,
+    apart from whether and where it first comes (the floor and the played bias see to that)."""
+    again = asked_on(cont) & np.asarray(played, bool)
+    return np.where(again, bias, 0.0) if again.any() else None
+
+
 _FILL = CONT_NAMES.index("fill")
 
 

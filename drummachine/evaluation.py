@@ -189,6 +189,39 @@ def voice_velocities(gen: np.ndarray, real: np.ndarray) -> dict[str, dict[str, f
     return out
 
 
+def voice_intervals(gen: np.ndarray, real: np.ndarray, spans, draws: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> dict[str, dict[str, list[float]]]:
+    """Per voice, a bootstrap interval over the split's performances of the generated/real density
+    and mean-velocity ratios: how much the figures hang on which sessions the split happens to
+    hold (a drummer keeps what a performance started with, so performances, not bars, are the
+    draws). ``spans``: (file slot, bars) in the order of the bars, as ``generate_with_seeds``
+    gives them; a slot met again (another seed) adds to the same performance."""
+    slots = sorted({slot for slot, _ in spans})
+    at = {slot: k for k, slot in enumerate(slots)}
+    sums = np.zeros((4, len(slots), len(VOICE_NAMES)))  # generated hits, velocity; real hits, velocity
+    start = 0
+    for slot, count in spans:
+        for row, bars in ((0, gen), (2, real)):
+            hvo = bars[start:start + count]
+            hit = hvo[:, :, 0] > 0.5
+            sums[row, at[slot]] += hit.sum(axis=1).sum(axis=0)
+            sums[row + 1, at[slot]] += np.where(hit, hvo[:, :, 1], 0.0).sum(axis=1).sum(axis=0)
+        start += count
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(slots), size=(draws, len(slots)))
+    drawn = sums[:, pick].sum(axis=2)  # (4, draws, voices)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        density = drawn[0] / drawn[2]
+        velocity = (drawn[1] / drawn[0]) / (drawn[3] / drawn[2])
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for v, name in enumerate(VOICE_NAMES):
+        out[name] = {key: [float(x) for x in np.nanpercentile(r[:, v], [tail, 100 - tail])]
+                     if np.isfinite(r[:, v]).any() else [float("nan")] * 2
+                     for key, r in (("density", density), ("velocity_mean", velocity))}
+    return out
+
+
 def density_by_bar_kind(gen: np.ndarray, real: np.ndarray, fill: np.ndarray) -> dict:
     """Per voice, generated/real hits over fill bars and over beat bars (``fill``: one flag a bar)."""
     return {"fill_bars": voice_ratios(gen[fill], real[fill]), "beat_bars": voice_ratios(gen[~fill], real[~fill])}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import BPM_RANGE, Cues, due_floor, step_bias
+from .conditioning import BPM_RANGE, Cues, again_bias, due_floor, step_bias
 from .errors import DrumMachineError
 from .model_file import load_model
 from .sampling import Steering, sample_step
@@ -50,9 +50,11 @@ class Generator:
         for i, style in enumerate(self.cond.styles):
             if style in calib:
                 self.calibration[i] = calib[style]
-        fill, played = self.info.meta.get("fill_voice_bias"), self.info.meta.get("played_voice_bias")
-        self.fill_bias = np.asarray(fill, np.float64) if fill else None
-        self.played_bias = np.asarray(played, np.float64) if played else None
+        meta = self.info.meta
+        self.fill_bias = _vector(meta.get("fill_voice_bias"))
+        self.played_bias = _vector(meta.get("played_voice_bias"))
+        self.again_bias = _vector(meta.get("again_voice_bias"))
+        self.velocity_tilt = _vector(meta.get("velocity_tilt"))
         self.use_calibration = True
         self.keep_on = True  #: keep the palette's ON: each voice it plays comes at least once a bar
         self._bias_cache: tuple = (None, None)
@@ -109,7 +111,13 @@ class Generator:
         calib = self._bias(style, cont)
         played = self._played_before(step_in_bar)
         floor = due_floor(cont, played, step_in_bar) if self.keep_on else None
-        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib, floor=floor)
+        use = self.use_calibration
+        if use and self.again_bias is not None and played.any():
+            again = again_bias(cont, played, self.again_bias)
+            if again is not None:
+                calib = again if calib is None else calib + again
+        hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib, floor=floor,
+                                     velocity_tilt=self.velocity_tilt if use else None)
         hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
         self.prev = hvo.reshape(1, 1, 27)
         self.bar_played = played | hits
@@ -151,6 +159,11 @@ class Generator:
         check_bpm(bpm)
         cont = self.cond.cont(bpm, cues)
         return np.stack([self.step(s, i, bar_in_phrase, cont, steering) for i in range(STEPS_PER_BAR)])
+
+
+def _vector(values) -> np.ndarray | None:
+    """A per-voice correction from a model file's metadata (None where the file has none)."""
+    return np.asarray(values, np.float64) if values else None
 
 
 def check_bpm(bpm: float) -> float:

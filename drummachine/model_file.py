@@ -8,6 +8,7 @@ line naming the file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,4 +102,23 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
         cond = Conditioning.from_json(json.dumps(meta["conditioning"]))
     except (KeyError, TypeError) as exc:
         raise DrumMachineError(str(path), f"model metadata lacks {exc}") from None
+    for key in VOICE_CORRECTIONS:
+        _check_voices(path, key, meta.get(key))
+    for style, values in (meta.get("voice_bias") or {}).items():
+        _check_voices(path, f"voice_bias[{style!r}]", values)
     return ModelInfo(path, meta, cond), session
+
+
+#: sampling corrections a model file may carry, one number per voice (training/calibrate.py)
+VOICE_CORRECTIONS = ("fill_voice_bias", "played_voice_bias", "again_voice_bias", "velocity_tilt")
+
+
+def _check_voices(path, key: str, values) -> None:
+    """A correction is absent or one finite number per voice; anything else would fail mid-song."""
+    if values is None:
+        return
+    ok = isinstance(values, list) and len(values) == len(VOICE_NAMES) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in values)
+    if not ok:
+        raise DrumMachineError(str(path), f"model metadata {key} must be {len(VOICE_NAMES)} finite numbers, "
+                               f"one per voice; got {str(values)[:60]}")

@@ -3,7 +3,9 @@
 Per voice the model gives a hit logit and, for a hit, categorical logits over velocity bins
 (0..1) and offset bins (-0.5..0.5 step). A sampled value is drawn uniformly inside its bin, so
 the spread of the real data survives. Steering: a temperature for everything, and a bias per
-voice added to the hit logits (positive: busier, negative: sparser; -inf mutes).
+voice added to the hit logits (positive: busier, negative: sparser; -inf mutes). A model file
+may also carry a velocity tilt per voice: ``tilt * bin centre`` added to the velocity logits, the
+smallest change of the model's velocity distribution that moves its mean (positive: louder).
 """
 
 from __future__ import annotations
@@ -58,15 +60,18 @@ def _draw(logits: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
 
 def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.random.Generator,
                 hit_probability: np.ndarray | None = None, calibration: np.ndarray | None = None,
-                floor: np.ndarray | None = None):
+                floor: np.ndarray | None = None, velocity_tilt: np.ndarray | None = None):
     """Sample one step: logits (9, 1+V+O) -> hits (9,) bool, velocities (9,), offsets (9,).
 
     ``hit_probability`` optionally overrides the hit probabilities (after steering);
     ``calibration`` is the model's own per-voice hit bias for the style (see training/calibrate.py);
     ``floor`` a lower bound on the hit probabilities (conditioning.due_floor), except where the bias
-    silences a voice (a mute, the palette's off).
+    silences a voice (a mute, the palette's off); ``velocity_tilt`` (9,) tilts each voice's velocity
+    distribution (see the module's doc).
     """
     h, v, o = split(logits, vel_bins)
+    if velocity_tilt is not None:
+        v = v + np.asarray(velocity_tilt)[:, None] * ((np.arange(vel_bins) + 0.5) / vel_bins)
     bias = np.asarray(steering.voice_bias, dtype=np.float64)
     if calibration is not None:
         bias = bias + calibration

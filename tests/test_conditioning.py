@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
-                                      Cues, cymbal_name, cymbal_palette, due_floor, palette_features, palette_of,
+                                      Cues, again_bias, cymbal_name, cymbal_palette, due_floor, palette_features, palette_of,
                                       silenced, step_bias)
 from drummachine import corpus
 from drummachine.errors import DrumMachineError
@@ -93,6 +93,36 @@ def test_sampling_floor_never_overrides_a_silenced_voice():
     for _ in range(20):
         hits, vel, _ = sample_step(logits, 16, Steering(), rng, calibration=bias, floor=floor)
         assert hits.tolist() == [v == 5 for v in range(9)] and vel[5] > 0
+
+
+def test_again_bias_acts_once_the_bar_has_played_a_voice_it_was_asked_for():
+    cond = Conditioning(("any",), {a: list(np.linspace(0, 1, 101)) for a in ("loudness", "density")})
+    crash = 7
+    palette = tuple(ON if v in (crash, 4) else OFF if v == CLOSED_HAT else AUTO for v in range(9))
+    cont = cond.cont(120.0, Cues(palette=palette))
+    bias = np.full(9, -0.4)
+    played = np.zeros(9, bool)
+    assert again_bias(cont, played, bias) is None  # nothing played yet: the first hit is left alone
+    played[[crash, 0, CLOSED_HAT]] = True  # the kick is left to the model, the hat is off
+    b = again_bias(cont, played, bias)
+    assert b[crash] == -0.4 and (np.delete(b, crash) == 0).all()
+    assert again_bias(cond.cont(120.0, Cues()), played, bias) is None  # no palette: no again bias
+
+
+def test_velocity_tilt_moves_the_mean_velocity_of_the_voices_tilted():
+    from drummachine.sampling import Steering, sample_step
+
+    logits = np.zeros((9, 1 + 16 + 24))
+    logits[:, 0] = 30.0  # every voice hits; flat velocity distribution (mean 0.5)
+    tilt = np.zeros(9)
+    tilt[8], tilt[0] = 3.0, -3.0
+    rng = np.random.default_rng(0)
+    vel = np.stack([sample_step(logits, 16, Steering(), rng, velocity_tilt=tilt)[1] for _ in range(400)])
+    mean = vel.mean(axis=0)
+    # an exponential tilt of a flat 0..1 density by 3: mean 1/(1 - e^-3) - 1/3 = 0.72
+    assert mean[8] == pytest.approx(0.72, abs=0.03) and mean[0] == pytest.approx(0.28, abs=0.03)
+    assert mean[4] == pytest.approx(0.5, abs=0.03)
+    assert vel.max() <= 1.0 and vel.min() > 0
 
 
 def test_palette_of_bars():

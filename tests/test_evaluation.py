@@ -60,6 +60,27 @@ def test_per_bar_statistics_on_hand_made_bars():
     assert cmp["velocity_mean"]["ratio"] == pytest.approx(1.0) and cmp["velocity_mean"]["overlap"] == 1.0
 
 
+def test_voice_intervals_draw_whole_performances():
+    rng = np.random.default_rng(0)
+    real = np.zeros((40, 16, 3, 9))
+    real[:, :, 0] = rng.random((40, 16, 9)) < 0.3
+    real[:, :, 1] = np.where(real[:, :, 0] > 0, 0.5, 0.0)
+    spans = [(slot, 4) for slot in range(10)]
+    same = evaluation.voice_intervals(real, real, spans)
+    assert all(v["density"] == pytest.approx([1, 1]) and v["velocity_mean"] == pytest.approx([1, 1])
+               for v in same.values())
+    gen = real.copy()
+    gen[:20, :, 0, 0] = 0  # half the performances never kick: the ratio is 0.5, and hangs on which are drawn
+    gen[:, :, 1, 8] *= 1.2  # the ride 20% louder everywhere: no doubt about it
+    iv = evaluation.voice_intervals(gen, real, spans, draws=500)
+    assert iv["kick"]["density"][0] < 0.4 and 0.6 < iv["kick"]["density"][1] < 1.0
+    assert iv["ride"]["velocity_mean"] == pytest.approx([1.2, 1.2]) and iv["ride"]["density"] == pytest.approx([1, 1])
+    # a second seed's pass over the same performances adds to them, not to new ones
+    twice = evaluation.voice_intervals(np.concatenate([gen, gen]), np.concatenate([real, real]), spans + spans,
+                                       draws=500)
+    assert twice["kick"]["density"] == pytest.approx(iv["kick"]["density"], abs=1e-9)
+
+
 def test_control_measures_what_the_cues_do():
     gen = FakeGenerator(seed=0)  # velocity follows the intensity cue; fills run down the toms
     c = evaluation.control(gen, lambda s, i, f: cues_for(gen.cond, s, i, f), ["rock", "funk"],
@@ -115,6 +136,10 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
         assert set(g["velocity_by_voice"]) == set(VOICE_NAMES)
         assert all(0.5 < v["mean"] < 2.0 for v in g["velocity_by_voice"].values() if v["mean"] == v["mean"])
         assert all(len(v) == 2 for v in g["density_ratio_by_seed"].values())
+        for voice, iv in g["interval_by_voice"].items():  # the pooled ratio lies inside its interval
+            pooled = g["all"][f"density_{voice}"]["ratio"]
+            if pooled == pooled:
+                assert iv["density"][0] - 1e-6 <= pooled <= iv["density"][1] + 1e-6, (voice, iv, pooled)
         # the pooled ratio lies between the seeds' own
         for voice, ratios in g["density_ratio_by_seed"].items():
             pooled = g["all"][f"density_{voice}"]["ratio"]

@@ -218,8 +218,14 @@ def test_broken_model_files(exported, tmp_path):
     meta["schema"] = 99
     m.metadata_props[0].value = json.dumps(meta)
     onnx.save(m, str(wrong))
+    short = tmp_path / "short.onnx"  # a correction that would fail mid-song, not at load
+    meta["schema"] = 2
+    meta["velocity_tilt"] = [0.1, 0.2, "loud"]
+    m.metadata_props[0].value = json.dumps(meta)
+    onnx.save(m, str(short))
     cases = [(truncated, "not a readable ONNX model"), (garbage, "not a readable ONNX model"),
-             (wrong, "schema 99; this runtime reads schema 2"), (tmp_path / "none.onnx", "no such model file")]
+             (wrong, "schema 99; this runtime reads schema 2"), (tmp_path / "none.onnx", "no such model file"),
+             (short, "velocity_tilt must be 9 finite numbers, one per voice")]
     for path, needle in cases:
         r = run_cli("generate", "--model", path, "-o", tmp_path / "x.mid")
         assert r.returncode == 2 and needle in r.stderr and path.name in r.stderr, r.stderr
@@ -280,3 +286,34 @@ def test_calibration_writes_fill_and_played_biases_for_the_voices_asked(data, ex
     r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
                         "--fills", "cowbell"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and "unknown voice 'cowbell'" in r.stderr
+
+
+def test_calibration_tunes_velocity_on_validation_with_a_crossfit(data, exported, tmp_path):
+    import shutil
+
+    import onnx
+
+    from drummachine.generator import Generator
+    from drummachine.model_file import METADATA_KEY
+
+    for suffix in (".int8.onnx", ".fp32.onnx"):
+        shutil.copy(str(exported) + suffix, tmp_path / f"groove{suffix}")
+    r = subprocess.run([sys.executable, "-m", "training.calibrate", "--data", str(data), "--models", str(tmp_path),
+                        "--velocity", "kick,snare", "--split", "validation", "--every", "1", "--crossfit",
+                        "--rounds", "1", "--seeds", "1", "--gain", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = onnx.load(str(tmp_path / "groove.int8.onnx"))
+    meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+    record = meta["velocity_calibration"]
+    assert record["data"] == "validation split" and record["voices"] == ["kick", "snare"]
+    history = record["history"]
+    assert [i for i, t in enumerate(history[1]["tilt"]) if t != 0] == [0, 1]  # only the voices asked moved
+    assert meta["velocity_tilt"] in (history[0]["tilt"], history[1]["tilt"])
+    # the cross-fit: each half fitted, measured on the other, before and after
+    halves = record["crossfit"]
+    assert [(h["fitted_on"], h["measured_on"]) for h in halves] == [("a", "b"), ("b", "a")]
+    assert all(len(h["untuned"]) == 9 and len(h["tuned"]) == 9 and h["bars"] > 0 for h in halves)
+    assert sum(h["bars"] for h in halves) == record["bars"]
+    gen = Generator(str(tmp_path / "groove.int8.onnx"))
+    assert gen.velocity_tilt.tolist() == meta["velocity_tilt"] and gen.again_bias is None

@@ -56,6 +56,8 @@ def test_shipped_files_and_manifest():
     gen = Generator(str(INT8))  # what the manifest says is what the model file carries
     assert gen.fill_bias is not None and gen.fill_bias.tolist() == manifest["corrections"]["fill_voice_bias"]
     assert gen.played_bias is not None and gen.played_bias.tolist() == manifest["corrections"]["played_voice_bias"]
+    assert gen.again_bias is not None and gen.again_bias.tolist() == manifest["corrections"]["again_voice_bias"]
+    assert gen.velocity_tilt is not None and gen.velocity_tilt.tolist() == manifest["corrections"]["velocity_tilt"]
 
 
 def test_onnx_fp32_matches_torch_on_real_bars(windows):

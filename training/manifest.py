@@ -57,10 +57,11 @@ def corrections(int8: Path) -> dict:
            "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)",
            "palette_on": "a voice the kit palette plays comes at least once a bar: until it has, each 8th note "
                          "floors its hit probability at 1 / (8th notes left) (conditioning.due_floor)"}
-    for kind in ("fill", "played"):
-        if meta.get(f"{kind}_voice_bias"):
+    for kind, key in (("fill", "fill_voice_bias"), ("played", "played_voice_bias"), ("again", "again_voice_bias"),
+                      ("velocity", "velocity_tilt")):
+        if meta.get(key):
             fc = meta.get(f"{kind}_calibration", {})
-            out[f"{kind}_voice_bias"] = meta[f"{kind}_voice_bias"]
+            out[key] = meta[key]
             out[f"{kind}_calibration"] = {k: v for k, v in fc.items() if k != "history"}
             if fc.get("history"):
                 out[f"{kind}_calibration"]["last_round"] = fc["history"][-1]
