@@ -101,28 +101,31 @@ def asked_on(cont: np.ndarray) -> np.ndarray:
     return (c[_KNOWN:_KNOWN + N_VOICES] > 0.5) & (c[_ON:_ON + N_VOICES] > 0.5)
 
 
-def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int = 16) -> np.ndarray | None:
+def due_floor(cont: np.ndarray, played: np.ndarray, step_in_bar: int, steps: int = 16,
+              on: np.ndarray | None = None) -> np.ndarray | None:
     """(9,) floor under the hit probabilities of a step, or None: the palette's ON is kept as its OFF
     is. ON says the bar plays the voice — the model learned it from bars with at least one hit —
     but sampling alone does not promise it (told a mid tom is played, it left many bars without
     one). A voice the palette plays and the bar has not yet (``played``: (9,) bool) gets, on each
     8th note, a floor of 1 / (8th notes left), so it comes once somewhere in the rest of the bar on
     an 8th (where the drummers put most first hits), wherever the model's own odds do not put it
-    first; nothing else changes."""
+    first; nothing else changes. ``on``: ``asked_on(cont)``, if the caller has it already."""
     pos = step_in_bar % steps
     if pos % 2:
         return None
-    due = asked_on(cont) & ~np.asarray(played, bool)
+    due = (asked_on(cont) if on is None else on) & ~np.asarray(played, bool)
     if not due.any():
         return None
     return np.where(due, 2.0 / (steps - pos), 0.0)
 
 
-def again_bias(cont: np.ndarray, played: np.ndarray, bias: np.ndarray) -> np.ndarray | None:
+def again_bias(cont: np.ndarray, played: np.ndarray, bias: np.ndarray,
+               on: np.ndarray | None = None) -> np.ndarray | None:
     """(9,) hit-logit bias for the voices the palette says the bar plays and the bar has already
     played (``played``: (9,) bool), or None: how often such a voice comes back within the bar,
-    apart from whether and where it first comes (the floor and the played bias see to that)."""
-    again = asked_on(cont) & np.asarray(played, bool)
+    apart from whether and where it first comes (the floor and the played bias see to that).
+    ``on``: ``asked_on(cont)``, if the caller has it already."""
+    again = (asked_on(cont) if on is None else on) & np.asarray(played, bool)
     return np.where(again, bias, 0.0) if again.any() else None
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import BPM_RANGE, Cues, again_bias, due_floor, step_bias
+from .conditioning import BPM_RANGE, Cues, again_bias, asked_on, due_floor, step_bias
 from .errors import DrumMachineError
 from .model_file import load_model
 from .sampling import Steering, sample_step
@@ -108,31 +108,33 @@ class Generator:
         cats = np.array([style, step_in_bar % STEPS_PER_BAR, bar_in_phrase % PHRASE_BARS], np.int64)
         cont = np.asarray(cont, np.float32)
         logits = self.logits(cats, cont)
-        calib = self._bias(style, cont)
+        calib, on = self._bias(style, cont)
         played = self._played_before(step_in_bar)
-        floor = due_floor(cont, played, step_in_bar) if self.keep_on else None
+        floor = due_floor(cont, played, step_in_bar, on=on) if self.keep_on and on.any() else None
         use = self.use_calibration
-        if use and self.again_bias is not None and played.any():
-            again = again_bias(cont, played, self.again_bias)
+        if use and self.again_bias is not None and on.any():
+            again = again_bias(cont, played, self.again_bias, on=on)
             if again is not None:
                 calib = again if calib is None else calib + again
         hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib, floor=floor,
                                      velocity_tilt=self.velocity_tilt if use else None)
-        hvo = np.stack([hits.astype(np.float32), vel.astype(np.float32), off.astype(np.float32)])
+        hvo = np.empty((3, 9), np.float32)
+        hvo[0], hvo[1], hvo[2] = hits, vel, off
         self.prev = hvo.reshape(1, 1, 27)
         self.bar_played = played | hits
         self.step_count += 1
         return hvo
 
-    def _bias(self, style: int, cont: np.ndarray) -> np.ndarray | None:
-        """The step's hit-logit bias (conditioning.step_bias), worked out once per bar's inputs."""
+    def _bias(self, style: int, cont: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The step's hit-logit bias (conditioning.step_bias) and the voices its palette plays
+        (conditioning.asked_on), worked out once per bar's inputs."""
         use = self.use_calibration
         parts = (self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
                  self.fill_bias if use else None, self.played_bias if use else None)
         # the corrections are in the key too: calibration changes them between passes
         key = (cont.tobytes(), *(None if p is None else p.tobytes() for p in parts))
         if self._bias_cache[0] != key:
-            self._bias_cache = (key, step_bias(cont, *parts))
+            self._bias_cache = (key, (step_bias(cont, *parts), asked_on(cont)))
         return self._bias_cache[1]
 
     def _played_before(self, step_in_bar: int) -> np.ndarray:

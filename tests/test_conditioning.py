@@ -125,6 +125,53 @@ def test_velocity_tilt_moves_the_mean_velocity_of_the_voices_tilted():
     assert vel.max() <= 1.0 and vel.min() > 0
 
 
+def _plain_sample_step(logits, vel_bins, steering, rng, calibration=None, floor=None, velocity_tilt=None):
+    """What sampling.sample_step computes, written plainly (it is written for few numpy calls)."""
+    from drummachine.sampling import sigmoid, softmax
+
+    def draw(lg, t, u):
+        if t <= 1e-6:
+            return lg.argmax(axis=-1)
+        cdf = np.cumsum(softmax(lg / t), axis=-1)
+        return np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=-1), lg.shape[-1] - 1)
+
+    h, v, o = logits[:, 0], logits[:, 1:1 + vel_bins], logits[:, 1 + vel_bins:]
+    if velocity_tilt is not None:
+        v = v + velocity_tilt[:, None] * ((np.arange(vel_bins) + 0.5) / vel_bins)
+    bias = np.asarray(steering.voice_bias, np.float64) + (0.0 if calibration is None else calibration)
+    p = (h + bias > 0).astype(float) if steering.temperature <= 1e-6 else sigmoid((h + bias) / steering.temperature)
+    if floor is not None:
+        p = np.where(np.isneginf(bias), p, np.maximum(p, floor))
+    u = rng.random((4, 9))
+    hits = u[0] < p
+    vi, oi = draw(v, steering.timing_temperature, u[1]), draw(o, steering.timing_temperature, u[2])
+    jitter = rng.random((2, 9))
+    vel = np.where(hits, (vi + jitter[0]) / vel_bins, 0.0)
+    off = np.where(hits, (oi + jitter[1]) / o.shape[-1] - 0.5, 0.0)
+    return hits, np.clip(vel, 1.0 / 127.0, 1.0) * hits, off
+
+
+def test_sampling_draws_what_the_plain_arithmetic_draws():
+    from drummachine.sampling import Steering, sample_step
+
+    rng = np.random.default_rng(1)
+    for t in range(600):
+        logits = rng.normal(scale=3, size=(9, 1 + 16 + 24)).astype(np.float32)
+        steering = Steering((1.0, 0.7, 0.0)[t % 3], (1.0, 0.8, 0.0)[(t // 3) % 3],
+                            tuple(rng.normal(size=9)) if t % 5 == 0 else (0.0,) * 9)
+        calib = None if t % 2 else rng.normal(size=9)
+        if calib is not None and t % 4 == 0:
+            calib[3] = -np.inf
+        floor = None if t % 3 else rng.random(9) * 0.3
+        tilt = None if t % 7 else rng.normal(size=9)
+        got = sample_step(logits, 16, steering, np.random.default_rng(t), calibration=calib, floor=floor,
+                          velocity_tilt=tilt)
+        want = _plain_sample_step(logits, 16, steering, np.random.default_rng(t), calib, floor, tilt)
+        assert np.array_equal(got[0], want[0]), t
+        np.testing.assert_allclose(got[1], want[1], atol=1e-12)
+        np.testing.assert_allclose(got[2], want[2], atol=1e-12)
+
+
 def test_palette_of_bars():
     bars = np.zeros((2, 16, 3, 9), np.float32)
     bars[0, 3, 0, RIDE] = 1

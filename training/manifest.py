@@ -41,8 +41,12 @@ def from_checkpoint(path: str) -> dict:
             "best_validation": {k: v for k, v in best.items() if k.startswith("val_")},
         },
         "data": {"train": "Groove MIDI Dataset v1.0.0, train split (4/4 performances)",
-                 "tuned_on": "validation split", "credit": CREDIT},
+                 "tuned_on": TUNED_ON, "credit": CREDIT},
     }
+
+
+TUNED_ON = ("validation split: the checkpoint kept (best validation loss), and the corrections whose calibration "
+            "record says so (training/calibrate.py --split validation, with a cross-fit)")
 
 
 def corrections(int8: Path) -> dict:
@@ -89,6 +93,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{old}: no manifest to refresh; give --checkpoint")
         manifest = json.loads(old.read_text())
     manifest["files"] = files
+    manifest.setdefault("data", {})["tuned_on"] = TUNED_ON
     manifest["corrections"] = corrections(models / "groove.int8.onnx")
     if args.evaluation:
         manifest["evaluation"] = json.loads(Path(args.evaluation).read_text())
