@@ -80,13 +80,13 @@ def teacher_forced(generator, target: np.ndarray, cats: np.ndarray, cont: np.nda
     p_hit = np.zeros((n, T, 9))
     vel = np.zeros((n, T, 9))
     off = np.zeros((n, T, 9))
-    hd = generator.head_dim
-    empty = np.zeros((generator.n_layer, 1, generator.n_head, 0, hd), np.float32)
+    generator.reset()
+    empty = generator.cache_feed()
     for i in range(n):
         flat = target[i].reshape(T, 27)
         prev = np.concatenate([np.zeros((1, 27), np.float32), flat[:-1]])[None]
-        logits, _, _ = generator.session.run(None, {"prev": prev, "cats": cats[i:i + 1], "cont": cont[i:i + 1],
-                                                    "past_k": empty, "past_v": empty})
+        logits = generator.session.run(None, {"prev": prev, "cats": cats[i:i + 1], "cont": cont[i:i + 1],
+                                              **empty})[0]
         p_hit[i], vel[i], off[i] = expected(logits[0], generator.vel_bins)
     return p_hit, vel, off
 

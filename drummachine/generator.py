@@ -13,7 +13,7 @@ import numpy as np
 
 from .conditioning import BPM_RANGE, Cues, again_bias, asked_on, due_floor, step_bias
 from .errors import DrumMachineError
-from .model_file import load_model
+from .model_file import cache_names, load_model
 from .sampling import Steering, sample_step
 
 STEPS_PER_BAR = 16
@@ -24,8 +24,7 @@ PHRASE_BARS = 4
 class GeneratorState:
     """Everything needed to continue a groove later exactly as it would have gone (keep/regenerate)."""
 
-    past_k: np.ndarray
-    past_v: np.ndarray
+    past: tuple  #: the KV cache: a key and a value per layer (model_file.cache_names)
     prev: np.ndarray
     step: int
     rng_state: dict
@@ -42,6 +41,7 @@ class Generator:
         self.n_layer, self.n_head = int(cfg["n_layer"]), int(cfg["n_head"])
         self.head_dim = int(cfg["d_model"]) // self.n_head
         self.context = self.info.context
+        self._past_names = cache_names(self.n_layer, "past")
         self.vel_bins = self.info.vel_bins
         self.cond = self.info.conditioning
         self.rng = np.random.default_rng(seed)
@@ -66,8 +66,8 @@ class Generator:
 
     def reset(self) -> None:
         """Forget the groove so far (the next step starts from silence)."""
-        z = np.zeros((self.n_layer, 1, self.n_head, 0, self.head_dim), np.float32)
-        self.past_k, self.past_v = z, z.copy()
+        z = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
+        self.past = [z] * (2 * self.n_layer)  # never changed in place, only replaced
         self.prev = np.zeros((1, 1, 27), np.float32)
         self.step_count = 0
         self.bar_played = np.zeros(9, bool)
@@ -79,11 +79,11 @@ class Generator:
     def save(self) -> GeneratorState:
         """The state before the next step. No copies: the arrays are never changed in place, only
         replaced, so a saved state stays valid (and cheap enough to save before every step)."""
-        return GeneratorState(self.past_k, self.past_v, self.prev, self.step_count, self.rng.bit_generator.state,
+        return GeneratorState(tuple(self.past), self.prev, self.step_count, self.rng.bit_generator.state,
                               self.bar_played)
 
     def restore(self, state: GeneratorState) -> None:
-        self.past_k, self.past_v, self.prev = state.past_k, state.past_v, state.prev
+        self.past, self.prev = list(state.past), state.prev
         self.step_count = state.step
         self.rng.bit_generator.state = state.rng_state
         self.bar_played = state.bar_played
@@ -91,16 +91,24 @@ class Generator:
     def logits(self, cats: np.ndarray, cont: np.ndarray) -> np.ndarray:
         """Run the model on one step (advancing the cache); returns (9, out) logits."""
         keep = self.context - 1
-        if self.past_k.shape[3] > keep:
+        if self.cached_steps > keep:
             # drop a bar's worth at once: one copy of the cache every 16 steps instead of every step;
             # the model then hears between 111 and 127 steps back (it was trained on 0 to 127)
             keep -= STEPS_PER_BAR - 1
-            self.past_k = np.ascontiguousarray(self.past_k[:, :, :, -keep:])
-            self.past_v = np.ascontiguousarray(self.past_v[:, :, :, -keep:])
-        out, self.past_k, self.past_v = self.session.run(None, {
-            "prev": self.prev, "cats": cats.reshape(1, 1, 3), "cont": cont.reshape(1, 1, -1),
-            "past_k": self.past_k, "past_v": self.past_v})
+            self.past = [np.ascontiguousarray(t[:, :, -keep:]) for t in self.past]
+        feed = self.cache_feed()
+        feed.update(prev=self.prev, cats=cats.reshape(1, 1, 3), cont=cont.reshape(1, 1, -1))
+        out, *self.past = self.session.run(None, feed)
         return out[0, 0]
+
+    def cache_feed(self) -> dict[str, np.ndarray]:
+        """The KV cache as the model's inputs (after ``reset``: empty)."""
+        return dict(zip(self._past_names, self.past))
+
+    @property
+    def cached_steps(self) -> int:
+        """How many steps the cache holds (at most ``context``: the next step hears at most ``context - 1``)."""
+        return self.past[0].shape[2]
 
     def step(self, style: int, step_in_bar: int, bar_in_phrase: int, cont: np.ndarray,
              steering: Steering = Steering()) -> np.ndarray:

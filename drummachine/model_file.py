@@ -17,7 +17,7 @@ from .errors import DrumMachineError
 from .kit import VOICE_NAMES
 
 METADATA_KEY = "drummachine"
-SCHEMA_VERSION = 2  #: 2: the kit palette joined the continuous inputs
+SCHEMA_VERSION = 3  #: 2: the kit palette joined the continuous inputs; 3: a KV cache input and output per layer
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "groove.int8.onnx"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -107,6 +107,13 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     for style, values in (meta.get("voice_bias") or {}).items():
         _check_voices(path, f"voice_bias[{style!r}]", values)
     return ModelInfo(path, meta, cond), session
+
+
+def cache_names(n_layer: int, prefix: str) -> list[str]:
+    """The KV cache's inputs (``prefix`` "past") or outputs ("present"): a key and a value per
+    layer, each (batch, heads, steps, head dim). One tensor per layer, not one stacked tensor:
+    stacking cost the graph about 30 nodes a step (splits, squeezes, re-stacking)."""
+    return [f"{prefix}_{kv}_{i}" for i in range(n_layer) for kv in "kv"]
 
 
 #: sampling corrections a model file may carry, one number per voice (training/calibrate.py)

@@ -104,10 +104,41 @@ def exported(trained, tmp_path_factory):
     return out
 
 
+def test_reexport_keeps_the_corrections_of_the_same_model_only(trained, exported, data, tmp_path):
+    import shutil
+
+    import onnx
+
+    from drummachine.generator import Generator
+    from drummachine.model_file import METADATA_KEY
+
+    old = tmp_path / "old.int8.onnx"
+    shutil.copy(str(exported) + ".int8.onnx", old)
+    m = onnx.load(str(old))
+    prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)
+    meta = json.loads(prop.value)
+    meta["velocity_tilt"] = [0.0] * 8 + [1.5]
+    meta["velocity_calibration"] = {"data": "validation split"}
+    prop.value = json.dumps(meta)
+    onnx.save(m, str(old))
+    r = run_cli("export", trained / "last.pt", "--out", tmp_path / "again", "--corrections-from", old)
+    assert r.returncode == 0, r.stderr
+    gen = Generator(str(tmp_path / "again.int8.onnx"))
+    assert gen.velocity_tilt.tolist() == [0.0] * 8 + [1.5]
+    assert gen.info.meta["velocity_calibration"] == {"data": "validation split"}
+    assert gen.info.meta["precision"] == "int8"
+    # another model's corrections do not apply
+    r = run_cli("train", "--data", data, "--out", tmp_path / "other", "--epochs", "1", "--max-steps", "1",
+                *TINY[:-2], "--off-bins", "12")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", tmp_path / "other" / "last.pt", "--out", tmp_path / "x", "--corrections-from", old)
+    assert r.returncode != 0 and "another model" in r.stderr
+
+
 def test_onnx_fp32_matches_torch(exported):
     import onnxruntime as ort
 
-    from training.export import example_inputs
+    from training.export import example_inputs, inputs, outputs
     from training.model import GrooveTransformer, ModelConfig
 
     slim = torch.load(str(exported) + ".pt", weights_only=True)
@@ -117,9 +148,15 @@ def test_onnx_fp32_matches_torch(exported):
     for batch, steps, past in ((1, 1, 0), (1, 1, 5), (2, 7, 3), (1, 16, 0)):
         args = example_inputs(model.cfg, batch, steps, past)
         with torch.no_grad():
-            ref = model(*args)
-        got = sess.run(None, dict(zip(["prev", "cats", "cont", "past_k", "past_v"], (a.numpy() for a in args))))
-        for r, g in zip(ref, got):
+            ref = model.forward_layers(*args)
+        prev, cats, cont, cache = args
+        got = sess.run(None, dict(zip(inputs(model.cfg.n_layer), (a.numpy() for a in (prev, cats, cont, *cache)))))
+        assert [o.name for o in sess.get_outputs()] == outputs(model.cfg.n_layer)
+        with torch.no_grad():  # the stacked cache training uses is the same cache, layer by layer
+            stacked = model(prev, cats, cont, torch.stack(cache[0::2]), torch.stack(cache[1::2]))
+        np.testing.assert_allclose(stacked[0].numpy(), ref[0].numpy(), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(stacked[1].numpy(), np.stack([r.numpy() for r in ref[1][0::2]]), atol=1e-6)
+        for r, g in zip((ref[0], *ref[1]), got):
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
 
 
@@ -149,7 +186,7 @@ def test_generator_context_slides_without_a_glitch(exported):
     cont = gen.cond.cont(120, gen.cond.defaults("any"))
     for i in range(gen.context * 3):
         hvo = gen.step(0, i % 16, (i // 16) % 4, cont)
-        assert gen.past_k.shape[3] <= gen.context
+        assert gen.cached_steps <= gen.context
         assert np.isfinite(hvo).all()
     # keep/regenerate: restoring a saved state replays the same steps
     state = gen.save()
@@ -219,12 +256,12 @@ def test_broken_model_files(exported, tmp_path):
     m.metadata_props[0].value = json.dumps(meta)
     onnx.save(m, str(wrong))
     short = tmp_path / "short.onnx"  # a correction that would fail mid-song, not at load
-    meta["schema"] = 2
+    meta["schema"] = 3
     meta["velocity_tilt"] = [0.1, 0.2, "loud"]
     m.metadata_props[0].value = json.dumps(meta)
     onnx.save(m, str(short))
     cases = [(truncated, "not a readable ONNX model"), (garbage, "not a readable ONNX model"),
-             (wrong, "schema 99; this runtime reads schema 2"), (tmp_path / "none.onnx", "no such model file"),
+             (wrong, "schema 99; this runtime reads schema 3"), (tmp_path / "none.onnx", "no such model file"),
              (short, "velocity_tilt must be 9 finite numbers, one per voice")]
     for path, needle in cases:
         r = run_cli("generate", "--model", path, "-o", tmp_path / "x.mid")

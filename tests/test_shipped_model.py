@@ -7,6 +7,7 @@ import pytest
 
 from drummachine import attributes, corpus
 from drummachine.model_file import MODELS_DIR
+from drummachine.model_file import cache_names
 from drummachine.sampling import expected
 
 from .conftest import FIXTURES
@@ -38,8 +39,9 @@ def _run(sess, target, cats, cont):
     n, T = target.shape[:2]
     prev = np.concatenate([np.zeros((n, 1, 27), np.float32), target.reshape(n, T, 27)[:, :-1]], axis=1)
     hd = cfg["d_model"] // cfg["n_head"]
-    empty = np.zeros((cfg["n_layer"], n, cfg["n_head"], 0, hd), np.float32)
-    logits, _, _ = sess.run(None, {"prev": prev, "cats": cats, "cont": cont, "past_k": empty, "past_v": empty})
+    empty = np.zeros((n, cfg["n_head"], 0, hd), np.float32)
+    cache = {name: empty for name in cache_names(cfg["n_layer"], "past")}
+    logits = sess.run(None, {"prev": prev, "cats": cats, "cont": cont, **cache})[0]
     return logits, cfg
 
 

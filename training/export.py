@@ -18,25 +18,29 @@ import onnx
 import torch
 
 from drummachine.kit import VOICES
-from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION
+from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION, cache_names
 
 from .model import CONT_NAMES, GrooveTransformer, ModelConfig
 from .train import entry, load_checkpoint, model_from_checkpoint
 
-INPUTS = ["prev", "cats", "cont", "past_k", "past_v"]
-OUTPUTS = ["logits", "present_k", "present_v"]
+def inputs(n_layer: int) -> list[str]:
+    return ["prev", "cats", "cont"] + cache_names(n_layer, "past")
+
+
+def outputs(n_layer: int) -> list[str]:
+    return ["logits"] + cache_names(n_layer, "present")
 
 
 def example_inputs(cfg: ModelConfig, batch: int = 2, steps: int = 3, past: int = 4):
-    """Inputs where every dynamic dimension is at least 2 and all differ (exporter pitfall)."""
+    """Inputs where every dynamic dimension is at least 2 and all differ (exporter pitfall):
+    prev, cats, cont and the cache as (k0, v0, k1, v1, ...), each (batch, heads, past, head dim)."""
     hd = cfg.d_model // cfg.n_head
     g = torch.Generator().manual_seed(0)
     prev = torch.rand(batch, steps, 27, generator=g)
     cats = torch.zeros(batch, steps, 3, dtype=torch.int64)
     cont = torch.rand(batch, steps, cfg.n_cont, generator=g)
-    past_k = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
-    past_v = torch.randn(cfg.n_layer, batch, cfg.n_head, past, hd, generator=g)
-    return prev, cats, cont, past_k, past_v
+    cache = tuple(torch.randn(batch, cfg.n_head, past, hd, generator=g) for _ in range(2 * cfg.n_layer))
+    return prev, cats, cont, cache
 
 
 def metadata(cfg: ModelConfig, conditioning_json: str, extra: dict | None = None) -> dict:
@@ -44,8 +48,8 @@ def metadata(cfg: ModelConfig, conditioning_json: str, extra: dict | None = None
         "schema": SCHEMA_VERSION,
         "config": cfg.to_dict(),
         "voices": [{"name": v.name, "gm_note": v.gm_note} for v in VOICES],
-        "inputs": INPUTS,
-        "outputs": OUTPUTS,
+        "inputs": inputs(cfg.n_layer),
+        "outputs": outputs(cfg.n_layer),
         "cont": list(CONT_NAMES),
         "cats": ["style", "step_in_bar", "bar_in_phrase"],
         "conditioning": json.loads(conditioning_json),
@@ -82,21 +86,22 @@ def export_onnx(model: GrooveTransformer, path: Path) -> None:
     args = example_inputs(cfg)
     B, T, P = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("steps", min=1, max=4096), \
         torch.export.Dim("past", min=0, max=4096)
-    shapes = {"prev": {0: B, 1: T}, "cats": {0: B, 1: T}, "cont": {0: B, 1: T},
-              "past_k": {1: B, 3: P}, "past_v": {1: B, 3: P}}
+    shapes = ({0: B, 1: T}, {0: B, 1: T}, {0: B, 1: T}, tuple({0: B, 2: P} for _ in args[3]))
 
     class Step(torch.nn.Module):
         def __init__(self, m):
             super().__init__()
             self.m = m
 
-        def forward(self, prev, cats, cont, past_k, past_v):
-            return self.m(prev, cats, cont, past_k, past_v)
+        def forward(self, prev, cats, cont, cache):
+            logits, present = self.m.forward_layers(prev, cats, cont, cache)
+            return (logits, *present)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Step(model.eval()), args, str(path), dynamo=True, input_names=INPUTS,
-                          output_names=OUTPUTS, dynamic_shapes=shapes, external_data=False, verbose=False)
+        torch.onnx.export(Step(model.eval()), args, str(path), dynamo=True, input_names=inputs(cfg.n_layer),
+                          output_names=outputs(cfg.n_layer), dynamic_shapes=shapes, external_data=False,
+                          verbose=False)
 
 
 def quantize(fp32: Path, int8: Path) -> None:
@@ -116,8 +121,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export(checkpoint: str | Path, out: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
-    """Write OUT.fp32.onnx, OUT.int8.onnx and OUT.pt (weights + config) from a checkpoint."""
+def corrections_of(path: str | Path, meta: dict) -> dict:
+    """The metadata of an earlier export of the same model that ``meta`` does not have: the
+    sampling corrections training/calibrate.py wrote, and their calibration records."""
+    model = onnx.load(str(path), load_external_data=False)
+    old = json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
+    if old.get("config") != meta["config"] or old.get("conditioning") != meta["conditioning"]:
+        raise SystemExit(f"{path}: another model (its config or conditioning differ): its corrections do not apply")
+    return {k: v for k, v in old.items() if k not in meta and k != "precision"}
+
+
+def export(checkpoint: str | Path, out: str | Path, extra: dict | None = None,
+           corrections_from: str | Path | None = None) -> tuple[Path, Path]:
+    """Write OUT.fp32.onnx, OUT.int8.onnx and OUT.pt (weights + config) from a checkpoint;
+    ``corrections_from``: an earlier export of the same checkpoint whose corrections to keep."""
     ckpt = load_checkpoint(checkpoint)
     model, cfg, cond = model_from_checkpoint(ckpt)
     out = Path(out)
@@ -126,6 +143,8 @@ def export(checkpoint: str | Path, out: str | Path, extra: dict | None = None) -
     int8 = out.with_name(out.name + ".int8.onnx")
     meta = metadata(cfg, ckpt["conditioning"], {"parameters": sum(p.numel() for p in model.parameters()),
                                                 **(extra or {})})
+    if corrections_from:
+        meta.update(corrections_of(corrections_from, meta))
     slim = out.with_name(out.name + ".pt")  # tensors + config only: for torch parity tests and benchmarks
     torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "conditioning": ckpt["conditioning"]}, slim)
     export_onnx(model, fp32)
@@ -140,8 +159,11 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--out", default="models/groove", help="output prefix (default models/groove)")
+    ap.add_argument("--corrections-from", metavar="ONNX",
+                    help="keep the sampling corrections of an earlier export of the same checkpoint (re-exporting "
+                         "after a change of the graph, say)")
     args = ap.parse_args(argv)
-    fp32, int8 = export(args.checkpoint, args.out)
+    fp32, int8 = export(args.checkpoint, args.out, corrections_from=args.corrections_from)
     for p in (fp32, int8):
         print(f"{p}: {p.stat().st_size / 1e6:.2f} MB sha256 {sha256(p)[:16]}")
     return 0

@@ -136,20 +136,28 @@ class GrooveTransformer(nn.Module):
     def forward(self, prev, cats, cont, past_k=None, past_v=None):
         """prev: (B, T, 27) previous steps; cats: (B, T, 3) int64 style/step/phrase;
         cont: (B, T, n_cont) float. past_k/v: (L, B, H, P, hd). Returns logits (B, T, 9, out) and caches."""
-        B, T, _ = prev.shape
+        B = prev.shape[0]
         if past_k is None:
             past_k, past_v = self.empty_cache(B)
             past_k, past_v = past_k.to(prev.device), past_v.to(prev.device)
+        logits, cache = self.forward_layers(prev, cats, cont, [t for i in range(len(self.blocks))
+                                                                for t in (past_k[i], past_v[i])])
+        return logits, torch.stack(cache[0::2]), torch.stack(cache[1::2])
+
+    def forward_layers(self, prev, cats, cont, past):
+        """As ``forward``, with the cache as one key and one value per layer: ``past`` is
+        (k0, v0, k1, v1, ...), each (B, H, P, hd); returns logits and the cache the same way
+        (what the ONNX export runs: drummachine.model_file.cache_names)."""
+        B, T, _ = prev.shape
         x = (self.step_in(prev) + self.cont_in(cont) + self.style(cats[..., 0]) + self.pos(cats[..., 1])
              + self.phrase(cats[..., 2]))
         x = self.drop(x)
-        ks, vs = [], []
+        cache = []
         for i, block in enumerate(self.blocks):
-            x, k, v = block(x, past_k[i], past_v[i])
-            ks.append(k)
-            vs.append(v)
+            x, k, v = block(x, past[2 * i], past[2 * i + 1])
+            cache += [k, v]
         logits = self.head(self.ln_f(x)).view(B, T, N_VOICES, self.cfg.out_per_voice)
-        return logits, torch.stack(ks), torch.stack(vs)
+        return logits, cache
 
 
 def bins(values: torch.Tensor, lo: float, hi: float, n: int) -> torch.Tensor:
