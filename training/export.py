@@ -23,6 +23,7 @@ from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION, cache_names
 from .model import CONT_NAMES, GrooveTransformer, ModelConfig
 from .train import entry, load_checkpoint, model_from_checkpoint
 
+
 def inputs(n_layer: int) -> list[str]:
     return ["prev", "cats", "cont"] + cache_names(n_layer, "past")
 
