@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=15, help="blocks of steps per layout, interleaved")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
+    import onnx
+    import onnxruntime as ort
+
     from drummachine.model_file import cache_names
     from training.export import export_onnx, quantize
     from training.train import load_checkpoint, model_from_checkpoint
@@ -87,16 +90,12 @@ def main(argv=None) -> int:
             paths[name] = int8
         sessions = {name: session(p) for name, p in paths.items()}
         nodes = {}
-        for name, p in paths.items():
-            import onnxruntime as ort
-
+        for name, p in paths.items():  # nodes left after ONNX Runtime's own graph optimizations
             o = ort.SessionOptions()
             o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             o.optimized_model_filepath = str(Path(tmp) / f"{name}.opt.onnx")
             o.log_severity_level = 3
             ort.InferenceSession(str(p), sess_options=o, providers=["CPUExecutionProvider"])
-            import onnx
-
             nodes[name] = len(onnx.load(o.optimized_model_filepath).graph.node)
 
     rng = np.random.default_rng(0)

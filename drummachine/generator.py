@@ -118,9 +118,10 @@ class Generator:
         logits = self.logits(cats, cont)
         calib, on = self._bias(style, cont)
         played = self._played_before(step_in_bar)
-        floor = due_floor(cont, played, step_in_bar, on=on) if self.keep_on and on.any() else None
+        asked = on.any()
+        floor = due_floor(cont, played, step_in_bar, on=on) if self.keep_on and asked else None
         use = self.use_calibration
-        if use and self.again_bias is not None and on.any():
+        if use and self.again_bias is not None and asked:
             again = again_bias(cont, played, self.again_bias, on=on)
             if again is not None:
                 calib = again if calib is None else calib + again

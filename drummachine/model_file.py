@@ -102,7 +102,7 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
         cond = Conditioning.from_json(json.dumps(meta["conditioning"]))
     except (KeyError, TypeError) as exc:
         raise DrumMachineError(str(path), f"model metadata lacks {exc}") from None
-    for key in VOICE_CORRECTIONS:
+    for key in VOICE_CORRECTIONS.values():
         _check_voices(path, key, meta.get(key))
     for style, values in (meta.get("voice_bias") or {}).items():
         _check_voices(path, f"voice_bias[{style!r}]", values)
@@ -116,8 +116,10 @@ def cache_names(n_layer: int, prefix: str) -> list[str]:
     return [f"{prefix}_{kv}_{i}" for i in range(n_layer) for kv in "kv"]
 
 
-#: sampling corrections a model file may carry, one number per voice (training/calibrate.py)
-VOICE_CORRECTIONS = ("fill_voice_bias", "played_voice_bias", "again_voice_bias", "velocity_tilt")
+#: sampling corrections a model file may carry, one number per voice, by the kind
+#: training/calibrate.py fits (its record is under "<kind>_calibration")
+VOICE_CORRECTIONS = {"fill": "fill_voice_bias", "played": "played_voice_bias", "again": "again_voice_bias",
+                     "velocity": "velocity_tilt"}
 
 
 def _check_voices(path, key: str, values) -> None:

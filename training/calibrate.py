@@ -38,13 +38,15 @@ import numpy as np
 import onnx
 
 from drummachine.dataset import Dataset
-from drummachine.evaluation import generate_like, split_fills, voice_velocities
+from drummachine.evaluation import generate_like, generate_with_seeds, split_fills, voice_velocities
 from drummachine.generator import Generator
 from drummachine.kit import VOICE_NAMES
-from drummachine.model_file import METADATA_KEY
+from drummachine.model_file import METADATA_KEY, VOICE_CORRECTIONS
 from drummachine.windows import Windows
 
 SHRINK_BARS = 200  # styles with fewer bars than this lean towards the global correction
+#: the Generator attribute each kind of per-voice correction lives in while it is fitted
+ATTRIBUTE = {"fill": "fill_bias", "played": "played_bias", "again": "again_bias", "velocity": "velocity_tilt"}
 
 
 def per_style_density(bars, styles):
@@ -110,20 +112,16 @@ def fit_bias(gen: Generator, w: Windows, kind: str, voices: list[int], rounds: i
     kind "fill": on fill bars, where the palette leaves the voice to the model (measured on fill
     bars); kind "played": where the palette says the bar plays the voice (measured on all bars,
     told each bar's palette)."""
-    attr = {"fill": "fill_bias", "played": "played_bias", "again": "again_bias"}[kind]
+    attr = ATTRIBUTE[kind]
     fill = split_fills(w)
     measured = fill if kind == "fill" else np.ones_like(fill)
     bias = np.zeros(9) if start is None else np.asarray(start, np.float64).copy()
     history, best = [], (np.inf, bias.copy(), -1)
     for r in range(rounds + 1):
         setattr(gen, attr, bias.copy())
-        gh = np.zeros(9)
-        rh = np.zeros(9)
-        for seed in seeds:
-            gen.reseed(seed)
-            g, real, _ = generate_like(gen, w, palette=palette)
-            gh += g[measured][:, :, 0].sum(axis=(0, 1))
-            rh += real[measured][:, :, 0].sum(axis=(0, 1))
+        g, real, _, _ = generate_with_seeds(gen, w, palette, seeds)
+        pooled = np.tile(measured, len(seeds))
+        gh, rh = g[pooled][:, :, 0].sum(axis=(0, 1)), real[pooled][:, :, 0].sum(axis=(0, 1))
         ratio = (gh + 1.0) / (rh + 1.0)
         err = float(np.abs(np.log(ratio[voices])).mean())
         history.append({"round": r, "error": round(err, 4), "bias": np.round(bias, 4).tolist(),
@@ -148,21 +146,15 @@ def fit_velocity(gen: Generator, w: Windows, voices: list[int], rounds: int, gai
     history, best = [], (np.inf, tilt.copy(), -1)
     for r in range(rounds + 1):
         gen.velocity_tilt = tilt.copy()
-        gens, reals = [], []
-        for seed in seeds:
-            gen.reseed(seed)
-            g, real, _ = generate_like(gen, w, palette="bar")
-            gens.append(g)
-            reals.append(real)
-        g, real = np.concatenate(gens), np.concatenate(reals)
+        g, real, _, _ = generate_with_seeds(gen, w, "bar", seeds)
         gv = [g[:, :, 1, v][g[:, :, 0, v] > 0.5] for v in range(9)]
         rv = [real[:, :, 1, v][real[:, :, 0, v] > 0.5] for v in range(9)]
-        ratio = np.array([x["mean"] for x in voice_velocities(g, real).values()])
+        per_voice = voice_velocities(g, real).values()
+        ratio = np.array([x["mean"] for x in per_voice])
         err = float(np.abs(np.log(ratio[voices])).mean())
         history.append({"round": r, "error": round(err, 4), "tilt": np.round(tilt, 4).tolist(),
                         "velocity_mean_ratio": np.round(ratio, 3).tolist(),
-                        "velocity_spread_ratio": np.round([x["spread"] for x in
-                                                           voice_velocities(g, real).values()], 3).tolist()})
+                        "velocity_spread_ratio": np.round([x["spread"] for x in per_voice], 3).tolist()})
         print(json.dumps(history[-1]), flush=True)
         if err < best[0]:
             best = (err, tilt.copy(), r)
@@ -213,7 +205,7 @@ def fit_voices(gen: Generator, ds: Dataset, kind: str, voices: str, args, models
     w = fill_subset(split, args.every) if kind == "fill" else every_nth(split, args.every)
     palette = args.palette if kind == "fill" else "bar"
     seeds = [args.seed + k for k in range(args.seeds)]
-    attr = {"fill": "fill_bias", "played": "played_bias", "again": "again_bias", "velocity": "velocity_tilt"}[kind]
+    attr = ATTRIBUTE[kind]
     before = getattr(gen, attr)
 
     def fit(on: Windows, rounds: int = args.rounds, start=None):
@@ -229,7 +221,7 @@ def fit_voices(gen: Generator, ds: Dataset, kind: str, voices: str, args, models
     held_out = crossfit(lambda on: fit(on)[0], measure, w, args.seed) if args.crossfit else None
     setattr(gen, attr, before)
     value, history = fit(w)
-    key = "velocity_tilt" if kind == "velocity" else f"{kind}_voice_bias"
+    key = VOICE_CORRECTIONS[kind]
     write_meta(models, {key: np.round(value, 4).tolist(),
                         f"{kind}_calibration": {"data": f"{args.split} split", "voices": names, "palette": palette,
                                                 "every": args.every, "seeds": seeds, "bars": int(w.count.sum()),

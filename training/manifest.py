@@ -20,6 +20,10 @@ CREDIT = ("Trained on the Groove MIDI Dataset (Jon Gillick, Adam Roberts, Jesse 
           "(https://creativecommons.org/licenses/by/4.0/).")
 
 
+TUNED_ON = ("validation split: the checkpoint kept (best validation loss), and the corrections whose calibration "
+            "record says so (training/calibrate.py --split validation, with a cross-fit)")
+
+
 def from_checkpoint(path: str) -> dict:
     ckpt = load_checkpoint(path)
     last_path = Path(path).with_name("last.pt")
@@ -45,15 +49,11 @@ def from_checkpoint(path: str) -> dict:
     }
 
 
-TUNED_ON = ("validation split: the checkpoint kept (best validation loss), and the corrections whose calibration "
-            "record says so (training/calibrate.py --split validation, with a cross-fit)")
-
-
 def corrections(int8: Path) -> dict:
     """The sampling corrections stored in the model file's metadata (training/calibrate.py)."""
     import onnx
 
-    from drummachine.model_file import METADATA_KEY
+    from drummachine.model_file import METADATA_KEY, VOICE_CORRECTIONS
 
     m = onnx.load(str(int8), load_external_data=False)
     meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
@@ -61,8 +61,7 @@ def corrections(int8: Path) -> dict:
            "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)",
            "palette_on": "a voice the kit palette plays comes at least once a bar: until it has, each 8th note "
                          "floors its hit probability at 1 / (8th notes left) (conditioning.due_floor)"}
-    for kind, key in (("fill", "fill_voice_bias"), ("played", "played_voice_bias"), ("again", "again_voice_bias"),
-                      ("velocity", "velocity_tilt")):
+    for kind, key in VOICE_CORRECTIONS.items():
         if meta.get(key):
             fc = meta.get(f"{kind}_calibration", {})
             out[key] = meta[key]
