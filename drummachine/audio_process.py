@@ -20,7 +20,6 @@ containers).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -2,7 +2,8 @@
 
 Engines side by side in one run, one thread each: torch eager fp32 (when torch is installed and
 the weights file is there), ONNX Runtime fp32 and int8. A step is one model call with the KV cache
-plus sampling; a bar is 16 steps.
+plus sampling; a bar is 16 steps. The engines take turns, 160 steps at a time, so that a shared
+host's drift over the run falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _bars(step_times, per_bar: int = 16):
     return t[: n * per_bar].reshape(n, per_bar).sum(axis=1)
 
 
-def bench_onnx(path: Path, steps: int) -> dict:
+def onnx_stepper(path: Path):
+    """One generator step at a time on an ONNX model file: (step function, facts)."""
     from .generator import Generator
     from .sections import cues_for
 
@@ -39,16 +41,18 @@ def bench_onnx(path: Path, steps: int) -> dict:
     # the palette's off and the floor that keeps its on all take their share of each step)
     cont = gen.cond.cont(120.0, cues_for(gen.cond, "rock" if "rock" in gen.styles else "any", 0.6, cymbal="hats",
                                          voices=(("low_tom", "on"),)))
-    times = []
-    for i in range(steps + 64):  # the first 64 warm up (and fill the cache towards its working size)
-        t0 = time.perf_counter()
+    count = iter(range(1 << 62))
+
+    def step():
+        i = next(count)
         gen.step(1, i % 16, (i // 16) % 4, cont)
-        times.append(time.perf_counter() - t0)
-    times = times[64:]
-    return {"step": _percentiles(times), "bar": _percentiles(_bars(times)), "file_mb": round(path.stat().st_size / 1e6, 3)}
+
+    return step, {"file_mb": round(path.stat().st_size / 1e6, 3)}
 
 
-def bench_torch(path: Path, steps: int) -> dict | None:
+def torch_stepper(path: Path):
+    """The same on the torch model, eager, with plain sampling: (step function, facts), or None
+    without torch or the weights file."""
     try:
         import torch
     except ImportError:
@@ -70,21 +74,39 @@ def bench_torch(path: Path, steps: int) -> dict | None:
     cont = torch.from_numpy(cond.cont(120.0, cond.defaults("any"))).view(1, 1, -1)
     rng = np.random.default_rng(0)
     past_k, past_v = model.empty_cache(1)
-    prev = torch.zeros(1, 1, 27)
-    times = []
-    with torch.inference_mode():
-        for i in range(steps + 64):
-            t0 = time.perf_counter()
+    state = {"i": 0, "k": past_k, "v": past_v, "prev": torch.zeros(1, 1, 27)}
+
+    def step():
+        with torch.inference_mode():
+            i, past_k, past_v = state["i"], state["k"], state["v"]
             if past_k.shape[3] > cfg.context - 1:
                 past_k, past_v = past_k[:, :, :, -(cfg.context - 1):], past_v[:, :, :, -(cfg.context - 1):]
             cats = torch.tensor([[[1, i % 16, (i // 16) % 4]]])
-            logits, past_k, past_v = model(prev, cats, cont, past_k, past_v)
+            logits, state["k"], state["v"] = model(state["prev"], cats, cont, past_k, past_v)
             hits, vel, off = sample_step(logits[0, 0].numpy(), cfg.vel_bins, Steering(), rng)
-            prev = torch.from_numpy(np.concatenate([hits, vel, off]).astype(np.float32)).view(1, 1, 27)
-            times.append(time.perf_counter() - t0)
-    times = times[64:]
-    return {"step": _percentiles(times), "bar": _percentiles(_bars(times)), "file_mb": round(path.stat().st_size / 1e6, 3),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            state["prev"] = torch.from_numpy(np.concatenate([hits, vel, off]).astype(np.float32)).view(1, 1, 27)
+            state["i"] = i + 1
+
+    return step, {"file_mb": round(path.stat().st_size / 1e6, 3),
+                  "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def interleaved(steppers: dict, steps: int, block: int = 160, warmup: int = 128) -> dict[str, list[float]]:
+    """Each stepper's step times, ``steps`` each, run in turns of ``block`` steps (a whole number of
+    bars) so that the host's drift over the run falls on every engine alike; after ``warmup``
+    steps each (which fill the cache to its working size)."""
+    for step in steppers.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    while any(len(t) < steps for t in times.values()):
+        for name, step in steppers.items():
+            t = times[name]
+            for _ in range(min(block, steps - len(t))):
+                t0 = time.perf_counter()
+                step()
+                t.append(time.perf_counter() - t0)
+    return times
 
 
 def generator_memory(path: Path) -> dict:
@@ -108,13 +130,15 @@ def run(args) -> dict:
     except (AttributeError, OSError):
         pass
     result = {"steps": args.steps, "cpu": os.cpu_count(), "threads": 1}
-    engines = {}
-    t = bench_torch(folder / "groove.pt", args.steps)
-    if t:
-        engines["torch_eager_fp32"] = t
+    steppers, facts = {}, {}
+    made = torch_stepper(folder / "groove.pt")
+    if made:
+        steppers["torch_eager_fp32"], facts["torch_eager_fp32"] = made
     for name, file in (("onnx_fp32", "groove.fp32.onnx"), ("onnx_int8", "groove.int8.onnx")):
         if (folder / file).is_file():
-            engines[name] = bench_onnx(folder / file, args.steps)
+            steppers[name], facts[name] = onnx_stepper(folder / file)
+    engines = {name: {"step": _percentiles(t), "bar": _percentiles(_bars(t)), **facts[name]}
+               for name, t in interleaved(steppers, args.steps).items()}
     result["engines"] = engines
     if "torch_eager_fp32" in engines and "onnx_int8" in engines:
         result["int8_speedup_vs_torch_eager_p50"] = round(

@@ -55,13 +55,10 @@ def choose_providers(requested: str | None, available: list[str]) -> list[str]:
     return [p for p in PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
 
 
-def load_model(path: str | Path | None = None, threads: int = 1, provider: str | None = None):
-    """(ModelInfo, onnxruntime.InferenceSession) for a drummachine model file."""
+def session_options(threads: int = 1):
+    """ONNX Runtime's options for the generator: ``threads`` intra-op threads, no spinning."""
     import onnxruntime as ort
 
-    path = Path(path) if path else DEFAULT_MODEL
-    if not path.is_file():
-        raise DrumMachineError(str(path), "no such model file")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -75,6 +72,17 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     # a small CPU shared with audio: threads sleep instead of spinning between steps
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
+def load_model(path: str | Path | None = None, threads: int = 1, provider: str | None = None):
+    """(ModelInfo, onnxruntime.InferenceSession) for a drummachine model file."""
+    import onnxruntime as ort
+
+    path = Path(path) if path else DEFAULT_MODEL
+    if not path.is_file():
+        raise DrumMachineError(str(path), "no such model file")
+    opts = session_options(threads)
     providers = choose_providers(provider, ort.get_available_providers())
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)

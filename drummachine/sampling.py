@@ -49,16 +49,6 @@ def expected(logits: np.ndarray, vel_bins: int) -> tuple[np.ndarray, np.ndarray,
     return sigmoid(h), softmax(v) @ vc, softmax(o) @ oc
 
 
-def _draw(logits: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
-    """One category per row from logits, by inverse CDF with uniforms ``u`` (rows,)."""
-    if temperature <= 1e-6:
-        return logits.argmax(axis=-1)
-    z = logits if temperature == 1.0 else logits / temperature
-    cdf = np.exp(z - z.max(axis=-1, keepdims=True)).cumsum(axis=-1)
-    idx = (cdf < u[:, None] * cdf[:, -1:]).sum(axis=-1)
-    return np.minimum(idx, logits.shape[-1] - 1)
-
-
 _CENTRES: dict[int, np.ndarray] = {}
 
 
@@ -82,9 +72,7 @@ def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.r
     distribution (see the module's doc). It runs once per 16th step on a small CPU, so it is
     written for few numpy calls.
     """
-    h, v, o = logits[:, 0], logits[:, 1:1 + vel_bins], logits[:, 1 + vel_bins:]
-    if velocity_tilt is not None:
-        v = v + velocity_tilt[:, None] * _centres(vel_bins)
+    h = logits[:, 0]
     bias = steering.voice_bias
     bias = calibration if not any(bias) else np.add(bias, 0.0 if calibration is None else calibration)
     x = h if bias is None else h + bias
@@ -98,11 +86,27 @@ def sample_step(logits: np.ndarray, vel_bins: int, steering: Steering, rng: np.r
         p = np.maximum(p, floor) if bias is None else np.where(np.isneginf(bias), p, np.maximum(p, floor))
     if hit_probability is not None:
         p = hit_probability
-    u = rng.random((4, N_VOICES))
+    # every uniform of the step in one draw: the hits, the two jitters inside a bin, and one per
+    # velocity and offset bin for the Gumbel-max draw of the categories
+    bins = logits.shape[1] - 1
+    r = rng.random(N_VOICES * (3 + bins))
+    u = r[:3 * N_VOICES].reshape(3, N_VOICES)
     hits = u[0] < p
-    vi = _draw(v, steering.timing_temperature, u[1])
-    oi = _draw(o, steering.timing_temperature, u[2])
-    jitter = rng.random((2, N_VOICES))
-    vel = (vi + jitter[0]) * (hits / v.shape[-1])
-    off = np.where(hits, (oi + jitter[1]) / o.shape[-1] - 0.5, 0.0)
-    return hits, np.clip(vel, 1.0 / 127.0, 1.0) * hits, off
+    # the velocity and offset logits side by side, (9, V + O); a category per voice is drawn from
+    # each half as the argmax of logits / temperature plus Gumbel noise: an exact draw from the
+    # softmax, without its normalisation and cumulative sums
+    scores = logits[:, 1:]
+    if velocity_tilt is not None:
+        scores = np.array(scores, np.float64)
+        scores[:, :vel_bins] += np.multiply.outer(velocity_tilt, _centres(vel_bins))
+    t = steering.timing_temperature
+    if t > 1e-6:
+        if t != 1.0:
+            scores = scores / t
+        with np.errstate(divide="ignore"):  # a uniform of exactly 0: -inf, a category never drawn
+            scores = scores - np.log(-np.log(r[3 * N_VOICES:].reshape(N_VOICES, bins)))
+    vi = scores[:, :vel_bins].argmax(axis=1)
+    oi = scores[:, vel_bins:].argmax(axis=1)
+    vel = np.maximum((vi + u[1]) * (1.0 / vel_bins), 1.0 / 127.0) * hits
+    off = np.where(hits, (oi + u[2]) * (1.0 / (bins - vel_bins)) - 0.5, 0.0)
+    return hits, vel, off

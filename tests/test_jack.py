@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-from drummachine.drumkit import synth_kit
 from drummachine.engine import Engine
 from drummachine.fake_generator import FakeGenerator, FakeKicks
 from drummachine.song import jam

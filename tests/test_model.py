@@ -135,18 +135,32 @@ def test_reexport_keeps_the_corrections_of_the_same_model_only(trained, exported
     assert r.returncode != 0 and "another model" in r.stderr
 
 
-def test_onnx_fp32_matches_torch(exported):
+@pytest.mark.parametrize("graph", ["fused", "traced"])
+def test_onnx_fp32_matches_torch(exported, graph, tmp_path):
+    """Both ways of making the step graph (training.export.GRAPHS): the CLI's default export is the
+    fused one; the traced one is exported here."""
+    import onnx
     import onnxruntime as ort
 
-    from training.export import example_inputs, inputs, outputs
+    from training.export import example_inputs, export_onnx, inputs, outputs
     from training.model import GrooveTransformer, ModelConfig
 
     slim = torch.load(str(exported) + ".pt", weights_only=True)
     model = GrooveTransformer(ModelConfig(**slim["config"])).eval()
     model.load_state_dict(slim["model"])
-    sess = ort.InferenceSession(str(exported) + ".fp32.onnx")
-    for batch, steps, past in ((1, 1, 0), (1, 1, 5), (2, 7, 3), (1, 16, 0)):
+    path = str(exported) + ".fp32.onnx"
+    if graph == "traced":
+        path = tmp_path / "traced.onnx"
+        export_onnx(model, path, graph)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("MultiHeadAttention" in ops) == (graph == "fused")
+    cats_rng = torch.Generator().manual_seed(1)
+    for batch, steps, past in ((1, 1, 0), (1, 1, 5), (2, 7, 3), (1, 16, 0), (2, 3, 40)):
         args = example_inputs(model.cfg, batch, steps, past)
+        cats = torch.stack([torch.randint(0, n, (batch, steps), generator=cats_rng) for n in
+                            (model.cfg.n_styles, model.cfg.steps_per_bar, model.cfg.phrase_bars)], dim=-1)
+        args = (args[0], cats, *args[2:])
         with torch.no_grad():
             ref = model.forward_layers(*args)
         prev, cats, cont, cache = args

@@ -49,14 +49,32 @@ def from_checkpoint(path: str) -> dict:
     }
 
 
-def corrections(int8: Path) -> dict:
-    """The sampling corrections stored in the model file's metadata (training/calibrate.py)."""
+GRAPHS = {"fused": "built node by node from the weights with ONNX Runtime's fused operators (training/step_graph.py)",
+          "traced": "torch.onnx's export of the torch model"}
+
+
+def metadata(path: Path) -> dict:
+    """A model file's drummachine metadata."""
     import onnx
 
-    from drummachine.model_file import METADATA_KEY, VOICE_CORRECTIONS
+    from drummachine.model_file import METADATA_KEY
 
-    m = onnx.load(str(int8), load_external_data=False)
-    meta = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+    m = onnx.load(str(path), load_external_data=False)
+    return json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+
+
+def export_record(meta: dict) -> dict:
+    """How the model files were made from the weights."""
+    graph = meta.get("graph", "traced")
+    return {"graph": graph, "how": GRAPHS.get(graph, graph),
+            "int8": "ONNX Runtime dynamic quantization (quantize_dynamic, int8 weights, MatMul)",
+            "command": "python -m training.export CHECKPOINT --out models/groove [--corrections-from ONNX]"}
+
+
+def corrections(meta: dict) -> dict:
+    """The sampling corrections stored in the model file's metadata (training/calibrate.py)."""
+    from drummachine.model_file import VOICE_CORRECTIONS
+
     out = {"voice_bias": "none" if not meta.get("voice_bias") else "per style (see the model metadata)",
            "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)",
            "palette_on": "a voice the kit palette plays comes at least once a bar: until it has, each 8th note "
@@ -93,7 +111,9 @@ def main(argv=None) -> int:
         manifest = json.loads(old.read_text())
     manifest["files"] = files
     manifest.setdefault("data", {})["tuned_on"] = TUNED_ON
-    manifest["corrections"] = corrections(models / "groove.int8.onnx")
+    meta = metadata(models / "groove.int8.onnx")
+    manifest["export"] = export_record(meta)
+    manifest["corrections"] = corrections(meta)
     if args.evaluation:
         manifest["evaluation"] = json.loads(Path(args.evaluation).read_text())
     if args.bench:
