@@ -91,6 +91,20 @@ def torch_stepper(path: Path):
                   "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def reference_stepper():
+    """The same numpy work every call (40 small matrix-vector products): how much this host alone
+    spreads a fixed job's time, to read the engines' tails against."""
+    w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32) / 12
+    x0 = np.ones(128, np.float32)
+
+    def step():
+        x = x0
+        for _ in range(40):
+            x = np.tanh(w @ x)
+
+    return step
+
+
 def interleaved(steppers: dict, steps: int, block: int = 160, warmup: int = 128) -> dict[str, list[float]]:
     """Each stepper's step times, ``steps`` each, run in turns of ``block`` steps (a whole number of
     bars) so that the host's drift over the run falls on every engine alike; after ``warmup``
@@ -137,8 +151,13 @@ def run(args) -> dict:
     for name, file in (("onnx_fp32", "groove.fp32.onnx"), ("onnx_int8", "groove.int8.onnx")):
         if (folder / file).is_file():
             steppers[name], facts[name] = onnx_stepper(folder / file)
+    times = interleaved({**steppers, "host_reference": reference_stepper()}, args.steps)
+    ref = _percentiles(times.pop("host_reference"))
+    result["host_reference"] = {**ref, "p99_over_p50": round(ref["p99_ms"] / ref["p50_ms"], 2),
+                                "what": "a fixed numpy job (40 matrix-vector products), timed in the same turns: "
+                                        "the spread this host alone puts on a job that never changes"}
     engines = {name: {"step": _percentiles(t), "bar": _percentiles(_bars(t)), **facts[name]}
-               for name, t in interleaved(steppers, args.steps).items()}
+               for name, t in times.items()}
     result["engines"] = engines
     if "torch_eager_fp32" in engines and "onnx_int8" in engines:
         result["int8_speedup_vs_torch_eager_p50"] = round(
@@ -155,6 +174,10 @@ def format_bench(r: dict) -> str:
                      f"{e['bar']['p50_ms']:8.3f}ms {e['bar']['p99_ms']:8.3f}ms {e['file_mb']:8.2f}")
     if "int8_speedup_vs_torch_eager_p50" in r:
         lines.append(f"int8 vs torch eager (step p50): {r['int8_speedup_vs_torch_eager_p50']}x faster")
+    if "host_reference" in r:
+        h = r["host_reference"]
+        lines.append(f"host reference (a fixed numpy job): p50 {h['p50_ms']:.3f}ms p99 {h['p99_ms']:.3f}ms "
+                     f"(p99/p50 {h['p99_over_p50']})")
     if "memory" in r:
         m = r["memory"]
         lines.append(f"generator memory: peak RSS {m['peak_rss_mb']} MB ({m['generator_mb']} MB above python + "

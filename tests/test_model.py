@@ -221,6 +221,24 @@ def test_generator_context_slides_without_a_glitch(exported):
     assert (np.stack(start + first)[:, 0, 4:7].sum(axis=0) > 0).all()  # each tom asked for came in the bar
 
 
+def test_bench_times_every_engine_in_turns_with_a_host_reference(exported):
+    """``drummachine bench --json`` on the tiny exported model: every engine's step and bar
+    percentiles, the sizes, the speed-up, the host reference and the generator's memory."""
+    r = run_cli("bench", "--json", "--steps", "96", "--model-dir", exported.parent)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result["engines"]) == {"torch_eager_fp32", "onnx_fp32", "onnx_int8"}
+    for name, e in result["engines"].items():
+        assert 0 < e["step"]["p50_ms"] <= e["step"]["p99_ms"] <= e["step"]["max_ms"], name
+        # a bar is 16 steps: its median is at least 16 of the fastest steps and at most 16 of the slowest
+        assert 16 * e["step"]["p50_ms"] * 0.3 <= e["bar"]["p50_ms"] <= 16 * e["step"]["max_ms"], name
+        assert e["file_mb"] > 0
+    assert result["int8_speedup_vs_torch_eager_p50"] > 0
+    host = result["host_reference"]
+    assert 0 < host["p50_ms"] <= host["p99_ms"] and host["p99_over_p50"] >= 1.0
+    assert result["memory"]["peak_rss_mb"] > result["memory"]["python_numpy_onnxruntime_only_mb"] > 0
+
+
 def test_generate_cli_writes_standard_midi(exported, tmp_path):
     import mido
 
