@@ -8,6 +8,7 @@ host's drift over the run falls on all of them alike.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def onnx_stepper(path: Path):
     # the palette's off and the floor that keeps its on all take their share of each step)
     cont = gen.cond.cont(120.0, cues_for(gen.cond, "rock" if "rock" in gen.styles else "any", 0.6, cymbal="hats",
                                          voices=(("low_tom", "on"),)))
-    count = iter(range(1 << 62))
+    count = itertools.count()
 
     def step():
         i = next(count)

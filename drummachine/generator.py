@@ -138,14 +138,11 @@ class Generator:
         """The step's hit-logit bias (conditioning.step_bias) and the voices its palette plays
         (conditioning.asked_on), worked out once per bar's inputs."""
         use = self.use_calibration
-        # the corrections are in the key too: calibration replaces them between passes (the key
-        # holds the arrays themselves, so an identity cannot be reused while it is cached)
-        key = (cont.tobytes(), style, use, self.calibration, self.fill_bias, self.played_bias)
-        cached = self._bias_cache[0]
-        if (cached is None or cached[:3] != key[:3] or cached[3] is not key[3] or cached[4] is not key[4]
-                or cached[5] is not key[5]):
-            parts = (self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
-                     self.fill_bias if use else None, self.played_bias if use else None)
+        parts = (self.calibration[style] if use and 0 <= style < len(self.calibration) else None,
+                 self.fill_bias if use else None, self.played_bias if use else None)
+        # the corrections are in the key too: calibration changes them between passes
+        key = (cont.tobytes(), *(None if p is None else p.tobytes() for p in parts))
+        if self._bias_cache[0] != key:
             self._bias_cache = (key, (step_bias(cont, *parts), asked_on(cont)))
         return self._bias_cache[1]
 

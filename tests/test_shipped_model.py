@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from drummachine import attributes, corpus
-from drummachine.model_file import MODELS_DIR
-from drummachine.model_file import cache_names
+from drummachine.model_file import MODELS_DIR, cache_names
 from drummachine.sampling import expected
 
 from .conftest import FIXTURES
