@@ -37,8 +37,8 @@ def run_measured(args: list[str]) -> dict:
 
 def five_minute_midi(path: Path) -> float:
     """A real drummer's performance looped to 5 minutes."""
-    from drummachine.groove import Notes
-    from drummachine.midifile import read_midi, write_midi
+    from drummachine.core.groove import Notes
+    from drummachine.midi.files import read_midi, write_midi
 
     src = read_midi(ROOT / "tests/fixtures/groove/drummer1/session2/32_punk_140_beat_4-4.mid")
     n = src.notes
@@ -55,10 +55,10 @@ def five_minute_midi(path: Path) -> float:
 
 def render_in_process(midi: Path) -> dict:
     """Time the render path alone (read, mix, limit; no process start, no file write), one core."""
-    from drummachine import mixer
-    from drummachine.drumkit import synth_kit
-    from drummachine.kit import input_map
-    from drummachine.midifile import read_midi
+    from drummachine.audio import render as mixer
+    from drummachine.audio.kit import synth_kit
+    from drummachine.core.voices import input_map
+    from drummachine.midi.files import read_midi
 
     os.sched_setaffinity(0, {0})
     t0 = time.perf_counter()

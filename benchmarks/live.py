@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DRUMMACHINE_MIDI_API", "jack")
 
-from drummachine.engine import Engine, Sink  # noqa: E402
-from drummachine.fake_generator import FakeGenerator, FakeKicks  # noqa: E402
-from drummachine.song import jam  # noqa: E402
+from drummachine.core.engine import Engine, Sink  # noqa: E402
+from drummachine.core.fake_generator import FakeGenerator, FakeKicks  # noqa: E402
+from drummachine.core.song import jam  # noqa: E402
 
 
 class Jack:
@@ -126,7 +126,7 @@ def run_engine(engine, seconds, cues=None):
 
 
 def audio_onsets(seconds: float = 20.0) -> dict:
-    from drummachine.audio_process import AudioProcessSink
+    from drummachine.audio.process import AudioProcessSink
 
     with Jack(128):
         sink = AudioProcessSink(None, 48000, blocksize=128, record_seconds=seconds + 2).wait_ready()
@@ -156,8 +156,8 @@ def audio_onsets(seconds: float = 20.0) -> dict:
 def midi_out(period: int, notes: int = 5000) -> dict:
     import rtmidi
 
-    from drummachine.midi_ports import MidiOutSink
-    from drummachine.transport import MonotonicClock
+    from drummachine.midi.ports import MidiOutSink
+    from drummachine.core.transport import MonotonicClock
 
     with Jack(period), Load():
         got = []
@@ -200,10 +200,10 @@ def underruns(minutes: float, design: str = "process") -> dict:
     "in_process" — the mixing callback in the engine's process (the first design, for comparison);
     "idle" — the mixer process alone, nothing generating: what this machine and JACK do by themselves.
     """
-    from drummachine.audio_process import AudioProcessSink
-    from drummachine.generator import Generator
-    from drummachine.session import _quiet_gc
-    from drummachine.song import load_song
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.model.generator import Generator
+    from drummachine.live.session import _quiet_gc
+    from drummachine.core.song import load_song
 
     with Jack(128, portaudio=design == "in_process") as jack:
         sys.setswitchinterval(0.0005)
@@ -248,9 +248,9 @@ class InProcessAudio(Sink):
     the stream's callback runs here, sharing the interpreter lock with the engine's threads."""
 
     def __init__(self, rate: int, blocksize: int):
-        from drummachine.audio_out import Voices
-        from drummachine.audio_process import EventRing, Mixer, SharedAudioClock, SharedBlock, open_stream
-        from drummachine.drumkit import synth_kit
+        from drummachine.audio.mixing import Voices
+        from drummachine.audio.process import EventRing, Mixer, SharedAudioClock, SharedBlock, open_stream
+        from drummachine.audio.kit import synth_kit
 
         self.rate = rate
         self.block = SharedBlock()
@@ -266,7 +266,7 @@ class InProcessAudio(Sink):
                 self.events.push(round(e.time * self.rate), e.voice, e.velocity)
 
     def close(self) -> None:
-        from drummachine.audio_process import CALLBACKS, UNDERRUNS
+        from drummachine.audio.process import CALLBACKS, UNDERRUNS
 
         self.stream.stop()
         self.stream.close()
@@ -289,7 +289,7 @@ def cue_latency(trials: int = 12) -> dict:
     fill starts there too, but the stand-in beat's toms only from step 8, so musically later)."""
     import rtmidi
 
-    from drummachine.session import Options, Session
+    from drummachine.live.session import Options, Session
 
     out = {}
     with Jack(128):
@@ -326,8 +326,8 @@ def cue_latency(trials: int = 12) -> dict:
 
 
 def drift() -> dict:
-    from drummachine.engine import MemorySink
-    from drummachine.transport import ManualClock
+    from drummachine.core.engine import MemorySink
+    from drummachine.core.transport import ManualClock
 
     clock = ManualClock(0.0)
     sink = MemorySink()

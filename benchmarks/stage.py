@@ -29,9 +29,9 @@ from live import Jack, stats_ms  # noqa: E402
 async def run(seconds: float) -> dict:
     import rtmidi
 
-    from drummachine.host import ProcessClient
-    from drummachine.session import Options
-    from drummachine.ui import StageApp
+    from drummachine.live.host import ProcessClient
+    from drummachine.live.session import Options
+    from drummachine.ui.app import StageApp
 
     tx = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "stage-pedal")
     tx.open_virtual_port("tx")

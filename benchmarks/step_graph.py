@@ -60,7 +60,7 @@ def export_stacked(model, path: Path) -> None:
 def session(path: Path):
     import onnxruntime as ort
 
-    from drummachine.model_file import session_options
+    from drummachine.model.model_file import session_options
 
     return ort.InferenceSession(str(path), sess_options=session_options(1), providers=["CPUExecutionProvider"])
 
@@ -91,9 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=15, help="blocks of 160 steps per graph, interleaved")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    from drummachine.generator import Generator
-    from drummachine.model_file import cache_names
-    from drummachine.sections import cues_for
+    from drummachine.model.generator import Generator
+    from drummachine.model.model_file import cache_names
+    from drummachine.core.sections import cues_for
     from training.export import export, quantize
     from training.train import load_checkpoint, model_from_checkpoint
 

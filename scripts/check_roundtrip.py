@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from drummachine.errors import DrumMachineError
-from drummachine.fidelity import round_trip
+from drummachine.core.errors import DrumMachineError
+from drummachine.corpus.fidelity import round_trip
 
 
 def main(folder: str) -> int:

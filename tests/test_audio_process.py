@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from drummachine.audio_out import Voices
-from drummachine.audio_process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
+from drummachine.audio.mixing import Voices
+from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
                                        WORST_NS, EventRing, Mixer, SharedAudioClock, SharedBlock)
-from drummachine.drumkit import synth_kit
+from drummachine.audio.kit import synth_kit
 
 OK = SimpleNamespace(output_underflow=False)
 

@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from drummachine.groove import Meter, Notes
-from drummachine.kit import VOICES
-from drummachine.midifile import write_midi
-from drummachine.wavfile import write_wav
+from drummachine.core.groove import Meter, Notes
+from drummachine.core.voices import VOICES
+from drummachine.midi.files import write_midi
+from drummachine.audio.wavfile import write_wav
 
 from .conftest import FIXTURES, ROOT, run_cli
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from drummachine.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
+from drummachine.core.conditioning import (AUTO, CLOSED_HAT, CONT_NAMES, N_CONT, NO_PALETTE, OFF, ON, RIDE, Conditioning,
                                       Cues, again_bias, cymbal_name, cymbal_palette, due_floor, palette_features, palette_of,
                                       silenced, step_bias)
-from drummachine import corpus
-from drummachine.errors import DrumMachineError
-from drummachine.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
+from drummachine.corpus import build as corpus
+from drummachine.core.errors import DrumMachineError
+from drummachine.corpus.windows import PALETTE_ALL_AUTO, Windows, fit_conditioning
 
 from .conftest import FIXTURES
 
@@ -82,7 +82,7 @@ def test_due_floor_keeps_the_palettes_on_once_a_bar_on_an_eighth():
 
 
 def test_sampling_floor_never_overrides_a_silenced_voice():
-    from drummachine.sampling import Steering, sample_step
+    from drummachine.core.sampling import Steering, sample_step
 
     logits = np.full((9, 1 + 16 + 24), -30.0)  # the model would play nothing
     floor = np.zeros(9)
@@ -110,7 +110,7 @@ def test_again_bias_acts_once_the_bar_has_played_a_voice_it_was_asked_for():
 
 
 def test_velocity_tilt_moves_the_mean_velocity_of_the_voices_tilted():
-    from drummachine.sampling import Steering, sample_step
+    from drummachine.core.sampling import Steering, sample_step
 
     logits = np.zeros((9, 1 + 16 + 24))
     logits[:, 0] = 30.0  # every voice hits; flat velocity distribution (mean 0.5)
@@ -128,7 +128,7 @@ def test_velocity_tilt_moves_the_mean_velocity_of_the_voices_tilted():
 def _plain_sample_step(logits, vel_bins, steering, rng, calibration=None, floor=None, velocity_tilt=None):
     """What sampling.sample_step computes, written plainly, voice by voice (it is written for few
     numpy calls): the same uniforms, in the same order, as it draws them."""
-    from drummachine.sampling import sigmoid
+    from drummachine.core.sampling import sigmoid
 
     h, v, o = logits[:, 0], logits[:, 1:1 + vel_bins], logits[:, 1 + vel_bins:]
     if velocity_tilt is not None:
@@ -156,7 +156,7 @@ def _plain_sample_step(logits, vel_bins, steering, rng, calibration=None, floor=
 def test_sampling_draws_velocity_and_offset_bins_as_the_softmax_says():
     """The Gumbel-max draw is a draw from softmax(logits / temperature): 40,000 draws of two voices'
     bins against the softmax itself, at two temperatures, one voice tilted."""
-    from drummachine.sampling import Steering, sample_step, softmax
+    from drummachine.core.sampling import Steering, sample_step, softmax
 
     rng = np.random.default_rng(3)
     logits = rng.normal(scale=1.5, size=(9, 1 + 16 + 24))
@@ -177,7 +177,7 @@ def test_sampling_draws_velocity_and_offset_bins_as_the_softmax_says():
 
 
 def test_sampling_draws_what_the_plain_arithmetic_draws():
-    from drummachine.sampling import Steering, sample_step
+    from drummachine.core.sampling import Steering, sample_step
 
     rng = np.random.default_rng(1)
     for t in range(600):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from drummachine.audio_out import Voices
-from drummachine.controller import ClockFollower, ControlMap
-from drummachine.drumkit import synth_kit
-from drummachine import mixer
+from drummachine.audio.mixing import Voices
+from drummachine.core.controller import ClockFollower, ControlMap
+from drummachine.audio.kit import synth_kit
+from drummachine.audio import render as mixer
 
 
 @pytest.mark.parametrize("message,expected", [

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from drummachine import attributes, corpus
-from drummachine.dataset import Dataset
+from drummachine.core import attributes
+from drummachine.corpus import build as corpus
+from drummachine.corpus.dataset import Dataset
 
 from .conftest import FIXTURES
 
@@ -55,7 +56,7 @@ def test_attribute_table(hits, attr, lo, hi):
 
 
 def test_dataset_load_refuses_garbage(tmp_path):
-    from drummachine.errors import DrumMachineError
+    from drummachine.core.errors import DrumMachineError
     p = tmp_path / "x.npz"
     p.write_bytes(b"garbage")
     with pytest.raises(DrumMachineError, match="not a drummachine dataset"):

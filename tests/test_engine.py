@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from drummachine.conductor import COUNT_IN, ENDING, FINAL, GROOVE, Conductor
-from drummachine.engine import CRASH, KICK, Engine, MemorySink
-from drummachine.errors import DrumMachineError
-from drummachine.fake_generator import FakeGenerator
-from drummachine.song import jam, song_from_toml
-from drummachine.transport import ManualClock, TapTempo, Transport
+from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, Conductor
+from drummachine.core.engine import CRASH, KICK, Engine, MemorySink
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.fake_generator import FakeGenerator
+from drummachine.core.song import jam, song_from_toml
+from drummachine.core.transport import ManualClock, TapTempo, Transport
 
 SONG = """
 name = "Test"
@@ -347,7 +347,7 @@ class RecordingGenerator(FakeGenerator):
 
 
 def test_cymbal_cue_switches_on_the_next_bar_line_and_the_next_section_plays_its_own():
-    from drummachine.conditioning import CLOSED_HAT, N_VOICES, RIDE
+    from drummachine.core.conditioning import CLOSED_HAT, N_VOICES, RIDE
 
     song = SONG.replace('bars = 0\nfill_every = 0', 'bars = 0\nfill_every = 0\ncymbal = "hats"')
     gen = RecordingGenerator()
@@ -381,7 +381,7 @@ def test_cymbal_cue_switches_on_the_next_bar_line_and_the_next_section_plays_its
 
 
 def test_a_sections_voices_reach_the_model_and_the_pedal_still_picks_the_cymbal():
-    from drummachine.conditioning import N_VOICES, RIDE
+    from drummachine.core.conditioning import N_VOICES, RIDE
 
     song = SONG.replace('bars = 0\nfill_every = 0', 'bars = 0\nfill_every = 0\nvoices = { high_tom = "on", '
                         'crash = "off", ride = "off" }')

@@ -4,10 +4,10 @@ control measure on the shipped model: asking for more intensity must give louder
 import numpy as np
 import pytest
 
-from drummachine import evaluation
-from drummachine.fake_generator import FakeGenerator
-from drummachine.kit import VOICE_NAMES
-from drummachine.sections import cues_for
+from drummachine.corpus import evaluation
+from drummachine.core.fake_generator import FakeGenerator
+from drummachine.core.voices import VOICE_NAMES
+from drummachine.core.sections import cues_for
 
 
 def test_density_by_bar_kind():
@@ -106,7 +106,7 @@ def test_control_finds_a_generator_that_ignores_intensity():
 
 
 def test_shipped_model_obeys_intensity():
-    from drummachine.generator import Generator
+    from drummachine.model.generator import Generator
 
     gen = Generator(None, seed=3)
     c = evaluation.control(gen, lambda s, i, f: cues_for(gen.cond, s, i, f), ["rock"],
@@ -152,7 +152,7 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
 
 
 def test_voice_velocities_compare_each_voices_hits():
-    from drummachine.evaluation import voice_velocities
+    from drummachine.corpus.evaluation import voice_velocities
 
     real = np.zeros((4, 16, 3, 9))
     real[:, ::4, 0, 0] = 1

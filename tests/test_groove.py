@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from drummachine.errors import DrumMachineError
-from drummachine.fidelity import round_trip
-from drummachine.groove import Groove, Meter, Notes, groove_from_notes, ticks_to_seconds
-from drummachine.kit import input_map
+from drummachine.core.errors import DrumMachineError
+from drummachine.corpus.fidelity import round_trip
+from drummachine.core.groove import Groove, Meter, Notes, groove_from_notes, ticks_to_seconds
+from drummachine.core.voices import input_map
 
 from .conftest import fixture_midis
 

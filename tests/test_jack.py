@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from drummachine.engine import Engine
-from drummachine.fake_generator import FakeGenerator, FakeKicks
-from drummachine.song import jam
+from drummachine.core.engine import Engine
+from drummachine.core.fake_generator import FakeGenerator, FakeKicks
+from drummachine.core.song import jam
 
 pytestmark = pytest.mark.jack
 
@@ -49,7 +49,7 @@ def run_engine(engine, seconds):
 
 def test_audio_onsets_through_a_jack_loopback(jack_server):
     """The audio process as `play` runs it: its own process, fed through shared memory."""
-    from drummachine.audio_process import AudioProcessSink
+    from drummachine.audio.process import AudioProcessSink
 
     sink = AudioProcessSink(None, 48000, blocksize=128, record_seconds=6.0).wait_ready()
     try:
@@ -84,11 +84,11 @@ def test_audio_onsets_through_a_jack_loopback(jack_server):
 
 
 def test_audio_process_reports_a_broken_kit_and_a_missing_device(jack_server, tmp_path):
-    from drummachine.audio_process import AudioProcessSink
-    from drummachine.errors import DrumMachineError
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.core.errors import DrumMachineError
 
-    from drummachine.kit import VOICES
-    from drummachine.wavfile import write_wav
+    from drummachine.core.voices import VOICES
+    from drummachine.audio.wavfile import write_wav
 
     for v in VOICES[:-1]:
         write_wav(tmp_path / f"{v.name}.wav", np.ones(100) * 0.3, 48000)
@@ -100,8 +100,8 @@ def test_audio_process_reports_a_broken_kit_and_a_missing_device(jack_server, tm
 
 
 def test_midi_out_notes_arrive_on_time(jack_server):
-    from drummachine.midi_ports import MidiOutSink
-    from drummachine.transport import MonotonicClock
+    from drummachine.midi.ports import MidiOutSink
+    from drummachine.core.transport import MonotonicClock
 
     port, got = receiver("rec-notes")
     try:
@@ -135,7 +135,7 @@ def test_midi_out_notes_arrive_on_time(jack_server):
 
 
 def test_controller_cues_arrive_over_jack_midi(jack_server):
-    from drummachine.session import Options, Session
+    from drummachine.live.session import Options, Session
 
     tx = sender("pedal")
     try:
@@ -159,7 +159,7 @@ def test_controller_cues_arrive_over_jack_midi(jack_server):
 
 
 def test_controller_unplugged_and_back(jack_server):
-    from drummachine.session import Options, Session
+    from drummachine.live.session import Options, Session
 
     tx = sender("footsw")
     opts = Options(audio=False, midi_virtual=True, midi_in="footsw:tx", fake_model=True, style="rock", bpm=120)
@@ -185,7 +185,7 @@ def test_controller_unplugged_and_back(jack_server):
 
 
 def test_follows_a_jittery_midi_clock(jack_server):
-    from drummachine.session import Options, Session
+    from drummachine.live.session import Options, Session
 
     tx = sender("leader")
     rng = np.random.default_rng(0)
@@ -241,8 +241,8 @@ def test_play_headless_command_end_to_end(jack_server, tmp_path):
 def test_shipped_songs_load_with_the_shipped_model_styles():
     from pathlib import Path
 
-    from drummachine.model_file import DEFAULT_MODEL, load_model
-    from drummachine.song import load_song
+    from drummachine.model.model_file import DEFAULT_MODEL, load_model
+    from drummachine.core.song import load_song
 
     if not DEFAULT_MODEL.exists():
         pytest.skip("no shipped model yet")
@@ -270,7 +270,7 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
         while time.monotonic() < deadline and not (log.exists() and "first beat" in log.read_text()):
             time.sleep(0.1)
         children = [c for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-                    if "drummachine.audio_process" in Path(f"/proc/{c}/cmdline").read_text()]
+                    if "drummachine.audio.process" in Path(f"/proc/{c}/cmdline").read_text()]
         assert len(children) == 1, children  # the audio process
         time.sleep(1.0)
         os.kill(int(children[0]), signal.SIGKILL)

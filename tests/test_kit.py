@@ -1,8 +1,9 @@
 import pytest
 
-from drummachine.errors import DrumMachineError
-from drummachine.kit import GM_NOTEMAP, INPUT_MAPS, N_VOICES, VOICE_INDEX, input_map, load_notemap, notemap_from_toml
-from drummachine.midifile import read_midi
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.notemap import GM_NOTEMAP, load_notemap, notemap_from_toml
+from drummachine.core.voices import INPUT_MAPS, N_VOICES, VOICE_INDEX, input_map
+from drummachine.midi.files import read_midi
 
 from .conftest import ROOT, fixture_midis
 

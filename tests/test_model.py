@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from drummachine import corpus
-from drummachine.errors import DrumMachineError
+from drummachine.corpus import build as corpus
+from drummachine.core.errors import DrumMachineError
 
 from .conftest import FIXTURES, ROOT, run_cli
 
@@ -109,8 +109,8 @@ def test_reexport_keeps_the_corrections_of_the_same_model_only(trained, exported
 
     import onnx
 
-    from drummachine.generator import Generator
-    from drummachine.model_file import METADATA_KEY
+    from drummachine.model.generator import Generator
+    from drummachine.model.model_file import METADATA_KEY
 
     old = tmp_path / "old.int8.onnx"
     shutil.copy(str(exported) + ".int8.onnx", old)
@@ -175,9 +175,9 @@ def test_onnx_fp32_matches_torch(exported, graph, tmp_path):
 
 
 def test_generator_is_seeded_and_steerable(exported):
-    from drummachine.conditioning import Cues
-    from drummachine.generator import Generator
-    from drummachine.sampling import Steering
+    from drummachine.core.conditioning import Cues
+    from drummachine.model.generator import Generator
+    from drummachine.core.sampling import Steering
 
     path = str(exported) + ".int8.onnx"
     a = Generator(path, seed=7)
@@ -194,7 +194,7 @@ def test_generator_is_seeded_and_steerable(exported):
 
 
 def test_generator_context_slides_without_a_glitch(exported):
-    from drummachine.generator import Generator
+    from drummachine.model.generator import Generator
 
     gen = Generator(str(exported) + ".int8.onnx", seed=1)
     cont = gen.cond.cont(120, gen.cond.defaults("any"))
@@ -209,7 +209,7 @@ def test_generator_context_slides_without_a_glitch(exported):
     again = [gen.step(0, i % 16, 0, cont) for i in range(16)]
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
     # ... mid-bar too, with a voice the palette plays (what the bar has played is part of the state)
-    from drummachine.conditioning import Cues
+    from drummachine.core.conditioning import Cues
 
     toms = gen.cond.cont(120, Cues(palette=(0,) * 4 + (1, 1, 1) + (0,) * 2))
     start = [gen.step(0, i, 0, toms) for i in range(5)]
@@ -323,8 +323,8 @@ def test_calibration_writes_fill_and_played_biases_for_the_voices_asked(data, ex
 
     import onnx
 
-    from drummachine.generator import Generator
-    from drummachine.model_file import METADATA_KEY
+    from drummachine.model.generator import Generator
+    from drummachine.model.model_file import METADATA_KEY
 
     for suffix in (".int8.onnx", ".fp32.onnx"):
         shutil.copy(str(exported) + suffix, tmp_path / f"groove{suffix}")
@@ -362,8 +362,8 @@ def test_calibration_tunes_velocity_on_validation_with_a_crossfit(data, exported
 
     import onnx
 
-    from drummachine.generator import Generator
-    from drummachine.model_file import METADATA_KEY
+    from drummachine.model.generator import Generator
+    from drummachine.model.model_file import METADATA_KEY
 
     for suffix in (".int8.onnx", ".fp32.onnx"):
         shutil.copy(str(exported) + suffix, tmp_path / f"groove{suffix}")

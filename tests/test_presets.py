@@ -2,9 +2,9 @@
 
 import pytest
 
-from drummachine import presets
-from drummachine.controller import PresetControl, controller_from_toml
-from drummachine.errors import DrumMachineError
+from drummachine.live import presets
+from drummachine.core.controller import PresetControl, controller_from_toml
+from drummachine.core.errors import DrumMachineError
 
 from .conftest import ROOT
 

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from drummachine import mixer
-from drummachine.drumkit import load_kit, synth_kit
-from drummachine.groove import Meter, Notes
-from drummachine.kit import VOICES
-from drummachine.midifile import write_midi
-from drummachine.wavfile import read_wav, write_wav
+from drummachine.audio import render as mixer
+from drummachine.audio.kit import load_kit, synth_kit
+from drummachine.core.groove import Meter, Notes
+from drummachine.core.voices import VOICES
+from drummachine.midi.files import write_midi
+from drummachine.audio.wavfile import read_wav, write_wav
 
 from .conftest import run_cli
 

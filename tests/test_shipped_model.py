@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from drummachine import attributes, corpus
-from drummachine.model_file import MODELS_DIR, cache_names
-from drummachine.sampling import expected
+from drummachine.core import attributes
+from drummachine.corpus import build as corpus
+from drummachine.model.model_file import MODELS_DIR, cache_names
+from drummachine.core.sampling import expected
 
 from .conftest import FIXTURES
 
@@ -16,8 +17,8 @@ FP32, INT8, PT = MODELS_DIR / "groove.fp32.onnx", MODELS_DIR / "groove.int8.onnx
 
 @pytest.fixture(scope="module")
 def windows():
-    from drummachine.generator import Generator
-    from drummachine.windows import Windows
+    from drummachine.model.generator import Generator
+    from drummachine.corpus.windows import Windows
 
     if not INT8.exists():
         pytest.fail("models/groove.int8.onnx is missing: the model must ship")
@@ -52,7 +53,7 @@ def test_shipped_files_and_manifest():
     for name, entry in manifest["files"].items():
         assert hashlib.sha256((MODELS_DIR / name).read_bytes()).hexdigest() == entry["sha256"], name
     assert "Groove MIDI Dataset" in manifest["data"]["credit"] and "CC BY 4.0" in manifest["data"]["credit"]
-    from drummachine.generator import Generator
+    from drummachine.model.generator import Generator
 
     gen = Generator(str(INT8))  # what the manifest says is what the model file carries
     assert gen.fill_bias is not None and gen.fill_bias.tolist() == manifest["corrections"]["fill_voice_bias"]
@@ -91,8 +92,8 @@ def test_int8_sampled_bars_match_fp32_statistics():
     """64 sampled bars (4 styles x 16, fills every 4th), from 4 seeds: one 64-bar sample's offset
     spread varies by +-25% between seeds of the same fp32 model (a swung style's few far-off hits
     weigh a lot), so a single sample would measure the dice, not the quantization."""
-    from drummachine.generator import Generator
-    from drummachine.sections import cues_for
+    from drummachine.model.generator import Generator
+    from drummachine.core.sections import cues_for
 
     stats = {}
     for path in (FP32, INT8):
@@ -116,9 +117,9 @@ def test_int8_sampled_bars_match_fp32_statistics():
 def test_shipped_model_keeps_time_on_the_cymbal_it_is_asked_for():
     """The kit palette steers the real model: ride asked, ride played and no hats; hats asked, hats
     played and no ride (what the palette turns off is never played)."""
-    from drummachine.generator import Generator
-    from drummachine.kit import VOICE_NAMES
-    from drummachine.sections import cues_for
+    from drummachine.model.generator import Generator
+    from drummachine.core.voices import VOICE_NAMES
+    from drummachine.core.sections import cues_for
 
     hat, open_hat, ride = (VOICE_NAMES.index(v) for v in ("closed_hat", "open_hat", "ride"))
     counts, silent = {}, {}
@@ -140,9 +141,9 @@ def test_shipped_model_keeps_time_on_the_cymbal_it_is_asked_for():
 def test_shipped_model_plays_a_voice_in_every_bar_asked_and_the_floor_is_why():
     """A song's `voices = { mid_tom = "on" }` on the real model: every bar has a mid tom. The model
     alone, told the same, leaves most bars without one (the floor of conditioning.due_floor)."""
-    from drummachine.generator import Generator
-    from drummachine.kit import VOICE_NAMES
-    from drummachine.sections import cues_for
+    from drummachine.model.generator import Generator
+    from drummachine.core.voices import VOICE_NAMES
+    from drummachine.core.sections import cues_for
 
     mid = VOICE_NAMES.index("mid_tom")
     share = {}

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from drummachine.engine import Engine, MemorySink
-from drummachine.fake_generator import FakeGenerator
-from drummachine.host import EngineClient
-from drummachine.song import song_from_toml
-from drummachine.transport import ManualClock
-from drummachine.ui import StageApp, grid_text
+from drummachine.core.engine import Engine, MemorySink
+from drummachine.core.fake_generator import FakeGenerator
+from drummachine.live.host import EngineClient
+from drummachine.core.song import song_from_toml
+from drummachine.core.transport import ManualClock
+from drummachine.ui.app import StageApp, grid_text
 
 from .conftest import ROOT
 

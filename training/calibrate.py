@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from drummachine.dataset import Dataset
-from drummachine.evaluation import generate_like, generate_with_seeds, split_fills, voice_velocities
-from drummachine.generator import Generator
-from drummachine.kit import VOICE_NAMES
-from drummachine.model_file import METADATA_KEY, VOICE_CORRECTIONS
-from drummachine.windows import Windows
+from drummachine.corpus.dataset import Dataset
+from drummachine.corpus.evaluation import generate_like, generate_with_seeds, split_fills, voice_velocities
+from drummachine.model.generator import Generator
+from drummachine.core.voices import VOICE_NAMES
+from drummachine.model.model_file import METADATA_KEY, VOICE_CORRECTIONS
+from drummachine.corpus.windows import Windows
 
 SHRINK_BARS = 200  # styles with fewer bars than this lean towards the global correction
 #: the Generator attribute each kind of per-voice correction lives in while it is fitted

@@ -1,5 +1,5 @@
 """Training data: the windows, augmentation and conditioning live in the runtime's pure core."""
 
-from drummachine.windows import STEPS, Augment, Windows, fit_conditioning
+from drummachine.corpus.windows import STEPS, Augment, Windows, fit_conditioning
 
 __all__ = ["STEPS", "Augment", "Windows", "fit_conditioning"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from drummachine.kit import VOICES
-from drummachine.model_file import METADATA_KEY, SCHEMA_VERSION, cache_names
+from drummachine.core.voices import VOICES
+from drummachine.model.model_file import METADATA_KEY, SCHEMA_VERSION, cache_names
 
 from .model import CONT_NAMES, GrooveTransformer, ModelConfig
 from .train import entry, load_checkpoint, model_from_checkpoint

@@ -57,7 +57,7 @@ def metadata(path: Path) -> dict:
     """A model file's drummachine metadata."""
     import onnx
 
-    from drummachine.model_file import METADATA_KEY
+    from drummachine.model.model_file import METADATA_KEY
 
     m = onnx.load(str(path), load_external_data=False)
     return json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
@@ -73,7 +73,7 @@ def export_record(meta: dict) -> dict:
 
 def corrections(meta: dict) -> dict:
     """The sampling corrections stored in the model file's metadata (training/calibrate.py)."""
-    from drummachine.model_file import VOICE_CORRECTIONS
+    from drummachine.model.model_file import VOICE_CORRECTIONS
 
     out = {"voice_bias": "none" if not meta.get("voice_bias") else "per style (see the model metadata)",
            "palette_off": "voices the kit palette turns off are never played (drummachine/conditioning.py)",

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drummachine.conditioning import CONT_NAMES, N_CONT  # noqa: F401 (re-exported for export.py)
+from drummachine.core.conditioning import CONT_NAMES, N_CONT  # noqa: F401 (re-exported for export.py)
 
 N_VOICES = 9
 STEP_FEATURES = 3 * N_VOICES
@@ -147,7 +147,7 @@ class GrooveTransformer(nn.Module):
     def forward_layers(self, prev, cats, cont, past):
         """As ``forward``, with the cache as one key and one value per layer: ``past`` is
         (k0, v0, k1, v1, ...), each (B, H, P, hd); returns logits and the cache the same way
-        (what the ONNX export runs: drummachine.model_file.cache_names)."""
+        (what the ONNX export runs: drummachine.model.model_file.cache_names)."""
         B, T, _ = prev.shape
         x = (self.step_in(prev) + self.cont_in(cont) + self.style(cats[..., 0]) + self.pos(cats[..., 1])
              + self.phrase(cats[..., 2]))

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from drummachine.model_file import cache_names
+from drummachine.model.model_file import cache_names
 
 from .model import alibi_slopes
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from drummachine.conditioning import Conditioning
-from drummachine.dataset import Dataset
-from drummachine.errors import DrumMachineError
+from drummachine.core.conditioning import Conditioning
+from drummachine.corpus.dataset import Dataset
+from drummachine.core.errors import DrumMachineError
 
 from .data import Augment, Windows, fit_conditioning
 from .model import GrooveTransformer, ModelConfig, loss_terms
@@ -32,7 +32,7 @@ def load_dataset(path: str) -> Dataset:
     """A dataset .npz, or a Groove MIDI Dataset folder built on the fly."""
     p = Path(path)
     if p.is_dir():
-        from drummachine import corpus
+        from drummachine.corpus import build as corpus
 
         ds, report = corpus.build(p)
         if _rank() == 0:

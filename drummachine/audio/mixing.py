@@ -1,0 +1,134 @@
+"""Mixing for audio out: the built-in (or a user) kit, sample-accurately.
+
+``Voices`` mixes one block: an event at frame f starts at exactly that frame, voices live in
+preallocated slots, chokes cut what they choke, and a limiter keeps the mix below full scale; it
+allocates no arrays. The stream, its callback and the clock it drives live in ``audio_process``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drummachine.audio.kit import Kit
+from drummachine.core.voices import CHOKES
+from drummachine.audio.render import CEILING
+
+SLOTS = 48
+FADE_SECONDS = 0.004
+RELEASE_PER_BLOCK = 1.02  # limiter gain recovery per block (about 1.5 dB/10 ms at 128 frames)
+
+
+class Voices:
+    """Preallocated playback slots and the mixing of one block.
+
+    Slot bookkeeping is plain Python numbers and the sample arithmetic writes into preallocated
+    buffers (``out=``), so mixing a block creates no arrays.
+    """
+
+    def __init__(self, kit: Kit, block_max: int = 4096):
+        self.kit = kit
+        self.start = [-1] * SLOTS  # frame the sample starts at; -1: free
+        self.voice = [0] * SLOTS
+        self.gain = [0.0] * SLOTS
+        self.end = [0] * SLOTS  # frame after the last one to play
+        self.fade_at = [-1] * SLOTS  # choke: frame where the fade-out starts
+        self.samples: list[np.ndarray | None] = [None] * SLOTS
+        pans = kit.pan_gains()
+        self.pans = [(float(pans[v, 0]), float(pans[v, 1])) for v in range(len(pans))]
+        self.fade = max(1, int(FADE_SECONDS * kit.sample_rate))
+        self.fade_ramp = np.linspace(1.0, 0.0, self.fade, dtype=np.float32)
+        self.scratch = np.zeros(block_max, np.float32)
+        self.scratch2 = np.zeros(block_max, np.float32)
+        self.absbuf = np.zeros((block_max, 2), np.float32)
+        self.ramp = np.zeros(block_max, np.float32)
+        self.ramp_n = 0
+        self.limiter_gain = 1.0
+        self.chokers = {v: c for c, vs in CHOKES.items() for v in vs}
+        self.stolen = 0
+
+    def clear(self) -> None:
+        for i in range(SLOTS):
+            self.start[i] = -1
+            self.samples[i] = None
+
+    def add(self, frame: int, voice: int, velocity: float) -> None:
+        sample, gain = self.kit.sample(voice, velocity)
+        slot = -1
+        oldest = 0
+        for i in range(SLOTS):
+            st = self.start[i]
+            if st < 0:
+                if slot < 0:
+                    slot = i
+                continue
+            if st < self.start[oldest] or self.start[oldest] < 0:
+                oldest = i
+            if st < frame and self.fade_at[i] < 0 and self.chokers.get(self.voice[i]) == voice:
+                self.fade_at[i] = frame
+                self.end[i] = min(self.end[i], frame + self.fade)
+        if slot < 0:  # all busy: steal the slot that started longest ago
+            slot = oldest
+            self.stolen += 1
+        self.start[slot] = frame
+        self.voice[slot] = voice
+        self.gain[slot] = gain
+        self.samples[slot] = sample
+        self.end[slot] = frame + len(sample)
+        self.fade_at[slot] = -1
+
+    def mix(self, out: np.ndarray, block_start: int) -> None:
+        """Add every sounding slot into ``out`` (frames, 2), which the caller has zeroed."""
+        block_end = block_start + out.shape[0]
+        for i in range(SLOTS):
+            s = self.start[i]
+            if s < 0 or s >= block_end:
+                continue
+            e = self.end[i]
+            if e <= block_start:
+                self.start[i] = -1
+                self.samples[i] = None
+                continue
+            a = s if s > block_start else block_start
+            b = e if e < block_end else block_end
+            n = b - a
+            seg = self.scratch[:n]
+            np.multiply(self.samples[i][a - s:b - s], self.gain[i], out=seg)
+            f = self.fade_at[i]
+            if f >= 0 and b > f:  # choked: fade out from f, silence after the fade
+                lo = f if f > a else a
+                k0, k1 = lo - f, min(b - f, self.fade)
+                if k1 > k0:
+                    np.multiply(seg[lo - a:lo - a + k1 - k0], self.fade_ramp[k0:k1], out=seg[lo - a:lo - a + k1 - k0])
+                if f + self.fade < b:
+                    seg[max(f + self.fade, a) - a:] = 0.0
+            gl, gr = self.pans[self.voice[i]]
+            tmp = self.scratch2[:n]
+            o = out[a - block_start:b - block_start]
+            np.multiply(seg, gl, out=tmp)
+            np.add(o[:, 0], tmp, out=o[:, 0])
+            np.multiply(seg, gr, out=tmp)
+            np.add(o[:, 1], tmp, out=o[:, 1])
+
+    def limit(self, out: np.ndarray) -> None:
+        """A peak limiter: instant attack within the block, slow release, never above the ceiling."""
+        n = out.shape[0]
+        if not n:
+            return
+        absb = self.absbuf[:n]
+        np.abs(out, out=absb)
+        peak = float(absb.max())
+        target = CEILING / peak if peak * self.limiter_gain > CEILING else 1.0
+        new = min(target, self.limiter_gain * RELEASE_PER_BLOCK, 1.0)
+        if new <= self.limiter_gain or new - self.limiter_gain < 1e-6:
+            if new != 1.0:
+                out *= new
+        else:  # releasing: ramp up across the block, from the old gain
+            if self.ramp_n != n:
+                self.ramp[:n] = np.arange(1, n + 1, dtype=np.float32) / n
+                self.ramp_n = n
+            ramp = self.scratch[:n]
+            np.multiply(self.ramp[:n], new - self.limiter_gain, out=ramp)
+            np.add(ramp, self.limiter_gain, out=ramp)
+            np.multiply(out[:, 0], ramp, out=out[:, 0])
+            np.multiply(out[:, 1], ramp, out=out[:, 1])
+        self.limiter_gain = new

@@ -1,0 +1,404 @@
+"""Audio out in its own process: the mixing callback shares no interpreter lock with the engine.
+
+The engine process (generator, commit loop, MIDI) and the mixer process talk through one block of
+shared memory and never wait on each other:
+
+- events (frame, voice, velocity) go one way through a single-producer, single-consumer ring;
+- the stream's sample clock comes back as (frames done, monotonic time of that callback) under a
+  sequence lock, so the engine's clock is the audio clock, read without a system call;
+- counters (callbacks, underruns) and a panic generation number.
+
+The mixer process is ``python -m drummachine.audio.process``, set up by one JSON line on its
+standard input and answering one JSON line (ready, with the stream's latency, or the error). It
+stops when that pipe closes — so it never outlives the engine. Nothing is pickled.
+
+In the mixer process, the callback is the only Python thread that runs: the main thread sleeps
+in a blocking read. Collection by the garbage collector is off (the callback allocates no
+containers).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from drummachine.audio.devices import find_output
+from drummachine.audio.mixing import Voices
+from drummachine.core.engine import Event, Sink
+from drummachine.core.errors import DrumMachineError
+
+CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
+HEADER = 16
+SEQLOCK_TRIES = 10_000
+# header slots (int64)
+WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS = range(11)
+
+
+class SharedBlock:
+    """The shared memory: header (int64), event ring (float64 rows), optional recording (float32)."""
+
+    def __init__(self, name: str | None = None, record_frames: int = 0):
+        from multiprocessing import shared_memory
+
+        size = HEADER * 8 + CAPACITY * 4 * 8 + record_frames * 2 * 4
+        if name is None:
+            self.shm = shared_memory.SharedMemory(create=True, size=size)
+            self.owner = True
+        else:
+            self.shm = shared_memory.SharedMemory(name=name)
+            self.owner = False
+        buf = self.shm.buf
+        self.header = np.ndarray((HEADER,), np.int64, buf, 0)
+        self.ring = np.ndarray((CAPACITY, 4), np.float64, buf, HEADER * 8)
+        self.recording = np.ndarray((record_frames, 2), np.float32, buf, HEADER * 8 + CAPACITY * 32) \
+            if record_frames else None
+        if self.owner:
+            self.header[:] = 0
+            self.ring[:] = 0
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def close(self) -> None:
+        self.header = self.ring = self.recording = None
+        try:
+            self.shm.close()
+            if self.owner:
+                self.shm.unlink()
+        except (BufferError, FileNotFoundError):
+            pass
+
+
+class EventRing:
+    """The engine's end of the event ring: one writer, never waits (a full ring drops and counts)."""
+
+    def __init__(self, block: SharedBlock):
+        self.header, self.ring = block.header, block.ring
+        self.written = int(self.header[WRITTEN])
+
+    def push(self, frame: int, voice: int, velocity: float) -> bool:
+        h = self.header
+        if self.written - int(h[READ]) >= CAPACITY:  # the mixer is gone or stalled
+            h[DROPPED] += 1
+            return False
+        row = self.ring[self.written % CAPACITY]
+        row[0] = frame
+        row[1] = voice
+        row[2] = velocity
+        row[3] = self.written + 1  # the slot's sequence number, written last: the mixer checks it
+        self.written += 1
+        h[WRITTEN] = self.written
+        return True
+
+
+class SharedAudioClock:
+    """Seconds from the mixer's sample counter, interpolated between callbacks."""
+
+    def __init__(self, header: np.ndarray, rate: int):
+        self.header = header
+        self.rate = rate
+        self.origin = time.monotonic()
+        self.last = 0.0
+
+    def sample(self) -> tuple[int, int]:
+        h = self.header
+        for _ in range(SEQLOCK_TRIES):
+            s1 = int(h[SEQ])
+            if s1 & 1:
+                continue
+            frames, at = int(h[FRAMES]), int(h[AT_NS])
+            if int(h[SEQ]) == s1:
+                return frames, at
+        # a mixer killed between its two sequence steps leaves the lock odd: never spin on it
+        return int(h[FRAMES]), int(h[AT_NS])
+
+    def now(self) -> float:
+        frames, at = self.sample()
+        if at == 0:
+            t = time.monotonic() - self.origin
+        else:
+            # between callbacks: interpolate; if the mixer stops (it died, it is restarting) the
+            # time goes on by the wall clock, so MIDI out and the engine never stall
+            t = frames / self.rate + (time.monotonic() - at * 1e-9)
+        if t < self.last:
+            t = self.last
+        self.last = t
+        return t
+
+
+class AudioProcessSink(Sink):
+    """Plays note events through a mixer process; its sample counter is ``clock``.
+
+    ``start`` returns at once (the mixer loads the kit and opens the stream meanwhile, while the
+    engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
+    """
+
+    def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
+                 hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low"):
+        self.rate = rate
+        self.block = SharedBlock(record_frames=int(record_seconds * rate))
+        self.clock = SharedAudioClock(self.block.header, rate)
+        self.events = EventRing(self.block)
+        self.latency = 0.0
+        self.restarts = 0
+        self._recording = None
+        self.setup = {"shm": self.block.name, "kit": kit_path, "rate": rate, "device": device,
+                      "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
+                      "latency": latency, "start_frame": 0}
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.audio.process"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(json.dumps(self.setup) + "\n")
+        self.proc.stdin.flush()
+        self.ready = False
+
+    def restart_if_gone(self) -> bool:
+        """If the mixer process died, start another that goes on at the clock's frame (the clock
+        runs on wall time meanwhile). True when it restarted; call it from a watchdog, not the
+        real-time path (it waits for the new mixer, about a second)."""
+        if self.block.header is None or self.alive:
+            return False
+        self.setup["start_frame"] = int(round(self.clock.now() * self.rate))
+        self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
+        self.block.header[SEQ] += self.block.header[SEQ] & 1  # killed mid-update: the lock is free again
+        self._spawn()
+        self.wait_ready(close_on_error=False)
+        self.restarts += 1
+        return True
+
+    def wait_ready(self, timeout: float = 20.0, close_on_error: bool = True) -> "AudioProcessSink":
+        if self.ready:
+            return self
+        import select
+
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        try:
+            reply = json.loads(line) if line else {"error": "the audio process did not answer"}
+        except json.JSONDecodeError:
+            reply = {"error": f"the audio process said {line.strip()[:120]!r}"}
+        if "error" in reply:
+            if close_on_error:
+                self.close()
+            else:
+                self.proc.kill()
+            exc = DrumMachineError(reply.get("where", "audio"), reply["error"])
+            exc.kit = bool(reply.get("kit"))  # the user's kit is broken: not a reason to go on silently
+            raise exc
+        self.latency = float(reply.get("latency", 0.0))
+        self.ready = True
+        return self
+
+    # --- Sink -----------------------------------------------------------------------------
+    def send(self, events: list[Event]) -> None:
+        for e in events:
+            if e.kind == "note":
+                self.events.push(round(e.time * self.rate), e.voice, e.velocity)
+
+    def panic(self) -> None:
+        self.block.header[PANIC] += 1
+
+    # --- what the mixer reports -----------------------------------------------------------
+    @property
+    def underruns(self) -> int:
+        return int(self._header()[UNDERRUNS])
+
+    @property
+    def callbacks(self) -> int:
+        return int(self._header()[CALLBACKS])
+
+    @property
+    def worst_callback_ms(self) -> float:
+        """The longest the mixer's callback took (its own work), in ms."""
+        return int(self._header()[WORST_NS]) / 1e6
+
+    @property
+    def worst_gap_ms(self) -> float:
+        """The longest time between two callbacks' starts, in ms (one period when all is well)."""
+        return int(self._header()[WORST_GAP_NS]) / 1e6
+
+    def _header(self) -> np.ndarray:
+        return self.block.header if self.block.header is not None else self._final
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def recording(self) -> np.ndarray | None:
+        return self._recording if self._recording is not None else (
+            None if self.block.recording is None else self.block.recording.copy())
+
+    def __enter__(self) -> "AudioProcessSink":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.panic()
+        self.close()
+
+    def close(self) -> None:
+        if self.block.header is None:
+            return
+        try:
+            self.proc.stdin.close()  # the mixer stops its stream and exits
+        except OSError:
+            pass
+        try:
+            self.proc.wait(3.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._final = self.block.header.copy()
+        self._final[SEQ] += self._final[SEQ] & 1
+        if self.block.recording is not None:
+            self._recording = self.block.recording.copy()
+        self.clock.header = self._final  # time goes on by the wall clock from the last callback
+        self.block.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+# --- the mixer process ------------------------------------------------------------------------
+
+class Mixer:
+    """The callback side: reads the ring, mixes the voices, publishes the clock."""
+
+    def __init__(self, block: SharedBlock, voices: Voices):
+        self.block = block
+        self.voices = voices
+        self.h = block.header
+        self.ring = block.ring
+        self.read = int(self.h[READ])  # a restarted mixer goes on where the last one stopped
+        self.frame = 0
+        self.panic = int(self.h[PANIC])
+        self.started = 0
+
+    def callback(self, outdata, frames, time_info, status) -> None:
+        started = time.monotonic_ns()
+        h, ring, voices = self.h, self.ring, self.voices
+        if self.started and started - self.started > h[WORST_GAP_NS]:
+            h[WORST_GAP_NS] = started - self.started  # how late the system woke the callback, at worst
+        self.started = started
+        if status.output_underflow:
+            h[UNDERRUNS] += 1
+        block_start = self.frame
+        written = int(h[WRITTEN])
+        r = self.read
+        while r < written:
+            row = ring[r % CAPACITY]
+            if row[3] != r + 1:  # not all of the slot is visible yet: next block
+                break
+            frame = int(row[0])
+            voices.add(frame if frame >= block_start else block_start, int(row[1]), float(row[2]))
+            r += 1
+        self.read = r
+        h[READ] = r
+        outdata.fill(0.0)
+        panic = int(h[PANIC])
+        if panic != self.panic:
+            voices.clear()
+            self.panic = panic
+        voices.mix(outdata, block_start)
+        voices.limit(outdata)
+        self.frame = block_start + frames
+        h[SEQ] += 1
+        h[FRAMES] = self.frame
+        h[AT_NS] = time.monotonic_ns()
+        h[SEQ] += 1
+        h[CALLBACKS] += 1
+        took = time.monotonic_ns() - started
+        if took > h[WORST_NS]:
+            h[WORST_NS] = took  # the mixer's own work, at worst: an underrun is ours only if this nears a period
+
+    def duplex(self, indata, outdata, frames, time_info, status) -> None:
+        rec = self.block.recording
+        start = self.frame
+        if start < len(rec):
+            n = min(frames, len(rec) - start)
+            rec[start:start + n] = indata[:n]
+        self.callback(outdata, frames, time_info, status)
+
+
+def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None, blocksize: int = 128,
+                latency="low"):
+    """A sounddevice stream (not started) whose callback is the mixer's: duplex when the mixer's
+    block keeps a recording (the loopback tests), else output only."""
+    import sounddevice as sd
+
+    device = find_output(device, hostapi)
+    common = dict(samplerate=rate, blocksize=blocksize, channels=2, dtype="float32", latency=latency)
+    if mixer.block.recording is not None:
+        return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
+    return sd.OutputStream(device=device, callback=mixer.callback, **common)
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
+    """The mixer process: set up from one JSON line, answer, play until stdin closes."""
+    import gc
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle; it closes the pipe
+
+    def answer(d: dict) -> None:
+        stdout.write(json.dumps(d) + "\n")
+        stdout.flush()
+
+    try:
+        setup = json.loads(stdin.readline())
+        block = SharedBlock(setup["shm"], setup["record_frames"])
+        try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(block.shm._name, "shared_memory")
+        except Exception:
+            pass
+    except Exception as exc:
+        answer({"error": f"bad set-up ({exc.__class__.__name__})"})
+        return 2
+    stream = None
+    try:
+        from drummachine.audio.kit import load_kit, synth_kit
+
+        rate = int(setup["rate"])
+        kit = load_kit(setup["kit"], rate) if setup["kit"] else synth_kit(rate)
+    except DrumMachineError as exc:
+        answer({"error": exc.what, "where": exc.where, "kit": True})
+        return 2
+    try:
+        mixer = Mixer(block, Voices(kit, block_max=8192))
+        mixer.frame = int(setup.get("start_frame", 0))
+        stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        stream.start()
+    except DrumMachineError as exc:
+        answer({"error": exc.what, "where": exc.where})
+        return 2
+    except Exception as exc:
+        answer({"error": f"no audio output ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"})
+        return 2
+    lat = stream.latency
+    answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat)})
+    try:
+        while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
+            pass
+    except (OSError, KeyboardInterrupt):
+        pass
+    try:
+        stream.stop()
+        stream.close()
+    finally:
+        block.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

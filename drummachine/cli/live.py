@@ -1,0 +1,231 @@
+"""Subcommands for the stage: play, ports, doctor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from drummachine.core.errors import DrumMachineError
+
+
+def cmd_play(args) -> int:
+    """Play live: the model drums through the built-in kit and/or MIDI, steered by song and controller."""
+    from drummachine.live.session import Options, Session, status_line
+
+    if args.headless or args.log:
+        log_path = Path(args.log) if args.log else Path("drummachine.log")
+        logging.basicConfig(filename=str(log_path), level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
+    t0 = time.perf_counter()
+    setlist = []
+    if args.setlist:
+        if "," in args.setlist or args.setlist.endswith(".toml") is False and args.setlist not in _setlists():
+            setlist = args.setlist.split(",")
+        else:
+            from drummachine.live.presets import load_setlist
+
+            setlist = list(load_setlist(args.setlist).songs)
+    song = args.song or (setlist[0] if setlist else None)
+    opts = Options(song=song, setlist=setlist, style=args.style,
+                   bpm=args.bpm, intensity=args.intensity, audio=args.audio, audio_device=args.audio_device,
+                   audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit,
+                   midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
+                   midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
+                   model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller)
+    if not args.headless and not args.no_ui and sys.stdout.isatty():
+        return _play_ui(opts, args)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with Session(opts) as session:
+        for w in session.warnings:
+            print(f"drummachine: warning: {w}", file=sys.stderr)
+        session.start_threads()
+        if not args.wait:
+            session.command("start")
+        ready = time.perf_counter() - t0
+        logging.info("ready in %.2f s", ready)
+        end = time.monotonic() + args.duration if args.duration else None
+        last_bar = -1
+        first_beat = None
+        while not stop["now"] and (end is None or time.monotonic() < end):
+            time.sleep(0.05)
+            session.poll()
+            s = session.status()
+            if first_beat is None and s["steps"] > 0:
+                first_beat = time.perf_counter() - t0
+                logging.info("first beat after %.2f s", first_beat)
+            if s["bar"] != last_bar and (s["playing"] or last_bar >= 0):
+                last_bar = s["bar"]
+                line = status_line(s)
+                logging.info("%s", line)
+                if not args.headless:
+                    print(line, flush=True)
+            if args.stop_when_done and not s["playing"] and s["steps"] > 0:
+                break
+        s = session.status()
+    restarts = f" ({s['audio_restarts']} audio restarts)" if s.get("audio_restarts") else ""
+    summary = (f"played {s['steps']} steps, {s['misses']} generator misses, {s['underruns']} underruns{restarts}; "
+               f"ready in {ready:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else ""))
+    logging.info("%s", summary)
+    print(summary, file=sys.stderr if args.headless else sys.stdout)
+    return 0
+
+
+def _setlists() -> list[str]:
+    from drummachine.live.presets import names
+
+    return names("setlists")
+
+
+def _play_ui(opts, args) -> int:
+    """The stage UI in this process, the engine in its own (a busy screen never stalls the audio)."""
+    from drummachine.live.host import ProcessClient
+    from drummachine.ui.app import StageApp
+
+    client = ProcessClient(opts)
+    try:
+        if not args.wait:
+            client.command("start")
+        app = StageApp(client, warnings=client.info.get("warnings", []), duration=args.duration)
+        app.run()
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_ports(args) -> int:
+    """List audio output devices and MIDI ports."""
+    from drummachine.midi.ports import APIS, list_ports
+
+    from drummachine.audio.devices import outputs
+
+    try:
+        found = outputs()
+        print("audio outputs:")
+        for d in found:
+            print(f"  [{d['index']}] {d['name']} ({d['api']}, {d['channels']} ch, {d['rate']:.0f} Hz)")
+        if not found:
+            print("  none")
+    except Exception as exc:
+        print(f"audio outputs: unavailable ({exc})")
+    for api in APIS:
+        for direction in ("out", "in"):
+            try:
+                names = list_ports(api, direction)
+                print(f"MIDI {direction} ({api}): " + (", ".join(names) if names else "none"))
+            except DrumMachineError:
+                print(f"MIDI {direction} ({api}): unavailable")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    """Check audio, MIDI, the model and the CPU, and say what to fix."""
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str = "") -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        print(f"{'ok  ' if ok else 'FIX '} {what}" + ("" if ok else f": {fix}"))
+
+    try:
+        from drummachine.model.generator import Generator
+
+        t0 = time.perf_counter()
+        gen = Generator(args.model, seed=0)
+        load = time.perf_counter() - t0
+        cont = gen.cond.cont(120.0, gen.cond.defaults("any"))
+        times = []
+        for i in range(64):
+            t = time.perf_counter()
+            gen.step(0, i % 16, 0, cont)
+            times.append(time.perf_counter() - t)
+        worst = sorted(times)[-2] * 1000
+        report(worst < 20, f"model {gen.info.path.name}: loads in {load:.2f} s, a step takes up to {worst:.2f} ms",
+               "the CPU is too slow or too busy for the model")
+    except DrumMachineError as exc:
+        report(False, "model", str(exc))
+    try:
+        from drummachine.audio.devices import outputs
+
+        outs = [d for d in outputs() if d["channels"] >= 2]
+        report(bool(outs), f"audio: {len(outs)} stereo output(s)",
+               "no audio output: plug in a sound card, or start JACK/PipeWire; MIDI out still works")
+    except Exception as exc:
+        report(False, "audio", f"PortAudio is missing or broken ({exc}); apt-get install libportaudio2")
+    from drummachine.midi.ports import APIS, list_ports
+
+    reachable = []
+    for api in APIS:
+        try:
+            list_ports(api)
+            reachable.append(api)
+        except DrumMachineError:
+            pass
+    report(bool(reachable), f"MIDI: {', '.join(reachable) or 'no'} API reachable",
+           "no MIDI system: load snd-seq (ALSA) or start a JACK server")
+    cpus = os.cpu_count() or 1
+    report(cpus >= 2, f"CPU: {cpus} cores", "one core: audio and the model will compete")
+    try:
+        param = os.sched_param(10)
+        os.sched_setscheduler(0, os.SCHED_FIFO, param)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        report(True, "real-time scheduling allowed")
+    except (PermissionError, OSError, AttributeError):
+        report(False, "real-time scheduling not allowed",
+               "add the user to the 'audio' group with an rtprio limit (/etc/security/limits.d)")
+    print("all good" if not problems else f"{problems} thing(s) to fix")
+    return 0 if not problems else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("play", help="play live (audio and/or MIDI, songs, controller)", description=cmd_play.__doc__)
+    p.add_argument("--song", help="song file or name (presets/songs or your config folder); default: a jam")
+    p.add_argument("--setlist", help="a setlist preset, or comma-separated songs; program change N picks song "
+                   "N+1 (the first song plays first)")
+    p.add_argument("--controller", help="controller preset (presets/controllers: footswitch, pads, knobs) or "
+                   "file; default: the pedal-drum-machine CC map")
+    p.add_argument("--style", default="rock", help="style for a jam without a song (default rock)")
+    p.add_argument("--bpm", type=float, help="tempo (default: the song's, or the style's typical)")
+    p.add_argument("--intensity", type=float, help="0..1 for a jam (default: the style's, presets/styles.toml)")
+    p.add_argument("--audio", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="play through the built-in (or --kit) sounds (default on)")
+    p.add_argument("--audio-device", help="output device name (part) or number; see drummachine ports")
+    p.add_argument("--audio-api", help="host API, e.g. JACK, ALSA (default: the system's default device)")
+    p.add_argument("--blocksize", type=int, default=128, help="audio frames per buffer (default 128)")
+    p.add_argument("--rate", type=int, default=48000, choices=(44100, 48000))
+    p.add_argument("--kit", metavar="DIR", help="a folder of WAV samples named by voice")
+    p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")
+    p.add_argument("--midi-virtual", action="store_true", help="open a virtual MIDI out port for others to connect")
+    p.add_argument("--midi-in", metavar="PORT", help="controller input port (name or a unique part)")
+    p.add_argument("--midi-api", choices=("jack", "alsa"), help="MIDI system (default: $DRUMMACHINE_MIDI_API, "
+                   "else JACK when running, else ALSA)")
+    p.add_argument("--clock", choices=("internal", "midi"), default="internal",
+                   help="follow a MIDI clock on --midi-in, or lead (default internal)")
+    p.add_argument("--clock-out", action="store_true", help="send MIDI clock (24 PPQN) and start/stop on MIDI out")
+    p.add_argument("--notemap", metavar="FILE.toml", help="output note map for your drum module")
+    p.add_argument("--model", metavar="FILE.onnx", help="model file (default: the shipped int8 model)")
+    p.add_argument("--fake-model", action="store_true", help=__import__("argparse").SUPPRESS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--headless", action="store_true", help="no screen: driven by the controller, logging to "
+                   "--log (default drummachine.log)")
+    p.add_argument("--no-ui", action="store_true", help="print a status line per bar instead of the stage UI")
+    p.add_argument("--log", metavar="FILE", help="log file")
+    p.add_argument("--wait", action="store_true", help="wait for a start cue instead of starting at once")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--stop-when-done", action="store_true", help="exit when the song has ended")
+    p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("ports", help="list audio devices and MIDI ports", description=cmd_ports.__doc__)
+    p.set_defaults(func=cmd_ports)
+    p = sub.add_parser("doctor", help="check audio, MIDI, model and CPU", description=cmd_doctor.__doc__)
+    p.add_argument("--model", metavar="FILE.onnx")
+    p.set_defaults(func=cmd_doctor)

@@ -1,0 +1,307 @@
+"""Subcommands around the model: train, export, generate, evaluate, bench."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drummachine.core.errors import DrumMachineError
+
+
+def _need_torch(what: str):
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise DrumMachineError(what, "needs the training extra: pip install torch==2.13.0 && "
+                               "pip install -e '.[train]'") from None
+
+
+def cmd_train(args) -> int:
+    """Train the model (forwards every option to ``python -m training.train``)."""
+    _need_torch("drummachine train")
+    from training.train import main
+
+    return main(args.rest)
+
+
+def cmd_export(args) -> int:
+    """Export a checkpoint to ONNX fp32 and int8 (forwards to ``python -m training.export``)."""
+    _need_torch("drummachine export")
+    from training.export import main
+
+    return main(args.rest)
+
+
+def _in_range(name: str, value: float, lo: float, hi: float) -> float:
+    if not lo <= value <= hi:
+        raise DrumMachineError(f"--{name}", f"{value:g} is out of range; allowed: {lo:g}..{hi:g}")
+    return value
+
+
+def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None, intensity: float | None,
+                    fill_every: int | None, temperature: float = 1.0, cymbal: str = "auto", voices=()):
+    """Bars of a groove as one (bars*16, 3, 9) array, with fills where asked."""
+    from drummachine.model.generator import check_bpm
+    from drummachine.core.sampling import Steering
+    from drummachine.core.sections import cues_for, section_feel
+
+    check_bpm(bpm)
+    gen.cond.style_index(style)
+    feel = section_feel(section) if section else None
+    level = intensity if intensity is not None else (feel.intensity if feel else gen.cond.defaults(style).intensity)
+    every = fill_every if fill_every is not None else (feel.fill_every if feel else 0)
+    steering = Steering(temperature=temperature)
+    out = []
+    for b in range(bars):
+        fill = bool(every) and (b % every == every - 1)
+        cues = cues_for(gen.cond, style, level, fill, feel.density_shift if feel else 0.0,
+                        feel.complexity_shift if feel else 0.0, cymbal, voices)
+        out.append(gen.bar(style, bpm, cues, b % 4, steering))
+    return np.concatenate(out)
+
+
+def cmd_generate(args) -> int:
+    """Generate a groove with the model and write it as a standard MIDI file (and optionally WAV)."""
+    from drummachine.model.generator import Generator
+    from drummachine.core.groove import Groove
+    from drummachine.core.notemap import GM_NOTEMAP, load_notemap
+    from drummachine.midi.files import atomic_write, write_midi
+    from drummachine.core.sections import parse_voices
+
+    gen = Generator(args.model, seed=args.seed, threads=args.threads, provider=args.provider)
+    if args.list_styles:
+        for s in gen.styles:
+            d = gen.cond.defaults(s)
+            lo, mid, hi = gen.cond.style_bpm.get(s, [0, 0, 0])
+            print(f"{s:14s} bpm {lo:3.0f}-{hi:3.0f} (typical {mid:3.0f})  intensity {d.intensity:.2f}  "
+                  f"density {d.density:.2f}  complexity {d.complexity:.2f}")
+        return 0
+    if not args.output:
+        raise DrumMachineError("-o", "an output MIDI file is required (or --list-styles)")
+    _in_range("bars", args.bars, 1, 10_000)
+    if args.intensity is not None:
+        _in_range("intensity", args.intensity, 0.0, 1.0)
+    _in_range("temperature", args.temperature, 0.0, 3.0)
+    if args.fill_every is not None:
+        _in_range("fill-every", args.fill_every, 0, 1000)
+    notemap = load_notemap(args.notemap) if args.notemap else GM_NOTEMAP
+    t0 = time.perf_counter()
+    hvo = generate_groove(gen, args.style, args.bpm, args.bars, args.section, args.intensity, args.fill_every,
+                          args.temperature, args.cymbal, parse_voices(args.voices))
+    took = time.perf_counter() - t0
+    groove = Groove.from_hvo(hvo, bpm=float(args.bpm))
+    write_midi(args.output, groove.to_notes(960, notemap), args.bpm, groove.meter, notemap.channel)
+    msg = f"{args.output}: {args.bars} bars of {args.style} at {args.bpm:g} bpm, {int(groove.hits.sum())} hits"
+    if args.wav:
+        from drummachine.audio import render as mixer
+        from drummachine.audio.kit import synth_kit
+        from drummachine.audio.wavfile import write_wav
+
+        kit = synth_kit(48000)
+        secs, voices, vel = groove.onset_seconds()
+        audio = mixer.normalize(mixer.render(kit, np.rint(secs * kit.sample_rate).astype(np.int64), voices, vel))
+        atomic_write(args.wav, lambda tmp: write_wav(tmp, audio, kit.sample_rate))
+        msg += f"; audio {args.wav}"
+    print(msg + f" (generated in {took:.2f} s)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Evaluate the model against the data: prediction, generation and control, in one table."""
+    from drummachine.corpus import evaluation
+    from drummachine.model.generator import Generator
+    from drummachine.core.sections import cues_for
+    from drummachine.corpus.windows import Windows
+
+    gen = Generator(args.model, seed=args.seed, threads=args.threads, provider=args.provider)
+    ds = _dataset(args.data)
+    train = Windows(ds, "train", gen.cond)
+    val = Windows(ds, args.split, gen.cond)
+    if not len(val.files):
+        raise DrumMachineError(args.data, f"no 4/4 performances in split {args.split!r}")
+    t0 = time.perf_counter()
+    result = {"model": _shown(gen.info.path), "split": args.split, "prediction": evaluation.prediction(gen, train, val)}
+    styles = np.array([gen.cond.styles[i] for i in val.style_index])
+    seeds = [args.seed + k for k in range(args.seeds)]
+    for mode, key in (("bar", "generation"), ("cymbal", "generation_cymbal_palette"),
+                      ("auto", "generation_auto_palette")):
+        g, r, spans, by_seed = evaluation.generate_with_seeds(gen, val, mode, seeds)
+        result[key] = {**evaluation.generation(g, r, spans, styles, passes=len(seeds)), "seeds": seeds,
+                       "density_ratio_by_seed": by_seed, "velocity_by_voice": evaluation.voice_velocities(g, r),
+                       "interval_by_voice": evaluation.voice_intervals(g, r, spans, seed=args.seed),
+                       **evaluation.density_by_bar_kind(g, r, np.tile(evaluation.split_fills(val), len(seeds)))}
+    gen.reseed(args.seed)
+    result["drummers_differ"] = evaluation.drummers_differ(train, val)
+    control_styles = args.control_styles.split(",") if args.control_styles else \
+        [s for s in ("rock", "funk", "jazz", "latin", "hiphop") if s in gen.cond.styles]
+    result["control"] = evaluation.control(
+        gen, lambda s, i, f: cues_for(gen.cond, s, i, f), control_styles,
+        lambda s: gen.cond.style_bpm.get(s, [0, 110, 0])[1])
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_evaluation(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _shown(path) -> str:
+    """A path as it should appear in a report: relative to the working folder when inside it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return path.name if rel.startswith("..") else rel
+
+
+def _dataset(path: str):
+    from drummachine.corpus.dataset import Dataset
+
+    p = Path(path)
+    if p.is_dir():
+        from drummachine.corpus import build as corpus
+
+        return corpus.build(p)[0]
+    return Dataset.load(p)
+
+
+def format_evaluation(r: dict) -> str:
+    p = r["prediction"]
+    lines = ["prediction (validation, teacher-forced)   hit NLL   hit F1   vel MAE   offset MAE"]
+    for name, key in (("model", "model"), ("model, told each bar's kit palette", "model_with_palette"),
+                      ("baseline: position frequency", "baseline_position_frequency"),
+                      ("baseline: Markov over step patterns", "baseline_markov_patterns")):
+        m = p.get(key)
+        if m is None:
+            continue
+        lines.append(f"  {name:38s} {m['hit_nll']:7.4f}  {m['hit_f1']:7.3f}  {m['velocity_mae']:8.4f}  "
+                     f"{m['offset_mae']:9.4f}")
+    lines.append(f"  model vs better baseline, hit NLL: {100 * p['model_vs_best_baseline_hit_nll']:+.1f}%")
+    g = r["generation"]
+    lines.append(f"generation ({g['bars']} bars x {len(g.get('seeds', [0]))} seeds, as the split's styles, tempos, "
+                 "cues and kit palettes)")
+    lines.append(f"  {'':34s} {'generated':>9s} {'real':>7s} {'ratio':>7s} {'overlap':>7s}")
+    for k, c in g["all"].items():
+        lines.append(f"  {k:34s} {c['generated']:9.4f} {c['real']:7.4f} {c['ratio']:7.3f} {c['overlap']:7.3f}")
+    o = g["offset_std_all_hits"]
+    lines.append(f"  {'offset std over all hits':34s} {o['generated']:9.4f} {o['real']:7.4f} {o['ratio']:7.3f} "
+                 f"{o['overlap']:7.3f}")
+    lines.append("  per style (ratio generated/real: offset spread, velocity mean, repetition; bars):")
+    for s, c in g["per_style"].items():
+        lines.append(f"    {s:14s} {c['offset_spread']['ratio']:6.3f} {c['velocity_mean']['ratio']:6.3f} "
+                     f"{c['repetition']['ratio'] if 'repetition' in c else float('nan'):6.3f}  {c['bars']}")
+    for key, told in (("generation", "told each bar's kit palette"),
+                      ("generation_cymbal_palette", "told only the cymbal each bar keeps time on"),
+                      ("generation_auto_palette", "palette left to the model")):
+        a = r.get(key)
+        if a:
+            lines.append(f"  per-voice density, {told} (generated/real pooled over seeds {a.get('seeds', [])}; "
+                         "lowest-highest seed):")
+            by_seed = a.get("density_ratio_by_seed", {})
+            lines.append("    " + "  ".join(
+                f"{k[8:]} {v['ratio']:.2f}" + (f" ({min(by_seed[k[8:]]):.2f}-{max(by_seed[k[8:]]):.2f})"
+                                                 if by_seed.get(k[8:]) else "")
+                for k, v in a["all"].items() if k.startswith("density_")))
+            if "velocity_by_voice" in a:
+                lines.append("    velocity mean / spread: " + "  ".join(
+                    f"{k} {v['mean']:.2f}/{v['spread']:.2f}" for k, v in a["velocity_by_voice"].items()))
+            if "interval_by_voice" in a:
+                lines.append("    95% interval over the split's performances (bootstrap), density; velocity mean: " +
+                             "  ".join(f"{k} {v['density'][0]:.2f}-{v['density'][1]:.2f}; "
+                                       f"{v['velocity_mean'][0]:.2f}-{v['velocity_mean'][1]:.2f}"
+                                       for k, v in a["interval_by_voice"].items()))
+            for kind in ("fill_bars", "beat_bars"):
+                if kind in a:
+                    lines.append(f"    {kind.replace('_', ' ')}: " + "  ".join(f"{k} {v:.2f}" for k, v in a[kind].items()))
+    d = r.get("drummers_differ")
+    if d:
+        lines.append("  the train split's drummers against this split's, real bars (ratio train/split), hits per bar "
+                     "that uses the voice:")
+        lines.append("    " + "  ".join(f"{k} {v:.2f}" for k, v in d["hits_per_bar_using"].items()))
+        if "velocity_mean" in d:
+            lines.append("    and mean velocity: " + "  ".join(f"{k} {v:.2f}" for k, v in d["velocity_mean"].items()))
+    c = r["control"]
+    lines.append("control")
+    for k, v in c.items():
+        lines.append(f"  {k:44s} {v}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    """Generation latency (torch eager, ONNX fp32, ONNX int8; one thread), model sizes, memory."""
+    import importlib.util
+
+    from drummachine.model.bench import run
+    from drummachine.model.model_file import MODELS_DIR
+
+    more = {}
+    if importlib.util.find_spec("torch") is not None:  # the developer's reference column
+        from training.bench_torch import torch_stepper
+
+        made = torch_stepper((Path(args.model_dir) if args.model_dir else MODELS_DIR) / "groove.pt")
+        if made:
+            more["torch_eager_fp32"] = made
+    result = run(args, more)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        from drummachine.model.bench import format_bench
+
+        print(format_bench(result))
+    return 0
+
+
+def _model_options(p):
+    p.add_argument("--model", metavar="FILE.onnx", help="model file (default: the shipped models/groove.int8.onnx)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    p.add_argument("--provider", help="execution provider: cpu, cuda, tensorrt (default: the best available)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same groove")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the model (needs the train extra)", add_help=False,
+                       description=cmd_train.__doc__)
+    p.set_defaults(func=cmd_train, passthrough=True)
+    p = sub.add_parser("export", help="export a checkpoint to ONNX fp32 + int8 (needs the train extra)",
+                       add_help=False, description=cmd_export.__doc__)
+    p.set_defaults(func=cmd_export, passthrough=True)
+
+    p = sub.add_parser("generate", help="generate a groove to a MIDI file", description=cmd_generate.__doc__)
+    p.add_argument("--style", default="rock", help="style (see --list-styles; default rock)")
+    p.add_argument("--bpm", type=float, default=110.0, help="tempo, 40-300 (default 110)")
+    p.add_argument("--bars", type=int, default=8, help="bars to generate (default 8)")
+    p.add_argument("--section", help="intro, verse, prechorus, chorus, bridge, breakdown, solo, outro")
+    p.add_argument("--intensity", type=float, help="0..1 (default: the section's or the style's own)")
+    p.add_argument("--fill-every", type=int, help="a fill in the last bar of every N bars (0: none)")
+    p.add_argument("--cymbal", default="auto", help="what keeps time: hats, open_hats, ride, or auto (the model's "
+                   "choice; default)")
+    p.add_argument("--voices", default="", metavar="VOICE=CHOICE,...",
+                   help="single voices: on (every bar plays it), off (never) or auto (the model's choice), "
+                   "e.g. low_tom=on,crash=off")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
+    p.add_argument("-o", "--output", metavar="OUT.mid")
+    p.add_argument("--wav", metavar="OUT.wav", help="also render the groove with the built-in kit")
+    p.add_argument("--list-styles", action="store_true", help="list the styles the model knows")
+    _model_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="evaluate the model against the dataset", description=cmd_evaluate.__doc__)
+    p.add_argument("--data", required=True, metavar="DIR|FILE.npz", help="Groove MIDI Dataset folder or built .npz")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
+    p.add_argument("--control-styles", help="comma-separated styles for the control test")
+    p.add_argument("--seeds", type=int, default=4, help="generation passes over the split, pooled (seed, seed+1, ...)")
+    _model_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="generation latency and memory", description=cmd_bench.__doc__)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--steps", type=int, default=2000, help="steps timed per engine (default 2000)")
+    p.add_argument("--model-dir", default=None, help="folder with groove.int8.onnx, groove.fp32.onnx, groove.pt")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,146 @@
+"""The preset library: shipped presets under presets/, the user's in their config folder.
+
+Kinds: songs, setlists, controllers, notemaps (one TOML file each) and styles (one table per
+style in styles.toml). A user file with the same name as a shipped one wins; a user file that
+does not parse is reported (``problems``) and never stops the shipped ones from loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.places import shipped, user_dir
+from drummachine.core.toml_files import parse_toml
+
+SHIPPED = shipped("presets")
+KINDS = ("songs", "setlists", "controllers", "notemaps")
+STYLE_KEYS = {"bpm": (40.0, 300.0), "intensity": (0.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0),
+              "humanize": (0.0, 2.0), "temperature": (0.0, 2.0)}
+
+
+def folders(kind: str) -> list[Path]:
+    """Where presets of a kind live, shipped first (later ones win)."""
+    return [SHIPPED / kind, user_dir() / kind]
+
+
+def find(kind: str, name: str) -> Path:
+    """A preset file by path, or by name (user folder first)."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    if p.suffix == ".toml":
+        raise DrumMachineError(str(p), f"no such {kind[:-1]} file")
+    for folder in reversed(folders(kind)):
+        candidate = folder / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    raise DrumMachineError(kind[:-1], f"no {kind[:-1]} {name!r}; available: {', '.join(names(kind)) or 'none'}")
+
+
+def names(kind: str) -> list[str]:
+    return sorted({f.stem for folder in folders(kind) if folder.is_dir() for f in folder.glob("*.toml")})
+
+
+def load_controller(name: str):
+    from drummachine.core.controller import controller_from_toml
+
+    path = find("controllers", name)
+    return controller_from_toml(path.read_text(encoding="utf-8"), path)
+
+
+@dataclass(frozen=True)
+class Setlist:
+    name: str
+    songs: tuple[str, ...]
+
+
+def setlist_from_toml(text: str, path="<setlist>", known_songs: list[str] | None = None) -> Setlist:
+    """``name = "..."`` and ``songs = ["highway_rock", "slow_funk", ...]`` (song names or files)."""
+    data = parse_toml(text, path)
+    for key in data:
+        if key not in ("name", "songs"):
+            raise DrumMachineError(f"{path} ({key})", "unknown key; allowed: name, songs")
+    songs = data.get("songs")
+    if not isinstance(songs, list) or not songs or not all(isinstance(s, str) for s in songs):
+        raise DrumMachineError(f"{path} (songs)", "a list of song names, at least one")
+    if known_songs is not None:
+        for s in songs:
+            if s not in known_songs and not s.endswith(".toml"):
+                raise DrumMachineError(f"{path} (songs)", f"unknown song {s!r}; songs: {', '.join(known_songs)}")
+    return Setlist(str(data.get("name", Path(str(path)).stem)), tuple(songs))
+
+
+def load_setlist(name: str) -> Setlist:
+    path = find("setlists", name)
+    return setlist_from_toml(path.read_text(encoding="utf-8"), path, names("songs"))
+
+
+@dataclass
+class StyleDefaults:
+    """The default knobs for each style: shipped styles.toml, then the user's on top."""
+
+    styles: dict[str, dict[str, float]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, style: str) -> dict[str, float]:
+        return dict(self.styles.get(style, {}))
+
+
+def styles_from_toml(text: str, path, known: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    data = parse_toml(text, path)
+    out = {}
+    for style, table in data.items():
+        if known is not None and style not in known:
+            raise DrumMachineError(f"{path} ({style})", f"unknown style; allowed: {', '.join(known)}")
+        if not isinstance(table, dict):
+            raise DrumMachineError(f"{path} ({style})", "must be a table of knob = value")
+        for key, value in table.items():
+            if key not in STYLE_KEYS:
+                raise DrumMachineError(f"{path} ({style}.{key})", f"unknown knob; allowed: {', '.join(STYLE_KEYS)}")
+            lo, hi = STYLE_KEYS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise DrumMachineError(f"{path} ({style}.{key})", f"{value!r}; allowed: {lo:g}..{hi:g}")
+        out[style] = {k: float(v) for k, v in table.items()}
+    return out
+
+
+def load_styles(known: tuple[str, ...] | None = None) -> StyleDefaults:
+    result = StyleDefaults()
+    for folder in (SHIPPED, user_dir()):
+        path = folder / "styles.toml"
+        if not path.is_file():
+            continue
+        try:
+            styles = styles_from_toml(path.read_text(encoding="utf-8"), path, known)
+        except DrumMachineError as exc:
+            if folder == SHIPPED:
+                raise
+            result.problems.append(str(exc))  # a bad user file: reported, the shipped styles stay
+            continue
+        for style, knobs in styles.items():
+            result.styles.setdefault(style, {}).update(knobs)
+    return result
+
+
+def check_all(styles: tuple[str, ...] | None = None) -> list[str]:
+    """Load every preset (shipped and user); return one line per problem found."""
+    from drummachine.core.notemap import load_notemap
+    from drummachine.core.song import load_song
+
+    problems = []
+    loaders = {"songs": lambda p: load_song(p, styles), "setlists": lambda p: setlist_from_toml(
+        p.read_text(encoding="utf-8"), p, names("songs")), "controllers": lambda p: load_controller(str(p)),
+        "notemaps": load_notemap}
+    for kind in KINDS:
+        for folder in folders(kind):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.toml")):
+                try:
+                    loaders[kind](path)
+                except DrumMachineError as exc:
+                    problems.append(str(exc))
+    problems += load_styles(styles).problems
+    return problems

@@ -1,0 +1,342 @@
+"""MIDI ports through python-rtmidi: output of notes and clock, input from controllers.
+
+The API (JACK or ALSA) is chosen by flag, config or the ``DRUMMACHINE_MIDI_API`` environment
+variable, never guessed silently: ALSA is the default on a Raspberry Pi, JACK where a JACK
+server runs. A port is named by its full name or any unique part of it. A port that is missing
+or disappears is reported, playing goes on, and it is reconnected when it comes back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+from typing import Callable
+
+from drummachine.core.engine import Event, Sink
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.notemap import GM_NOTEMAP, NoteMap
+
+APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
+CLIENT = "drummachine"
+NOTE_SECONDS = 0.05
+PANIC = 0x100  # an internal marker in the send queue: all notes off now  # note-off after 50 ms: drum modules ignore note length, samplers do not
+
+
+def api_name(requested: str | None = None) -> str:
+    name = (requested or os.environ.get("DRUMMACHINE_MIDI_API") or "").lower()
+    if not name:
+        name = "jack" if _jack_running() else "alsa"
+    if name not in APIS:
+        raise DrumMachineError("--midi-api", f"{name!r}; allowed: {', '.join(APIS)}")
+    return name
+
+
+def _jack_running() -> bool:
+    try:
+        import rtmidi
+
+        probe = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, CLIENT + "-probe")
+        ok = True
+        del probe
+        return ok
+    except Exception:
+        return False
+
+
+def _rtmidi_api(name: str):
+    import rtmidi
+
+    api = getattr(rtmidi, APIS[name])
+    if api not in rtmidi.get_compiled_api():
+        raise DrumMachineError("--midi-api", f"{name} is not compiled into python-rtmidi here")
+    return api
+
+
+def list_ports(api: str, direction: str = "out") -> list[str]:
+    import rtmidi
+
+    try:
+        cls = rtmidi.MidiOut if direction == "out" else rtmidi.MidiIn
+        port = cls(_rtmidi_api(api), CLIENT + "-list")
+        names = port.get_ports()
+        port.delete()
+        return names
+    except DrumMachineError:
+        raise
+    except Exception as exc:
+        raise DrumMachineError(f"MIDI ({api})", f"cannot reach the MIDI system: {exc}") from None
+
+
+def find_port(names: list[str], wanted: str, what: str) -> int:
+    """Index of the port named ``wanted`` or whose name contains it uniquely."""
+    if wanted in names:
+        return names.index(wanted)
+    hits = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise DrumMachineError(what, f"no MIDI port matches {wanted!r}; ports: {', '.join(names) or 'none'}")
+    raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
+
+
+class _Port:
+    """Opens (and re-opens) one rtmidi port by name; ``connected`` says whether it is there now."""
+
+    def __init__(self, direction: str, api: str, wanted: str | None, label: str, on_open=None):
+        self.direction, self.api, self.wanted, self.label = direction, api, wanted, label
+        self.port = None
+        self.connected = False
+        self.message = ""
+        self.on_open = on_open
+        self.lister = None
+        self._lock = threading.Lock()
+
+    def open(self, strict: bool = False) -> bool:
+        import rtmidi
+
+        with self._lock:
+            self.close_port()
+            cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
+            try:
+                port = cls(_rtmidi_api(self.api), CLIENT)
+                if self.wanted:
+                    index = find_port(port.get_ports(), self.wanted, self.label)
+                    port.open_port(index, self.label)
+                else:
+                    port.open_virtual_port(self.label)
+            except DrumMachineError as exc:
+                self.message = str(exc)
+                if strict:
+                    raise
+                return False
+            except Exception as exc:
+                self.message = f"{self.label}: {exc}"
+                if strict:
+                    raise DrumMachineError(self.label, str(exc)) from None
+                return False
+            self.port = port
+            self.connected = True
+            self.message = ""
+            if self.on_open:
+                self.on_open(port)
+            return True
+
+    def present(self) -> bool:
+        """Is the wanted port still in the system's list? Asked through a client kept open for it:
+        opening a JACK client every second would reorder the server's graph every second."""
+        if not self.wanted:
+            return True
+        import rtmidi
+
+        try:
+            if self.lister is None:
+                cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
+                self.lister = cls(_rtmidi_api(self.api), CLIENT + "-watch")
+            find_port(self.lister.get_ports(), self.wanted, self.label)
+            return True
+        except DrumMachineError:
+            return False
+        except Exception:
+            self.lister = None
+            return False
+
+    def check(self, close_when_gone: bool) -> None:
+        """Notice a port that went away (say so) and reconnect when it is back."""
+        if not self.wanted:
+            return
+        present = self.present()
+        if self.connected and not present:
+            if close_when_gone:
+                self.close_port()
+            self.connected = False
+            self.message = f"{self.wanted}: disconnected; will reconnect when it is back"
+        elif not self.connected and present:
+            self.open()
+
+    def close_port(self) -> None:
+        if self.port is not None:
+            try:
+                self.port.close_port()
+                self.port.delete()
+            except Exception:
+                pass
+        self.port = None
+        self.connected = False
+
+
+class MidiOutSink(Sink):
+    """Sends notes (through an output note map) and optionally MIDI clock, each at its time.
+
+    A dispatcher thread sleeps until just before each event and sends it; it asks for real-time
+    scheduling when the system allows it.
+    """
+
+    def __init__(self, api: str, port: str | None, clock, notemap: NoteMap = GM_NOTEMAP,
+                 channel: int | None = None, send_clock: bool = False, realtime: bool = True,
+                 on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True):
+        self.port = _Port("out", api, port, "drums out" if port else "out")
+        self.clock = clock
+        self.notemap = notemap
+        self.channel = (channel or notemap.channel) - 1
+        self.send_clock = send_clock
+        self.realtime = realtime
+        self.on_sent = on_sent
+        self.heap: list[tuple[float, int, list[int]]] = []
+        self.seq = 0
+        self.cv = threading.Condition()
+        self.running = True
+        self.sounding: set[int] = set()
+        # strict: a named port that is not there is an error (nothing else to play through);
+        # otherwise it is reported and watched for
+        self.port.open(strict=bool(port) and strict)
+        self.thread = threading.Thread(target=self._run, name="midi-out", daemon=True)
+        self.thread.start()
+        self.watch = threading.Thread(target=self._watch, name="midi-out-watch", daemon=True)
+        self.watch.start()
+
+    @property
+    def connected(self) -> bool:
+        return self.port.connected
+
+    def _push(self, t: float, msg: list[int]) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, msg))
+
+    def send(self, events: list[Event]) -> None:
+        with self.cv:
+            for e in events:
+                if e.kind == "note":
+                    note = self.notemap.notes[e.voice]
+                    vel = max(1, min(127, int(round(e.velocity * 127))))
+                    self._push(e.time, [0x90 | self.channel, note, vel])
+                    self._push(e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0])
+                elif self.send_clock and e.kind == "clock":
+                    self._push(e.time, [0xF8])
+                elif self.send_clock and e.kind in ("start", "stop", "continue"):
+                    self._push(e.time, [{"start": 0xFA, "stop": 0xFC, "continue": 0xFB}[e.kind]])
+            self.cv.notify()
+
+    def _write(self, msg: list[int]) -> None:
+        if msg[0] == PANIC:
+            for note in list(self.sounding):
+                self._write([0x80 | self.channel, note, 0])
+            self._write([0xB0 | self.channel, 123, 0])  # all notes off
+            return
+        port = self.port.port
+        if port is None:
+            return
+        try:
+            port.send_message(msg)
+        except Exception:
+            self.port.connected = False
+            return
+        if msg[0] & 0xF0 == 0x90:
+            self.sounding.add(msg[1])
+        elif msg[0] & 0xF0 == 0x80:
+            self.sounding.discard(msg[1])
+
+    def _run(self) -> None:
+        if self.realtime:
+            _try_realtime(70)
+        while self.running:
+            with self.cv:
+                if not self.heap:
+                    self.cv.wait(0.05)
+                    continue
+                t = self.heap[0][0]
+                wait = t - self.clock.now()
+                if wait > 0.0015:
+                    self.cv.wait(wait - 0.001)
+                    continue
+            while True:  # the last millisecond in short sleeps (a busy loop would hold the GIL)
+                left = t - self.clock.now()
+                if left <= 0:
+                    break
+                time.sleep(min(0.0002, left))
+            with self.cv:
+                due = []
+                now = self.clock.now()
+                while self.heap and self.heap[0][0] <= now:
+                    due.append(heapq.heappop(self.heap))
+            for when, _, msg in due:
+                if self.on_sent and msg[0] != PANIC:  # the schedule log (benchmarks, tests)
+                    self.on_sent(when, msg)
+                self._write(msg)
+
+    def _watch(self) -> None:
+        while self.running:
+            time.sleep(1.0)
+            self.port.check(close_when_gone=False)
+
+    def panic(self) -> None:
+        """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
+        to the port (a JACK port's buffer takes one writer), so this is queued for it, first."""
+        with self.cv:
+            self.heap = [h for h in self.heap if h[2][0] >= 0xF0 and h[2][0] != PANIC]  # keep clock/start/stop
+            heapq.heapify(self.heap)
+            self._push(float("-inf"), [PANIC])
+            self.cv.notify()
+
+    def close(self) -> None:
+        self.panic()
+        deadline = time.monotonic() + 0.5
+        while self.heap and time.monotonic() < deadline and self.thread.is_alive():
+            time.sleep(0.002)
+        self.running = False
+        with self.cv:
+            self.cv.notify()
+        self.thread.join(timeout=1.0)
+        time.sleep(0.02)  # let the server deliver the last messages before the port goes away
+        self.port.close_port()
+
+
+class MidiInput:
+    """A controller (or a MIDI clock source): every message goes to ``handler(message, time)``."""
+
+    def __init__(self, api: str, port: str | None, handler: Callable[[list[int], float], None], clock,
+                 label: str = "control in"):
+        self.handler = handler
+        self.clock = clock
+        self.port = _Port("in", api, port, label, on_open=self._attach)
+        self.running = True
+        self.port.open(strict=False)
+        self.watch = threading.Thread(target=self._watch, name="midi-in-watch", daemon=True)
+        self.watch.start()
+
+    @property
+    def connected(self) -> bool:
+        return self.port.connected
+
+    @property
+    def message(self) -> str:
+        return self.port.message
+
+    def _attach(self, port) -> None:
+        port.ignore_types(sysex=True, timing=False, active_sense=True)
+        port.set_callback(self._callback)
+
+    def _callback(self, event, data=None) -> None:
+        message, _delta = event
+        try:
+            self.handler(message, self.clock.now())
+        except Exception:
+            pass  # a bad message never takes the input down
+
+    def _watch(self) -> None:
+        while self.running:
+            time.sleep(1.0)
+            self.port.check(close_when_gone=True)
+
+    def close(self) -> None:
+        self.running = False
+        self.port.close_port()
+
+
+def _try_realtime(priority: int) -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
