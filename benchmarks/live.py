@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DRUMMACHINE_MIDI_API", "jack")
 
-from drummachine.core.engine import Engine, Sink  # noqa: E402
+from drummachine.core.engine import Engine  # noqa: E402
+from drummachine.core.events import Sink  # noqa: E402
 from drummachine.core.fake_generator import FakeGenerator, FakeKicks  # noqa: E402
 from drummachine.core.song import jam  # noqa: E402
 
@@ -202,7 +203,7 @@ def underruns(minutes: float, design: str = "process") -> dict:
     """
     from drummachine.audio.process import AudioProcessSink
     from drummachine.model.generator import Generator
-    from drummachine.live.session import _quiet_gc
+    from drummachine.live import tuning
     from drummachine.core.song import load_song
 
     with Jack(128, portaudio=design == "in_process") as jack:
@@ -221,8 +222,8 @@ def underruns(minutes: float, design: str = "process") -> dict:
         gen = Generator(None, seed=1)
         song = load_song(ROOT / "presets/songs/highway_rock.toml", gen.cond.styles)
         engine = Engine(gen, song, sink.clock, [sink])
-        _quiet_gc()  # as `drummachine play` sets itself up
-        cues = ["fill", ("intensity", 0.1), "next", ("intensity", -0.1), "accent", "fill", "next_phrase",
+        tuning.settle()  # as `drummachine play` sets itself up
+        cues = ["fill", ("intensity_up", 0.1), "next", ("intensity_down", 0.1), "accent", "fill", "next_phrase",
                 "cymbal"]
         state = {"k": 0, "next": time.monotonic() + 3.0}
 
@@ -326,7 +327,7 @@ def cue_latency(trials: int = 12) -> dict:
 
 
 def drift() -> dict:
-    from drummachine.core.engine import MemorySink
+    from drummachine.core.events import MemorySink
     from drummachine.core.transport import ManualClock
 
     clock = ManualClock(0.0)

@@ -41,7 +41,7 @@ async def run(seconds: float) -> dict:
     ctrl = []
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(1.0)
-        base = (client.latest() or {}).get("underruns", 0)
+        base = client.latest().underruns
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         drawn = 0
@@ -61,23 +61,23 @@ async def run(seconds: float) -> dict:
                 ctrl.append(now)
                 last_cc = now
                 await pilot.pause(0.05)
-                s = client.latest() or {}
-                if s.get("last_midi_at", 0) >= now:
-                    ctrl[-1] = s["last_midi_at"] - now
+                s = client.latest()
+                if s.last_midi_at >= now:
+                    ctrl[-1] = s.last_midi_at - now
                 else:
                     ctrl.pop()
             drawn = len(app.frames)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - t0
-        s = client.latest() or {}
+        s = client.latest()
         await pilot.press("q")
     client.close()
     tx.close_port()
-    pongs = s.get("pongs", [])
+    pongs = list(s.pongs)
     cpu = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / wall
     return {"seconds": round(wall, 1), "keys_pressed": k, "ui_fps_last_second": drawn,
             "ui_cpu_percent_of_one_core": round(100 * cpu, 1),
-            "underruns": s.get("underruns", 0) - base, "generator_misses": s.get("misses"),
+            "underruns": s.underruns - base, "generator_misses": s.misses,
             "key_to_engine": stats_ms([b - a for a, b in pongs]),
             "controller_to_engine": stats_ms(ctrl) if ctrl else None}
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from drummachine.audio.mixing import Voices
-from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
+from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
                                        WORST_NS, EventRing, Mixer, SharedAudioClock, SharedBlock)
 from drummachine.audio.kit import synth_kit
 
@@ -93,3 +93,19 @@ def test_the_mixer_reports_its_own_worst_callback_and_wake_up_gap(parts):
     for _ in range(5):
         mixer.callback(out, 128, None, OK)
     assert 0 < block.header[WORST_NS] < 1e9 and 0 < block.header[WORST_GAP_NS] < 1e9
+
+
+def test_a_failing_block_plays_silence_counts_and_the_next_block_plays(parts):
+    """The mixer's callback never raises (PortAudio would stop the stream for good)."""
+    block, ring, mixer, clock = parts
+    real = mixer.voices.mix
+    mixer.voices.mix = lambda out, start: (_ for _ in ()).throw(RuntimeError("injected mixer fault"))
+    ring.push(10, 0, 1.0)
+    out = np.ones((128, 2), np.float32)
+    mixer.callback(out, 128, None, OK)
+    assert not out.any() and block.header[FAULTS] == 1
+    assert mixer.frame == 128 and block.header[SEQ] % 2 == 0  # the clock goes on, its lock is free
+    mixer.voices.mix = real
+    ring.push(200, 1, 1.0)
+    mixer.callback(out, 128, None, OK)
+    assert np.abs(out).max() > 0 and block.header[FRAMES] == 256

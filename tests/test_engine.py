@@ -1,39 +1,22 @@
-"""The engine, conductor and transport on a manual clock: no sleeps, no wall time."""
+"""The engine on a manual clock (the shared harness of conftest): no sleeps, no wall time."""
 
 import numpy as np
 import pytest
 
+from drummachine.core.conditioning import silenced
 from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, Conductor
-from drummachine.core.engine import CRASH, KICK, Engine, MemorySink
+from drummachine.core.voices import CLOSED_HAT, CRASH, KICK, OPEN_HAT, SNARE
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.fake_generator import FakeGenerator
 from drummachine.core.song import jam, song_from_toml
 from drummachine.core.transport import ManualClock, TapTempo, Transport
 
-SONG = """
-name = "Test"
-style = "rock"
-bpm = 120
-count_in = 1
-
-[[sections]]
-name = "intro"
-bars = 2
-fill_every = 0
-
-[[sections]]
-name = "verse"
-bars = 0
-fill_every = 0
-"""
+from .conftest import SONG, Harness
 
 
 def make(song_text=SONG, gen=None, **kw):
-    clock = ManualClock(100.0)
-    sink = MemorySink()
-    song = song_from_toml(song_text, "test.toml", ("any", "rock", "funk"))
-    engine = Engine(gen or FakeGenerator(), song, clock, [sink], **kw)
-    return engine, clock, sink
+    h = Harness(song_text, gen, **kw)
+    return h.engine, h.clock, h.sink
 
 
 def run(engine, clock, seconds, dt=0.004, generate=True):
@@ -98,9 +81,9 @@ def test_cue_is_visible_until_it_takes_effect():
     run(engine, clock, 2.5)
     engine.command("next")
     run(engine, clock, 0.01)
-    assert engine.snapshot()["queued"]["target"] == "verse"
+    assert engine.snapshot().queued.target == "verse"
     run(engine, clock, 4.0)
-    assert engine.snapshot()["queued"] is None and engine.snapshot()["section"] == "verse"
+    assert engine.snapshot().queued is None and engine.snapshot().section == "verse"
 
 
 def test_late_generator_plays_the_cached_bar_never_silence():
@@ -154,7 +137,7 @@ def test_intensity_changes_velocity_from_the_open_step():
     engine.command("start")
     run(engine, clock, 2.5)
     soft = np.mean([e.velocity for e in bar_notes(sink, 0)])
-    engine.command("intensity", 0.4)
+    engine.command("intensity_up", 0.4)
     run(engine, clock, 4.0)
     loud = np.mean([e.velocity for e in bar_notes(sink, 2)])
     assert loud > soft + 0.15
@@ -218,7 +201,7 @@ def test_keep_brings_the_section_back_the_same():
     engine.command("keep")
     run(engine, clock, 2.2)
     first = np.stack([engine.played[s] for s in range(16)])
-    engine.command("next", 0)  # go to the intro again
+    engine.command("next", 1)  # go to section 1, the intro, again
     run(engine, clock, 6.0)
     start = next(b for b in range(2, 10) if engine.conductor.plan(b).bar_in_section == 0
                  and engine.conductor.plan(b).section == 0)
@@ -360,7 +343,7 @@ def test_cymbal_cue_switches_on_the_next_bar_line_and_the_next_section_plays_its
 
     engine.command("start")
     run(engine, clock, 0.3 + 2.0 + 0.5)  # count-in, then a quarter of the intro's first bar
-    assert engine.snapshot()["cymbal"] == "auto"
+    assert engine.snapshot().cymbal == "auto"
     engine.command("cymbal", "ride")
     run(engine, clock, 0.1)
     c = engine.commit_cursor
@@ -371,13 +354,13 @@ def test_cymbal_cue_switches_on_the_next_bar_line_and_the_next_section_plays_its
     assert all(told(g, RIDE) == (1.0, 1.0) and told(g, CLOSED_HAT) == (1.0, 0.0) for g in range(at, at + 16))
     # the verse (bar 3 on) plays the song's hats: a live choice lasts for its own section
     assert all(told(g, CLOSED_HAT) == (1.0, 1.0) and told(g, RIDE) == (1.0, 0.0) for g in range(48, 64))
-    assert engine.snapshot()["cymbal"] == "hats"
+    assert engine.snapshot().cymbal == "hats"
     engine.command("cymbal")  # no value: the next of hats -> ride -> auto
     run(engine, clock, 2.5)
-    assert engine.snapshot()["cymbal"] == "ride"
+    assert engine.snapshot().cymbal == "ride"
     engine.command("cymbal", "cowbell")  # unknown names change nothing
     run(engine, clock, 2.5)
-    assert engine.snapshot()["cymbal"] == "ride"
+    assert engine.snapshot().cymbal == "ride"
 
 
 def test_a_sections_voices_reach_the_model_and_the_pedal_still_picks_the_cymbal():
@@ -400,3 +383,128 @@ def test_a_sections_voices_reach_the_model_and_the_pedal_still_picks_the_cymbal(
     run(engine, clock, 2.5 * 2)
     later = gen.told[engine.commit_cursor - 8]
     assert later[6 + N_VOICES + RIDE] == 1.0 and later[6 + N_VOICES + crash] == 0.0
+
+
+# --- the command table at the engine's boundary, and loops that cannot die ---------------------
+
+def test_a_song_command_without_a_song_is_refused_at_the_boundary(harness):
+    """Regression: ("song", None) from a controller reached the engine and raised AttributeError in
+    the commit loop while stopped; now it is refused where it is given, and the engine plays on."""
+    h = harness()
+    assert h.engine.command("song", None) is False
+    assert h.engine.command("tempo", 500) is False and h.engine.command("cymbal", "cowbell") is False
+    assert h.engine.command("no_such_command") is False
+    assert h.engine.stats.refused == 4
+    h.engine.command("start")
+    h.run(3.0)
+    assert h.engine.playing and h.engine.stats.faults == {} and h.sink.notes()
+
+
+def test_half_time_toggles_whichever_control_sends_it(harness):
+    h = harness(SONG.replace("count_in = 1", "count_in = 0"))
+    h.engine.command("start")
+    h.run(1.0)
+    h.engine.command("half_time")
+    h.run(2.5)
+    assert h.engine.transport.feel_at(h.engine.commit_cursor) == 0.5
+    h.engine.command("half_time")
+    h.run(4.5)
+    assert h.engine.transport.feel_at(h.engine.commit_cursor) == 1.0
+
+
+def test_drop_plays_a_bar_of_kick_and_hats_then_the_groove_comes_back(harness):
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    h.engine.command("start")
+    h.run(2.5)  # into bar 1 (2 s a bar)
+    h.engine.command("drop")
+    h.run(6.0)
+    dropped = h.bar_notes(2)
+    assert dropped and {e.voice for e in dropped} <= {KICK, CLOSED_HAT, OPEN_HAT}
+    assert any(e.voice == SNARE for e in h.bar_notes(1)) and any(e.voice == SNARE for e in h.bar_notes(3))
+    # the model is told: the palette of the dropped bar turns every other voice off
+    cont = h.engine.gen.calls
+    dropped_steps = [c for c in cont if c[0] == "step" and silenced(np.array(c[4]))[SNARE]]
+    assert dropped_steps, "the drop reaches the model as the palette's off"
+
+
+class FailingGenerator(FakeGenerator):
+    """A generator whose steps fail now and then."""
+
+    def __init__(self, fail_every: int):
+        super().__init__()
+        self.fail_every = fail_every
+        self.count = 0
+
+    def step(self, *args, **kw):
+        self.count += 1
+        if self.count % self.fail_every == 0:
+            raise RuntimeError("injected generator fault")
+        return super().step(*args, **kw)
+
+
+def test_a_failing_command_and_failing_generator_steps_never_stop_the_groove(harness, monkeypatch, caplog):
+    h = harness(SONG.replace("count_in = 1", "count_in = 0"), gen=FailingGenerator(fail_every=7))
+
+    def broken(value, now):
+        raise ValueError("injected handler fault")
+
+    h.engine.handlers["fill"] = broken
+    h.engine.command("start")
+    h.run(2.0)
+    h.engine.command("fill")
+    h.engine.command("accent")  # the command after the broken one is still handled
+    h.run(8.0)
+    assert h.engine.playing
+    assert h.engine.stats.faults["commands"] == 1 and h.engine.stats.faults["generator"] > 5
+    bars = {e.step // 16 for e in h.sink.notes()}
+    assert bars >= set(range(5)), "every bar played"
+    assert h.engine.stats.misses > 0  # the failed steps came from the cache
+    assert "injected generator fault" in caplog.text and "Traceback" in caplog.text
+    assert h.engine.snapshot().faults == h.engine.stats.faults
+
+
+def test_a_failing_commit_plays_the_fallback_and_goes_on(harness, monkeypatch):
+    h = harness(SONG.replace("count_in = 1", "count_in = 0"))
+    real = h.engine._commit
+    calls = {"n": 0}
+
+    def sometimes(c, now):
+        calls["n"] += 1
+        if calls["n"] % 10 == 0:
+            raise RuntimeError("injected commit fault")
+        return real(c, now)
+
+    monkeypatch.setattr(h.engine, "_commit", sometimes)
+    h.engine.command("start")
+    h.run(6.0)
+    assert h.engine.stats.faults["commit"] >= 4
+    assert h.engine.commit_cursor > 40 and h.engine.playing
+    assert {e.step // 16 for e in h.sink.notes()} >= {0, 1, 2}
+
+
+def test_the_real_threads_survive_a_failing_output(harness):
+    """run_threads on the wall clock: an output that raises on every send is counted, and the
+    loops (and the other outputs) go on."""
+    import threading
+
+    from drummachine.core.events import MemorySink, Sink
+    from drummachine.core.transport import MonotonicClock
+
+    class Broken(Sink):
+        def send(self, events):
+            raise OSError("injected output fault")
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bpm = 120", "bpm = 300"))
+    good = MemorySink()
+    h.engine.clock = MonotonicClock()
+    h.engine.sinks = [Broken(), good]
+    stop = threading.Event()
+    threads = h.engine.run_threads(stop)
+    h.engine.command("start")
+    import time as _time
+
+    _time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(2)
+    assert good.notes() and h.engine.stats.faults["output"] > 10

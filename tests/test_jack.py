@@ -283,3 +283,46 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
     assert "audio process stopped; restarted (1 so far)" in text, text
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns \(1 audio restarts\)", text)
     assert m and int(m.group(1)) >= 7 * 8 * 0.9, text  # ~8 steps a second for the whole 8 s: no stall
+
+
+def test_midi_threads_outlive_their_faults(jack_server):
+    """A dispatcher step and a controller message that raise are counted and logged; the notes after
+    them still go out and the messages after them still arrive."""
+    from drummachine.midi.ports import MidiInput, MidiOutSink
+    from drummachine.core.events import Event
+    from drummachine.core.transport import MonotonicClock
+
+    port, got = receiver("rec-faults")
+    tx = sender("pedal-faults")
+    clock = MonotonicClock()
+    calls = {"n": 0}
+
+    def flaky(t, msg):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise RuntimeError("injected dispatcher fault")
+
+    handled = []
+
+    def handler(message, t):
+        if message[1] == 13:
+            raise ValueError("injected input fault")
+        handled.append(message)
+
+    sink = MidiOutSink("jack", "rec-faults:rx", clock, on_sent=flaky)
+    inp = MidiInput("jack", "pedal-faults:tx", handler, clock)
+    try:
+        now = clock.now()
+        sink.send([Event(now + 0.05 + 0.02 * k, "note", k % 9, 0.8, k) for k in range(12)])
+        for cc in (12, 13, 14):
+            tx.send_message([0xB0, cc, 127])
+            time.sleep(0.05)
+        time.sleep(0.6)
+        assert sink.faults.count >= 4 and sink.thread.is_alive()
+        assert inp.faults.count == 1 and [m[1] for m in handled] == [12, 14]
+        assert len([m for _, m in got if m[0] & 0xF0 == 0x90]) >= 6
+    finally:
+        sink.close()
+        inp.close()
+        port.close_port()
+        tx.close_port()

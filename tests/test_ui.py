@@ -7,14 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from drummachine.core.engine import Engine, MemorySink
-from drummachine.core.fake_generator import FakeGenerator
+from drummachine.core.commands import COMMANDS
+from drummachine.core.snapshot import QueuedCue, Snapshot
 from drummachine.live.host import EngineClient
-from drummachine.core.song import song_from_toml
-from drummachine.core.transport import ManualClock
 from drummachine.ui.app import StageApp, grid_text
 
-from .conftest import ROOT
+from .conftest import ROOT, Harness
 
 SONG = """
 name = "Pilot song"
@@ -31,24 +29,16 @@ bars = 2
 
 
 def make_client():
-    clock = ManualClock(0.0)
-    engine = Engine(FakeGenerator(), song_from_toml(SONG, "pilot.toml"), clock, [MemorySink()])
-    client = EngineClient(engine)
-
-    def play(seconds):
-        for _ in range(int(seconds / 0.005)):
-            clock.advance(0.005)
-            engine.pump_generator()
-            engine.pump()
-    return client, engine, play
+    h = Harness(SONG, start=0.0)
+    return EngineClient(h.engine), h.engine, lambda seconds: h.run(seconds, dt=0.005)
 
 
 @pytest.mark.parametrize("key,command", [
     ("space", ("toggle", None)), ("f", ("fill", None)), ("n", ("next", None)), ("o", ("outro", None)),
-    ("a", ("accent", None)), ("t", ("tap", None)), ("up", ("tempo_nudge", 1.0)), ("down", ("tempo_nudge", -1.0)),
-    ("p", ("pause", None)), ("k", ("keep", None)), ("r", ("regenerate", None)), ("h", ("half", None)),
-    ("d", ("double", None)), ("1", ("mute", 0)), ("9", ("mute", 8)), ("exclamation_mark", ("solo", 0)),
-    ("right", ("intensity", 0.05)), ("left", ("intensity", -0.05)),
+    ("a", ("accent", None)), ("t", ("tap", None)), ("up", ("tempo_up", None)), ("down", ("tempo_down", None)),
+    ("p", ("pause", None)), ("k", ("keep", None)), ("r", ("regenerate", None)), ("h", ("half_time", None)),
+    ("d", ("double_time", None)), ("x", ("drop", None)), ("1", ("mute", 0)), ("9", ("mute", 8)),
+    ("exclamation_mark", ("solo", 0)), ("right", ("intensity", 0.05)), ("left", ("intensity", -0.05)),
 ])
 async def test_every_binding_sends_its_command(key, command):
     client, engine, play = make_client()
@@ -74,7 +64,7 @@ async def test_cue_paths_reach_the_engine_and_show_on_screen():
         song_text = str(app.query_one("#song").render())
         assert "chorus at bar" in song_text  # the queued cue is shown until it takes effect
         play(4.0)
-        assert engine.snapshot()["section"] == "chorus"
+        assert engine.snapshot().section == "chorus"
         await pilot.press("f")
         play(0.05)
         assert engine.conductor.fill_requests
@@ -96,8 +86,13 @@ async def test_help_screen_lists_the_keys():
         await pilot.press("question_mark")
         await pilot.pause()
         text = str(app.screen.query_one("#help").render())
-        for word in ("Start/stop", "Fill", "Next section", "Outro", "Accent", "Tap", "Quit"):
+        for word in ("Start/stop", "Fill", "Next section", "Outro", "Accent", "Tap", "Quit", "Drop",
+                     COMMANDS["drop"].help):
             assert word in text
+        lines = {line.split()[0] for line in text.splitlines() if line.strip()}
+        # regression: keys as a musician reads them, not Textual's internal names
+        assert {"]", "[", "?,f1", "↑"} <= lines
+        assert "right_square_bracket" not in text and "question_mark" not in text
         await pilot.press("escape")
 
 
@@ -112,14 +107,12 @@ class StaticClient:
             grid[s, 0, 0], grid[s, 1, 0] = 1, 0.9
         for s in (4, 12):
             grid[s, 0, 1], grid[s, 1, 1] = 1, 0.8
-        self.snap = {"playing": True, "paused": False, "bar": 6, "step": 9, "bpm": 128.0, "feel": 1.0,
-                     "grid": grid.tolist(), "misses": 0, "steps": 105, "gen_ms_p99": 0.31, "song": "Highway (rock)",
-                     "kind": "groove", "section": "verse", "section_index": 1, "bar_in_section": 2,
-                     "section_bars": 16, "style": "rock", "intensity": 0.6, "fill": False,
-                     "queued": {"what": "next", "at_bar": 8, "target": "chorus"}, "locked": False,
-                     "knobs": {"density": 0.0, "swing": 0.2, "humanize": 1.0, "temperature": 1.0}, "cpu": 21.0,
-                     "muted": [3], "solo": [], "underruns": 0, "midi_out": "connected", "midi_in": ["connected"],
-                     "sections": ["intro", "verse", "chorus", "outro"]}
+        self.snap = Snapshot(
+            playing=True, bar=6, step=9, bpm=128.0, grid=grid.astype(np.float32), steps=105, gen_ms_p99=0.31,
+            song="Highway (rock)", kind="groove", section="verse", section_index=1, bar_in_section=2,
+            section_bars=16, style="rock", intensity=0.6, queued=QueuedCue("next", 8, "chorus"),
+            knobs={"density": 0.0, "swing": 0.2, "humanize": 1.0, "temperature": 1.0}, cpu=21.0, muted=(3,),
+            midi_out="connected", midi_in=("connected",), sections=("intro", "verse", "chorus", "outro"))
 
     def latest(self):
         return self.snap

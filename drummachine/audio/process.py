@@ -28,14 +28,15 @@ import numpy as np
 
 from drummachine.audio.devices import find_output
 from drummachine.audio.mixing import Voices
-from drummachine.core.engine import Event, Sink
+from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 
 CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
 HEADER = 16
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
-WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS = range(11)
+(WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS,
+ FAULTS) = range(12)
 
 
 class SharedBlock:
@@ -211,6 +212,11 @@ class AudioProcessSink(Sink):
         return int(self._header()[UNDERRUNS])
 
     @property
+    def faults(self) -> int:
+        """Blocks the mixer's callback failed on and played as silence (it went on)."""
+        return int(self._header()[FAULTS])
+
+    @property
     def callbacks(self) -> int:
         return int(self._header()[CALLBACKS])
 
@@ -281,6 +287,21 @@ class Mixer:
         self.started = 0
 
     def callback(self, outdata, frames, time_info, status) -> None:
+        """The stream's callback: mix, and never raise (PortAudio would stop the stream): a block
+        that fails plays silence, the clock goes on, and the fault is counted in the header."""
+        block_start = self.frame
+        try:
+            self._mix_block(outdata, frames, status)
+        except Exception:
+            outdata.fill(0.0)
+            h = self.h
+            h[FAULTS] += 1
+            if self.frame == block_start:
+                self.frame = block_start + frames
+            if h[SEQ] & 1:
+                h[SEQ] += 1
+
+    def _mix_block(self, outdata, frames, status) -> None:
         started = time.monotonic_ns()
         h, ring, voices = self.h, self.ring, self.voices
         if self.started and started - self.started > h[WORST_GAP_NS]:

@@ -14,6 +14,7 @@ from drummachine.core.errors import DrumMachineError
 
 def cmd_play(args) -> int:
     """Play live: the model drums through the built-in kit and/or MIDI, steered by song and controller."""
+    from drummachine.live import tuning
     from drummachine.live.session import Options, Session, status_line
 
     if args.headless or args.log:
@@ -45,7 +46,9 @@ def cmd_play(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tuning.for_real_time()
     with Session(opts) as session:
+        tuning.settle()
         for w in session.warnings:
             print(f"drummachine: warning: {w}", file=sys.stderr)
         session.start_threads()
@@ -60,20 +63,21 @@ def cmd_play(args) -> int:
             time.sleep(0.05)
             session.poll()
             s = session.status()
-            if first_beat is None and s["steps"] > 0:
+            if first_beat is None and s.steps > 0:
                 first_beat = time.perf_counter() - t0
                 logging.info("first beat after %.2f s", first_beat)
-            if s["bar"] != last_bar and (s["playing"] or last_bar >= 0):
-                last_bar = s["bar"]
+            if s.bar != last_bar and (s.playing or last_bar >= 0):
+                last_bar = s.bar
                 line = status_line(s)
                 logging.info("%s", line)
                 if not args.headless:
                     print(line, flush=True)
-            if args.stop_when_done and not s["playing"] and s["steps"] > 0:
+            if args.stop_when_done and not s.playing and s.steps > 0:
                 break
         s = session.status()
-    restarts = f" ({s['audio_restarts']} audio restarts)" if s.get("audio_restarts") else ""
-    summary = (f"played {s['steps']} steps, {s['misses']} generator misses, {s['underruns']} underruns{restarts}; "
+    restarts = f" ({s.audio_restarts} audio restarts)" if s.audio_restarts else ""
+    restarts += f" ({s.faults_total} faults caught and played through: {s.faults})" if s.faults_total else ""
+    summary = (f"played {s.steps} steps, {s.misses} generator misses, {s.underruns} underruns{restarts}; "
                f"ready in {ready:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else ""))
     logging.info("%s", summary)
     print(summary, file=sys.stderr if args.headless else sys.stdout)

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.transport import BPM_RANGE
 from drummachine.core.voices import N_VOICES, VOICE_NAMES
 
 ANY_STYLE = "any"
 QUANTILE_POINTS = 101
 #: user-facing cue -> the measured attribute it is a quantile of
 CUES = {"intensity": "loudness", "density": "density", "complexity": "complexity", "syncopation": "syncopation"}
-BPM_RANGE = (40.0, 300.0)
 #: the continuous inputs: six cues, then per voice "palette known", then per voice "played"
 CONT_NAMES = ("bpm", "intensity", "density", "complexity", "syncopation", "fill",
               *(f"known_{v}" for v in VOICE_NAMES), *(f"on_{v}" for v in VOICE_NAMES))

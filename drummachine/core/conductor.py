@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from drummachine.core.conditioning import Cues, cymbal_palette
 from drummachine.core.song import Song
 from drummachine.core.transport import STEPS_PER_BAR
 
@@ -70,6 +71,11 @@ class Conductor:
         self.locked: set[int] = set()  # sections whose pattern is kept
         self.regenerate_from: dict[int, int] = {}  # section -> bar from which it is new
         self.ended_at: int | None = None
+        #: live cymbal choices: (from step, section index, CYMBALS name), newest last; each lasts
+        #: until its section ends (the next section plays its own from the song)
+        self.cymbal_changes: tuple[tuple[int, int, str], ...] = ()
+        #: live voice choices for a span of steps: (from, until, {voice: ON/OFF/AUTO}), newest last
+        self.voice_overrides: tuple[tuple[int, int, dict[int, int]], ...] = ()
 
     # --- planning -------------------------------------------------------------------------
     def plan(self, bar: int) -> BarPlan:
@@ -183,9 +189,6 @@ class Conductor:
         self.intensity_offset = max(-1.0, min(1.0, offset))
         return self._replan_from(open_step, open_step // STEPS_PER_BAR)
 
-    def nudge_intensity(self, open_step: int, delta: float) -> int:
-        return self.set_intensity(open_step, self.intensity_offset + delta)
-
     def keep(self, open_step: int) -> int | None:
         p = self.plan(open_step // STEPS_PER_BAR)
         if p.section >= 0:
@@ -213,15 +216,34 @@ class Conductor:
         for b in [b for b in self.fill_requests if b < bar]:
             del self.fill_requests[b]
 
-    def status(self, bar: int) -> dict:
-        p = self.plan(bar)
-        s = self.song.sections[p.section] if p.section >= 0 else None
-        return {
-            "song": self.song.name, "kind": p.kind, "section": s.name if s else "count-in",
-            "section_index": p.section, "bar_in_section": p.bar_in_section, "section_bars": s.bars if s else 0,
-            "style": p.style, "section_bpm": p.bpm, "intensity": round(p.intensity, 2), "fill": p.fill_from is not None,
-            "queued": None if not self.queued else {
-                "what": self.queued.what, "at_bar": self.queued.at_bar,
-                "target": self.song.sections[self.queued.target].name if self.queued.target is not None else None},
-            "locked": p.section in self.locked,
-        }
+    # --- what keeps time, and voices asked for live ---------------------------------------
+    def cymbal(self, plan: BarPlan, step: int) -> str:
+        """The cymbal that keeps time at ``step``: the last live choice in this section, else the song's."""
+        for at, section, name in reversed(self.cymbal_changes):
+            if section == plan.section and at <= step:
+                return name
+        return self.song.sections[plan.section].cymbal if plan.section >= 0 else "auto"
+
+    def set_cymbal(self, at_step: int, section: int, name: str) -> int:
+        """The cymbal ``name`` keeps time from ``at_step`` to the end of ``section``; returns the
+        first step that changes."""
+        cymbal_palette(name)  # checks the name
+        self.cymbal_changes = self.cymbal_changes[-15:] + ((at_step, section, name),)
+        return at_step
+
+    def override_voices(self, start: int, until: int, changes: dict[int, int]) -> int:
+        """Voices played (ON), not played (OFF) or left to the model (AUTO) from step ``start`` up to
+        ``until``, over whatever the song and the cymbal ask; returns the first step that changes."""
+        self.voice_overrides = self.voice_overrides[-15:] + ((start, until, dict(changes)),)
+        return start
+
+    def voices_at(self, step: int, cues: Cues) -> Cues:
+        """``cues`` with the live voice choices that hold at ``step``."""
+        live = [changes for start, until, changes in self.voice_overrides if start <= step < until]
+        if not live:
+            return cues
+        palette = list(cues.palette)
+        for changes in live:
+            for voice, choice in changes.items():
+                palette[voice] = choice
+        return replace(cues, palette=tuple(palette))

@@ -1,92 +1,31 @@
-"""MIDI control: foot controllers' CC commands to engine commands, and a MIDI clock follower.
+"""MIDI control: controller presets turn incoming messages into commands; a MIDI clock follower.
 
-The default map answers the CCs that pedal drum machines already use (so a foot controller set
-up for one works here): CC 110 accent hit, 111 pause/unpause, 112 fill, 113 transition to the
-next section (a value of 1..N goes to section N), 115 outro, 117 tap tempo, 80/81 tempo up/down
-by the value in bpm, 82/83 half/double time (toggles), plus MIDI Start/Stop/Continue and
-program change to pick a song from the setlist.
+One mechanism: a controller preset (TOML, ``presets/controllers``) binds CCs, notes and program
+changes to the bindable commands of ``commands.COMMANDS``. The default preset answers the CCs
+that pedal drum machines already use (so a foot controller set up for one works here), and
+stays underneath any other preset and the user's learned mappings. MIDI Start/Stop/Continue
+start and stop; a program change picks a song from the setlist.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from drummachine.core.conditioning import CYMBALS
+from drummachine.core import commands
+from drummachine.core.commands import NUMBER, WHOLE, Command
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.toml_files import parse_toml
 
+log = logging.getLogger("drummachine")
 START, CONTINUE, STOP, CLOCK, SPP = 0xFA, 0xFB, 0xFC, 0xF8, 0xF2
-
-
-@dataclass(frozen=True)
-class Binding:
-    kind: str  #: "cc", "note", "program"
-    number: int  #: CC or note number (ignored for program)
-    action: str
-
-
-DEFAULT_BINDINGS = (
-    Binding("cc", 110, "accent"),
-    Binding("cc", 111, "pause"),
-    Binding("cc", 112, "fill"),
-    Binding("cc", 113, "next"),
-    Binding("cc", 115, "outro"),
-    Binding("cc", 117, "tap"),
-    Binding("cc", 80, "tempo_up"),
-    Binding("cc", 81, "tempo_down"),
-    Binding("cc", 82, "half_time"),
-    Binding("cc", 83, "double_time"),
-    Binding("program", 0, "song"),
-)
-
-
-class ControlMap:
-    """Turns incoming MIDI messages into (command, value) pairs for the engine."""
-
-    def __init__(self, bindings=DEFAULT_BINDINGS, channel: int | None = None):
-        self.bindings = {(b.kind, b.number): b.action for b in bindings}
-        self.channel = channel  # 1-16, or None for any
-        self.feel = "normal"
-
-    def handle(self, message: list[int]) -> list[tuple[str, object]]:
-        if not message:
-            return []
-        status = message[0]
-        if status == START:
-            return [("start", None)]
-        if status == STOP:
-            return [("stop", None)]
-        if status == CONTINUE:
-            return [("start", None)]
-        if status >= 0xF0:
-            return []
-        if self.channel is not None and (status & 0x0F) != self.channel - 1:
-            return []
-        kind = status & 0xF0
-        if kind == 0xB0 and len(message) >= 3:
-            action = self.bindings.get(("cc", message[1]))
-            return self._action(action, message[2]) if action else []
-        if kind == 0x90 and len(message) >= 3 and message[2] > 0:
-            action = self.bindings.get(("note", message[1]))
-            return self._action(action, message[2]) if action else []
-        if kind == 0xC0 and len(message) >= 2:
-            return [("program", message[1])] if ("program", 0) in self.bindings else []
-        return []
-
-    def _action(self, action: str, value: int) -> list[tuple[str, object]]:
-        if action == "tempo_up":
-            return [("tempo_nudge", float(max(1, value)))]
-        if action == "tempo_down":
-            return [("tempo_nudge", -float(max(1, value)))]
-        if action in ("half_time", "double_time"):
-            want = "half" if action == "half_time" else "double"
-            self.feel = "normal" if self.feel == want else want
-            return [(self.feel, None)]
-        if action == "next":
-            return [("next", value - 1 if 1 <= value <= 64 else None)]
-        if action == "pause":
-            return [("pause", None)]
-        return [(action, None)]
+CC, NOTE_ON, NOTE_OFF, PROGRAM = 0xB0, 0x90, 0x80, 0xC0
+PRESS, ANY = "press", "any"  #: a mapping fires on a press (CC >= 64, note on), or on every message
+FROM_CC = "cc"  #: a mapping's value taken from the message's data byte
+HOLD_SECONDS = 0.6
+DOUBLE_SECONDS = 0.35
 
 
 class ClockFollower:
@@ -158,18 +97,6 @@ class ClockFollower:
         return intercept + k * slope
 
 
-# --- foot switches and controller maps from TOML ----------------------------------------------
-
-ACTIONS = ("start", "stop", "toggle", "start_fill", "fill", "next", "outro", "accent", "tap", "pause", "keep",
-           "regenerate", "half_time", "double_time", "intensity_up", "intensity_down", "tempo_up", "tempo_down",
-           "next_song", "previous_song", "song", "intensity", "density", "swing", "humanize", "temperature",
-           "cymbal")
-CONTINUOUS = {"intensity": (-1.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0), "humanize": (0.0, 2.0),
-              "temperature": (0.0, 2.0)}
-HOLD_SECONDS = 0.6
-DOUBLE_SECONDS = 0.35
-
-
 @dataclass
 class FootSwitch:
     """One switch with gestures: press, hold (>= 0.6 s) and double press (within 0.35 s).
@@ -218,93 +145,93 @@ class FootSwitch:
         return out
 
     def _single(self) -> str:
-        return "fill" if self.press == "start_fill" else self.press
+        return "fill" if self.press == "start_fill" else self.press  # playing: a single press fills
 
 
 @dataclass(frozen=True)
 class Mapping:
     kind: str  #: cc, note, program
     number: int
-    action: str
-    value: float | str | None = None  #: a number, or a CYMBALS name for the cymbal action
+    action: str  #: a bindable command
+    value: object = None  #: the command's value; FROM_CC: the message's data byte
+    fire: str = PRESS
 
 
 @dataclass
 class ControllerPreset:
     name: str
     channel: int | None
-    switches: dict[tuple[str, int], FootSwitch]
-    mappings: list[Mapping]
+    switches: dict[tuple[str, int], FootSwitch] = field(default_factory=dict)
+    mappings: list[Mapping] = field(default_factory=list)
+
+    def over(self, under: "ControllerPreset") -> "ControllerPreset":
+        """This preset on top of ``under``: where both bind a control, this one wins."""
+        mine = set(self.switches) | {(m.kind, m.number) for m in self.mappings}
+        return ControllerPreset(self.name, self.channel if self.channel is not None else under.channel,
+                                {**{k: s for k, s in under.switches.items() if k not in mine}, **self.switches},
+                                list(self.mappings) + [m for m in under.mappings if (m.kind, m.number) not in mine])
 
 
-def _action(cmd: str, value, cc_value: int | None = None) -> list[tuple[str, object]]:
-    """An action name (and its value) as engine commands."""
-    if cmd in CONTINUOUS and cc_value is not None:
-        lo, hi = CONTINUOUS[cmd]
-        v = lo + (hi - lo) * cc_value / 127.0
-        return [("intensity_to" if cmd == "intensity" else cmd, round(v, 3))]
-    simple = {"start_fill": "fill", "half_time": "half", "double_time": "double"}
-    if cmd == "intensity_up":
-        return [("intensity", float(value or 0.1))]
-    if cmd == "intensity_down":
-        return [("intensity", -float(value or 0.1))]
-    if cmd == "tempo_up":
-        return [("tempo_nudge", float(value or 1.0))]
-    if cmd == "tempo_down":
-        return [("tempo_nudge", -float(value or 1.0))]
-    if cmd in ("next_song", "previous_song"):
-        return [(cmd, None)]
-    return [(simple.get(cmd, cmd), value)]
+def command_for(action: str, value=None, byte: int | None = None) -> Command:
+    """The command an action sends: its value as bound, or taken from the data byte (a knob spans
+    its range with it; FROM_CC passes it on)."""
+    spec = commands.spec(action)
+    if byte is not None and (spec.knob or value == FROM_CC):
+        return commands.from_data_byte(action, byte)
+    return commands.parse(action, value)
 
 
 class PresetControl:
-    """A controller preset at work: messages (with their clock time) in, engine commands out."""
+    """A controller preset at work: messages (with their clock time) in, commands out."""
 
     def __init__(self, preset: ControllerPreset, playing=lambda: True):
         self.preset = preset
         self.playing = playing
 
-    def handle(self, message: list[int], t: float) -> list[tuple[str, object]]:
+    def handle(self, message: list[int], t: float) -> list[Command]:
         if not message:
             return []
         status = message[0]
         if status in (START, CONTINUE):
-            return [("start", None)]
+            return [Command("start")]
         if status == STOP:
-            return [("stop", None)]
-        if status >= 0xF0:
+            return [Command("stop")]
+        if status >= 0xF0 or status < 0x80:
             return []
         if self.preset.channel and (status & 0x0F) != self.preset.channel - 1:
             return []
         kind = status & 0xF0
-        if kind == 0xC0 and len(message) >= 2:
-            return [("program", message[1])]
-        if kind in (0xB0, 0x90, 0x80) and len(message) >= 3:
-            key = ("cc" if kind == 0xB0 else "note", message[1])
-            pressed = message[2] >= 64 if kind == 0xB0 else (kind == 0x90 and message[2] > 0)
-            sw = self.preset.switches.get(key)
-            if sw is not None:
-                names = sw.down(t, self.playing()) if pressed else sw.up(t)
-                return [c for n in names for c in _action(n, None)]
-            out = []
-            for m in self.preset.mappings:
-                if (m.kind, m.number) == key:
-                    if m.action in CONTINUOUS and kind == 0xB0:
-                        out += _action(m.action, m.value, message[2])
-                    elif pressed:
-                        out += _action(m.action, m.value)
-            return out
-        return []
+        if kind == PROGRAM and len(message) >= 2:
+            return [commands.parse("program", message[1] & 0x7F)]
+        if kind not in (CC, NOTE_ON, NOTE_OFF) or len(message) < 3:
+            return []
+        key = ("cc" if kind == CC else "note", message[1])
+        byte = message[2] & 0x7F
+        pressed = byte >= 64 if kind == CC else (kind == NOTE_ON and byte > 0)
+        sw = self.preset.switches.get(key)
+        if sw is not None:
+            names = sw.down(t, self.playing()) if pressed else sw.up(t)
+            return [Command(n) for n in names]
+        out = []
+        for m in self.preset.mappings:
+            if (m.kind, m.number) != key:
+                continue
+            continuous = kind == CC and (commands.COMMANDS[m.action].knob and m.value is None or m.value == FROM_CC)
+            if not (pressed or continuous or (m.fire == ANY and kind == CC)):
+                continue
+            try:
+                out.append(command_for(m.action, m.value, byte if kind == CC else None))
+            except DrumMachineError as exc:  # checked when the preset loaded; never raised into a MIDI thread
+                log.warning("controller %s: %s", self.preset.name, exc)
+        return out
 
-    def tick(self, t: float) -> list[tuple[str, object]]:
-        return [c for sw in self.preset.switches.values() for n in sw.tick(t) for c in _action(n, None)]
+    def tick(self, t: float) -> list[Command]:
+        return [Command(n) for sw in self.preset.switches.values() for n in sw.tick(t)]
 
 
 def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
-    """Parse a controller preset (schema in presets/controllers/README.md)."""
-    from drummachine.core.errors import DrumMachineError
-    from drummachine.core.toml_files import parse_toml
-
+    """Parse and check a controller preset (schema in docs/presets.md): every action is a bindable
+    command and every value one that command takes."""
     data = parse_toml(text, path)
 
     def where(table, index, key):
@@ -315,7 +242,7 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
         if key not in ("name", "channel", "switch", "map"):
             raise DrumMachineError(f"{path} ({key})", "unknown key; allowed: channel, map, name, switch")
     channel = data.get("channel", 0)
-    if not isinstance(channel, int) or not 0 <= channel <= 16:
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 16:
         raise DrumMachineError(f"{path} (channel)", f"{channel!r}; allowed: 0 (any) or 1-16")
     seen: dict[tuple[str, int], str] = {}
 
@@ -325,7 +252,7 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
             raise DrumMachineError(where(table, i, "cc"), "give exactly one of cc, note, program")
         k = keys[0]
         n = raw[k]
-        if not isinstance(n, int) or not 0 <= n <= 127:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 127:
             raise DrumMachineError(where(table, i, k), f"{n!r}; allowed: 0-127")
         if (k, n) in seen:
             raise DrumMachineError(where(table, i, k), f"{k} {n} is already mapped ({seen[(k, n)]})")
@@ -335,8 +262,14 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
     def action(table, i, key, value, optional=False):
         if value is None and optional:
             return None
-        if value not in ACTIONS:
-            raise DrumMachineError(where(table, i, key), f"unknown action {value!r}; allowed: {', '.join(ACTIONS)}")
+        if value not in commands.BINDABLE:
+            raise DrumMachineError(where(table, i, key), f"unknown action {value!r}; allowed: "
+                                   f"{', '.join(commands.BINDABLE)}")
+        if table == "switch":
+            try:
+                commands.parse(value)
+            except DrumMachineError:
+                raise DrumMachineError(where(table, i, key), f"{value} needs a value: bind it with [[map]]") from None
         return value
 
     switches = {}
@@ -351,17 +284,26 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
     mappings = []
     for i, raw in enumerate(data.get("map", [])):
         for key in raw:
-            if key not in ("cc", "note", "program", "action", "value"):
-                raise DrumMachineError(where("map", i, key), "unknown key; allowed: cc, note, program, action, value")
+            if key not in ("cc", "note", "program", "action", "value", "fire"):
+                raise DrumMachineError(where("map", i, key),
+                                       "unknown key; allowed: cc, note, program, action, value, fire")
         k, n = control("map", i, raw)
         name = action("map", i, "action", raw.get("action"))
         value = raw.get("value")
-        if name == "cymbal":
-            if value is not None and value not in CYMBALS:
-                raise DrumMachineError(where("map", i, "value"), f"{value!r}; allowed: {', '.join(CYMBALS)}")
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise DrumMachineError(where("map", i, "value"), f"{value!r}; allowed: a number")
-        mappings.append(Mapping(k, n, name, value))
+        spec = commands.COMMANDS[name]
+        if value == FROM_CC:
+            if spec.value.kind not in (NUMBER, WHOLE):
+                raise DrumMachineError(where("map", i, "value"), f'"cc" passes the data byte on: {name} takes '
+                                       f"{spec.value.describe()}")
+        elif not (spec.knob and value is None and k == "cc"):
+            try:
+                commands.parse(name, value)
+            except DrumMachineError as exc:
+                raise DrumMachineError(where("map", i, "value" if value is not None else "action"), exc.what) from None
+        fire = raw.get("fire", PRESS)
+        if fire not in (PRESS, ANY):
+            raise DrumMachineError(where("map", i, "fire"), f"{fire!r}; allowed: press, any")
+        mappings.append(Mapping(k, n, name, value, fire))
     return ControllerPreset(str(data.get("name", path)), channel or None, switches, mappings)
 
 

@@ -4,79 +4,47 @@ Two loops share one small lock (held only for bookkeeping, never around a model 
 - the generator loop (``pump_generator``) keeps the steps from the playhead up to ``lookahead``
   steps ahead generated, each with the generator's state before it, so a cue can rewind to the
   first step not yet heard and generate from there;
-- the commit loop (``pump``) hands each step to the outputs a little before it sounds. A step
-  that is not ready by then is played from the cached bar (the same step a bar earlier) and
-  counted as a miss: a late generator never means silence.
+- the commit loop (``pump``) takes the queued commands, then hands each step to the outputs a
+  little before it sounds. A step that is not ready by then is played from the cached bar (the
+  same step a bar earlier) and counted as a miss: a late generator never means silence.
+
+Neither loop can die: an exception in a command's handler drops that command, one in a commit
+plays the fallback step, one in a generator step leaves the step to the fallback; each is logged
+with its traceback, counted per loop (``Stats.faults``) and shown on the health line.
 
 Both are plain methods: tests call them on a manual clock; ``run_threads`` runs them for real.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from drummachine.core import commands
+from drummachine.core.commands import Command
+from drummachine.core.conditioning import OFF, Cues
 from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor
-from drummachine.core.conditioning import CYMBALS, Cues
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.events import START, STOP, Event, Sink
 from drummachine.core.sampling import Steering
 from drummachine.core.sections import cues_for
+from drummachine.core.snapshot import QueuedCue, Snapshot, empty_grid
 from drummachine.core.song import Song
-from drummachine.core.transport import STEPS_PER_BAR, Clock, TapTempo, Transport
+from drummachine.core.steps import accented, count_in_step, final_step, empty_step, step_events
+from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Clock, TapTempo, Transport, next_bar, next_beat
+from drummachine.core.voices import CLOSED_HAT, KICK, N_VOICES, OPEN_HAT
 
-CRASH, KICK, CLOSED_HAT = 7, 0, 2
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something an output does at ``time`` (clock seconds): a note, a MIDI clock pulse, start/stop."""
-
-    time: float
-    kind: str = "note"  #: note | clock | start | stop | continue
-    voice: int = -1
-    velocity: float = 0.0  #: 0..1
-    step: int = -1
-
-
-class Sink:
-    """An output. ``send`` gets the events of one step, in time order, a little before they sound."""
-
-    def send(self, events: list[Event]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def panic(self) -> None:
-        """All notes off, now."""
-
-    def close(self) -> None:
-        pass
-
-
-class MemorySink(Sink):
-    """Records everything (for tests)."""
-
-    def __init__(self):
-        self.events: list[Event] = []
-        self.panics = 0
-
-    def send(self, events):
-        self.events.extend(events)
-
-    def panic(self):
-        self.panics += 1
-
-    def notes(self) -> list[Event]:
-        return [e for e in self.events if e.kind == "note"]
-
-
-@dataclass(frozen=True)
-class Command:
-    """A request to the engine, from the UI, the controller or the network."""
-
-    name: str
-    value: object = None
+log = logging.getLogger("drummachine")
+#: the "drop" cue: a bar of kick and hats alone
+DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OPEN_HAT)}
+CYMBAL_CYCLE = ("hats", "ride", "auto")
+LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
 
 
 @dataclass
@@ -86,15 +54,9 @@ class Stats:
     generated: int = 0
     regenerated: int = 0
     late_commits: int = 0
+    refused: int = 0
     gen_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
-
-
-def count_in_step(step_in_bar: int) -> np.ndarray:
-    hvo = np.zeros((3, 9), np.float32)
-    if step_in_bar % 4 == 0:
-        hvo[0, CLOSED_HAT] = 1.0
-        hvo[1, CLOSED_HAT] = 0.95 if step_in_bar == 0 else 0.6
-    return hvo
+    faults: dict = field(default_factory=dict)  #: loop -> exceptions caught
 
 
 class Engine:
@@ -119,9 +81,12 @@ class Engine:
         self.playing = False
         self.paused = False
         self.resume_step: int | None = None
-        self.knobs = {"density": 0.0, "swing": 0.0, "humanize": 1.0, "temperature": steering.temperature}
+        self.knobs = {"intensity": 0.0, "density": 0.0, "swing": 0.0, "humanize": 1.0,
+                      "temperature": steering.temperature}
         self.muted: set[int] = set()
         self.solo: set[int] = set()
+        self.handlers = {name: getattr(self, f"_on_{name}") for name, spec in commands.COMMANDS.items()
+                         if spec.target == commands.ENGINE}
         self._reset_song(song)
 
     # --- state ----------------------------------------------------------------------------
@@ -137,48 +102,60 @@ class Engine:
         self.section_states: dict[int, object] = {}
         self.applied_bpm: float | None = None
         self.manual_tempo = False
-        #: live cymbal choices: (from step, section index, CYMBALS name), newest last; each lasts
-        #: until its section ends (the next section plays its own from the song)
-        self.cymbal_changes: tuple[tuple[int, int, str], ...] = ()
         self.gen.reset()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         """An immutable picture of the engine for displays (the UI draws this)."""
         with self.lock:
             c = self.commit_cursor
             bar, step = divmod(max(c - 1, 0), STEPS_PER_BAR)
-            grid = np.zeros((STEPS_PER_BAR, 3, 9), np.float32)
+            grid = empty_grid()
             for s in range(STEPS_PER_BAR):
                 hvo = self.played.get(bar * STEPS_PER_BAR + s)
                 if hvo is None:
                     hvo = self.generated.get(bar * STEPS_PER_BAR + s, (None,))[0]
                 if hvo is not None:
                     grid[s] = hvo
-            status = self.conductor.status(bar)
-            plan = self._plan(bar) if self.playing else None
-            cymbal = self._cymbal(plan, bar * STEPS_PER_BAR) if plan is not None and plan.section >= 0 else "auto"
-            gen_ms = list(self.stats.gen_seconds)
-        return {
-            "playing": self.playing, "paused": self.paused, "bar": bar, "step": step,
-            "bpm": round(self.transport.bpm_at(max(c - 1, 0)), 2), "feel": self.transport.feel_at(max(c - 1, 0)),
-            "grid": grid, "misses": self.stats.misses, "steps": self.stats.steps,
-            "knobs": dict(self.knobs), "muted": sorted(self.muted), "solo": sorted(self.solo),
-            "open_step": c, "cymbal": cymbal,
-            "gen_ms_p99": round(float(np.percentile(gen_ms, 99)) * 1000, 3) if gen_ms else 0.0,
-            **status,
-        }
+            cond = self.conductor
+            plan = cond.plan(bar)
+            section = self.song.sections[plan.section] if plan.section >= 0 else None
+            q = cond.queued
+            queued = None if q is None else QueuedCue(
+                q.what, q.at_bar, self.song.sections[q.target].name if q.target is not None else None)
+            cymbal = cond.cymbal(plan, bar * STEPS_PER_BAR) if self.playing and plan.section >= 0 else "auto"
+            gen_s = list(self.stats.gen_seconds)
+            return Snapshot(
+                playing=self.playing, paused=self.paused, bar=bar, step=step,
+                bpm=round(self.transport.bpm_at(max(c - 1, 0)), 2), feel=self.transport.feel_at(max(c - 1, 0)),
+                open_step=c, song=self.song.name, sections=tuple(s.name for s in self.song.sections),
+                kind=plan.kind, section=section.name if section else "count-in", section_index=plan.section,
+                bar_in_section=plan.bar_in_section, section_bars=section.bars if section else 0,
+                style=plan.style, section_bpm=plan.bpm, intensity=round(plan.intensity, 2),
+                fill=plan.fill_from is not None, queued=queued, locked=plan.section in cond.locked, cymbal=cymbal,
+                grid=grid, knobs=dict(self.knobs), muted=tuple(sorted(self.muted)), solo=tuple(sorted(self.solo)),
+                steps=self.stats.steps, misses=self.stats.misses,
+                gen_ms_p99=round(float(np.percentile(gen_s, 99)) * 1000, 3) if gen_s else 0.0,
+                faults=dict(self.stats.faults), refused=self.stats.refused)
 
     # --- commands -------------------------------------------------------------------------
     def command(self, name: str, value=None) -> bool:
-        """Queue a command (thread-safe, never blocks); False if the queue is full."""
+        """Check and queue a command (thread-safe, never blocks). A bad name or value is refused
+        here, logged and counted, never inside the loops; False also when the queue is full."""
         try:
-            self.commands.put_nowait(Command(name, value))
+            cmd = commands.parse(name, value)
+        except DrumMachineError as exc:
+            self.stats.refused += 1
+            log.warning("refused: %s", exc)
+            return False
+        if cmd.spec.target != commands.ENGINE:
+            self.stats.refused += 1
+            log.warning("refused: command %s is the session's, not the engine's", name)
+            return False
+        try:
+            self.commands.put_nowait(cmd)
             return True
         except queue.Full:
             return False
-
-    def _open_step(self) -> int:
-        return self.commit_cursor
 
     def _rewind_to(self, step: int | None) -> None:
         if step is None:
@@ -187,131 +164,169 @@ class Engine:
             step = max(step, self.commit_cursor)
             self.rewind = step if self.rewind is None else min(self.rewind, step)
 
+    def _fault(self, loop: str, what: str) -> None:
+        """An exception caught in a loop that goes on: logged with its traceback, and counted."""
+        n = self.stats.faults.get(loop, 0) + 1
+        self.stats.faults[loop] = n
+        if n <= LOGGED_FAULTS:
+            log.exception("%s loop: %s (caught, playing on; %d so far)", loop, what, n)
+
     def _handle(self, cmd: Command, now: float) -> None:
-        name, value = cmd.name, cmd.value
-        c = self._open_step()
-        cond = self.conductor
-        if name == "start":
-            if not self.playing:
-                self._start(now)
-        elif name == "toggle":
-            if self.playing:
-                self._stop()
-            else:
-                self._start(now)
-        elif name == "stop":
-            self._stop()
-        elif name in ("density", "temperature"):  # model steering: regenerate what is not heard yet
-            lo, hi = {"density": (-1.0, 1.0), "temperature": (0.0, 2.0)}[name]
-            self.knobs[name] = min(hi, max(lo, float(value)))
-            self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
-                                     voice_bias=(self.knobs["density"] * 3.0,) * 9)
-            self._rewind_to(c)
-        elif name in ("swing", "humanize"):  # applied as steps are handed out: immediate
-            lo, hi = {"swing": (0.0, 1.0), "humanize": (0.0, 2.0)}[name]
-            self.knobs[name] = min(hi, max(lo, float(value)))
-        elif name in ("mute", "solo"):
-            group = self.muted if name == "mute" else self.solo
-            v = int(value)
-            group.symmetric_difference_update({v})
-        elif not self.playing:
-            if name == "song":
-                self._reset_song(value)
-            elif name == "tempo":
-                self.transport = Transport(float(value))
-                self.manual_tempo = True
+        if cmd.spec.needs_playing and not self.playing:
             return
-        elif name == "pause":
-            self.paused = not self.paused if value is None else bool(value)
-            if self.paused:
-                self._panic()
-            else:
-                self.resume_step = -(-c // 4) * 4  # back in on the next beat
-        elif name == "next":
-            self._rewind_to(cond.next_section(c, value if isinstance(value, int) else None))
-        elif name == "next_phrase":
-            self._rewind_to(cond.next_section(c, None, at_phrase=True))
-        elif name == "fill":
-            self._rewind_to(cond.fill(c))
-        elif name == "accent":
-            self._rewind_to(cond.accent(c))
-        elif name == "outro":
-            self._rewind_to(cond.outro(c))
-        elif name == "intensity":
-            self._rewind_to(cond.nudge_intensity(c, float(value)))
-        elif name == "intensity_to":  # an absolute knob (a controller's CC): the offset from the song
-            self._rewind_to(cond.set_intensity(c, float(value)))
-        elif name == "cymbal":  # value: a CYMBALS name, or None for the next of hats -> ride -> auto
-            at = -(-c // STEPS_PER_BAR) * STEPS_PER_BAR  # on the next bar line, as a drummer would switch
-            plan = self._plan(at // STEPS_PER_BAR)
-            if plan.section < 0:
-                return
-            if value is None:
-                order = ("hats", "ride", "auto")
-                current = self._cymbal(plan, at)
-                value = order[(order.index(current) + 1) % len(order)] if current in order else "hats"
-            if value not in CYMBALS:
-                return
-            self.cymbal_changes = self.cymbal_changes[-15:] + ((at, plan.section, str(value)),)
-            self._rewind_to(at)
-        elif name == "keep":
-            cond.keep(c)
-        elif name == "regenerate":
-            self._rewind_to(cond.regenerate(c))
-        elif name in ("half", "double", "normal"):
-            at = -(-c // STEPS_PER_BAR) * STEPS_PER_BAR
-            self.transport.set_feel(name, at)
-            self._rewind_to(at)
-        elif name == "tempo":  # value: bpm or (bpm, "bar" | "now" | bars_of_ramp)
-            bpm, when = value if isinstance(value, tuple) else (value, "bar")
-            self._set_tempo(float(bpm), when, c)
-        elif name == "tempo_nudge":
-            self._set_tempo(self.transport.bpm_at(c) + float(value), "now", c)
-        elif name == "follow":  # MIDI clock in: (smoothed bpm, time of the next beat on the leader's line)
-            bpm, beat_time = value
-            beat = -(-c // 4) * 4
-            if beat_time is not None:
-                ours = self.transport.time_of(beat)
-                step_s = 60.0 / (bpm * 4.0)
-                while beat_time < ours - 2 * step_s:  # the leader's beat nearest to ours
-                    beat_time += 4 * step_s
-                while beat_time > ours + 2 * step_s:
-                    beat_time -= 4 * step_s
-                if abs(beat_time - ours) > 0.001 or abs(self.transport.bpm_at(beat) - bpm) > 0.05:
-                    self.transport.relock(beat, max(beat_time, now + 0.002), bpm)
-                    self.manual_tempo = True
-        elif name == "tap":
-            got = self.tap.tap(now)
-            if got:
-                bpm, first = got
-                self._relock(bpm, first, now)
+        self.handlers[cmd.name](cmd.value, now)
 
-    def _set_tempo(self, bpm: float, when, c: int) -> None:
-        bpm = min(300.0, max(40.0, bpm))
-        self.manual_tempo = True
-        if when == "now":
-            self.transport.set_tempo(bpm, c)
-        elif isinstance(when, int) and when > 0:
-            at = -(-c // STEPS_PER_BAR) * STEPS_PER_BAR
-            self.transport.set_tempo(bpm, at, ramp_steps=when * STEPS_PER_BAR)
+    # one handler per engine command of commands.COMMANDS: value already checked
+    def _on_start(self, value, now):
+        if not self.playing:
+            self._start(now)
+
+    def _on_toggle(self, value, now):
+        if self.playing:
+            self._stop()
         else:
-            self.transport.set_tempo(bpm, -(-c // STEPS_PER_BAR) * STEPS_PER_BAR)
-        self._rewind_to(c)
+            self._start(now)
 
-    def _relock(self, bpm: float, first_tap: float, now: float) -> None:
-        """Tap tempo: the new tempo at once, and the next bar line on the band's one (the first tap)."""
-        c = self._open_step()
-        bar_s = 60.0 / bpm * 4.0 / self.transport.feel_at(c)
-        next_bar = -(-c // STEPS_PER_BAR) * STEPS_PER_BAR
-        t = first_tap
-        earliest = max(now, self.transport.time_of(c)) + 0.05
-        while t < earliest:
-            t += bar_s
-        # steps before the next bar line keep their times; the bar line moves to the tapped one
-        if next_bar > c:
-            self.transport.set_tempo(bpm, c)
-        self.transport.relock(next_bar, t, bpm)
+    def _on_stop(self, value, now):
+        self._stop()
+
+    def _on_start_fill(self, value, now):
+        if self.playing:
+            self._on_fill(value, now)
+        else:
+            self._start(now)
+
+    def _steer(self, name, value, now):  # model steering: regenerate what is not heard yet
+        self.knobs[name] = value
+        self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
+                                 voice_bias=(self.knobs["density"] * 3.0,) * N_VOICES)
+        self._rewind_to(self.commit_cursor)
+
+    def _on_density(self, value, now):
+        self._steer("density", value, now)
+
+    def _on_temperature(self, value, now):
+        self._steer("temperature", value, now)
+
+    def _on_swing(self, value, now):  # applied as steps are handed out: immediate
+        self.knobs["swing"] = value
+
+    def _on_humanize(self, value, now):
+        self.knobs["humanize"] = value
+
+    def _on_mute(self, voice, now):
+        self.muted.symmetric_difference_update({voice})
+
+    def _on_solo(self, voice, now):
+        self.solo.symmetric_difference_update({voice})
+
+    def _on_song(self, song, now):
+        if self.playing:
+            log.warning("song %s: not while playing (the session starts it when this one has ended)", song.name)
+            return
+        self._reset_song(song)
+
+    def _on_tempo(self, bpm, now):
+        if not self.playing:
+            self.transport = Transport(bpm)
+            self.manual_tempo = True
+            return
+        self._set_tempo(bpm, self.commit_cursor)
+
+    def _on_pause(self, value, now):
+        self.paused = not self.paused if value is None else value
+        if self.paused:
+            self._panic()
+        else:
+            self.resume_step = next_beat(self.commit_cursor)  # back in on the next beat
+
+    def _on_next(self, number, now):
+        c = self.commit_cursor
+        target = None if number is None else min(number, len(self.song.sections)) - 1
+        self._rewind_to(self.conductor.next_section(c, target))
+
+    def _on_next_phrase(self, value, now):
+        self._rewind_to(self.conductor.next_section(self.commit_cursor, None, at_phrase=True))
+
+    def _on_fill(self, value, now):
+        self._rewind_to(self.conductor.fill(self.commit_cursor))
+
+    def _on_accent(self, value, now):
+        self._rewind_to(self.conductor.accent(self.commit_cursor))
+
+    def _on_outro(self, value, now):
+        self._rewind_to(self.conductor.outro(self.commit_cursor))
+
+    def _on_drop(self, value, now):
+        at = next_bar(self.commit_cursor)
+        self._rewind_to(self.conductor.override_voices(at, at + STEPS_PER_BAR, DROP_VOICES))
+
+    def _on_intensity(self, offset, now):  # the knob: an offset from the song's intensity
+        self.knobs["intensity"] = offset
+        self._rewind_to(self.conductor.set_intensity(self.commit_cursor, offset))
+
+    def _on_intensity_up(self, delta, now):
+        self._on_intensity(min(1.0, self.conductor.intensity_offset + delta), now)
+
+    def _on_intensity_down(self, delta, now):
+        self._on_intensity(max(-1.0, self.conductor.intensity_offset - delta), now)
+
+    def _on_cymbal(self, name, now):  # None: the next of hats -> ride -> auto
+        at = next_bar(self.commit_cursor)  # on the next bar line, as a drummer would switch
+        plan = self.conductor.plan(at // STEPS_PER_BAR)
+        if plan.section < 0:
+            return
+        if name is None:
+            current = self.conductor.cymbal(plan, at)
+            name = CYMBAL_CYCLE[(CYMBAL_CYCLE.index(current) + 1) % len(CYMBAL_CYCLE)] \
+                if current in CYMBAL_CYCLE else "hats"
+        self._rewind_to(self.conductor.set_cymbal(at, plan.section, name))
+
+    def _on_keep(self, value, now):
+        self.conductor.keep(self.commit_cursor)
+
+    def _on_regenerate(self, value, now):
+        self._rewind_to(self.conductor.regenerate(self.commit_cursor))
+
+    def _on_feel(self, feel, now):
+        at = next_bar(self.commit_cursor)
+        self.transport.set_feel(feel, at)
+        self._rewind_to(at)
+
+    def _on_half_time(self, value, now):  # a toggle, whichever control or key sent it
+        self._on_feel("normal" if self._feel_ahead() == 0.5 else "half", now)
+
+    def _on_double_time(self, value, now):
+        self._on_feel("normal" if self._feel_ahead() == 2.0 else "double", now)
+
+    def _feel_ahead(self) -> float:
+        """The feel from the next bar line on, counting a change already asked for."""
+        return self.transport.feel_at(next_bar(self.commit_cursor))
+
+    def _on_tempo_up(self, delta, now):
+        self._set_tempo(self.transport.bpm_at(self.commit_cursor) + delta, self.commit_cursor, at_once=True)
+
+    def _on_tempo_down(self, delta, now):
+        self._set_tempo(self.transport.bpm_at(self.commit_cursor) - delta, self.commit_cursor, at_once=True)
+
+    def _on_follow(self, value, now):  # MIDI clock in: (smoothed bpm, time of the next beat on the leader's line)
+        bpm, beat_time = value
+        if self.transport.follow(next_beat(self.commit_cursor), beat_time, bpm, now):
+            self.manual_tempo = True
+
+    def _on_tap(self, value, now):
+        got = self.tap.tap(now)
+        if got:
+            bpm, first = got
+            c = self.commit_cursor
+            self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
+            self.manual_tempo = True
+            self._rewind_to(c)
+
+    def _set_tempo(self, bpm: float, c: int, at_once: bool = False) -> None:
+        bpm = min(BPM_RANGE[1], max(BPM_RANGE[0], bpm))
         self.manual_tempo = True
+        self.transport.set_tempo(bpm, c if at_once else next_bar(c))
         self._rewind_to(c)
 
     def _start(self, now: float) -> None:
@@ -325,12 +340,12 @@ class Engine:
         self.applied_bpm = first
         self.playing = True
         self.paused = False
-        self._send([Event(start, "start")])
+        self._send([Event(start, START)])
 
     def _stop(self) -> None:
         if self.playing:
             self.playing = False
-            self._send([Event(self.clock.now(), "stop")])
+            self._send([Event(self.clock.now(), STOP)])
             self._panic()
             with self.lock:
                 self.generated.clear()
@@ -340,14 +355,14 @@ class Engine:
             try:
                 s.panic()
             except Exception:  # an output that fails must not stop the others
-                pass
+                self._fault("output", f"{type(s).__name__}.panic")
 
     def _send(self, events: list[Event]) -> None:
         for s in self.sinks:
             try:
                 s.send(events)
             except Exception:
-                pass
+                self._fault("output", f"{type(s).__name__}.send")
 
     # --- the commit loop ------------------------------------------------------------------
     def horizon(self, step: int) -> float:
@@ -368,22 +383,23 @@ class Engine:
                 cmd = self.commands.get_nowait()
             except queue.Empty:
                 break
-            with self.lock:
-                self._handle(cmd, now)
-        if not self.playing:
-            return 0
+            try:
+                with self.lock:
+                    self._handle(cmd, now)
+            except Exception:
+                self._fault("commands", f"command {cmd.name} {cmd.value!r} dropped")
         done = 0
         while self.playing:
             c = self.commit_cursor
-            due = self.transport.time_of(c) - self.horizon(c)
-            if now < due:
+            if now < self.transport.time_of(c) - self.horizon(c):
                 break
-            self._commit(c, now)
+            try:
+                self._commit(c, now)
+            except Exception:
+                self._fault("commit", f"step {c}: the fallback plays")
+                self._commit_fallback(c)
             done += 1
         return done
-
-    def _plan(self, bar: int) -> BarPlan:
-        return self.conductor.plan(bar)
 
     def _apply_section_tempo(self, plan: BarPlan, step: int) -> None:
         """A section whose written tempo differs from the section before changes the tempo; otherwise
@@ -396,7 +412,7 @@ class Engine:
     def _commit(self, c: int, now: float) -> None:
         bar, s = divmod(c, STEPS_PER_BAR)
         with self.lock:
-            plan = self._plan(bar)
+            plan = self.conductor.plan(bar)
             if s == 0:
                 self.conductor.take_effect(bar)
                 self._apply_section_tempo(plan, c)
@@ -404,55 +420,45 @@ class Engine:
             if self.rewind is not None and self.rewind <= c:
                 # too late for this step: it plays as generated, the cue comes in from the next one
                 self.rewind = c + 1
-        if item is None:
-            hvo = self._fallback(c, plan)
-        else:
-            hvo = item[0]
-        t0 = self.transport.time_of(c)
-        if now > t0:
+        hvo = self._fallback(c, plan) if item is None else item[0]
+        if now > self.transport.time_of(c):
             self.stats.late_commits += 1
-        events: list[Event] = []
-        if self.midi_clock:
-            per_step = 6.0 / self.transport.feel_at(c)
-            k = 0
-            while k < per_step - 1e-9:
-                events.append(Event(self.transport.time_of(c + k / per_step), "clock", step=c))
-                k += 1
         audible = not self.paused and (self.resume_step is None or c >= self.resume_step)
-        if audible and self.resume_step is not None and c >= self.resume_step:
+        if audible and self.resume_step is not None:
             self.resume_step = None
-        if audible:
-            offsets = self._feel_offsets(hvo, c)
-            hits = np.nonzero(hvo[0] > 0.5)[0]
-            for v in hits:
-                v = int(v)
-                if v in self.muted or (self.solo and v not in self.solo):
-                    continue
-                events.append(Event(self.transport.time_of(c + float(offsets[v])), "note", v, float(hvo[1, v]), c))
-        events.sort(key=lambda e: e.time)
+        events = step_events(hvo, c, self.transport, swing=self.knobs["swing"], humanize=self.knobs["humanize"],
+                             audible=audible, muted=self.muted, solo=self.solo, midi_clock=self.midi_clock)
+        self._hand_out(c, hvo, events)
+        if plan.kind == SILENT or (plan.kind == FINAL and s == STEPS_PER_BAR - 1):
+            self.playing = False
+            self._send([Event(self.transport.time_of(c + 1), STOP)])
+
+    def _hand_out(self, c: int, hvo: np.ndarray, events: list[Event]) -> None:
         with self.lock:
             self.played[c] = hvo
             self.played.pop(c - 4 * STEPS_PER_BAR, None)
             self.commit_cursor = c + 1
         self.stats.steps += 1
         self._send(events)
-        if plan.kind == SILENT or (plan.kind == FINAL and s == STEPS_PER_BAR - 1):
-            self.playing = False
-            self._send([Event(self.transport.time_of(c + 1), "stop")])
 
-    def _feel_offsets(self, hvo: np.ndarray, c: int) -> np.ndarray:
-        """The played offsets: humanize scales the drummer's micro-timing, swing delays the off 16ths
-        (up to a third of a step: a triplet feel)."""
-        off = hvo[2] * self.knobs["humanize"]
-        if self.knobs["swing"] and c % 2 == 1:
-            off = off + self.knobs["swing"] / 3.0
-        return np.clip(off, -0.5, 0.5)
+    def _commit_fallback(self, c: int) -> None:
+        """After a fault in a commit: the step a bar earlier, on the grid, so the groove goes on."""
+        try:
+            hvo = self._cached(c)
+            self._hand_out(c, hvo, step_events(hvo, c, self.transport))
+        except Exception:
+            self._fault("commit", f"step {c}: fallback failed too, skipped")
+            with self.lock:
+                self.commit_cursor = max(self.commit_cursor, c + 1)
 
     def _fallback(self, c: int, plan: BarPlan) -> np.ndarray:
         built = self._fixed_step(c, plan)
         if built is not None:
             return built
         self.stats.misses += 1
+        return self._cached(c)
+
+    def _cached(self, c: int) -> np.ndarray:
         cached = self.played.get(c - STEPS_PER_BAR)
         return cached.copy() if cached is not None else count_in_step(c % STEPS_PER_BAR)
 
@@ -462,19 +468,15 @@ class Engine:
         s = c % STEPS_PER_BAR
         if plan.kind == COUNT_IN:
             return count_in_step(s)
-        if plan.kind in (FINAL, SILENT):
-            hvo = np.zeros((3, 9), np.float32)
-            if plan.kind == FINAL and s == 0:
-                hvo[0, [CRASH, KICK]] = 1.0
-                hvo[1, [CRASH, KICK]] = 1.0
-            return hvo
+        if plan.kind == FINAL:
+            return final_step(s)
+        if plan.kind == SILENT:
+            return empty_step()
         return None
 
     # --- the generator loop ---------------------------------------------------------------
     def pump_generator(self, max_steps: int = 1_000_000) -> int:
         """Generate (or catch up on) steps up to ``lookahead`` ahead of the playhead."""
-        import time as _time
-
         done = 0
         while done < max_steps:
             with self.lock:
@@ -495,63 +497,65 @@ class Engine:
                     return done
                 if g >= c + self.lookahead:
                     return done
-                plan = self._plan(g // STEPS_PER_BAR)
-                played = self.played.get(g) if g < c else None
-                bpm = self.transport.bpm_at(g) * self.transport.feel_at(g)
-                accent = g in self.conductor.accents
-                locked = plan.section in self.conductor.locked
-                fresh_from = self.conductor.regenerate_from.get(plan.section)
-            s = g % STEPS_PER_BAR
-            cont = self._cont(plan, s, bpm)
-            style = self._style_index(plan.style)
-            phrase = plan.bar_in_section % 4
-            t0 = _time.perf_counter()
-            if played is not None:  # fell behind: the step was already played from the cache
-                self.gen.force(played, style, s, phrase, cont)
-                with self.lock:
+            try:
+                self._generate(g, c)
+            except Exception:
+                self._fault("generator", f"step {g}: left to the fallback")
+                with self.lock:  # the step plays from the cache; the model goes on from the next
                     self.gen_cursor = max(self.gen_cursor, g + 1)
-                done += 1
-                continue
-            state_before = self.gen.save()
-            if plan.kind == GROOVE and s == 0 and plan.bar_in_section == 0:
-                saved = self.section_states.get(plan.section)
-                if locked and saved is not None:
-                    self.gen.restore(saved)
-                elif fresh_from is not None and plan.bar >= fresh_from:
-                    self.gen.rng = np.random.default_rng(self.gen.rng.integers(1 << 62))
-                    self.section_states[plan.section] = self.gen.save()
-                else:
-                    self.section_states.setdefault(plan.section, self.gen.save())
-            fixed = self._fixed_step(g, plan)
-            if fixed is not None:
-                self.gen.force(fixed, style, s, phrase, cont)
-                hvo = fixed
-            else:
-                hvo = self.gen.step(style, s, phrase, cont, self.steering)
-                changed = False
-                if accent or (plan.crash_on_one and s == 0):
-                    hvo = hvo.copy()
-                    hvo[0, [CRASH, KICK]] = 1.0
-                    hvo[1, CRASH] = max(hvo[1, CRASH], 0.9)
-                    hvo[1, KICK] = max(hvo[1, KICK], 0.85)
-                    hvo[2, [CRASH, KICK]] = 0.0
-                    changed = True
-                if changed:
-                    self.gen.overwrite_last(hvo)
-            self.stats.gen_seconds.append(_time.perf_counter() - t0)
-            with self.lock:
-                if self.rewind is not None and self.rewind <= g:
-                    # a cue changed this step while it was generated: do it again
-                    if self.rewind == g:
-                        self.gen.restore(state_before)
-                        self.rewind = None
-                    continue
-                if g >= self.commit_cursor:
-                    self.generated[g] = (hvo, state_before)
-                self.gen_cursor = g + 1
-                self.stats.generated += 1
             done += 1
         return done
+
+    def _generate(self, g: int, c: int) -> None:
+        """Generate step ``g`` (or, if the playhead passed it, let the model hear what played)."""
+        with self.lock:
+            plan = self.conductor.plan(g // STEPS_PER_BAR)
+            played = self.played.get(g) if g < c else None
+            bpm = self.transport.bpm_at(g) * self.transport.feel_at(g)
+            accent = g in self.conductor.accents
+            locked = plan.section in self.conductor.locked
+            fresh_from = self.conductor.regenerate_from.get(plan.section)
+            cont = self._cont(plan, g % STEPS_PER_BAR, bpm)
+        s = g % STEPS_PER_BAR
+        style = self._style_index(plan.style)
+        phrase = plan.bar_in_section % 4
+        t0 = time.perf_counter()
+        if played is not None:  # fell behind: the step was already played from the cache
+            self.gen.force(played, style, s, phrase, cont)
+            with self.lock:
+                self.gen_cursor = max(self.gen_cursor, g + 1)
+            return
+        state_before = self.gen.save()
+        if plan.kind == GROOVE and s == 0 and plan.bar_in_section == 0:
+            saved = self.section_states.get(plan.section)
+            if locked and saved is not None:
+                self.gen.restore(saved)
+            elif fresh_from is not None and plan.bar >= fresh_from:
+                self.gen.rng = np.random.default_rng(self.gen.rng.integers(1 << 62))
+                self.section_states[plan.section] = self.gen.save()
+            else:
+                self.section_states.setdefault(plan.section, self.gen.save())
+        fixed = self._fixed_step(g, plan)
+        if fixed is not None:
+            self.gen.force(fixed, style, s, phrase, cont)
+            hvo = fixed
+        else:
+            hvo = self.gen.step(style, s, phrase, cont, self.steering)
+            if accent or (plan.crash_on_one and s == 0):
+                hvo = accented(hvo)
+                self.gen.overwrite_last(hvo)
+        self.stats.gen_seconds.append(time.perf_counter() - t0)
+        with self.lock:
+            if self.rewind is not None and self.rewind <= g:
+                # a cue changed this step while it was generated: do it again
+                if self.rewind == g:
+                    self.gen.restore(state_before)
+                    self.rewind = None
+                return
+            if g >= self.commit_cursor:
+                self.generated[g] = (hvo, state_before)
+            self.gen_cursor = g + 1
+            self.stats.generated += 1
 
     def _style_index(self, style: str) -> int:
         try:
@@ -559,43 +563,45 @@ class Engine:
         except ValueError:
             return 0
 
-    def _cymbal(self, plan: BarPlan, g: int) -> str:
-        """The cymbal that keeps time at step g: the last live choice in this section, else the song's."""
-        for at, section, name in reversed(self.cymbal_changes):
-            if section == plan.section and at <= g:
-                return name
-        return self.song.sections[plan.section].cymbal if plan.section >= 0 else "auto"
-
     def _cont(self, plan: BarPlan, step: int, bpm: float) -> np.ndarray:
         cond = self.gen.cond
+        bpm = max(BPM_RANGE[0], min(BPM_RANGE[1], bpm))
         if plan.kind != GROOVE and plan.kind != ENDING:
-            return cond.cont(max(40.0, min(300.0, bpm)), Cues())
+            return cond.cont(bpm, Cues())
+        g = plan.bar * STEPS_PER_BAR + step
         fill = plan.fill_at(step) or plan.kind == ENDING
         section = self.song.sections[plan.section] if plan.section >= 0 else None
         feel = section.feel if section else None
         cues = cues_for(cond, plan.style if plan.style in cond.styles else "any", plan.intensity, fill,
                         feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
-                        cymbal=self._cymbal(plan, plan.bar * STEPS_PER_BAR + step),
-                        voices=section.voices if section else ())
-        return cond.cont(max(40.0, min(300.0, bpm)), cues)
+                        cymbal=self.conductor.cymbal(plan, g), voices=section.voices if section else ())
+        return cond.cont(bpm, self.conductor.voices_at(g, cues))
 
     # --- running for real -----------------------------------------------------------------
     def run_threads(self, stop: threading.Event, sleep=None) -> list[threading.Thread]:
-        """Start the commit and generator loops as daemon threads until ``stop`` is set."""
-        import time as _time
-
-        sleep = sleep or _time.sleep
+        """Start the commit and generator loops as daemon threads until ``stop`` is set. A loop
+        body that raises is counted and the loop goes on (see the module's doc)."""
+        sleep = sleep or time.sleep
 
         def commit_loop():
             while not stop.is_set():
-                self.pump()
-                deadline = self.next_deadline()
-                wait = 0.005 if deadline is None else min(0.005, max(0.0, deadline - self.clock.now()))
+                try:
+                    self.pump()
+                    deadline = self.next_deadline()
+                    wait = 0.005 if deadline is None else min(0.005, max(0.0, deadline - self.clock.now()))
+                except Exception:
+                    self._fault("commit", "loop")
+                    wait = 0.001
                 sleep(wait if wait > 0 else 0.0005)
 
         def gen_loop():
             while not stop.is_set():
-                if not self.pump_generator(max_steps=4):
+                try:
+                    busy = self.pump_generator(max_steps=4)
+                except Exception:
+                    self._fault("generator", "loop")
+                    busy = 0
+                if not busy:
                     sleep(0.002)
 
         threads = [threading.Thread(target=commit_loop, name="commit", daemon=True),

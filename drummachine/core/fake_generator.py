@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from drummachine.core.conditioning import Conditioning, Cues, GeneratorStateLike
+from drummachine.core.conditioning import Conditioning, Cues, GeneratorStateLike, silenced
 
 FAKE_CONDITIONING = Conditioning(
     styles=("any", "rock", "funk"),
@@ -71,6 +71,7 @@ class FakeGenerator:
             time.sleep(self.cost)
         self.calls.append(("step", style, step_in_bar, bar_in_phrase, tuple(np.round(cont, 3))))
         hvo = self._pattern(step_in_bar, np.asarray(cont))
+        hvo[:, silenced(cont)] = 0.0  # the palette's off, as the model's generator keeps it
         if steering is not None:
             bias = np.asarray(steering.voice_bias)
             hvo[:, np.isneginf(bias)] = 0.0

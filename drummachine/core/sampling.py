@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_VOICES = 9
+from drummachine.core.voices import N_VOICES
+
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ Every problem is reported before anything plays, as ``file:line (key): what; all
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from drummachine.core.conditioning import BPM_RANGE, CYMBALS
@@ -197,21 +197,3 @@ def load_song(path: str | Path, styles: tuple[str, ...] | None = None) -> Song:
 def jam(style: str, bpm: float, intensity: float = 0.5) -> Song:
     """An open-ended one-section song: what ``play --style S --bpm N`` plays without a song file."""
     return Song("jam", (Section("groove", "verse", 0, style, float(bpm), intensity, 8),), 0, "")
-
-
-@dataclass
-class SongLibrary:
-    """Song files by name (file stem), from the shipped presets and the user's folder."""
-
-    folders: list[Path] = field(default_factory=list)
-
-    def find(self, name_or_path: str) -> Path:
-        p = Path(name_or_path)
-        if p.suffix == ".toml" or p.exists():
-            return p
-        for folder in reversed(self.folders):  # user folders come last and win
-            candidate = folder / f"{name_or_path}.toml"
-            if candidate.is_file():
-                return candidate
-        known = sorted({f.stem for folder in self.folders if folder.is_dir() for f in folder.glob("*.toml")})
-        raise DrumMachineError("song", f"no song {name_or_path!r}; songs: {', '.join(known) or 'none'}")

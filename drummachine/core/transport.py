@@ -17,7 +17,19 @@ from typing import Protocol
 PPQ = 960  #: ticks per quarter note
 STEP_TICKS = PPQ // 4
 STEPS_PER_BAR = 16
+STEPS_PER_BEAT = 4
+BPM_RANGE = (40.0, 300.0)
 FEELS = {"half": 0.5, "normal": 1.0, "double": 2.0}
+
+
+def next_beat(step: int) -> int:
+    """The first beat line at or after ``step``."""
+    return -(-step // STEPS_PER_BEAT) * STEPS_PER_BEAT
+
+
+def next_bar(step: int) -> int:
+    """The first bar line at or after ``step``."""
+    return -(-step // STEPS_PER_BAR) * STEPS_PER_BAR
 
 
 class Clock(Protocol):
@@ -128,6 +140,36 @@ class Transport:
     def _merge(self, step: int, bpm, feel) -> None:
         old = self.pending.get(step, (None, None))
         self.pending[step] = (bpm if bpm is not None else old[0], feel if feel is not None else old[1])
+
+    def follow(self, beat: int, beat_time: float | None, bpm: float, now: float) -> bool:
+        """MIDI clock in: make ``beat`` (a beat line) fall on the leader's beat nearest to it, at the
+        leader's tempo. ``beat_time``: the time of one of the leader's beats (None: not known yet).
+        True when the transport moved."""
+        if beat_time is None:
+            return False
+        ours = self.time_of(beat)
+        step_s = 60.0 / (bpm * 4.0)
+        while beat_time < ours - 2 * step_s:  # the leader's beat nearest to ours
+            beat_time += STEPS_PER_BEAT * step_s
+        while beat_time > ours + 2 * step_s:
+            beat_time -= STEPS_PER_BEAT * step_s
+        if abs(beat_time - ours) <= 0.001 and abs(self.bpm_at(beat) - bpm) <= 0.05:
+            return False
+        self.relock(beat, max(beat_time, now + 0.002), bpm)
+        return True
+
+    def relock_to_tap(self, open_step: int, bpm: float, first_tap: float, earliest: float) -> None:
+        """Tap tempo: the new tempo at once, and the next bar line on the band's one (the first tap,
+        moved on by whole bars to no earlier than ``earliest``). Steps before that bar line keep
+        their times."""
+        bar_line = next_bar(open_step)
+        bar_s = 60.0 / bpm * 4.0 / self.feel_at(open_step)
+        t = first_tap
+        while t < earliest:
+            t += bar_s
+        if bar_line > open_step:
+            self.set_tempo(bpm, open_step)
+        self.relock(bar_line, t, bpm)
 
     def relock(self, at_step: int, time: float, bpm: float) -> None:
         """Make ``at_step`` start at ``time`` with tempo ``bpm`` (tap tempo)."""

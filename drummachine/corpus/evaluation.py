@@ -11,10 +11,11 @@ import numpy as np
 from drummachine.core import attributes
 from drummachine.corpus import baselines
 from drummachine.core.conditioning import NO_PALETTE, Cues, cymbal_palette, palette_of, timekeeper
+from drummachine.core.transport import STEPS_PER_BAR
 from drummachine.core.voices import VOICE_NAMES
 from drummachine.core.sampling import expected
 
-STEPS = 16
+STEPS = STEPS_PER_BAR
 
 
 # --- statistics of bars ---------------------------------------------------------------------

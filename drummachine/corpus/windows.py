@@ -9,9 +9,10 @@ import numpy as np
 
 from drummachine.core import attributes
 from drummachine.core.conditioning import AUTO, N_CONT, Conditioning, bpm_feature, palette_features, palette_of
+from drummachine.core.transport import STEPS_PER_BAR
 from drummachine.corpus.dataset import Dataset
 
-STEPS = 16  # the model plays 4/4 (16 steps a bar); other meters stay in the dataset, unused here
+STEPS = STEPS_PER_BAR  # the model plays 4/4 (16 steps a bar); other meters stay in the dataset, unused here
 #: in training, the palette is hidden from the model for a whole window this often...
 PALETTE_ALL_AUTO = 0.25
 #: ...and otherwise voice by voice this often, so that it learns to play with any part of it set

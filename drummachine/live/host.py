@@ -14,20 +14,12 @@ import threading
 import time
 from dataclasses import asdict
 
-import numpy as np
-
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.snapshot import Snapshot
+from drummachine.live import tuning
 from drummachine.live.session import Options, Session
 
 SNAPSHOT_SECONDS = 0.025
-
-
-def _jsonable(snapshot: dict) -> dict:
-    out = dict(snapshot)
-    grid = out.get("grid")
-    if isinstance(grid, np.ndarray):
-        out["grid"] = np.round(grid, 3).tolist()
-    return out
 
 
 class EngineClient:
@@ -43,13 +35,9 @@ class EngineClient:
             self.engine.pump_generator()
             self.engine.pump()
 
-    def latest(self) -> dict:
-        s = _jsonable(self.engine.snapshot())
-        s["sections"] = [x.name for x in self.engine.song.sections]
-        s.setdefault("underruns", 0)
-        s.setdefault("midi_out", None)
-        s.setdefault("midi_in", [])
-        return s
+    def latest(self) -> Snapshot:
+        # through the pipe's JSON form, as the UI on stage gets it
+        return Snapshot.from_json(json.loads(json.dumps(self.engine.snapshot().to_json())))
 
     def close(self) -> None:
         self.engine.command("stop")
@@ -69,11 +57,9 @@ class LocalClient:
     def command(self, name: str, value=None) -> None:
         self.session.command(name, value)
 
-    def latest(self) -> dict:
+    def latest(self) -> Snapshot:
         self.session.poll()
-        s = self.session.status()
-        s["sections"] = [x.name for x in self.session.engine.song.sections]
-        return s
+        return self.session.status()
 
     def close(self) -> None:
         self.session.close()
@@ -81,8 +67,10 @@ class LocalClient:
 
 def _serve(opts_dict: dict, conn) -> None:
     """The engine process: build the session, then relay commands in and snapshots out."""
+    tuning.for_real_time()
     try:
         session = Session(Options(**opts_dict))
+        tuning.settle()
     except DrumMachineError as exc:
         conn.send_bytes(json.dumps({"error": str(exc)}).encode())
         return
@@ -104,10 +92,7 @@ def _serve(opts_dict: dict, conn) -> None:
                     session.command(msg["name"], msg.get("value"))
                 continue
             session.poll()
-            s = _jsonable(session.status())
-            s["sections"] = [x.name for x in session.engine.song.sections]
-            s["pongs"] = pongs
-            conn.send_bytes(json.dumps(s).encode())
+            conn.send_bytes(json.dumps(session.status().with_(pongs=tuple(pongs)).to_json()).encode())
             next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
     except (EOFError, BrokenPipeError, OSError):
         return
@@ -140,9 +125,11 @@ class ProcessClient:
     def _read(self) -> None:
         while True:
             try:
-                msg = json.loads(self.conn.recv_bytes())
+                msg = Snapshot.from_json(json.loads(self.conn.recv_bytes()))
             except (EOFError, OSError):
                 return
+            except (ValueError, TypeError):  # a snapshot that does not parse: the next one will
+                continue
             with self._lock:
                 self._latest = msg
 
@@ -152,7 +139,7 @@ class ProcessClient:
         except (BrokenPipeError, OSError):
             pass
 
-    def latest(self) -> dict | None:
+    def latest(self) -> Snapshot | None:
         with self._lock:
             return self._latest
 

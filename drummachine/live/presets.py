@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drummachine.core.controller import ControllerPreset, controller_from_toml
+from drummachine.core.commands import KNOBS, ranges
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.places import shipped, user_dir
+from drummachine.core.transport import BPM_RANGE
 from drummachine.core.toml_files import parse_toml
 
 SHIPPED = shipped("presets")
 KINDS = ("songs", "setlists", "controllers", "notemaps")
-STYLE_KEYS = {"bpm": (40.0, 300.0), "intensity": (0.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0),
-              "humanize": (0.0, 2.0), "temperature": (0.0, 2.0)}
+#: what styles.toml may set per style: the jam's tempo and intensity (0..1), and the knobs' starting points
+STYLE_KEYS = {"bpm": BPM_RANGE, "intensity": (0.0, 1.0), **ranges(n for n in KNOBS if n != "intensity")}
 
 
 def folders(kind: str) -> list[Path]:
@@ -43,11 +46,51 @@ def names(kind: str) -> list[str]:
     return sorted({f.stem for folder in folders(kind) if folder.is_dir() for f in folder.glob("*.toml")})
 
 
-def load_controller(name: str):
-    from drummachine.core.controller import controller_from_toml
-
+def load_controller(name: str) -> ControllerPreset:
     path = find("controllers", name)
     return controller_from_toml(path.read_text(encoding="utf-8"), path)
+
+
+DEFAULT_CONTROLLER = "default"
+LEARNED = "learned"  #: the user's controllers/learned.toml, written by MIDI learn
+
+
+def controller_stack(name: str | None, warnings: list[str]) -> ControllerPreset:
+    """What answers the controller: the default preset (the pedal drum machines' CCs), the preset
+    ``name`` on top of it, and the user's learned mappings on top of both. A broken learned file
+    is a warning (appended to ``warnings``), never a reason not to play."""
+    preset = load_controller(DEFAULT_CONTROLLER)
+    if name and name != DEFAULT_CONTROLLER:
+        preset = load_controller(name).over(preset)
+    learned = user_dir() / "controllers" / f"{LEARNED}.toml"
+    if learned.is_file():
+        try:
+            preset = controller_from_toml(learned.read_text(encoding="utf-8"), learned).over(preset)
+        except DrumMachineError as exc:
+            warnings.append(f"{exc}: learned mappings ignored")
+    return preset
+
+
+def learn_binding(control: tuple[str, int], action: str) -> str:
+    """Bind ``control`` (("cc" | "note", number)) to ``action`` in the user's learned.toml (kept
+    with the others learned before; written to a temporary file, then renamed). Returns what was
+    learned, as shown on stage."""
+    path = user_dir() / "controllers" / f"{LEARNED}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = []
+    if path.is_file():
+        try:
+            entries = [(m.kind, m.number, m.action) for m in
+                       controller_from_toml(path.read_text(encoding="utf-8"), path).mappings]
+        except DrumMachineError:
+            entries = []  # a broken file is replaced by what is learned now
+    entries = [e for e in entries if (e[0], e[1]) != control] + [(control[0], control[1], action)]
+    text = "# Learned in the stage UI (MIDI learn). Edit freely; the schema is that of presets/controllers.\n"
+    text += "".join(f'\n[[map]]\n{k} = {n}\naction = "{a}"\n' for k, n, a in entries)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return f"{control[0]} {control[1]} -> {action}"
 
 
 @dataclass(frozen=True)

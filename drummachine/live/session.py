@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, ControlMap
+from drummachine.core import commands
+from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, PresetControl
 from drummachine.core.engine import Engine
+from drummachine.core.snapshot import Snapshot
 from drummachine.core.errors import DrumMachineError
-from drummachine.live.presets import folders
-from drummachine.core.song import Song, SongLibrary, jam, load_song
+from drummachine.live.presets import controller_stack, find, learn_binding
+from drummachine.core.song import Song, jam, load_song
 from drummachine.core.transport import MonotonicClock
 
 log = logging.getLogger("drummachine")
@@ -50,15 +52,14 @@ class Options:
 
 
 class Session:
-    def __init__(self, opts: Options):
-        import sys
+    """The parts of a playing instrument wired together. Process tuning (GIL switch interval,
+    malloc arenas, the garbage collector) is the caller's: see live.tuning."""
 
-        # the audio callback runs in a process of its own (audio_process); what is left here —
-        # the commit loop handing out steps, MIDI out — still wants the GIL soon after it asks
-        sys.setswitchinterval(0.0005)
-        _limit_malloc_arenas()
+    def __init__(self, opts: Options, sinks: list | None = None, clock=None):
+        """``sinks`` and ``clock``: outputs and a clock given by the caller (tests of the routing):
+        then no audio or MIDI device is opened."""
         self.opts = opts
-        self.sinks = []
+        self.sinks = list(sinks or [])
         self.inputs = []
         self.audio = None
         self.midi = None
@@ -66,8 +67,7 @@ class Session:
         self.threads = []
         self.pending_song: Song | None = None
         self.follower = ClockFollower() if opts.clock == "midi" else None
-        self.control = ControlMap()
-        self.preset_control = None
+        self.preset_control: PresetControl | None = None
         self.song_index = 0
         self.learning: str | None = None
         self.learned: str = ""
@@ -75,22 +75,21 @@ class Session:
         self.last_midi_at = 0.0
         self.warnings: list[str] = []
         t0 = time.perf_counter()
-        starting = self._start_audio()  # the mixer process sets itself up while the model loads
+        starting = None if sinks else self._start_audio()  # the mixer sets itself up while the model loads
         try:
             self.generator = self._generator()
             from drummachine.live.presets import load_styles
 
             self.styles = load_styles(None)
             self.warnings += self.styles.problems
-            self.library = SongLibrary(folders("songs"))
             self.song = self._song(opts.song)
-            self._outputs(starting)
+            if not sinks:
+                self._outputs(starting)
         except BaseException:
             if starting is not None:
                 starting.close()
             raise
-        _trim_heap()
-        clock = self.audio.clock if self.audio else MonotonicClock()
+        clock = clock or (self.audio.clock if self.audio else MonotonicClock())
         self.clock = clock
         if self.midi is not None:
             self.midi.clock = clock
@@ -99,12 +98,11 @@ class Session:
         if opts.bpm:
             self.engine.command("tempo", float(opts.bpm))
         for knob, value in self.styles.get(self.song.sections[0].style).items():
-            if knob in ("density", "swing", "humanize", "temperature"):
+            if knob in commands.KNOBS:
                 self.engine.command(knob, value)
         self.engine.pump()
         self._load_controller()
         self._inputs()
-        _quiet_gc()
         self.setup_seconds = time.perf_counter() - t0
 
     # --- parts ----------------------------------------------------------------------------
@@ -120,7 +118,7 @@ class Session:
     def _song(self, name: str | None) -> Song:
         styles = self.generator.cond.styles
         if name:
-            return load_song(self.library.find(name), styles)
+            return load_song(find("songs", name), styles)
         if self.opts.style not in styles:
             raise DrumMachineError("--style", f"unknown style {self.opts.style!r}; allowed: {', '.join(styles)}")
         knobs = self.styles.get(self.opts.style)
@@ -182,50 +180,20 @@ class Session:
 
     # --- control --------------------------------------------------------------------------
     def _load_controller(self) -> None:
-        """The controller preset (if any) with the user's learned mappings on top."""
-        from drummachine.core.controller import ControllerPreset, PresetControl, controller_from_toml
-        from drummachine.live.presets import load_controller, user_dir
-
-        preset = load_controller(self.opts.controller) if self.opts.controller else \
-            ControllerPreset("default", None, {}, [])
-        learned = user_dir() / "controllers" / "learned.toml"
-        if learned.is_file():
-            try:
-                extra = controller_from_toml(learned.read_text(encoding="utf-8"), learned)
-                keys = {(m.kind, m.number) for m in extra.mappings}
-                preset.mappings = list(extra.mappings) + [m for m in preset.mappings if (m.kind, m.number) not in keys]
-            except DrumMachineError as exc:
-                self.warnings.append(f"{exc}: learned mappings ignored")
-        self.preset_control = PresetControl(preset, lambda: self.engine.playing) \
-            if (preset.mappings or preset.switches) else None
+        """The default preset, the chosen one on top, the user's learned mappings on top of that."""
+        self.preset_control = PresetControl(controller_stack(self.opts.controller, self.warnings),
+                                            lambda: self.engine.playing)
 
     def learn(self, message: list[int]) -> bool:
         """MIDI learn: bind the control that sent ``message`` to the action being learned; saved."""
-        from drummachine.live.presets import user_dir
-
         kind = message[0] & 0xF0
-        if kind == 0xB0:
+        if kind == 0xB0 and len(message) >= 3:
             control = ("cc", message[1])
-        elif kind == 0x90 and message[2] > 0:
+        elif kind == 0x90 and len(message) >= 3 and message[2] > 0:
             control = ("note", message[1])
         else:
             return False
-        path = user_dir() / "controllers" / "learned.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = []
-        if path.is_file():
-            from drummachine.core.controller import controller_from_toml
-
-            try:
-                entries = [(m.kind, m.number, m.action) for m in
-                           controller_from_toml(path.read_text(encoding="utf-8"), path).mappings]
-            except DrumMachineError:
-                entries = []
-        entries = [e for e in entries if (e[0], e[1]) != control] + [(control[0], control[1], self.learning)]
-        text = "# Learned in the stage UI (MIDI learn). Edit freely; the schema is that of presets/controllers.\n"
-        text += "".join(f'\n[[map]]\n{k} = {n}\naction = "{a}"\n' for k, n, a in entries)
-        path.write_text(text, encoding="utf-8")
-        self.learned = f"{control[0]} {control[1]} -> {self.learning}"
+        self.learned = learn_binding(control, self.learning)
         log.info("learned %s", self.learned)
         self.learning = None
         self._load_controller()
@@ -240,11 +208,8 @@ class Session:
         if self.follower is not None and message and message[0] in (CLOCK, START, STOP, CONTINUE, SPP):
             self._follow(message, t)
             return
-        commands = self.preset_control.handle(message, t) if self.preset_control else []
-        if not commands:
-            commands = self.control.handle(message)
-        for name, value in commands:
-            self.command(name, value)
+        for cmd in self.preset_control.handle(message, t):
+            self.command(cmd.name, cmd.value)
 
     def _follow(self, message: list[int], t: float) -> None:
         f = self.follower
@@ -263,18 +228,32 @@ class Session:
             self.engine.command("stop")
 
     def command(self, name: str, value=None) -> None:
+        """A command from anywhere (UI, controller, network): the session's own or the engine's, by
+        the command table; a bad one is refused with one line in the log."""
         log.info("cue %s %s", name, "" if value is None else value)
-        if name == "learn":
-            self.learning = value or None
-            self.learned = ""
+        try:
+            cmd = commands.parse(name, value)
+        except DrumMachineError as exc:
+            self.engine.stats.refused += 1
+            log.warning("refused: %s", exc)
             return
-        if name == "program":
-            self.select_song(int(value))
+        if cmd.spec.target == commands.SESSION:
+            self.session_handlers[name](cmd.value)
+        else:
+            self.engine.command(cmd.name, cmd.value)
+
+    @property
+    def session_handlers(self):
+        return {"learn": self._on_learn, "program": self.select_song,
+                "next_song": lambda _: self.select_song(self.song_index + 1),
+                "previous_song": lambda _: self.select_song(self.song_index - 1)}
+
+    def _on_learn(self, action: str | None) -> None:
+        if action is not None and action not in commands.BINDABLE:
+            log.warning("learn: %r cannot be bound; allowed: %s", action, ", ".join(commands.BINDABLE))
             return
-        if name in ("next_song", "previous_song"):
-            self.select_song(self.song_index + (1 if name == "next_song" else -1))
-            return
-        self.engine.command(name, value)
+        self.learning = action
+        self.learned = ""
 
     def select_song(self, index: int) -> None:
         if not self.opts.setlist:
@@ -316,8 +295,8 @@ class Session:
         """Housekeeping from the main thread: a song waiting for the current one to end; foot-switch
         gestures that resolve with time (hold, single vs double press)."""
         if self.preset_control is not None:
-            for name, value in self.preset_control.tick(self.clock.now()):
-                self.command(name, value)
+            for cmd in self.preset_control.tick(self.clock.now()):
+                self.command(cmd.name, cmd.value)
         if self.pending_song is not None and not self.engine.playing:
             self.engine.command("song", self.pending_song)
             self.pending_song = None
@@ -334,16 +313,20 @@ class Session:
         self._cpu_value = round(100.0 * (cpu - last[1]) / (now - last[0]), 1)
         return self._cpu_value
 
-    def status(self) -> dict:
+    def status(self) -> Snapshot:
         s = self.engine.snapshot()
-        s["cpu"] = self.cpu_percent()
-        s["underruns"] = self.audio.underruns if self.audio else 0
-        s["audio_restarts"] = self.audio.restarts if self.audio else 0
-        s["midi_out"] = None if self.midi is None else ("connected" if self.midi.connected else "disconnected")
-        s["midi_in"] = [("connected" if i.connected else "waiting") for i in self.inputs]
-        s["learning"], s["learned"], s["last_midi"] = self.learning, self.learned, self.last_midi
-        s["last_midi_at"] = self.last_midi_at
-        return s
+        faults = dict(s.faults)
+        for loop, n in (("mixer", self.audio.faults if self.audio else 0),
+                        ("midi", sum(p.faults.count for p in ([self.midi] if self.midi else []) + self.inputs))):
+            if n:
+                faults[loop] = n
+        return s.with_(
+            faults=faults, cpu=self.cpu_percent(), underruns=self.audio.underruns if self.audio else 0,
+            audio_restarts=self.audio.restarts if self.audio else 0,
+            midi_out=None if self.midi is None else ("connected" if self.midi.connected else "disconnected"),
+            midi_in=tuple("connected" if i.connected else "waiting" for i in self.inputs),
+            learning=self.learning, learned=self.learned, last_midi=tuple(self.last_midi),
+            last_midi_at=self.last_midi_at)
 
     def close(self) -> None:
         self.engine.command("stop")
@@ -367,47 +350,12 @@ class Session:
         self.close()
 
 
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def _limit_malloc_arenas(n: int = 2) -> None:
-    """glibc gives every thread its own malloc arena; a handful of threads need only a couple."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(-8, n)  # M_ARENA_MAX
-
-
-def _quiet_gc() -> None:
-    """Fewer, shorter garbage collections: a collection holds the GIL, and the audio callback needs
-    it within a buffer. Everything built so far is frozen out of the collector's view."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
-def _trim_heap() -> None:
-    import gc
-
-    gc.collect()
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
-def status_line(s: dict) -> str:
-    q = s.get("queued")
-    queued = f" | next: {q['target'] or q['what']} at bar {q['at_bar'] + 1}" if q else ""
-    bars = f"{s['bar_in_section'] + 1}/{s['section_bars'] or '-'}"
-    state = "paused" if s["paused"] else ("playing" if s["playing"] else "stopped")
-    return (f"{state} bar {s['bar'] + 1} | {s['section']} {bars} | {s['style']} {s['bpm']:g} bpm | intensity "
-            f"{s['intensity']:.2f}{' | fill' if s['fill'] else ''}{queued} | misses {s['misses']} underruns "
-            f"{s['underruns']}")
+def status_line(s: Snapshot) -> str:
+    q = s.queued
+    queued = f" | next: {q.target or q.what} at bar {q.at_bar + 1}" if q else ""
+    bars = f"{s.bar_in_section + 1}/{s.section_bars or '-'}"
+    state = "paused" if s.paused else ("playing" if s.playing else "stopped")
+    faults = f" faults {s.faults_total}" if s.faults_total else ""
+    return (f"{state} bar {s.bar + 1} | {s.section} {bars} | {s.style} {s.bpm:g} bpm | intensity "
+            f"{s.intensity:.2f}{' | fill' if s.fill else ''}{queued} | misses {s.misses} underruns "
+            f"{s.underruns}{faults}")

@@ -12,12 +12,14 @@ import heapq
 import os
 import threading
 import time
+import logging
 from typing import Callable
 
-from drummachine.core.engine import Event, Sink
+from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
 
+log = logging.getLogger("drummachine")
 APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
 CLIENT = "drummachine"
 NOTE_SECONDS = 0.05
@@ -188,6 +190,7 @@ class MidiOutSink(Sink):
         self.cv = threading.Condition()
         self.running = True
         self.sounding: set[int] = set()
+        self.faults = Faults()
         # strict: a named port that is not there is an error (nothing else to play through);
         # otherwise it is reported and watched for
         self.port.open(strict=bool(port) and strict)
@@ -241,34 +244,45 @@ class MidiOutSink(Sink):
         if self.realtime:
             _try_realtime(70)
         while self.running:
-            with self.cv:
-                if not self.heap:
-                    self.cv.wait(0.05)
-                    continue
-                t = self.heap[0][0]
-                wait = t - self.clock.now()
-                if wait > 0.0015:
-                    self.cv.wait(wait - 0.001)
-                    continue
-            while True:  # the last millisecond in short sleeps (a busy loop would hold the GIL)
-                left = t - self.clock.now()
-                if left <= 0:
-                    break
-                time.sleep(min(0.0002, left))
-            with self.cv:
-                due = []
-                now = self.clock.now()
-                while self.heap and self.heap[0][0] <= now:
-                    due.append(heapq.heappop(self.heap))
-            for when, _, msg in due:
-                if self.on_sent and msg[0] != PANIC:  # the schedule log (benchmarks, tests)
-                    self.on_sent(when, msg)
-                self._write(msg)
+            try:
+                self._dispatch()
+            except Exception:  # the dispatcher never dies: what failed is logged and counted
+                self.faults.caught("midi-out", "dispatch")
+                time.sleep(0.001)
+
+    def _dispatch(self) -> None:
+        """Wait for the next event's time, then send everything that is due."""
+        with self.cv:
+            if not self.heap:
+                self.cv.wait(0.05)
+                return
+            t = self.heap[0][0]
+            wait = t - self.clock.now()
+            if wait > 0.0015:
+                self.cv.wait(wait - 0.001)
+                return
+        while True:  # the last millisecond in short sleeps (a busy loop would hold the GIL)
+            left = t - self.clock.now()
+            if left <= 0:
+                break
+            time.sleep(min(0.0002, left))
+        with self.cv:
+            due = []
+            now = self.clock.now()
+            while self.heap and self.heap[0][0] <= now:
+                due.append(heapq.heappop(self.heap))
+        for when, _, msg in due:
+            if self.on_sent and msg[0] != PANIC:  # the schedule log (benchmarks, tests)
+                self.on_sent(when, msg)
+            self._write(msg)
 
     def _watch(self) -> None:
         while self.running:
             time.sleep(1.0)
-            self.port.check(close_when_gone=False)
+            try:
+                self.port.check(close_when_gone=False)
+            except Exception:
+                self.faults.caught("midi-out", "port watch")
 
     def panic(self) -> None:
         """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
@@ -299,6 +313,7 @@ class MidiInput:
                  label: str = "control in"):
         self.handler = handler
         self.clock = clock
+        self.faults = Faults()
         self.port = _Port("in", api, port, label, on_open=self._attach)
         self.running = True
         self.port.open(strict=False)
@@ -318,20 +333,37 @@ class MidiInput:
         port.set_callback(self._callback)
 
     def _callback(self, event, data=None) -> None:
-        message, _delta = event
         try:
+            message, _delta = event
             self.handler(message, self.clock.now())
-        except Exception:
-            pass  # a bad message never takes the input down
+        except Exception:  # a bad message never takes the input down
+            self.faults.caught("midi-in", "message")
 
     def _watch(self) -> None:
         while self.running:
             time.sleep(1.0)
-            self.port.check(close_when_gone=True)
+            try:
+                self.port.check(close_when_gone=True)
+            except Exception:
+                self.faults.caught("midi-in", "port watch")
 
     def close(self) -> None:
         self.running = False
         self.port.close_port()
+
+
+class Faults:
+    """Exceptions a MIDI thread caught and lived through: counted, the first ones logged in full."""
+
+    LOGGED = 20
+
+    def __init__(self):
+        self.count = 0
+
+    def caught(self, thread: str, what: str) -> None:
+        self.count += 1
+        if self.count <= self.LOGGED:
+            log.exception("%s thread: %s (caught, going on; %d so far)", thread, what, self.count)
 
 
 def _try_realtime(priority: int) -> bool:

@@ -15,8 +15,9 @@ from drummachine.core.conditioning import BPM_RANGE, Cues, again_bias, asked_on,
 from drummachine.core.errors import DrumMachineError
 from drummachine.model.model_file import cache_names, load_model
 from drummachine.core.sampling import Steering, sample_step
+from drummachine.core.transport import STEPS_PER_BAR
+from drummachine.core.voices import HITS, N_VOICES, OFFSETS, VELOCITIES
 
-STEPS_PER_BAR = 16
 PHRASE_BARS = 4
 
 
@@ -46,7 +47,7 @@ class Generator:
         self.cond = self.info.conditioning
         self.rng = np.random.default_rng(seed)
         calib = self.info.meta.get("voice_bias") or {}
-        self.calibration = np.zeros((len(self.cond.styles), 9))
+        self.calibration = np.zeros((len(self.cond.styles), N_VOICES))
         for i, style in enumerate(self.cond.styles):
             if style in calib:
                 self.calibration[i] = calib[style]
@@ -68,9 +69,9 @@ class Generator:
         """Forget the groove so far (the next step starts from silence)."""
         z = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
         self.past = [z] * (2 * self.n_layer)  # never changed in place, only replaced
-        self.prev = np.zeros((1, 1, 27), np.float32)
+        self.prev = np.zeros((1, 1, 3 * N_VOICES), np.float32)
         self.step_count = 0
-        self.bar_played = np.zeros(9, bool)
+        self.bar_played = np.zeros(N_VOICES, bool)
 
     def reseed(self, seed: int | None) -> None:
         """Start the sampling dice over from ``seed`` (the groove so far is kept)."""
@@ -127,9 +128,9 @@ class Generator:
                 calib = again if calib is None else calib + again
         hits, vel, off = sample_step(logits, self.vel_bins, steering, self.rng, calibration=calib, floor=floor,
                                      velocity_tilt=self.velocity_tilt if use else None)
-        hvo = np.empty((3, 9), np.float32)
-        hvo[0], hvo[1], hvo[2] = hits, vel, off
-        self.prev = hvo.reshape(1, 1, 27)
+        hvo = np.empty((3, N_VOICES), np.float32)
+        hvo[HITS], hvo[VELOCITIES], hvo[OFFSETS] = hits, vel, off
+        self.prev = hvo.reshape(1, 1, 3 * N_VOICES)
         self.bar_played = played | hits
         self.step_count += 1
         return hvo
@@ -148,7 +149,7 @@ class Generator:
 
     def _played_before(self, step_in_bar: int) -> np.ndarray:
         """The voices this bar has played before ``step_in_bar`` (a new bar starts with none)."""
-        return np.zeros(9, bool) if step_in_bar % STEPS_PER_BAR == 0 else self.bar_played
+        return np.zeros(N_VOICES, bool) if step_in_bar % STEPS_PER_BAR == 0 else self.bar_played
 
     def force(self, hvo: np.ndarray, style: int, step_in_bar: int, bar_in_phrase: int, cont: np.ndarray) -> None:
         """Advance through a step that was played without the model (a fallback, a count-in)."""
@@ -160,8 +161,8 @@ class Generator:
 
     def overwrite_last(self, hvo: np.ndarray) -> None:
         """Make ``hvo`` (3, 9) the step the model hears as the last one played (after an accent, say)."""
-        self.prev = np.asarray(hvo, np.float32).reshape(1, 1, 27)
-        self.bar_played = self.bar_played | (self.prev[0, 0, :9] > 0.5)
+        self.prev = np.asarray(hvo, np.float32).reshape(1, 1, 3 * N_VOICES)
+        self.bar_played = self.bar_played | (self.prev[0, 0, :N_VOICES] > 0.5)
 
     def bar(self, style: str | int, bpm: float, cues: Cues = Cues(), bar_in_phrase: int = 0,
             steering: Steering = Steering()) -> np.ndarray:

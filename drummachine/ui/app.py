@@ -8,23 +8,51 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.keys import format_key
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 
-from drummachine.core.voices import VOICES
+from drummachine.core.commands import BINDABLE, COMMANDS, KNOBS as KNOB_SPECS
+from drummachine.core.snapshot import Snapshot
+from drummachine.core.voices import HITS, VELOCITIES, VOICES
 
-KNOBS = ("intensity", "density", "swing", "humanize", "temperature")
-KNOB_RANGE = {"intensity": (-1.0, 1.0), "density": (-1.0, 1.0), "swing": (0.0, 1.0), "humanize": (0.0, 2.0),
-              "temperature": (0.0, 2.0)}
-KNOB_STEP = {"intensity": 0.05, "density": 0.1, "swing": 0.1, "humanize": 0.1, "temperature": 0.1}
+KNOBS = tuple(KNOB_SPECS)
+KNOB_RANGE = {k: (s.value.lo, s.value.hi) for k, s in KNOB_SPECS.items()}
+KNOB_STEP = {k: s.knob_step for k, s in KNOB_SPECS.items()}
+#: key -> the command it sends (its help text is the command's own)
+CUE_KEYS = (("space", "toggle"), ("f", "fill"), ("n", "next"), ("o", "outro"), ("a", "accent"), ("t", "tap"),
+            ("x", "drop"), ("p", "pause"), ("k", "keep"), ("c", "cymbal"), ("r", "regenerate"), ("h", "half_time"),
+            ("d", "double_time"))
 SHADE = ("grey23", "green4", "green3", "yellow3", "red1")
 SOLO_KEYS = ("exclamation_mark", "at", "number_sign", "dollar_sign", "percent_sign", "circumflex_accent",
              "ampersand", "asterisk", "left_parenthesis")
+
+
+FOOTER_KEYS = ("space", "f", "n", "o", "a", "t")
+LABELS = {"toggle": "Start/stop", "next": "Next section", "cymbal": "Hats/ride"}
+
+
+def label(command: str) -> str:
+    """A command's short name for the footer."""
+    return LABELS.get(command, command.replace("_", " ").capitalize())
+
+
+def key_display(keys: str) -> str:
+    """A binding's keys as a musician reads them: "]" for right_square_bracket, "?" for question_mark."""
+    return ",".join(format_key(k) for k in keys.split(","))
+
+
+def help_of(action: str) -> str:
+    """The command table's help for a cue('name') action (nothing for the UI's own actions)."""
+    if action.startswith("cue('"):
+        return COMMANDS[action[5:-2]].help
+    return ""
 
 
 def bar(value: float, lo: float, hi: float, width: int = 10) -> str:
@@ -33,31 +61,28 @@ def bar(value: float, lo: float, hi: float, width: int = 10) -> str:
 
 
 class Transport(Static):
-    def show(self, s: dict) -> None:
-        state = "⏸ PAUSED" if s.get("paused") else ("▶ PLAYING" if s.get("playing") else "■ STOPPED")
-        feel = {0.5: " half", 2.0: " double"}.get(s.get("feel", 1.0), "")
-        self.update(Text.assemble((f" {state} ", "bold reverse" if s.get("playing") else "bold"),
-                                  f"  {s.get('bpm', 0):6.1f} bpm{feel}   bar {s.get('bar', 0) + 1}:"
-                                  f"{s.get('step', 0) // 4 + 1}   {s.get('style', '')}   intensity "
-                                  f"{s.get('intensity', 0):.2f}{'  FILL' if s.get('fill') else ''}"
-                                  f"{'   ' + s['cymbal'].replace('_', ' ') if s.get('cymbal', 'auto') != 'auto' else ''}   ",
-                                  (f"{s.get('song', '')}", "italic")))
+    def show(self, s: Snapshot) -> None:
+        state = "⏸ PAUSED" if s.paused else ("▶ PLAYING" if s.playing else "■ STOPPED")
+        feel = {0.5: " half", 2.0: " double"}.get(s.feel, "")
+        self.update(Text.assemble((f" {state} ", "bold reverse" if s.playing else "bold"),
+                                  f"  {s.bpm:6.1f} bpm{feel}   bar {s.bar + 1}:{s.step // 4 + 1}   {s.style}   "
+                                  f"intensity {s.intensity:.2f}{'  FILL' if s.fill else ''}"
+                                  f"{'   ' + s.cymbal.replace('_', ' ') if s.cymbal != 'auto' else ''}   ",
+                                  (s.song, "italic")))
 
 
 class Song(Static):
-    def show(self, s: dict) -> None:
+    def show(self, s: Snapshot) -> None:
         t = Text(" ")
-        current = s.get("section_index", -1)
-        q = s.get("queued") or {}
-        for i, name in enumerate(s.get("sections", [])):
-            style = "bold black on green3" if i == current else ("black on yellow3" if q.get("target") == name
-                                                                else "grey70")
+        q = s.queued
+        for i, name in enumerate(s.sections):
+            style = "bold black on green3" if i == s.section_index else (
+                "black on yellow3" if q is not None and q.target == name else "grey70")
             t.append(f" {name} ", style)
             t.append(" ")
-        if q:
-            what = q.get("target") or q.get("what")
-            t.append(f"  → {what} at bar {q['at_bar'] + 1}", "bold yellow3")
-        if s.get("locked"):
+        if q is not None:
+            t.append(f"  → {q.target or q.what} at bar {q.at_bar + 1}", "bold yellow3")
+        if s.locked:
             t.append("  [kept]", "cyan")
         self.update(t)
 
@@ -65,15 +90,14 @@ class Song(Static):
 class Grid(Static):
     """Voices down, 16 steps across: velocity as colour, the playhead as a marker."""
 
-    def show(self, s: dict) -> None:
+    def show(self, s: Snapshot) -> None:
         self.update(grid_text(s))
 
 
-def grid_text(s: dict) -> Text:
+def grid_text(s: Snapshot) -> Text:
     """The grid as styled text (a pure function of the snapshot)."""
-    grid = s.get("grid") or [[[0.0] * 9] * 3] * 16
-    step = s.get("step", 0)
-    muted, solo = set(s.get("muted", [])), set(s.get("solo", []))
+    grid, step = s.grid, s.step
+    muted, solo = set(s.muted), set(s.solo)
     t = Text()
     t.append(" ♩  ", "grey50")  # the beat ruler; the playhead is the lit cell
     for i in range(16):
@@ -86,8 +110,8 @@ def grid_text(s: dict) -> Text:
         label_style = "strike grey42" if off else ("bold cyan" if v.index in solo else "bold")
         t.append(f" {v.label} ", label_style)
         for i in range(16):
-            hit = grid[i][0][v.index] > 0.5
-            vel = grid[i][1][v.index]
+            hit = grid[i][HITS][v.index] > 0.5
+            vel = grid[i][VELOCITIES][v.index]
             cell = "●" if hit else "·"
             colour = SHADE[1 + min(3, int(vel * 4))] if hit else SHADE[0]
             style = f"{colour} on grey19" if i == step else colour
@@ -100,7 +124,7 @@ def grid_text(s: dict) -> Text:
 class Knobs(Static):
     selected = reactive(0)
 
-    def show(self, s: dict, values: dict) -> None:
+    def show(self, s: Snapshot, values: dict) -> None:
         t = Text()
         for i, k in enumerate(KNOBS):
             lo, hi = KNOB_RANGE[k]
@@ -112,15 +136,16 @@ class Knobs(Static):
 
 
 class Health(Static):
-    def show(self, s: dict, fps: float) -> None:
-        midi_in = ", ".join(s.get("midi_in") or []) or "none"
+    def show(self, s: Snapshot, fps: float) -> None:
+        midi_in = ", ".join(s.midi_in) or "none"
         t = Text.assemble(
-            "gen p99 ", (f"{s.get('gen_ms_p99', 0):.2f} ms", "bold"),
-            " │ misses ", (str(s.get("misses", 0)), "bold red" if s.get("misses") else "bold"),
-            " │ underruns ", (str(s.get("underruns", 0)), "bold red" if s.get("underruns") else "bold"),
-            (f" (audio restarted {s['audio_restarts']}×)" if s.get("audio_restarts") else "", "bold red"),
-            f" │ cpu {s.get('cpu', 0):.0f}%",
-            f" │ MIDI out {s.get('midi_out') or 'none'} │ in {midi_in} │ ui {fps:.0f} fps")
+            "gen p99 ", (f"{s.gen_ms_p99:.2f} ms", "bold"),
+            " │ misses ", (str(s.misses), "bold red" if s.misses else "bold"),
+            " │ underruns ", (str(s.underruns), "bold red" if s.underruns else "bold"),
+            (f" (audio restarted {s.audio_restarts}×)" if s.audio_restarts else "", "bold red"),
+            (f" │ faults {s.faults_total}" if s.faults_total else "", "bold red"),
+            f" │ cpu {s.cpu:.0f}%",
+            f" │ MIDI out {s.midi_out or 'none'} │ in {midi_in} │ ui {fps:.0f} fps")
         self.update(t)
 
 
@@ -128,9 +153,10 @@ class Help(ModalScreen):
     BINDINGS = [("escape,question_mark,q", "app.pop_screen", "Close")]
 
     def compose(self) -> ComposeResult:
-        rows = "\n".join(f"  {b.key:<22} {b.description}" for b in StageApp.BINDINGS
+        rows = "\n".join(f"  {key_display(b.key):<8} {b.description:<14} {help_of(b.action)}"
+                         for b in StageApp.BINDINGS
                          if b.description and not b.description.startswith(("Mute ", "Solo ")))
-        yield Static(f"[b]Keys[/b]\n\n{rows}\n\n"
+        yield Static(f"[b]Keys[/b]\n\n{escape(rows)}\n\n"
                      "  \\] / \\[ choose a knob, right / left turn it; 1-9 mute a voice, shift+1-9 solo it;\n"
                      "  click a knob to choose it, click a voice's name to mute it. Esc closes this.",
                      id="help")
@@ -142,12 +168,10 @@ class Learn(ModalScreen):
     BINDINGS = [("escape", "cancel", "Cancel")]
 
     def compose(self) -> ComposeResult:
-        from drummachine.core.controller import ACTIONS
-
         with Vertical(id="learn"):
             yield Static("[b]MIDI learn[/b]: choose an action, then press or move a control. Esc cancels.",
                          id="learn-title")
-            yield OptionList(*ACTIONS, id="learn-actions")
+            yield OptionList(*BINDABLE, id="learn-actions")
             yield Static("", id="learn-status")
 
     def on_option_list_option_selected(self, event) -> None:
@@ -157,7 +181,7 @@ class Learn(ModalScreen):
         self.set_interval(0.1, self._check)
 
     def _check(self) -> None:
-        learned = (self.app.snapshot or {}).get("learned")
+        learned = self.app.snapshot.learned
         if learned:
             self.app.notify(f"learned: {learned}", timeout=5)
             self.dismiss()
@@ -171,20 +195,10 @@ class StageApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "drummachine"
     BINDINGS = [
-        Binding("space", "cue('toggle')", "Start/stop"),
-        Binding("f", "cue('fill')", "Fill"),
-        Binding("n", "cue('next')", "Next section"),
-        Binding("o", "cue('outro')", "Outro"),
-        Binding("a", "cue('accent')", "Accent"),
-        Binding("t", "cue('tap')", "Tap"),
-        Binding("up", "tempo(1)", "Tempo +"),
-        Binding("down", "tempo(-1)", "Tempo -"),
-        Binding("p", "cue('pause')", "Pause", show=False),
-        Binding("k", "cue('keep')", "Keep", show=False),
-        Binding("c", "cue('cymbal')", "Hats/ride", show=False),
-        Binding("r", "cue('regenerate')", "Regenerate", show=False),
-        Binding("h", "feel('half')", "Half time", show=False),
-        Binding("d", "feel('double')", "Double time", show=False),
+        Binding(key, f"cue('{name}')", label(name), show=key in FOOTER_KEYS) for key, name in CUE_KEYS
+    ] + [
+        Binding("up", "cue('tempo_up')", "Tempo +"),
+        Binding("down", "cue('tempo_down')", "Tempo -"),
         Binding("right", "knob(1)", "Knob +", show=False),
         Binding("left", "knob(-1)", "Knob -", show=False),
         Binding("right_square_bracket", "select(1)", "Next knob", show=False),
@@ -202,9 +216,9 @@ class StageApp(App):
         self.client = client
         self.warnings = list(warnings or [])
         self.fps_target = fps
-        self.snapshot: dict = {}
-        self.values = {"intensity": 0.0, "density": 0.0, "swing": 0.0, "humanize": 1.0, "temperature": 1.0}
-        self.feel = "normal"
+        self.snapshot = Snapshot()
+        self.values = {k: min(max(0.0, s.value.lo), s.value.hi) for k, s in KNOB_SPECS.items()}
+        self.values["humanize"] = self.values["temperature"] = 1.0
         self.frames: list[float] = []
         self.commands_sent: list[tuple[str, object]] = []
 
@@ -230,14 +244,13 @@ class StageApp(App):
             self.notify(w, severity="warning", timeout=8)
 
     def refresh_view(self) -> None:
-        s = self.client.latest() or {}
+        s = self.client.latest() or self.snapshot
         self.snapshot = s
         now = time.monotonic()
         self.frames = [f for f in self.frames if now - f < 1.0] + [now]
-        knobs = s.get("knobs") or {}
-        for k in ("density", "swing", "humanize", "temperature"):
-            if k in knobs:
-                self.values[k] = knobs[k]
+        for k, v in s.knobs.items():
+            if k in self.values:
+                self.values[k] = v
         if not hasattr(self, "w_grid") or not self.w_grid.is_mounted:
             return
         self.w_transport.show(s)
@@ -253,13 +266,6 @@ class StageApp(App):
     def action_cue(self, name: str) -> None:
         self.send(name)
 
-    def action_tempo(self, delta: int) -> None:
-        self.send("tempo_nudge", float(delta))
-
-    def action_feel(self, feel: str) -> None:
-        self.feel = "normal" if self.feel == feel else feel
-        self.send(self.feel)
-
     def action_voice(self, what: str, voice: int) -> None:
         self.send(what, voice)
 
@@ -272,10 +278,7 @@ class StageApp(App):
         k = KNOBS[self.w_knobs.selected]
         lo, hi = KNOB_RANGE[k]
         value = round(min(hi, max(lo, self.values[k] + direction * KNOB_STEP[k])), 3)
-        if k == "intensity":
-            self.send("intensity", value - self.values[k])
-        else:
-            self.send(k, value)
+        self.send(k, value)
         self.values[k] = value
         self.refresh_view()
 
