@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from drummachine.audio.mixing import Voices
-from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS, WORST_GAP_NS,
+from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS,
+                                       WORST_GAP_NS,
                                        WORST_NS, EventRing, Mixer, SharedAudioClock, SharedBlock)
 from drummachine.audio.kit import synth_kit
 

@@ -77,3 +77,11 @@ def test_the_ui_keys_send_known_bindable_commands():
 
     for key, name in CUE_KEYS:
         assert name in commands.BINDABLE, key
+
+
+def test_the_presets_reference_lists_every_action_a_musician_can_bind():
+    from .conftest import ROOT
+
+    text = (ROOT / "docs" / "presets.md").read_text()
+    listed = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
+    assert set(commands.BINDABLE) <= listed

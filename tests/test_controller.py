@@ -27,7 +27,8 @@ class Pairs:
 
 
 def default_map(channel=0):
-    text = (ROOT / "presets" / "controllers" / "default.toml").read_text().replace("channel = 0", f"channel = {channel}")
+    text = (ROOT / "presets" / "controllers" / "default.toml").read_text()
+    text = text.replace("channel = 0", f"channel = {channel}")
     return Pairs(PresetControl(controller_from_toml(text, "default.toml")))
 
 
@@ -146,7 +147,8 @@ def test_a_pad_can_name_the_cymbal_that_keeps_time():
     ("[[switch]]\ncc = 1\nlong = \"next\"\n", "unknown key"),
     ("channel = 20\n", "allowed: 0 (any) or 1-16"),
     ("[[map\n", "malformed TOML"),
-    ("[[map]]\ncc = 1\naction = \"cymbal\"\nvalue = \"cowbell\"\n", "x.toml:4 (map[0].value): 'cowbell' is not allowed; allowed: auto"),
+    ("[[map]]\ncc = 1\naction = \"cymbal\"\nvalue = \"cowbell\"\n",
+     "x.toml:4 (map[0].value): 'cowbell' is not allowed; allowed: auto"),
     ("[[map]]\ncc = 1\naction = \"tap\"\nvalue = \"ride\"\n", "x.toml:4 (map[0].value): takes no value; got 'ride'"),
 ])
 def test_bad_controller_presets(text, needle):

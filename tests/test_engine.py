@@ -4,12 +4,9 @@ import numpy as np
 import pytest
 
 from drummachine.core.conditioning import silenced
-from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, Conductor
+from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE
 from drummachine.core.voices import CLOSED_HAT, CRASH, KICK, OPEN_HAT, SNARE
-from drummachine.core.errors import DrumMachineError
 from drummachine.core.fake_generator import FakeGenerator
-from drummachine.core.song import jam, song_from_toml
-from drummachine.core.transport import ManualClock, TapTempo, Transport
 
 from .conftest import SONG, Harness
 
@@ -143,40 +140,6 @@ def test_intensity_changes_velocity_from_the_open_step():
     assert loud > soft + 0.15
 
 
-def test_tempo_change_at_the_next_bar_and_ramp():
-    t = Transport(120.0, 0.0)
-    t.set_tempo(60.0, 16)
-    assert t.time_of(16) == pytest.approx(2.0)
-    assert t.time_of(32) == pytest.approx(2.0 + 4.0)
-    r = Transport(100.0, 0.0)
-    r.set_tempo(140.0, 16, ramp_steps=32)
-    assert r.bpm_at(16 + 31) == pytest.approx(140.0)
-    assert 100.0 < r.bpm_at(30) < 140.0
-
-
-def test_half_time_doubles_step_length_from_the_bar_line():
-    t = Transport(120.0, 0.0)
-    t.set_feel("half", 16)
-    assert t.step_seconds(15) == pytest.approx(0.125)
-    assert t.step_seconds(16) == pytest.approx(0.25)
-
-
-def test_an_hour_at_120_bpm_lands_on_the_bar_count():
-    t = Transport(120.0, 5.0)
-    bars = 1800
-    assert abs(t.time_of(bars * 16) - (5.0 + 3600.0)) < 1e-6
-
-
-@pytest.mark.parametrize("taps,bpm", [([0.0, 0.5, 1.0], 120.0), ([0.0, 0.5, 1.0, 1.5], 120.0),
-                                      ([0.0, 0.6, 1.2, 1.8], 100.0), ([0.0, 0.5], None), ([0.0, 0.5, 1.4], None)])
-def test_tap_tempo(taps, bpm):
-    tap = TapTempo()
-    result = None
-    for t in taps:
-        result = tap.tap(t)
-    assert (result[0] if result else None) == (pytest.approx(bpm) if bpm else None)
-
-
 def test_tap_relocks_the_downbeat_to_the_first_tap():
     engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
     engine.command("start")
@@ -244,48 +207,6 @@ def test_midi_clock_pulses_24_per_quarter():
     assert len(pulses) > 100 and np.allclose(gaps, 0.5 / 24, atol=1e-9)
 
 
-def test_jam_song_and_bad_song_values():
-    assert jam("rock", 100).sections[0].bars == 0
-    with pytest.raises(DrumMachineError, match=r"test.toml:\d+ \(sections\[1\].style\): unknown style 'polka'"):
-        song_from_toml(SONG.replace('name = "verse"', 'name = "verse"\nstyle = "polka"'), "test.toml",
-                       ("any", "rock"))
-    with pytest.raises(DrumMachineError, match=r"sections\[0\].bars\): -1 is not allowed"):
-        song_from_toml(SONG.replace("bars = 2", "bars = -1"), "test.toml")
-    with pytest.raises(DrumMachineError, match="unknown section kind 'coda'"):
-        song_from_toml(SONG.replace('name = "intro"', 'name = "intro"\nkind = "coda"'), "test.toml")
-    with pytest.raises(DrumMachineError, match="duplicate section name"):
-        song_from_toml(SONG.replace('name = "verse"', 'name = "intro"'), "test.toml")
-    with pytest.raises(DrumMachineError, match=r"test.toml:10 \(sections\[0\].cymbal\): 'gong' is not allowed; "
-                       r"allowed: auto, hats, open_hats, ride"):
-        song_from_toml(SONG.replace('bars = 2', 'bars = 2\ncymbal = "gong"'), "test.toml")
-    song = song_from_toml(SONG.replace('bpm = 120', 'bpm = 120\ncymbal = "ride"').replace(
-        'bars = 2', 'bars = 2\ncymbal = "hats"'), "test.toml")
-    assert [s.cymbal for s in song.sections] == ["hats", "ride"]  # the song's, unless a section says
-
-
-def test_song_voices_and_bad_voices():
-    text = SONG.replace('bpm = 120', 'bpm = 120\nvoices = { crash = "off" }').replace(
-        'bars = 2', 'bars = 2\nvoices = { high_tom = "on", ride = "on", kick = "auto" }')
-    song = song_from_toml(text, "test.toml")
-    assert song.sections[0].voices == (("kick", "auto"), ("high_tom", "on"), ("ride", "on"))
-    assert song.sections[1].voices == (("crash", "off"),)  # the song's, unless a section says
-    for bad, what in (('{ gong = "on" }', r"unknown voice 'gong'; allowed: kick, snare"),
-                      ('{ high_tom = 3 }', r"high_tom = 3 is not allowed; allowed: on, off, auto"),
-                      ('{ crash = true }', "crash = True is not allowed"),
-                      ('"toms"', "a table of voice")):
-        with pytest.raises(DrumMachineError, match=r"test.toml:10 \(sections\[0\].voices\): " + what):
-            song_from_toml(SONG.replace('bars = 2', f'bars = 2\nvoices = {bad}'), "test.toml")
-
-
-def test_conductor_phrase_end():
-    song = song_from_toml(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 0"), "t")
-    c = Conductor(song)
-    c.plan(0)
-    c.next_section(16 + 3, at_phrase=True)  # in bar 1: the phrase ends after bar 3
-    assert c.queued.at_bar == 4
-    assert c.plan(3).fill_from == 0 and c.plan(4).section == 1
-
-
 def test_mute_solo_swing_humanize_apply_as_steps_are_handed_out():
     engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
     engine.command("start")
@@ -312,7 +233,6 @@ def test_mute_solo_swing_humanize_apply_as_steps_are_handed_out():
         if e.step >= c:
             off = (e.time - engine.transport.time_of(e.step)) / step_s
             assert off == pytest.approx(1 / 3 if e.step % 2 else 0.0, abs=1e-6)
-
 
 
 class RecordingGenerator(FakeGenerator):

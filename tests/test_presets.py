@@ -1,12 +1,8 @@
 """Controller presets with foot-switch gestures (manual clock), setlists, styles, user overrides."""
 
-import pytest
 
 from drummachine.live import presets
-from drummachine.core.controller import PresetControl, controller_from_toml
-from drummachine.core.errors import DrumMachineError
 
-from .conftest import ROOT
 
 def test_shipped_presets_all_load():
     assert set(presets.names("controllers")) >= {"footswitch", "pads", "knobs"}

@@ -44,7 +44,8 @@ def test_installed_it_generates_and_plays_from_its_own_files(installed, jack_ser
     assert found.returncode == 0, found.stderr
     assert all(line.startswith(str(where / "venv")) for line in found.stdout.split()), found.stdout
     bin_ = where / "venv" / "bin" / "drummachine"
-    gen = subprocess.run([str(bin_), "generate", "--style", "funk", "--bpm", "100", "--bars", "2", "-o", "g.mid"], **run)
+    gen = subprocess.run([str(bin_), "generate", "--style", "funk", "--bpm", "100", "--bars", "2", "-o", "g.mid"],
+                         **run)
     assert gen.returncode == 0 and (where / "g.mid").stat().st_size > 100, gen.stderr
     play = subprocess.run([str(bin_), "play", "--headless", "--no-audio", "--midi-virtual", "--song", "highway_rock",
                            "--duration", "4", "--log", str(where / "play.log")], **run)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.transport import BPM_RANGE
 from drummachine.core.voices import N_VOICES, VOICE_NAMES
 
 ANY_STYLE = "any"

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from drummachine.core.conditioning import BPM_RANGE, CYMBALS
+from drummachine.core.conditioning import CYMBALS
+from drummachine.core.transport import BPM_RANGE
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.toml_files import parse_toml
 from drummachine.core.sections import SECTIONS, SectionFeel, check_voices, section_feel

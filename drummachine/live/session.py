@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from drummachine.core import commands
 from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, PresetControl

@@ -22,8 +22,9 @@ from drummachine.core.notemap import GM_NOTEMAP, NoteMap
 log = logging.getLogger("drummachine")
 APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
 CLIENT = "drummachine"
-NOTE_SECONDS = 0.05
-PANIC = 0x100  # an internal marker in the send queue: all notes off now  # note-off after 50 ms: drum modules ignore note length, samplers do not
+NOTE_SECONDS = 0.05  #: note-off after 50 ms: drum modules ignore note length, samplers do not
+
+PANIC = 0x100  #: an internal marker in the send queue: all notes off now
 
 
 def api_name(requested: str | None = None) -> str:

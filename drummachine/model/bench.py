@@ -1,7 +1,8 @@
 """``drummachine bench``: per-step and per-bar generation latency, model sizes, generator memory.
 
 Engines side by side in one run, one thread each: ONNX Runtime fp32 and int8, and torch eager fp32
-when the developer command passes it in (training/bench_torch.py; the runtime never imports torch). A step is one model call with the KV cache
+when the developer command passes it in (training/bench_torch.py; the runtime never imports torch).
+A step is one model call with the KV cache
 plus sampling; a bar is 16 steps. The engines take turns, 160 steps at a time, so that a shared
 host's drift over the run falls on all of them alike.
 """

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drummachine.core.conditioning import BPM_RANGE, Cues, again_bias, asked_on, due_floor, step_bias
+from drummachine.core.conditioning import Cues, again_bias, asked_on, due_floor, step_bias
 from drummachine.core.errors import DrumMachineError
 from drummachine.model.model_file import cache_names, load_model
 from drummachine.core.sampling import Steering, sample_step
-from drummachine.core.transport import STEPS_PER_BAR
+from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR
 from drummachine.core.voices import HITS, N_VOICES, OFFSETS, VELOCITIES
 
 PHRASE_BARS = 4

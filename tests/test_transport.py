@@ -1,0 +1,40 @@
+"""The transport: step times under tempo changes, ramps, feels and an hour of playing; tap tempo."""
+
+import pytest
+
+from drummachine.core.transport import TapTempo, Transport
+
+
+
+@pytest.mark.parametrize("taps,bpm", [([0.0, 0.5, 1.0], 120.0), ([0.0, 0.5, 1.0, 1.5], 120.0),
+                                      ([0.0, 0.6, 1.2, 1.8], 100.0), ([0.0, 0.5], None), ([0.0, 0.5, 1.4], None)])
+def test_tap_tempo(taps, bpm):
+    tap = TapTempo()
+    result = None
+    for t in taps:
+        result = tap.tap(t)
+    assert (result[0] if result else None) == (pytest.approx(bpm) if bpm else None)
+
+
+def test_an_hour_at_120_bpm_lands_on_the_bar_count():
+    t = Transport(120.0, 5.0)
+    bars = 1800
+    assert abs(t.time_of(bars * 16) - (5.0 + 3600.0)) < 1e-6
+
+
+def test_tempo_change_at_the_next_bar_and_ramp():
+    t = Transport(120.0, 0.0)
+    t.set_tempo(60.0, 16)
+    assert t.time_of(16) == pytest.approx(2.0)
+    assert t.time_of(32) == pytest.approx(2.0 + 4.0)
+    r = Transport(100.0, 0.0)
+    r.set_tempo(140.0, 16, ramp_steps=32)
+    assert r.bpm_at(16 + 31) == pytest.approx(140.0)
+    assert 100.0 < r.bpm_at(30) < 140.0
+
+
+def test_half_time_doubles_step_length_from_the_bar_line():
+    t = Transport(120.0, 0.0)
+    t.set_feel("half", 16)
+    assert t.step_seconds(15) == pytest.approx(0.125)
+    assert t.step_seconds(16) == pytest.approx(0.25)
