@@ -105,3 +105,11 @@ def test_a_broken_learned_file_is_a_warning_not_a_failure(session, tmp_path):
     assert any("learned mappings ignored" in w for w in s.warnings)
     s.on_midi([0xB0, 112, 127], s.clock.now())  # the default map still answers
     run(0.05)
+
+
+def test_a_styles_intensity_is_the_jams_level_not_the_knobs_offset(session):
+    """styles.toml's intensity sets a jam's level; the intensity knob (an offset from the song's)
+    starts at 0 — the two must not be confused when the style's knobs are applied."""
+    s, sink, run = session(style="funk")
+    assert s.engine.conductor.intensity_offset == 0.0 and s.engine.knobs["intensity"] == 0.0
+    assert s.song.sections[0].intensity == s.styles.get("funk")["intensity"]

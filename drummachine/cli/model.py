@@ -41,35 +41,41 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> float:
     return value
 
 
-def generate_groove(gen, style: str, bpm: float, bars: int, section: str | None, intensity: float | None,
-                    fill_every: int | None, temperature: float = 1.0, cymbal: str = "auto", voices=()):
-    """Bars of a groove as one (bars*16, 3, 9) array, with fills where asked."""
+def generate_song(gen, args):
+    """The song or jam ``generate`` plays (the one ``play`` would, given the same options)."""
+    from drummachine.core.sections import parse_voices, section_feel
+    from drummachine.core.song import Section, Song, load_song
+    from drummachine.live.offline import choose_song
+    from drummachine.live.presets import find, load_styles
     from drummachine.model.generator import check_bpm
-    from drummachine.core.sampling import Steering
-    from drummachine.core.sections import cues_for, section_feel
 
-    check_bpm(bpm)
-    gen.cond.style_index(style)
-    feel = section_feel(section) if section else None
-    level = intensity if intensity is not None else (feel.intensity if feel else gen.cond.defaults(style).intensity)
-    every = fill_every if fill_every is not None else (feel.fill_every if feel else 0)
-    steering = Steering(temperature=temperature)
-    out = []
-    for b in range(bars):
-        fill = bool(every) and (b % every == every - 1)
-        cues = cues_for(gen.cond, style, level, fill, feel.density_shift if feel else 0.0,
-                        feel.complexity_shift if feel else 0.0, cymbal, voices)
-        out.append(gen.bar(style, bpm, cues, b % 4, steering))
-    return np.concatenate(out)
+    styles = load_styles(None)  # as play loads them: a style the model lacks is checked when asked for
+    if args.song:
+        return load_song(find("songs", args.song), gen.cond.styles), styles
+    if args.bpm is not None:
+        check_bpm(args.bpm)
+    song = choose_song(gen, styles, None, args.style, args.bpm, args.intensity)
+    asked = (args.section, args.fill_every, args.voices, args.cymbal != "auto")
+    if not any(asked):
+        return song, styles
+    groove = song.sections[0]
+    feel = section_feel(args.section) if args.section else None
+    level = args.intensity if args.intensity is not None else (feel.intensity if feel else groove.intensity)
+    every = args.fill_every if args.fill_every is not None else (feel.fill_every if feel else groove.fill_every)
+    section = Section(args.section or groove.name, args.section or groove.kind, 0, groove.style, groove.bpm, level,
+                      every, args.cymbal, parse_voices(args.voices))
+    return Song(song.name, (section,), 0, ""), styles
 
 
 def cmd_generate(args) -> int:
-    """Generate a groove with the model and write it as a standard MIDI file (and optionally WAV)."""
-    from drummachine.model.generator import Generator
+    """Generate a groove or a whole song with the model, through the same engine, conductor and
+    performer as ``play``, and write it as a standard MIDI file (and optionally WAV)."""
     from drummachine.core.groove import Groove
     from drummachine.core.notemap import GM_NOTEMAP, load_notemap
+    from drummachine.core.transport import STEP_TICKS
+    from drummachine.live.offline import play_offline, starting_commands
     from drummachine.midi.files import atomic_write, write_midi
-    from drummachine.core.sections import parse_voices
+    from drummachine.model.generator import Generator
 
     gen = Generator(args.model, seed=args.seed, threads=args.threads, provider=args.provider)
     if args.list_styles:
@@ -84,25 +90,36 @@ def cmd_generate(args) -> int:
     _in_range("bars", args.bars, 1, 10_000)
     if args.intensity is not None:
         _in_range("intensity", args.intensity, 0.0, 1.0)
-    _in_range("temperature", args.temperature, 0.0, 3.0)
+    _in_range("temperature", args.temperature, 0.0, 2.0)
     if args.fill_every is not None:
-        _in_range("fill-every", args.fill_every, 0, 1000)
+        _in_range("fill-every", args.fill_every, 0, 64)
     notemap = load_notemap(args.notemap) if args.notemap else GM_NOTEMAP
+    song, styles = generate_song(gen, args)
+    setup = starting_commands(styles, song, args.bpm if not args.song else None)
+    if args.temperature != 1.0:
+        setup.append(("temperature", args.temperature))
     t0 = time.perf_counter()
-    hvo = generate_groove(gen, args.style, args.bpm, args.bars, args.section, args.intensity, args.fill_every,
-                          args.temperature, args.cymbal, parse_voices(args.voices))
+    take = play_offline(gen, song, setup, bars=None if args.song else args.bars, open_bars=args.bars)
     took = time.perf_counter() - t0
-    groove = Groove.from_hvo(hvo, bpm=float(args.bpm))
-    write_midi(args.output, groove.to_notes(960, notemap), args.bpm, groove.meter, notemap.channel)
-    msg = f"{args.output}: {args.bars} bars of {args.style} at {args.bpm:g} bpm, {int(groove.hits.sum())} hits"
+    first_bpm = float(take.bpm[0])
+    groove = Groove.from_hvo(take.hvo, bpm=first_bpm)
+    ticks_per_beat = STEP_TICKS * 4
+    tick = ticks_per_beat // 4
+    write_midi(args.output, groove.to_notes(ticks_per_beat, notemap), first_bpm, groove.meter, notemap.channel,
+               tempo_changes=[(s * tick, b) for s, b in take.tempo_changes()],
+               markers=[(s * tick, name) for s, name in take.markers()] if args.song else ())
+    bars = len(take.hvo) // 16
+    what = f"{song.name} ({bars} bars)" if args.song else f"{bars} bars of {song.sections[0].style}"
+    msg = f"{args.output}: {what} at {first_bpm:g} bpm, {int(groove.hits.sum())} hits"
     if args.wav:
         from drummachine.audio import render as mixer
         from drummachine.audio.kit import synth_kit
         from drummachine.audio.wavfile import write_wav
 
         kit = synth_kit(48000)
-        secs, voices, vel = groove.onset_seconds()
-        audio = mixer.normalize(mixer.render(kit, np.rint(secs * kit.sample_rate).astype(np.int64), voices, vel))
+        onsets = np.rint(np.maximum([e.time for e in take.events], 0.0) * kit.sample_rate).astype(np.int64)
+        audio = mixer.normalize(mixer.render(kit, onsets, np.array([e.voice for e in take.events], np.int64),
+                                             np.array([e.velocity for e in take.events])))
         atomic_write(args.wav, lambda tmp: write_wav(tmp, audio, kit.sample_rate))
         msg += f"; audio {args.wav}"
     print(msg + f" (generated in {took:.2f} s)")
@@ -270,10 +287,13 @@ def register(sub) -> None:
                        add_help=False, description=cmd_export.__doc__)
     p.set_defaults(func=cmd_export, passthrough=True)
 
-    p = sub.add_parser("generate", help="generate a groove to a MIDI file", description=cmd_generate.__doc__)
-    p.add_argument("--style", default="rock", help="style (see --list-styles; default rock)")
-    p.add_argument("--bpm", type=float, default=110.0, help="tempo, 40-300 (default 110)")
-    p.add_argument("--bars", type=int, default=8, help="bars to generate (default 8)")
+    p = sub.add_parser("generate", help="generate a groove or a whole song to a MIDI file",
+                       description=cmd_generate.__doc__)
+    p.add_argument("--song", help="a whole song (name or file, as play takes it), its sections as MIDI markers")
+    p.add_argument("--style", default="rock", help="style of a jam (see --list-styles; default rock)")
+    p.add_argument("--bpm", type=float, help="tempo, 40-300 (default: the style's, as play)")
+    p.add_argument("--bars", type=int, default=8, help="bars to generate; with --song, how long an open-ended "
+                   "section plays (default 8)")
     p.add_argument("--section", help="intro, verse, prechorus, chorus, bridge, breakdown, solo, outro")
     p.add_argument("--intensity", type=float, help="0..1 (default: the section's or the style's own)")
     p.add_argument("--fill-every", type=int, help="a fill in the last bar of every N bars (0: none)")
@@ -282,10 +302,10 @@ def register(sub) -> None:
     p.add_argument("--voices", default="", metavar="VOICE=CHOICE,...",
                    help="single voices: on (every bar plays it), off (never) or auto (the model's choice), "
                    "e.g. low_tom=on,crash=off")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0-2 (default 1.0)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")
-    p.add_argument("--wav", metavar="OUT.wav", help="also render the groove with the built-in kit")
+    p.add_argument("--wav", metavar="OUT.wav", help="also render it with the built-in kit")
     p.add_argument("--list-styles", action="store_true", help="list the styles the model knows")
     _model_options(p)
     p.set_defaults(func=cmd_generate)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from drummachine.core.conditioning import Cues, cymbal_palette
+from drummachine.core.conditioning import AUTO, Cues, cymbal_palette
 from drummachine.core.song import Song
 from drummachine.core.transport import STEPS_PER_BAR
 
@@ -43,6 +43,8 @@ class BarPlan:
     intensity: float
     fill_from: int | None = None
     crash_on_one: bool = False
+    #: the performer's choices for this bar (core.performer.BarFeel), None without a performer
+    feel: object = None
 
     def fill_at(self, step: int) -> bool:
         return self.fill_from is not None and step >= self.fill_from
@@ -60,8 +62,13 @@ class Queued:
 class Conductor:
     """Plans bars for a song and applies live cues at musically sensible moments."""
 
-    def __init__(self, song: Song, start_bar: int = 0):
+    def __init__(self, song: Song, start_bar: int = 0, performer=None):
+        """``performer``: what decides each bar's cues the way drummers move them (core.performer);
+        None holds the section's cues constant."""
         self.song = song
+        self.performer = performer
+        self.variants: dict[int, int] = {}  # section -> how often it was regenerated
+        self.kept_feels: dict[tuple[int, int], object] = {}  # (section, bar in it) -> its first feel
         self.plans: dict[int, BarPlan] = {}
         self.start_bar = start_bar
         self.queued: Queued | None = None
@@ -84,8 +91,26 @@ class Conductor:
             return self.plans[bar]
         prev = self.plan(bar - 1) if bar > self.start_bar else None
         p = self._derive(bar, prev)
+        if p.kind == GROOVE and self.performer is not None:
+            p = self._perform(p, prev)
+        elif p.feel is not None:
+            p = replace(p, feel=None)
         self.plans[bar] = p
         return p
+
+    def _perform(self, p: BarPlan, prev: BarPlan | None) -> BarPlan:
+        """The performer's feel for a groove bar; a kept section replays the feel it had."""
+        key = (p.section, p.bar_in_section)
+        feel = self.kept_feels.get(key) if p.section in self.locked else None
+        if feel is None:
+            s = self.song.sections[p.section]
+            feel = self.performer.feel(p.style, p.bpm, p.section, p.bar_in_section, s.bars,
+                                       before_change=bool(s.bars) and p.bar_in_section == s.bars - 1,
+                                       prev=prev.feel if prev is not None else None,
+                                       variant=self.variants.get(p.section, 0))
+            self.kept_feels[key] = feel
+        fill_from = p.fill_from if p.fill_from is not None or not feel.fill else 0
+        return replace(p, feel=feel, fill_from=fill_from)
 
     def _section_plan(self, bar: int, index: int, bar_in_section: int, crash: bool) -> BarPlan:
         s = self.song.sections[index]
@@ -200,6 +225,8 @@ class Conductor:
         if p.section >= 0:
             self.locked.discard(p.section)
             self.regenerate_from[p.section] = p.bar + 1
+            self.variants[p.section] = self.variants.get(p.section, 0) + 1
+            self._drop_from(p.bar + 1)
         return (p.bar + 1) * STEPS_PER_BAR
 
     def _replan_from(self, open_step: int, bar: int) -> int:
@@ -247,3 +274,20 @@ class Conductor:
             for voice, choice in changes.items():
                 palette[voice] = choice
         return replace(cues, palette=tuple(palette))
+
+
+def with_feel(cues: Cues, feel) -> Cues:
+    """``cues`` moved by a performer's bar feel (core.performer.BarFeel): the four cues by its
+    offsets (kept within 0..1), and the voices the cues leave to the model (AUTO) set as it chose;
+    a voice the song, the cymbal or the pedal asks for keeps what they ask."""
+    palette = list(cues.palette)
+    for voice, choice in feel.voices:
+        if palette[voice] == AUTO:
+            palette[voice] = choice
+    return replace(cues, intensity=_unit(cues.intensity + feel.intensity), density=_unit(cues.density + feel.density),
+                   complexity=_unit(cues.complexity + feel.complexity),
+                   syncopation=_unit(cues.syncopation + feel.syncopation), palette=tuple(palette))
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))

@@ -29,7 +29,7 @@ import numpy as np
 from drummachine.core import commands
 from drummachine.core.commands import Command
 from drummachine.core.conditioning import OFF, Cues
-from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor
+from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor, with_feel
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import START, STOP, Event, Sink
 from drummachine.core.sampling import Steering
@@ -64,8 +64,9 @@ class Engine:
 
     def __init__(self, generator, song: Song, clock: Clock, sinks: list[Sink], *, lookahead: int = 8,
                  margin: float = 0.03, start_delay: float = 0.25, steering: Steering = Steering(),
-                 midi_clock: bool = False, max_commands: int = 256):
+                 midi_clock: bool = False, max_commands: int = 256, performer=None):
         self.gen = generator
+        self.performer = performer
         self.song = song
         self.clock = clock
         self.sinks = sinks
@@ -92,7 +93,7 @@ class Engine:
     # --- state ----------------------------------------------------------------------------
     def _reset_song(self, song: Song) -> None:
         self.song = song
-        self.conductor = Conductor(song)
+        self.conductor = Conductor(song, performer=self.performer)
         self.transport = Transport(song.sections[0].bpm)
         self.commit_cursor = 0
         self.gen_cursor = 0
@@ -575,6 +576,8 @@ class Engine:
         cues = cues_for(cond, plan.style if plan.style in cond.styles else "any", plan.intensity, fill,
                         feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
                         cymbal=self.conductor.cymbal(plan, g), voices=section.voices if section else ())
+        if plan.feel is not None:
+            cues = with_feel(cues, plan.feel)
         return cond.cont(bpm, self.conductor.voices_at(g, cues))
 
     # --- running for real -----------------------------------------------------------------

@@ -7,9 +7,10 @@ or the toms come in for a while, a fill comes now and then unasked. The performe
 one bar at a time, from a small table fitted on the train split's drummers
 (``training/fit_performer.py`` writes ``models/performer.json``):
 
-- the **section level**: where a drummer sits in the style, drawn once a section: the train
-  performances' own median cues (quantile units) against the style's typical ones, with their
-  trend over the tempo and the spread between performances that the tempo does not explain;
+- the **level**: where this drummer sits in the style, drawn once per seed (the same for every
+  section, so a chorus asked louder than its verse stays louder): the train performances' own
+  median cues (quantile units) against the style's typical ones, with their trend over the tempo
+  and the spread between performances that the tempo does not explain;
 - the **drift** of intensity, density, complexity and syncopation around that level: an AR(1)
   process per cue (coefficient per cue, correlated innovations), plus the mean shape of the
   8-bar phrase (bar 4 and bar 8 busier, ...);
@@ -18,8 +19,8 @@ one bar at a time, from a small table fitted on the train split's drummers
   bar the palette of the drummers' fill bars;
 - **fills** nobody asked for, at the drummers' rate by position in the 8-bar phrase.
 
-Deterministic: the dice of a bar come from (seed, section, bar in section, variant), the rest from
-``prev`` (the previous bar's BarFeel, whose ``state`` carries the level, the drift and the palette).
+Deterministic: the dice of a bar come from (seed, section, bar in section, variant), the level's
+from the seed alone, the rest from ``prev`` (the previous bar's BarFeel, whose ``state`` carries the level, the drift and the palette).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ CUE_NAMES = ("intensity", "density", "complexity", "syncopation")
 N_CUES = len(CUE_NAMES)
 PHRASE = 8  #: bars of the phrase whose shape the performer knows (bar_in_section % PHRASE)
 ANY = "any"
+_LEVEL_KEY = 0x1E7E1  #: the level's dice: (seed, _LEVEL_KEY), the same for every section
 #: what a table may turn off (the alternatives measured side by side; all on in the shipped one)
-DEFAULT_OPTIONS = {"level": 1.0, "drift": 1.0, "phrase": 1.0, "palette": 1.0, "fills": 1.0, "fill_palette": 1.0}
+DEFAULT_OPTIONS = {"level": 1.0, "drift": 1.0, "phrase": 1.0, "palette": 1.0, "fills": 1.0, "fill_palette": 1.0,
+                   "stick": 0.0}
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,18 @@ class Performer:
         groups = st.groups
         carried = (prev is not None and len(prev.state) == 1 + 2 * N_CUES + len(groups)
                    and int(prev.state[0]) == section and bar_in_section > 0)
+        # the level is the drummer's, not the section's: drawn once per seed, so a section asked
+        # louder than another stays louder (its trend follows the section's tempo)
+        trend = st.level_slope * math.log2(max(float(bpm), 1.0) / st.bpm_ref)
+        z = _rng(self.seed, _LEVEL_KEY).standard_normal(N_CUES)
+        level = o["level"] * (st.level_mean + trend + st.level_chol @ z)
         if carried:
-            level = np.asarray(prev.state[1:1 + N_CUES], float)
             drift = np.asarray(prev.state[1 + N_CUES:1 + 2 * N_CUES], float)
             drift = st.phi * drift + o["drift"] * (st.innov_chol @ rng.standard_normal(N_CUES))
-            codes = [_pick(rng, trans[int(c)]) for (_, _, trans, _), c in zip(groups, prev.state[1 + 2 * N_CUES:])]
+            # "stick": the chance a group keeps its previous choice outright (over the chain's own)
+            codes = [int(c) if rng.random() < o["stick"] else _pick(rng, trans[int(c)])
+                     for (_, _, trans, _), c in zip(groups, prev.state[1 + 2 * N_CUES:])]
         else:
-            trend = st.level_slope * math.log2(max(float(bpm), 1.0) / st.bpm_ref)
-            level = o["level"] * (st.level_mean + trend + st.level_chol @ rng.standard_normal(N_CUES))
             drift = o["drift"] * (st.start_chol @ rng.standard_normal(N_CUES))
             codes = [_pick(rng, start) for _, start, _, _ in groups]
         pos = bar_in_section % PHRASE

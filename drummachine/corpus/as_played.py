@@ -243,13 +243,14 @@ def intensity_control(generator, plan_at: Callable[[float], Plan], styles, bpm_o
                       bars: int = 8, settle: int = 2, seed: int = 0) -> dict:
     """Per style: requested section intensity (``levels`` steps 0..1; each a jam from silence, the
     plan ``plan_at(level)``) against the realized loudness and density of its bars after ``settle``
-    bars, as Spearman over bars and over the levels' means."""
+    bars, as Spearman over bars and over the levels' means. One session: the plan's seed is
+    ``seed`` at every level (a performer's drummer stays the same), the generator's dice differ."""
     out = {}
     for style in styles:
         req, loud, dens = [], [], []
         for k, level in enumerate(np.linspace(0.0, 1.0, levels)):
             generator.reseed(seed * 1000 + k)
-            cues = plan_at(float(level))(style, bpm_of(style), settle + bars, seed * 1000 + k)
+            cues = plan_at(float(level))(style, bpm_of(style), settle + bars, seed)
             played = play(generator, style, bpm_of(style), cues)[settle:]
             req += [level] * len(played)
             loud += list(attributes.loudness(played))

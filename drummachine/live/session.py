@@ -16,8 +16,9 @@ from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, Clock
 from drummachine.core.engine import Engine
 from drummachine.core.snapshot import Snapshot
 from drummachine.core.errors import DrumMachineError
+from drummachine.live.offline import choose_song, starting_commands
 from drummachine.live.presets import controller_stack, find, learn_binding
-from drummachine.core.song import Song, jam, load_song
+from drummachine.core.song import Song, load_song
 from drummachine.core.transport import MonotonicClock
 
 log = logging.getLogger("drummachine")
@@ -94,11 +95,8 @@ class Session:
             self.midi.clock = clock
         self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
                              midi_clock=opts.clock_out and opts.clock != "midi")
-        if opts.bpm:
-            self.engine.command("tempo", float(opts.bpm))
-        for knob, value in self.styles.get(self.song.sections[0].style).items():
-            if knob in commands.KNOBS:
-                self.engine.command(knob, value)
+        for name, value in starting_commands(self.styles, self.song, opts.bpm):
+            self.engine.command(name, value)
         self.engine.pump()
         self._load_controller()
         self._inputs()
@@ -115,15 +113,9 @@ class Session:
         return Generator(self.opts.model, seed=self.opts.seed, threads=1)
 
     def _song(self, name: str | None) -> Song:
-        styles = self.generator.cond.styles
         if name:
-            return load_song(find("songs", name), styles)
-        if self.opts.style not in styles:
-            raise DrumMachineError("--style", f"unknown style {self.opts.style!r}; allowed: {', '.join(styles)}")
-        knobs = self.styles.get(self.opts.style)
-        bpm = self.opts.bpm or knobs.get("bpm") or self.generator.cond.style_bpm.get(self.opts.style, [0, 110, 0])[1]
-        intensity = self.opts.intensity if self.opts.intensity is not None else knobs.get("intensity", 0.5)
-        return jam(self.opts.style, round(float(bpm)), intensity)
+            return load_song(find("songs", name), self.generator.cond.styles)
+        return choose_song(self.generator, self.styles, None, self.opts.style, self.opts.bpm, self.opts.intensity)
 
     def _start_audio(self):
         """The audio process, starting (None without audio): see audio_process."""

@@ -115,16 +115,22 @@ def atomic_write(path: str | Path, write) -> None:
 
 
 def write_midi(path: str | Path, notes: Notes, bpm: float, meter: Meter = Meter(), channel: int = 10,
-               note_ticks: int | None = None) -> None:
+               note_ticks: int | None = None, tempo_changes=(), markers=()) -> None:
     """Write notes as a type-0 standard MIDI file with tempo and time signature at time 0.
 
     ``channel`` is 1-based. Every note gets a note-off after ``note_ticks`` (a 32nd by default).
+    ``tempo_changes``: (tick, bpm) after the first; ``markers``: (tick, text), e.g. section names.
     """
     import mido
 
     tpb = notes.ticks_per_beat
     length = note_ticks or max(1, tpb // 8)
-    events = []  # (tick, order, message): note-offs sort before note-ons at the same tick
+    events = []  # (tick, order, message): meta first, then note-offs, then note-ons at the same tick
+    for tick, text in markers:
+        events.append((int(tick), -2, mido.MetaMessage("marker", text=str(text))))
+    for tick, tempo in tempo_changes:
+        if tick > 0:
+            events.append((int(tick), -1, mido.MetaMessage("set_tempo", tempo=int(round(60_000_000 / tempo)))))
     for tick, pitch, vel in zip(notes.ticks.tolist(), notes.pitches.tolist(), notes.velocities.tolist()):
         events.append((tick, 1, mido.Message("note_on", note=pitch, velocity=vel, channel=channel - 1)))
         events.append((tick + length, 0, mido.Message("note_off", note=pitch, velocity=0, channel=channel - 1)))
