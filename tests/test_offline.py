@@ -66,3 +66,32 @@ def test_generate_and_play_hand_out_the_same_jam(tmp_path):
     assert len(played) > 30 and played == written
     other = session_notes(style="funk", bpm=100, seed=6)
     assert other != played, "another seed plays another groove"
+
+
+def test_a_chorus_is_louder_and_busier_than_its_verse_in_every_shipped_song():
+    """Intensity still steers with the performer on: the sections' levels are kept in order."""
+    from drummachine.core import attributes
+    from drummachine.core.song import load_song
+    from drummachine.live.offline import play_offline, shipped_performer, starting_commands
+    from drummachine.live.presets import find, load_styles, names
+    from drummachine.model.generator import Generator
+
+    gen, styles = Generator(None), load_styles(None)
+    checked = 0
+    for name in names("songs"):
+        song = load_song(find("songs", name), gen.cond.styles)
+        pairs = [(v.name, c.name) for v, c in zip(song.sections, song.sections[1:])
+                 if v.kind == "verse" and c.kind == "chorus"]
+        for seed in (0, 1):
+            gen.reseed(seed)
+            take = play_offline(gen, song, starting_commands(styles, song), performer=shipped_performer(seed))
+            bars = take.hvo[: len(take.hvo) // 16 * 16].reshape(-1, 16, 3, 9)
+            by = {}
+            for plan, loud, dense in zip(take.plans, attributes.loudness(bars), attributes.density(bars)):
+                if plan.section >= 0:
+                    by.setdefault(song.sections[plan.section].name, []).append((loud, dense))
+            for verse, chorus in pairs:
+                v, c = np.mean(by[verse], axis=0), np.mean(by[chorus], axis=0)
+                assert c[0] > v[0] and c[1] > v[1], (name, seed, verse, v, chorus, c)
+                checked += 1
+    assert checked >= 6

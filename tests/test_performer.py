@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drummachine.core.conditioning import AUTO, OFF, ON, Cues
-from drummachine.core.performer import ANY, CUE_NAMES, BarFeel, Performer, Take, apply_feel, fit
+from drummachine.core.performer import ANY, CUE_NAMES, BarFeel, Performer, Take, apply_feel, fit, move
 
 DEFAULTS = {s: {c: 0.5 for c in CUE_NAMES} for s in ("rock", "jazz", ANY)}
 
@@ -132,8 +132,13 @@ def test_apply_feel_offsets_clip_and_respect_the_song():
     base = Cues(0.9, 0.5, 0.05, 0.5, False, (ON, AUTO, OFF, AUTO, AUTO, AUTO, AUTO, AUTO, AUTO))
     feel = BarFeel(0.3, -0.1, -0.2, 0.0, voices=((0, OFF), (1, ON), (2, ON), (8, OFF)),
                    fill_voices=((1, ON), (4, ON)))
-    c = apply_feel(base, feel)
+    c = apply_feel(base, feel, soft=False)
     assert (c.intensity, c.complexity) == (1.0, 0.0) and c.density == pytest.approx(0.4)
+    # soft (what ships): a middle cue moves about as much, the ends never clip, the order is kept
+    s = apply_feel(base, feel)
+    assert s.density == pytest.approx(0.4, abs=0.01) and 0.9 < s.intensity < 1.0 and 0.0 < s.complexity < 0.05
+    moved = [move(q, 0.3) for q in np.linspace(0, 1, 11)]
+    assert all(a < b for a, b in zip(moved, moved[1:])) and moved[-1] <= 1.0
     assert c.palette[0] == ON and c.palette[2] == OFF  # asked for by the song: kept
     assert c.palette[1] == ON and c.palette[8] == OFF and c.palette[4] == AUTO
     f = apply_feel(base, feel, fill=True)

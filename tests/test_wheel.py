@@ -29,6 +29,7 @@ def test_the_wheel_carries_the_model_and_the_presets(installed):
     _, wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("drummachine/data/models/groove.int8.onnx", "drummachine/data/models/manifest.json",
+                   "drummachine/data/models/performer.json",
                    "drummachine/data/presets/songs/highway_rock.toml",
                    "drummachine/data/presets/controllers/default.toml", "drummachine/data/demo.mid",
                    "drummachine/ui/app.tcss"):
@@ -51,3 +52,4 @@ def test_installed_it_generates_and_plays_from_its_own_files(installed, jack_ser
                            "--duration", "4", "--log", str(where / "play.log")], **run)
     assert play.returncode == 0, play.stderr
     assert "played" in play.stderr and " 0 steps" not in play.stderr, play.stderr
+    assert "performer" not in play.stderr, "the performer travels in the wheel too"

@@ -36,7 +36,8 @@ def cmd_play(args) -> int:
                    audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit,
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
-                   model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller)
+                   model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
+                   performer=args.performer)
     if not args.headless and not args.no_ui and sys.stdout.isatty():
         return _play_ui(opts, args)
     stop = {"now": False}
@@ -218,7 +219,10 @@ def register(sub) -> None:
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map for your drum module")
     p.add_argument("--model", metavar="FILE.onnx", help="model file (default: the shipped int8 model)")
     p.add_argument("--fake-model", action="store_true", help=__import__("argparse").SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed plays the same grooves (as generate)")
+    p.add_argument("--performer", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="vary each bar's dynamics, kit and fills as drummers do (default on; off: every bar of a "
+                   "section asks the same)")
     p.add_argument("--headless", action="store_true", help="no screen: driven by the controller, logging to "
                    "--log (default drummachine.log)")
     p.add_argument("--no-ui", action="store_true", help="print a status line per bar instead of the stage UI")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def cmd_generate(args) -> int:
     from drummachine.core.groove import Groove
     from drummachine.core.notemap import GM_NOTEMAP, load_notemap
     from drummachine.core.transport import STEP_TICKS
-    from drummachine.live.offline import play_offline, starting_commands
+    from drummachine.live.offline import play_offline, shipped_performer, starting_commands
     from drummachine.midi.files import atomic_write, write_midi
     from drummachine.model.generator import Generator
 
@@ -99,7 +101,11 @@ def cmd_generate(args) -> int:
     if args.temperature != 1.0:
         setup.append(("temperature", args.temperature))
     t0 = time.perf_counter()
-    take = play_offline(gen, song, setup, bars=None if args.song else args.bars, open_bars=args.bars)
+    performer = shipped_performer(args.seed, warnings := []) if args.performer else None
+    for w in warnings:
+        print(f"drummachine: warning: {w}", file=sys.stderr)
+    take = play_offline(gen, song, setup, bars=None if args.song else args.bars, open_bars=args.bars,
+                        performer=performer)
     took = time.perf_counter() - t0
     first_bpm = float(take.bpm[0])
     groove = Groove.from_hvo(take.hvo, bpm=first_bpm)
@@ -126,8 +132,66 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def evaluate_as_played(args) -> int:
+    """As played: for each performance of the split only its style and tempo are given; a jam in
+    that style at that tempo, as long as the performance, plays through the engine, conductor and
+    performer that ``play`` uses (live.offline); everything else is the instrument's own."""
+    from drummachine.core.song import jam
+    from drummachine.corpus import as_played as ap
+    from drummachine.corpus.windows import Windows
+    from drummachine.live.offline import play_offline, shipped_performer, starting_commands
+    from drummachine.live.presets import load_styles
+    from drummachine.model.generator import Generator
+
+    gen = Generator(args.model, seed=args.seed, threads=args.threads, provider=args.provider)
+    ds = _dataset(args.data)
+    train, split = Windows(ds, "train", gen.cond), Windows(ds, args.split, gen.cond)
+    real, trained = ap.performances(split), ap.performances(train)
+    if not real:
+        raise DrumMachineError(args.data, f"no 4/4 performances in split {args.split!r}")
+    real_bars, real_styles = [b for _, _, b in real], [s for s, _, _ in real]
+    keys = ap.train_keys(np.concatenate([b for _, _, b in trained]))
+    styles = load_styles(None)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    t0 = time.perf_counter()
+    result = {"model": _shown(gen.info.path), "split": args.split, "seeds": seeds,
+              "ceiling": ap.table([b for _, _, b in trained], [s for s, _, _ in trained], real_bars, real_styles),
+              "copies_real": ap.copy_share(np.concatenate(real_bars), keys)}
+    plans = {"as_played": True, "sections_held": False}
+    for name, use_performer in plans.items():
+        played, played_styles = [], []
+        for s in seeds:
+            for k, (style, bpm, bars) in enumerate(real):
+                seed = 1000 * s + k  # each performance its own session: the model's and the performer's dice
+                gen.reseed(seed)
+                song = jam(style, round(bpm), styles.get(style).get("intensity", gen.cond.defaults(style).intensity))
+                performer = shipped_performer(seed) if use_performer else None
+                take = play_offline(gen, song, starting_commands(styles, song), bars=len(bars), performer=performer)
+                played.append(take.hvo.reshape(len(bars), 16, 3, -1))
+                played_styles.append(style)
+        r = ap.table(played, played_styles, real_bars * len(seeds), real_styles * len(seeds))
+        r["copies"] = ap.copy_share(np.concatenate(played), keys)
+        r["targets"] = ap.targets(r, result["ceiling"], result["copies_real"])
+        result[name] = r
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    text = ap.format_table({"as played": result["as_played"], "sections held": result["sections_held"],
+                            "train drummers (ceiling)": result["ceiling"]})
+    targets = "\n".join(f"  {k}: {v[0] if not isinstance(v[0], float) else round(v[0], 3)} "
+                         f"{'met' if v[1] else 'NOT met'}" for k, v in result["as_played"]["targets"].items())
+    print(json.dumps(result, indent=2, default=float) if args.json else
+          f"as played on {args.split} ({len(real)} performances x {len(seeds)} seeds; ratio / overlap against "
+          f"the split's drummers)\n{text}\ntargets:\n{targets}\nthe split's drummers copy a train bar "
+          f"{result['copies_real']:.3f} of the time")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
-    """Evaluate the model against the data: prediction, generation and control, in one table."""
+    """Evaluate the model against the data: prediction, generation and control, in one table
+    (``--as-played``: what plays, given only each performance's style and tempo)."""
+    if args.as_played:
+        return evaluate_as_played(args)
     from drummachine.corpus import evaluation
     from drummachine.model.generator import Generator
     from drummachine.core.sections import cues_for
@@ -303,6 +367,8 @@ def register(sub) -> None:
                    help="single voices: on (every bar plays it), off (never) or auto (the model's choice), "
                    "e.g. low_tom=on,crash=off")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0-2 (default 1.0)")
+    p.add_argument("--performer", action=argparse.BooleanOptionalAction, default=True,
+                   help="vary each bar as drummers do (default on, as play)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")
     p.add_argument("--wav", metavar="OUT.wav", help="also render it with the built-in kit")
@@ -317,6 +383,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
     p.add_argument("--control-styles", help="comma-separated styles for the control test")
     p.add_argument("--seeds", type=int, default=4, help="generation passes over the split, pooled (seed, seed+1, ...)")
+    p.add_argument("--as-played", action="store_true", help="only each performance's style and tempo are given: "
+                   "the instrument plays the rest (the engine, conductor and performer play uses)")
     _model_options(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from drummachine.core.conditioning import AUTO, Cues, cymbal_palette
+from drummachine.core.conditioning import Cues, cymbal_palette
+from drummachine.core.performer import BarFeel, apply_feel
 from drummachine.core.song import Song
 from drummachine.core.transport import STEPS_PER_BAR
 
@@ -43,8 +44,8 @@ class BarPlan:
     intensity: float
     fill_from: int | None = None
     crash_on_one: bool = False
-    #: the performer's choices for this bar (core.performer.BarFeel), None without a performer
-    feel: object = None
+    #: the performer's choices for this bar, None without a performer
+    feel: BarFeel | None = None
 
     def fill_at(self, step: int) -> bool:
         return self.fill_from is not None and step >= self.fill_from
@@ -276,18 +277,8 @@ class Conductor:
         return replace(cues, palette=tuple(palette))
 
 
-def with_feel(cues: Cues, feel) -> Cues:
-    """``cues`` moved by a performer's bar feel (core.performer.BarFeel): the four cues by its
-    offsets (kept within 0..1), and the voices the cues leave to the model (AUTO) set as it chose;
-    a voice the song, the cymbal or the pedal asks for keeps what they ask."""
-    palette = list(cues.palette)
-    for voice, choice in feel.voices:
-        if palette[voice] == AUTO:
-            palette[voice] = choice
-    return replace(cues, intensity=_unit(cues.intensity + feel.intensity), density=_unit(cues.density + feel.density),
-                   complexity=_unit(cues.complexity + feel.complexity),
-                   syncopation=_unit(cues.syncopation + feel.syncopation), palette=tuple(palette))
-
-
-def _unit(x: float) -> float:
-    return min(1.0, max(0.0, float(x)))
+def with_feel(cues: Cues, feel: BarFeel) -> Cues:
+    """``cues`` (the section's, with the bar's fill) as the performer plays the bar: its offsets
+    and palette picks (core.performer.apply_feel); a voice the song, the cymbal or the pedal asks
+    for keeps what they ask."""
+    return apply_feel(cues, feel, cues.fill)

@@ -42,7 +42,7 @@ ANY = "any"
 _LEVEL_KEY = 0x1E7E1  #: the level's dice: (seed, _LEVEL_KEY), the same for every section
 #: what a table may turn off (the alternatives measured side by side; all on in the shipped one)
 DEFAULT_OPTIONS = {"level": 1.0, "drift": 1.0, "phrase": 1.0, "palette": 1.0, "fills": 1.0, "fill_palette": 1.0,
-                   "stick": 0.0}
+                   "stick": 0.0, "level_intensity": 1.0, "level_density": 1.0}
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,28 @@ class BarFeel:
         return (self.intensity, self.density, self.complexity, self.syncopation)
 
 
-def apply_feel(base: Cues, feel: BarFeel | None, fill: bool | None = None) -> Cues:
+SOFT_SLOPE = 4.0  #: d logit(q) / dq at q = 0.5: a soft offset moves a middle cue as an added one would
+
+
+def move(q: float, offset: float, soft: bool = True) -> float:
+    """A cue moved by an offset (quantile units). ``soft``: in logit space (scaled so that a cue at
+    0.5 moves by the offset), so it never clips and keeps the order of the cues it moves — a
+    section asked louder stays louder whatever the drummer's level; else added and clipped."""
+    if not soft:
+        return min(1.0, max(0.0, q + offset))
+    q = min(1.0 - 1e-4, max(1e-4, q))
+    return float(1.0 / (1.0 + math.exp(-(math.log(q / (1.0 - q)) + SOFT_SLOPE * offset))))
+
+
+def apply_feel(base: Cues, feel: BarFeel | None, fill: bool | None = None, soft: bool = True) -> Cues:
     """The cues a bar plays: ``base`` (``cues_for`` of the section, computed with the bar's fill,
-    asked or the performer's) moved by the feel's offsets, clipped to 0..1, and the feel's palette
-    picks for the voices ``base`` leaves AUTO (a cymbal or voice the song or the pedal asks for
-    wins). ``fill``: whether the bar is played as a fill (default: ``base.fill``)."""
+    asked or the performer's) moved by the feel's offsets (``move``), and the feel's palette picks
+    for the voices ``base`` leaves AUTO (a cymbal or voice the song or the pedal asks for wins).
+    ``fill``: whether the bar is played as a fill (default: ``base.fill``)."""
     if feel is None:
         return base
     fill = base.fill if fill is None else fill
-    moved = {name: min(1.0, max(0.0, getattr(base, name) + off)) for name, off in zip(CUE_NAMES, feel.offsets())}
+    moved = {name: move(getattr(base, name), off, soft) for name, off in zip(CUE_NAMES, feel.offsets())}
     palette = list(base.palette)
     for v, choice in (feel.fill_voices if fill and feel.fill_voices else feel.voices):
         if palette[v] == AUTO:
@@ -86,9 +99,9 @@ def _rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
 
 
-def _pick(rng: np.random.Generator, probs) -> int:
-    c = np.cumsum(probs)
-    return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(c) - 1))
+def _pick(u: float, cum: np.ndarray) -> int:
+    """The state a uniform draw ``u`` picks from cumulative probabilities ``cum``."""
+    return int(min(np.searchsorted(cum, u * cum[-1], side="right"), len(cum) - 1))
 
 
 class _Style:
@@ -104,8 +117,9 @@ class _Style:
         self.start_chol = np.asarray(d["start_chol"], float)
         self.phrase_mean = np.asarray(d["phrase_mean"], float)
         self.fill_rate = np.asarray(d["fill_rate"], float)
-        self.groups = [(tuple(g["voices"]), np.asarray(g["start"], float), np.asarray(g["trans"], float),
-                        np.asarray(g["fill"], float)) for g in d["palette"]]
+        # cumulative probabilities: start, transition rows, fill bars
+        self.groups = [(tuple(g["voices"]), np.cumsum(g["start"]), np.cumsum(g["trans"], axis=1),
+                        np.cumsum(g["fill"])) for g in d["palette"]]
 
 
 class Performer:
@@ -119,6 +133,7 @@ class Performer:
         self.styles = {name: _Style(d) for name, d in table["styles"].items()}
         if ANY not in self.styles:
             raise ValueError('a performer table needs the "any" style')
+        self._z = _rng(self.seed, _LEVEL_KEY).standard_normal(N_CUES)  # the drummer's level dice
 
     @staticmethod
     def load(path, seed: int = 0) -> "Performer":
@@ -144,25 +159,31 @@ class Performer:
         # the level is the drummer's, not the section's: drawn once per seed, so a section asked
         # louder than another stays louder (its trend follows the section's tempo)
         trend = st.level_slope * math.log2(max(float(bpm), 1.0) / st.bpm_ref)
-        z = _rng(self.seed, _LEVEL_KEY).standard_normal(N_CUES)
-        level = o["level"] * (st.level_mean + trend + st.level_chol @ z)
+        level = o["level"] * (st.level_mean + trend + st.level_chol @ self._z)
+        # the intensity's own level is the musician's knob, and the density follows it (cues_for):
+        # a drummer's level on them fights the knob (0: leave them to the musician)
+        level[0] *= o["level_intensity"]
+        level[1] *= o["level_density"]
         if carried:
             drift = np.asarray(prev.state[1 + N_CUES:1 + 2 * N_CUES], float)
             drift = st.phi * drift + o["drift"] * (st.innov_chol @ rng.standard_normal(N_CUES))
             # "stick": the chance a group keeps its previous choice outright (over the chain's own)
-            codes = [int(c) if rng.random() < o["stick"] else _pick(rng, trans[int(c)])
-                     for (_, _, trans, _), c in zip(groups, prev.state[1 + 2 * N_CUES:])]
+            u = rng.random(2 * len(groups))
+            codes = [int(c) if u[2 * k] < o["stick"] else _pick(u[2 * k + 1], trans[int(c)])
+                     for k, ((_, _, trans, _), c) in enumerate(zip(groups, prev.state[1 + 2 * N_CUES:]))]
         else:
             drift = o["drift"] * (st.start_chol @ rng.standard_normal(N_CUES))
-            codes = [_pick(rng, start) for _, start, _, _ in groups]
+            u = rng.random(len(groups))
+            codes = [_pick(u[k], start) for k, (_, start, _, _) in enumerate(groups)]
         pos = bar_in_section % PHRASE
         off = level + drift + o["phrase"] * st.phrase_mean[pos]
         fill = bool(not before_change and rng.random() < o["fills"] * st.fill_rate[pos])
         voices: list[tuple[int, int]] = []
         fill_voices: list[tuple[int, int]] = []
-        use_palette = rng.random() < o["palette"]
-        for k, ((vs, _, _, fill_probs), code) in enumerate(zip(groups, codes)):
-            fcode = _pick(rng, fill_probs) if (k in self.fill_groups and o["fill_palette"]) else code
+        u = rng.random(1 + len(groups))
+        use_palette = u[0] < o["palette"]
+        for k, ((vs, _, _, fill_cum), code) in enumerate(zip(groups, codes)):
+            fcode = _pick(u[1 + k], fill_cum) if (k in self.fill_groups and o["fill_palette"]) else code
             if not use_palette:
                 continue
             for bit, v in enumerate(vs):

@@ -54,7 +54,7 @@ def constant_plan(cond: Conditioning, fill_every: int = JAM_FILL_EVERY, kind: st
 
 
 def performer_plan(cond: Conditioning, performer: Performer, fill_every: int = JAM_FILL_EVERY,
-                   kind: str = "verse", intensity: float | None = None) -> Plan:
+                   kind: str = "verse", intensity: float | None = None, soft: bool = True) -> Plan:
     """Today's plan with the performer's feel on every bar, applied as the engine does: the fill
     is the one asked or the performer's own, ``cues_for`` of the section with it, then the feel's
     offsets and palette picks (``apply_feel``). The performer's seed is the pass's seed."""
@@ -69,7 +69,7 @@ def performer_plan(cond: Conditioning, performer: Performer, fill_every: int = J
             fill = _asked_fill(b, fill_every) or f.fill
             base = cues_for(cond, style, level, fill, feel_kind.density_shift, feel_kind.complexity_shift,
                             cymbal="auto")
-            out.append(apply_feel(base, f, fill))
+            out.append(apply_feel(base, f, fill, soft))
             prev = f
         return out
     return plan

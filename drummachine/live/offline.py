@@ -16,12 +16,28 @@ from drummachine.core.conductor import BarPlan
 from drummachine.core.engine import Engine
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import NOTE, MemorySink
+from drummachine.core.performer import Performer
+from drummachine.core.places import shipped
 from drummachine.core.song import Song, jam
 from drummachine.core.steps import feel_offsets
 from drummachine.core.transport import STEPS_PER_BAR, ManualClock
 from drummachine.core.voices import OFFSETS
 
 OPEN_BARS = 8  #: how long an open-ended section plays offline before the next-section cue
+PERFORMER_FILE = "performer.json"  #: beside the model: the per-bar cue plan learned from the drummers
+
+
+def shipped_performer(seed: int, warnings: list[str] | None = None) -> Performer | None:
+    """The shipped performer (models/performer.json), seeded; None, with a warning, if it is
+    missing or broken: the groove then plays with the section's cues held, never not at all."""
+    path = shipped("models", PERFORMER_FILE)
+    try:
+        return Performer.load(path, seed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        msg = f"{path}: cannot read the performer ({exc.__class__.__name__}: {exc}); playing the sections' cues as written"
+        if warnings is not None:
+            warnings.append(msg)
+        return None
 
 
 def choose_song(generator, styles, song: Song | None = None, style: str = "rock", bpm: float | None = None,

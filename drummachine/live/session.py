@@ -16,7 +16,7 @@ from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, Clock
 from drummachine.core.engine import Engine
 from drummachine.core.snapshot import Snapshot
 from drummachine.core.errors import DrumMachineError
-from drummachine.live.offline import choose_song, starting_commands
+from drummachine.live.offline import choose_song, shipped_performer, starting_commands
 from drummachine.live.presets import controller_stack, find, learn_binding
 from drummachine.core.song import Song, load_song
 from drummachine.core.transport import MonotonicClock
@@ -49,6 +49,7 @@ class Options:
     seed: int = 0
     lookahead: int = 8
     controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
+    performer: bool = True  #: bar-by-bar cues as drummers move them (False: the sections' cues held)
 
 
 class Session:
@@ -93,8 +94,9 @@ class Session:
         self.clock = clock
         if self.midi is not None:
             self.midi.clock = clock
+        performer = shipped_performer(opts.seed, self.warnings) if opts.performer else None
         self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
-                             midi_clock=opts.clock_out and opts.clock != "midi")
+                             midi_clock=opts.clock_out and opts.clock != "midi", performer=performer)
         for name, value in starting_commands(self.styles, self.song, opts.bpm):
             self.engine.command(name, value)
         self.engine.pump()

@@ -52,6 +52,28 @@ def onnx_stepper(path: Path):
     return step, {"file_mb": round(path.stat().st_size / 1e6, 3)}
 
 
+def performer_stepper():
+    """The performer planning one bar (what the conductor asks once a bar, off the real-time path),
+    or None without the shipped table."""
+    import json
+
+    from drummachine.core.performer import Performer
+    from drummachine.core.places import shipped
+
+    path = shipped("models", "performer.json")
+    if not path.is_file():
+        return None
+    performer = Performer(json.loads(path.read_text()), seed=0)
+    state = {"bar": 0, "prev": None}
+
+    def step():
+        b = state["bar"]
+        state["prev"] = performer.feel("rock", 120.0, 0, b, 0, False, state["prev"])
+        state["bar"] = b + 1
+
+    return step
+
+
 def reference_stepper():
     """The same numpy work every call (40 small matrix-vector products): how much this host alone
     spreads a fixed job's time, to read the engines' tails against."""
@@ -113,8 +135,15 @@ def run(args, more: dict | None = None) -> dict:
     for name, file in (("onnx_fp32", "groove.fp32.onnx"), ("onnx_int8", "groove.int8.onnx")):
         if (folder / file).is_file():
             steppers[name], facts[name] = onnx_stepper(folder / file)
-    times = interleaved({**steppers, "host_reference": reference_stepper()}, args.steps)
+    extra = {"host_reference": reference_stepper()}
+    planner = performer_stepper()
+    if planner is not None:
+        extra["performer"] = planner
+    times = interleaved({**steppers, **extra}, args.steps)
     ref = _percentiles(times.pop("host_reference"))
+    if "performer" in times:
+        result["performer_per_bar"] = {**_percentiles(times.pop("performer")),
+                                       "what": "the performer planning one bar, in the same turns"}
     result["host_reference"] = {**ref, "p99_over_p50": round(ref["p99_ms"] / ref["p50_ms"], 2),
                                 "what": "a fixed numpy job (40 matrix-vector products), timed in the same turns: "
                                         "the spread this host alone puts on a job that never changes"}
@@ -140,6 +169,10 @@ def format_bench(r: dict) -> str:
         h = r["host_reference"]
         lines.append(f"host reference (a fixed numpy job): p50 {h['p50_ms']:.3f}ms p99 {h['p99_ms']:.3f}ms "
                      f"(p99/p50 {h['p99_over_p50']})")
+    if "performer_per_bar" in r:
+        p = r["performer_per_bar"]
+        lines.append(f"performer, a bar's plan: p50 {p['p50_ms']:.3f}ms p99 {p['p99_ms']:.3f}ms (once a bar, off the "
+                     "real-time path)")
     if "memory" in r:
         m = r["memory"]
         lines.append(f"generator memory: peak RSS {m['peak_rss_mb']} MB ({m['generator_mb']} MB above python + "
