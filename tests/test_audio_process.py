@@ -110,3 +110,22 @@ def test_a_failing_block_plays_silence_counts_and_the_next_block_plays(parts):
     ring.push(200, 1, 1.0)
     mixer.callback(out, 128, None, OK)
     assert np.abs(out).max() > 0 and block.header[FRAMES] == 256
+
+
+def test_a_restarted_mixer_goes_on_from_the_clock_however_slowly_it_started(parts):
+    """Regression: a restart counted frames from when it began; a mixer slow to start (a loaded
+    machine) then sent the clock back, and the engine stalled for as long as it took."""
+    import time
+
+    block, ring, mixer, clock = parts
+    out = np.zeros((128, 2), np.float32)
+    for _ in range(10):
+        mixer.callback(out, 128, None, OK)
+    before = clock.now()
+    time.sleep(0.3)  # the mixer died; the next takes a while to start
+    attached = SharedBlock(block.name)
+    reborn = Mixer(attached, Voices(synth_kit(48000)))
+    reborn.callback(out, 128, None, OK)
+    after = clock.now()
+    attached.close()
+    assert after >= before + 0.29 and reborn.frame >= 1280 + 0.29 * 48000

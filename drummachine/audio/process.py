@@ -150,7 +150,7 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": kit_path, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "latency": latency, "start_frame": 0}
+                      "latency": latency}
         self._spawn()
 
     def _spawn(self) -> None:
@@ -161,12 +161,11 @@ class AudioProcessSink(Sink):
         self.ready = False
 
     def restart_if_gone(self) -> bool:
-        """If the mixer process died, start another that goes on at the clock's frame (the clock
-        runs on wall time meanwhile). True when it restarted; call it from a watchdog, not the
-        real-time path (it waits for the new mixer, about a second)."""
+        """If the mixer process died, start another that goes on where the clock is when its
+        first block plays (the clock runs on wall time meanwhile: see Mixer). True when it
+        restarted; call it from a watchdog, not the real-time path (it waits for the new mixer)."""
         if self.block.header is None or self.alive:
             return False
-        self.setup["start_frame"] = int(round(self.clock.now() * self.rate))
         self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
         self.block.header[SEQ] += self.block.header[SEQ] & 1  # killed mid-update: the lock is free again
         self._spawn()
@@ -276,8 +275,9 @@ class AudioProcessSink(Sink):
 class Mixer:
     """The callback side: reads the ring, mixes the voices, publishes the clock."""
 
-    def __init__(self, block: SharedBlock, voices: Voices):
+    def __init__(self, block: SharedBlock, voices: Voices, rate: int = 48000):
         self.block = block
+        self.rate = rate
         self.voices = voices
         self.h = block.header
         self.ring = block.ring
@@ -304,6 +304,11 @@ class Mixer:
     def _mix_block(self, outdata, frames, status) -> None:
         started = time.monotonic_ns()
         h, ring, voices = self.h, self.ring, self.voices
+        if not self.started and h[AT_NS]:
+            # a restarted mixer: the clock ran on the wall since the last one's last block, so the
+            # first block goes on from there, however long this process took to start (a frame
+            # counted from when the restart began would send the clock back and stall the engine)
+            self.frame = int(h[FRAMES]) + (started - int(h[AT_NS])) * self.rate // 1_000_000_000
         if self.started and started - self.started > h[WORST_GAP_NS]:
             h[WORST_GAP_NS] = started - self.started  # how late the system woke the callback, at worst
         self.started = started
@@ -393,8 +398,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         answer({"error": exc.what, "where": exc.where, "kit": True})
         return 2
     try:
-        mixer = Mixer(block, Voices(kit, block_max=8192))
-        mixer.frame = int(setup.get("start_frame", 0))
+        mixer = Mixer(block, Voices(kit, block_max=8192), rate)
         stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
         gc.collect()
         gc.freeze()

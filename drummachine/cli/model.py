@@ -173,11 +173,14 @@ def evaluate_as_played(args) -> int:
         r["copies"] = ap.copy_share(np.concatenate(played), keys)
         r["targets"] = ap.targets(r, result["ceiling"], result["copies_real"])
         result[name] = r
+    result["intensity_control"] = _as_played_control(gen, styles, seeds[0])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     text = ap.format_table({"as played": result["as_played"], "sections held": result["sections_held"],
                             "train drummers (ceiling)": result["ceiling"]})
     targets = "\n".join(f"  {k}: {v[0] if not isinstance(v[0], float) else round(v[0], 3)} "
                          f"{'met' if v[1] else 'NOT met'}" for k, v in result["as_played"]["targets"].items())
+    targets += "\n  intensity -> loudness / density, Spearman over bars within a style (>= 0.8): " + ", ".join(
+        f"{s} {c['loudness_bars']:.2f} / {c['density_bars']:.2f}" for s, c in result["intensity_control"].items())
     print(json.dumps(result, indent=2, default=float) if args.json else
           f"as played on {args.split} ({len(real)} performances x {len(seeds)} seeds; ratio / overlap against "
           f"the split's drummers)\n{text}\ntargets:\n{targets}\nthe split's drummers copy a train bar "
@@ -185,6 +188,32 @@ def evaluate_as_played(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
     return 0
+
+
+def _as_played_control(gen, styles, seed: int, levels: int = 11, bars: int = 8, settle: int = 2) -> dict:
+    """Intensity still steers with the performer on: per style, a jam asked each of ``levels``
+    intensities (one drummer: the performer's seed stays, the model's dice change), Spearman of
+    the asked level against the loudness and density its bars play (after ``settle`` bars)."""
+    from drummachine.core import attributes
+    from drummachine.core.song import jam
+    from drummachine.corpus import as_played as ap
+    from drummachine.live.offline import play_offline, shipped_performer, starting_commands
+
+    out = {}
+    for style in [s for s in ap.MAIN_STYLES if s in gen.cond.styles]:
+        bpm = round(gen.cond.style_bpm.get(style, [0, 110, 0])[1])
+        asked, loud, dense = [], [], []
+        for k, level in enumerate(np.linspace(0.0, 1.0, levels)):
+            gen.reseed(1000 * seed + k)
+            song = jam(style, bpm, float(level))
+            take = play_offline(gen, song, starting_commands(styles, song), bars=settle + bars,
+                                performer=shipped_performer(seed))
+            played = take.hvo.reshape(-1, 16, 3, take.hvo.shape[-1])[settle:]
+            asked += [level] * len(played)
+            loud += list(attributes.loudness(played))
+            dense += list(attributes.density(played))
+        out[style] = {"loudness_bars": ap.spearman(asked, loud), "density_bars": ap.spearman(asked, dense)}
+    return out
 
 
 def cmd_evaluate(args) -> int:
