@@ -72,3 +72,16 @@ def test_the_drop_and_the_songs_cymbal_win_over_the_performers_palette():
     assert played.palette[RIDE] == OFF and played.palette[CLOSED_HAT] == ON  # the song's cymbal wins
     assert played.palette[SNARE] == ON  # a voice the song leaves to the model: the performer's pick
     assert base.palette == cymbal_palette("hats")
+
+
+def test_a_fill_the_foot_asks_for_keeps_its_toms_and_snare_whatever_the_performer_picked():
+    from drummachine.core.conditioning import AUTO, OFF, Cues
+    from drummachine.core.conductor import with_feel
+    from drummachine.core.performer import BarFeel
+    from drummachine.core.voices import HIGH_TOM, LOW_TOM, RIDE, SNARE
+
+    feel = BarFeel(fill_voices=((LOW_TOM, OFF), (HIGH_TOM, OFF), (SNARE, OFF), (RIDE, OFF)))
+    fill = Cues(fill=True)
+    assert with_feel(fill, feel).palette[LOW_TOM] == OFF  # the performer's own fill may leave the toms out
+    asked = with_feel(fill, feel, asked_fill=True).palette
+    assert asked[LOW_TOM] == asked[HIGH_TOM] == asked[SNARE] == AUTO and asked[RIDE] == OFF

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from drummachine.core.voices import N_VOICES, TOMS
+from drummachine.core.voices import N_VOICES, SNARE, TOMS
 
 ATTRIBUTES = ("density", "loudness", "syncopation", "complexity", "fill_score")
-FILL_VOICES = (1,) + TOMS  # snare and toms carry a fill
+FILL_VOICES = (SNARE,) + TOMS  # snare and toms carry a fill
 
 
 def metrical_level(steps: int) -> np.ndarray:

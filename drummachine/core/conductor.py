@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from drummachine.core.conditioning import Cues, cymbal_palette
+from drummachine.core.attributes import FILL_VOICES
+from drummachine.core.conditioning import AUTO, OFF, Cues, cymbal_palette
 from drummachine.core.performer import BarFeel, apply_feel
 from drummachine.core.song import Song
 from drummachine.core.transport import STEPS_PER_BAR
@@ -277,8 +278,14 @@ class Conductor:
         return replace(cues, palette=tuple(palette))
 
 
-def with_feel(cues: Cues, feel: BarFeel) -> Cues:
+def with_feel(cues: Cues, feel: BarFeel, asked_fill: bool = False) -> Cues:
     """``cues`` (the section's, with the bar's fill) as the performer plays the bar: its offsets
     and palette picks (core.performer.apply_feel); a voice the song, the cymbal or the pedal asks
-    for keeps what they ask."""
-    return apply_feel(cues, feel, cues.fill)
+    for keeps what they ask. In a fill the foot asked for (``asked_fill``), the performer never
+    turns off the voices a fill is heard on (snare and toms): the musician asked to hear one now."""
+    played = apply_feel(cues, feel, cues.fill)
+    if not asked_fill:
+        return played
+    palette = tuple(AUTO if v in FILL_VOICES and p == OFF and cues.palette[v] == AUTO else p
+                    for v, p in enumerate(played.palette))
+    return replace(played, palette=palette)

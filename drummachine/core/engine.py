@@ -577,7 +577,7 @@ class Engine:
                         feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
                         cymbal=self.conductor.cymbal(plan, g), voices=section.voices if section else ())
         if plan.feel is not None:
-            cues = with_feel(cues, plan.feel)
+            cues = with_feel(cues, plan.feel, asked_fill=fill and plan.bar in self.conductor.fill_requests)
         return cond.cont(bpm, self.conductor.voices_at(g, cues))
 
     # --- running for real -----------------------------------------------------------------
