@@ -113,15 +113,3 @@ def test_dataset_build_on_a_folder_without_index(tmp_path):
     out = tmp_path / "ds.npz"
     assert_clean_error(run_cli("dataset", "build", "--data", tmp_path, "--out", out), "info.csv")
     assert not out.exists()
-
-
-@pytest.mark.jack
-def test_a_controller_binding_the_song_command_is_one_clear_line(jack_server, tmp_path):
-    """Regression: a preset could bind `song`; with play --headless --wait the message crashed play
-    with an AttributeError traceback. Now the preset is refused when it loads."""
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[[map]]\ncc = 20\naction = "song"\n')
-    r = run_cli("play", "--headless", "--wait", "--fake-model", "--no-audio", "--midi-virtual", "--controller", bad,
-                "--duration", "2", "--log", tmp_path / "play.log")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "bad.toml:3 (map[0].action): unknown action 'song'" in r.stderr

@@ -326,3 +326,16 @@ def test_midi_threads_outlive_their_faults(jack_server):
         inp.close()
         port.close_port()
         tx.close_port()
+
+
+def test_a_controller_binding_the_song_command_is_one_clear_line(jack_server, tmp_path):
+    """Regression: a preset could bind `song`; with play --headless --wait the message crashed play
+    with an AttributeError traceback. Now the preset is refused when it loads."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[map]]\ncc = 20\naction = "song"\n')
+    from .conftest import run_cli
+
+    r = run_cli("play", "--headless", "--wait", "--fake-model", "--no-audio", "--midi-virtual", "--controller", bad,
+                "--duration", "2", "--log", tmp_path / "play.log")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "bad.toml:3 (map[0].action): unknown action 'song'" in r.stderr
