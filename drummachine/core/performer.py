@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drummachine.core.conditioning import AUTO, OFF, ON, Cues
-from drummachine.core.voices import N_VOICES
+from drummachine.core.conditioning import AUTO, CUES, OFF, ON, Cues
 
-CUE_NAMES = ("intensity", "density", "complexity", "syncopation")
+CUE_NAMES = tuple(CUES)  #: the four quantile cues, in the order of Cues
 N_CUES = len(CUE_NAMES)
 PHRASE = 8  #: bars of the phrase whose shape the performer knows (bar_in_section % PHRASE)
 ANY = "any"

@@ -22,6 +22,7 @@ from drummachine.core.performer import BarFeel, Performer, apply_feel
 from drummachine.core.sections import SECTIONS, cues_for
 from drummachine.core.transport import STEPS_PER_BAR
 from drummachine.core.voices import HITS, OFFSETS, VELOCITIES, VOICE_NAMES
+from drummachine.corpus import evaluation
 
 STEPS = STEPS_PER_BAR
 BINS = 40
@@ -163,17 +164,7 @@ def features_of(perf_bars: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 def overlap(a: np.ndarray, b: np.ndarray, bins: int = BINS) -> float:
     """Shared area of the two normalized histograms, ``bins`` bins over the pooled range (1 = same)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if not a.size or not b.size:
-        return float("nan")
-    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
-    if hi <= lo:
-        return 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    ha, _ = np.histogram(a, edges)
-    hb, _ = np.histogram(b, edges)
-    return float(np.minimum(ha / ha.sum(), hb / hb.sum()).sum())
+    return evaluation.overlap(np.asarray(a, float), np.asarray(b, float), bins)
 
 
 def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict:
