@@ -85,3 +85,10 @@ def test_a_fill_the_foot_asks_for_keeps_its_toms_and_snare_whatever_the_performe
     assert with_feel(fill, feel).palette[LOW_TOM] == OFF  # the performer's own fill may leave the toms out
     asked = with_feel(fill, feel, asked_fill=True).palette
     assert asked[LOW_TOM] == asked[HIGH_TOM] == asked[SNARE] == AUTO and asked[RIDE] == OFF
+
+
+def test_a_fill_asked_in_the_last_beat_starts_at_once_and_runs_through_the_next_bar():
+    c = Conductor(song_from_toml(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"), "t"))
+    c.fill(16 + 14)
+    assert c.fill_requests == {1: 14, 2: 0}
+    assert c.plan(1).fill_from == 14 and c.plan(2).fill_from == 0

@@ -5,7 +5,7 @@ import pytest
 
 from drummachine.core.conditioning import silenced
 from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE
-from drummachine.core.voices import CLOSED_HAT, CRASH, KICK, OPEN_HAT, SNARE
+from drummachine.core.voices import CLOSED_HAT, CRASH, KICK, LOW_TOM, OPEN_HAT, SNARE
 from drummachine.core.fake_generator import FakeGenerator
 
 from .conftest import SONG, Harness
@@ -428,3 +428,21 @@ def test_the_real_threads_survive_a_failing_output(harness):
     for t in threads:
         t.join(2)
     assert good.notes() and h.engine.stats.faults["output"] > 10
+
+
+def test_a_fill_the_foot_asks_for_pushes_toms_and_snare_until_one_sounds(harness):
+    from drummachine.core.engine import FILL_PUSH
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    h.engine.command("start")
+    h.run(2.5)  # bar 1, step 4 or so
+    h.engine.command("fill")
+    h.engine.pump()
+    bar, step = divmod(h.engine.commit_cursor, 16)
+    plan = h.engine.conductor.plan(bar)
+    assert plan.fill_from == step
+    pushed = h.engine._steering_at(plan, h.engine.commit_cursor)
+    assert pushed.voice_bias[LOW_TOM] == FILL_PUSH[LOW_TOM] > 0 and pushed.voice_bias[KICK] == 0
+    h.run(2.0)  # the fill has sounded (the stand-in plays toms in its fills): no push after it
+    later = h.engine.conductor.plan(bar + 1)
+    assert h.engine._steering_at(later, (bar + 1) * 16) == h.engine.steering

@@ -202,11 +202,13 @@ class Conductor:
         return self._replan_from(open_step, at)
 
     def fill(self, open_step: int) -> int:
+        """A fill from the first step not yet heard to the end of the bar; with less than a beat
+        left, on through the next bar too (a fill heard at once, and long enough to be one)."""
         bar, step = divmod(open_step, STEPS_PER_BAR)
-        if step > STEPS_PER_BAR - BEAT:
-            bar, step = bar + 1, 0
         self.fill_requests[bar] = step
-        return self._replan_from(open_step, bar)
+        if step > STEPS_PER_BAR - BEAT:
+            self.fill_requests[bar + 1] = 0
+        return self._replan_from(open_step, bar + (step > STEPS_PER_BAR - BEAT))
 
     def accent(self, open_step: int) -> int:
         self.accents.add(open_step)

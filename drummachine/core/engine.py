@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -38,12 +38,16 @@ from drummachine.core.snapshot import QueuedCue, Snapshot, empty_grid
 from drummachine.core.song import Song
 from drummachine.core.steps import accented, count_in_step, final_step, empty_step, step_events
 from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Clock, TapTempo, Transport, next_bar, next_beat
-from drummachine.core.voices import CLOSED_HAT, KICK, N_VOICES, OPEN_HAT
+from drummachine.core.attributes import FILL_VOICES
+from drummachine.core.voices import CLOSED_HAT, HITS, KICK, N_VOICES, OPEN_HAT, SNARE, TOMS
 
 log = logging.getLogger("drummachine")
 #: the "drop" cue: a bar of kick and hats alone
 DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OPEN_HAT)}
 CYMBAL_CYCLE = ("hats", "ride", "auto")
+#: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds
+FILL_ONSET_STEPS = 2
+FILL_PUSH = {**{v: 4.0 for v in TOMS}, SNARE: 2.0}
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
 
 
@@ -541,7 +545,7 @@ class Engine:
             self.gen.force(fixed, style, s, phrase, cont)
             hvo = fixed
         else:
-            hvo = self.gen.step(style, s, phrase, cont, self.steering)
+            hvo = self.gen.step(style, s, phrase, cont, self._steering_at(plan, g))
             if accent or (plan.crash_on_one and s == 0):
                 hvo = accented(hvo)
                 self.gen.overwrite_last(hvo)
@@ -557,6 +561,24 @@ class Engine:
                 self.generated[g] = (hvo, state_before)
             self.gen_cursor = g + 1
             self.stats.generated += 1
+
+    def _steering_at(self, plan: BarPlan, g: int) -> Steering:
+        """The sampling steering of step ``g``: the knobs', and at the first steps of a fill the
+        foot asked for, a push on the toms and the snare until one of them has sounded, so the
+        fill is heard at once rather than when the model gets round to it."""
+        s = g % STEPS_PER_BAR
+        if plan.fill_from is None or plan.bar not in self.conductor.fill_requests or \
+                not plan.fill_from <= s < plan.fill_from + FILL_ONSET_STEPS:
+            return self.steering
+        with self.lock:
+            for k in range(g - (s - plan.fill_from), g):
+                hvo = self.played.get(k)
+                if hvo is None:
+                    hvo = self.generated.get(k, (None,))[0]
+                if hvo is not None and (hvo[HITS, list(FILL_VOICES)] > 0.5).any():
+                    return self.steering
+        return replace(self.steering, voice_bias=tuple(b + FILL_PUSH.get(v, 0.0)
+                                                       for v, b in enumerate(self.steering.voice_bias)))
 
     def _style_index(self, style: str) -> int:
         try:
