@@ -79,7 +79,7 @@ COMMANDS: dict[str, Spec] = {s.name: s for s in (
     Spec("stop", "stop, all notes off"),
     Spec("toggle", "start or stop"),
     Spec("start_fill", "start when stopped, else a fill", when=STEP),
-    Spec("fill", "fill the rest of the bar (the next bar if less than a beat is left)", when=STEP,
+    Spec("fill", "fill the rest of the bar (with less than a beat left, through the next bar too)", when=STEP,
          needs_playing=True),
     Spec("next", "next section; value N: go to section N", Value(WHOLE, *SECTION_NUMBERS, optional=True), BAR,
          needs_playing=True),
