@@ -339,3 +339,40 @@ def test_a_controller_binding_the_song_command_is_one_clear_line(jack_server, tm
                 "--duration", "2", "--log", tmp_path / "play.log")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "bad.toml:3 (map[0].action): unknown action 'song'" in r.stderr
+
+
+def test_play_headless_hands_out_what_generate_writes(jack_server, tmp_path):
+    """One plan for every path, through the real command: `play --headless` with a seed and a song,
+    recorded on a JACK MIDI port, plays the notes `generate --song` writes with the same seed."""
+    import mido
+
+    from .conftest import run_cli
+
+    out = tmp_path / "song.mid"
+    r = run_cli("generate", "--song", "slow_funk", "--seed", "3", "-o", out)
+    assert r.returncode == 0, r.stderr
+    port, got = receiver("rec-play")
+    try:
+        r = run_cli("play", "--headless", "--no-audio", "--midi-out", "rec-play:rx", "--song", "slow_funk",
+                    "--seed", "3", "--duration", "9", "--log", tmp_path / "play.log")
+        assert r.returncode == 0, r.stderr
+        assert " 0 generator misses" in r.stderr, r.stderr
+    finally:
+        port.close_port()
+    played = [(t, m[1], m[2]) for t, m in got if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    mid = mido.MidiFile(out)
+    tempo = next(m.tempo for m in mid.tracks[0] if m.type == "set_tempo")
+    tick, written = 0, []
+    for m in mid.tracks[0]:
+        tick += m.time
+        if m.type == "note_on" and m.velocity > 0:
+            written.append((mido.tick2second(tick, mid.ticks_per_beat, tempo), m.note, m.velocity))
+    assert len(played) > 40
+    t0 = played[0][0] - written[0][0]  # the first note of both: the one of the count-in
+    limit = played[-1][0] - t0 - 1.0  # what was heard, less the last second (the stop cut it)
+    # cut between two notes well apart, so a few ms of MIDI timing cannot move a note across
+    times = sorted(t for t, _, _ in written if t < limit)
+    span = next((a + b) / 2 for a, b in zip(times[::-1][1:], times[::-1]) if b - a > 0.03)
+    heard = sorted((n, v) for t, n, v in played if t - t0 < span)
+    wrote = sorted((n, v) for t, n, v in written if t < span)
+    assert heard == wrote
