@@ -1,0 +1,212 @@
+"""What each engine command does: one handler per engine command of ``commands.COMMANDS``, its
+value already checked at the boundary. The engine (core.engine) inherits them; they work on its
+conductor and transport, and ask it to regenerate from the first step a cue changes.
+
+Each cue lands where ``commands.COMMANDS`` says it takes effect: now, from the first step not yet
+handed out, on the next beat or bar line, or at the phrase end.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from drummachine.core import commands
+from drummachine.core.commands import Command
+from drummachine.core.conditioning import OFF
+from drummachine.core.events import START, STOP, Event
+from drummachine.core.sampling import Steering
+from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Transport, next_bar, next_beat
+from drummachine.core.voices import CLOSED_HAT, KICK, N_VOICES, OPEN_HAT
+
+log = logging.getLogger("drummachine")
+#: the "drop" cue: a bar of kick and hats alone
+DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OPEN_HAT)}
+CYMBAL_CYCLE = ("hats", "ride", "auto")
+
+
+class CommandHandlers:
+    """The engine's commands (a mixin of core.engine.Engine: the state is the engine's)."""
+
+    def command_handlers(self) -> dict:
+        """name -> handler(value, now), for every engine command of the table."""
+        return {name: getattr(self, f"_on_{name}") for name, spec in commands.COMMANDS.items()
+                if spec.target == commands.ENGINE}
+
+    def _handle(self, cmd: Command, now: float) -> None:
+        if cmd.spec.needs_playing and not self.playing:
+            return
+        self.handlers[cmd.name](cmd.value, now)
+
+    # one handler per engine command of commands.COMMANDS: value already checked
+    def _on_start(self, value, now):
+        if not self.playing:
+            self._start(now)
+
+    def _on_toggle(self, value, now):
+        if self.playing:
+            self._stop()
+        else:
+            self._start(now)
+
+    def _on_stop(self, value, now):
+        self._stop()
+
+    def _on_start_fill(self, value, now):
+        if self.playing:
+            self._on_fill(value, now)
+        else:
+            self._start(now)
+
+    def _steer(self, name, value, now):  # model steering: regenerate what is not heard yet
+        self.knobs[name] = value
+        self.steering = Steering(temperature=self.knobs["temperature"], timing_temperature=1.0,
+                                 voice_bias=(self.knobs["density"] * 3.0,) * N_VOICES)
+        self._rewind_to(self.commit_cursor)
+
+    def _on_density(self, value, now):
+        self._steer("density", value, now)
+
+    def _on_temperature(self, value, now):
+        self._steer("temperature", value, now)
+
+    def _on_swing(self, value, now):  # applied as steps are handed out: immediate
+        self.knobs["swing"] = value
+
+    def _on_humanize(self, value, now):
+        self.knobs["humanize"] = value
+
+    def _on_mute(self, voice, now):
+        self.muted.symmetric_difference_update({voice})
+
+    def _on_solo(self, voice, now):
+        self.solo.symmetric_difference_update({voice})
+
+    def _on_song(self, song, now):
+        if self.playing:
+            log.warning("song %s: not while playing (the session starts it when this one has ended)", song.name)
+            return
+        self._reset_song(song)
+
+    def _on_tempo(self, bpm, now):
+        if not self.playing:
+            self.transport = Transport(bpm)
+            self.manual_tempo = True
+            return
+        self._set_tempo(bpm, self.commit_cursor)
+
+    def _on_pause(self, value, now):
+        self.paused = not self.paused if value is None else value
+        if self.paused:
+            self._panic()
+        else:
+            self.resume_step = next_beat(self.commit_cursor)  # back in on the next beat
+
+    def _on_next(self, number, now):
+        c = self.commit_cursor
+        target = None if number is None else min(number, len(self.song.sections)) - 1
+        self._rewind_to(self.conductor.next_section(c, target))
+
+    def _on_next_phrase(self, value, now):
+        self._rewind_to(self.conductor.next_section(self.commit_cursor, None, at_phrase=True))
+
+    def _on_fill(self, value, now):
+        self._rewind_to(self.conductor.fill(self.commit_cursor))
+
+    def _on_accent(self, value, now):
+        self._rewind_to(self.conductor.accent(self.commit_cursor))
+
+    def _on_outro(self, value, now):
+        self._rewind_to(self.conductor.outro(self.commit_cursor))
+
+    def _on_drop(self, value, now):
+        at = next_bar(self.commit_cursor)
+        self._rewind_to(self.conductor.override_voices(at, at + STEPS_PER_BAR, DROP_VOICES))
+
+    def _on_intensity(self, offset, now):  # the knob: an offset from the song's intensity
+        self.knobs["intensity"] = offset
+        self._rewind_to(self.conductor.set_intensity(self.commit_cursor, offset))
+
+    def _on_intensity_up(self, delta, now):
+        self._on_intensity(min(1.0, self.conductor.intensity_offset + delta), now)
+
+    def _on_intensity_down(self, delta, now):
+        self._on_intensity(max(-1.0, self.conductor.intensity_offset - delta), now)
+
+    def _on_cymbal(self, name, now):  # None: the next of hats -> ride -> auto
+        at = next_bar(self.commit_cursor)  # on the next bar line, as a drummer would switch
+        plan = self.conductor.plan(at // STEPS_PER_BAR)
+        if plan.section < 0:
+            return
+        if name is None:
+            current = self.conductor.cymbal(plan, at)
+            name = CYMBAL_CYCLE[(CYMBAL_CYCLE.index(current) + 1) % len(CYMBAL_CYCLE)] \
+                if current in CYMBAL_CYCLE else "hats"
+        self._rewind_to(self.conductor.set_cymbal(at, plan.section, name))
+
+    def _on_keep(self, value, now):
+        self.conductor.keep(self.commit_cursor)
+
+    def _on_regenerate(self, value, now):
+        self._rewind_to(self.conductor.regenerate(self.commit_cursor))
+
+    def _on_feel(self, feel, now):
+        at = next_bar(self.commit_cursor)
+        self.transport.set_feel(feel, at)
+        self._rewind_to(at)
+
+    def _on_half_time(self, value, now):  # a toggle, whichever control or key sent it
+        self._on_feel("normal" if self._feel_ahead() == 0.5 else "half", now)
+
+    def _on_double_time(self, value, now):
+        self._on_feel("normal" if self._feel_ahead() == 2.0 else "double", now)
+
+    def _feel_ahead(self) -> float:
+        """The feel from the next bar line on, counting a change already asked for."""
+        return self.transport.feel_at(next_bar(self.commit_cursor))
+
+    def _on_tempo_up(self, delta, now):
+        self._set_tempo(self.transport.bpm_at(self.commit_cursor) + delta, self.commit_cursor, at_once=True)
+
+    def _on_tempo_down(self, delta, now):
+        self._set_tempo(self.transport.bpm_at(self.commit_cursor) - delta, self.commit_cursor, at_once=True)
+
+    def _on_follow(self, value, now):  # MIDI clock in: (smoothed bpm, time of the next beat on the leader's line)
+        bpm, beat_time = value
+        if self.transport.follow(next_beat(self.commit_cursor), beat_time, bpm, now):
+            self.manual_tempo = True
+
+    def _on_tap(self, value, now):
+        got = self.tap.tap(now)
+        if got:
+            bpm, first = got
+            c = self.commit_cursor
+            self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
+            self.manual_tempo = True
+            self._rewind_to(c)
+
+    def _set_tempo(self, bpm: float, c: int, at_once: bool = False) -> None:
+        bpm = min(BPM_RANGE[1], max(BPM_RANGE[0], bpm))
+        self.manual_tempo = True
+        self.transport.set_tempo(bpm, c if at_once else next_bar(c))
+        self._rewind_to(c)
+
+    def _start(self, now: float) -> None:
+        manual = self.transport.anchor.bpm if self.manual_tempo else None
+        if self.commit_cursor:  # a restart: the song from the top (steps generated ahead are kept)
+            self._reset_song(self.song)
+        start = now + self.start_delay
+        first = self.song.sections[0].bpm
+        self.transport = Transport(manual or first, start)
+        self.manual_tempo = manual is not None
+        self.applied_bpm = first
+        self.playing = True
+        self.paused = False
+        self._send([Event(start, START)])
+
+    def _stop(self) -> None:
+        if self.playing:
+            self.playing = False
+            self._send([Event(self.clock.now(), STOP)])
+            self._panic()
+            with self.lock:
+                self.generated.clear()
