@@ -157,6 +157,9 @@ def evaluate_as_played(args) -> int:
     result = {"model": _shown(gen.info.path), "split": args.split, "seeds": seeds,
               "ceiling": ap.table([b for _, _, b in trained], [s for s, _, _ in trained], real_bars, real_styles),
               "copies_real": ap.copy_share(np.concatenate(real_bars), keys)}
+    shipped = shipped_performer(args.seed)  # read once; each session reseeds it
+    if shipped is None:
+        raise DrumMachineError("models/performer.json", "the performer is missing or broken: nothing to evaluate")
     plans = {"as_played": True, "sections_held": False}
     for name, use_performer in plans.items():
         played, played_styles = [], []
@@ -165,7 +168,7 @@ def evaluate_as_played(args) -> int:
                 seed = 1000 * s + k  # each performance its own session: the model's and the performer's dice
                 gen.reseed(seed)
                 song = jam(style, round(bpm), styles.get(style).get("intensity", gen.cond.defaults(style).intensity))
-                performer = shipped_performer(seed) if use_performer else None
+                performer = shipped.reseeded(seed) if use_performer else None
                 take = play_offline(gen, song, starting_commands(styles, song), bars=len(bars), performer=performer)
                 played.append(take.hvo.reshape(len(bars), 16, 3, -1))
                 played_styles.append(style)
@@ -173,7 +176,7 @@ def evaluate_as_played(args) -> int:
         r["copies"] = ap.copy_share(np.concatenate(played), keys)
         r["targets"] = ap.targets(r, result["ceiling"], result["copies_real"])
         result[name] = r
-    result["intensity_control"] = _as_played_control(gen, styles, seeds[0])
+    result["intensity_control"] = _as_played_control(gen, styles, shipped.reseeded(seeds[0]))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     text = ap.format_table({"as played": result["as_played"], "sections held": result["sections_held"],
                             "train drummers (ceiling)": result["ceiling"]})
@@ -190,24 +193,24 @@ def evaluate_as_played(args) -> int:
     return 0
 
 
-def _as_played_control(gen, styles, seed: int, levels: int = 11, bars: int = 8, settle: int = 2) -> dict:
+def _as_played_control(gen, styles, performer, levels: int = 11, bars: int = 8, settle: int = 2) -> dict:
     """Intensity still steers with the performer on: per style, a jam asked each of ``levels``
     intensities (one drummer: the performer's seed stays, the model's dice change), Spearman of
     the asked level against the loudness and density its bars play (after ``settle`` bars)."""
     from drummachine.core import attributes
     from drummachine.core.song import jam
     from drummachine.corpus import as_played as ap
-    from drummachine.live.offline import play_offline, shipped_performer, starting_commands
+    from drummachine.live.offline import play_offline, starting_commands
 
     out = {}
     for style in [s for s in ap.MAIN_STYLES if s in gen.cond.styles]:
         bpm = round(gen.cond.style_bpm.get(style, [0, 110, 0])[1])
         asked, loud, dense = [], [], []
         for k, level in enumerate(np.linspace(0.0, 1.0, levels)):
-            gen.reseed(1000 * seed + k)
+            gen.reseed(1000 * performer.seed + k)
             song = jam(style, bpm, float(level))
             take = play_offline(gen, song, starting_commands(styles, song), bars=settle + bars,
-                                performer=shipped_performer(seed))
+                                performer=performer)
             played = take.hvo.reshape(-1, 16, 3, take.hvo.shape[-1])[settle:]
             asked += [level] * len(played)
             loud += list(attributes.loudness(played))
