@@ -158,6 +158,16 @@ class _Port:
         elif not self.connected and present:
             self.open()
 
+    def watch(self, running, close_when_gone: bool, faults, thread: str) -> None:
+        """A watch thread's loop: ``check`` once a second while ``running()``; a failing check is
+        counted in ``faults`` and the watch goes on."""
+        while running():
+            time.sleep(1.0)
+            try:
+                self.check(close_when_gone)
+            except Exception:
+                faults.caught(thread, "port watch")
+
     def close_port(self) -> None:
         if self.port is not None:
             try:
@@ -278,12 +288,7 @@ class MidiOutSink(Sink):
             self._write(msg)
 
     def _watch(self) -> None:
-        while self.running:
-            time.sleep(1.0)
-            try:
-                self.port.check(close_when_gone=False)
-            except Exception:
-                self.faults.caught("midi-out", "port watch")
+        self.port.watch(lambda: self.running, False, self.faults, "midi-out")
 
     def panic(self) -> None:
         """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
@@ -341,12 +346,7 @@ class MidiInput:
             self.faults.caught("midi-in", "message")
 
     def _watch(self) -> None:
-        while self.running:
-            time.sleep(1.0)
-            try:
-                self.port.check(close_when_gone=True)
-            except Exception:
-                self.faults.caught("midi-in", "port watch")
+        self.port.watch(lambda: self.running, True, self.faults, "midi-in")
 
     def close(self) -> None:
         self.running = False
