@@ -95,3 +95,25 @@ def test_a_chorus_is_louder_and_busier_than_its_verse_in_every_shipped_song():
                 assert c[0] > v[0] and c[1] > v[1], (name, seed, verse, v, chorus, c)
                 checked += 1
     assert checked >= 6
+
+
+def test_evaluate_as_played_plays_the_jams_through_the_engine(tmp_path):
+    """`evaluate --as-played` plays its jams through the same engine: the command end to end on the
+    fixture performances (their own split against itself: the ceiling is exact, every bar is a copy
+    of a train bar), with the shipped model and performer."""
+    import json
+
+    from .conftest import FIXTURES
+
+    out = tmp_path / "as_played.json"
+    r = run_cli("evaluate", "--as-played", "--data", FIXTURES, "--split", "train", "--seeds", "1",
+                "--control-styles", "rock,funk", "--out", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["ceiling"]["pooled"]["mean_overlap"] == 1.0 and d["copies_real"] == 1.0
+    for plan in ("as_played", "sections_held"):
+        assert 0.3 < d[plan]["pooled"]["mean_overlap"] < 1.0
+        assert "mean_overlap_pooled>=0.83" in d[plan]["targets"]
+    assert d["as_played"]["pooled"] != d["sections_held"]["pooled"], "the performer changes what plays"
+    assert all(c["loudness_bars"] > 0.5 for c in d["intensity_control"].values()), "intensity still steers"
+    assert "as played on train" in r.stdout and "mean overlap, pooled" in r.stdout

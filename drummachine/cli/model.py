@@ -176,7 +176,8 @@ def evaluate_as_played(args) -> int:
         r["copies"] = ap.copy_share(np.concatenate(played), keys)
         r["targets"] = ap.targets(r, result["ceiling"], result["copies_real"])
         result[name] = r
-    result["intensity_control"] = _as_played_control(gen, styles, shipped.reseeded(seeds[0]))
+    result["intensity_control"] = _as_played_control(gen, styles, shipped.reseeded(seeds[0]),
+                                                     args.control_styles.split(",") if args.control_styles else None)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     text = ap.format_table({"as played": result["as_played"], "sections held": result["sections_held"],
                             "train drummers (ceiling)": result["ceiling"]})
@@ -193,7 +194,8 @@ def evaluate_as_played(args) -> int:
     return 0
 
 
-def _as_played_control(gen, styles, performer, levels: int = 11, bars: int = 8, settle: int = 2) -> dict:
+def _as_played_control(gen, styles, performer, which: list[str] | None = None, levels: int = 11, bars: int = 8,
+                       settle: int = 2) -> dict:
     """Intensity still steers with the performer on: per style, a jam asked each of ``levels``
     intensities (one drummer: the performer's seed stays, the model's dice change), Spearman of
     the asked level against the loudness and density its bars play (after ``settle`` bars)."""
@@ -203,7 +205,7 @@ def _as_played_control(gen, styles, performer, levels: int = 11, bars: int = 8, 
     from drummachine.live.offline import play_offline, starting_commands
 
     out = {}
-    for style in [s for s in ap.MAIN_STYLES if s in gen.cond.styles]:
+    for style in [s for s in (which or ap.MAIN_STYLES) if s in gen.cond.styles]:
         bpm = round(gen.cond.style_bpm.get(style, [0, 110, 0])[1])
         asked, loud, dense = [], [], []
         for k, level in enumerate(np.linspace(0.0, 1.0, levels)):
