@@ -1,18 +1,22 @@
-"""Drum sounds: a kit synthesized with numpy at start-up, or a folder of WAV files.
+"""Drum sounds: a kit synthesized with numpy at start-up, a folder of WAV files, or a Hydrogen kit.
 
 A kit holds, for every voice, a few velocity layers (soft to hard; harder is brighter) as mono
-float32 arrays at the kit's sample rate, and a stereo pan per voice.
+float32 arrays at the kit's sample rate, the velocity range each layer plays for, a stereo pan
+per voice and who chokes whom. ``open_kit`` takes what ``--kit`` names (nothing: the built-in;
+a folder of WAVs named by voice; a Hydrogen kit by folder or by name, see ``audio.hydrogen``).
+A decoded kit also travels packed (``Decoded``: one float32 array and a JSON layout), which is
+how the mixer process gets it without a copy (``SharedKit``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.voices import N_VOICES, VOICE_NAMES, VOICES
+from drummachine.core.voices import CHOKES, N_VOICES, VOICE_NAMES, VOICES
 from drummachine.audio.wavfile import read_wav
 
 SAMPLE_RATES = (44100, 48000)
@@ -21,20 +25,56 @@ LAYERS = 4
 PANS = (0.0, 0.0, 0.35, 0.35, -0.45, -0.15, 0.2, 0.4, -0.4)
 
 
+VELOCITY_STEPS = 128  #: a layer is chosen per MIDI velocity step
+
+
 @dataclass(frozen=True, eq=False)
 class Kit:
-    """Velocity layers per voice and pans; ``layers[voice][k]`` is layer k (0 = softest)."""
+    """Velocity layers per voice and pans; ``layers[voice][k]`` is layer k (0 = softest).
+
+    ``ranges[voice][k]`` is the velocity range (0..1, ends included) layer k plays for; None:
+    the layers split 0..1 evenly (the built-in kit). Where a velocity fits several layers of the
+    same range (or any that fit, for a voice marked ``round_robin``), successive hits take turns.
+    """
 
     name: str
     sample_rate: int
     layers: tuple[tuple[np.ndarray, ...], ...]
     pans: tuple[float, ...] = PANS
+    ranges: tuple[tuple[tuple[float, float], ...], ...] | None = None
+    round_robin: tuple[bool, ...] = (False,) * N_VOICES
+    chokes: dict[int, tuple[int, ...]] = field(default_factory=lambda: dict(CHOKES))
+    sources: tuple[str, ...] = ()  #: what plays each voice, in words (for listings)
+
+    def __post_init__(self):
+        # per voice, per velocity step: the layers that may play (chosen now, not in the callback)
+        choice = None
+        if self.ranges is not None:
+            choice = tuple(tuple(_candidates(r, b / (VELOCITY_STEPS - 1), rr) for b in range(VELOCITY_STEPS))
+                           for r, rr in zip(self.ranges, self.round_robin))
+        object.__setattr__(self, "_choice", choice)
+        object.__setattr__(self, "_turn", [0] * len(self.layers))
 
     def sample(self, voice: int, velocity: float) -> tuple[np.ndarray, float]:
         """The layer for a velocity (0..1) and the gain to play it at."""
         layers = self.layers[voice]
-        k = min(len(layers) - 1, int(velocity * len(layers)))
+        if self._choice is None:
+            k = min(len(layers) - 1, int(velocity * len(layers)))
+        else:
+            step = int(velocity * (VELOCITY_STEPS - 1) + 0.5)
+            fits = self._choice[voice][0 if step < 0 else VELOCITY_STEPS - 1 if step >= VELOCITY_STEPS else step]
+            if len(fits) == 1:
+                k = fits[0]
+            else:
+                turn = self._turn[voice]
+                k = fits[turn % len(fits)]
+                self._turn[voice] = turn + 1
         return layers[k], velocity_gain(velocity)
+
+    def rewind(self) -> None:
+        """Round robins start again from their first layer (an offline render is reproducible)."""
+        for v in range(len(self._turn)):
+            self._turn[v] = 0
 
     def pan_gains(self) -> np.ndarray:
         """(voices, 2) constant-power left/right gains."""
@@ -44,6 +84,21 @@ class Kit:
     @property
     def longest(self) -> int:
         return max(len(layer) for voice in self.layers for layer in voice)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for voice in self.layers for layer in voice)
+
+
+def _candidates(ranges: tuple[tuple[float, float], ...], velocity: float, round_robin: bool) -> tuple[int, ...]:
+    eps = 1e-6
+    fits = [k for k, (lo, hi) in enumerate(ranges) if lo - eps <= velocity <= hi + eps]
+    if not fits:  # a gap in the kit's ranges: the nearest layer
+        return (min(range(len(ranges)), key=lambda k: min(abs(velocity - ranges[k][0]), abs(velocity - ranges[k][1]))),)
+    if round_robin:
+        return tuple(fits)
+    first = ranges[fits[0]]
+    return tuple(k for k in fits if ranges[k] == first)
 
 
 def velocity_gain(velocity: float) -> float:
@@ -124,18 +179,25 @@ def synth_kit(sample_rate: int = 48000) -> Kit:
     if sample_rate not in SAMPLE_RATES:
         raise DrumMachineError("sample rate", f"{sample_rate} Hz; allowed: {', '.join(map(str, SAMPLE_RATES))}")
     rng = np.random.default_rng(1234)
-    layers = []
-    for voice in VOICES:
-        per_voice = []
-        for k in range(LAYERS):
-            x = _voice(voice.name, sample_rate, (k + 0.5) / LAYERS, rng)
-            peak = np.max(np.abs(x))
-            level = {"kick": 0.95, "snare": 0.8, "crash": 0.45, "ride": 0.4}.get(voice.name, 0.6)
-            fade = max(1, len(x) // 8)  # end every sample at silence: no click when it stops
-            x[-fade:] *= np.linspace(1.0, 0.0, fade)
-            per_voice.append((x / peak * level).astype(np.float32))
-        layers.append(tuple(per_voice))
-    return Kit("built-in", sample_rate, tuple(layers))
+    layers = tuple(_synth_layers(voice.name, sample_rate, rng) for voice in VOICES)
+    return Kit("built-in", sample_rate, layers, sources=("built-in",) * N_VOICES)
+
+
+def synth_voice(name: str, sample_rate: int) -> tuple[np.ndarray, ...]:
+    """One voice of the built-in kit (its own noise: it stands in for a voice a sampled kit lacks)."""
+    return _synth_layers(name, sample_rate, np.random.default_rng(1234 + VOICE_NAMES.index(name)))
+
+
+def _synth_layers(name: str, sample_rate: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    per_voice = []
+    for k in range(LAYERS):
+        x = _voice(name, sample_rate, (k + 0.5) / LAYERS, rng)
+        peak = np.max(np.abs(x))
+        level = {"kick": 0.95, "snare": 0.8, "crash": 0.45, "ride": 0.4}.get(name, 0.6)
+        fade = max(1, len(x) // 8)  # end every sample at silence: no click when it stops
+        x[-fade:] *= np.linspace(1.0, 0.0, fade)
+        per_voice.append((x / peak * level).astype(np.float32))
+    return tuple(per_voice)
 
 
 def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
@@ -165,7 +227,118 @@ def load_kit(folder: str | Path, sample_rate: int = 48000) -> Kit:
         if peak == 0.0:
             raise DrumMachineError(str(path), "the sample is silent")
         layers.append((mono,))
-    return Kit(folder.name, sample_rate, tuple(layers))
+    return Kit(folder.name, sample_rate, tuple(layers), sources=tuple(f"{n}.wav" for n in VOICE_NAMES))
+
+
+# --- what --kit names -------------------------------------------------------------------------
+
+def open_kit(spec: str | Path | None, sample_rate: int = 48000) -> Kit:
+    """The kit ``--kit`` names: None the built-in, a folder of WAVs named by voice, or a Hydrogen
+    kit (a folder with a drumkit.xml, or a kit's name in the Hydrogen kit folders)."""
+    if not spec:
+        return synth_kit(sample_rate)
+    decoded = decode(spec, sample_rate)
+    return from_packed(decoded.data, decoded.layout)
+
+
+def decode(spec: str | Path, sample_rate: int = 48000):
+    """The kit ``spec`` names, decoded at ``sample_rate`` and packed (``hydrogen.Decoded``)."""
+    from drummachine.audio import hydrogen
+
+    if sample_rate not in SAMPLE_RATES:
+        raise DrumMachineError("sample rate", f"{sample_rate} Hz; allowed: {', '.join(map(str, SAMPLE_RATES))}")
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        if "/" in str(spec) or Path(spec).suffix:
+            raise DrumMachineError(str(spec), "kit folder does not exist")
+        folder = hydrogen.find_kit(str(spec))
+    if not (folder / "drumkit.xml").is_file():
+        return pack(load_kit(folder, sample_rate))
+    kit = hydrogen.read_drumkit(folder)
+    sources = hydrogen.map_voices(kit)
+    decoded, _ = hydrogen.decode_kit(kit, sources, sample_rate)
+    return decoded
+
+
+def pack(kit: Kit):
+    """A kit as one float32 array and its layout (``hydrogen.Decoded``)."""
+    from drummachine.audio.hydrogen import CACHE_FORMAT, Decoded
+
+    parts, layers, offset = [], [], 0
+    for v, per_voice in enumerate(kit.layers):
+        ranges = kit.ranges[v] if kit.ranges is not None else \
+            tuple((k / len(per_voice), (k + 1) / len(per_voice)) for k in range(len(per_voice)))
+        for x, (lo, hi) in zip(per_voice, ranges):
+            parts.append(x)
+            layers.append({"voice": v, "offset": offset, "frames": len(x), "low": lo, "high": hi})
+            offset += len(x)
+    layout = {"format": CACHE_FORMAT, "name": kit.name, "rate": kit.sample_rate, "frames": offset, "layers": layers,
+              "round_robin": list(kit.round_robin), "pans": list(kit.pans),
+              "chokes": {str(k): list(v) for k, v in kit.chokes.items()},
+              "even": kit.ranges is None, "sources": list(kit.sources)}
+    return Decoded(np.concatenate(parts).astype(np.float32, copy=False), layout)
+
+
+def from_packed(data: np.ndarray, layout: dict) -> Kit:
+    """The kit whose layers are views into ``data`` (no copy: ``data`` may be shared memory)."""
+    rate = int(layout["rate"])
+    per_voice: list[list] = [[] for _ in range(N_VOICES)]
+    for row in layout["layers"]:
+        view = data[row["offset"]:row["offset"] + row["frames"]]
+        per_voice[row["voice"]].append((view, (float(row["low"]), float(row["high"]))))
+    for v, name in enumerate(VOICE_NAMES):
+        if not per_voice[v]:  # the kit lacks it and nothing of the kit stands in: the built-in's
+            layers = synth_voice(name, rate)
+            per_voice[v] = [(x, (k / len(layers), (k + 1) / len(layers))) for k, x in enumerate(layers)]
+    pans = tuple(PANS[v] if p is None else float(p) for v, p in enumerate(layout["pans"]))
+    return Kit(layout["name"], rate, tuple(tuple(x for x, _ in layers) for layers in per_voice), pans,
+               None if layout.get("even") else tuple(tuple(r for _, r in layers) for layers in per_voice),
+               tuple(bool(x) for x in layout["round_robin"]),
+               {int(k): tuple(v) for k, v in layout["chokes"].items()}, tuple(layout.get("sources", ())))
+
+
+class SharedKit:
+    """A packed kit in shared memory (readable by this user only: POSIX shm is created 0600): the
+    engine process decodes it once and the mixer process maps it, with no copy; a restarted mixer
+    maps it again instead of decoding."""
+
+    def __init__(self, decoded=None, name: str | None = None, layout: dict | None = None):
+        from multiprocessing import shared_memory
+
+        if name is None:
+            self.layout = decoded.layout
+            self.shm = shared_memory.SharedMemory(create=True, size=max(4, decoded.data.nbytes))
+            self.owner = True
+            np.ndarray(decoded.data.shape, np.float32, self.shm.buf)[:] = decoded.data
+        else:
+            self.layout = layout
+            self.shm = shared_memory.SharedMemory(name=name)
+            self.owner = False
+            try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
+                from multiprocessing import resource_tracker
+
+                resource_tracker.unregister(self.shm._name, "shared_memory")
+            except Exception:
+                pass
+        self.data = np.ndarray((int(self.layout["frames"]),), np.float32, self.shm.buf)
+        if not self.owner:
+            self.data.flags.writeable = False
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def kit(self) -> Kit:
+        return from_packed(self.data, self.layout)
+
+    def close(self) -> None:
+        self.data = None
+        try:
+            self.shm.close()
+            if self.owner:
+                self.shm.unlink()
+        except (BufferError, FileNotFoundError):
+            pass
 
 
 assert len(PANS) == N_VOICES

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from drummachine.audio.kit import Kit
-from drummachine.core.voices import CHOKES
 from drummachine.audio.render import CEILING
 
 SLOTS = 48
@@ -43,7 +42,10 @@ class Voices:
         self.ramp = np.zeros(block_max, np.float32)
         self.ramp_n = 0
         self.limiter_gain = 1.0
-        self.chokers = {v: c for c, vs in CHOKES.items() for v in vs}
+        # chokes[a][b]: a hit of voice a cuts a ringing voice b (the kit's table: hats, mute groups)
+        n = len(kit.layers)
+        self.chokes = [[b in kit.chokes.get(a, ()) for b in range(n)] for a in range(n)]
+        kit.rewind()
         self.stolen = 0
 
     def clear(self) -> None:
@@ -53,6 +55,7 @@ class Voices:
 
     def add(self, frame: int, voice: int, velocity: float) -> None:
         sample, gain = self.kit.sample(voice, velocity)
+        cuts = self.chokes[voice]
         slot = -1
         oldest = 0
         for i in range(SLOTS):
@@ -63,7 +66,7 @@ class Voices:
                 continue
             if st < self.start[oldest] or self.start[oldest] < 0:
                 oldest = i
-            if st < frame and self.fade_at[i] < 0 and self.chokers.get(self.voice[i]) == voice:
+            if st < frame and self.fade_at[i] < 0 and cuts[self.voice[i]]:
                 self.fade_at[i] = frame
                 self.end[i] = min(self.end[i], frame + self.fade)
         if slot < 0:  # all busy: steal the slot that started longest ago

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from drummachine.audio.kit import Kit
-from drummachine.core.voices import CHOKES
 
 CHOKE_FADE_SECONDS = 0.004
 CEILING = 0.891  # -1 dBFS
@@ -16,8 +15,10 @@ def render(kit: Kit, onsets: np.ndarray, voices: np.ndarray, velocities: np.ndar
     """Mix hits into a (frames, 2) float32 buffer.
 
     ``onsets`` are sample indices (int); each hit's sample starts exactly there. A hit of a
-    choking voice (closed hat) fades out any ringing voice it chokes (open hat) from its onset.
+    choking voice (closed hat; the kit's mute groups) fades out any ringing voice it chokes (open
+    hat) from its onset. Round robins start from their first layer: a render is reproducible.
     """
+    kit.rewind()
     onsets = np.asarray(onsets, dtype=np.int64)
     voices = np.asarray(voices, dtype=np.int64)
     velocities = np.asarray(velocities, dtype=np.float64)
@@ -33,7 +34,7 @@ def render(kit: Kit, onsets: np.ndarray, voices: np.ndarray, velocities: np.ndar
     ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
     # for each choked voice: the onsets of the voices that choke it
     chokers = {}
-    for choker, victims in CHOKES.items():
+    for choker, victims in kit.chokes.items():
         for victim in victims:
             chokers.setdefault(victim, []).append(onsets[voices == choker])
     choke_times = {v: np.sort(np.concatenate(c)) for v, c in chokers.items()}
