@@ -25,17 +25,12 @@ from drummachine.core.attributes import FILL_VOICES  # noqa: E402
 from drummachine.core.engine import Engine  # noqa: E402
 from drummachine.core.events import MemorySink  # noqa: E402
 from drummachine.core.song import jam  # noqa: E402
+from drummachine.core.steps import sounds_fill  # noqa: E402
 from drummachine.core.transport import STEPS_PER_BAR, ManualClock  # noqa: E402
-from drummachine.core.voices import HITS, SNARE, TOMS  # noqa: E402
 from drummachine.live.offline import shipped_performer  # noqa: E402
 from drummachine.model.generator import Generator  # noqa: E402
 
 STYLES = (("rock", 120), ("funk", 100), ("latin", 120), ("jazz", 130), ("hiphop", 90))
-
-
-def fill_note(hvo, before) -> bool:
-    return bool((hvo[HITS, list(TOMS)] > 0.5).any() or
-                (hvo[HITS, SNARE] > 0.5 and (before is None or before[HITS, SNARE] < 0.5)))
 
 
 def onsets(performer: bool, bars: int = 80, seed: int = 7) -> list[int]:
@@ -61,7 +56,7 @@ def onsets(performer: bool, bars: int = 80, seed: int = 7) -> list[int]:
             clock.set(max(clock.now(), engine.next_deadline()))
         for c0 in cues:
             first = next((s - c0 for s in range(c0, c0 + 2 * STEPS_PER_BAR)
-                          if s in played and fill_note(played[s], played.get(s - STEPS_PER_BAR))), 2 * STEPS_PER_BAR)
+                          if s in played and sounds_fill(played[s], played.get(s - STEPS_PER_BAR))), 2 * STEPS_PER_BAR)
             out.append(first)
     return out
 

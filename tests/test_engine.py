@@ -446,3 +446,30 @@ def test_a_fill_the_foot_asks_for_pushes_toms_and_snare_until_one_sounds(harness
     h.run(2.0)  # the fill has sounded (the stand-in plays toms in its fills): no push after it
     later = h.engine.conductor.plan(bar + 1)
     assert h.engine._steering_at(later, (bar + 1) * 16) == h.engine.steering
+
+
+def test_a_backbeat_snare_does_not_end_the_fill_push_and_a_second_step_without_a_fill_note_pushes_harder(harness):
+    from drummachine.core.engine import FILL_PUSH
+    from drummachine.core.steps import empty_step, sounds_fill
+
+    groove_snare = empty_step()
+    groove_snare[0, SNARE] = 1.0
+    tom = empty_step()
+    tom[0, LOW_TOM] = 1.0
+    assert not sounds_fill(groove_snare, groove_snare) and sounds_fill(groove_snare, empty_step())
+    assert sounds_fill(tom, None)
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    h.engine.command("start")
+    h.run(2.5)
+    h.engine.command("fill")
+    h.engine.pump()
+    c0 = h.engine.commit_cursor
+    plan = h.engine.conductor.plan(c0 // 16)
+    assert plan.fill_from == c0 % 16 < 15
+    h.engine.played[c0 - 16] = groove_snare  # the bar before had a snare here: the fill's snare would not be heard
+    h.engine.generated[c0] = (groove_snare, None)
+    harder = h.engine._steering_at(plan, c0 + 1)
+    assert harder.voice_bias[LOW_TOM] == 2 * FILL_PUSH[LOW_TOM]
+    h.engine.generated[c0] = (tom, None)
+    assert h.engine._steering_at(plan, c0 + 1) == h.engine.steering

@@ -38,13 +38,13 @@ from drummachine.core.sampling import Steering
 from drummachine.core.sections import cues_for
 from drummachine.core.snapshot import QueuedCue, Snapshot, empty_grid
 from drummachine.core.song import Song
-from drummachine.core.steps import accented, count_in_step, final_step, empty_step, step_events
+from drummachine.core.steps import accented, count_in_step, final_step, empty_step, sounds_fill, step_events
 from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Clock, TapTempo, Transport
-from drummachine.core.attributes import FILL_VOICES
 from drummachine.core.voices import HITS, SNARE, TOMS
 
 log = logging.getLogger("drummachine")
-#: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds
+#: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds,
+#: the second step twice as hard
 FILL_ONSET_STEPS = 2
 FILL_PUSH = {**{v: 4.0 for v in TOMS}, SNARE: 2.0}
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
@@ -383,20 +383,27 @@ class Engine(CommandHandlers):
 
     def _steering_at(self, plan: BarPlan, g: int) -> Steering:
         """The sampling steering of step ``g``: the knobs', and at the first steps of a fill the
-        foot asked for, a push on the toms and the snare until one of them has sounded, so the
-        fill is heard at once rather than when the model gets round to it."""
+        foot asked for, a push on the toms and the snare until a note that belongs to the fill has
+        sounded (``sounds_fill``: a backbeat snare is the groove's), harder on each step without
+        one, so the fill is heard at once rather than when the model gets round to it. The snare
+        is pushed only where the bar before had none: elsewhere it would not be heard as the fill."""
         s = g % STEPS_PER_BAR
         if plan.fill_from is None or plan.bar not in self.conductor.fill_requests or \
                 not plan.fill_from <= s < plan.fill_from + FILL_ONSET_STEPS:
             return self.steering
         with self.lock:
-            for k in range(g - (s - plan.fill_from), g):
+            def heard(k):
                 hvo = self.played.get(k)
-                if hvo is None:
-                    hvo = self.generated.get(k, (None,))[0]
-                if hvo is not None and (hvo[HITS, list(FILL_VOICES)] > 0.5).any():
+                return hvo if hvo is not None else self.generated.get(k, (None,))[0]
+            for k in range(g - (s - plan.fill_from), g):
+                hvo = heard(k)
+                if hvo is not None and sounds_fill(hvo, heard(k - STEPS_PER_BAR)):
                     return self.steering
-        return replace(self.steering, voice_bias=tuple(b + FILL_PUSH.get(v, 0.0)
+            before = heard(g - STEPS_PER_BAR)
+        snare_counts = before is None or before[HITS, SNARE] < 0.5
+        harder = 1 + s - plan.fill_from
+        push = {v: harder * p for v, p in FILL_PUSH.items() if v != SNARE or snare_counts}
+        return replace(self.steering, voice_bias=tuple(b + push.get(v, 0.0)
                                                        for v, b in enumerate(self.steering.voice_bias)))
 
     def _style_index(self, style: str) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 
 from drummachine.core.events import CLOCK, NOTE, Event
 from drummachine.core.transport import Transport
-from drummachine.core.voices import CLOSED_HAT, CRASH, HITS, KICK, N_VOICES, OFFSETS, VELOCITIES
+from drummachine.core.voices import CLOSED_HAT, CRASH, HITS, KICK, N_VOICES, OFFSETS, SNARE, TOMS, VELOCITIES
 
 MIDI_CLOCKS_PER_STEP = 6  #: 24 pulses a quarter note
 
@@ -33,6 +33,13 @@ def final_step(step_in_bar: int) -> np.ndarray:
         hvo[HITS, [CRASH, KICK]] = 1.0
         hvo[VELOCITIES, [CRASH, KICK]] = 1.0
     return hvo
+
+
+def sounds_fill(hvo: np.ndarray, bar_before: np.ndarray | None) -> bool:
+    """Whether a step holds a note that belongs to a fill and not to the groove: a tom, or a snare
+    where the same step of the bar before had none (a backbeat snare is the groove's)."""
+    return bool((hvo[HITS, list(TOMS)] > 0.5).any() or
+                (hvo[HITS, SNARE] > 0.5 and (bar_before is None or bar_before[HITS, SNARE] < 0.5)))
 
 
 def accented(hvo: np.ndarray) -> np.ndarray:
