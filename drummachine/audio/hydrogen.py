@@ -234,6 +234,9 @@ def find_kit(name: str) -> Path:
                 return path
         except DrumMachineError:
             continue
+    partial = [p for p in kits if want and want in _normal(p.name)]
+    if len(partial) == 1:  # a unique part of a folder name: "forzee" for ForzeeStereo
+        return partial[0]
     names = ", ".join(p.name for p in kits) or "none installed (apt-get install hydrogen-drumkits)"
     raise DrumMachineError("--kit", f"no kit called {name!r}; kits: {names}")
 

@@ -249,7 +249,7 @@ def decode(spec: str | Path, sample_rate: int = 48000):
         raise DrumMachineError("sample rate", f"{sample_rate} Hz; allowed: {', '.join(map(str, SAMPLE_RATES))}")
     folder = Path(spec).expanduser()
     if not folder.is_dir():
-        if "/" in str(spec) or Path(spec).suffix:
+        if "/" in str(spec) or str(spec).startswith((".", "~")):
             raise DrumMachineError(str(spec), "kit folder does not exist")
         folder = hydrogen.find_kit(str(spec))
     if not (folder / "drumkit.xml").is_file():

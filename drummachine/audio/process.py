@@ -8,6 +8,10 @@ shared memory and never wait on each other:
   sequence lock, so the engine's clock is the audio clock, read without a system call;
 - counters (callbacks, underruns) and a panic generation number.
 
+A kit other than the built-in is decoded once, in the engine process, into a second block of
+shared memory (``kit.SharedKit``) that the mixer maps without a copy; a restarted mixer maps it
+again instead of decoding. The built-in kit is synthesized by the mixer itself.
+
 The mixer process is ``python -m drummachine.audio.process``, set up by one JSON line on its
 standard input and answering one JSON line (ready, with the stream's latency, or the error). It
 stops when that pipe closes — so it never outlives the engine. Nothing is pickled.
@@ -135,20 +139,32 @@ class SharedAudioClock:
 class AudioProcessSink(Sink):
     """Plays note events through a mixer process; its sample counter is ``clock``.
 
-    ``start`` returns at once (the mixer loads the kit and opens the stream meanwhile, while the
-    engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
+    A kit named by ``kit_path`` (``--kit``) is decoded here first (from its cache: a read), and a
+    broken one raises DrumMachineError with ``kit`` set; then ``start`` returns at once (the mixer
+    opens the stream meanwhile, while the engine loads its model); ``wait_ready`` raises
+    DrumMachineError if the mixer could not start.
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low"):
         self.rate = rate
+        self.kit = None
+        if kit_path:
+            from drummachine.audio.kit import SharedKit, decode
+
+            try:
+                self.kit = SharedKit(decode(kit_path, rate))
+            except DrumMachineError as exc:
+                exc.kit = True
+                raise
         self.block = SharedBlock(record_frames=int(record_seconds * rate))
         self.clock = SharedAudioClock(self.block.header, rate)
         self.events = EventRing(self.block)
         self.latency = 0.0
         self.restarts = 0
         self._recording = None
-        self.setup = {"shm": self.block.name, "kit": kit_path, "rate": rate, "device": device,
+        self.setup = {"shm": self.block.name, "kit": self.kit.name if self.kit else None,
+                      "kit_layout": self.kit.layout if self.kit else None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
                       "latency": latency}
         self._spawn()
@@ -248,6 +264,10 @@ class AudioProcessSink(Sink):
         self.panic()
         self.close()
 
+    @property
+    def kit_name(self) -> str:
+        return self.kit.layout["name"] if self.kit else "built-in"
+
     def close(self) -> None:
         if self.block.header is None:
             return
@@ -266,6 +286,8 @@ class AudioProcessSink(Sink):
             self._recording = self.block.recording.copy()
         self.clock.header = self._final  # time goes on by the wall clock from the last callback
         self.block.close()
+        if self.kit is not None:
+            self.kit.close()
         if self.proc.stdout:
             self.proc.stdout.close()
 
@@ -389,13 +411,21 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         answer({"error": f"bad set-up ({exc.__class__.__name__})"})
         return 2
     stream = None
+    shared_kit = None
     try:
-        from drummachine.audio.kit import load_kit, synth_kit
+        from drummachine.audio.kit import SharedKit, synth_kit
 
         rate = int(setup["rate"])
-        kit = load_kit(setup["kit"], rate) if setup["kit"] else synth_kit(rate)
+        if setup["kit"]:  # decoded by the engine process: mapped, not copied
+            shared_kit = SharedKit(name=setup["kit"], layout=setup["kit_layout"])
+            kit = shared_kit.kit()
+        else:
+            kit = synth_kit(rate)
     except DrumMachineError as exc:
         answer({"error": exc.what, "where": exc.where, "kit": True})
+        return 2
+    except OSError as exc:
+        answer({"error": f"the kit's shared memory is gone ({exc})", "kit": True})
         return 2
     try:
         mixer = Mixer(block, Voices(kit, block_max=8192), rate)
@@ -422,6 +452,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         stream.close()
     finally:
         block.close()
+        if shared_kit is not None:
+            del kit, mixer
+            shared_kit.close()
     return 0
 
 

@@ -15,9 +15,40 @@ DEMO_MIDI = shipped("examples", "demo.mid")
 
 
 def _kit(args):
-    from drummachine.audio.kit import load_kit, synth_kit
+    from drummachine.audio.kit import open_kit
 
-    return load_kit(args.kit, args.rate) if args.kit else synth_kit(args.rate)
+    return open_kit(args.kit, args.rate)
+
+
+def cmd_kits(args) -> int:
+    """List the Hydrogen kits found and which instrument plays each voice (and what stands in)."""
+    from drummachine.audio import hydrogen
+
+    kits = [hydrogen.find_kit(args.name)] if args.name else hydrogen.installed_kits()
+    if not kits:
+        print("no Hydrogen kits found in " + ", ".join(map(str, hydrogen.kit_folders()))
+              + "; on Debian: apt-get install hydrogen-drumkits")
+        return 0
+    for folder in kits:
+        try:
+            kit = hydrogen.read_drumkit(folder)
+            sources = hydrogen.map_voices(kit)
+            missing = [f"{s.voice} ({s.instrument.name if s.instrument else hydrogen.BUILT_IN} stands in)"
+                       for s in sources if s.how == hydrogen.BUILT_IN or s.how.startswith("stand-in")]
+            broken = [str(layer.path.name) for s in sources if s.instrument for layer in s.instrument.layers
+                      if not layer.path.is_file()]
+        except DrumMachineError as exc:
+            print(f"{folder.name}: broken: {exc}")
+            continue
+        head = f"{folder.name}" + (f" ({kit.name})" if kit.name != folder.name else "")
+        head += f" [{kit.license[:40]}]" if kit.license else ""
+        if broken:
+            head += f" broken: missing sample {broken[0]}" + (f" and {len(broken) - 1} more" if len(broken) > 1 else "")
+        print(head + (f"; lacks {', '.join(missing)}" if missing else "; every voice its own"))
+        if args.name or args.verbose:
+            for s in sources:
+                print(f"  {s.voice:10} {s.describe()}")
+    return 0
 
 
 def cmd_render(args) -> int:
@@ -97,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def kit_options(p):
-        p.add_argument("--kit", metavar="DIR", help="folder of WAV files named by voice (kick.wav, snare.wav, "
-                       "closed_hat.wav, open_hat.wav, low_tom.wav, mid_tom.wav, high_tom.wav, crash.wav, "
-                       "ride.wav); default: the built-in synthesized kit")
+        p.add_argument("--kit", metavar="NAME|DIR", help="a Hydrogen kit by name (drummachine kits) or folder, or a "
+                       "folder of WAV files named by voice (kick.wav, snare.wav, closed_hat.wav, open_hat.wav, "
+                       "low_tom.wav, mid_tom.wav, high_tom.wav, crash.wav, ride.wav); default: the built-in "
+                       "synthesized kit")
         p.add_argument("--rate", type=int, default=48000, choices=(44100, 48000), help="sample rate (default 48000)")
 
     p = sub.add_parser("render", help="render a drum MIDI file to WAV", description=cmd_render.__doc__)
@@ -108,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", default="gm", choices=("gm", "td11"), help="input note map (default gm)")
     kit_options(p)
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("kits", help="list the Hydrogen kits found and how they map onto the voices",
+                       description=cmd_kits.__doc__)
+    p.add_argument("name", nargs="?", metavar="NAME", help="one kit, every voice shown")
+    p.add_argument("-v", "--verbose", action="store_true", help="every kit's voices")
+    p.set_defaults(func=cmd_kits)
 
     p = sub.add_parser("info", help="show a MIDI file's groove as a step grid", description=cmd_info.__doc__)
     p.add_argument("input", metavar="IN.mid")

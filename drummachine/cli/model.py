@@ -119,10 +119,10 @@ def cmd_generate(args) -> int:
     msg = f"{args.output}: {what} at {first_bpm:g} bpm, {int(groove.hits.sum())} hits"
     if args.wav:
         from drummachine.audio import render as mixer
-        from drummachine.audio.kit import synth_kit
+        from drummachine.audio.kit import open_kit
         from drummachine.audio.wavfile import write_wav
 
-        kit = synth_kit(48000)
+        kit = open_kit(args.kit, 48000)
         onsets = np.rint(np.maximum([e.time for e in take.events], 0.0) * kit.sample_rate).astype(np.int64)
         audio = mixer.normalize(mixer.render(kit, onsets, np.array([e.voice for e in take.events], np.int64),
                                              np.array([e.velocity for e in take.events])))
@@ -405,7 +405,9 @@ def register(sub) -> None:
                    help="vary each bar as drummers do (default on, as play)")
     p.add_argument("--notemap", metavar="FILE.toml", help="output note map (default General MIDI)")
     p.add_argument("-o", "--output", metavar="OUT.mid")
-    p.add_argument("--wav", metavar="OUT.wav", help="also render it with the built-in kit")
+    p.add_argument("--wav", metavar="OUT.wav", help="also render it with the built-in kit (or --kit)")
+    p.add_argument("--kit", metavar="NAME|DIR", help="the kit for --wav: a Hydrogen kit by name (drummachine kits) "
+                   "or folder, or a folder of WAV files named by voice")
     p.add_argument("--list-styles", action="store_true", help="list the styles the model knows")
     _model_options(p)
     p.set_defaults(func=cmd_generate)

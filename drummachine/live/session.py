@@ -126,7 +126,13 @@ class Session:
             return None
         from drummachine.audio.process import AudioProcessSink
 
-        return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
+        try:
+            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
+        except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
+            if not getattr(exc, "kit", False):
+                raise
+            self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
+            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
 
     def _outputs(self, starting=None) -> None:
         o = self.opts
