@@ -122,3 +122,26 @@ def test_intensity_control_with_a_plan():
                                ["rock"], lambda s: 110.0, levels=6, bars=3)
     assert res["rock"]["loudness_levels"] == pytest.approx(1.0)  # the fake plays louder as asked
     assert res["rock"]["loudness_low_high"][0] < res["rock"]["loudness_low_high"][1]
+
+
+def test_the_baselines_play_what_they_were_fitted_on_per_style():
+    from drummachine.corpus.baselines import BaselinePlayer
+
+    rock = np.zeros((200, 16, 3, N_VOICES), np.float32)  # enough bars that the smoothing is small
+    rock[:, ::4, 0, KICK], rock[:, ::4, 1, KICK] = 1.0, 0.8  # four on the floor
+    funk = np.zeros((200, 16, 3, N_VOICES), np.float32)
+    funk[:, ::2, 0, CLOSED_HAT] = 1.0  # hats alternate with silence: a pattern Markov can follow
+    funk[:, ::2, 1, CLOSED_HAT] = 0.5
+    perfs, styles = [rock, funk], ["rock", "funk"]
+    for kind in BaselinePlayer.KINDS:
+        player = BaselinePlayer.fit(kind, perfs, styles)
+        played = player.play("rock", 6, np.random.default_rng(0))
+        assert played.shape == (6, 16, 3, N_VOICES)
+        kicks = played[:, :, 0, KICK].sum() / 6
+        assert 3.0 <= kicks <= 5.0 and played[:, :, 0, CLOSED_HAT].sum() < 3  # rock's, not funk's
+        assert np.allclose(played[:, :, 1, KICK][played[:, :, 0, KICK] > 0], 0.8)
+    markov = BaselinePlayer.fit("markov", perfs, styles).play("funk", 4, np.random.default_rng(1))
+    hats = markov[:, :, 0, CLOSED_HAT].reshape(-1)
+    assert (hats[1:] + hats[:-1] <= 1).mean() > 0.8  # after a hat, mostly silence
+    with pytest.raises(ValueError):
+        BaselinePlayer.fit("neural", perfs, styles)

@@ -138,6 +138,7 @@ def evaluate_as_played(args) -> int:
     performer that ``play`` uses (live.offline); everything else is the instrument's own."""
     from drummachine.core.song import jam
     from drummachine.corpus import as_played as ap
+    from drummachine.corpus.baselines import BaselinePlayer
     from drummachine.corpus.windows import Windows
     from drummachine.live.offline import play_offline, shipped_performer, starting_commands
     from drummachine.live.presets import load_styles
@@ -176,10 +177,20 @@ def evaluate_as_played(args) -> int:
         r["copies"] = ap.copy_share(np.concatenate(played), keys)
         r["targets"] = ap.targets(r, result["ceiling"], result["copies_real"])
         result[name] = r
+    # the two baselines as players, fitted per style on the train drummers, the same lengths and seeds
+    for kind, name in (("position", "position_frequency"), ("markov", "markov_patterns")):
+        player = BaselinePlayer.fit(kind, [b for _, _, b in trained], [s for s, _, _ in trained])
+        played = [player.play(style, len(bars), np.random.default_rng(1000 * s + k))
+                  for s in seeds for k, (style, _, bars) in enumerate(real)]
+        r = ap.table(played, real_styles * len(seeds), real_bars * len(seeds), real_styles * len(seeds))
+        r["copies"] = ap.copy_share(np.concatenate(played), keys)
+        result[name] = r
     result["intensity_control"] = _as_played_control(gen, styles, shipped.reseeded(seeds[0]),
                                                      args.control_styles.split(",") if args.control_styles else None)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     text = ap.format_table({"as played": result["as_played"], "sections held": result["sections_held"],
+                            "position frequency": result["position_frequency"],
+                            "Markov patterns": result["markov_patterns"],
                             "train drummers (ceiling)": result["ceiling"]})
     targets = "\n".join(f"  {k}: {v[0] if not isinstance(v[0], float) else round(v[0], 3)} "
                          f"{'met' if v[1] else 'NOT met'}" for k, v in result["as_played"]["targets"].items())

@@ -93,3 +93,57 @@ def prediction_metrics(p_hit: np.ndarray, velocity: np.ndarray, offset: np.ndarr
     on = (y > 0.5) & m
     return {"hit_nll": nll, "hit_f1": f1, "velocity_mae": float(np.abs(velocity - seq[:, :, 1])[on].mean()),
             "offset_mae": float(np.abs(offset - seq[:, :, 2])[on].mean())}
+
+
+# --- the baselines as players: what each plays given a style and a length ----------------------
+
+def padded(perf_bars: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Performances of (bars, 16, 3, 9) -> (n, T, 3, 9) step sequences and their (n, T) mask."""
+    steps = [b.reshape(-1, *b.shape[2:]) for b in perf_bars]
+    seq = np.zeros((len(steps), max(len(s) for s in steps)) + steps[0].shape[1:], np.float32)
+    mask = np.zeros(seq.shape[:2], np.float32)
+    for k, s in enumerate(steps):
+        seq[k, :len(s)], mask[k, :len(s)] = s, 1.0
+    return seq, mask
+
+
+@dataclass
+class BaselinePlayer:
+    """A baseline that plays: hits sampled from its hit probabilities (position frequency: each
+    step's own; Markov: given the pattern just played), velocity and offset the position's means.
+    Fitted per style, as the instrument is told the style."""
+    kind: str  # "position" or "markov"
+    position: dict[str, PositionFrequency]
+    markov: dict[str, MarkovPatterns]
+
+    KINDS = ("position", "markov")
+
+    @staticmethod
+    def fit(kind: str, perf_bars: list[np.ndarray], styles: list[str]) -> "BaselinePlayer":
+        if kind not in BaselinePlayer.KINDS:
+            raise ValueError(f"baseline kind {kind!r}: one of {', '.join(BaselinePlayer.KINDS)}")
+        position, markov = {}, {}
+        for style in sorted(set(styles)):
+            seq, mask = padded([b for b, s in zip(perf_bars, styles) if s == style])
+            position[style] = PositionFrequency.fit(seq, mask)
+            if kind == "markov":
+                markov[style] = MarkovPatterns.fit(seq, mask)
+        return BaselinePlayer(kind, position, markov)
+
+    def play(self, style: str, bars: int, rng: np.random.Generator) -> np.ndarray:
+        """(bars, 16, 3, 9): a performance of ``bars`` bars in ``style``."""
+        pf = self.position[style]
+        steps = pf.hit.shape[0]
+        pos = np.arange(bars * steps) % steps
+        if self.kind == "position":
+            hits = (rng.random((bars * steps, 9)) < pf.hit[pos]).astype(np.float32)
+        else:
+            marginal, hits, prev = self.markov[style].marginal, np.zeros((bars * steps, 9), np.float32), 0
+            for t in range(bars * steps):
+                hits[t] = rng.random(9) < marginal[prev]
+                prev = int(patterns(hits[t]))
+        # a hit where the drummers never played that voice has no mean velocity there: the voice's own
+        voice_velocity = np.array([v[v > 0].mean() if (v > 0).any() else 0.5 for v in pf.velocity.T])
+        velocity = np.where(pf.velocity[pos] > 0, pf.velocity[pos], voice_velocity)
+        out = np.stack([hits, velocity * hits, pf.offset[pos] * hits], axis=1)
+        return out.reshape(bars, steps, 3, 9).astype(np.float32)
