@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.toml_files import parse_toml, where
+from drummachine.core.toml_files import parse_toml, read_text, where
 from drummachine.core.voices import VOICE_INDEX, VOICE_NAMES, VOICES
 
 
@@ -57,8 +57,4 @@ def notemap_from_toml(text: str, path: str | Path = "<notemap>") -> NoteMap:
 
 def load_notemap(path: str | Path) -> NoteMap:
     """Load an output note map from a TOML file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DrumMachineError(str(path), f"cannot read note map: {exc.__class__.__name__}") from None
-    return notemap_from_toml(text, path)
+    return notemap_from_toml(read_text(path, "note map file"), path)

@@ -26,7 +26,7 @@ from pathlib import Path
 from drummachine.core.conditioning import CYMBALS
 from drummachine.core.transport import BPM_RANGE
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.toml_files import parse_toml
+from drummachine.core.toml_files import parse_toml, read_text
 from drummachine.core.sections import SECTIONS, SectionFeel, check_voices, section_feel
 
 SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal", "voices"}
@@ -186,13 +186,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
 
 
 def load_song(path: str | Path, styles: tuple[str, ...] | None = None) -> Song:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DrumMachineError(str(path), "no such song file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DrumMachineError(str(path), f"cannot read: {exc.__class__.__name__}") from None
-    return song_from_toml(text, path, styles)
+    return song_from_toml(read_text(path, "song file"), path, styles)
 
 
 def jam(style: str, bpm: float, intensity: float = 0.5) -> Song:

@@ -7,6 +7,7 @@ does not parse is reported (``problems``) and never stops the shipped ones from 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from drummachine.core.commands import KNOBS, ranges
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.places import shipped, user_dir
 from drummachine.core.transport import BPM_RANGE
-from drummachine.core.toml_files import parse_toml
+from drummachine.core.toml_files import parse_toml, read_text
 
 SHIPPED = shipped("presets")
 KINDS = ("songs", "setlists", "controllers", "notemaps")
@@ -28,18 +29,37 @@ def folders(kind: str) -> list[Path]:
     return [SHIPPED / kind, user_dir() / kind]
 
 
+#: a preset NAME: letters, digits, "_" and "-" (no dots, no slashes: a name cannot leave its folders)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def is_path(name: str) -> bool:
+    """The rule for what the user typed: anything with a slash or a ``.toml`` suffix is a file path
+    (the user's own choice, taken as given); anything else is a preset name, looked up only in
+    the preset folders."""
+    return "/" in name or "\\" in name or name.endswith(".toml")
+
+
 def find(kind: str, name: str) -> Path:
-    """A preset file by path, or by name (user folder first)."""
-    p = Path(name)
-    if p.suffix == ".toml" and p.exists():
+    """A preset file by path, or by name (user folder first). A name resolves only inside the
+    preset folders of ``kind``: ``../x`` and the like are refused (see ``is_path`` and ``NAME``)."""
+    what = kind[:-1]
+    if is_path(name):
+        p = Path(name)
+        if p.suffix != ".toml":
+            raise DrumMachineError(name, f"a {what} file must end in .toml (a {what} name has no slash: "
+                                   f"{', '.join(names(kind)) or 'none'})")
+        if not p.is_file():
+            raise DrumMachineError(str(p), f"no such {what} file")
         return p
-    if p.suffix == ".toml":
-        raise DrumMachineError(str(p), f"no such {kind[:-1]} file")
+    if not NAME.fullmatch(name):
+        raise DrumMachineError(what, f"{name!r} is not a {what} name (letters, digits, _ and - only; a file "
+                               f"needs a slash or .toml); available: {', '.join(names(kind)) or 'none'}")
     for folder in reversed(folders(kind)):
         candidate = folder / f"{name}.toml"
         if candidate.is_file():
             return candidate
-    raise DrumMachineError(kind[:-1], f"no {kind[:-1]} {name!r}; available: {', '.join(names(kind)) or 'none'}")
+    raise DrumMachineError(what, f"no {what} {name!r}; available: {', '.join(names(kind)) or 'none'}")
 
 
 def names(kind: str) -> list[str]:
@@ -48,7 +68,7 @@ def names(kind: str) -> list[str]:
 
 def load_controller(name: str) -> ControllerPreset:
     path = find("controllers", name)
-    return controller_from_toml(path.read_text(encoding="utf-8"), path)
+    return controller_from_toml(read_text(path, "controller file"), path)
 
 
 DEFAULT_CONTROLLER = "default"
@@ -65,7 +85,7 @@ def controller_stack(name: str | None, warnings: list[str]) -> ControllerPreset:
     learned = user_dir() / "controllers" / f"{LEARNED}.toml"
     if learned.is_file():
         try:
-            preset = controller_from_toml(learned.read_text(encoding="utf-8"), learned).over(preset)
+            preset = controller_from_toml(read_text(learned), learned).over(preset)
         except DrumMachineError as exc:
             warnings.append(f"{exc}: learned mappings ignored")
     return preset
@@ -81,7 +101,7 @@ def learn_binding(control: tuple[str, int], action: str) -> str:
     if path.is_file():
         try:
             entries = [(m.kind, m.number, m.action) for m in
-                       controller_from_toml(path.read_text(encoding="utf-8"), path).mappings]
+                       controller_from_toml(read_text(path), path).mappings]
         except DrumMachineError:
             entries = []  # a broken file is replaced by what is learned now
     entries = [e for e in entries if (e[0], e[1]) != control] + [(control[0], control[1], action)]
@@ -117,7 +137,7 @@ def setlist_from_toml(text: str, path="<setlist>", known_songs: list[str] | None
 
 def load_setlist(name: str) -> Setlist:
     path = find("setlists", name)
-    return setlist_from_toml(path.read_text(encoding="utf-8"), path, names("songs"))
+    return setlist_from_toml(read_text(path, "setlist file"), path, names("songs"))
 
 
 @dataclass
@@ -156,7 +176,7 @@ def load_styles(known: tuple[str, ...] | None = None) -> StyleDefaults:
         if not path.is_file():
             continue
         try:
-            styles = styles_from_toml(path.read_text(encoding="utf-8"), path, known)
+            styles = styles_from_toml(read_text(path), path, known)
         except DrumMachineError as exc:
             if folder == SHIPPED:
                 raise
@@ -174,7 +194,7 @@ def check_all(styles: tuple[str, ...] | None = None) -> list[str]:
 
     problems = []
     loaders = {"songs": lambda p: load_song(p, styles), "setlists": lambda p: setlist_from_toml(
-        p.read_text(encoding="utf-8"), p, names("songs")), "controllers": lambda p: load_controller(str(p)),
+        read_text(p), p, names("songs")), "controllers": lambda p: load_controller(str(p)),
         "notemaps": load_notemap}
     for kind in KINDS:
         for folder in folders(kind):

@@ -13,6 +13,12 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.groove import Meter, Notes, ticks_to_seconds
 
 DRUM_CHANNEL = 9  # 0-based: channel 10
+#: Limits that keep a hostile or broken file from taking the machine's memory or time. mido holds
+#: every message as an object (about 300 bytes and 20 us each): a 1 MB file is at most ~330,000
+#: messages, ~100 MB and ~7 s. The Groove MIDI Dataset's largest file is 156 kB (23 minutes).
+MAX_MIDI_BYTES = 1_000_000
+MAX_NOTES = 100_000  #: more than an hour of busy playing
+MAX_BARS = 10_000  #: a groove is a (steps, voices) array: this bounds it (4/4: 160,000 steps, ~13 MB)
 
 
 @dataclass(frozen=True)
@@ -41,17 +47,23 @@ def read_midi(path: str | Path) -> Performance:
     """Read the drum notes of a MIDI file.
 
     Notes on channel 10 are taken if there are any, otherwise the notes of every channel.
-    Raises DrumMachineError naming the file for anything unreadable or without notes.
+    Raises DrumMachineError naming the file for anything unreadable, without notes, or beyond
+    the limits above (size, notes, length): a broken file is one line, never a traceback or a hang.
     """
     import mido
 
     path = Path(path)
     if not path.is_file():
         raise DrumMachineError(str(path), "no such file")
+    size = path.stat().st_size
+    if size > MAX_MIDI_BYTES:
+        raise DrumMachineError(str(path), f"{size / 1e6:.1f} MB is too large for a drum MIDI file; "
+                               f"allowed: up to {MAX_MIDI_BYTES / 1e6:g} MB")
     try:
         mid = mido.MidiFile(str(path))
     except Exception as exc:  # mido raises many types for corrupt data; all mean the same here
-        raise DrumMachineError(str(path), f"not a readable MIDI file ({exc.__class__.__name__}: {exc})") from None
+        raise DrumMachineError(str(path), f"not a readable MIDI file ({exc.__class__.__name__}: "
+                               f"{str(exc)[:120]})") from None
     if mid.type == 2:
         raise DrumMachineError(str(path), "MIDI type 2 (sequential tracks) is not supported")
     if not mid.ticks_per_beat or mid.ticks_per_beat <= 0:
@@ -64,8 +76,14 @@ def read_midi(path: str | Path) -> Performance:
         for msg in track:
             tick += msg.time
             if msg.type == "note_on" and msg.velocity > 0:
+                if len(rows) == MAX_NOTES:
+                    raise DrumMachineError(str(path), f"more than {MAX_NOTES:,} notes; allowed: up to "
+                                           f"{MAX_NOTES:,} (about an hour of playing)")
                 rows.append((tick, msg.note, msg.velocity, msg.channel))
             elif msg.type == "set_tempo":
+                if msg.tempo <= 0:  # 0 microseconds per beat: an infinite tempo (bpm = 60e6 / tempo)
+                    raise DrumMachineError(str(path), f"tempo 0 at tick {tick}: not a tempo; allowed: "
+                                           "1 to 16777215 microseconds per beat")
                 tempos.append((tick, msg.tempo))
             elif msg.type == "time_signature":
                 signatures.append((tick, msg.numerator, msg.denominator))
@@ -75,7 +93,6 @@ def read_midi(path: str | Path) -> Performance:
     if (arr[:, 3] == DRUM_CHANNEL).any():
         arr = arr[arr[:, 3] == DRUM_CHANNEL]
     arr = arr[np.argsort(arr[:, 0], kind="stable")]
-    notes = Notes(arr[:, 0], arr[:, 1].astype(np.int16), arr[:, 2].astype(np.int16), mid.ticks_per_beat)
     tempos = sorted(set(tempos)) or [(0, 500_000)]
     if tempos[0][0] != 0:
         tempos.insert(0, (0, 500_000))
@@ -84,6 +101,11 @@ def read_midi(path: str | Path) -> Performance:
         meter = Meter(signatures[0][1], signatures[0][2]) if signatures else Meter()
     except DrumMachineError as exc:
         raise DrumMachineError(str(path), exc.what) from None
+    # enormous delta times: the last note decides how long the groove's arrays are
+    bars = int(arr[-1, 0]) * 4 // (mid.ticks_per_beat * meter.steps_per_bar) + 1
+    if bars > MAX_BARS:
+        raise DrumMachineError(str(path), f"its last note is {bars:,} bars in; allowed: up to {MAX_BARS:,} bars")
+    notes = Notes(arr[:, 0], arr[:, 1].astype(np.int16), arr[:, 2].astype(np.int16), mid.ticks_per_beat)
     return Performance(notes, tempos, meter, len({s[1:] for s in signatures}) or 1)
 
 

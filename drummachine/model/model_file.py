@@ -20,6 +20,11 @@ from drummachine.core.voices import VOICE_NAMES
 METADATA_KEY = "drummachine"
 SCHEMA_VERSION = 3  #: 2: the kit palette joined the continuous inputs; 3: a KV cache input and output per layer
 MODELS_DIR = shipped("models")
+#: the shipped int8 model is 0.9 MB and the fp32 3.4 MB; a file far larger is not one of ours (and
+#: is not read into memory to find out)
+MAX_MODEL_BYTES = 256_000_000
+#: what the generator needs from the metadata's config: positive whole numbers
+CONFIG_KEYS = ("n_layer", "n_head", "d_model", "context", "vel_bins", "off_bins")
 DEFAULT_MODEL = MODELS_DIR / "groove.int8.onnx"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -77,12 +82,25 @@ def session_options(threads: int = 1):
 
 
 def load_model(path: str | Path | None = None, threads: int = 1, provider: str | None = None):
-    """(ModelInfo, onnxruntime.InferenceSession) for a drummachine model file."""
+    """(ModelInfo, onnxruntime.InferenceSession) for a drummachine model file.
+
+    A model file is data, never code or a way out of its folder: it is opened with this module's
+    SessionOptions and no custom operator library (an operator ONNX Runtime does not know is a
+    refused file), and tensors stored outside the file (external data) must lie inside the model's
+    own folder (checked here before ONNX Runtime opens it; ONNX Runtime >= 1.19 checks too). The
+    metadata, the graph's inputs and outputs and one probe step (finite outputs: no NaN weights)
+    are checked before the model is handed out, so a broken file is one line, never a mid-song fault.
+    """
     import onnxruntime as ort
 
     path = Path(path) if path else DEFAULT_MODEL
     if not path.is_file():
         raise DrumMachineError(str(path), "no such model file")
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise DrumMachineError(str(path), f"{size / 1e6:.0f} MB is too large for a drummachine model; "
+                               f"allowed: up to {MAX_MODEL_BYTES / 1e6:g} MB")
+    check_external_data(path, path.read_bytes())
     opts = session_options(threads)
     providers = choose_providers(provider, ort.get_available_providers())
     try:
@@ -95,27 +113,191 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
         raise DrumMachineError(str(path), "not a drummachine model (no drummachine metadata)")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise DrumMachineError(str(path), "the model's drummachine metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise DrumMachineError(str(path), "the model's drummachine metadata must be a JSON object")
     schema = meta.get("schema")
     if schema != SCHEMA_VERSION:
-        raise DrumMachineError(str(path), f"model metadata schema {schema!r}; this runtime reads schema "
+        raise DrumMachineError(str(path), f"model metadata schema {str(schema)[:40]}; this runtime reads schema "
                                f"{SCHEMA_VERSION}: re-export the model with this version")
-    voices = [v.get("name") for v in meta.get("voices", [])]
-    if tuple(voices) != VOICE_NAMES:
-        raise DrumMachineError(str(path), f"model voices {voices} do not match the runtime's {list(VOICE_NAMES)}")
-    if tuple(meta.get("cont", ())) != CONT_NAMES:
-        raise DrumMachineError(str(path), f"model inputs {meta.get('cont')} do not match the runtime's "
+    raw_voices = meta.get("voices", [])
+    voices = [v.get("name") if isinstance(v, dict) else v for v in raw_voices] if isinstance(raw_voices, list) \
+        else raw_voices
+    if not isinstance(voices, list) or tuple(voices) != VOICE_NAMES:
+        raise DrumMachineError(str(path), f"model voices {str(voices)[:120]} do not match the runtime's "
+                               f"{list(VOICE_NAMES)}")
+    cont = meta.get("cont", ())
+    if not isinstance(cont, (list, tuple)) or tuple(cont) != CONT_NAMES:
+        raise DrumMachineError(str(path), f"model inputs {str(cont)[:120]} do not match the runtime's "
                                f"{list(CONT_NAMES)}: re-export the model with this version")
+    _check_config(path, meta.get("config"))
     try:
         cond = Conditioning.from_json(json.dumps(meta["conditioning"]))
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise DrumMachineError(str(path), f"model metadata lacks {exc}") from None
+    except DrumMachineError as exc:
+        raise DrumMachineError(str(path), f"model metadata conditioning: {exc.what}") from None
+    except Exception as exc:  # conditioning of the wrong shape or type: the file is broken, say which part
+        raise DrumMachineError(str(path), f"model metadata conditioning is malformed ({exc.__class__.__name__}: "
+                               f"{str(exc)[:80]})") from None
+    if not cond.styles or not all(isinstance(s, str) for s in cond.styles):
+        raise DrumMachineError(str(path), "model metadata conditioning names no styles")
     for key in VOICE_CORRECTIONS.values():
         _check_voices(path, key, meta.get(key))
-    for style, values in (meta.get("voice_bias") or {}).items():
+    bias = meta.get("voice_bias") or {}
+    if not isinstance(bias, dict):
+        raise DrumMachineError(str(path), "model metadata voice_bias must be a table of style = numbers")
+    for style, values in bias.items():
         _check_voices(path, f"voice_bias[{style!r}]", values)
-    return ModelInfo(path, meta, cond), session
+    info = ModelInfo(path, meta, cond)
+    _check_graph(path, info, session)
+    return info, session
+
+
+def _check_config(path, config) -> None:
+    if not isinstance(config, dict):
+        raise DrumMachineError(str(path), "model metadata lacks its config")
+    for key in CONFIG_KEYS:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100_000:
+            raise DrumMachineError(str(path), f"model metadata config.{key} must be a positive whole number; "
+                                   f"got {str(value)[:40]}")
+    if config["d_model"] % config["n_head"]:
+        raise DrumMachineError(str(path), f"model metadata config: d_model {config['d_model']} is not a multiple "
+                               f"of n_head {config['n_head']}")
+
+
+def _check_graph(path, info: ModelInfo, session) -> None:
+    """The graph takes and gives what the generator feeds and reads (names, fixed dimensions), and
+    one step from silence gives finite logits of the right shape (NaN or infinite weights do not)."""
+    import numpy as np
+
+    cfg = info.config
+    n_layer, n_head = cfg["n_layer"], cfg["n_head"]
+    head_dim = cfg["d_model"] // n_head
+    want_in = {"prev": 3 * len(VOICE_NAMES), "cats": 3, "cont": len(CONT_NAMES)}
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    need = list(want_in) + cache_names(n_layer, "past")
+    if set(inputs) != set(need) or outputs != ["logits"] + cache_names(n_layer, "present"):
+        raise DrumMachineError(str(path), f"model inputs/outputs {sorted(inputs)[:6]}.../{outputs[:3]}... are not "
+                               f"the generator's ({len(need)} inputs: prev, cats, cont, past_k_0...; outputs: "
+                               "logits, present_k_0...)")
+    for name, width in want_in.items():
+        last = inputs[name].shape[-1] if inputs[name].shape else None
+        if isinstance(last, int) and last != width:
+            raise DrumMachineError(str(path), f"model input {name} is {last} wide; the runtime feeds {width}")
+    feed = {"prev": np.zeros((1, 1, want_in["prev"]), np.float32), "cats": np.zeros((1, 1, 3), np.int64),
+            "cont": np.zeros((1, 1, want_in["cont"]), np.float32)}
+    feed.update({n: np.zeros((1, n_head, 0, head_dim), np.float32) for n in cache_names(n_layer, "past")})
+    try:
+        logits = session.run(["logits"], feed)[0]
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise DrumMachineError(str(path), f"the model does not run one step ({first})") from None
+    width = 1 + cfg["vel_bins"] + cfg["off_bins"]
+    if logits.shape != (1, 1, len(VOICE_NAMES), width):
+        raise DrumMachineError(str(path), f"model logits have shape {logits.shape}; the runtime reads "
+                               f"(1, 1, {len(VOICE_NAMES)}, {width})")
+    if not np.isfinite(logits).all():
+        raise DrumMachineError(str(path), "the model's outputs are not finite numbers (NaN or infinite weights)")
+
+
+# --- external data: where an ONNX file may make the runtime read -------------------------------------
+# The ONNX protobuf, walked by field number (the onnx package is not a runtime dependency): every
+# TensorProto that can hold weights, in graphs, nodes' attributes, subgraphs and functions.
+_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_GRAPH_NODES, _GRAPH_INITIALIZERS, _GRAPH_SPARSE = 1, 5, 15
+_NODE_ATTRIBUTES, _FUNCTION_NODES = 5, 7
+_ATTR_TENSOR, _ATTR_GRAPH, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
+_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+_MAX_DEPTH = 64  #: subgraphs nested deeper than this are not a model, they are an attack on the walker
+
+
+def _fields(buf: memoryview):
+    """(field number, wire type, value) of one protobuf message; value is an int or a memoryview."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = None, i + 8
+        elif wire == 5:
+            value, i = None, i + 4
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            if i + length > n:
+                raise ValueError("a field runs past the end of the file")
+            value, i = buf[i:i + length], i + length
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > n:
+            raise ValueError("truncated")
+        yield number, wire, value
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("a truncated number")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def external_data_locations(data: bytes) -> list[str]:
+    """Every external-data ``location`` an ONNX file's tensors name (empty for a self-contained
+    file). Raises ValueError for bytes that are not a protobuf message."""
+    found: list[str] = []
+    kinds = {  # message kind -> {field number: kind of the sub-message}
+        "model": {_MODEL_GRAPH: "graph", _MODEL_FUNCTIONS: "function"},
+        "graph": {_GRAPH_NODES: "node", _GRAPH_INITIALIZERS: "tensor", _GRAPH_SPARSE: "sparse"},
+        "function": {_FUNCTION_NODES: "node"},
+        "node": {_NODE_ATTRIBUTES: "attribute"},
+        "attribute": {_ATTR_TENSOR: "tensor", _ATTR_GRAPH: "graph", _ATTR_TENSORS: "tensor",
+                      _ATTR_GRAPHS: "graph", _ATTR_SPARSE: "sparse", _ATTR_SPARSES: "sparse"},
+        "sparse": {_SPARSE_VALUES: "tensor", _SPARSE_INDICES: "tensor"},
+    }
+    stack = [("model", memoryview(data), 0)]
+    while stack:
+        kind, buf, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ValueError("graphs nested too deep")
+        if kind == "tensor":
+            entries = [v for number, wire, v in _fields(buf) if number == _TENSOR_EXTERNAL_DATA and wire == 2]
+            for entry in entries:
+                pairs = {k: bytes(v) for k, w, v in _fields(entry) if w == 2}
+                if pairs.get(1) == b"location":
+                    found.append(pairs.get(2, b"").decode("utf-8", "replace"))
+            continue
+        for number, wire, value in _fields(buf):
+            sub = kinds[kind].get(number)
+            if sub and wire == 2:
+                stack.append((sub, value, depth + 1))
+    return found
+
+
+def check_external_data(path: Path, data: bytes) -> None:
+    """Refuse a model whose tensors live outside its own folder (an absolute location, ``..``, a
+    symbolic link that leads out): a model file must not make the runtime read other files."""
+    try:
+        locations = external_data_locations(data)
+    except (ValueError, IndexError):
+        raise DrumMachineError(str(path), "not a readable ONNX model (not a protobuf message)") from None
+    folder = path.resolve().parent
+    for location in locations:
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise DrumMachineError(str(path), f"its weights point outside the model's folder ({location[:80]}); "
+                                   "a model may only use external data beside it")
 
 
 def cache_names(n_layer: int, prefix: str) -> list[str]:
