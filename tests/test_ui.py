@@ -1,7 +1,9 @@
 """The stage UI: every binding through Pilot to a real engine, a snapshot of the main screen, and
 `drummachine play` in a real terminal (tmux) against a JACK server."""
 
+import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -136,12 +138,16 @@ def test_grid_text_marks_the_playhead_and_mutes():
 @pytest.mark.jack
 def test_play_in_a_real_terminal_under_tmux(jack_server, tmp_path):
     session = f"dm{int(time.time())}"
+    tmux = ["tmux", "-L", f"dm-ui-{os.getpid()}"]  # a tmux server of the test's own
+    run = tmp_path / "run"  # the engine's socket folder: this test's own (see live.host)
+    run.mkdir(mode=0o700)
     cmd = (f"cd {ROOT} && python -m drummachine play --fake-model --no-audio --midi-virtual --song "
            f"presets/songs/slow_funk.toml; echo EXIT=$? > {tmp_path / 'exit'}")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-e",
+                    f"XDG_RUNTIME_DIR={run}", cmd], check=True)
 
     def screen():
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
     def wait_for(text, timeout=20.0):
         end = time.time() + timeout
@@ -156,19 +162,23 @@ def test_play_in_a_real_terminal_under_tmux(jack_server, tmp_path):
         wait_for("PLAYING")
         wait_for("Slow funk")
         wait_for("bar 2:")  # past the count-in bar, into the verse
-        subprocess.run(["tmux", "send-keys", "-t", session, "n"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "n"], check=True)
         wait_for("→ chorus at bar")
-        subprocess.run(["tmux", "send-keys", "-t", session, "Up"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "Up"], check=True)
         wait_for("97.0 bpm")
-        subprocess.run(["tmux", "send-keys", "-t", session, "space"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "space"], check=True)
         wait_for("STOPPED")
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
         end = time.time() + 15
         while not (tmp_path / "exit").exists() and time.time() < end:
             time.sleep(0.2)
         assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+        assert not (run / "drummachine" / "engine.sock").exists(), "quit stopped the engine behind the UI"
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        if (run / "drummachine" / "engine.sock").exists():
+            subprocess.run([sys.executable, "-m", "drummachine", "stop", "--socket",
+                            str(run / "drummachine" / "engine.sock")], capture_output=True, timeout=30)
 
 
 async def test_midi_learn_sends_the_chosen_action():

@@ -1,10 +1,10 @@
-"""Subcommands for the stage: play, ports, doctor."""
+"""Subcommands for the stage: play (and the engine it starts behind its UI), ports, doctor."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -14,14 +14,47 @@ from drummachine.core.errors import DrumMachineError
 
 def cmd_play(args) -> int:
     """Play live: the model drums through the built-in kit and/or MIDI, steered by song and controller."""
-    from drummachine.live import tuning
-    from drummachine.live.session import Options, Session, status_line
-
+    opts = _options(args)
+    if not args.headless and not args.no_ui and sys.stdout.isatty():
+        return _play_ui(opts, args)
     if args.headless or args.log:
-        log_path = Path(args.log) if args.log else Path("drummachine.log")
-        logging.basicConfig(filename=str(log_path), level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(message)s")
-    t0 = time.perf_counter()
+        _log_to(Path(args.log) if args.log else Path("drummachine.log"))
+    return _run_engine(opts, args, print_bars=not args.headless)
+
+
+def cmd_engine(args) -> int:
+    """The engine alone, for a UI to attach (what `play` starts behind its UI): it says it is ready
+    with one JSON line on its standard output, then logs only to --log."""
+    import json
+
+    from drummachine.live.session import Options
+
+    _log_to(Path(args.log))
+    try:
+        opts = Options(**json.loads(args.options))
+    except (ValueError, TypeError) as exc:
+        raise DrumMachineError("--options", f"not the engine's options: {exc}") from None
+
+    def ready(host) -> None:
+        print(json.dumps({"ready": host.hello()}), flush=True)
+        devnull = os.open(os.devnull, os.O_RDWR)  # nobody reads these any more: the UI may go any time
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        log_fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(log_fd, 2)  # what a library prints (a thread's traceback) goes to the log too
+        os.close(log_fd)
+
+    return _run_engine(opts, args, ready=ready)
+
+
+def _log_to(path: Path) -> None:
+    logging.basicConfig(filename=str(path), level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _options(args):
+    from drummachine.live.session import Options
+
     setlist = []
     if args.setlist:
         if "," in args.setlist or args.setlist.endswith(".toml") is False and args.setlist not in _setlists():
@@ -31,57 +64,71 @@ def cmd_play(args) -> int:
 
             setlist = list(load_setlist(args.setlist).songs)
     song = args.song or (setlist[0] if setlist else None)
-    opts = Options(song=song, setlist=setlist, style=args.style,
+    return Options(song=song, setlist=setlist, style=args.style,
                    bpm=args.bpm, intensity=args.intensity, audio=args.audio, audio_device=args.audio_device,
                    audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit,
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
-                   performer=args.performer)
-    if not args.headless and not args.no_ui and sys.stdout.isatty():
-        return _play_ui(opts, args)
-    stop = {"now": False}
+                   performer=args.performer, midi_schedule=args.midi_schedule)
 
-    def on_signal(signum, frame):
-        stop["now"] = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    tuning.for_real_time()
-    with Session(opts) as session:
-        tuning.settle()
-        for w in session.warnings:
-            print(f"drummachine: warning: {w}", file=sys.stderr)
-        session.start_threads()
-        if not args.wait:
-            session.command("start")
-        ready = time.perf_counter() - t0
-        logging.info("ready in %.2f s", ready)
-        end = time.monotonic() + args.duration if args.duration else None
-        last_bar = -1
-        first_beat = None
-        while not stop["now"] and (end is None or time.monotonic() < end):
-            time.sleep(0.05)
-            session.poll()
-            s = session.status()
-            if first_beat is None and s.steps > 0:
-                first_beat = time.perf_counter() - t0
-                logging.info("first beat after %.2f s", first_beat)
-            if s.bar != last_bar and (s.playing or last_bar >= 0):
-                last_bar = s.bar
-                line = status_line(s)
-                logging.info("%s", line)
-                if not args.headless:
-                    print(line, flush=True)
-            if args.stop_when_done and not s.playing and s.steps > 0:
-                break
-        s = session.status()
+def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
+    """The engine in this process, served on its socket until a quit, a signal, --duration or the
+    song's end (with --stop-when-done); a summary line at the end."""
+    from drummachine.live import host, tuning
+    from drummachine.live.session import Session, status_line
+
+    t0 = time.perf_counter()
+    path = host.socket_path(args.socket)
+    listener = host.bind(path)  # before anything opens: a second engine is refused at once
+    try:
+        tuning.for_real_time()
+        with Session(opts) as session:
+            tuning.settle()
+            for w in session.warnings:
+                logging.warning("%s", w)
+                if ready is None:
+                    print(f"drummachine: warning: {w}", file=sys.stderr)
+            session.start_threads()
+            if not args.wait:
+                session.command("start")
+            took = time.perf_counter() - t0
+            logging.info("ready in %.2f s; listening on %s", took, path)
+            seen = {"bar": -1, "first_beat": None}
+
+            def on_snapshot(s) -> None:
+                if seen["first_beat"] is None and s.steps > 0:
+                    seen["first_beat"] = time.perf_counter() - t0
+                    logging.info("first beat after %.2f s", seen["first_beat"])
+                if s.bar != seen["bar"] and (s.playing or seen["bar"] >= 0):
+                    seen["bar"] = s.bar
+                    line = status_line(s)
+                    logging.info("%s", line)
+                    if print_bars:
+                        try:
+                            print(line, flush=True)
+                        except OSError:  # the terminal went (SIGHUP): the log still has it
+                            pass
+
+            s, reason = host.serve(session, path, listener, log_path=args.log, duration=args.duration,
+                                   stop_when_done=args.stop_when_done, on_snapshot=on_snapshot, ready=ready)
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+    first_beat = seen["first_beat"]
     restarts = f" ({s.audio_restarts} audio restarts)" if s.audio_restarts else ""
     restarts += f" ({s.faults_total} faults caught and played through: {s.faults})" if s.faults_total else ""
     summary = (f"played {s.steps} steps, {s.misses} generator misses, {s.underruns} underruns{restarts}; "
-               f"ready in {ready:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else ""))
+               f"ready in {took:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else "")
+               + f"; stopped: {reason}")
     logging.info("%s", summary)
-    print(summary, file=sys.stderr if args.headless else sys.stdout)
+    if ready is not None:  # the engine behind a UI: its standard streams are the log's already
+        return 0
+    try:
+        print(summary, file=sys.stderr if getattr(args, "headless", True) else sys.stdout)
+    except OSError:
+        pass
     return 0
 
 
@@ -92,19 +139,16 @@ def _setlists() -> list[str]:
 
 
 def _play_ui(opts, args) -> int:
-    """The stage UI in this process, the engine in its own (a busy screen never stalls the audio)."""
-    from drummachine.live.host import ProcessClient
-    from drummachine.ui.app import StageApp
+    """The engine in a process (and a session) of its own, the stage UI here, attached to it: the
+    UI may crash or its terminal close, the groove goes on."""
+    from drummachine.cli.attach import run_ui
+    from drummachine.live import host
 
-    client = ProcessClient(opts)
-    try:
-        if not args.wait:
-            client.command("start")
-        app = StageApp(client, warnings=client.info.get("warnings", []), duration=args.duration)
-        app.run()
-    finally:
-        client.close()
-    return 0
+    path = host.socket_path(args.socket)
+    log_path = Path(args.log) if args.log else path.parent / "engine.log"
+    host.start_engine(opts, path, log_path, duration=args.duration, wait=args.wait,
+                      stop_when_done=args.stop_when_done)
+    return run_ui(host.SocketClient(path))
 
 
 def cmd_ports(args) -> int:
@@ -230,7 +274,24 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="wait for a start cue instead of starting at once")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--stop-when-done", action="store_true", help="exit when the song has ended")
+    p.add_argument("--socket", metavar="PATH", help="where a UI attaches (default: $XDG_RUNTIME_DIR/drummachine/"
+                   "engine.sock, else /tmp/drummachine-UID/engine.sock; its folder must be yours alone)")
+    p.add_argument("--midi-schedule", metavar="FILE", help=argparse.SUPPRESS)  # timing benchmarks
     p.set_defaults(func=cmd_play)
+
+    # what play starts behind its UI; no help line: not for musicians
+    e = sub.add_parser("engine", description=cmd_engine.__doc__)
+    e.add_argument("--options", required=True, help="the session's options (JSON)")
+    e.add_argument("--socket", required=True, metavar="PATH")
+    e.add_argument("--log", required=True, metavar="FILE")
+    e.add_argument("--duration", type=float)
+    e.add_argument("--wait", action="store_true")
+    e.add_argument("--stop-when-done", action="store_true")
+    e.set_defaults(func=cmd_engine)
+
+    from drummachine.cli import attach
+
+    attach.register(sub)
 
     p = sub.add_parser("ports", help="list audio devices and MIDI ports", description=cmd_ports.__doc__)
     p.set_defaults(func=cmd_ports)

@@ -1,25 +1,603 @@
-"""Where the engine runs: in this process (tests, headless) or in a process of its own (the UI).
+"""Where the engine runs, and how a UI reaches it: the groove outlives the UI.
 
-The stage UI draws and reads keys in one process; the engine (generator, commit loop, MIDI
-threads) runs in another, so a busy screen can never stall the generator or the MIDI out; the
-audio callback runs in a third (``audio_process``), so neither can hold the GIL it needs.
-UI and engine talk through a pipe in JSON (commands down, snapshots up): nothing is unpickled.
+On stage the engine (generator, commit loop, MIDI threads, with the mixer as its child process)
+runs in a process of its own, in a session of its own: nothing a terminal does to the UI (a
+crash, SIGKILL, a closed SSH session, SIGHUP) reaches it. It listens on a Unix socket in a folder
+only its user can open (``$XDG_RUNTIME_DIR/drummachine`` or ``/tmp/drummachine-UID``, mode 0700;
+the socket 0600; a peer of another user is refused). A UI attaches there, and detaches by going
+away, however it goes: the engine logs it and plays on headless. Only an explicit ``quit`` (the
+UI's quit key, ``drummachine stop``), SIGTERM/SIGINT, ``--duration`` or the song's end with
+``--stop-when-done`` stop it.
+
+The wire is newline-delimited JSON, nothing unpickled: a UI sends commands
+``{"name": ..., "value": ...}`` (checked by ``commands.parse`` in ``Session.command``, like
+every other command), ``{"quit": true}`` or ``{"health": true}``; the engine answers
+``{"hello": {...}}`` once, then ``{"snapshot": ...}`` (``Snapshot.to_json``) 40 times a second,
+``{"health": {...}}`` when asked, and ``{"bye": reason}`` when it stops. A slow UI gets only the
+newest snapshot: the engine never waits for a UI.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.snapshot import Snapshot
-from drummachine.live import tuning
-from drummachine.live.session import Options, Session
 
-SNAPSHOT_SECONDS = 0.025
+log = logging.getLogger("drummachine")
+SNAPSHOT_SECONDS = 0.025  #: a snapshot to each attached UI 40 times a second
+IDLE_SECONDS = 0.05  #: the housekeeping tick with nobody attached
+MAX_LINE = 1 << 20  #: a UI line longer than this is not a command: the UI is dropped
+SOCKET_NAME = "engine.sock"
+PROTOCOL = 1
+
+
+# --- where the socket lives ----------------------------------------------------------------
+def runtime_dir() -> Path:
+    """The user's own folder for the socket (and the UI-started engine's log), made 0700."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(base) / "drummachine" if base and Path(base).is_dir() else \
+        Path(tempfile.gettempdir()) / f"drummachine-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise DrumMachineError(str(folder), f"cannot make the engine's folder: {exc.strerror}") from None
+    return private_folder(folder)
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder`` if only this user can open it (a folder of ours open to others is closed to them
+    first); anything else is refused: a socket there could be reached, or faked, by another user."""
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        raise DrumMachineError(str(folder), f"cannot use the engine's folder: {exc.strerror}") from None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise DrumMachineError(str(folder), "is not a folder (a link or a file): refusing it for the engine's socket")
+    if st.st_uid != os.getuid():
+        raise DrumMachineError(str(folder), f"belongs to user {st.st_uid}, not to you: refusing it for the "
+                               "engine's socket")
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def socket_path(given: str | None = None) -> Path:
+    """``--socket PATH`` (its folder must be yours alone), else the runtime folder's socket."""
+    if given:
+        path = Path(given).expanduser().absolute()
+        private_folder(path.parent)
+        return path
+    return runtime_dir() / SOCKET_NAME
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """The connecting process's pid and uid, as the kernel says (SO_PEERCRED)."""
+    try:
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                            struct.calcsize("3i")))
+        return pid, uid
+    except (OSError, AttributeError):
+        return -1, os.getuid()
+
+
+def bind(path: Path) -> socket.socket:
+    """The listening socket, mode 0600. A live engine already there is one clear error; a socket
+    left behind by one that was killed is removed."""
+    if path.exists() or path.is_symlink():
+        import stat
+
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise DrumMachineError(str(path), "exists and is not a socket: refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+            raise DrumMachineError(str(path), "an engine is already playing here: `drummachine attach` to "
+                                   "see it, `drummachine stop` to stop it")
+        except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
+            path.unlink(missing_ok=True)  # left by an engine that was killed
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)  # the folder is 0700 already: nobody else could reach it meanwhile
+        sock.listen(4)
+    except OSError as exc:
+        sock.close()
+        raise DrumMachineError(str(path), f"cannot listen there: {exc.strerror}") from None
+    sock.settimeout(0.5)
+    return sock
+
+
+def _line(msg: dict) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+# --- the engine's side ---------------------------------------------------------------------
+class _Attached:
+    """One UI on the socket: a reader thread (its commands) and a writer thread (the newest
+    snapshot, never a queue of old ones)."""
+
+    def __init__(self, host: "EngineHost", conn: socket.socket, pid: int):
+        self.host, self.conn, self.pid = host, conn, pid
+        self.alive = True
+        self.sent_seq = 0
+        self.replies: list[bytes] = []
+        self.conn.settimeout(5.0)  # a UI that takes no snapshot for 5 s is dropped, never waited for
+        self.reader = threading.Thread(target=self._read, name=f"ui-{pid}-in", daemon=True)
+        self.writer = threading.Thread(target=self._write, name=f"ui-{pid}-out", daemon=True)
+
+    def start(self, hello: dict) -> None:
+        self.replies.append(_line({"hello": hello}))
+        self.reader.start()
+        self.writer.start()
+
+    def _read(self) -> None:
+        buf = b""
+        how = "connection closed without quitting"
+        try:
+            while self.alive:
+                try:
+                    chunk = self.conn.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > MAX_LINE and b"\n" not in buf:
+                    how = f"a line longer than {MAX_LINE} bytes"
+                    break
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    if raw.strip():
+                        self.host.handle(self, raw)
+        except OSError as exc:
+            how = f"connection lost ({exc.strerror or exc})"
+        finally:
+            self.host.detached(self, how)
+
+    def _write(self) -> None:
+        host = self.host
+        try:
+            while self.alive:
+                with host.fresh:
+                    host.fresh.wait_for(lambda: not self.alive or self.replies or host.seq != self.sent_seq, 1.0)
+                    out = b"".join(self.replies)
+                    self.replies.clear()
+                    if host.seq != self.sent_seq and host.latest is not None:
+                        out += host.latest
+                        self.sent_seq = host.seq
+                if out:
+                    self.conn.sendall(out)
+        except OSError:
+            pass
+        finally:
+            self.alive = False
+            with host.fresh:
+                host.fresh.notify_all()
+
+    def reply(self, msg: dict) -> None:
+        with self.host.fresh:
+            self.replies.append(_line(msg))
+            self.host.fresh.notify_all()
+
+    def close(self, bye: str | None) -> None:
+        if bye is not None and self.alive:
+            try:
+                self.conn.settimeout(1.0)
+                self.conn.sendall(_line({"bye": bye}))
+            except OSError:
+                pass
+        self.alive = False
+        with self.host.fresh:
+            self.host.fresh.notify_all()
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for t in (self.reader, self.writer):
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(2.0)
+        self.conn.close()
+
+
+class EngineHost:
+    """A playing session served on a socket: ``run()`` is the engine process's main loop."""
+
+    def __init__(self, session, listener: socket.socket, path: Path, log_path: str | None = None):
+        self.session = session
+        self.listener = listener
+        self.path = path
+        self.log_path = log_path
+        self.fresh = threading.Condition()
+        self.latest: bytes | None = None
+        self.seq = 0
+        self.clients: list[_Attached] = []
+        self.quit_by: str | None = None
+        self.attaches = 0
+        self.detaches = 0
+        self.bad_lines = 0
+        self._closing = False
+        self.acceptor = threading.Thread(target=self._accept, name="ui-accept", daemon=True)
+        self.acceptor.start()
+
+    def hello(self) -> dict:
+        s = self.session
+        return {"protocol": PROTOCOL, "pid": os.getpid(), "song": s.song.name, "log": self.log_path,
+                "sections": [x.name for x in s.song.sections], "warnings": list(s.warnings),
+                "setup_seconds": round(s.setup_seconds, 3), "socket": str(self.path)}
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._closing:
+                    return
+                time.sleep(0.1)
+                continue
+            pid, uid = _peer(conn)
+            if uid not in (os.getuid(), 0):
+                log.warning("a UI of user %d (pid %d) tried to attach: refused", uid, pid)
+                conn.close()
+                continue
+            client = _Attached(self, conn, pid)
+            with self.fresh:
+                self.clients.append(client)
+            self.attaches += 1
+            log.info("attached: pid %d (%d attached)", pid, len(self.clients))
+            client.start(self.hello())
+
+    def handle(self, client: _Attached, raw: bytes) -> None:
+        """One line from a UI: a command, quit or a health question. Anything else is one line in
+        the log and the UI stays attached."""
+        try:
+            msg = json.loads(raw)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.bad_lines += 1
+            log.warning("UI pid %d: a line that is not a JSON object (%s): ignored", client.pid, exc)
+            return
+        if msg.get("quit"):
+            self.quit_by = f"quit asked by pid {client.pid}"
+            return
+        if msg.get("health"):
+            client.reply({"health": health(self.session, self)})
+            return
+        name = msg.get("name")
+        if not isinstance(name, str):
+            self.bad_lines += 1
+            log.warning("UI pid %d: %r has no command name: ignored", client.pid, raw[:80])
+            return
+        if name == "ping":  # latency probe: when the engine process got it
+            self.pongs = (getattr(self, "pongs", []) + [[msg.get("value"), time.monotonic()]])[-64:]
+            return
+        self.session.command(name, msg.get("value"))  # checked there, by the command table
+
+    def detached(self, client: _Attached, how: str) -> None:
+        with self.fresh:
+            if client not in self.clients:
+                return
+            self.clients.remove(client)
+        self.detaches += 1
+        if not self._closing and self.quit_by is None:
+            log.warning("UI detached (pid %d: %s): playing on headless; `drummachine attach` brings a UI "
+                        "back, `drummachine stop` stops the engine", client.pid, how)
+        threading.Thread(target=client.close, args=(None,), name="ui-close", daemon=True).start()
+
+    def tick(self) -> Snapshot:
+        """Housekeeping, and the newest snapshot to the attached UIs (encoded once for all)."""
+        self.session.poll()
+        s = self.session.status()
+        if self.clients:
+            pongs = tuple(getattr(self, "pongs", ()))
+            line = _line({"snapshot": s.with_(pongs=pongs).to_json()})
+            with self.fresh:
+                self.latest = line
+                self.seq += 1
+                self.fresh.notify_all()
+        return s
+
+    def run(self, *, duration: float | None = None, stop_when_done: bool = False, stop=None,
+            on_snapshot=None) -> Snapshot:
+        """Until a quit, ``stop()`` (a signal), ``duration`` or the song's end: the last snapshot."""
+        end = time.monotonic() + duration if duration else None
+        s = self.tick()
+        while True:
+            time.sleep(SNAPSHOT_SECONDS if self.clients else IDLE_SECONDS)
+            s = self.tick()
+            if on_snapshot is not None:
+                on_snapshot(s)
+            if self.quit_by or (stop is not None and stop()):
+                break
+            if end is not None and time.monotonic() >= end:
+                self.quit_by = f"--duration {duration:g} s is over"
+                break
+            if stop_when_done and not s.playing and s.steps > 0:
+                self.quit_by = "the song has ended"
+                break
+        return s
+
+    def close(self, reason: str) -> None:
+        """Stop listening, say goodbye to every UI, remove the socket."""
+        self._closing = True
+        log.info("engine stopping: %s", reason)
+        try:
+            self.listener.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+        self.acceptor.join(2.0)
+        with self.fresh:
+            clients = list(self.clients)
+            self.clients.clear()
+        for c in clients:
+            c.close(reason)
+
+
+def health(session, host: EngineHost | None = None) -> dict:
+    """What a soak run checks from outside: the session's threads, alive or not; memory and fds."""
+    expected = {t.name: t for t in session.threads}
+    if session.midi is not None:
+        expected["midi-out"] = session.midi.thread
+        expected["midi-out-watch"] = session.midi.watch
+    for i, inp in enumerate(session.inputs):
+        expected[f"midi-in-watch-{i}"] = inp.watch
+    rss = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        tasks = len(os.listdir("/proc/self/task"))
+    except OSError:
+        fds = tasks = -1
+    audio = session.audio
+    return {"threads": sorted(t.name for t in threading.enumerate()),
+            "dead": sorted(n for n, t in expected.items() if not t.is_alive()),
+            "expected": sorted(expected), "os_threads": tasks, "fds": fds, "rss_kb": rss,
+            "mixer_pid": audio.proc.pid if audio is not None and audio.alive else None,
+            "attached": len(host.clients) if host else 0, "attaches": host.attaches if host else 0,
+            "bad_lines": host.bad_lines if host else 0}
+
+
+def serve(session, path: Path, listener: socket.socket, *, log_path: str | None = None,
+          duration: float | None = None, stop_when_done: bool = False, on_snapshot=None,
+          ready=None) -> tuple[Snapshot, str]:
+    """The engine process's main loop with its socket; SIGTERM/SIGINT stop it, SIGHUP (the
+    terminal went) is logged and ignored. Returns the last snapshot and why it stopped."""
+    stop = {"by": None}
+
+    def on_signal(signum, frame):
+        stop["by"] = signal.Signals(signum).name
+
+    def on_hangup(signum, frame):
+        log.warning("SIGHUP (the terminal closed): playing on headless")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the terminal is gone: writing to it would fail
+            os.dup2(devnull, fd)
+        os.close(devnull)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
+    host = EngineHost(session, listener, path, log_path)
+    if ready is not None:
+        ready(host)
+    try:
+        s = host.run(duration=duration, stop_when_done=stop_when_done, stop=lambda: stop["by"],
+                     on_snapshot=on_snapshot)
+    finally:
+        reason = host.quit_by or (f"{stop['by']}" if stop["by"] else "the engine stopped")
+        session.command("stop")  # all notes off first: the UI that asked hears silence before it goes
+        time.sleep(0.05)
+        host.close(reason)
+    return s, reason
+
+
+# --- the UI's side -------------------------------------------------------------------------
+class SocketClient:
+    """A UI's end of the socket: ``latest()`` is the newest snapshot, ``gone`` why the engine went."""
+
+    def __init__(self, path: Path, timeout: float = 5.0):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise DrumMachineError(str(path), "no engine is playing here (start one with `drummachine play`, "
+                                   "or `play --headless`)") from None
+        except OSError as exc:
+            self.sock.close()
+            raise DrumMachineError(str(path), f"cannot reach the engine: {exc.strerror or exc}") from None
+        self._buf = b""
+        try:
+            first = self._next()
+        except (OSError, ValueError):
+            first = None
+        if not first or "hello" not in first:
+            self.sock.close()
+            raise DrumMachineError(str(path), "the engine did not say hello")
+        self.info = first["hello"]
+        self.pid = self.info.get("pid")
+        self.gone: str | None = None
+        self.health: dict | None = None
+        self._latest: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._got = threading.Event()
+        self.sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read, name="engine-snapshots", daemon=True)
+        self._reader.start()
+
+    def _next(self) -> dict | None:
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(raw)
+
+    def _read(self) -> None:
+        why = "the engine went away (connection closed)"
+        try:
+            while True:
+                try:
+                    msg = self._next()
+                except ValueError:  # a line that does not parse: the next one will
+                    continue
+                if msg is None:
+                    break
+                if "snapshot" in msg:
+                    try:
+                        snap = Snapshot.from_json(msg["snapshot"])
+                    except (TypeError, ValueError):
+                        continue
+                    with self._lock:
+                        self._latest = snap
+                    self._got.set()
+                elif "health" in msg:
+                    self.health = msg["health"]
+                    self._got.set()
+                elif "bye" in msg:
+                    why = f"the engine stopped: {msg['bye']}"
+                    break
+        except OSError as exc:
+            why = f"the engine went away ({exc.strerror or exc})"
+        self.gone = why
+        self._got.set()
+
+    def _send(self, msg: dict) -> bool:
+        try:
+            with self._send_lock:
+                self.sock.sendall(_line(msg))
+            return True
+        except OSError:
+            return False
+
+    def command(self, name: str, value=None) -> None:
+        self._send({"name": name, "value": value})
+
+    def latest(self) -> Snapshot | None:
+        with self._lock:
+            return self._latest
+
+    def wait_snapshot(self, timeout: float = 5.0) -> Snapshot | None:
+        end = time.monotonic() + timeout
+        while self.latest() is None and self.gone is None and time.monotonic() < end:
+            self._got.wait(0.05)
+            self._got.clear()
+        return self.latest()
+
+    def ask_health(self, timeout: float = 5.0) -> dict | None:
+        self.health = None
+        self._send({"health": True})
+        end = time.monotonic() + timeout
+        while self.health is None and self.gone is None and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.health
+
+    @property
+    def alive(self) -> bool:
+        return self.gone is None
+
+    def quit(self, timeout: float = 10.0) -> bool:
+        """Stop the engine (all notes off, the mixer and the ports closed): True once it said bye."""
+        if self._send({"quit": True}):
+            self._reader.join(timeout)
+        self.detach()
+        return self.gone is not None and "stopped" in self.gone
+
+    def detach(self) -> None:
+        """Go away: the engine plays on."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(2.0)
+
+    close = detach
+
+
+def start_engine(opts, path: Path, log_path: Path, *, duration: float | None = None, wait: bool = False,
+                 stop_when_done: bool = False, timeout: float = 60.0) -> int:
+    """Start ``drummachine engine`` in a session of its own (no terminal: a closed one cannot
+    reach it) and wait until it listens; its pid. A set-up error is the engine's own line."""
+    cmd = [sys.executable, "-m", "drummachine", "engine", "--options", json.dumps(asdict(opts)),
+           "--socket", str(path), "--log", str(log_path)]
+    if duration:
+        cmd += ["--duration", str(duration)]
+    if wait:
+        cmd.append("--wait")
+    if stop_when_done:
+        cmd.append("--stop-when-done")
+    errors = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                            start_new_session=True, close_fds=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+    finally:
+        proc.stdout.close()
+    try:
+        reply = json.loads(line) if line else {}
+    except ValueError:
+        reply = {}
+    if "ready" not in reply:
+        try:
+            proc.wait(5.0 if line or not ready else 0.1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errors.seek(0)
+        said = [x for x in errors.read().splitlines() if x.strip()]
+        errors.close()
+        if said and said[-1].startswith("drummachine: error: "):
+            raise DrumMachineError("", said[-1][len("drummachine: error: "):])
+        raise DrumMachineError("engine", f"did not start within {timeout:g} s" if not line and proc.returncode is None
+                               else f"stopped before it was ready ({said[-1] if said else 'no message'}); "
+                               f"see {log_path}")
+    errors.close()
+    return proc.pid
+
+
+class ProcessClient(SocketClient):
+    """An engine of its own in a private folder, attached; ``close()`` stops it (benchmarks)."""
+
+    def __init__(self, opts, timeout: float = 60.0):
+        self.folder = Path(tempfile.mkdtemp(prefix="drummachine-engine-"))
+        path = self.folder / SOCKET_NAME
+        start_engine(opts, path, self.folder / "engine.log", timeout=timeout)
+        super().__init__(path)
+
+    def close(self) -> None:
+        self.quit()
 
 
 class EngineClient:
@@ -36,123 +614,9 @@ class EngineClient:
             self.engine.pump()
 
     def latest(self) -> Snapshot:
-        # through the pipe's JSON form, as the UI on stage gets it
+        # through the wire's JSON form, as the UI on stage gets it
         return Snapshot.from_json(json.loads(json.dumps(self.engine.snapshot().to_json())))
 
     def close(self) -> None:
         self.engine.command("stop")
         self.engine.pump()
-
-
-class LocalClient:
-    """The engine in this process."""
-
-    def __init__(self, session: Session, start_threads: bool = True):
-        self.session = session
-        self.info = {"song": session.song.name, "sections": [s.name for s in session.song.sections],
-                     "warnings": list(session.warnings)}
-        if start_threads:
-            session.start_threads()
-
-    def command(self, name: str, value=None) -> None:
-        self.session.command(name, value)
-
-    def latest(self) -> Snapshot:
-        self.session.poll()
-        return self.session.status()
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def _serve(opts_dict: dict, conn) -> None:
-    """The engine process: build the session, then relay commands in and snapshots out."""
-    tuning.for_real_time()
-    try:
-        session = Session(Options(**opts_dict))
-        tuning.settle()
-    except DrumMachineError as exc:
-        conn.send_bytes(json.dumps({"error": str(exc)}).encode())
-        return
-    session.start_threads()
-    conn.send_bytes(json.dumps({"ready": {"song": session.song.name, "warnings": session.warnings,
-                                          "setup_seconds": session.setup_seconds}}).encode())
-    pongs: list = []
-    next_snapshot = 0.0
-    try:
-        while True:
-            # wait for a command until the next snapshot is due: a key reaches the engine at once
-            if conn.poll(max(0.0, next_snapshot - time.monotonic())):
-                msg = json.loads(conn.recv_bytes())
-                if msg.get("quit"):
-                    return
-                if msg["name"] == "ping":  # latency probe: when the engine process got it
-                    pongs = (pongs + [[msg.get("value"), time.monotonic()]])[-64:]
-                else:
-                    session.command(msg["name"], msg.get("value"))
-                continue
-            session.poll()
-            conn.send_bytes(json.dumps(session.status().with_(pongs=tuple(pongs)).to_json()).encode())
-            next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
-    except (EOFError, BrokenPipeError, OSError):
-        return
-    finally:
-        session.close()
-
-
-class ProcessClient:
-    """The engine in a process of its own; ``latest()`` is the newest snapshot it sent."""
-
-    def __init__(self, opts: Options, timeout: float = 30.0):
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(asdict(opts), child), name="drummachine-engine", daemon=True)
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(timeout):
-            self.proc.terminate()
-            raise DrumMachineError("engine", f"did not start within {timeout:g} s")
-        first = json.loads(self.conn.recv_bytes())
-        if "error" in first:
-            self.proc.join(2)
-            raise DrumMachineError("", first["error"])
-        self.info = first["ready"]
-        self._latest: dict | None = None
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name="engine-snapshots", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                msg = Snapshot.from_json(json.loads(self.conn.recv_bytes()))
-            except (EOFError, OSError):
-                return
-            except (ValueError, TypeError):  # a snapshot that does not parse: the next one will
-                continue
-            with self._lock:
-                self._latest = msg
-
-    def command(self, name: str, value=None) -> None:
-        try:
-            self.conn.send_bytes(json.dumps({"name": name, "value": value}).encode())
-        except (BrokenPipeError, OSError):
-            pass
-
-    def latest(self) -> Snapshot | None:
-        with self._lock:
-            return self._latest
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.is_alive()
-
-    def close(self) -> None:
-        try:
-            self.conn.send_bytes(json.dumps({"quit": True}).encode())
-        except (BrokenPipeError, OSError):
-            pass
-        self.proc.join(3)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(2)

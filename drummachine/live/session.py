@@ -50,6 +50,7 @@ class Options:
     lookahead: int = 8
     controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
     performer: bool = True  #: bar-by-bar cues as drummers move them (False: the sections' cues held)
+    midi_schedule: str | None = None  #: write each MIDI message's scheduled time here (timing benchmarks)
 
 
 class Session:
@@ -75,6 +76,8 @@ class Session:
         self.last_midi: list[int] = []
         self.last_midi_at = 0.0
         self.warnings: list[str] = []
+        self.schedule: list = []  # (scheduled time, message) of what the MIDI out sent, until poll writes it
+        self.schedule_file = open(opts.midi_schedule, "a") if opts.midi_schedule else None
         t0 = time.perf_counter()
         starting = None if sinks else self._start_audio()  # the mixer sets itself up while the model loads
         try:
@@ -151,8 +154,9 @@ class Session:
 
             notemap = load_notemap(o.notemap) if o.notemap else GM_NOTEMAP
             try:
+                on_sent = (lambda t, msg: self.schedule.append((t, msg))) if self.schedule_file else None
                 self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
-                                        send_clock=o.clock_out, strict=not self.sinks)
+                                        send_clock=o.clock_out, strict=not self.sinks, on_sent=on_sent)
                 self.sinks.append(self.midi)
                 if not self.midi.connected:
                     self.warnings.append(f"{self.midi.port.message}; playing on, watching for it")
@@ -299,6 +303,10 @@ class Session:
         if self.pending_song is not None and not self.engine.playing:
             self.engine.command("song", self.pending_song)
             self.pending_song = None
+        if self.schedule_file is not None and self.schedule:
+            sent, self.schedule = self.schedule, []  # the dispatcher appends to the new list from now on
+            self.schedule_file.write("".join(f"{t:.6f} {' '.join(map(str, m))}\n" for t, m in sent))
+            self.schedule_file.flush()
 
     def cpu_percent(self) -> float:
         """The engine process's CPU use since the last call, in % of one core."""
@@ -341,6 +349,8 @@ class Session:
                 s.close()
             except Exception:
                 pass
+        if self.schedule_file is not None:
+            self.schedule_file.close()
 
     def __enter__(self):
         return self

@@ -1,11 +1,14 @@
 """The stage UI (Textual): a view of the engine's snapshots and a keyboard/mouse to cue it.
 
 The UI never touches the engine's state: it sends commands through a client (the engine in its
-own process on stage, in this process for tests) and draws the newest snapshot 30 times a second.
+own process on stage, attached through its socket; in this process for tests) and draws the
+newest snapshot 30 times a second. The quit key stops the engine; ctrl+d only detaches, and so
+does a crash: the groove goes on (see live.host).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from rich.markup import escape
@@ -206,6 +209,7 @@ class StageApp(App):
         Binding("l", "learn", "MIDI learn", show=False),
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+d", "detach", "Detach (keep playing)", show=False),
     ] + [Binding(str(i + 1), f"voice('mute', {i})", f"Mute {v.label}", show=False) for i, v in enumerate(VOICES)] \
       + [Binding(SOLO_KEYS[i], f"voice('solo', {i})", f"Solo {v.label}", show=False) for i, v in enumerate(VOICES)]
 
@@ -221,6 +225,7 @@ class StageApp(App):
         self.values["humanize"] = self.values["temperature"] = 1.0
         self.frames: list[float] = []
         self.commands_sent: list[tuple[str, object]] = []
+        self.quit_requested = False  #: the quit key: the engine stops too (a crash or ctrl+d only detaches)
 
     def compose(self) -> ComposeResult:
         # kept as attributes: the view updates them even while a modal screen is on top
@@ -240,10 +245,19 @@ class StageApp(App):
         self.refresh_view()
         if self.duration:
             self.set_timer(self.duration, self.exit)
+        fault = os.environ.get("DRUMMACHINE_UI_FAULT_AFTER")
+        if fault:  # fault injection (benchmarks/soak.py, tests): the UI fails as a bug would
+            self.set_timer(float(fault), self._injected_fault)
         for w in self.warnings:  # a notice, never a blocking dialog: the show goes on
             self.notify(w, severity="warning", timeout=8)
 
+    def _injected_fault(self) -> None:
+        raise RuntimeError("injected UI fault (DRUMMACHINE_UI_FAULT_AFTER)")
+
     def refresh_view(self) -> None:
+        if getattr(self.client, "gone", None):  # the engine stopped (or was stopped elsewhere)
+            self.exit()
+            return
         s = self.client.latest() or self.snapshot
         self.snapshot = s
         now = time.monotonic()
@@ -283,7 +297,16 @@ class StageApp(App):
         self.refresh_view()
 
     def action_quit(self) -> None:
-        self.send("stop")  # all notes off before the UI goes
+        """Stop the engine (all notes off) and go."""
+        self.quit_requested = True
+        if hasattr(self.client, "quit"):
+            self.client.quit()
+        else:
+            self.send("stop")
+        self.exit()
+
+    def action_detach(self) -> None:
+        """Go, and leave the engine playing (`drummachine attach` comes back)."""
         self.exit()
 
     def action_learn(self) -> None:
