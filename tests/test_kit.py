@@ -71,3 +71,60 @@ def test_bad_notemap_is_one_clear_line(text, message):
 def test_notemap_error_names_the_line():
     with pytest.raises(DrumMachineError, match=r"my.toml:4 \(snare\)"):
         notemap_from_toml("name = 'x'\n[notes]\nkick = 36\nsnare = -1\n", "my.toml")
+
+
+# --- the kit's layers --------------------------------------------------------------------------
+
+def _ranged_kit(ranges, round_robin=False):
+    import numpy as np
+
+    from drummachine.audio.kit import Kit, synth_kit
+
+    base = synth_kit(48000)
+    layers = list(base.layers)
+    layers[0] = tuple(np.full(10, k, np.float32) for k in range(len(ranges)))  # layer k holds the value k
+    all_ranges = [((0.0, 1.0),) * len(v) for v in base.layers]
+    all_ranges[0] = tuple(ranges)
+    return Kit("t", 48000, tuple(layers), ranges=tuple(all_ranges),
+               round_robin=(round_robin,) + (False,) * (N_VOICES - 1))
+
+
+@pytest.mark.parametrize("ranges,velocity,layer", [
+    (((0.0, 0.5), (0.5, 1.0)), 0.2, 0),
+    (((0.0, 0.5), (0.5, 1.0)), 0.9, 1),
+    (((0.0, 0.2029), (0.2029, 0.3768), (0.3696, 0.7319)), 0.372, 1),  # overlapping ranges: the first that fits
+    (((0.0, 0.3), (0.6, 1.0)), 0.4, 0),  # a gap: the nearest
+    (((0.0, 0.3), (0.6, 1.0)), 0.55, 1),
+])
+def test_the_velocity_chooses_the_layer(ranges, velocity, layer):
+    kit = _ranged_kit(ranges)
+    assert kit.sample(0, velocity)[0][0] == layer
+
+
+def test_round_robin_among_equal_layers_only_unless_the_kit_asks_for_it():
+    kit = _ranged_kit(((0.0, 1.0), (0.0, 1.0), (0.5, 1.0)))
+    assert [int(kit.sample(0, 0.8)[0][0]) for _ in range(4)] == [0, 1, 0, 1]
+    kit.rewind()
+    assert int(kit.sample(0, 0.8)[0][0]) == 0
+    rr = _ranged_kit(((0.0, 1.0), (0.0, 1.0), (0.5, 1.0)), round_robin=True)  # Hydrogen's ROUND_ROBIN
+    assert [int(rr.sample(0, 0.8)[0][0]) for _ in range(3)] == [0, 1, 2]
+    assert [int(rr.sample(0, 0.2)[0][0]) for _ in range(3)] == [1, 0, 1]  # the turn is the voice's
+
+
+def test_a_packed_kit_unpacks_to_the_same_sounds(tmp_path):
+    import numpy as np
+
+    from drummachine.audio.kit import from_packed, open_kit, pack, synth_kit
+    from drummachine.audio.wavfile import write_wav
+    from drummachine.core.voices import VOICES
+
+    built_in = synth_kit(48000)
+    again = from_packed(*pack(built_in).__dict__.values())
+    for v in range(N_VOICES):
+        for velocity in (0.1, 0.4, 0.6, 0.99):
+            np.testing.assert_array_equal(again.sample(v, velocity)[0], built_in.sample(v, velocity)[0])
+    assert open_kit(None).name == "built-in"
+    for v in VOICES:
+        write_wav(tmp_path / f"{v.name}.wav", np.ones(100) * 0.3, 44100)
+    folder_kit = open_kit(str(tmp_path), 48000)
+    assert folder_kit.name == tmp_path.name and len(folder_kit.layers[0][0]) == round(100 * 48000 / 44100)

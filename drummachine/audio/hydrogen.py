@@ -277,11 +277,8 @@ def map_voices(kit: DrumKit, overrides: dict[str, str] | None = None) -> tuple[S
     chosen: dict[str, tuple[Instrument | None, str]] = {}
     taken: set[int] = set()
     by_name = {i.name: i for i in kit.instruments}
-    for voice, name in overrides.items():
-        inst = None if name == BUILT_IN else by_name[name]
-        chosen[voice] = (inst, "override")
-        if inst is not None:
-            taken.add(id(inst))
+    for voice, name in overrides.items():  # an instrument named here may still play its own voice too
+        chosen[voice] = (None if name == BUILT_IN else by_name[name], "override")
     normal = [(_normal(i.name), i) for i in kit.instruments]
     for voice, pattern, excluded in NAME_RULES:
         if voice in chosen:
