@@ -1,0 +1,274 @@
+"""Test material for following a band: real drummers' playing, warped by known tempo curves.
+
+A clip is one validation-split performance of the Groove MIDI Dataset (human timing, recorded to
+a click) rendered to audio with the built-in kit, with its time warped by a scenario's tempo
+curve. The click the drummer played to is the truth, moved by the drummer's median lead on it (a constant
+per performance: up to 50 ms here): beat ``b`` of the original (``b`` quarter notes after the
+file's start at its tempo) sounds at ``warp(b + lead)`` seconds in the clip, so the warp gives
+the true beat times. A bass line follows the kick (its root changes every bar), and noise
+is mixed in. Two mixes:
+
+- ``drums``: the drums, the bass and noise (a mic in the room);
+- ``band``: no drums (the desk's aux send of a band whose drummer is the machine): the bass on the
+  kicks, a keyboard chord on the snare's hits, a muted guitar chop on the hi-hat's, and noise.
+
+Everything is made deterministically from the MIDI file, the scenario and a seed; nothing is
+shipped as audio. Used by ``benchmarks/follow.py`` and by the tests (``tests/test_follow*.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+GROOVE = Path("/work/shared/data/groove")
+DATASET = Path("/work/data/gmd.npz")
+BARS = 24
+BEATS_PER_BAR = 4
+RENDER_RATE = 48000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A tempo curve over the clip's beats and the stretches where the band is silent.
+
+    ``factor(b)`` multiplies the performance's tempo at beat ``b`` (0 .. BARS*4).
+    """
+
+    name: str
+    help: str
+    breaks: tuple[tuple[int, int], ...] = ()  #: (first bar, bars) of silence
+
+    def factor(self, beats: np.ndarray) -> np.ndarray:
+        b = np.asarray(beats, dtype=np.float64)
+        bar = b / BEATS_PER_BAR
+        if self.name == "steady":
+            return np.ones_like(b)
+        if self.name == "accelerando":  # 4 bars steady, +6% linearly over 16 bars, 4 bars held
+            return 1.0 + 0.06 * np.clip((bar - 4.0) / 16.0, 0.0, 1.0)
+        if self.name == "jump":  # 8 bars, then 3% faster at once
+            return np.where(bar < 8.0, 1.0, 1.03)
+        if self.name == "break":  # 10 bars, 2 bars of silence, back 2% faster
+            return np.where(bar < 12.0, 1.0, 1.02)
+        if self.name == "ritardando":  # 16 bars steady, then 10% slower over the last 8
+            return 1.0 - 0.10 * np.clip((bar - 16.0) / 8.0, 0.0, 1.0)
+        raise ValueError(self.name)
+
+
+#: the scenarios of issue 13, one table
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("steady", "the performance's own tempo throughout"),
+    Scenario("accelerando", "6% faster over 16 bars (bars 4-20)"),
+    Scenario("jump", "3% faster at once from bar 8"),
+    Scenario("break", "bars 10-11 silent, back 2% faster", breaks=((10, 2),)),
+    Scenario("ritardando", "10% slower over the last 8 bars"),
+)}
+MIXES = ("drums", "band")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Warped audio and its truth."""
+
+    name: str  #: performance file (relative to the dataset folder)
+    scenario: str
+    mix: str
+    rate: int
+    audio: np.ndarray  #: mono float32
+    bpm: float  #: the performance's (and the song's) tempo
+    beats: np.ndarray  #: true time of every beat in the clip, seconds
+    audible: np.ndarray  #: per beat: the band plays (False in a break)
+    tempo: np.ndarray  #: true tempo at every beat, bpm
+    gains_db: tuple = field(default=())
+    lead: float = 0.0  #: the drummer's median lead on the click, seconds (the truth includes it)
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.size / self.rate
+
+
+def validation_performances(count: int = 8, bars: int = BARS + 1, dataset: Path = DATASET) -> list[tuple[str, float]]:
+    """The longest 4/4 "beat" performances of the validation split (at least ``bars`` bars), one per
+    style family where possible: (path relative to the dataset folder, bpm)."""
+    with np.load(dataset, allow_pickle=False) as z:
+        split, kind, meter = z["file_split"], z["file_beat_type"], z["file_meter"]
+        paths, bpms, styles = z["file_path"], z["file_bpm"], z["file_style"]
+        n_bars = np.bincount(z["bar_file"], minlength=paths.size)
+    ok = np.where((split == "validation") & (kind == "beat") & (meter == "4/4") & (n_bars >= bars))[0]
+    ok = ok[np.lexsort((paths[ok], -n_bars[ok]))]
+    chosen, seen = [], set()
+    for rounds in range(2):  # distinct styles first, then the rest
+        for i in ok:
+            family = str(styles[i]).split("/")[0]
+            if len(chosen) < count and i not in chosen and (rounds or family not in seen):
+                chosen.append(i)
+                seen.add(family)
+    return [(str(paths[i]), float(round(bpms[i], 3))) for i in chosen]
+
+
+def warp(beats: np.ndarray, scenario: Scenario, bpm: float) -> np.ndarray:
+    """Seconds at each (fractional) beat under the scenario's tempo curve (its integral)."""
+    grid = np.linspace(0.0, BARS * BEATS_PER_BAR + 8, (BARS * BEATS_PER_BAR + 8) * 256 + 1)
+    mid = (grid[1:] + grid[:-1]) / 2
+    seconds = np.concatenate([[0.0], np.cumsum(np.diff(grid) * 60.0 / (bpm * scenario.factor(mid)))])
+    return np.interp(beats, grid, seconds)
+
+
+def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Integer-factor decimation with a windowed-sinc low-pass (material only, not real time)."""
+    if src == dst:
+        return x.astype(np.float32)
+    factor = src // dst
+    if factor * dst != src:
+        raise ValueError(f"{src} Hz to {dst} Hz is not an integer factor")
+    taps = 8 * factor + 1
+    n = np.arange(taps) - taps // 2
+    h = np.sinc(n / factor) / factor * np.hamming(taps)
+    return np.convolve(x, h, mode="same")[::factor].astype(np.float32)
+
+
+def _tone(freq: float, seconds: float, rate: int, decay: float, partials=(1.0, 0.5, 0.25),
+          attack: float = 0.004) -> np.ndarray:
+    n = max(1, int(seconds * rate))
+    t = np.arange(n) / rate
+    wave = sum(a * np.sin(2 * np.pi * freq * (k + 1) * t) for k, a in enumerate(partials))
+    env = np.minimum(1.0, t / attack) * np.exp(-t / decay)
+    fade = max(1, n // 10)
+    env[-fade:] *= np.linspace(1.0, 0.0, fade)
+    return (wave * env).astype(np.float32)
+
+
+def _add(out: np.ndarray, at: float, sound: np.ndarray, gain: float, rate: int) -> None:
+    start = int(round(at * rate))
+    if start < 0 or start >= out.size:
+        return
+    end = min(out.size, start + sound.size)
+    out[start:end] += gain * sound[:end - start]
+
+
+#: bass roots per bar (MIDI notes: E1 A1 G1 D2) and the chord over each (semitones from the root + 24)
+ROOTS = (28, 33, 31, 38)
+CHORD = (0, 4, 7)
+
+
+def _hz(note: float) -> float:
+    return 440.0 * 2 ** ((note - 69) / 12)
+
+
+def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums", rate: int = 16000,
+              bars: int = BARS, seed: int = 0, snr_db: float = 20.0, start_bar: int = 1,
+              gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE) -> Clip:
+    """Render one performance under one scenario.
+
+    ``start_bar``: the bar of the file the clip starts at (the first is often a pickup).
+    ``gains_db``: (bar, dB) steps of the band's level from that bar on (dynamics tests).
+    """
+    from drummachine.audio.kit import synth_kit
+    from drummachine.audio.render import render
+    from drummachine.core.voices import CLOSED_HAT, KICK, OPEN_HAT, RIDE, SNARE, input_map
+    from drummachine.midi.files import read_midi
+
+    sc = SCENARIOS[scenario]
+    perf = read_midi(Path(root) / path)
+    mapping = input_map("td11")
+    keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
+    beats = perf.seconds()[keep] * bpm / 60.0 - start_bar * BEATS_PER_BAR
+    voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
+    velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
+    total = bars * BEATS_PER_BAR
+    inside = (beats >= -0.25) & (beats < total - 0.25)
+    for first, length in sc.breaks:
+        inside &= ~((beats >= first * 4 - 0.25) & (beats < (first + length) * 4 - 0.25))
+    beats, voices, velocities = beats[inside], voices[inside], velocities[inside]
+    times = warp(beats, sc, bpm)
+    end = float(warp(np.array([total + 1.0]), sc, bpm)[0])
+    frames = int(end * RENDER_RATE)
+
+    rng = np.random.default_rng(seed)
+    song = np.zeros(frames, np.float32)
+    if mix == "drums":
+        kit = synth_kit(RENDER_RATE)
+        song += render(kit, np.round(times * RENDER_RATE).astype(np.int64), voices, velocities, frames).mean(axis=1)
+    elif mix != "band":
+        raise ValueError(f"mix {mix!r}; allowed: {', '.join(MIXES)}")
+    bar_of = np.clip((beats // BEATS_PER_BAR).astype(int), 0, bars - 1)
+    kicks = np.where(voices == KICK)[0]
+    for k, i in enumerate(kicks):  # the bass: a note on every kick, held to the next
+        nxt = times[kicks[k + 1]] if k + 1 < kicks.size else times[i] + 0.5
+        length = float(np.clip(nxt - times[i], 0.08, 0.6))
+        _add(song, times[i], _tone(_hz(ROOTS[bar_of[i] % 4]), length, RENDER_RATE, 0.25, (1.0, 0.6, 0.3, 0.15)),
+             0.25 + 0.35 * velocities[i], RENDER_RATE)
+    if mix == "band":
+        for i in np.where(voices == SNARE)[0]:  # keys: a chord stab on the backbeat
+            root = ROOTS[bar_of[i] % 4] + 24
+            stab = sum(_tone(_hz(root + s), 0.3, RENDER_RATE, 0.12, (1.0, 0.3)) for s in CHORD) / 3
+            _add(song, times[i], stab, 0.15 + 0.25 * velocities[i], RENDER_RATE)
+        chop_n = int(0.05 * RENDER_RATE)
+        for i in np.where(np.isin(voices, (CLOSED_HAT, OPEN_HAT, RIDE)))[0]:  # guitar: muted chops
+            root = ROOTS[bar_of[i] % 4] + 36
+            chop = _tone(_hz(root), 0.05, RENDER_RATE, 0.02, (1.0, 0.7, 0.5, 0.4)) \
+                + 0.3 * rng.standard_normal(chop_n).astype(np.float32) * np.exp(-np.arange(chop_n) / (0.01 * RENDER_RATE)).astype(np.float32)
+            _add(song, times[i], chop, 0.04 + 0.08 * velocities[i], RENDER_RATE)
+    audio = _resample(song, RENDER_RATE, rate)
+    # the band's level steps (dynamics): applied before the noise, which stays where it is
+    level = np.ones(audio.size, np.float32)
+    for bar, db in gains_db:
+        at = int(float(warp(np.array([bar * 4.0]), sc, bpm)[0]) * rate)
+        level[at:] = np.float32(10 ** (db / 20))
+    audio *= level
+    playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2))) if np.any(np.abs(audio) > 1e-4) else 0.1
+    noise = np.cumsum(rng.standard_normal(audio.size)).astype(np.float32)  # brown, then high-passed: a room's rumble and hiss
+    noise = noise - np.convolve(noise, np.ones(64) / 64, mode="same")
+    noise += 0.5 * rng.standard_normal(audio.size).astype(np.float32)
+    noise *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12)
+    audio = audio + noise
+    peak = float(np.max(np.abs(audio)))
+    if peak > 0.9:
+        audio *= 0.9 / peak
+    # the band's beat is where the drummer plays it: the click they heard, moved by their median
+    # lead or lag on the beat lines (a constant per performance; the note-to-note timing stays human)
+    near = np.abs(beats - np.round(beats)) < 0.2
+    lead = float(np.median((beats - np.round(beats))[near])) if near.any() else 0.0
+    beat_index = np.arange(total, dtype=np.float64)
+    audible = np.ones(total, bool)
+    for first, length in sc.breaks:
+        audible[first * 4:(first + length) * 4] = False
+    return Clip(path, scenario, mix, rate, audio.astype(np.float32), bpm, warp(beat_index + lead, sc, bpm), audible,
+                bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm)
+
+
+def f_measure(detected: np.ndarray, truth: np.ndarray, tolerance: float = 0.07) -> float:
+    """Beat F-measure (MIREX): a detection within ``tolerance`` of a true beat matches it, each at most once."""
+    detected = np.sort(np.asarray(detected, dtype=np.float64))
+    truth = np.sort(np.asarray(truth, dtype=np.float64))
+    if detected.size == 0 or truth.size == 0:
+        return 0.0
+    used = np.zeros(detected.size, bool)
+    hits = 0
+    for t in truth:
+        k = np.searchsorted(detected, t)
+        best, where = tolerance + 1, -1
+        for j in (k - 1, k):
+            if 0 <= j < detected.size and not used[j] and abs(detected[j] - t) < best:
+                best, where = abs(detected[j] - t), j
+        if where >= 0 and best <= tolerance:
+            used[where] = True
+            hits += 1
+    precision, recall = hits / detected.size, hits / truth.size
+    return 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
+
+
+def scored_beats(clip: Clip, detected: np.ndarray, skip_beats: int = 8) -> float:
+    """F-measure over the audible beats after the first ``skip_beats`` (MIREX skips the first 5 s;
+    a causal tracker needs a few beats to hear a tempo). Detections in a break are not counted."""
+    idx = np.arange(clip.beats.size)
+    truth = clip.beats[(idx >= skip_beats) & clip.audible]
+    lo = clip.beats[skip_beats] - 0.07
+    silent = np.zeros(np.asarray(detected).size, bool)
+    for first, length in SCENARIOS[clip.scenario].breaks:
+        a, b = clip.beats[first * 4] - 0.07, clip.beats[min((first + length) * 4, clip.beats.size - 1)] - 0.07
+        silent |= (detected > a) & (detected < b)
+    detected = np.asarray(detected)
+    return f_measure(detected[(detected >= lo) & ~silent & (detected <= clip.beats[-1] + 0.07)], truth)

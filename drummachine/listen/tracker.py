@@ -1,0 +1,311 @@
+"""The band's tempo and beat from audio: causal, block by block, numpy only.
+
+Three stages, each one screen of numpy:
+
+1. **Onset strength** — log-magnitude spectral flux every 5 ms (a 32 ms window at ~16 kHz),
+   the low band (bass, kick) counted twice: a band's beat lives in the bass and the backbeat.
+2. **Tempo** — the autocorrelation of the last 6 s of onset strength, read through a comb (the
+   lag and its multiples), over tempi within a window around the tempo the instrument plays,
+   weighted by a prior there and by the last estimate: a blind tracker picks the wrong metrical
+   level (double or half), the instrument knows the song's tempo.
+3. **Beat phase** — the onset strength folded on the beat period over the last 6 beats (newer
+   beats count more), each phase weighted by the tracker's own grid (where it predicted the
+   beat): the phase that rises above the others is the last beat; the next is one period on.
+
+The confidence says how sure that fold is (its peak against its mean) and whether the band plays
+at all (recent onset strength against what it was while playing): a break, a stop or a fill
+drops it, and the follower holds. Times are seconds of the input stream (sample count / rate);
+the listening process puts them on the engine's clock.
+
+Compared with aubio and BTrack in docs/follow.md (benchmarks/follow.py --tracker).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
+FRAME_SECONDS = 0.005  #: onset strength every 5 ms
+WINDOW = 512  #: FFT window at the analysis rate (32 ms)
+#: weight of the spectral flux by frequency: the beat lives in the kick, the bass and the backbeat
+#: more than in the hats (which play the off-beats as much as the beats)
+#: the flux is summed over log-spaced bands, so that the few bins of a kick count as much as the
+#: many of a snare's wires
+N_BANDS = 16
+BAND_EDGES = (40.0, 8000.0)
+BAND_HZ = (60.0, 200.0, 2000.0, 6000.0)
+BAND_WEIGHT = (2.0, 2.0, 1.0, 0.5)
+HISTORY_SECONDS = 8.0
+TEMPO_SECONDS = 6.0  #: autocorrelation window
+PHASE_BEATS = 6  #: beats folded for the phase
+PHASE_DECAY = 0.8  #: weight of each older beat in the fold
+UPDATE_FRAMES = 10  #: estimate every 50 ms
+#: the onset strength peaks before the note is in the middle of the window (its attack fills the
+#: window's newer half first): frame times are moved on by this much,
+#: measured on the steady clips (benchmarks/follow.py --tracker) and taken off every beat time
+ONSET_LAG = -0.007
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the tracker hears, at stream time ``time`` (seconds of input)."""
+
+    time: float
+    bpm: float  #: the band's tempo (0 until heard)
+    next_beat: float  #: the band's next beat, stream seconds (0 until heard)
+    confidence: float  #: 0..1
+    loudness_db: float  #: RMS of the last 400 ms, dBFS
+    onsets_per_second: float  #: onset density over the last 2 s
+
+
+class BeatTracker:
+    """Feed it mono blocks with ``process``; read ``estimate``.
+
+    ``bpm``: the tempo the instrument plays (the prior); ``window``: how far (relative) the band's
+    tempo is looked for around it. ``record_beats``: keep every beat it predicted (for scoring).
+    """
+
+    def __init__(self, rate: int, bpm: float, window: float = 0.15, record_beats: bool = False):
+        self.rate = int(rate)
+        self.factor = max(1, int(round(rate / ANALYSIS_RATE)))
+        self.arate = self.rate / self.factor
+        self.hop = max(1, int(round(self.arate * FRAME_SECONDS)))
+        self.fps = self.arate / self.hop
+        self.window = float(window)
+        self.prior_bpm = float(bpm)
+        self.hann = np.hanning(WINDOW).astype(np.float32)
+        freqs = np.fft.rfftfreq(WINDOW, 1.0 / self.arate)
+        edges = np.geomspace(BAND_EDGES[0], min(BAND_EDGES[1], self.arate / 2), N_BANDS + 1)
+        band_of = np.searchsorted(edges, freqs, side="right") - 1
+        self.bands = np.zeros((freqs.size, N_BANDS), np.float32)  # mean magnitude per band
+        for b in range(N_BANDS):
+            inside = band_of == b
+            if not inside.any():  # a band narrower than a bin: the nearest bin
+                inside = np.arange(freqs.size) == int(np.argmin(np.abs(freqs - np.sqrt(edges[b] * edges[b + 1]))))
+            self.bands[inside, b] = 1.0 / inside.sum()
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        self.band_weight = np.interp(np.log2(centres), np.log2(BAND_HZ), BAND_WEIGHT).astype(np.float32)
+        self.history = np.zeros(int(HISTORY_SECONDS * self.fps), np.float32)  # onset strength, newest last
+        self.frames = 0  # frames computed so far
+        self.pending = np.zeros(0, np.float32)  # decimated samples not yet framed
+        self.carry = np.zeros(0, np.float32)  # raw samples not yet decimated
+        self.samples = 0  # raw samples taken in
+        self.prev_spec = None
+        self.flux_mean = 0.0
+        self.playing_level = 1e-6  # onset strength while the band plays (slow)
+        self.energy = np.zeros(int(0.4 * self.arate), np.float32)
+        self.energy_at = 0
+        self.bpm = 0.0
+        self.next_beat = 0.0
+        self.confidence = 0.0
+        self.record = record_beats
+        self.beats: list[float] = []
+        self._last_emitted = -1.0
+        self._onset_times: list[float] = []
+        self._last_peak_frame = -100
+
+    # --- the prior -------------------------------------------------------------------------------
+
+    def set_prior(self, bpm: float) -> None:
+        """The tempo the instrument plays now (the song's tempo, or where it follows to)."""
+        self.prior_bpm = float(bpm)
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def process(self, block: np.ndarray) -> None:
+        """Take the next mono samples (any length)."""
+        x = np.asarray(block, np.float32).reshape(-1)
+        self.samples += x.size
+        if self.factor > 1:
+            x = np.concatenate([self.carry, x])
+            usable = x.size - x.size % self.factor
+            self.carry = x[usable:]
+            x = x[:usable].reshape(-1, self.factor).mean(axis=1)
+        self._energy(x)
+        buf = np.concatenate([self.pending, x])
+        n = (buf.size - WINDOW) // self.hop + 1 if buf.size >= WINDOW else 0
+        if n <= 0:
+            self.pending = buf
+            return
+        idx = np.arange(WINDOW)[None, :] + self.hop * np.arange(n)[:, None]
+        frames = buf[idx] * self.hann
+        self.pending = buf[n * self.hop:]
+        spec = np.log1p(100.0 * (np.abs(np.fft.rfft(frames, axis=1)) @ self.bands)).astype(np.float32)
+        prev = np.concatenate([[self.prev_spec if self.prev_spec is not None else spec[0]], spec[:-1]])
+        self.prev_spec = spec[-1]
+        flux = (np.maximum(spec - prev, 0.0) * self.band_weight).sum(axis=1)
+        for value in flux.tolist():
+            self._frame(value)
+
+    def _energy(self, x: np.ndarray) -> None:
+        e = self.energy
+        if x.size >= e.size:
+            e[:] = x[-e.size:]
+            self.energy_at = 0
+            return
+        end = self.energy_at + x.size
+        if end <= e.size:
+            e[self.energy_at:end] = x
+        else:
+            cut = e.size - self.energy_at
+            e[self.energy_at:] = x[:cut]
+            e[:end - e.size] = x[cut:]
+        self.energy_at = end % e.size
+
+    def _frame(self, flux: float) -> None:
+        # a causal high-pass: flux above its recent mean is onset strength
+        self.flux_mean += 0.02 * (flux - self.flux_mean)
+        value = max(0.0, flux - self.flux_mean)
+        self.history[:-1] = self.history[1:]
+        self.history[-1] = value
+        self.frames += 1
+        self._peak()
+        if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * 2:
+            self._update()
+        self._emit()
+
+    def _peak(self) -> None:
+        h = self.history
+        if h[-2] > h[-3] and h[-2] >= h[-1] and h[-2] > 0.3 * self.playing_level * 4 \
+                and self.frames - self._last_peak_frame > 0.05 * self.fps:
+            self._last_peak_frame = self.frames - 1
+            self._onset_times.append(self.frame_time(self.frames - 1))
+            if len(self._onset_times) > 64:
+                del self._onset_times[:-64]
+
+    # --- estimates --------------------------------------------------------------------------------
+
+    def frame_time(self, frame: float) -> float:
+        """Stream seconds of a frame's onset (the window's middle, less the onset lag)."""
+        return (frame * self.hop + WINDOW / 2) / self.arate - ONSET_LAG
+
+    def _update(self) -> None:
+        fps = self.fps
+        n = int(TEMPO_SECONDS * fps)
+        x = self.history[-n:].astype(np.float64)
+        recent = float(x[-int(2 * fps):].mean())
+        # the band's playing level: follows up at once, decays over ~20 s of quiet
+        self.playing_level = max(recent, self.playing_level * math.exp(-UPDATE_FRAMES / fps / 20.0), 1e-6)
+        activity = min(1.0, recent / (0.35 * self.playing_level))
+        x = x - x.mean()
+        spec = np.fft.rfft(x, 2 * n)
+        acf = np.fft.irfft(spec * np.conj(spec))[:n]
+        if acf[0] <= 0:
+            self.confidence = 0.0
+            return
+        acf /= acf[0]
+        lo, hi = self.prior_bpm * (1 - self.window), self.prior_bpm * (1 + self.window)
+        bpms = np.arange(lo, hi, 0.1)
+        period = 60.0 * fps / bpms
+        score = np.zeros_like(bpms)
+        for k in (1, 2, 3, 4):
+            lag = period * k
+            ok = lag < n - 1
+            score[ok] += np.interp(lag[ok], np.arange(n), acf)
+        prior = np.exp(-0.5 * (np.log(bpms / self.prior_bpm) / 0.08) ** 2)
+        if self.bpm > 0 and self.confidence > 0.3:
+            prior *= 0.3 + np.exp(-0.5 * (np.log(bpms / self.bpm) / 0.015) ** 2)
+        weighted = np.maximum(score, 0.0) * prior
+        best = int(np.argmax(weighted))
+        if weighted[best] <= 0:
+            self.confidence = 0.0
+            return
+        bpm = float(bpms[best])
+        if 0 < best < bpms.size - 1:
+            a, b, c = weighted[best - 1:best + 2]
+            den = a - 2 * b + c
+            if den < 0:
+                bpm += 0.1 * 0.5 * (a - c) / den
+        if activity > 0.5:
+            self.bpm = bpm if self.bpm == 0 else self.bpm + 0.5 * (bpm - self.bpm)
+        if self.bpm == 0:
+            return
+        self._phase(activity)
+
+    def _phase(self, activity: float) -> None:
+        fps = self.fps
+        tau = 60.0 * fps / self.bpm  # frames per beat
+        h = self.history
+        smooth = np.convolve(h, np.array([0.25, 0.5, 1.0, 0.5, 0.25], np.float32), mode="same")
+        last = h.size - 3  # the newest frame with both smoothing neighbours... nearly
+        phases = np.arange(int(math.ceil(tau)))
+        ks = np.arange(PHASE_BEATS)
+        pos = last - phases[:, None] - ks[None, :] * tau
+        ok = pos >= 0
+        pos = np.clip(pos, 0, h.size - 1)
+        lo = np.floor(pos).astype(int)
+        frac = pos - lo
+        hi_idx = np.minimum(lo + 1, h.size - 1)
+        vals = (smooth[lo] * (1 - frac) + smooth[hi_idx] * frac) * ok
+        fold = (vals * PHASE_DECAY ** ks[None, :]).sum(axis=1)
+        # the tracker's own grid: where it said the last beat would be
+        now_frame = self.frames - 1 - (h.size - 1 - last)
+        if self.next_beat > 0 and self.confidence > 0.3:
+            predicted_last = self.next_beat - 60.0 / self.bpm
+            pred_phase = (self.frame_of(self._wrap_before(predicted_last, now_frame)) - 0.0)
+            d = (now_frame - pred_phase) - phases
+            d = (d + tau / 2) % tau - tau / 2
+            fold = fold * (0.5 + np.exp(-0.5 * (d / (tau / 6)) ** 2))
+        best = int(np.argmax(fold))
+        mean = float(fold.mean())
+        peak = float(fold[best])
+        contrast = 0.0 if peak <= 0 else max(0.0, (peak - mean) / peak)
+        offset = float(best)
+        if 0 < best < fold.size - 1:
+            a, b, c = fold[best - 1:best + 2]
+            den = a - 2 * b + c
+            if den < 0:
+                offset += 0.5 * (a - c) / den
+        last_beat = self.frame_time(now_frame - offset)
+        period = 60.0 / self.bpm
+        next_beat = last_beat + period
+        now = self.frame_time(self.frames)  # roughly "now" in stream time
+        while next_beat <= now:
+            next_beat += period
+        self.confidence = float(np.clip(contrast * 1.6, 0.0, 1.0) * activity)
+        if self.confidence < 0.2 and self.next_beat > 0:
+            # unsure: go on by the last tempo (the follower holds)
+            while self.next_beat <= now:
+                self.next_beat += period
+            return
+        self.next_beat = next_beat
+
+    def frame_of(self, t: float) -> float:
+        return ((t + ONSET_LAG) * self.arate - WINDOW / 2) / self.hop
+
+    def _wrap_before(self, t: float, frame: float) -> float:
+        """``t`` moved by whole beats to the last beat at or before ``frame``."""
+        period = 60.0 / self.bpm
+        now = self.frame_time(frame)
+        while t > now:
+            t -= period
+        while t + period <= now:
+            t += period
+        return t
+
+    def _emit(self) -> None:
+        """Beats whose predicted time has come are final (what a real-time follower would have used)."""
+        if self.next_beat <= 0 or self.bpm <= 0:
+            return
+        now = self.frame_time(self.frames)
+        if now >= self.next_beat:
+            t = self.next_beat
+            if t - self._last_emitted > 0.5 * 60.0 / self.bpm:
+                if self.record:
+                    self.beats.append(t)
+                self._last_emitted = t
+            self.next_beat = t + 60.0 / self.bpm
+
+    @property
+    def now(self) -> float:
+        return self.samples / self.rate
+
+    def estimate(self) -> Estimate:
+        rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
+        loud = 20 * math.log10(max(rms, 1e-6))
+        recent = [t for t in self._onset_times if t > self.now - 2.0]
+        return Estimate(self.now, round(self.bpm, 3), self.next_beat, round(self.confidence, 3), round(loud, 2),
+                        len(recent) / 2.0)
