@@ -48,6 +48,24 @@ def test_the_socket_is_private_and_a_second_engine_is_refused(tmp_path):
     assert path.read_text() == "mine"
 
 
+def test_a_second_engine_listens_beside_the_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    first, sock1, notice1 = host.listen()
+    second, sock2, notice2 = host.listen()
+    try:
+        assert first == tmp_path / "drummachine" / "engine.sock" and not notice1
+        assert second.name == f"engine-{os.getpid()}.sock" and f"attach --socket {second}" in notice2
+        assert host.find_engine() == first
+        sock1.close()
+        first.unlink()
+        assert host.find_engine() == second, "the one engine that answers"
+        with pytest.raises(DrumMachineError, match="an engine is already playing here"):
+            host.listen(str(second))  # a socket given by name is never swapped for another
+    finally:
+        sock1.close()
+        sock2.close()
+
+
 def test_a_folder_of_another_user_is_refused(tmp_path):
     if os.getuid() != 0:
         pytest.skip("needs root to give a folder away")

@@ -48,14 +48,14 @@ def cmd_attach(args) -> int:
 
     if not sys.stdout.isatty():
         raise DrumMachineError("attach", "needs a terminal (the stage UI draws on it)")
-    return run_ui(host.SocketClient(host.socket_path(args.socket)))
+    return run_ui(host.SocketClient(host.find_engine(args.socket)))
 
 
 def cmd_stop(args) -> int:
     """Stop the engine that is playing (all notes off), whether a UI is attached or not."""
     from drummachine.live import host
 
-    path = host.socket_path(args.socket)
+    path = host.find_engine(args.socket)
     client = host.SocketClient(path)
     pid = client.pid
     if not client.quit(timeout=args.timeout):

@@ -80,8 +80,11 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
     from drummachine.live.session import Session, status_line
 
     t0 = time.perf_counter()
-    path = host.socket_path(args.socket)
-    listener = host.bind(path)  # before anything opens: a second engine is refused at once
+    path, listener, notice = host.listen(args.socket)  # before anything opens: a bad --socket fails at once
+    if notice:
+        logging.warning("%s", notice)
+        if ready is None:
+            print(f"drummachine: {notice}", file=sys.stderr)
     try:
         tuning.for_real_time()
         with Session(opts) as session:

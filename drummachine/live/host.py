@@ -42,6 +42,8 @@ SNAPSHOT_SECONDS = 0.025  #: a snapshot to each attached UI 40 times a second
 IDLE_SECONDS = 0.05  #: the housekeeping tick with nobody attached
 MAX_LINE = 1 << 20  #: a UI line longer than this is not a command: the UI is dropped
 SOCKET_NAME = "engine.sock"
+#: where the systemd unit (deploy/drummachine.service) has the engine listen: RuntimeDirectory=drummachine
+SYSTEM_SOCKET = Path("/run/drummachine") / SOCKET_NAME
 PROTOCOL = 1
 
 
@@ -86,6 +88,57 @@ def socket_path(given: str | None = None) -> Path:
     return runtime_dir() / SOCKET_NAME
 
 
+def listen(given: str | None = None) -> tuple[Path, socket.socket, str]:
+    """Bind the engine's socket: ``--socket PATH``, else the runtime folder's ``engine.sock``, else
+    (another engine plays there) ``engine-PID.sock`` beside it, with a notice saying so: a second
+    engine is allowed (two drum modules, parallel tests), and ``attach`` finds either."""
+    path = socket_path(given)
+    try:
+        return path, bind(path), ""
+    except DrumMachineError as exc:
+        if given or "already playing" not in str(exc):
+            raise
+    own = path.with_name(f"engine-{os.getpid()}.sock")
+    return own, bind(own), f"another engine plays at {path}; this one listens on {own} " \
+        f"(drummachine attach --socket {own})"
+
+
+def find_engine(given: str | None = None) -> Path:
+    """The socket ``attach`` and ``stop`` use: ``--socket``, else ``engine.sock`` in the runtime
+    folder, else the systemd unit's or the /tmp one's (an SSH login has an $XDG_RUNTIME_DIR that a
+    service started at boot has not), else the one engine-PID.sock that answers (several: one
+    clear line naming them)."""
+    path = socket_path(given)
+    if given or _answers(path):
+        return path
+    for other in (SYSTEM_SOCKET, Path(tempfile.gettempdir()) / f"drummachine-{os.getuid()}" / SOCKET_NAME):
+        try:
+            if other != path and other.exists() and private_folder(other.parent) and _answers(other):
+                return other
+        except DrumMachineError:
+            continue  # not this user's: never talked to
+    found = sorted(p for p in path.parent.glob("engine-*.sock") if _answers(p))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise DrumMachineError(str(path.parent), "several engines are playing; choose one with --socket: "
+                               + ", ".join(map(str, found)))
+    return path
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        probe.sendall(_line({"probe": True}))  # the engine then logs no UI going
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def _peer(conn: socket.socket) -> tuple[int, int]:
     """The connecting process's pid and uid, as the kernel says (SO_PEERCRED)."""
     try:
@@ -108,6 +161,7 @@ def bind(path: Path) -> socket.socket:
         probe.settimeout(2.0)
         try:
             probe.connect(str(path))
+            probe.sendall(_line({"probe": True}))
             raise DrumMachineError(str(path), "an engine is already playing here: `drummachine attach` to "
                                    "see it, `drummachine stop` to stop it")
         except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
@@ -138,6 +192,7 @@ class _Attached:
     def __init__(self, host: "EngineHost", conn: socket.socket, pid: int):
         self.host, self.conn, self.pid = host, conn, pid
         self.alive = True
+        self.probe = False
         self.sent_seq = 0
         self.replies: list[bytes] = []
         self.conn.settimeout(5.0)  # a UI that takes no snapshot for 5 s is dropped, never waited for
@@ -278,6 +333,9 @@ class EngineHost:
             self.bad_lines += 1
             log.warning("UI pid %d: a line that is not a JSON object (%s): ignored", client.pid, exc)
             return
+        if msg.get("probe"):  # someone looking for an engine, not a UI
+            client.probe = True
+            return
         if msg.get("quit"):
             self.quit_by = f"quit asked by pid {client.pid}"
             return
@@ -300,7 +358,7 @@ class EngineHost:
                 return
             self.clients.remove(client)
         self.detaches += 1
-        if not self._closing and self.quit_by is None:
+        if not self._closing and self.quit_by is None and not client.probe:
             log.warning("UI detached (pid %d: %s): playing on headless; `drummachine attach` brings a UI "
                         "back, `drummachine stop` stops the engine", client.pid, how)
         threading.Thread(target=client.close, args=(None,), name="ui-close", daemon=True).start()
