@@ -42,6 +42,7 @@ HISTORY_SECONDS = 8.0
 TEMPO_SECONDS = 6.0  #: autocorrelation window
 PHASE_BEATS = 6  #: beats folded for the phase
 PHASE_DECAY = 0.8  #: weight of each older beat in the fold
+PRIOR_WIDTH = 0.08  #: the tempo prior's width around the instrument's tempo (log scale, ~8%)
 UPDATE_FRAMES = 10  #: estimate every 50 ms
 #: the onset strength peaks before the note is in the middle of the window (its attack fills the
 #: window's newer half first): frame times are moved on by this much,
@@ -76,6 +77,7 @@ class BeatTracker:
         self.fps = self.arate / self.hop
         self.window = float(window)
         self.prior_bpm = float(bpm)
+        self.prior_width = PRIOR_WIDTH
         self.hann = np.hanning(WINDOW).astype(np.float32)
         freqs = np.fft.rfftfreq(WINDOW, 1.0 / self.arate)
         edges = np.geomspace(BAND_EDGES[0], min(BAND_EDGES[1], self.arate / 2), N_BANDS + 1)
@@ -205,7 +207,7 @@ class BeatTracker:
             lag = period * k
             ok = lag < n - 1
             score[ok] += np.interp(lag[ok], np.arange(n), acf)
-        prior = np.exp(-0.5 * (np.log(bpms / self.prior_bpm) / 0.08) ** 2)
+        prior = np.exp(-0.5 * (np.log(bpms / self.prior_bpm) / self.prior_width) ** 2)
         if self.bpm > 0 and self.confidence > 0.3:
             prior *= 0.3 + np.exp(-0.5 * (np.log(bpms / self.bpm) / 0.015) ** 2)
         weighted = np.maximum(score, 0.0) * prior

@@ -1,0 +1,129 @@
+"""Follow the band (issue 13), measured.
+
+``--tracker``: the beat trackers side by side on the same clips (benchmarks/follow_material.py:
+validation-split drummers, five tempo curves, two mixes): beat F-measure at ±70 ms per scenario,
+and CPU time per second of audio. Causal: a beat counts at the time predicted before it came.
+
+``--instrument``: the whole instrument on a real JACK server: a player client feeds a clip into
+drummachine's listening process, the engine plays (stand-in generator) and follows, a recorder
+takes the MIDI out; the drummer's beats against the band's.
+
+    python benchmarks/follow.py --tracker --out benchmarks/follow_tracker.json
+    python benchmarks/follow.py --instrument --out benchmarks/follow.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import follow_material as material  # noqa: E402
+
+
+def track_own(clip, block: int = 256) -> np.ndarray:
+    from drummachine.listen.tracker import BeatTracker
+
+    tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True)
+    for i in range(0, clip.audio.size, block):
+        tracker.process(clip.audio[i:i + block])
+    return np.array(tracker.beats)
+
+
+def track_own_blind(clip, block: int = 256) -> np.ndarray:
+    """The same tracker told nothing: a wide window (50..220 bpm) around a neutral 120."""
+    from drummachine.listen.tracker import BeatTracker
+
+    tracker = BeatTracker(clip.rate, 120.0, window=0.6, record_beats=True)
+    tracker.prior_width = 10.0
+    for i in range(0, clip.audio.size, block):
+        tracker.process(clip.audio[i:i + block])
+    return np.array(tracker.beats)
+
+
+def track_aubio(clip, hop: int = 256) -> np.ndarray:
+    """aubio's causal tempo tracker, as shipped (method "default", 1024-sample window)."""
+    import aubio
+
+    tempo = aubio.tempo("default", 1024, hop, clip.rate)
+    beats = []
+    audio = clip.audio
+    for i in range(0, audio.size - hop + 1, hop):
+        if tempo(np.ascontiguousarray(audio[i:i + hop])):
+            beats.append(float(tempo.get_last_s()))
+    return np.array(beats)
+
+
+TRACKERS = {"own": track_own, "own-blind": track_own_blind, "aubio": track_aubio}
+
+
+def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
+    perfs = material.validation_performances(performances)
+    rows = []
+    for mix in mixes:
+        for scenario in scenarios:
+            for path, bpm in perfs:
+                clip = material.make_clip(path, bpm, scenario, mix)
+                row = {"mix": mix, "scenario": scenario, "performance": path, "bpm": bpm, "seconds": round(clip.seconds, 2)}
+                for name in trackers:
+                    t0 = time.process_time()
+                    try:
+                        beats = TRACKERS[name](clip)
+                    except ImportError as exc:
+                        row[name] = None
+                        row[f"{name}_error"] = str(exc)
+                        continue
+                    cpu = time.process_time() - t0
+                    row[name] = round(material.scored_beats(clip, beats), 4)
+                    row[f"{name}_cpu_per_s"] = round(cpu / clip.seconds, 5)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    summary = {}
+    for mix in mixes:
+        for name in trackers:
+            per = {}
+            for scenario in scenarios:
+                vals = [r[name] for r in rows if r["mix"] == mix and r["scenario"] == scenario and r.get(name) is not None]
+                per[scenario] = round(float(np.mean(vals)), 4) if vals else None
+            vals = [r[name] for r in rows if r["mix"] == mix and r.get(name) is not None]
+            per["all"] = round(float(np.mean(vals)), 4) if vals else None
+            cpu = [r[f"{name}_cpu_per_s"] for r in rows if r["mix"] == mix and f"{name}_cpu_per_s" in r]
+            per["cpu_per_s"] = round(float(np.mean(cpu)), 5) if cpu else None
+            summary[f"{mix}/{name}"] = per
+    return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": perfs, "summary": summary, "clips": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tracker", action="store_true", help="compare the beat trackers on the clips")
+    ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
+    ap.add_argument("--performances", type=int, default=8)
+    ap.add_argument("--mixes", default=",".join(material.MIXES))
+    ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
+    ap.add_argument("--trackers", default=",".join(TRACKERS))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.tracker:
+        result["tracker"] = tracker_table(args.performances, args.mixes.split(","), args.scenarios.split(","),
+                                          args.trackers.split(","))
+        print(json.dumps(result["tracker"]["summary"], indent=1))
+    if args.instrument:
+        import follow_instrument
+
+        result["instrument"] = follow_instrument.run(args)
+        print(json.dumps(result["instrument"]["summary"], indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

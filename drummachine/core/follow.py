@@ -1,0 +1,228 @@
+"""Following the band: what the engine does with what the listening process hears.
+
+The drummer leads the feel, the band leads the tempo. Given the band's reading (tempo, next
+beat, confidence, loudness, onset density: ``BandReading``, on the engine's clock) and where the
+engine's own next beat falls, ``Follower.on_beat`` says once per beat how to move the transport:
+
+- modes (``MODES``): ``off``; ``tempo`` (the band's tempo, the machine's own phase); ``beat``
+  (tempo and beat phase); ``all`` (tempo, phase and dynamics);
+- the tempo stays within a window around the song's (±10% by default) and moves by at most
+  ~2% per bar (a quarter of that per beat), unless the band really jumped: a steady difference
+  larger than ``jump`` for ``jump_beats`` beats is taken at once;
+- the phase is corrected a few milliseconds per beat at most (``max_phase_step``): no audible jump;
+- holding: when the confidence drops (a break, a stop, a fill, a lost input) or the readings stop
+  coming, the tempo and phase stay as they are and the machine plays on; it re-locks when the
+  confidence has been back for ``relock_readings`` readings;
+- dynamics (mode ``all``): the band's loudness over the last bar against its long-term level,
+  and its onset density likewise, give an intensity offset within ``±intensity_range``, bar by
+  bar; the engine adds it to the knob's offset (the pedal and the knob still move it).
+
+Pure logic: numbers in, a ``Correction`` out; the engine applies it (core.command_handlers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MODES = ("off", "tempo", "beat", "all")
+# states shown on stage
+OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """How the machine follows. Defaults in code; ``--follow-range`` and the song may override."""
+
+    mode: str = "off"
+    window: float = 0.10  #: the band's tempo is followed within ±this (relative) of the song's
+    max_tempo_per_bar: float = 0.02  #: the largest relative tempo change in one bar (no jump)
+    jump: float = 0.025  #: a difference this large (relative) held for ``jump_beats`` beats is a jump
+    jump_beats: int = 3
+    max_phase_step: float = 0.005  #: seconds of phase correction per beat at most
+    phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
+    lock_confidence: float = 0.5  #: readings at least this sure count towards a lock
+    hold_confidence: float = 0.3  #: below this the machine holds
+    lock_readings: int = 8  #: sure readings in a row to lock from cold (50 ms apart: ~0.4 s)
+    relock_readings: int = 4  #: ... to re-lock after holding
+    stale_seconds: float = 0.5  #: no reading for this long (the input is gone): hold
+    intensity_range: float = 0.4  #: dynamics move the intensity within ±this
+    db_per_range: float = 8.0  #: this many dB louder than the band's usual level = +range
+    reference_bars: float = 16.0  #: the band's usual level: an average over about this many bars
+
+
+@dataclass(frozen=True)
+class BandReading:
+    """One reading of the listening process, on the engine's clock."""
+
+    time: float  #: when the audio it describes was heard (input latency taken off)
+    bpm: float  #: 0 until heard
+    next_beat: float  #: the band's next beat (0 until heard)
+    confidence: float
+    loudness_db: float
+    onsets_per_second: float
+    seq: int = 0  #: the listening process's reading number
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What to do at the engine's next beat: play it at ``beat_time`` (None: where it is) with
+    tempo ``bpm`` from there; ``intensity``: the dynamics' offset (None: unchanged)."""
+
+    bpm: float
+    beat_time: float | None = None
+    intensity: float | None = None
+
+
+@dataclass(frozen=True)
+class FollowStatus:
+    """For the stage display."""
+
+    mode: str = "off"
+    state: str = OFF
+    band_bpm: float = 0.0
+    phase_ms: float = 0.0  #: the band's beat minus ours, last beat
+    confidence: float = 0.0
+    intensity: float = 0.0  #: the dynamics' offset
+
+
+def clamp(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def wrapped_error(band_beat: float, our_beat: float, period: float) -> float:
+    """The band's beat nearest to ours, minus ours (within half a beat)."""
+    e = band_beat - our_beat
+    return e - period * math.floor(e / period + 0.5)
+
+
+class Follower:
+    """The policy: readings in (``hear``), a correction per beat out (``on_beat``)."""
+
+    def __init__(self, config: FollowConfig = FollowConfig(), song_bpm: float = 120.0):
+        self.config = config
+        self.mode = config.mode
+        self.song_bpm = float(song_bpm)
+        self.reading: BandReading | None = None
+        self.sure = 0  # sure readings in a row
+        self.locked = False
+        self.ever_locked = False
+        self.beyond = 0  # beats in a row the band was a jump away
+        self.phase_error = 0.0
+        self.intensity = 0.0
+        self.bar_loudness: list[float] = []
+        self.bar_density: list[float] = []
+        self.reference_db: float | None = None
+        self.reference_density: float | None = None
+
+    # --- input ------------------------------------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(mode)
+        self.mode = mode
+        if mode != "all":
+            self.intensity = 0.0
+
+    def set_song_tempo(self, bpm: float) -> None:
+        self.song_bpm = float(bpm)
+
+    def hear(self, reading: BandReading) -> None:
+        """A new reading from the listening process."""
+        if self.reading is not None and reading.seq and reading.seq == self.reading.seq:
+            return
+        self.reading = reading
+        c = self.config
+        sure = reading.confidence >= c.lock_confidence and reading.bpm > 0 and self.in_window(reading.bpm)
+        self.sure = self.sure + 1 if sure else 0
+        if self.locked and (reading.confidence < c.hold_confidence or not self.in_window(reading.bpm)):
+            self.locked = False
+        needed = c.relock_readings if self.ever_locked else c.lock_readings
+        if not self.locked and self.sure >= needed:
+            self.locked = self.ever_locked = True
+        if self.locked:  # the band's level while it plays (holding: a break is not a quiet verse)
+            self.bar_loudness.append(reading.loudness_db)
+            self.bar_density.append(reading.onsets_per_second)
+
+    def in_window(self, bpm: float) -> bool:
+        w = self.config.window + 0.01  # the tracker's estimate may overshoot the edge a little
+        return self.song_bpm * (1 - w) <= bpm <= self.song_bpm * (1 + w)
+
+    def following(self, now: float) -> bool:
+        """Locked, and the readings still coming."""
+        r = self.reading
+        return self.locked and r is not None and now - r.time <= self.config.stale_seconds
+
+    def state(self, now: float) -> str:
+        if self.mode == "off":
+            return OFF
+        if self.following(now):
+            return FOLLOWING
+        return HOLDING if self.ever_locked else LISTENING
+
+    def status(self, now: float) -> FollowStatus:
+        r = self.reading
+        return FollowStatus(self.mode, self.state(now), round(r.bpm, 2) if r else 0.0,
+                            round(self.phase_error * 1000, 1), round(r.confidence, 2) if r else 0.0,
+                            round(self.intensity, 2))
+
+    # --- output -----------------------------------------------------------------------------
+
+    def band_beat_after(self, t: float) -> float | None:
+        """The band's first beat at or after ``t`` (None when not locked)."""
+        r = self.reading
+        if r is None or r.bpm <= 0 or r.next_beat <= 0:
+            return None
+        period = 60.0 / r.bpm
+        return r.next_beat + period * math.ceil((t - r.next_beat) / period)
+
+    def on_beat(self, our_beat: float, our_bpm: float, now: float, bar_line: bool = False) -> Correction | None:
+        """Called once per beat of the engine, before ``our_beat`` (its time) is handed out.
+        ``bar_line``: that beat starts a bar (the dynamics move there). None: leave it."""
+        if self.mode == "off":
+            return None
+        intensity = self._dynamics() if bar_line and self.mode == "all" else None
+        if not self.following(now):
+            self.beyond = 0
+            return None if intensity is None else Correction(our_bpm, None, intensity)
+        r = self.reading
+        c = self.config
+        lo, hi = self.song_bpm * (1 - c.window), self.song_bpm * (1 + c.window)
+        target = clamp(r.bpm, lo, hi)
+        diff = target / our_bpm - 1.0
+        self.beyond = self.beyond + 1 if abs(diff) > c.jump else 0
+        if self.beyond >= c.jump_beats:  # the band really jumped: take its tempo at once
+            bpm = target
+            self.beyond = 0
+        elif self.beyond:  # a jump, or a moment's wrong reading: wait and see before moving
+            bpm = our_bpm
+        else:
+            step = c.max_tempo_per_bar / 4.0  # per beat
+            bpm = our_bpm * (1.0 + clamp(diff, -step, step))
+        beat_time = None
+        if self.mode in ("beat", "all"):
+            period = 60.0 / our_bpm
+            self.phase_error = wrapped_error(r.next_beat, our_beat, period)
+            move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
+            beat_time = our_beat + move
+        return Correction(bpm, beat_time, intensity)
+
+    def _dynamics(self) -> float | None:
+        """At a bar line: the band's last bar against its usual level -> the intensity offset."""
+        if not self.bar_loudness:
+            return None
+        c = self.config
+        # loudness is averaged as power, in dB
+        loud = 10 * math.log10(sum(10 ** (db / 10) for db in self.bar_loudness) / len(self.bar_loudness))
+        density = sum(self.bar_density) / len(self.bar_density)
+        self.bar_loudness, self.bar_density = [], []
+        if self.reference_db is None:
+            self.reference_db, self.reference_density = loud, density
+            return self.intensity
+        level = (loud - self.reference_db) / c.db_per_range
+        busy = math.log2((density + 0.5) / (self.reference_density + 0.5))
+        self.intensity = clamp((0.8 * level + 0.2 * busy) * c.intensity_range, -c.intensity_range, c.intensity_range)
+        k = 1.0 / c.reference_bars
+        self.reference_db += k * (loud - self.reference_db)
+        self.reference_density += k * (density - self.reference_density)
+        return round(self.intensity, 3)

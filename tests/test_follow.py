@@ -1,0 +1,180 @@
+"""The following policy (core.follow): a simulated band's readings in, the engine's beats out.
+
+The band here is a tempo curve and a confidence per beat (unit tests of logic); the real band
+(warped drummers through the tracker and the engine on JACK) is in test_listen.py and
+benchmarks/follow.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drummachine.core.follow import (FOLLOWING, HOLDING, LISTENING, MODES, OFF, BandReading, FollowConfig,
+                                     Follower, wrapped_error)
+
+SONG = 120.0
+READING_EVERY = 0.05
+
+
+def band_beats(tempo, beats: int, start: float = 0.0) -> np.ndarray:
+    """Times of the band's beats under ``tempo(beat) -> bpm``."""
+    t = [start]
+    for b in range(beats):
+        t.append(t[-1] + 60.0 / tempo(b))
+    return np.array(t)
+
+
+def play(follower: Follower, band: np.ndarray, *, our_start: float = 0.0, our_bpm: float = SONG,
+         confidence=lambda t: 0.9, loudness=lambda t: -20.0, reading_lag: float = 0.0, stop_readings_at=None):
+    """Run the engine's beats against the band's: readings every 50 ms, a correction per beat.
+    Returns per beat: (our beat time, our bpm, band's nearest beat minus ours, correction)."""
+    our, bpm = our_start, our_bpm
+    t = 0.0
+    seq = 0
+    out = []
+    beat = 0
+    while our < band[-2]:
+        now = our - 0.06  # the engine asks just before it hands the beat out
+        while t <= now:
+            if stop_readings_at is None or t < stop_readings_at:
+                k = int(np.searchsorted(band, t - reading_lag, side="right"))
+                seq += 1
+                local = 60.0 / (band[k] - band[k - 1]) if 0 < k < band.size else 0.0
+                follower.hear(BandReading(t, local, band[min(k, band.size - 1)], confidence(t), loudness(t), 4.0, seq))
+            t += READING_EVERY
+        corr = follower.on_beat(our, bpm, now, bar_line=beat % 4 == 0)
+        if corr is not None:
+            our = corr.beat_time if corr.beat_time is not None else our
+            bpm = corr.bpm
+        k = int(np.argmin(np.abs(band - our)))
+        out.append((our, bpm, band[k] - our, corr))
+        our += 60.0 / bpm
+        beat += 1
+    return out
+
+
+def test_modes_table():
+    assert MODES == ("off", "tempo", "beat", "all")
+    f = Follower(FollowConfig(mode="off"), SONG)
+    f.hear(BandReading(0.0, 120.0, 0.5, 0.9, -20.0, 4.0, 1))
+    assert f.on_beat(0.5, 120.0, 0.4) is None
+    assert f.state(0.4) == OFF
+    with pytest.raises(ValueError):
+        f.set_mode("loud")
+
+
+def test_wrapped_error_takes_the_nearest_band_beat():
+    assert wrapped_error(10.02, 9.5, 0.5) == pytest.approx(0.02)
+    assert wrapped_error(9.27, 9.5, 0.5) == pytest.approx(0.27 - 0.5)
+
+
+def test_locks_after_enough_sure_readings_and_not_before():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    for i in range(FollowConfig().lock_readings - 1):
+        f.hear(BandReading(i * 0.05, 120.0, 0.5, 0.9, -20.0, 4.0, i + 1))
+    assert f.state(0.4) == LISTENING
+    f.hear(BandReading(0.4, 120.0, 0.5, 0.9, -20.0, 4.0, 99))
+    assert f.state(0.4) == FOLLOWING
+
+
+def test_phase_is_corrected_gradually_never_more_than_a_few_ms_per_beat():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    band = band_beats(lambda b: SONG, 160, start=0.08)  # the band is 80 ms late on the machine
+    run = play(f, band)
+    ours = np.array([r[0] for r in run])
+    moves = np.abs(np.diff(ours) - 0.5)
+    assert moves.max() <= FollowConfig().max_phase_step + 1e-9
+    errors = np.abs([r[2] for r in run])
+    assert errors[:4].min() > 0.07  # not snapped
+    assert errors[-40:].max() < 0.002  # but there in the end
+
+
+def test_tempo_follows_smoothly_within_two_percent_per_bar():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    band = band_beats(lambda b: SONG * (1 + 0.06 * min(1.0, b / 64)), 140)  # 6% over 16 bars
+    run = play(f, band)
+    bpm = np.array([r[1] for r in run])
+    per_bar = np.abs(bpm[4:] / bpm[:-4] - 1)
+    assert per_bar.max() <= 0.02 + 1e-9
+    assert bpm[-1] == pytest.approx(SONG * 1.06, rel=0.005)
+    assert np.abs([r[2] for r in run][-30:]).max() < 0.015
+
+
+def test_tempo_stays_in_the_window_around_the_song():
+    f = Follower(FollowConfig(mode="tempo", window=0.10), SONG)
+    band = band_beats(lambda b: SONG * 1.08, 80)
+    run = play(f, band)
+    assert run[-1][1] == pytest.approx(SONG * 1.08, rel=0.003)
+    # a band well outside the window is not followed at all (another song, a wrong tracker level)
+    f = Follower(FollowConfig(mode="tempo", window=0.10), SONG)
+    run = play(f, band_beats(lambda b: SONG * 1.5, 60))
+    assert {r[1] for r in run} == {SONG}
+    assert f.state(run[-1][0]) == LISTENING
+
+
+def test_tempo_mode_keeps_the_machines_phase():
+    f = Follower(FollowConfig(mode="tempo"), SONG)
+    run = play(f, band_beats(lambda b: SONG, 40, start=0.1))
+    assert all(r[3] is None or r[3].beat_time is None for r in run)
+    assert np.abs([r[2] for r in run]).min() > 0.09
+
+
+def test_a_real_jump_is_taken_at_once():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    run = play(f, band_beats(lambda b: SONG if b < 32 else SONG * 1.03, 80))
+    bpm = np.array([r[1] for r in run])
+    changes = np.abs(bpm[1:] / bpm[:-1] - 1)
+    assert changes.max() > 0.02  # one step, not ten
+    jump_at = int(np.argmax(changes))
+    assert 32 <= jump_at <= 32 + FollowConfig().jump_beats + 2
+    assert bpm[-1] == pytest.approx(SONG * 1.03, rel=0.003)
+
+
+def test_holds_through_a_break_and_relocks_when_the_band_returns():
+    band = band_beats(lambda b: SONG if b < 40 else SONG * 1.02, 90)
+    gone = (band[40], band[48])  # two bars of silence
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    run = play(f, band, confidence=lambda t: 0.05 if gone[0] <= t < gone[1] else 0.9)
+    ours = np.array([r[0] for r in run])
+    bpm = np.array([r[1] for r in run])
+    inside = (ours >= gone[0] + 0.1) & (ours < gone[1])
+    assert inside.sum() >= 6
+    assert np.ptp(bpm[inside]) == 0.0  # held
+    assert all(r[3] is None for r, i in zip(run, inside) if i)
+    after = np.where(ours >= gone[1])[0]
+    # re-locked within 2 beats of the band's return: correcting again
+    assert any(run[i][3] is not None for i in after[:2])
+    assert bpm[-1] == pytest.approx(SONG * 1.02, rel=0.004)
+
+
+def test_readings_that_stop_coming_mean_holding():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    band = band_beats(lambda b: SONG, 60)
+    run = play(f, band, stop_readings_at=10.0)
+    assert f.state(run[-1][0]) == HOLDING
+    late = [r for r in run if r[0] > 10.0 + FollowConfig().stale_seconds + 0.1]
+    assert late and all(r[3] is None for r in late)
+    assert {r[1] for r in late} == {late[0][1]}
+
+
+def test_dynamics_move_the_intensity_within_two_bars_and_back():
+    band = band_beats(lambda b: SONG, 200)
+    quiet = (band[64], band[96])  # bars 16..24 are 10 dB down
+    f = Follower(FollowConfig(mode="all"), SONG)
+    run = play(f, band, loudness=lambda t: -30.0 if quiet[0] <= t < quiet[1] else -20.0)
+    ours = np.array([r[0] for r in run])
+    intensity = [(o, r[3].intensity) for o, r in zip(ours, run) if r[3] is not None and r[3].intensity is not None]
+    before = [i for o, i in intensity if o < quiet[0]]
+    assert before and abs(before[-1]) < 0.05
+    two_bars = 2 * 4 * 0.5 + 0.01
+    down = [i for o, i in intensity if quiet[0] < o <= quiet[0] + two_bars]
+    assert min(down) < -0.25
+    up = [i for o, i in intensity if quiet[1] < o <= quiet[1] + two_bars]
+    assert up[-1] > -0.05
+
+
+def test_dynamics_only_in_mode_all():
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    run = play(f, band_beats(lambda b: SONG, 60), loudness=lambda t: -40.0 if t > 10 else -20.0)
+    assert all(r[3] is None or r[3].intensity is None for r in run)
