@@ -12,6 +12,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.places import shipped
 
 DEMO_MIDI = shipped("examples", "demo.mid")
+MAX_RENDER_SECONDS = 30 * 60  #: the Groove MIDI Dataset's longest performance is 23 minutes
 
 
 def _kit(args):
@@ -63,6 +64,11 @@ def cmd_render(args) -> int:
     t0 = time.perf_counter()
     src = Path(args.input) if args.input else DEMO_MIDI
     perf = read_midi(src)
+    # the mix is held whole in memory (about 28 bytes a frame at its peak: 2 GB for 30 minutes)
+    last = float(perf.seconds().max())
+    if last > MAX_RENDER_SECONDS:
+        raise DrumMachineError(str(src), f"its last note is {last / 60:.0f} minutes in; render takes up to "
+                               f"{MAX_RENDER_SECONDS // 60} minutes")
     kit = _kit(args)
     lut = np.full(128, -1, dtype=np.int64)
     for note, voice in input_map(args.map).items():
@@ -113,7 +119,10 @@ def cmd_dataset_build(args) -> int:
         raise DrumMachineError(str(out), "the dataset file must end in .npz")
     check_folder(out)  # before the build, not after it
     dataset, report = corpus.build(args.data, progress=None if args.quiet else corpus.print_progress)
-    atomic_write(out, lambda tmp: dataset.save(open(tmp, "wb")))
+    def save(tmp):
+        with open(tmp, "wb") as f:  # closed (flushed) before atomic_write renames it into place
+            dataset.save(f)
+    atomic_write(out, save)
     print(report.summary())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -17,6 +17,7 @@ from drummachine.core.groove import groove_from_notes
 from drummachine.core.voices import input_map
 from drummachine.midi.files import read_midi
 
+INDEX_COLUMNS = {"drummer", "style", "bpm", "beat_type", "time_signature", "midi_filename", "split"}
 MIN_FILL_HITS = 4  # the fill of a labelled fill performance is its last bar with at least this many hits
 
 
@@ -66,10 +67,20 @@ def _rows(data_dir: Path) -> list[dict]:
             rows = list(csv.DictReader(f))
     except OSError as exc:
         raise DrumMachineError(str(info), f"cannot read the dataset index ({exc.strerror or exc})") from None
-    need = {"drummer", "style", "bpm", "beat_type", "time_signature", "midi_filename", "split"}
-    if not rows or not need <= set(rows[0]):
-        raise DrumMachineError(str(info), f"not a Groove MIDI Dataset index; needs columns {', '.join(sorted(need))}")
+    except UnicodeDecodeError as exc:
+        raise DrumMachineError(str(info), f"the dataset index is not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DrumMachineError(str(info), f"the dataset index is not CSV ({exc})") from None
+    if not rows or not INDEX_COLUMNS <= set(rows[0]):
+        raise DrumMachineError(str(info), f"not a Groove MIDI Dataset index; needs columns "
+                               f"{', '.join(sorted(INDEX_COLUMNS))}")
     return rows
+
+
+def _row_problem(row: dict) -> str | None:
+    """Why a row of the index cannot be used (a short row leaves columns empty or None)."""
+    empty = sorted(k for k in INDEX_COLUMNS if not isinstance(row.get(k), str) or not row[k])
+    return f"row without {', '.join(empty)}" if empty else None
 
 
 def build(data_dir: str | Path, progress=None) -> tuple[Dataset, Report]:
@@ -83,9 +94,13 @@ def build(data_dir: str | Path, progress=None) -> tuple[Dataset, Report]:
     start = 0
     labelled_fill, labelled_lead, beat_bars = [], [], []
     for n, row in enumerate(rows):
-        rel = row["midi_filename"]
+        rel = row.get("midi_filename") or f"info.csv row {n + 2}"
         if progress:
             progress(n + 1, len(rows), rel)
+        problem = _row_problem(row)
+        if problem:
+            report.skipped.append((rel, problem))
+            continue
         try:
             perf = read_midi(data_dir / rel)
             if not perf.constant_tempo:

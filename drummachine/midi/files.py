@@ -127,6 +127,9 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file readable by its owner only; the result gets the mode any new file
+        # would (the umask's), or keeps the one of the file it replaces
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -134,6 +137,19 @@ def atomic_write(path: str | Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_midi(path: str | Path, notes: Notes, bpm: float, meter: Meter = Meter(), channel: int = 10,

@@ -320,6 +320,7 @@ class MidiInput:
         self.handler = handler
         self.clock = clock
         self.faults = Faults()
+        self.dropped = 0  #: events that were not MIDI bytes
         self.port = _Port("in", api, port, label, on_open=self._attach)
         self.running = True
         self.port.open(strict=False)
@@ -339,8 +340,11 @@ class MidiInput:
         port.set_callback(self._callback)
 
     def _callback(self, event, data=None) -> None:
+        message = _midi_bytes(event)
+        if message is None:  # not a message at all (a backend's garbage): dropped, counted, no traceback
+            self.dropped += 1
+            return
         try:
-            message, _delta = event
             self.handler(message, self.clock.now())
         except Exception:  # a bad message never takes the input down
             self.faults.caught("midi-in", "message")
@@ -351,6 +355,19 @@ class MidiInput:
     def close(self) -> None:
         self.running = False
         self.port.close_port()
+
+
+def _midi_bytes(event) -> list[int] | None:
+    """The message of an rtmidi callback event ``(bytes, delta)``: a non-empty list of ints 0..255,
+    or None for anything else."""
+    if not isinstance(event, (tuple, list)) or len(event) != 2:
+        return None
+    message = event[0]
+    if not isinstance(message, (list, tuple)) or not message:
+        return None
+    if not all(isinstance(b, int) and 0 <= b <= 255 for b in message):
+        return None
+    return list(message)
 
 
 class Faults:

@@ -180,10 +180,14 @@ def _check_graph(path, info: ModelInfo, session) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
     need = list(want_in) + cache_names(n_layer, "past")
-    if set(inputs) != set(need) or outputs != ["logits"] + cache_names(n_layer, "present"):
-        raise DrumMachineError(str(path), f"model inputs/outputs {sorted(inputs)[:6]}.../{outputs[:3]}... are not "
-                               f"the generator's ({len(need)} inputs: prev, cats, cont, past_k_0...; outputs: "
-                               "logits, present_k_0...)")
+    want_out = ["logits"] + cache_names(n_layer, "present")
+    if set(inputs) != set(need) or outputs != want_out:
+        odd = [f"missing input {n}" for n in need if n not in inputs][:3] + \
+              [f"unknown input {n}" for n in inputs if n not in need][:3] + \
+              ([f"outputs {', '.join(outputs[:3])}... where the runtime reads {', '.join(want_out[:3])}..."]
+               if outputs != want_out else [])
+        raise DrumMachineError(str(path), f"the graph is not what its metadata says (n_layer {n_layer}): "
+                               f"{'; '.join(odd)}")
     for name, width in want_in.items():
         last = inputs[name].shape[-1] if inputs[name].shape else None
         if isinstance(last, int) and last != width:
