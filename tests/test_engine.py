@@ -473,3 +473,22 @@ def test_a_backbeat_snare_does_not_end_the_fill_push_and_a_second_step_without_a
     assert harder.voice_bias[LOW_TOM] == 2 * FILL_PUSH[LOW_TOM]
     h.engine.generated[c0] = (tom, None)
     assert h.engine._steering_at(plan, c0 + 1) == h.engine.steering
+
+
+def test_a_step_whose_new_version_after_a_cue_is_late_plays_as_it_was_not_a_bar_old_copy(harness):
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    e = h.engine
+    e.command("start")
+    h.run(2.5)
+    e.command("fill")
+    e.pump()  # the cue is handled: the generator must rewind to the open step
+    c0 = e.commit_cursor
+    before = {k: e.generated[k][0].copy() for k in (c0, c0 + 1)}
+    e.pump_generator(max_steps=1)  # the generator takes the steps back and redoes only the first in time
+    assert c0 + 1 not in e.generated and c0 + 1 in e.superseded
+    h.clock.set(e.transport.time_of(c0 + 1))
+    e.pump()
+    assert e.commit_cursor == c0 + 2 and e.stats.misses == 0 and e.stats.late_cues == 1
+    assert np.array_equal(e.played[c0 + 1], before[c0 + 1])
+    h.run(1.0)  # the generator catches up: no more late steps, nothing kept from before the cue
+    assert e.stats.misses == 0 and e.stats.late_cues == 1 and all(k >= e.commit_cursor for k in e.superseded)

@@ -210,3 +210,4 @@ class CommandHandlers:
             self._panic()
             with self.lock:
                 self.generated.clear()
+                self.superseded.clear()

@@ -57,6 +57,7 @@ class Stats:
     generated: int = 0
     regenerated: int = 0
     late_commits: int = 0
+    late_cues: int = 0  #: steps that played as generated before a cue because the new one was not ready
     refused: int = 0
     gen_seconds: deque = field(default_factory=lambda: deque(maxlen=512))
     faults: dict = field(default_factory=dict)  #: loop -> exceptions caught
@@ -101,6 +102,9 @@ class Engine(CommandHandlers):
         self.gen_cursor = 0
         self.rewind: int | None = None
         self.generated: dict[int, tuple[np.ndarray, object]] = {}
+        #: steps a cue took back, kept until their new versions are ready: a step whose new version
+        #: is late plays as it was (the cue comes in from the next step) rather than a bar-old copy
+        self.superseded: dict[int, np.ndarray] = {}
         self.played: dict[int, np.ndarray] = {}
         self.section_states: dict[int, object] = {}
         self.applied_bpm: float | None = None
@@ -136,7 +140,7 @@ class Engine(CommandHandlers):
                 style=plan.style, section_bpm=plan.bpm, intensity=round(plan.intensity, 2),
                 fill=plan.fill_from is not None, queued=queued, locked=plan.section in cond.locked, cymbal=cymbal,
                 grid=grid, knobs=dict(self.knobs), muted=tuple(sorted(self.muted)), solo=tuple(sorted(self.solo)),
-                steps=self.stats.steps, misses=self.stats.misses,
+                steps=self.stats.steps, misses=self.stats.misses, late_cues=self.stats.late_cues,
                 gen_ms_p99=round(float(np.percentile(gen_s, 99)) * 1000, 3) if gen_s else 0.0,
                 faults=dict(self.stats.faults), refused=self.stats.refused)
 
@@ -244,7 +248,14 @@ class Engine(CommandHandlers):
             if self.rewind is not None and self.rewind <= c:
                 # too late for this step: it plays as generated, the cue comes in from the next one
                 self.rewind = c + 1
-        hvo = self._fallback(c, plan) if item is None else item[0]
+            before_cue = self.superseded.pop(c, None)
+            for k in [k for k in self.superseded if k < c]:
+                del self.superseded[k]
+        if item is None and before_cue is not None:
+            hvo = before_cue
+            self.stats.late_cues += 1
+        else:
+            hvo = self._fallback(c, plan) if item is None else item[0]
         if now > self.transport.time_of(c):
             self.stats.late_commits += 1
         audible = not self.paused and (self.resume_step is None or c >= self.resume_step)
@@ -309,8 +320,7 @@ class Engine(CommandHandlers):
                     item = self.generated.get(r)
                     if item is not None:
                         self.gen.restore(item[1])
-                        for k in [k for k in self.generated if k >= r]:
-                            del self.generated[k]
+                        self.superseded = {k: self.generated.pop(k)[0] for k in sorted(self.generated) if k >= r}
                         self.gen_cursor = r
                         self.stats.regenerated += 1
                     self.rewind = None

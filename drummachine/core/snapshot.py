@@ -57,6 +57,7 @@ class Snapshot:
     # health
     steps: int = 0
     misses: int = 0
+    late_cues: int = 0  #: steps played as generated before a cue (its new version was late)
     gen_ms_p99: float = 0.0
     faults: dict = field(default_factory=dict)  #: loop -> exceptions caught and survived
     refused: int = 0  #: commands refused for a bad value
