@@ -240,3 +240,39 @@ def test_the_shared_kit_is_mapped_not_copied_and_private():
         other.close()
     finally:
         owner.close()
+
+
+@pytest.mark.jack
+def test_a_hydrogen_kit_plays_through_the_mixer_process_over_jack(jack_server):
+    """The kit decoded here, shared with the mixer process, played through a JACK loopback: every
+    onset on its sample, the layer its velocity asks for, equal layers in turn, the hat choked."""
+    import subprocess
+    import time
+
+    from drummachine.audio.process import AudioProcessSink
+
+    sink = AudioProcessSink(str(KIT), RATE, blocksize=128, record_seconds=4.0).wait_ready()
+    try:
+        subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
+        subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
+        base = int(sink.clock.now() * RATE) + RATE // 2
+        hits = [(0, KICK, 0.3, 150), (9000, KICK, 0.9, 600), (18000, SNARE, 0.7, 1000), (27000, SNARE, 0.7, 1500),
+                (36000, OPEN_HAT, 0.8, 2000), (40800, CLOSED_HAT, 0.8, 3000)]
+        for offset, voice, velocity, _ in hits:
+            assert sink.events.push(base + offset, voice, velocity)
+        time.sleep((base + 60000) / RATE - sink.clock.now() + 0.2)
+    finally:
+        sink.close()
+    rec = np.repeat(sink.recording[:, :1], 2, axis=1)
+    found = []
+    for offset, *_ in hits[:5]:  # (the closed hat starts over the ringing open hat)
+        f = base + offset
+        loud = np.flatnonzero(np.abs(rec[f: f + 1024, 0]) > 1e-5)
+        found.append(int(loud[0]) if loud.size else -1)
+    assert min(found) >= 0 and len(set(found)) == 1, found  # one fixed loopback delay: each on its sample
+    delay = found[0]
+    for offset, _, _, hz in hits[:4]:
+        assert loudest_hz(rec, base + offset + delay, 2048) == pytest.approx(hz, abs=25)
+    choke_end = base + 40800 + delay + 960 + 200
+    assert np.abs(rec[choke_end:base + 60000, 0]).max() == 0.0  # the open hat (0.5 s) cut by the closed
+    assert sink.underruns <= 0.02 * sink.callbacks

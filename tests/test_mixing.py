@@ -35,3 +35,29 @@ def test_limiter_never_exceeds_the_ceiling():
         v.limit(blk)
         peak = max(peak, float(np.abs(blk).max()))
     assert peak <= mixer.CEILING + 1e-6
+
+
+def test_a_voice_rings_at_most_polyphony_hits_at_once_live_as_offline():
+    """A fifth ride hit fades out the first (one cymbal does not ring five times over); the live
+    mixer does exactly what the renderer does."""
+    from drummachine.audio.render import POLYPHONY
+    from drummachine.core.voices import RIDE
+
+    kit = synth_kit()
+    step = 6000  # the ride rings 2.2 s: without a limit all five would still sound at the end
+    onsets = [k * step for k in range(POLYPHONY + 1)]
+    n = onsets[-1] + 12000
+    alone = mixer.render(kit, onsets[:1], [RIDE], [0.8], n)
+    five = mixer.render(kit, onsets, [RIDE] * len(onsets), [0.8] * len(onsets), n)
+    four = mixer.render(kit, onsets[1:], [RIDE] * POLYPHONY, [0.8] * POLYPHONY, n)
+    cut = onsets[-1] + int(0.004 * 48000)
+    assert np.abs(alone[cut:]).max() > 0.01  # the first hit alone still rings there
+    np.testing.assert_allclose(five[cut:], four[cut:], atol=1e-6)  # ... but not after a fifth hit
+    v = Voices(kit)
+    out = np.zeros((n, 2), np.float32)
+    for o in onsets:
+        v.add(o, RIDE, 0.8)
+    for b in range(0, n, 128):
+        blk = out[b:b + 128]
+        v.mix(blk, b)
+    np.testing.assert_allclose(out, five, atol=1e-6)

@@ -42,8 +42,11 @@ SYSTEM_KIT_FOLDERS = (Path("/usr/share/hydrogen/data/drumkits"), Path("/usr/loca
 USER_KIT_FOLDER = Path("~/.hydrogen/data/drumkits")
 #: more folders to search, before the others (colon-separated), e.g. for a kit collection elsewhere
 KIT_PATH_VARIABLE = "DRUMMACHINE_KIT_PATH"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SILENCE = 10 ** (-80 / 20)  #: a sample's tail below -80 dBFS is cut (it only costs memory)
+#: ... and below -60 dB under its own peak: inaudible under the next hits, and a kit's tails (12 s
+#: cymbals, 2 s hats of room noise) would otherwise keep many slots of the mixer busy
+TAIL_BELOW_PEAK = 10 ** (-60 / 20)
 TAIL_FADE_SECONDS = 0.005
 BUILT_IN = "built-in"
 
@@ -353,7 +356,8 @@ def decode_sample(path: Path, rate: int, pitch: float = 0.0) -> np.ndarray:
 
 
 def _trim(x: np.ndarray, rate: int) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(x) > SILENCE)
+    level = np.abs(x)
+    loud = np.flatnonzero(level > max(SILENCE, float(level.max(initial=0.0)) * TAIL_BELOW_PEAK))
     if not loud.size:
         return x[:1] * 0.0
     x = x[:loud[-1] + 1].copy()

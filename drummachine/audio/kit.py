@@ -323,6 +323,9 @@ class SharedKit:
         self.data = np.ndarray((int(self.layout["frames"]),), np.float32, self.shm.buf)
         if not self.owner:
             self.data.flags.writeable = False
+            # map every page now (one read per 4 KiB page, a few ms for a large kit): the callback's
+            # first hit of a layer must not wait on the kernel
+            float(self.data[::1024].sum())
 
     @property
     def name(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from drummachine.audio.kit import Kit
-from drummachine.audio.render import CEILING
+from drummachine.audio.render import CEILING, POLYPHONY
 
 SLOTS = 48
 FADE_SECONDS = 0.004
@@ -37,7 +37,10 @@ class Voices:
         self.fade = max(1, int(FADE_SECONDS * kit.sample_rate))
         self.fade_ramp = np.linspace(1.0, 0.0, self.fade, dtype=np.float32)
         self.scratch = np.zeros(block_max, np.float32)
-        self.scratch2 = np.zeros(block_max, np.float32)
+        self.stereo = np.zeros((block_max, 2), np.float32)
+        self.gains2 = np.zeros((SLOTS, 2), np.float32)  # per slot: velocity gain x left, x right pan
+        self.slot_gains = [self.gains2[i] for i in range(SLOTS)]  # views made once, not per block
+        self.fade_ramp2 = self.fade_ramp[:, None]
         self.absbuf = np.zeros((block_max, 2), np.float32)
         self.ramp = np.zeros(block_max, np.float32)
         self.ramp_n = 0
@@ -46,6 +49,10 @@ class Voices:
         n = len(kit.layers)
         self.chokes = [[b in kit.chokes.get(a, ()) for b in range(n)] for a in range(n)]
         kit.rewind()
+        # each voice's last POLYPHONY hits (slot, start), a ring: the next hit cuts the oldest
+        self.recent_slot = [[-1] * POLYPHONY for _ in range(n)]
+        self.recent_start = [[-1] * POLYPHONY for _ in range(n)]
+        self.recent_at = [0] * n
         self.stolen = 0
 
     def clear(self) -> None:
@@ -69,12 +76,24 @@ class Voices:
             if st < frame and self.fade_at[i] < 0 and cuts[self.voice[i]]:
                 self.fade_at[i] = frame
                 self.end[i] = min(self.end[i], frame + self.fade)
+        at = self.recent_at[voice]
+        old, old_start = self.recent_slot[voice][at], self.recent_start[voice][at]
+        if old >= 0 and self.start[old] == old_start and self.voice[old] == voice:
+            if self.fade_at[old] < 0 or self.fade_at[old] > frame:  # one hit too many of this voice
+                self.fade_at[old] = frame
+                self.end[old] = min(self.end[old], frame + self.fade)
         if slot < 0:  # all busy: steal the slot that started longest ago
             slot = oldest
             self.stolen += 1
+        self.recent_slot[voice][at] = slot
+        self.recent_start[voice][at] = frame
+        self.recent_at[voice] = (at + 1) % POLYPHONY
         self.start[slot] = frame
         self.voice[slot] = voice
         self.gain[slot] = gain
+        gl, gr = self.pans[voice]
+        self.gains2[slot, 0] = gain * gl
+        self.gains2[slot, 1] = gain * gr
         self.samples[slot] = sample
         self.end[slot] = frame + len(sample)
         self.fade_at[slot] = -1
@@ -94,23 +113,21 @@ class Voices:
             a = s if s > block_start else block_start
             b = e if e < block_end else block_end
             n = b - a
-            seg = self.scratch[:n]
-            np.multiply(self.samples[i][a - s:b - s], self.gain[i], out=seg)
+            # one multiply makes the slot's stereo block (sample x velocity gain x pan), one add mixes
+            # it in: the cost per sounding slot is what limits how many a kit may keep ringing
+            seg = self.stereo[:n]
+            np.multiply(self.samples[i][a - s:b - s, None], self.slot_gains[i], out=seg)
             f = self.fade_at[i]
             if f >= 0 and b > f:  # choked: fade out from f, silence after the fade
                 lo = f if f > a else a
                 k0, k1 = lo - f, min(b - f, self.fade)
                 if k1 > k0:
-                    np.multiply(seg[lo - a:lo - a + k1 - k0], self.fade_ramp[k0:k1], out=seg[lo - a:lo - a + k1 - k0])
+                    part = seg[lo - a:lo - a + k1 - k0]
+                    np.multiply(part, self.fade_ramp2[k0:k1], out=part)
                 if f + self.fade < b:
                     seg[max(f + self.fade, a) - a:] = 0.0
-            gl, gr = self.pans[self.voice[i]]
-            tmp = self.scratch2[:n]
             o = out[a - block_start:b - block_start]
-            np.multiply(seg, gl, out=tmp)
-            np.add(o[:, 0], tmp, out=o[:, 0])
-            np.multiply(seg, gr, out=tmp)
-            np.add(o[:, 1], tmp, out=o[:, 1])
+            np.add(o, seg, out=o)
 
     def limit(self, out: np.ndarray) -> None:
         """A peak limiter: instant attack within the block, slow release, never above the ceiling."""

@@ -139,16 +139,26 @@ class SharedAudioClock:
 class AudioProcessSink(Sink):
     """Plays note events through a mixer process; its sample counter is ``clock``.
 
-    A kit named by ``kit_path`` (``--kit``) is decoded here first (from its cache: a read), and a
-    broken one raises DrumMachineError with ``kit`` set; then ``start`` returns at once (the mixer
-    opens the stream meanwhile, while the engine loads its model); ``wait_ready`` raises
-    DrumMachineError if the mixer could not start.
+    A kit named by ``kit_path`` (``--kit``) is decoded here (from its cache: a read) while the
+    mixer's interpreter starts, and a broken one raises DrumMachineError with ``kit`` set; then
+    ``start`` returns at once (the mixer opens the stream meanwhile, while the engine loads its
+    model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low"):
         self.rate = rate
         self.kit = None
+        self.block = SharedBlock(record_frames=int(record_seconds * rate))
+        self.clock = SharedAudioClock(self.block.header, rate)
+        self.events = EventRing(self.block)
+        self.latency = 0.0
+        self.restarts = 0
+        self._recording = None
+        self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
+                      "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
+                      "latency": latency}
+        self._spawn_process()  # its interpreter starts and imports while the kit decodes here
         if kit_path:
             from drummachine.audio.kit import SharedKit, decode
 
@@ -156,25 +166,23 @@ class AudioProcessSink(Sink):
                 self.kit = SharedKit(decode(kit_path, rate))
             except DrumMachineError as exc:
                 exc.kit = True
+                self.close()
                 raise
-        self.block = SharedBlock(record_frames=int(record_seconds * rate))
-        self.clock = SharedAudioClock(self.block.header, rate)
-        self.events = EventRing(self.block)
-        self.latency = 0.0
-        self.restarts = 0
-        self._recording = None
-        self.setup = {"shm": self.block.name, "kit": self.kit.name if self.kit else None,
-                      "kit_layout": self.kit.layout if self.kit else None, "rate": rate, "device": device,
-                      "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "latency": latency}
-        self._spawn()
+            self.setup["kit"], self.setup["kit_layout"] = self.kit.name, self.kit.layout
+        self._send_setup()
 
     def _spawn(self) -> None:
+        self._spawn_process()
+        self._send_setup()
+
+    def _spawn_process(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.audio.process"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
+        self.ready = False
+
+    def _send_setup(self) -> None:
         self.proc.stdin.write(json.dumps(self.setup) + "\n")
         self.proc.stdin.flush()
-        self.ready = False
 
     def restart_if_gone(self) -> bool:
         """If the mixer process died, start another that goes on where the clock is when its
@@ -398,6 +406,10 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         stdout.write(json.dumps(d) + "\n")
         stdout.flush()
 
+    try:  # while the engine sends the set-up (it may be decoding a kit): PortAudio's start-up
+        import sounddevice  # noqa: F401
+    except Exception:
+        pass  # open_stream says what is wrong, in the answer
     try:
         setup = json.loads(stdin.readline())
         block = SharedBlock(setup["shm"], setup["record_frames"])

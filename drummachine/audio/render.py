@@ -8,6 +8,9 @@ from drummachine.audio.kit import Kit
 
 CHOKE_FADE_SECONDS = 0.004
 CEILING = 0.891  # -1 dBFS
+#: hits of one voice that ring at once: a new hit fades out the one this many hits before it (one
+#: cymbal struck again does not ring twice; and a sampled kit's long tails would keep the mixer busy)
+POLYPHONY = 4
 
 
 def render(kit: Kit, onsets: np.ndarray, voices: np.ndarray, velocities: np.ndarray,
@@ -38,22 +41,29 @@ def render(kit: Kit, onsets: np.ndarray, voices: np.ndarray, velocities: np.ndar
         for victim in victims:
             chokers.setdefault(victim, []).append(onsets[voices == choker])
     choke_times = {v: np.sort(np.concatenate(c)) for v, c in chokers.items()}
-    for start, voice, vel in zip(onsets.tolist(), voices.tolist(), velocities.tolist()):
+    # the onset of the hit POLYPHONY hits later of the same voice, which cuts this one (-1: none)
+    self_cut = np.full(onsets.size, -1, np.int64)
+    for v in np.unique(voices):
+        hits = np.flatnonzero(voices == v)
+        self_cut[hits[:-POLYPHONY]] = onsets[hits[POLYPHONY:]]
+    for start, voice, vel, later in zip(onsets.tolist(), voices.tolist(), velocities.tolist(), self_cut.tolist()):
         if start >= frames or start < 0:
             continue
         sample, gain = kit.sample(voice, vel)
         length = min(len(sample), frames - start)
         seg = scratch[:length]
         np.multiply(sample[:length], np.float32(gain), out=seg)
+        cut = later - start if later >= 0 else length
         if voice in choke_times:
             times = choke_times[voice]
             k = np.searchsorted(times, start, side="right")
-            if k < times.size and times[k] - start < length:
-                cut = int(times[k] - start)
-                tail = min(fade, length - cut)
-                seg[cut:cut + tail] *= ramp[:tail]
-                length = cut + tail
-                seg = seg[:length]
+            if k < times.size:
+                cut = min(cut, int(times[k] - start))
+        if cut < length:
+            tail = min(fade, length - cut)
+            seg[cut:cut + tail] *= ramp[:tail]
+            length = cut + tail
+            seg = seg[:length]
         gl, gr = pans[voice]
         left[start:start + length] += seg * gl
         right[start:start + length] += seg * gr
