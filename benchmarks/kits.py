@@ -296,8 +296,29 @@ def bench_startup(turns=3) -> dict:
     return {"runs": out, "summary": summary, "target_s": 2.0}
 
 
+def _play_underruns(kit: str | None, seconds: float) -> dict:
+    log = Path(tempfile.mkdtemp()) / "play.log"
+    cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--duration", str(seconds), "--log", str(log)]
+    if kit:
+        cmd += ["--kit", kit]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    text = (log.read_text() if log.exists() else "") + r.stdout + r.stderr
+    found = re.findall(r"(\d+) underruns", text)
+    return {"seconds": seconds, "underruns": int(found[-1]) if found else None, "rc": r.returncode}
+
+
+def bench_underruns(turns=2, seconds=300.0) -> dict:
+    """``play --headless`` (the real model) with the built-in kit and the largest kit in turns."""
+    runs = {"built-in": [], LARGEST: []}
+    for _ in range(turns):
+        for name in runs:
+            runs[name].append(_play_underruns(None if name == "built-in" else name, seconds))
+    return {"runs": runs, "total": {k: sum(r["underruns"] or 0 for r in v) for k, v in runs.items()},
+            "seconds_each": turns * seconds}
+
+
 PARTS = {"resample": bench_resample, "load": bench_load, "callback": bench_callback, "memory": bench_memory,
-         "startup": bench_startup}
+         "startup": bench_startup, "underruns": bench_underruns}
 
 
 def main() -> int:

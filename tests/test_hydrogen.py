@@ -276,3 +276,11 @@ def test_a_hydrogen_kit_plays_through_the_mixer_process_over_jack(jack_server):
     choke_end = base + 40800 + delay + 960 + 200
     assert np.abs(rec[choke_end:base + 60000, 0]).max() == 0.0  # the open hat (0.5 s) cut by the closed
     assert sink.underruns <= 0.02 * sink.callbacks
+
+
+def test_the_shipped_override_table_names_real_voices():
+    import tomllib
+
+    table = tomllib.loads((ROOT / "presets" / "kits.toml").read_text())
+    assert table and all(set(rows) <= set(hydrogen.VOICE_NAMES) and all(isinstance(v, str) for v in rows.values())
+                         for rows in table.values())

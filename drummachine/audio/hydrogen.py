@@ -253,7 +253,8 @@ def _normal(name: str) -> str:
 def overrides_for(kit: DrumKit) -> dict[str, str]:
     """The override rows for this kit (by its name or folder name): shipped, then the user's on top."""
     rows: dict[str, str] = {}
-    for path in (shipped("presets", "kits.toml"), user_dir() / "kits.toml"):
+    user_file = user_dir() / "kits.toml"
+    for path in (shipped("presets", "kits.toml"), user_file):
         if not path.is_file():
             continue
         data, text = read_toml(path)
@@ -267,6 +268,8 @@ def overrides_for(kit: DrumKit) -> dict[str, str]:
                     raise DrumMachineError(where(path, text, voice),
                                            f"unknown voice; allowed: {', '.join(VOICE_NAMES)}")
                 names = [i.name for i in kit.instruments]
+                if path != user_file and instrument not in names and instrument != BUILT_IN:
+                    continue  # the shipped rows fit Debian's versions of the kits; another version: the guess
                 if not isinstance(instrument, str) or (instrument != BUILT_IN and instrument not in names):
                     raise DrumMachineError(where(path, text, voice), f"{instrument!r} is no instrument of "
                                            f"{kit.name}; allowed: {BUILT_IN!r}, {', '.join(map(repr, names))}")
