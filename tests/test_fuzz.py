@@ -148,6 +148,27 @@ def test_toml_nested_too_deep_is_one_line():
         song_from_toml("a = " + "[" * 5000 + "]" * 5000, "deep.toml")
 
 
+@pytest.mark.parametrize("text,needle", [
+    ('cymbal = { a = 1 }\n[[sections]]\nname = "v"', r"song\.toml:1 \(cymbal\): \{'a': 1\} is not allowed"),
+    ('cymbal = [[1], [2]]\n[[sections]]\nname = "v"', r"\(cymbal\): \[\[1\], \[2\]\] is not allowed"),
+    ('[[sections]]\nname = "v"\nkind = []', r"song\.toml:3 \(sections\[0\]\.kind\): unknown section kind \[\]"),
+])
+def test_a_song_value_of_the_wrong_type_is_one_line(text, needle):
+    """A table or array where a cymbal or a section kind goes ended in `TypeError: unhashable type`."""
+    from drummachine.core.song import song_from_toml
+
+    with pytest.raises(DrumMachineError, match=needle):
+        song_from_toml(text, "song.toml")
+
+
+def test_a_controller_value_of_inf_is_one_line():
+    """TOML's inf as a whole-number command's value ended in OverflowError (commands.parse's int())."""
+    from drummachine.core.controller import controller_from_toml
+
+    with pytest.raises(DrumMachineError, match=r"c\.toml:3 \(map\[0\]\.value\): inf is not a number"):
+        controller_from_toml('[[map]]\ncc = 1\nvalue = inf\naction = "next"\n', "c.toml")
+
+
 def test_preset_files_that_are_not_text(tmp_path):
     """A controller or setlist file with a byte that is not UTF-8 ended in a UnicodeDecodeError
     traceback (songs and note maps said so in one line; now all of them do, through one reader)."""
@@ -287,3 +308,108 @@ def test_real_command_on_hostile_midi(tmp_path, mutation):
         if r.returncode == 2:
             assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"drummachine: error: {path}"), r.stderr
         assert not list(tmp_path.glob(".*.part"))
+
+
+# --- the controller byte stream over a real JACK MIDI port -----------------------------------------
+
+def test_hostile_controller_over_jack_midi(jack_server):
+    """A stand-in controller on a real JACK server sends 1,500 hostile messages (truncated,
+    unknown, running status, SysEx, note-on velocity 0, real-time bytes; not the unterminated SysEx
+    of the next test) with a known CC (tempo_up
+    on channel 16) every tenth: the input's callback never faults, every known CC gets through and
+    becomes its command, and the engine it drives plays on with no fault."""
+    import time
+
+    import rtmidi
+
+    from drummachine.core.controller import PresetControl
+    from drummachine.core.engine import Engine
+    from drummachine.core.events import MemorySink
+    from drummachine.core.fake_generator import FakeGenerator
+    from drummachine.core.song import jam
+    from drummachine.core.transport import ManualClock
+    from drummachine.live.presets import controller_stack
+    from drummachine.midi.ports import MidiInput, find_port
+
+    clock = ManualClock(10.0)
+    sink = MemorySink()
+    engine = Engine(FakeGenerator(3), jam("rock", 100.0), clock, [sink])
+    control = PresetControl(controller_stack(None, []), lambda: engine.playing)
+    marker = [0xBF, 80, 1]  # CC 80 on channel 16: tempo_up by 1 in the default preset
+    received, commands = [], []
+
+    def handler(message, t):
+        received.append(message)
+        for command in control.handle(message, t):
+            commands.append(command.name)
+            engine.command(command.name, command.value)
+
+    inp = MidiInput("jack", None, handler, clock, label="fuzz in")
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "fuzz-controller")
+    try:
+        assert inp.connected, inp.message
+        sender.open_port(find_port(sender.get_ports(), "fuzz in", "fuzz in"))
+        rng = random.Random(15)
+        sent_markers = 0
+        engine.command("start")
+        for n, message in enumerate(fuzz.controller_messages(rng, 1500)):
+            if n % 10 == 0:
+                sender.send_message(marker)
+                sent_markers += 1
+            if message and message[0] == 0xF0 and message[-1] != 0xF7:
+                continue  # an unterminated SysEx deafens rtmidi's JACK input: the xfail test below
+            try:
+                sender.send_message(message)
+                sent_markers += message == marker  # the dice made one too
+            except (ValueError, TypeError):
+                pass  # rtmidi refuses it before it leaves (empty, over 3 bytes without SysEx)
+            if n % 50 == 0:
+                time.sleep(0.005)  # a burst of about 10,000 messages a second, with breaths
+                engine.pump_generator()
+                engine.pump()
+                clock.advance(0.05)
+        deadline = time.monotonic() + 3.0
+        while received.count(marker) < sent_markers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _ in range(100):
+            engine.pump_generator()
+            engine.pump()
+            clock.advance(0.02)
+    finally:
+        sender.close_port()
+        sender.delete()
+        inp.close()
+    assert received.count(marker) == sent_markers >= 150
+    assert commands.count("tempo_up") >= sent_markers
+    assert inp.faults.count == 0 and sum(engine.stats.faults.values()) == 0, engine.stats.faults
+    assert len(received) > 1000 and sink.notes(), "the engine played on"
+
+
+@pytest.mark.xfail(strict=True, reason="python-rtmidi 1.5.8's JACK input appends every event after a SysEx "
+                   "that never ends (F0 without F7) to that SysEx until an F7 comes: the controller is deaf "
+                   "meanwhile (and the held bytes grow). Not fixable from the callback; needs our own JACK "
+                   "MIDI reader or an rtmidi fix")
+def test_an_unterminated_sysex_does_not_deafen_the_controller(jack_server):
+    import time
+
+    import rtmidi
+
+    from drummachine.core.transport import ManualClock
+    from drummachine.midi.ports import MidiInput, find_port
+
+    received = []
+    inp = MidiInput("jack", None, lambda m, t: received.append(m), ManualClock(0.0), label="sysex in")
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "sysex-controller")
+    try:
+        sender.open_port(find_port(sender.get_ports(), "sysex in", "sysex in"))
+        sender.send_message([0xF0, 0x7E])  # a dump cut off: the cable pulled mid-SysEx
+        time.sleep(0.05)
+        for _ in range(20):
+            sender.send_message([0xB0, 80, 1])
+            time.sleep(0.003)
+        time.sleep(0.3)
+    finally:
+        sender.close_port()
+        sender.delete()
+        inp.close()
+    assert received.count([0xB0, 80, 1]) == 20

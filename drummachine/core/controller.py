@@ -10,6 +10,7 @@ start and stop; a program change picks a song from the setlist.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -290,6 +291,8 @@ def controller_from_toml(text: str, path="<controller>") -> ControllerPreset:
         k, n = control("map", i, raw)
         name = action("map", i, "action", raw.get("action"))
         value = raw.get("value")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has inf and nan; no command takes them
+            raise DrumMachineError(where("map", i, "value"), f"{value!r} is not a number a command takes")
         spec = commands.COMMANDS[name]
         if value == FROM_CC:
             if spec.value.kind not in (NUMBER, WHOLE):

@@ -133,7 +133,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
     count_in = number(data.get("count_in", 0), "count_in", 0, 4, top, integer=True)
     song_intensity = number(data.get("intensity", 0.5), "intensity", 0.0, 1.0, top)
     def cymbal_ok(value, key, where):
-        if value not in CYMBALS:
+        if not isinstance(value, str) or value not in CYMBALS:
             where(key, f"{value!r} is not allowed; allowed: {', '.join(CYMBALS)}")
         return value
 
@@ -163,7 +163,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
         if not isinstance(sname, str) or not sname:
             where("name", "every section needs a name")
         kind = raw.get("kind", sname if sname in SECTIONS else "verse")
-        if kind not in SECTIONS:
+        if not isinstance(kind, str) or kind not in SECTIONS:
             where("kind", f"unknown section kind {kind!r}; allowed: {', '.join(SECTIONS)}")
         feel = SECTIONS[kind]
         sections.append(Section(
