@@ -138,9 +138,8 @@ def bench_load() -> dict:
                 sources = hydrogen.map_voices(kit)
                 row["voices"] = {s.voice: s.describe() for s in sources}
                 row["lacks"] = [s.voice for s in sources if s.how == hydrogen.BUILT_IN or s.how.startswith("stand-in")]
-                row["has_kick_snare_hat_cymbal"] = all(
-                    s.how in ("name", "note", "override") for s in sources if s.voice in ("kick", "snare", "closed_hat")) \
-                    and any(s.how in ("name", "note", "override") for s in sources if s.voice in ("crash", "ride"))
+                own = {s.voice for s in sources if s.how in ("name", "note", "override")}
+                row["has_kick_snare_hat_cymbal"] = {"kick", "snare", "closed_hat"} <= own and bool({"crash", "ride"} & own)
                 t0 = time.perf_counter()
                 decoded, cached = hydrogen.decode_kit(kit, sources, RATE)
                 row["decode_s"] = round(time.perf_counter() - t0, 3)
@@ -211,7 +210,8 @@ def bench_callback(turns=3) -> dict:
     out = {"blocks_per_turn": int(frames / 128), "turns": turns, "block": 128, "kits": {}}
     for name, r in runs.items():
         t = np.concatenate(r)
-        out["kits"][name] = {"p50_us": round(float(np.percentile(t, 50)), 1), "p99_us": round(float(np.percentile(t, 99)), 1),
+        out["kits"][name] = {"p50_us": round(float(np.percentile(t, 50)), 1),
+                             "p99_us": round(float(np.percentile(t, 99)), 1),
                              "max_us": round(float(t.max()), 1), "mean_us": round(float(t.mean()), 1)}
     a, b = out["kits"]["built-in"], out["kits"][LARGEST]
     out["ratio_largest_over_built_in"] = {k: round(b[k] / a[k], 2) for k in ("p50_us", "p99_us", "mean_us")}
@@ -291,8 +291,8 @@ def bench_startup(turns=3) -> dict:
         out[f"{LARGEST} (empty cache)"].append(_first_beat(LARGEST, cold))
         out[f"{LARGEST} (cached)"].append(_first_beat(LARGEST, cold))
         shutil.rmtree(cold, ignore_errors=True)
-    summary = {k: {"first_beat_s_median": float(np.median([r["first_beat_s"] for r in v if r["first_beat_s"]] or [np.nan]))}
-               for k, v in out.items()}
+    summary = {k: {"first_beat_s_median": float(np.median([r["first_beat_s"] for r in v if r["first_beat_s"]]
+                                                          or [np.nan]))} for k, v in out.items()}
     return {"runs": out, "summary": summary, "target_s": 2.0}
 
 

@@ -301,7 +301,8 @@ def map_voices(kit: DrumKit, overrides: dict[str, str] | None = None) -> tuple[S
         for voice in VOICES:
             if voice.name in chosen:
                 continue
-            fits = [i for i in kit.instruments if id(i) not in taken and i.note is not None and gm.get(i.note) == voice.index]
+            fits = [i for i in kit.instruments
+                    if id(i) not in taken and i.note is not None and gm.get(i.note) == voice.index]
             fits.sort(key=lambda i: i.note != voice.gm_note)  # the voice's own note first
             if fits:
                 chosen[voice.name] = (fits[0], "note")
@@ -404,39 +405,49 @@ def decode_kit(kit: DrumKit, sources: tuple[Source, ...], rate: int, use_cache: 
     """The voices' layers decoded at ``rate``, packed; (decoded, whether it came from the cache).
 
     A missing or unreadable sample of a mapped instrument is one DrumMachineError."""
-    key = _cache_key(kit, sources, rate)
-    cached = _cache_dir() / f"{key}.f32"
+    def make() -> Decoded:
+        jobs = [(s, layer) for s in sources if s.instrument is not None for layer in s.instrument.layers]
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # libsndfile and soxr release the GIL
+            decoded = list(pool.map(lambda job: decode_sample(job[1].path, rate, job[0].pitch + job[1].pitch), jobs))
+        parts, layers, offset = [], [], 0
+        for (s, layer), x in zip(jobs, decoded):
+            x *= np.float32(s.instrument.gain * layer.gain)
+            parts.append(x)
+            layers.append({"voice": VOICE_INDEX[s.voice], "offset": offset, "frames": len(x),
+                           "low": layer.low, "high": layer.high})
+            offset += len(x)
+        data = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return Decoded(data, {"format": CACHE_FORMAT, "name": kit.name, "rate": rate, "frames": int(data.size),
+                              "layers": layers,
+                              "round_robin": [bool(s.instrument and s.instrument.round_robin) for s in sources],
+                              "pans": [s.instrument.pan if s.instrument else None for s in sources],
+                              "chokes": {str(k): list(v) for k, v in choke_table(sources).items()},
+                              "sources": [s.describe() for s in sources]})
+
+    return cached(_cache_key(kit, sources, rate), make, use_cache)
+
+
+def cached(key: str, make, use_cache: bool = True) -> tuple[Decoded, bool]:
+    """``make()``'s packed kit, kept in the cache under ``key``; (kit, whether it came from the cache)."""
+    path = _cache_dir() / f"{key}.f32"
     if use_cache:
         try:
-            layout = json.loads(cached.with_suffix(".json").read_text())
-            data = np.fromfile(cached, dtype=np.float32)
+            layout = json.loads(path.with_suffix(".json").read_text())
+            data = np.fromfile(path, dtype=np.float32)
             if layout.get("format") == CACHE_FORMAT and data.size == layout["frames"]:
                 return Decoded(data, layout), True
         except (OSError, ValueError, KeyError):
             pass
-    jobs = [(s, layer) for s in sources if s.instrument is not None for layer in s.instrument.layers]
-    with ThreadPoolExecutor(max(1, threads)) as pool:  # libsndfile and soxr release the GIL
-        decoded = list(pool.map(lambda job: decode_sample(job[1].path, rate, job[0].pitch + job[1].pitch), jobs))
-    parts, layers, offset = [], [], 0
-    for (s, layer), x in zip(jobs, decoded):
-        x *= np.float32(s.instrument.gain * layer.gain)
-        parts.append(x)
-        layers.append({"voice": VOICE_INDEX[s.voice], "offset": offset, "frames": len(x),
-                       "low": layer.low, "high": layer.high})
-        offset += len(x)
-    data = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    layout = {"format": CACHE_FORMAT, "name": kit.name, "rate": rate, "frames": int(data.size), "layers": layers,
-              "round_robin": [bool(s.instrument and s.instrument.round_robin) for s in sources],
-              "pans": [s.instrument.pan if s.instrument else None for s in sources],
-              "chokes": {str(k): list(v) for k, v in choke_table(sources).items()},
-              "sources": [s.describe() for s in sources]}
+    decoded = make()
     if use_cache:
         try:  # a cache that cannot be written only costs the next start-up its decoding
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".part")
-            data.tofile(tmp)
-            os.replace(tmp, cached)
-            cached.with_suffix(".json").write_text(json.dumps(layout))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.part")
+            decoded.data.tofile(tmp)
+            os.replace(tmp, path)
+            tmp = path.with_suffix(f".{os.getpid()}.json.part")
+            tmp.write_text(json.dumps(decoded.layout))
+            os.replace(tmp, path.with_suffix(".json"))
         except OSError:
             pass
-    return Decoded(data, layout), False
+    return decoded, False

@@ -260,6 +260,19 @@ def decode(spec: str | Path, sample_rate: int = 48000):
     return decoded
 
 
+def built_in(sample_rate: int = 48000):
+    """The built-in kit packed (``hydrogen.Decoded``), from the cache when this version of it was
+    synthesized before (synthesis takes half a second; reading it, milliseconds)."""
+    import hashlib
+
+    from drummachine.audio import hydrogen
+
+    if sample_rate not in SAMPLE_RATES:
+        raise DrumMachineError("sample rate", f"{sample_rate} Hz; allowed: {', '.join(map(str, SAMPLE_RATES))}")
+    key = hashlib.sha256(Path(__file__).read_bytes() + str(sample_rate).encode()).hexdigest()[:24]
+    return hydrogen.cached(f"built-in-{key}", lambda: pack(synth_kit(sample_rate)))[0]
+
+
 def pack(kit: Kit):
     """A kit as one float32 array and its layout (``hydrogen.Decoded``)."""
     from drummachine.audio.hydrogen import CACHE_FORMAT, Decoded

@@ -8,9 +8,9 @@ shared memory and never wait on each other:
   sequence lock, so the engine's clock is the audio clock, read without a system call;
 - counters (callbacks, underruns) and a panic generation number.
 
-A kit other than the built-in is decoded once, in the engine process, into a second block of
-shared memory (``kit.SharedKit``) that the mixer maps without a copy; a restarted mixer maps it
-again instead of decoding. The built-in kit is synthesized by the mixer itself.
+The kit is decoded once, in the engine process (or read from its cache: the built-in kit's
+synthesis too), into a second block of shared memory (``kit.SharedKit``) that the mixer maps
+without a copy; a restarted mixer maps it again instead of decoding.
 
 The mixer process is ``python -m drummachine.audio.process``, set up by one JSON line on its
 standard input and answering one JSON line (ready, with the stream's latency, or the error). It
@@ -139,7 +139,7 @@ class SharedAudioClock:
 class AudioProcessSink(Sink):
     """Plays note events through a mixer process; its sample counter is ``clock``.
 
-    A kit named by ``kit_path`` (``--kit``) is decoded here (from its cache: a read) while the
+    The kit (``kit_path``, ``--kit``; None: the built-in) is decoded here (from its cache: a read) while the
     mixer's interpreter starts, and a broken one raises DrumMachineError with ``kit`` set; then
     ``start`` returns at once (the mixer opens the stream meanwhile, while the engine loads its
     model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
@@ -159,16 +159,15 @@ class AudioProcessSink(Sink):
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
                       "latency": latency}
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
-        if kit_path:
-            from drummachine.audio.kit import SharedKit, decode
+        from drummachine.audio.kit import SharedKit, built_in, decode
 
-            try:
-                self.kit = SharedKit(decode(kit_path, rate))
-            except DrumMachineError as exc:
-                exc.kit = True
-                self.close()
-                raise
-            self.setup["kit"], self.setup["kit_layout"] = self.kit.name, self.kit.layout
+        try:
+            self.kit = SharedKit(decode(kit_path, rate) if kit_path else built_in(rate))
+        except DrumMachineError as exc:
+            exc.kit = bool(kit_path)
+            self.close()
+            raise
+        self.setup["kit"], self.setup["kit_layout"] = self.kit.name, self.kit.layout
         self._send_setup()
 
     def _spawn(self) -> None:
@@ -274,7 +273,7 @@ class AudioProcessSink(Sink):
 
     @property
     def kit_name(self) -> str:
-        return self.kit.layout["name"] if self.kit else "built-in"
+        return self.kit.layout["name"]
 
     def close(self) -> None:
         if self.block.header is None:
