@@ -326,13 +326,7 @@ class SharedKit:
         else:
             self.layout = layout
             self.shm = shared_memory.SharedMemory(name=name)
-            self.owner = False
-            try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.shm._name, "shared_memory")
-            except Exception:
-                pass
+            self.owner = False  # (the mixer process untracks it: see audio.process.serve)
         self.data = np.ndarray((int(self.layout["frames"]),), np.float32, self.shm.buf)
         if not self.owner:
             self.data.flags.writeable = False

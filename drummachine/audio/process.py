@@ -429,6 +429,12 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         rate = int(setup["rate"])
         if setup["kit"]:  # decoded by the engine process: mapped, not copied
             shared_kit = SharedKit(name=setup["kit"], layout=setup["kit_layout"])
+            try:  # as the event block: Python < 3.13 would unlink the engine's kit at this one's exit
+                from multiprocessing import resource_tracker
+
+                resource_tracker.unregister(shared_kit.shm._name, "shared_memory")
+            except Exception:
+                pass
             kit = shared_kit.kit()
         else:
             kit = synth_kit(rate)
