@@ -18,6 +18,7 @@ shipped as audio. Used by ``benchmarks/follow.py`` and by the tests (``tests/tes
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,3 +273,69 @@ def scored_beats(clip: Clip, detected: np.ndarray, skip_beats: int = 8) -> float
         silent |= (detected > a) & (detected < b)
     detected = np.asarray(detected)
     return f_measure(detected[(detected >= lo) & ~silent & (detected <= clip.beats[-1] + 0.07)], truth)
+
+
+class BandPlayer:
+    """A JACK client that plays a clip out of its port ``NAME:out`` (the band, for the tests).
+
+    ``heard(t)``: the monotonic time its sample at clip time ``t`` went out, by the same rule the
+    listening process uses for an input (a line through callback times against samples, moved
+    down to its lowest point).
+    """
+
+    def __init__(self, audio: np.ndarray, name: str = "band", start_silence: float = 0.0):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        pad = np.zeros(int(start_silence * self.rate), np.float32)
+        self.audio = np.concatenate([pad, np.asarray(audio, np.float32)])
+        self.pad = pad.size
+        self.port = self.client.outports.register("out")
+        self.pos = 0
+        self.playing = False
+        self.times = []  # (monotonic, samples done) per callback while playing
+        self.gain = 1.0
+
+        @self.client.set_process_callback
+        def process(frames):
+            out = self.port.get_array()
+            if not self.playing:
+                out[:] = 0.0
+                return
+            chunk = self.audio[self.pos:self.pos + frames]
+            out[:chunk.size] = chunk * self.gain
+            out[chunk.size:] = 0.0
+            self.pos += frames
+            self.times.append((time.monotonic(), self.pos, self.client.last_frame_time + frames))
+
+        self.client.activate()
+
+    @property
+    def port_name(self) -> str:
+        return self.port.name
+
+    def start(self) -> None:
+        self.playing = True
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= self.audio.size
+
+    def frames(self, clip_seconds: np.ndarray) -> np.ndarray:
+        """The JACK frame time at which the clip's time went out (exact: the sample's own block)."""
+        rows = np.array(self.times, dtype=np.float64)
+        samples = np.asarray(clip_seconds) * self.rate + self.pad
+        k = np.minimum(np.searchsorted(rows[:, 1], samples), len(rows) - 1)
+        return rows[k, 2] - (rows[k, 1] - samples)
+
+    def heard(self, clip_seconds: np.ndarray) -> np.ndarray:
+        """... and on the monotonic clock, by the listening process's rule (Timing)."""
+        from drummachine.listen.process import Timing
+
+        timing = Timing(np.array(self.times, dtype=np.float64), self.rate)
+        return np.array([timing.heard(s) for s in np.asarray(clip_seconds) * self.rate + self.pad])
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()

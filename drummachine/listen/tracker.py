@@ -43,7 +43,16 @@ TEMPO_SECONDS = 6.0  #: autocorrelation window
 PHASE_BEATS = 6  #: beats folded for the phase
 PHASE_DECAY = 0.8  #: weight of each older beat in the fold
 PRIOR_WIDTH = 0.08  #: the tempo prior's width around the instrument's tempo (log scale, ~8%)
-UPDATE_FRAMES = 10  #: estimate every 50 ms
+UPDATE_FRAMES = 10
+#: the phase-locked loop, per update (20 a second): share of the phase error taken, share of it
+#: put into the period, and the pull of the period towards the autocorrelation's
+LOOP_PHASE = 0.04
+LOOP_PERIOD = 0.004
+LOOP_PULL = 0.005
+#: the loop's mean |error| (smoothed over ~2 s of updates): up to JITTER_OK it is sure, at twice
+#: that not at all
+JITTER_SMOOTHING = 0.03
+JITTER_OK = 0.02
 #: the onset strength peaks before the note is in the middle of the window (its attack fills the
 #: window's newer half first): frame times are moved on by this much,
 #: measured on the steady clips (benchmarks/follow.py --tracker) and taken off every beat time
@@ -102,7 +111,10 @@ class BeatTracker:
         self.energy_at = 0
         self.bpm = 0.0
         self.next_beat = 0.0
+        self.period = 0.0  # the loop's beat period, seconds
         self.confidence = 0.0
+        self.confidence_was = 0.0
+        self.jitter = 0.0  # the loop's mean |error|, seconds
         self.record = record_beats
         self.beats: list[float] = []
         self._last_emitted = -1.0
@@ -271,9 +283,29 @@ class BeatTracker:
         if self.confidence < 0.2 and self.next_beat > 0:
             # unsure: go on by the last tempo (the follower holds)
             while self.next_beat <= now:
-                self.next_beat += period
+                self.next_beat += self.period
             return
-        self.next_beat = next_beat
+        self._lock_loop(next_beat, period, now)
+
+    def _lock_loop(self, measured: float, period: float, now: float) -> None:
+        """A phase-locked loop over the fold's beats: each measurement moves the predicted beat
+        by a share of its error, and the period by a smaller share, so the published beat and
+        tempo are steady where one fold is noisy (human timing, a fill's extra notes). The
+        autocorrelation's tempo keeps the period from wandering off."""
+        if self.next_beat <= 0 or self.period <= 0 or self.confidence_was < 0.2:
+            self.next_beat, self.period = measured, period
+            self.jitter = 2 * JITTER_OK
+        else:
+            while self.next_beat <= now:
+                self.next_beat += self.period
+            e = measured - self.next_beat
+            e -= self.period * math.floor(e / self.period + 0.5)
+            self.next_beat += LOOP_PHASE * e
+            self.period += LOOP_PERIOD * e + LOOP_PULL * (period - self.period)
+            self.jitter += JITTER_SMOOTHING * (abs(e) - self.jitter)
+        self.confidence_was = self.confidence
+        # a loop still settling (or a fold that keeps disagreeing with it) is not sure yet
+        self.confidence *= float(np.clip(1.0 - (self.jitter - JITTER_OK) / JITTER_OK, 0.0, 1.0))
 
     def frame_of(self, t: float) -> float:
         return ((t + ONSET_LAG) * self.arate - WINDOW / 2) / self.hop
@@ -299,7 +331,7 @@ class BeatTracker:
                 if self.record:
                     self.beats.append(t)
                 self._last_emitted = t
-            self.next_beat = t + 60.0 / self.bpm
+            self.next_beat = t + (self.period or 60.0 / self.bpm)
 
     @property
     def now(self) -> float:
@@ -309,5 +341,6 @@ class BeatTracker:
         rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
         loud = 20 * math.log10(max(rms, 1e-6))
         recent = [t for t in self._onset_times if t > self.now - 2.0]
-        return Estimate(self.now, round(self.bpm, 3), self.next_beat, round(self.confidence, 3), round(loud, 2),
+        bpm = 60.0 / self.period if self.period > 0 else self.bpm
+        return Estimate(self.now, round(bpm, 3), self.next_beat, round(self.confidence, 3), round(loud, 2),
                         len(recent) / 2.0)

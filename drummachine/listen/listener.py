@@ -1,0 +1,122 @@
+"""The engine's end of listening: starts the listening process, reads its readings on the engine's
+clock, and hands them to the engine as ``band`` commands (a small thread, 100 times a second).
+
+The readings' times are on the monotonic clock; the engine's clock is the mixer's sample counter
+(or the monotonic clock itself): both run at the same rate, so the difference, taken when a
+reading is read, puts a reading on the engine's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import threading
+import time
+
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.follow import BandReading
+from drummachine.listen import shared
+from drummachine.listen.inputs import find_input
+
+LINK_SECONDS = 0.01
+
+
+class Listener:
+    """``--listen PORT``: a listening process and its readings. A context manager."""
+
+    def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen"):
+        self.input = find_input(port)
+        self.clock = clock
+        self.block = shared.ReadingBlock()
+        self.block.slots[shared.PRIOR] = bpm
+        setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
+                 "device": self.input.index, "bpm": bpm, "window": window, "client": client}
+        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(json.dumps(setup) + "\n")
+        self.proc.stdin.flush()
+        self.rate = 0
+        self.latency = 0.0
+        self._thread = None
+        self._stop = threading.Event()
+        self.sent = 0
+
+    def wait_ready(self, timeout: float = 10.0) -> "Listener":
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        try:
+            reply = json.loads(line) if line else {"error": "the listening process did not answer"}
+        except json.JSONDecodeError:
+            reply = {"error": f"the listening process said {line.strip()[:120]!r}"}
+        if "error" in reply:
+            self.close()
+            raise DrumMachineError("--listen", reply["error"])
+        self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
+        return self
+
+    def set_tempo(self, bpm: float) -> None:
+        """The tempo the engine plays: the tracker looks for the band around it."""
+        if self.block.slots is not None:
+            self.block.slots[shared.PRIOR] = bpm
+
+    def reading(self) -> BandReading | None:
+        """The latest reading on the engine's clock (None before the first)."""
+        s = self.block.read()
+        if s[shared.SEQ] < 2:
+            return None
+        shift = self.clock.now() - time.monotonic()
+        nb = s[shared.NEXT_BEAT]
+        return BandReading(float(s[shared.HEARD] + shift), float(s[shared.BPM]), float(nb + shift) if nb > 0 else 0.0,
+                           float(s[shared.CONFIDENCE]), float(s[shared.LOUDNESS]), float(s[shared.DENSITY]),
+                           int(s[shared.SEQ]) // 2)
+
+    def status(self) -> str:
+        if not self.alive:
+            return "listener stopped"
+        return shared.STATUSES.get(int(self.block.read()[shared.STATUS]), "?")
+
+    def cpu_seconds(self) -> float:
+        return float(self.block.read()[shared.CPU])
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # --- the link to the engine -------------------------------------------------------------
+    def link(self, send) -> None:
+        """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``)."""
+        def loop():
+            last = -1
+            while not self._stop.wait(LINK_SECONDS):
+                try:
+                    r = self.reading()
+                    if r is not None and r.seq != last:
+                        last = r.seq
+                        send(r)
+                        self.sent += 1
+                except Exception:  # a bad reading is dropped; the engine holds meanwhile
+                    pass
+        self._thread = threading.Thread(target=loop, name="listen-link", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(3.0)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if self.block.slots is not None:
+            self.block.close()
+
+    def __enter__(self) -> "Listener":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
