@@ -254,7 +254,8 @@ def register(sub) -> None:
     p.add_argument("--audio-api", help="host API, e.g. JACK, ALSA (default: the system's default device)")
     p.add_argument("--blocksize", type=int, default=128, help="audio frames per buffer (default 128)")
     p.add_argument("--rate", type=int, default=48000, choices=(44100, 48000))
-    p.add_argument("--kit", metavar="DIR", help="a folder of WAV samples named by voice")
+    p.add_argument("--kit", metavar="NAME|DIR", help="a Hydrogen kit by name (drummachine kits) or folder, or a "
+                   "folder of WAV samples named by voice (default: the built-in kit)")
     p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")
     p.add_argument("--midi-virtual", action="store_true", help="open a virtual MIDI out port for others to connect")
     p.add_argument("--midi-in", metavar="PORT", help="controller input port (name or a unique part)")
