@@ -286,3 +286,17 @@ def test_the_shipped_override_table_names_real_voices():
     table = tomllib.loads((ROOT / "presets" / "kits.toml").read_text())
     assert table and all(set(rows) <= set(hydrogen.VOICE_NAMES) and all(isinstance(v, str) for v in rows.values())
                          for rows in table.values())
+
+
+@pytest.mark.jack
+def test_play_with_a_broken_kit_warns_once_and_plays_the_built_in_kit(jack_server, tmp_path):
+    r = run_cli("play", "--fake-model", "--no-ui", "--duration", "2", "--kit", broken_copy(tmp_path, "missing sample"),
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("drummachine: warning:")]
+    assert len(warnings) == 1 and "snare_b.wav: missing sample" in warnings[0]
+    assert "the built-in kit plays instead" in warnings[0] and "Traceback" not in r.stderr
+    import re
+
+    played = re.search(r"played (\d+) steps", r.stdout)
+    assert played and int(played.group(1)) > 0, r.stdout  # it played on, through the built-in kit
