@@ -79,6 +79,9 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
     from drummachine.live import host, tuning
     from drummachine.live.session import Session, status_line
 
+    import faulthandler
+
+    faulthandler.enable()  # a crash in a C extension (rtmidi, PortAudio) leaves every thread's stack on stderr
     t0 = time.perf_counter()
     path, listener, notice = host.listen(args.socket)  # before anything opens: a bad --socket fails at once
     if notice:

@@ -154,7 +154,9 @@ class Session:
 
             notemap = load_notemap(o.notemap) if o.notemap else GM_NOTEMAP
             try:
-                on_sent = (lambda t, msg: self.schedule.append((t, msg))) if self.schedule_file else None
+                # the time each message was due, on the monotonic clock (the sink runs on the audio clock)
+                on_sent = (lambda t, msg: self.schedule.append((t + time.monotonic() - self.clock.now(), msg))) \
+                    if self.schedule_file else None
                 self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
                                         send_clock=o.clock_out, strict=not self.sinks, on_sent=on_sent)
                 self.sinks.append(self.midi)
@@ -253,6 +255,7 @@ class Session:
 
     def _on_learn(self, action: str | None) -> None:
         if action is not None and action not in commands.BINDABLE:
+            self.engine.stats.refused += 1
             log.warning("learn: %r cannot be bound; allowed: %s", action, ", ".join(commands.BINDABLE))
             return
         self.learning = action

@@ -1,0 +1,562 @@
+"""Soak: the real `play --headless` under a storm of cues, controller spam and faults. JSON out.
+
+    python benchmarks/soak.py --minutes 10 [--json OUT] [--fake-model] [--seed N]
+
+What runs, all at once, on a JACK server of the soak's own (dummy backend, 128 frames):
+- the engine: `drummachine play --headless` (real model unless --fake-model), the mixer over
+  JACK, MIDI out to a recorder here, MIDI in from a controller here, its socket in a 0700 folder;
+- a monitor attached to the socket (snapshots 40/s; health at the start and the end);
+- cues: a random command every 0.5-5 s from the whole table (core.commands.COMMANDS) over the
+  socket, a quarter of them with bad values (wrong type, out of range, no such command); a stop,
+  pause, mute or solo is undone a few seconds later, so the groove is never asked to be silent
+  for long;
+- controller spam: bursts of 1,000 messages a second for 2 s (running status, truncated and
+  unknown messages, SysEx, note-on velocity 0, clock, CCs bound and not);
+- faults: the MIDI out port (the recorder) and the MIDI in port (the controller) disappear and
+  come back, the mixer process is SIGKILLed, a UI attached in a real terminal (tmux, a server of
+  the soak's own) is crashed by an injected exception or SIGKILLed;
+- a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame.
+
+Reported: silent bars (playing, not asked to be silent, MIDI out connected, yet no note arrived),
+bars handed out with no hits, generator misses, underruns, jackd's blame per client and its other
+xrun lines, faults caught per loop, commands refused, threads (alive, dead), RSS, fds and OS
+threads of the engine at the start and the end, MIDI timing error (arrival at the recorder
+against the time the engine scheduled) p50/p99 in the first and the last minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drummachine.core import commands  # noqa: E402
+from drummachine.core.voices import N_VOICES, VOICE_NAMES  # noqa: E402
+
+SILENT_KINDS = {"final", "silent"}  #: bars the song itself leaves (nearly) empty
+BAR_SLACK = 0.15  #: a bar's notes sound up to the commit horizon after its snapshot's bar changes
+
+
+# --- processes ------------------------------------------------------------------------------
+class JackServer:
+    def __init__(self, name: str, log: Path):
+        self.name, self.log = name, log
+
+    def __enter__(self):
+        self.file = open(self.log, "w")
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "128"],
+                                     stdout=self.file, stderr=subprocess.STDOUT)
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
+        if "available" not in r.stdout:
+            raise RuntimeError(f"jackd did not start: {r.stdout} {r.stderr}")
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()  # by its pid: only the soak's own server
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.file.close()
+
+    def blame(self) -> dict:
+        """jackd's own words: which client it found unfinished at the end of a period, and its
+        other xrun lines (the driver waking late, mostly)."""
+        text = self.log.read_text(errors="replace")
+        clients = Counter(m.group(1) for m in re.finditer(r"client = (.+?) was not finished", text))
+        xrun = [ln for ln in text.splitlines() if "xrun" in ln.lower() and "was not finished" not in ln]
+        return {"not_finished_by_client": dict(clients.most_common()), "other_xrun_lines": len(xrun),
+                "examples": sorted(set(xrun))[:4]}
+
+
+def proc_stats(pid: int | None) -> dict:
+    if not pid:
+        return {}
+    try:
+        rss = next(int(ln.split()[1]) for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if ln.startswith("VmRSS:"))
+        return {"rss_kb": rss, "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                "os_threads": len(os.listdir(f"/proc/{pid}/task"))}
+    except (OSError, StopIteration):
+        return {}
+
+
+class Recorder:
+    """The MIDI out's destination: a JACK MIDI input here, timestamped on the monotonic clock.
+    ``gone()`` / ``back()``: the port disappears (its JACK client too) and comes back."""
+
+    def __init__(self, client: str):
+        self.client = client
+        self.got: list[tuple[float, list[int]]] = []
+        self.port = None
+        self.back()
+
+    def back(self) -> None:
+        import rtmidi
+
+        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, self.client)
+        port.ignore_types(sysex=True, timing=True, active_sense=True)
+        port.open_virtual_port("rx")
+        port.set_callback(lambda ev, data=None: self.got.append((time.monotonic(), ev[0])))
+        self.port = port
+
+    def gone(self) -> None:
+        self.port.close_port()
+        self.port.delete()
+        self.port = None
+
+
+class Controller:
+    def __init__(self, client: str):
+        self.client = client
+        self.port = None
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.back()
+
+    def back(self) -> None:
+        import rtmidi
+
+        port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, self.client)
+        port.open_virtual_port("tx")
+        with self.lock:
+            self.port = port
+
+    def gone(self) -> None:
+        with self.lock:
+            port, self.port = self.port, None
+        port.close_port()
+        port.delete()
+
+    def send(self, msg: list[int]) -> None:
+        with self.lock:
+            if self.port is not None:
+                self.port.send_message(msg)
+                self.sent += 1
+
+
+# --- what the musician (and worse) sends -----------------------------------------------------
+def random_command(rng: random.Random) -> tuple[str, object, bool]:
+    """A command from the whole table, with a good value three times in four: (name, value, bad)."""
+    if rng.random() < 0.04:
+        return rng.choice(["no_such_command", "", "STOP", "tempo "]), None, True
+    name = rng.choice(list(commands.COMMANDS))
+    v = commands.COMMANDS[name].value
+    bad = rng.random() < 0.25
+    if bad:
+        return name, rng.choice([1e9, -1, "x", [1, 2], {"a": 1}, True, float("nan"), 1e-9, "../../etc"]), True
+    kind = v.kind
+    if kind == commands.NONE:
+        return name, None, False
+    if kind in (commands.NUMBER, commands.WHOLE):
+        if v.optional and rng.random() < 0.3:
+            return name, None, False
+        x = rng.uniform(v.lo, v.hi)
+        return name, (round(x) if kind == commands.WHOLE else round(x, 3)), False
+    if kind == commands.CHOICE:
+        return name, rng.choice(list(v.choices) + ([None] if v.optional else [])), False
+    if kind == commands.VOICE:
+        return name, rng.choice([rng.randrange(N_VOICES), rng.choice(VOICE_NAMES)]), False
+    if kind == commands.FLAG:
+        return name, rng.choice([True, False, None]), False
+    if kind == commands.TEXT:  # learn: an action to bind (the spam then binds it), or cancel
+        return name, rng.choice(list(commands.BINDABLE) + [None]), False
+    return name, "not a " + kind, True  # song, clock: JSON cannot carry one: refused
+
+
+SPAM_KINDS = (
+    lambda r: [0xB0 | r.randrange(16), r.choice([1, 7, 10, 64, 74, 91]), r.randrange(128)],  # CCs nobody maps
+    lambda r: [r.randrange(128), r.randrange(128)],  # running status: data bytes alone
+    lambda r: [r.choice([0x90, 0x99, 0xB0, 0xE0])] + [r.randrange(128)] * r.randrange(2),  # truncated
+    lambda r: [r.choice([0xF4, 0xF5, 0xF9, 0xFD])],  # undefined system messages
+    lambda r: [0xF0] + [r.randrange(128) for _ in range(r.randrange(1, 40))] + [0xF7],  # SysEx
+    lambda r: [0x99, r.choice([36, 38, 42]), 0],  # note-on velocity 0
+    lambda r: [0xF8],  # clock (we lead: ignored)
+    lambda r: [0xFE],  # active sensing
+    lambda r: [0xD9, r.randrange(128)],  # channel pressure
+    lambda r: [0xB9, r.choice([110, 112, 113, 117]), r.randrange(1, 128)],  # bound: accent, fill, next, tap
+    lambda r: [0xB9, r.choice([80, 81]), r.randrange(0, 4)],  # tempo by a little
+)
+
+
+def spam_burst(ctl: Controller, rng: random.Random, seconds: float = 2.0, rate: int = 1000) -> int:
+    """``rate`` messages a second for ``seconds``, paced in 10 ms slices."""
+    n = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for _ in range(rate // 100):
+            kind = SPAM_KINDS[rng.randrange(len(SPAM_KINDS) - 2)] if rng.random() < 0.97 else \
+                SPAM_KINDS[rng.choice([-2, -1])]
+            try:
+                ctl.send(kind(rng))
+                n += 1
+            except Exception:  # noqa: BLE001 - rtmidi refuses some: the engine never sees those
+                pass
+        time.sleep(0.01)
+    return n
+
+
+# --- the soak ---------------------------------------------------------------------------------
+class Soak:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.work = Path(tempfile.mkdtemp(prefix="soak-"))
+        os.chmod(self.work, 0o700)
+        self.tag = f"s{os.getpid()}"
+        self.sock = self.work / "engine.sock"
+        self.log = self.work / "play.log"
+        self.schedule = self.work / "schedule.txt"
+        self.snaps: list[tuple] = []  # (t, bar, ok_to_count, midi_connected, hits_in_grid)
+        self.events: list[tuple[float, str, str]] = []
+        self.exclude: list[tuple[float, float, str]] = []  # windows where MIDI out is down on purpose
+        self.cues = Counter()
+        self.bad_cues = 0
+        self.spam_sent = 0
+        self.tmux = ["tmux", "-L", f"soak-{self.tag}"]
+        self.died_at: float | None = None
+
+    def note(self, what: str, detail: str = "") -> None:
+        self.events.append((round(time.monotonic() - self.t0, 2), what, detail))
+
+    # the engine
+    def start_engine(self) -> None:
+        cfg = self.work / "config"
+        cfg.mkdir()
+        env = {**os.environ, "XDG_CONFIG_HOME": str(cfg), "DRUMMACHINE_MIDI_API": "jack"}  # MIDI learn writes here
+        cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--style", "funk", "--bpm", "100",
+               "--midi-out", f"{self.tag}-rec:rx", "--midi-in", f"{self.tag}-ctl:tx", "--log", str(self.log),
+               "--socket", str(self.sock), "--midi-schedule", str(self.schedule), "--seed", str(self.args.seed)]
+        if self.args.fake_model:
+            cmd.append("--fake-model")
+        self.env = env
+        self.engine = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        end = time.monotonic() + 60
+        while not self.sock.exists():
+            if self.engine.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"the engine did not start: {self.engine.stderr.read()}")
+            time.sleep(0.1)
+        from drummachine.live.host import SocketClient
+
+        self.monitor = SocketClient(self.sock)
+        self.monitor.wait_snapshot(10)
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watching = True
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        last = None
+        while self.watching:
+            if self.died_at is None and self.engine.poll() is not None:
+                self.died_at = time.monotonic()
+                self.note("ENGINE_DIED", f"exit code {self.engine.returncode}")
+            s = self.monitor.latest()
+            if s is not None and s is not last:
+                last = s
+                ok = s.playing and not s.paused and not s.muted and not s.solo and s.kind not in SILENT_KINDS
+                hits = int((s.grid[: s.step + 1, 0] > 0.5).sum())
+                self.snaps.append((time.monotonic(), s.bar, ok, s.midi_out == "connected", hits, s.steps))
+            time.sleep(0.02)
+
+    # the faults
+    def ui(self, crash: bool) -> None:
+        name = f"ui{len(self.events)}"
+        env = f"DRUMMACHINE_UI_FAULT_AFTER={self.rng.uniform(2, 5):.1f}" if crash else "DRUMMACHINE_UI_FAULT_AFTER="
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", name, "-x", "100", "-y", "30", "-e", env,
+                        "-e", f"JACK_DEFAULT_SERVER={os.environ['JACK_DEFAULT_SERVER']}",
+                        f"cd {ROOT} && exec {sys.executable} -m drummachine attach --socket {self.sock}"], check=True)
+        if crash:
+            self.note("ui_crash", name)
+            return
+        time.sleep(self.rng.uniform(2, 4))
+        out = subprocess.run([*self.tmux, "list-panes", "-t", name, "-F", "#{pane_pid}"], capture_output=True,
+                             text=True).stdout.split()
+        if out:
+            os.kill(int(out[0]), signal.SIGKILL)
+            self.note("ui_sigkill", out[0])
+
+    def kill_mixer(self) -> None:
+        h = self.monitor.ask_health()
+        if h and h.get("mixer_pid"):
+            os.kill(h["mixer_pid"], signal.SIGKILL)
+            self.note("mixer_sigkill", str(h["mixer_pid"]))
+
+    def midi_out_gone(self) -> None:
+        t = time.monotonic()
+        self.recorder.gone()
+        self.note("midi_out_gone")
+        time.sleep(self.rng.uniform(3, 6))
+        self.recorder.back()
+        back = time.monotonic()
+        self.note("midi_out_back")
+        # the engine's port watch looks once a second: notes are back within about 2 s
+        self.exclude.append((t, back + 2.5, "midi out gone"))
+        self.reconnects.append(back)
+
+    def midi_in_gone(self) -> None:
+        self.controller.gone()
+        self.note("midi_in_gone")
+        time.sleep(self.rng.uniform(3, 6))
+        self.controller.back()
+        self.note("midi_in_back")
+
+    def spam(self) -> None:
+        n = spam_burst(self.controller, self.rng)
+        self.spam_sent += n
+        self.note("spam", str(n))
+
+    # the cues
+    def cue_loop(self, end: float) -> None:
+        undo: list[tuple[float, str, object]] = []
+        stopped_since = None
+        next_cue = time.monotonic() + self.rng.uniform(0.5, 5)
+        while time.monotonic() < end:
+            now = time.monotonic()
+            s = self.monitor.latest()
+            for item in [u for u in undo if u[0] <= now]:
+                undo.remove(item)
+                self.monitor.command(item[1], item[2])
+            if s is not None:  # never asked to be silent for long: start again, unpause
+                if not s.playing:
+                    stopped_since = stopped_since or now
+                    if now - stopped_since > 2.0:
+                        self.monitor.command("start")
+                        stopped_since = None
+                else:
+                    stopped_since = None
+                if s.paused and not any(u[1] == "pause" for u in undo):
+                    undo.append((now + self.rng.uniform(1, 3), "pause", False))
+            if now >= next_cue:
+                name, value, bad = random_command(self.rng)
+                self.monitor.command(name, value)
+                self.cues[name or "(empty)"] += 1
+                self.bad_cues += bad
+                if not bad and name in ("mute", "solo"):
+                    undo.append((now + self.rng.uniform(2, 4), name, value))
+                next_cue = now + self.rng.uniform(0.5, 5)
+            time.sleep(0.05)
+
+    def schedule_faults(self, start: float, end: float) -> list[tuple[float, str]]:
+        """Every kind at least once, then again at its period; nothing in the last 12 s."""
+        span = end - 12 - start
+        kinds = [("ui_crash", 0.05, 60), ("spam", 0.15, 30), ("mixer", 0.25, 90), ("midi_out", 0.4, 120),
+                 ("midi_in", 0.6, 150), ("ui_kill", 0.8, 60)]
+        plan = []
+        for kind, frac, period in kinds:
+            t = start + frac * span
+            while t < end - 12:
+                plan.append((t, kind))
+                t += period * self.rng.uniform(0.8, 1.2)
+        return sorted(plan)
+
+    def run(self) -> dict:
+        a = self.args
+        seconds = a.minutes * 60
+        jack_name = f"{os.environ.get('JACK_DEFAULT_SERVER', 'default')}-soak"
+        os.environ["JACK_DEFAULT_SERVER"] = jack_name
+        self.reconnects: list[float] = []
+        result: dict = {"minutes": a.minutes, "seed": a.seed, "model": "stand-in" if a.fake_model else "shipped int8",
+                        "jack": {"server": jack_name, "rate": 48000, "period": 128}}
+        with JackServer(jack_name, self.work / "jackd.log") as jack:
+            reference = None
+            if shutil.which("jack_simple_client"):
+                reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+            self.recorder = Recorder(f"{self.tag}-rec")
+            self.controller = Controller(f"{self.tag}-ctl")
+            self.t0 = time.monotonic()
+            try:
+                self.start_engine()
+                time.sleep(3.0)
+                start_health = self.monitor.ask_health()
+                start_proc = proc_stats(self.engine.pid)
+                t_start = time.monotonic()
+                end = self.t0 + seconds
+                faults = self.schedule_faults(t_start, end)
+                cues = threading.Thread(target=self.cue_loop, args=(end - 8,), daemon=True)
+                cues.start()
+                ui_turn = 0
+                for when, kind in faults:
+                    time.sleep(max(0.0, when - time.monotonic()))
+                    try:
+                        if kind in ("ui_crash", "ui_kill"):
+                            self.ui(crash=kind == "ui_crash")
+                            ui_turn += 1
+                        elif kind == "spam":
+                            self.spam()
+                        elif kind == "mixer":
+                            self.kill_mixer()
+                        elif kind == "midi_out":
+                            self.midi_out_gone()
+                        elif kind == "midi_in":
+                            self.midi_in_gone()
+                    except Exception as exc:  # noqa: BLE001 - a soak reports, it does not stop
+                        self.note("injector_error", f"{kind}: {exc}")
+                cues.join()
+                self.monitor.command("start") if not (self.monitor.latest() and self.monitor.latest().playing) else None
+                time.sleep(max(0.0, end - time.monotonic()))
+                subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+                time.sleep(1.0)
+                end_health = self.monitor.ask_health()
+                end_proc = proc_stats(self.engine.pid)
+                last = self.monitor.latest()
+                self.watching = False
+                self.monitor.quit()
+                _, err = self.engine.communicate(timeout=30)
+            finally:
+                subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+                if self.engine.poll() is None:
+                    self.engine.kill()
+                if reference is not None:
+                    reference.terminate()
+                    reference.wait(5)
+                for part in (self.recorder, self.controller):
+                    if part.port is not None:
+                        part.gone()
+            result["jackd"] = jack.blame()
+            result["jackd"]["reference_client"] = "simple" if reference is not None else None
+        result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
+        return result
+
+    # the figures
+    def report(self, h0, h1, p0, p1, last, err, t_start, end) -> dict:
+        log = self.log.read_text(errors="replace")
+        bars = self.bars()
+        silent = [b for b in bars if b["counted"] and b["notes"] == 0]
+        no_hits = [b for b in bars if b["counted"] and b["hits"] == 0]
+        timing = self.timing(t_start, end)
+        reconnect = []
+        for back in self.reconnects:
+            first = next((t for t, m in self.recorder.got if t > back and m[0] & 0xF0 == 0x90), None)
+            reconnect.append(round(first - back, 2) if first else None)
+        return {
+            "bars": {"seen": len(bars), "counted": sum(b["counted"] for b in bars), "silent": len(silent),
+                     "silent_examples": silent[:5], "handed_out_with_no_hits": len(no_hits),
+                     "excluded_midi_out_gone": sum(b["excluded"] for b in bars)},
+            "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
+            "underruns": last.underruns if last else None, "audio_restarts": last.audio_restarts if last else None,
+            "faults_caught_per_loop": dict(last.faults) if last else None,
+            "commands_refused": last.refused if last else None,
+            "threads": {"start": h0 and h0["threads"], "end": h1 and h1["threads"], "dead_at_end": h1 and h1["dead"],
+                        "expected": h1 and h1["expected"]},
+            "engine_process": {"start": p0, "end": p1},
+            "midi_timing_error_ms": timing,
+            "midi_out_back_after_s": reconnect,
+            "cues": {"sent": sum(self.cues.values()), "bad_values": self.bad_cues, "by_name": dict(self.cues)},
+            "spam_messages": self.spam_sent,
+            "faults_injected": Counter(e[1] for e in self.events),
+            "events": self.events,
+            "log": {"ui_detached": log.count("UI detached ("), "tracebacks": log.count("Traceback"),
+                    "refused_lines": log.count("refused:"), "audio_restarted": log.count("audio process stopped"),
+                    "midi_faults": len(re.findall(r"thread: .* \(caught, going on", log))},
+            "engine_exit": {"code": self.engine.returncode, "summary": (err.strip().splitlines() or [""])[-1],
+                            "traceback_on_stderr": "Traceback" in err or "Fatal Python error" in err,
+                            "died_at_s": round(self.died_at - self.t0, 1) if self.died_at else None,
+                            "seconds_without_engine": round(end - self.died_at, 1) if self.died_at else 0.0,
+                            "stderr_tail": err.strip().splitlines()[-40:] if self.died_at else []},
+        }
+
+    def bars(self) -> list[dict]:
+        """Per bar of the engine (runs of snapshots with the same bar): was it to sound (playing,
+        not paused, nothing muted, MIDI out connected, not in a window where the soak took the
+        port away), and how many note-ons arrived while it was the bar handed out."""
+        notes = sorted(t for t, m in self.recorder.got if m[0] & 0xF0 == 0x90 and len(m) > 2 and m[2] > 0)
+        runs: list[tuple[int, list]] = []
+        for t, bar, ok, connected, hits, steps in self.snaps:
+            if not runs or runs[-1][0] != bar:
+                runs.append((bar, []))
+            runs[-1][1].append((t, ok, connected, hits))
+        out = []
+        for (bar, rows), (following, next_rows) in zip(runs, runs[1:]):  # the last bar is cut by the end
+            if following != bar + 1:  # a restart or a stop: not a bar that ran to its end
+                continue
+            t0, t1 = rows[0][0], next_rows[0][0]
+            excluded = any(a <= t1 + BAR_SLACK and t0 <= b for a, b, _ in self.exclude)
+            counted = all(r[1] and r[2] for r in rows) and not excluded and t1 - t0 > 0.5
+            n = bisect_left(notes, t1 + BAR_SLACK) - bisect_left(notes, t0)
+            out.append({"bar": bar, "t": round(t0 - self.t0, 2), "seconds": round(t1 - t0, 2), "counted": counted,
+                        "excluded": excluded, "notes": n, "hits": max(r[3] for r in rows)})
+        return out
+
+    def timing(self, t_start: float, end: float) -> dict:
+        """Each note-on that arrived against the nearest scheduled time of the same message."""
+        sched: dict = defaultdict(list)
+        if self.schedule.exists():
+            for line in self.schedule.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 4:
+                    sched[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
+        for v in sched.values():
+            v.sort()
+        errors = []
+        for t, m in self.recorder.got:
+            if m[0] & 0xF0 != 0x90 or len(m) < 3 or m[2] == 0:
+                continue
+            times = sched.get(tuple(m))
+            if not times:
+                continue
+            i = bisect_left(times, t)
+            cands = [times[j] for j in (i - 1, i) if 0 <= j < len(times)]
+            err = min((t - s for s in cands), key=abs)
+            if abs(err) < 0.1:
+                errors.append((t, err))
+        window = min(60.0, (end - t_start) / 3)
+
+        def stats(rows):
+            x = np.abs([e for _, e in rows]) * 1000
+            if not len(x):
+                return {"n": 0}
+            return {"n": int(len(x)), "p50": round(float(np.percentile(x, 50)), 3),
+                    "p99": round(float(np.percentile(x, 99)), 3), "max": round(float(x.max()), 3)}
+
+        return {"window_s": round(window, 1), "matched": len(errors),
+                "first": stats([r for r in errors if r[0] < t_start + window]),
+                "last": stats([r for r in errors if end - 8 - window <= r[0] < end - 8])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--json", metavar="OUT", help="also write the result here")
+    p.add_argument("--fake-model", action="store_true", help="the stand-in generator instead of the shipped model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, schedule)")
+    args = p.parse_args(argv)
+    if not shutil.which("jackd") or not shutil.which("tmux"):
+        print("soak: needs jackd and tmux", file=sys.stderr)
+        return 2
+    soak = Soak(args)
+    try:
+        result = soak.run()
+    finally:
+        if not args.keep:
+            shutil.rmtree(soak.work, ignore_errors=True)
+    result["work"] = str(soak.work) if args.keep else None
+    text = json.dumps(result, indent=1, default=str)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
