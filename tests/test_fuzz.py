@@ -221,6 +221,20 @@ def test_model_metadata_of_the_wrong_type(tmp_path):
             load_model(path)
 
 
+def test_model_metadata_that_is_not_utf8(tmp_path):
+    """A damaged byte in the metadata (found by the long run's bit flips) ended in a
+    UnicodeDecodeError traceback out of ONNX Runtime's get_modelmeta()."""
+    from drummachine.model.model_file import load_model
+
+    data = bytearray(fuzz.MODEL.read_bytes())
+    at = data.index(b'"schema"')  # inside the drummachine metadata's JSON
+    data[at + 1] = 0xF0  # a 4-byte UTF-8 lead with no continuation
+    path = tmp_path / "m.onnx"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DrumMachineError, match=r"the model's metadata is not UTF-8 text \(byte \d+\)"):
+        load_model(path)
+
+
 def test_garbage_from_the_midi_backend_is_dropped_without_a_traceback(caplog):
     """A malformed callback event (not (bytes, delta)) was logged as a fault with its traceback."""
     from drummachine.core.transport import ManualClock

@@ -108,7 +108,10 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise DrumMachineError(str(path), f"not a readable ONNX model ({first})") from None
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    except UnicodeDecodeError as exc:  # ONNX Runtime hands the metadata over as str: a damaged byte ends here
+        raise DrumMachineError(str(path), f"the model's metadata is not UTF-8 text (byte {exc.start})") from None
     if raw is None:
         raise DrumMachineError(str(path), "not a drummachine model (no drummachine metadata)")
     try:
