@@ -158,9 +158,18 @@ def test_controller_cues_arrive_over_jack_midi(jack_server):
         tx.close_port()
 
 
-def test_controller_unplugged_and_back(jack_server):
-    from drummachine.live.session import Options, Session
+def test_controller_unplugged_and_back(jack_server, monkeypatch):
+    import rtmidi
 
+    from drummachine.live.session import Options, Session
+    from drummachine.midi.ports import CLIENT
+
+    clients = []  # every rtmidi client the instrument opens in the JACK graph (each one the server waits for)
+    for name in ("MidiIn", "MidiOut"):
+        def counted(api, client_name, cls=getattr(rtmidi, name)):
+            clients.append((cls.__name__, client_name))
+            return cls(api, client_name)
+        monkeypatch.setattr(rtmidi, name, counted)
     tx = sender("footsw")
     opts = Options(audio=False, midi_virtual=True, midi_in="footsw:tx", fake_model=True, style="rock", bpm=120)
     with Session(opts) as session:
@@ -181,6 +190,9 @@ def test_controller_unplugged_and_back(jack_server):
         tx.send_message([0xB0, 112, 127])
         time.sleep(0.3)
         assert session.engine.conductor.fill_requests
+        # one client per direction through the unplug and the reconnect, the watch's listing included
+        kept = sorted(c for c in clients if c[1].startswith(CLIENT) and not c[1].endswith("-probe"))
+        assert kept == [("MidiIn", CLIENT), ("MidiOut", CLIENT)], clients
     tx.close_port()
 
 

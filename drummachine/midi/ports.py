@@ -93,17 +93,17 @@ class _Port:
         self.connected = False
         self.message = ""
         self.on_open = on_open
-        self.lister = None
+        #: the one rtmidi client of this port, kept while the port comes and goes: it opens the port
+        #: and lists the system's ports for the watch (each rtmidi object is a client in the JACK
+        #: graph, one more the server waits for every period, so no second one for the watch)
+        self.client = None
         self._lock = threading.Lock()
 
     def open(self, strict: bool = False) -> bool:
-        import rtmidi
-
         with self._lock:
             self.close_port()
-            cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
             try:
-                port = cls(_rtmidi_api(self.api), CLIENT)
+                port = self._client()
                 if self.wanted:
                     index = find_port(port.get_ports(), self.wanted, self.label)
                     port.open_port(index, self.label)
@@ -115,6 +115,7 @@ class _Port:
                     raise
                 return False
             except Exception as exc:
+                self._drop_client()  # a client whose server went away is no use: a new one next time
                 self.message = f"{self.label}: {exc}"
                 if strict:
                     raise DrumMachineError(self.label, str(exc)) from None
@@ -126,23 +127,37 @@ class _Port:
                 self.on_open(port)
             return True
 
+    def _client(self):
+        import rtmidi
+
+        if self.client is None:
+            cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
+            self.client = cls(_rtmidi_api(self.api), CLIENT)
+        return self.client
+
+    def _drop_client(self) -> None:
+        client, self.client, self.port, self.connected = self.client, None, None, False
+        if client is not None:
+            try:
+                client.close_port()
+                client.delete()
+            except Exception:
+                pass
+
     def present(self) -> bool:
-        """Is the wanted port still in the system's list? Asked through a client kept open for it:
+        """Is the wanted port still in the system's list? Asked through this port's own client:
         opening a JACK client every second would reorder the server's graph every second."""
         if not self.wanted:
             return True
-        import rtmidi
-
         try:
-            if self.lister is None:
-                cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
-                self.lister = cls(_rtmidi_api(self.api), CLIENT + "-watch")
-            find_port(self.lister.get_ports(), self.wanted, self.label)
+            with self._lock:
+                find_port(self._client().get_ports(), self.wanted, self.label)
             return True
         except DrumMachineError:
             return False
         except Exception:
-            self.lister = None
+            with self._lock:
+                self._drop_client()
             return False
 
     def check(self, close_when_gone: bool) -> None:
@@ -169,14 +184,19 @@ class _Port:
                 faults.caught(thread, "port watch")
 
     def close_port(self) -> None:
+        """Close the port; the client stays to list ports and to open it again."""
         if self.port is not None:
             try:
                 self.port.close_port()
-                self.port.delete()
             except Exception:
                 pass
         self.port = None
         self.connected = False
+
+    def close(self) -> None:
+        """The port and its client, for good."""
+        with self._lock:
+            self._drop_client()
 
 
 class MidiOutSink(Sink):
@@ -309,7 +329,7 @@ class MidiOutSink(Sink):
             self.cv.notify()
         self.thread.join(timeout=1.0)
         time.sleep(0.02)  # let the server deliver the last messages before the port goes away
-        self.port.close_port()
+        self.port.close()
 
 
 class MidiInput:
@@ -354,7 +374,7 @@ class MidiInput:
 
     def close(self) -> None:
         self.running = False
-        self.port.close_port()
+        self.port.close()
 
 
 def _midi_bytes(event) -> list[int] | None:
