@@ -129,3 +129,50 @@ def test_a_restarted_mixer_goes_on_from_the_clock_however_slowly_it_started(part
     after = clock.now()
     attached.close()
     assert after >= before + 0.29 and reborn.frame >= 1280 + 0.29 * 48000
+
+
+@pytest.mark.jack
+def test_one_jack_port_per_voice_each_onset_on_its_sample(tmp_path, monkeypatch):
+    """--outs voices through a JACK server with nine ports a side (its own, started here): each
+    voice on its own port, alone, on its sample; every port with the same loopback delay."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    from drummachine.audio.process import AudioProcessSink
+
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"drummachine-outs-{os.getpid()}"
+    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", "9", "-C", "9"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # the mixer process and jack_connect inherit it
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        sink = AudioProcessSink(None, 48000, record_seconds=15.0, outs="voices").wait_ready()
+        try:
+            for k in range(9):
+                subprocess.run(["jack_disconnect", f"system:capture_{k + 1}", f"PortAudio:in_{k}"], capture_output=True)
+                subprocess.run(["jack_connect", f"PortAudio:out_{k}", f"PortAudio:in_{k}"], check=True,
+                               capture_output=True)
+            base = int(sink.clock.now() * 48000) + 24000
+            for v in range(9):
+                assert sink.events.push(base + v * 6000, v, 0.9)
+            time.sleep((base + 9 * 6000) / 48000 - sink.clock.now() + 0.2)
+        finally:
+            sink.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    rec = sink.recording
+    assert rec.shape[1] == 9
+    delays = []
+    for v in range(9):
+        onset = base + v * 6000
+        assert not rec[base - 2000:onset, v].any()  # nothing on this port before its own voice sounds
+        loud = np.flatnonzero(np.abs(rec[onset:onset + 2048, v]) > 1e-6)
+        assert loud.size, v
+        delays.append(int(loud[0]))
+    assert len(set(delays)) == 1, delays  # sample-locked across the ports

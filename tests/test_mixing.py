@@ -61,3 +61,50 @@ def test_a_voice_rings_at_most_polyphony_hits_at_once_live_as_offline():
         blk = out[b:b + 128]
         v.mix(blk, b)
     np.testing.assert_allclose(out, five, atol=1e-6)
+
+
+def _mixed(kit, outs, onsets, voices, vels, n=24064):
+    v = Voices(kit, outs=outs)
+    for o, vo, ve in zip(onsets, voices, vels):
+        v.add(o, vo, ve)
+    out = np.zeros((n, v.channels), np.float32)
+    for b in range(0, n, 128):
+        v.mix(out[b:b + 128], b)
+    return out
+
+
+def test_groups_and_voices_outs_carry_their_voices_and_sum_to_the_stereo_mix():
+    from drummachine.audio.mixing import out_channels
+    from drummachine.core.voices import VOICE_NAMES
+
+    kit = synth_kit()
+    onsets, voices, vels = [100, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000], list(range(9)), [0.8] * 9
+    stereo = _mixed(kit, "stereo", onsets, voices, vels)
+    mono = stereo.sum(axis=1)
+    for outs in ("groups", "voices"):
+        out = _mixed(kit, outs, onsets, voices, vels)
+        assert out.shape[1] == len(out_channels(outs))
+        np.testing.assert_allclose(out.sum(axis=1), mono, atol=1e-5)  # nothing lost, nothing twice
+    per_voice = _mixed(kit, "voices", onsets, voices, vels)
+    for v, name in enumerate(VOICE_NAMES):
+        alone = _mixed(kit, "stereo", [onsets[v]], [v], [0.8]).sum(axis=1)
+        np.testing.assert_allclose(per_voice[:, v], alone, atol=1e-5)  # channel v: voice v, nothing else
+    groups = dict(zip(out_channels("groups"), _mixed(kit, "groups", onsets, voices, vels).T))
+    by_voice = dict(zip(VOICE_NAMES, per_voice.T))
+    for group, members in (("kick", ("kick",)), ("snare", ("snare",)), ("hats", ("closed_hat", "open_hat")),
+                           ("toms", ("low_tom", "mid_tom", "high_tom")), ("overheads", ("crash", "ride"))):
+        got = groups[group] if group in groups else groups[group + "_left"] + groups[group + "_right"]
+        np.testing.assert_allclose(got, sum(by_voice[m] for m in members), atol=1e-5)
+    low_tom = VOICE_NAMES.index("low_tom")  # panned left: more of it in the left tom channel
+    hit = slice(onsets[low_tom], onsets[low_tom] + 2000)
+    assert np.abs(groups["toms_left"][hit]).max() > 1.5 * np.abs(groups["toms_right"][hit]).max()
+
+
+def test_an_unknown_outs_layout_is_one_clear_line():
+    import pytest
+
+    from drummachine.audio.mixing import out_channels
+    from drummachine.core.errors import DrumMachineError
+
+    with pytest.raises(DrumMachineError, match="--outs: unknown layout 'quad'; allowed: stereo, groups, voices"):
+        out_channels("quad")

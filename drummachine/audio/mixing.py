@@ -3,6 +3,12 @@
 ``Voices`` mixes one block: an event at frame f starts at exactly that frame, voices live in
 preallocated slots, chokes cut what they choke, and a limiter keeps the mix below full scale; it
 allocates no arrays. The stream, its callback and the clock it drives live in ``audio_process``.
+
+The block has the channels ``--outs`` asks for (``OUTS``): the stereo mix (left, right), the
+groups a front-of-house engineer mixes a kit in (kick, snare, toms left/right, overheads
+left/right, hats), or one channel per voice. A voice reaches a channel through one gain matrix
+(voices × channels): the kit's pan for a stereo pair, its mono fold-down (left + right) for a
+mono channel, so the mono sum of any layout is the stereo mix's.
 """
 
 from __future__ import annotations
@@ -11,10 +17,44 @@ import numpy as np
 
 from drummachine.audio.kit import Kit
 from drummachine.audio.render import CEILING, POLYPHONY
+from drummachine.core.errors import DrumMachineError
+from drummachine.core.voices import N_VOICES, VOICE_INDEX, VOICE_NAMES
 
 SLOTS = 48
 FADE_SECONDS = 0.004
 RELEASE_PER_BLOCK = 1.02  # limiter gain recovery per block (about 1.5 dB/10 ms at 128 frames)
+
+#: --outs: per layout, its channels in order, each (name, the voices it carries, "left"/"right"
+#: for a side of a stereo pair or "mono")
+OUTS: dict[str, tuple[tuple[str, tuple[str, ...], str], ...]] = {
+    "stereo": (("left", VOICE_NAMES, "left"), ("right", VOICE_NAMES, "right")),
+    "groups": (("kick", ("kick",), "mono"), ("snare", ("snare",), "mono"),
+               ("toms_left", ("low_tom", "mid_tom", "high_tom"), "left"),
+               ("toms_right", ("low_tom", "mid_tom", "high_tom"), "right"),
+               ("overheads_left", ("crash", "ride"), "left"), ("overheads_right", ("crash", "ride"), "right"),
+               ("hats", ("closed_hat", "open_hat"), "mono")),
+    "voices": tuple((name, (name,), "mono") for name in VOICE_NAMES),
+}
+
+
+def out_channels(outs: str) -> tuple[str, ...]:
+    """The channel names of an ``--outs`` layout, in order (JACK ports out_0, out_1, ...)."""
+    try:
+        return tuple(name for name, _, _ in OUTS[outs])
+    except KeyError:
+        raise DrumMachineError("--outs", f"unknown layout {outs!r}; allowed: {', '.join(OUTS)}") from None
+
+
+def out_matrix(kit: Kit, outs: str = "stereo") -> np.ndarray:
+    """(voices, channels) gains from each voice to each channel of the layout."""
+    out_channels(outs)
+    pans = kit.pan_gains()
+    matrix = np.zeros((N_VOICES, len(OUTS[outs])), np.float32)
+    for c, (_, voices, side) in enumerate(OUTS[outs]):
+        for name in voices:
+            v = VOICE_INDEX[name]
+            matrix[v, c] = pans[v, 0] if side == "left" else pans[v, 1] if side == "right" else pans[v].sum()
+    return matrix
 
 
 class Voices:
@@ -24,24 +64,25 @@ class Voices:
     buffers (``out=``), so mixing a block creates no arrays.
     """
 
-    def __init__(self, kit: Kit, block_max: int = 4096):
+    def __init__(self, kit: Kit, block_max: int = 4096, outs: str = "stereo"):
         self.kit = kit
+        self.matrix = out_matrix(kit, outs)
+        self.channels = self.matrix.shape[1]
         self.start = [-1] * SLOTS  # frame the sample starts at; -1: free
         self.voice = [0] * SLOTS
         self.gain = [0.0] * SLOTS
         self.end = [0] * SLOTS  # frame after the last one to play
         self.fade_at = [-1] * SLOTS  # choke: frame where the fade-out starts
         self.samples: list[np.ndarray | None] = [None] * SLOTS
-        pans = kit.pan_gains()
-        self.pans = [(float(pans[v, 0]), float(pans[v, 1])) for v in range(len(pans))]
         self.fade = max(1, int(FADE_SECONDS * kit.sample_rate))
         self.fade_ramp = np.linspace(1.0, 0.0, self.fade, dtype=np.float32)
         self.scratch = np.zeros(block_max, np.float32)
-        self.stereo = np.zeros((block_max, 2), np.float32)
-        self.gains2 = np.zeros((SLOTS, 2), np.float32)  # per slot: velocity gain x left, x right pan
+        self.stereo = np.zeros((block_max, self.channels), np.float32)
+        self.gains2 = np.zeros((SLOTS, self.channels), np.float32)  # per slot: velocity gain x its voice's row
         self.slot_gains = [self.gains2[i] for i in range(SLOTS)]  # views made once, not per block
+        self.voice_gains = [self.matrix[v] for v in range(N_VOICES)]
         self.fade_ramp2 = self.fade_ramp[:, None]
-        self.absbuf = np.zeros((block_max, 2), np.float32)
+        self.absbuf = np.zeros((block_max, self.channels), np.float32)
         self.ramp = np.zeros(block_max, np.float32)
         self.ramp_n = 0
         self.limiter_gain = 1.0
@@ -91,15 +132,13 @@ class Voices:
         self.start[slot] = frame
         self.voice[slot] = voice
         self.gain[slot] = gain
-        gl, gr = self.pans[voice]
-        self.gains2[slot, 0] = gain * gl
-        self.gains2[slot, 1] = gain * gr
+        np.multiply(self.voice_gains[voice], gain, out=self.slot_gains[slot])
         self.samples[slot] = sample
         self.end[slot] = frame + len(sample)
         self.fade_at[slot] = -1
 
     def mix(self, out: np.ndarray, block_start: int) -> None:
-        """Add every sounding slot into ``out`` (frames, 2), which the caller has zeroed."""
+        """Add every sounding slot into ``out`` (frames, channels), which the caller has zeroed."""
         block_end = block_start + out.shape[0]
         for i in range(SLOTS):
             s = self.start[i]
@@ -149,6 +188,5 @@ class Voices:
             ramp = self.scratch[:n]
             np.multiply(self.ramp[:n], new - self.limiter_gain, out=ramp)
             np.add(ramp, self.limiter_gain, out=ramp)
-            np.multiply(out[:, 0], ramp, out=out[:, 0])
-            np.multiply(out[:, 1], ramp, out=out[:, 1])
+            np.multiply(out, ramp[:, None], out=out)
         self.limiter_gain = new

@@ -46,10 +46,10 @@ SEQLOCK_TRIES = 10_000
 class SharedBlock:
     """The shared memory: header (int64), event ring (float64 rows), optional recording (float32)."""
 
-    def __init__(self, name: str | None = None, record_frames: int = 0):
+    def __init__(self, name: str | None = None, record_frames: int = 0, channels: int = 2):
         from multiprocessing import shared_memory
 
-        size = HEADER * 8 + CAPACITY * 4 * 8 + record_frames * 2 * 4
+        size = HEADER * 8 + CAPACITY * 4 * 8 + record_frames * channels * 4
         if name is None:
             self.shm = shared_memory.SharedMemory(create=True, size=size)
             self.owner = True
@@ -59,7 +59,7 @@ class SharedBlock:
         buf = self.shm.buf
         self.header = np.ndarray((HEADER,), np.int64, buf, 0)
         self.ring = np.ndarray((CAPACITY, 4), np.float64, buf, HEADER * 8)
-        self.recording = np.ndarray((record_frames, 2), np.float32, buf, HEADER * 8 + CAPACITY * 32) \
+        self.recording = np.ndarray((record_frames, channels), np.float32, buf, HEADER * 8 + CAPACITY * 32) \
             if record_frames else None
         if self.owner:
             self.header[:] = 0
@@ -146,10 +146,14 @@ class AudioProcessSink(Sink):
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
-                 hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low"):
+                 hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
+                 outs: str = "stereo"):
+        from drummachine.audio.mixing import out_channels
+
         self.rate = rate
         self.kit = None
-        self.block = SharedBlock(record_frames=int(record_seconds * rate))
+        self.channels = out_channels(outs)  # an unknown layout is one error, before anything starts
+        self.block = SharedBlock(record_frames=int(record_seconds * rate), channels=len(self.channels))
         self.clock = SharedAudioClock(self.block.header, rate)
         self.events = EventRing(self.block)
         self.latency = 0.0
@@ -157,6 +161,7 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
+                      "outs": outs,
                       "latency": latency}
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
         from drummachine.audio.kit import SharedKit, built_in, decode
@@ -388,7 +393,12 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
     import sounddevice as sd
 
     device = find_output(device, hostapi)
-    common = dict(samplerate=rate, blocksize=blocksize, channels=2, dtype="float32", latency=latency)
+    channels = mixer.voices.channels
+    info = sd.query_devices(device)
+    if info["max_output_channels"] < channels:
+        raise DrumMachineError("--outs", f"{channels} output channels needed; {info['name']} has "
+                               f"{info['max_output_channels']} (under JACK: as many as the server's playback ports)")
+    common = dict(samplerate=rate, blocksize=blocksize, channels=channels, dtype="float32", latency=latency)
     if mixer.block.recording is not None:
         return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
     return sd.OutputStream(device=device, callback=mixer.callback, **common)
@@ -411,7 +421,10 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         pass  # open_stream says what is wrong, in the answer
     try:
         setup = json.loads(stdin.readline())
-        block = SharedBlock(setup["shm"], setup["record_frames"])
+        from drummachine.audio.mixing import out_channels
+
+        outs = setup.get("outs", "stereo")
+        block = SharedBlock(setup["shm"], setup["record_frames"], len(out_channels(outs)))
         try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
             from multiprocessing import resource_tracker
 
@@ -445,7 +458,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         answer({"error": f"the kit's shared memory is gone ({exc})", "kit": True})
         return 2
     try:
-        mixer = Mixer(block, Voices(kit, block_max=8192), rate)
+        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs), rate)
         stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
         gc.collect()
         gc.freeze()

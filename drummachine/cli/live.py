@@ -66,7 +66,7 @@ def _options(args):
     song = args.song or (setlist[0] if setlist else None)
     return Options(song=song, setlist=setlist, style=args.style,
                    bpm=args.bpm, intensity=args.intensity, audio=args.audio, audio_device=args.audio_device,
-                   audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit,
+                   audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit, outs=args.outs,
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
@@ -257,6 +257,9 @@ def register(sub) -> None:
     p.add_argument("--audio-api", help="host API, e.g. JACK, ALSA (default: the system's default device)")
     p.add_argument("--blocksize", type=int, default=128, help="audio frames per buffer (default 128)")
     p.add_argument("--rate", type=int, default=48000, choices=(44100, 48000))
+    p.add_argument("--outs", default="stereo", choices=("stereo", "groups", "voices"),
+                   help="audio outputs: stereo (default); groups: kick, snare, toms L/R, overheads L/R, hats; "
+                   "voices: one per voice (as JACK ports out_0.., or a multichannel device's channels)")
     p.add_argument("--kit", metavar="NAME|DIR", help="a Hydrogen kit by name (drummachine kits) or folder, or a "
                    "folder of WAV samples named by voice (default: the built-in kit)")
     p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")

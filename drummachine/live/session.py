@@ -37,6 +37,7 @@ class Options:
     blocksize: int = 128
     rate: int = 48000
     kit: str | None = None
+    outs: str = "stereo"  #: audio outputs: stereo, groups or voices (audio.mixing.OUTS)
     midi_out: str | None = None
     midi_virtual: bool = False
     midi_in: str | None = None
@@ -130,12 +131,12 @@ class Session:
         from drummachine.audio.process import AudioProcessSink
 
         try:
-            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
+            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs)
         except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
             if not getattr(exc, "kit", False):
                 raise
             self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
-            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api)
+            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs)
 
     def _outputs(self, starting=None) -> None:
         o = self.opts
