@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.live import host
+from drummachine.live import engine_socket as host  # the socket's place, and a UI's end of it
 
 from .conftest import ROOT, run_cli
 
@@ -50,6 +50,9 @@ def test_the_socket_is_private_and_a_second_engine_is_refused(tmp_path):
 
 def test_a_second_engine_listens_beside_the_first(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    # the other places attach looks at: none here (an engine may be playing in the real ones)
+    monkeypatch.setattr(host, "SYSTEM_SOCKET", tmp_path / "none" / "engine.sock")
+    monkeypatch.setattr(host.tempfile, "gettempdir", lambda: str(tmp_path / "none"))
     first, sock1, notice1 = host.listen()
     second, sock2, notice2 = host.listen()
     try:
@@ -242,7 +245,10 @@ def test_headless_engine_takes_any_line_and_answers_health(stage, tmp_path):
             time.sleep(0.1)
         client = host.SocketClient(sock)
         assert client.info["pid"] == proc.pid and client.info["protocol"] == host.PROTOCOL
-        assert client.wait_snapshot().playing
+        end = time.time() + 10
+        while not (client.wait_snapshot() and client.latest().playing) and time.time() < end:
+            time.sleep(0.05)
+        assert client.latest().playing
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         raw.connect(str(sock))
         raw.sendall(b"not json\n[1,2]\n{\"value\": 3}\n")

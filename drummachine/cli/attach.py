@@ -44,19 +44,19 @@ def run_ui(client) -> int:
 
 def cmd_attach(args) -> int:
     """Open the stage UI on an engine already playing (started by `play`, `play --headless` or systemd)."""
-    from drummachine.live import host
+    from drummachine.live import engine_socket
 
     if not sys.stdout.isatty():
         raise DrumMachineError("attach", "needs a terminal (the stage UI draws on it)")
-    return run_ui(host.SocketClient(host.find_engine(args.socket)))
+    return run_ui(engine_socket.SocketClient(engine_socket.find_engine(args.socket)))
 
 
 def cmd_stop(args) -> int:
     """Stop the engine that is playing (all notes off), whether a UI is attached or not."""
-    from drummachine.live import host
+    from drummachine.live import engine_socket
 
-    path = host.find_engine(args.socket)
-    client = host.SocketClient(path)
+    path = engine_socket.find_engine(args.socket)
+    client = engine_socket.SocketClient(path)
     pid = client.pid
     if not client.quit(timeout=args.timeout):
         raise DrumMachineError(str(path), f"the engine (pid {pid}) did not stop within {args.timeout:g} s")

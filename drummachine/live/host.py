@@ -9,7 +9,8 @@ away, however it goes: the engine logs it and plays on headless. Only an explici
 UI's quit key, ``drummachine stop``), SIGTERM/SIGINT, ``--duration`` or the song's end with
 ``--stop-when-done`` stop it.
 
-The wire is newline-delimited JSON, nothing unpickled: a UI sends commands
+Where the socket lives and who may open it, and a UI's end of it: live.engine_socket (its
+names are here too, for the command line). The wire is newline-delimited JSON, nothing unpickled: a UI sends commands
 ``{"name": ..., "value": ...}`` (checked by ``commands.parse`` in ``Session.command``, like
 every other command), ``{"quit": true}`` or ``{"health": true}``; the engine answers
 ``{"hello": {...}}`` once, then ``{"snapshot": ...}`` (``Snapshot.to_json``) 40 times a second,
@@ -25,7 +26,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,152 +36,13 @@ from pathlib import Path
 
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.snapshot import Snapshot
+from drummachine.live.engine_socket import (  # noqa: F401 - the socket's place, for play's engine
+    PROTOCOL, SOCKET_NAME, SocketClient, bind, find_engine, line, listen, peer, socket_path)
 
 log = logging.getLogger("drummachine")
 SNAPSHOT_SECONDS = 0.025  #: a snapshot to each attached UI 40 times a second
 IDLE_SECONDS = 0.05  #: the housekeeping tick with nobody attached
 MAX_LINE = 1 << 20  #: a UI line longer than this is not a command: the UI is dropped
-SOCKET_NAME = "engine.sock"
-#: where the systemd unit (deploy/drummachine.service) has the engine listen: RuntimeDirectory=drummachine
-SYSTEM_SOCKET = Path("/run/drummachine") / SOCKET_NAME
-PROTOCOL = 1
-
-
-# --- where the socket lives ----------------------------------------------------------------
-def runtime_dir() -> Path:
-    """The user's own folder for the socket (and the UI-started engine's log), made 0700."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "drummachine" if base and Path(base).is_dir() else \
-        Path(tempfile.gettempdir()) / f"drummachine-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise DrumMachineError(str(folder), f"cannot make the engine's folder: {exc.strerror}") from None
-    return private_folder(folder)
-
-
-def private_folder(folder: Path) -> Path:
-    """``folder`` if only this user can open it (a folder of ours open to others is closed to them
-    first); anything else is refused: a socket there could be reached, or faked, by another user."""
-    try:
-        st = os.lstat(folder)
-    except OSError as exc:
-        raise DrumMachineError(str(folder), f"cannot use the engine's folder: {exc.strerror}") from None
-    import stat
-
-    if not stat.S_ISDIR(st.st_mode):
-        raise DrumMachineError(str(folder), "is not a folder (a link or a file): refusing it for the engine's socket")
-    if st.st_uid != os.getuid():
-        raise DrumMachineError(str(folder), f"belongs to user {st.st_uid}, not to you: refusing it for the "
-                               "engine's socket")
-    if st.st_mode & 0o077:
-        os.chmod(folder, 0o700)
-    return folder
-
-
-def socket_path(given: str | None = None) -> Path:
-    """``--socket PATH`` (its folder must be yours alone), else the runtime folder's socket."""
-    if given:
-        path = Path(given).expanduser().absolute()
-        private_folder(path.parent)
-        return path
-    return runtime_dir() / SOCKET_NAME
-
-
-def listen(given: str | None = None) -> tuple[Path, socket.socket, str]:
-    """Bind the engine's socket: ``--socket PATH``, else the runtime folder's ``engine.sock``, else
-    (another engine plays there) ``engine-PID.sock`` beside it, with a notice saying so: a second
-    engine is allowed (two drum modules, parallel tests), and ``attach`` finds either."""
-    path = socket_path(given)
-    try:
-        return path, bind(path), ""
-    except DrumMachineError as exc:
-        if given or "already playing" not in str(exc):
-            raise
-    own = path.with_name(f"engine-{os.getpid()}.sock")
-    return own, bind(own), f"another engine plays at {path}; this one listens on {own} " \
-        f"(drummachine attach --socket {own})"
-
-
-def find_engine(given: str | None = None) -> Path:
-    """The socket ``attach`` and ``stop`` use: ``--socket``, else ``engine.sock`` in the runtime
-    folder, else the systemd unit's or the /tmp one's (an SSH login has an $XDG_RUNTIME_DIR that a
-    service started at boot has not), else the one engine-PID.sock that answers (several: one
-    clear line naming them)."""
-    path = socket_path(given)
-    if given or _answers(path):
-        return path
-    for other in (SYSTEM_SOCKET, Path(tempfile.gettempdir()) / f"drummachine-{os.getuid()}" / SOCKET_NAME):
-        try:
-            if other != path and other.exists() and private_folder(other.parent) and _answers(other):
-                return other
-        except DrumMachineError:
-            continue  # not this user's: never talked to
-    found = sorted(p for p in path.parent.glob("engine-*.sock") if _answers(p))
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise DrumMachineError(str(path.parent), "several engines are playing; choose one with --socket: "
-                               + ", ".join(map(str, found)))
-    return path
-
-
-def _answers(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-        probe.sendall(_line({"probe": True}))  # the engine then logs no UI going
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    """The connecting process's pid and uid, as the kernel says (SO_PEERCRED)."""
-    try:
-        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                            struct.calcsize("3i")))
-        return pid, uid
-    except (OSError, AttributeError):
-        return -1, os.getuid()
-
-
-def bind(path: Path) -> socket.socket:
-    """The listening socket, mode 0600. A live engine already there is one clear error; a socket
-    left behind by one that was killed is removed."""
-    if path.exists() or path.is_symlink():
-        import stat
-
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise DrumMachineError(str(path), "exists and is not a socket: refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(2.0)
-        try:
-            probe.connect(str(path))
-            probe.sendall(_line({"probe": True}))
-            raise DrumMachineError(str(path), "an engine is already playing here: `drummachine attach` to "
-                                   "see it, `drummachine stop` to stop it")
-        except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
-            path.unlink(missing_ok=True)  # left by an engine that was killed
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, 0o600)  # the folder is 0700 already: nobody else could reach it meanwhile
-        sock.listen(4)
-    except OSError as exc:
-        sock.close()
-        raise DrumMachineError(str(path), f"cannot listen there: {exc.strerror}") from None
-    sock.settimeout(0.5)
-    return sock
-
-
-def _line(msg: dict) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
 
 
 # --- the engine's side ---------------------------------------------------------------------
@@ -200,7 +61,7 @@ class _Attached:
         self.writer = threading.Thread(target=self._write, name=f"ui-{pid}-out", daemon=True)
 
     def start(self, hello: dict) -> None:
-        self.replies.append(_line({"hello": hello}))
+        self.replies.append(line({"hello": hello}))
         self.reader.start()
         self.writer.start()
 
@@ -250,14 +111,14 @@ class _Attached:
 
     def reply(self, msg: dict) -> None:
         with self.host.fresh:
-            self.replies.append(_line(msg))
+            self.replies.append(line(msg))
             self.host.fresh.notify_all()
 
     def close(self, bye: str | None) -> None:
         if bye is not None and self.alive:
             try:
                 self.conn.settimeout(1.0)
-                self.conn.sendall(_line({"bye": bye}))
+                self.conn.sendall(line({"bye": bye}))
             except OSError:
                 pass
         self.alive = False
@@ -310,7 +171,7 @@ class EngineHost:
                     return
                 time.sleep(0.1)
                 continue
-            pid, uid = _peer(conn)
+            pid, uid = peer(conn)
             if uid not in (os.getuid(), 0):
                 log.warning("a UI of user %d (pid %d) tried to attach: refused", uid, pid)
                 conn.close()
@@ -369,9 +230,9 @@ class EngineHost:
         s = self.session.status()
         if self.clients:
             pongs = tuple(getattr(self, "pongs", ()))
-            line = _line({"snapshot": s.with_(pongs=pongs).to_json()})
+            encoded = line({"snapshot": s.with_(pongs=pongs).to_json()})
             with self.fresh:
-                self.latest = line
+                self.latest = encoded
                 self.seq += 1
                 self.fresh.notify_all()
         return s
@@ -422,9 +283,9 @@ def health(session, host: EngineHost | None = None) -> dict:
         expected[f"midi-in-watch-{i}"] = inp.watch
     rss = 0
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
+        for row in Path("/proc/self/status").read_text().splitlines():
+            if row.startswith("VmRSS:"):
+                rss = int(row.split()[1])
     except OSError:
         pass
     try:
@@ -475,134 +336,6 @@ def serve(session, path: Path, listener: socket.socket, *, log_path: str | None 
     return s, reason
 
 
-# --- the UI's side -------------------------------------------------------------------------
-class SocketClient:
-    """A UI's end of the socket: ``latest()`` is the newest snapshot, ``gone`` why the engine went."""
-
-    def __init__(self, path: Path, timeout: float = 5.0):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            self.sock.close()
-            raise DrumMachineError(str(path), "no engine is playing here (start one with `drummachine play`, "
-                                   "or `play --headless`)") from None
-        except OSError as exc:
-            self.sock.close()
-            raise DrumMachineError(str(path), f"cannot reach the engine: {exc.strerror or exc}") from None
-        self._buf = b""
-        try:
-            first = self._next()
-        except (OSError, ValueError):
-            first = None
-        if not first or "hello" not in first:
-            self.sock.close()
-            raise DrumMachineError(str(path), "the engine did not say hello")
-        self.info = first["hello"]
-        self.pid = self.info.get("pid")
-        self.gone: str | None = None
-        self.health: dict | None = None
-        self._latest: Snapshot | None = None
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._got = threading.Event()
-        self.sock.settimeout(None)
-        self._reader = threading.Thread(target=self._read, name="engine-snapshots", daemon=True)
-        self._reader.start()
-
-    def _next(self) -> dict | None:
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        raw, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(raw)
-
-    def _read(self) -> None:
-        why = "the engine went away (connection closed)"
-        try:
-            while True:
-                try:
-                    msg = self._next()
-                except ValueError:  # a line that does not parse: the next one will
-                    continue
-                if msg is None:
-                    break
-                if "snapshot" in msg:
-                    try:
-                        snap = Snapshot.from_json(msg["snapshot"])
-                    except (TypeError, ValueError):
-                        continue
-                    with self._lock:
-                        self._latest = snap
-                    self._got.set()
-                elif "health" in msg:
-                    self.health = msg["health"]
-                    self._got.set()
-                elif "bye" in msg:
-                    why = f"the engine stopped: {msg['bye']}"
-                    break
-        except OSError as exc:
-            why = f"the engine went away ({exc.strerror or exc})"
-        self.gone = why
-        self._got.set()
-
-    def _send(self, msg: dict) -> bool:
-        try:
-            with self._send_lock:
-                self.sock.sendall(_line(msg))
-            return True
-        except OSError:
-            return False
-
-    def command(self, name: str, value=None) -> None:
-        self._send({"name": name, "value": value})
-
-    def latest(self) -> Snapshot | None:
-        with self._lock:
-            return self._latest
-
-    def wait_snapshot(self, timeout: float = 5.0) -> Snapshot | None:
-        end = time.monotonic() + timeout
-        while self.latest() is None and self.gone is None and time.monotonic() < end:
-            self._got.wait(0.05)
-            self._got.clear()
-        return self.latest()
-
-    def ask_health(self, timeout: float = 5.0) -> dict | None:
-        self.health = None
-        self._send({"health": True})
-        end = time.monotonic() + timeout
-        while self.health is None and self.gone is None and time.monotonic() < end:
-            time.sleep(0.01)
-        return self.health
-
-    @property
-    def alive(self) -> bool:
-        return self.gone is None
-
-    def quit(self, timeout: float = 10.0) -> bool:
-        """Stop the engine (all notes off, the mixer and the ports closed): True once it said bye."""
-        if self._send({"quit": True}):
-            self._reader.join(timeout)
-        self.detach()
-        return self.gone is not None and "stopped" in self.gone
-
-    def detach(self) -> None:
-        """Go away: the engine plays on."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self._reader.join(2.0)
-
-    close = detach
-
-
 def start_engine(opts, path: Path, log_path: Path, *, duration: float | None = None, wait: bool = False,
                  stop_when_done: bool = False, timeout: float = 60.0) -> int:
     """Start ``drummachine engine`` in a session of its own (no terminal: a closed one cannot
@@ -620,16 +353,16 @@ def start_engine(opts, path: Path, log_path: Path, *, duration: float | None = N
                             start_new_session=True, close_fds=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else b""
+        first = proc.stdout.readline() if ready else b""
     finally:
         proc.stdout.close()
     try:
-        reply = json.loads(line) if line else {}
+        reply = json.loads(first) if first else {}
     except ValueError:
         reply = {}
     if "ready" not in reply:
         try:
-            proc.wait(5.0 if line or not ready else 0.1)
+            proc.wait(5.0 if first or not ready else 0.1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -638,7 +371,7 @@ def start_engine(opts, path: Path, log_path: Path, *, duration: float | None = N
         errors.close()
         if said and said[-1].startswith("drummachine: error: "):
             raise DrumMachineError("", said[-1][len("drummachine: error: "):])
-        raise DrumMachineError("engine", f"did not start within {timeout:g} s" if not line and proc.returncode is None
+        raise DrumMachineError("engine", f"did not start within {timeout:g} s" if not first and proc.returncode is None
                                else f"stopped before it was ready ({said[-1] if said else 'no message'}); "
                                f"see {log_path}")
     errors.close()
