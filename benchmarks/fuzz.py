@@ -42,6 +42,8 @@ PRESETS = ROOT / "presets"
 MODEL = ROOT / "models" / "groove.int8.onnx"
 REFUSED, ACCEPTED, FAILED = "refused", "accepted", "failed"
 CASE_SECONDS = 10.0  #: a case still running after this is a hang
+#: render's case limit: a file it accepts may ask for up to 30 minutes of audio, ~10 s of mixing here
+RENDER_SECONDS = 60.0
 
 
 class Hang(Exception):
@@ -60,10 +62,12 @@ class Tally:
     counts: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
 
-    def add(self, case: Case, outcome: str, detail: str = "") -> None:
-        row = self.counts.setdefault(case.parser, {"cases": 0, REFUSED: 0, ACCEPTED: 0, FAILED: 0})
+    def add(self, case: Case, outcome: str, detail: str = "", seconds: float = 0.0) -> None:
+        row = self.counts.setdefault(case.parser, {"cases": 0, REFUSED: 0, ACCEPTED: 0, FAILED: 0,
+                                                   "slowest_case_s": 0.0})
         row["cases"] += 1
         row[outcome] += 1
+        row["slowest_case_s"] = round(max(row["slowest_case_s"], seconds), 3)
         if outcome == FAILED:
             self.failures.append({"parser": case.parser, "case": case.name, "detail": detail[-1500:]})
 
@@ -191,6 +195,7 @@ def midi_mutations(rng: random.Random, data: bytes) -> list[tuple[str, bytes]]:
         ("range duplicated", data[:b] + data[a:b] + data[b:]),
         ("chunk type garbled", data[:14] + b"MTRK" + data[18:]),
         ("unknown chunk before the track", data[:14] + b"XFIH" + struct.pack(">I", 4) + b"abcd" + data[14:]),
+        ("bit flips in a truncated copy with junk inserted", bytes(flipped[:max(cut, 15)]) + garbage),
         ("empty file", b""),
         ("header only", data[:14]),
         ("not MIDI", garbage),
@@ -660,6 +665,44 @@ def _structured_model_cases(rng, folder: Path, loads) -> list[Case]:
     return cases
 
 
+# --- the real command in a subprocess, memory bounded ----------------------------------------------
+
+CLI_MEMORY_BYTES = 3 * 1024 ** 3  #: address space a command may take (the mix of a 30-minute render fits)
+
+
+def _limit_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (CLI_MEMORY_BYTES, CLI_MEMORY_BYTES))
+
+
+def subprocess_cases(rng: random.Random, work: Path, n: int = 3) -> list[Case]:
+    """``drummachine info`` and ``render`` as a user runs them, on ``n`` mutated files: exit 0, or
+    exit 2 with one line on stderr; no traceback, no half-written output, under 3 GB and 120 s."""
+    import subprocess
+
+    src = rng.choice(midi_sources())
+    cases = []
+    for name, data in rng.sample(midi_mutations(rng, src.read_bytes()), n):
+        path = work / f"cli{len(cases)}.mid"
+        path.write_bytes(data)
+        for argv in (["info", str(path)], ["render", str(path), "-o", str(work / "cli.wav")]):
+            def run(argv=argv):
+                r = subprocess.run([sys.executable, "-m", "drummachine", *argv], capture_output=True, text=True,
+                                   timeout=120, preexec_fn=_limit_memory)
+                lines = r.stderr.strip().splitlines()
+                check_no_partial(work)
+                (work / "cli.wav").unlink(missing_ok=True)
+                if "Traceback" in r.stderr or r.returncode not in (0, 2):
+                    raise AssertionError(f"exit {r.returncode}: {r.stderr[-800:]}")
+                if r.returncode == 2:
+                    if len(lines) != 1 or not lines[0].startswith("drummachine: error: "):
+                        raise AssertionError(f"exit 2 without one error line: {r.stderr!r}")
+                    raise DrumMachineError("exit 2", lines[0][len("drummachine: error: "):])
+            cases.append(Case(f"midi {argv[0]} (subprocess)", f"{src.name}: {name}", run))
+    return cases
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 def all_cases(rng: random.Random, work: Path, midi_files: int = 2, render: bool = True,
@@ -684,9 +727,14 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     while True:
         with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
-            for case in all_cases(rng, Path(tmp), midi_files=3, structured_models=(rounds % 3 == 0)):
-                outcome, detail = run_case(case)
-                tally.add(case, outcome, detail)
+            cases = all_cases(rng, Path(tmp), midi_files=3, structured_models=(rounds % 3 == 0))
+            cases += subprocess_cases(rng, Path(tmp))
+            for case in cases:
+                started = time.monotonic()
+                limit = 130.0 if "subprocess" in case.parser else RENDER_SECONDS if "render" in case.parser \
+                    else CASE_SECONDS
+                outcome, detail = run_case(case, limit)
+                tally.add(case, outcome, detail, time.monotonic() - started)
                 if time.monotonic() - t0 > args.seconds:
                     break
         rounds += 1
@@ -701,6 +749,8 @@ def main(argv=None) -> int:
         "per_parser": tally.counts,
         "total": {k: sum(r[k] for r in tally.counts.values()) for k in ("cases", REFUSED, ACCEPTED, FAILED)},
         "failures": tally.failures[:50],
+        "peak_rss_mb_in_process": round(__import__("resource").getrusage(
+            __import__("resource").RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
     print(json.dumps(result["total"]))
