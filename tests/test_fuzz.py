@@ -425,3 +425,68 @@ def test_an_unterminated_sysex_does_not_deafen_the_controller(jack_server):
         sender.delete()
         inp.close()
     assert received.count([0xB0, 80, 1]) == 20
+
+
+# --- while playing: a bad item is skipped with a notice, the groove goes on ------------------------
+
+def test_while_playing_hostile_songs_and_bytes_are_skipped(tmp_path, monkeypatch, caplog):
+    """The real Session (stand-in model, recording sink, manual clock): a setlist of mutated song
+    files is stepped through by program change while playing, and 3,000 hostile controller
+    messages arrive through the session's own MIDI handler (MIDI learn armed for part of them).
+    Each broken song is one warning and is skipped; nothing faults; every bar keeps playing."""
+    import logging
+
+    from drummachine.core.events import MemorySink
+    from drummachine.core.transport import ManualClock
+    from drummachine.live.session import Options, Session
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    rng = random.Random(15)
+    good = (fuzz.PRESETS / "songs" / "slow_funk.toml").read_text()
+    songs = []
+    for n, (name, text) in enumerate(fuzz.toml_mutations(rng, good)):
+        path = tmp_path / f"song{n}.toml"
+        path.write_text(text)
+        songs.append(str(path))
+    bad = tmp_path / "bytes.toml"
+    bad.write_bytes(b"\xff\xfe" + good.encode())
+    songs += [str(bad), "../../etc/passwd", "highway_rock"]
+    clock, sink = ManualClock(10.0), MemorySink()
+    s = Session(Options(fake_model=True, audio=False, setlist=["slow_funk"] + songs, song="slow_funk"),
+                sinks=[sink], clock=clock)
+
+    def run(seconds, dt=0.02):
+        for _ in range(int(seconds / dt)):
+            s.poll()
+            s.engine.pump_generator()
+            s.engine.pump()
+            clock.advance(dt)
+
+    s.command("start")
+    run(2.0)
+    caplog.set_level(logging.WARNING, logger="drummachine")
+    messages = fuzz.controller_messages(rng, 3000)
+    for k in range(1, len(songs) + 1):
+        s.on_midi([0xC0, k], clock.now())  # program change k: the setlist's song k+1
+        run(0.5)
+    for n, message in enumerate(messages):
+        if n == 1000:
+            s.learning = "fill"  # MIDI learn armed: the next control message is bound
+        s.on_midi(message, clock.now())
+        if n % 20 == 0:
+            run(0.05)
+    # the storm held stops, pauses and outros (a musician's own cues): stop, start, and it must play
+    s.on_midi([0xFC], clock.now())
+    run(0.5)
+    played_before = len(sink.notes())
+    s.on_midi([0xFA], clock.now())
+    run(6.0)
+    refused = [r for r in caplog.records if r.levelno == logging.WARNING and ("song" in r.getMessage() or
+                                                                               ".toml" in r.getMessage())]
+    assert len(refused) >= 10, [r.getMessage() for r in caplog.records][:20]
+    assert any("bytes.toml: not UTF-8 text" in r.getMessage() for r in refused)
+    assert any("../../etc/passwd: a song file must end in .toml" in r.getMessage() for r in refused)
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+    assert sum(s.engine.stats.faults.values()) == 0, s.engine.stats.faults
+    assert s.engine.playing and len(sink.notes()) - played_before >= 20, "it plays on after the storm"
+    assert s.learned, "MIDI learn took a control from the storm"
