@@ -700,6 +700,25 @@ def subprocess_cases(rng: random.Random, work: Path, n: int = 3) -> list[Case]:
                         raise AssertionError(f"exit 2 without one error line: {r.stderr!r}")
                     raise DrumMachineError("exit 2", lines[0][len("drummachine: error: "):])
             cases.append(Case(f"midi {argv[0]} (subprocess)", f"{src.name}: {name}", run))
+    data = bytearray(MODEL.read_bytes())
+    for _ in range(rng.randint(1, 20)):
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    model = work / "cli.onnx"
+    model.write_bytes(bytes(data))
+
+    def generate():
+        r = subprocess.run([sys.executable, "-m", "drummachine", "generate", "--model", str(model), "--bars", "2",
+                            "-o", str(work / "cli.mid")], capture_output=True, text=True, timeout=120,
+                           preexec_fn=_limit_memory)
+        check_no_partial(work)
+        (work / "cli.mid").unlink(missing_ok=True)
+        if "Traceback" in r.stderr or r.returncode not in (0, 2):
+            raise AssertionError(f"exit {r.returncode}: {r.stderr[-800:]}")
+        if r.returncode == 2:
+            if r.stdout or r.stderr.count("\n") != 1:
+                raise AssertionError(f"exit 2 with more than one line: {r.stdout!r} {r.stderr!r}")
+            raise DrumMachineError("exit 2", r.stderr.strip())
+    cases.append(Case("model generate (subprocess)", "bit flips", generate))
     return cases
 
 

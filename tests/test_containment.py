@@ -237,3 +237,22 @@ def test_shared_memory_as_the_runtime_creates_it_is_0600():
     finally:
         block.close()
         block.unlink()
+
+
+def test_a_model_cannot_set_its_own_session_options(tmp_path, monkeypatch):
+    """ONNX Runtime reads session options from a model's "ort_config" metadata when
+    ORT_LOAD_CONFIG_FROM_MODEL=1 (measured: a model set intra_op_num_threads to 3). The runtime
+    loads with its own options whatever the environment says."""
+    onnx = pytest.importorskip("onnx")
+    import json
+
+    from drummachine.model.model_file import load_model
+
+    model = onnx.load(str(ROOT / "models" / "groove.int8.onnx"))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "ort_config", json.dumps({"session_options": {"intra_op_num_threads": 3}})
+    path = tmp_path / "config.onnx"
+    path.write_bytes(model.SerializeToString())
+    monkeypatch.setenv("ORT_LOAD_CONFIG_FROM_MODEL", "1")
+    _, session = load_model(path, threads=1)
+    assert session.get_session_options().intra_op_num_threads == 1

@@ -235,6 +235,21 @@ def test_model_metadata_that_is_not_utf8(tmp_path):
         load_model(path)
 
 
+def test_a_damaged_model_is_one_line_and_nothing_on_stdout(tmp_path):
+    """A damaged name in a model file (invalid UTF-8) made ONNX Runtime's wrapper print four lines
+    of "EP Error ... Falling back ... retrying" to stdout before the one error line."""
+    data = bytearray(fuzz.MODEL.read_bytes())
+    at = data.index(b"step_in")  # a node name
+    data[at + 1] = 0xF3
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(bytes(data))
+    r = subprocess.run([sys.executable, "-m", "drummachine", "generate", "--model", str(path), "--bars", "1",
+                        "-o", str(tmp_path / "g.mid")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith(f"drummachine: error: {path}: not a readable ONNX model")
+    assert not (tmp_path / "g.mid").exists()
+
+
 def test_garbage_from_the_midi_backend_is_dropped_without_a_traceback(caplog):
     """A malformed callback event (not (bytes, delta)) was logged as a fault with its traceback."""
     from drummachine.core.transport import ManualClock

@@ -7,8 +7,12 @@ line naming the file.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.places import shipped
 from drummachine.core.voices import VOICE_NAMES
 
+log = logging.getLogger("drummachine")
 METADATA_KEY = "drummachine"
 SCHEMA_VERSION = 3  #: 2: the kit palette joined the continuous inputs; 3: a KV cache input and output per layer
 MODELS_DIR = shipped("models")
@@ -103,11 +108,24 @@ def load_model(path: str | Path | None = None, threads: int = 1, provider: str |
     check_external_data(path, path.read_bytes())
     opts = session_options(threads)
     providers = choose_providers(provider, ort.get_available_providers())
+    # ONNX Runtime's Python wrapper prints four lines to stdout and retries when a session fails with
+    # a ValueError (a damaged name in the file is one): held here, so a refusal stays one line.
+    # read_config_from_model=0: the file's own metadata ("ort_config") never sets session options.
+    # ONNX Runtime's C++ side also reads ORT_LOAD_CONFIG_FROM_MODEL (with it set to 1, a model's
+    # metadata changed intra_op_num_threads; with the flag 0 as well, the load failed): this process
+    # takes its session options from session_options() alone, so the variable goes.
+    os.environ.pop("ORT_LOAD_CONFIG_FROM_MODEL", None)
+    printed = io.StringIO()
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        with contextlib.redirect_stdout(printed):
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=providers,
+                                           read_config_from_model=0)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise DrumMachineError(str(path), f"not a readable ONNX model ({first})") from None
+    finally:
+        if printed.getvalue().strip():
+            log.info("ONNX Runtime on %s: %s", path, " ".join(printed.getvalue().split())[:300])
     try:
         raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     except UnicodeDecodeError as exc:  # ONNX Runtime hands the metadata over as str: a damaged byte ends here
