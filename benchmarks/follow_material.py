@@ -84,6 +84,7 @@ class Clip:
     tempo: np.ndarray  #: true tempo at every beat, bpm
     gains_db: tuple = field(default=())
     lead: float = 0.0  #: the drummer's median lead on the click, seconds (the truth includes it)
+    played: np.ndarray | None = None  #: each beat where the band plays it (the drummer's lead over ±1 bar)
 
     @property
     def seconds(self) -> float:
@@ -233,11 +234,18 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     near = np.abs(beats - np.round(beats)) < 0.2
     lead = float(np.median((beats - np.round(beats))[near])) if near.any() else 0.0
     beat_index = np.arange(total, dtype=np.float64)
+    # where the band plays each beat: the drummer's own lead on the kick and snare over the bar
+    # either side (drummers drift ahead and behind by tens of ms over a few bars; the bass and
+    # keys here follow them)
+    main = np.isin(voices, (KICK, SNARE)) & near
+    local = np.array([np.median((beats - np.round(beats))[main & (np.abs(beats - b) <= 4)])
+                      if (main & (np.abs(beats - b) <= 4)).sum() >= 3 else lead for b in beat_index])
     audible = np.ones(total, bool)
     for first, length in sc.breaks:
         audible[first * 4:(first + length) * 4] = False
     return Clip(path, scenario, mix, rate, audio.astype(np.float32), bpm, warp(beat_index + lead, sc, bpm), audible,
-                bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm)
+                bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm,
+                warp(beat_index + local, sc, bpm))
 
 
 def f_measure(detected: np.ndarray, truth: np.ndarray, tolerance: float = 0.07) -> float:

@@ -83,6 +83,7 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
 
     faulthandler.enable()  # a crash in a C extension (rtmidi, PortAudio) leaves every thread's stack on stderr
     t0 = time.perf_counter()
+    band = None
     path, listener, notice = host.listen(args.socket)  # before anything opens: a bad --socket fails at once
     if notice:
         logging.warning("%s", notice)
@@ -97,7 +98,8 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
                 if ready is None:
                     print(f"drummachine: warning: {w}", file=sys.stderr)
             session.start_threads()
-            if not args.wait:
+            band = _listen(session, args)
+            if not args.wait and not (band and args.wait_for_band):
                 session.command("start")
             took = time.perf_counter() - t0
             logging.info("ready in %.2f s; listening on %s", took, path)
@@ -120,6 +122,8 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
             s, reason = host.serve(session, path, listener, log_path=args.log, duration=args.duration,
                                    stop_when_done=args.stop_when_done, on_snapshot=on_snapshot, ready=ready)
     finally:
+        if band is not None:
+            band.close()
         listener.close()
         path.unlink(missing_ok=True)
     first_beat = seen["first_beat"]
@@ -138,6 +142,36 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
     return 0
 
 
+def _listen(session, args):
+    """``--listen PORT``: the listening process, its readings handed to the engine as "band"
+    commands, the follower set up from --follow and --follow-range. An input that cannot be opened
+    is one warning and the machine plays on by its own tempo."""
+    if not getattr(args, "listen", None):
+        return None
+    from drummachine.core.follow import FollowConfig, Follower
+    from drummachine.listen.listener import Listener
+
+    engine = session.engine
+    bpm = engine.transport.bpm_at(0)
+    engine.follower = Follower(FollowConfig(mode=args.follow, window=args.follow_range), bpm)
+    engine.wait_for_band = bool(args.wait_for_band)
+    try:
+        band = Listener(args.listen, bpm, session.clock, window=args.follow_range + 0.05).wait_ready()
+    except DrumMachineError as exc:
+        logging.warning("%s; playing without following", exc)
+        print(f"drummachine: warning: {exc}; playing without following", file=sys.stderr)
+        engine.wait_for_band = False
+        return None
+
+    def send(reading) -> None:
+        engine.command("band", reading)
+        band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
+
+    band.link(send)
+    logging.info("listening to %s (%d Hz), following: %s", band.input.name, band.rate, args.follow)
+    return band
+
+
 def _setlists() -> list[str]:
     from drummachine.live.presets import names
 
@@ -147,6 +181,8 @@ def _setlists() -> list[str]:
 def _play_ui(opts, args) -> int:
     """The engine in a process (and a session) of its own, the stage UI here, attached to it: the
     UI may crash or its terminal close, the groove goes on."""
+    if getattr(args, "listen", None):
+        raise DrumMachineError("--listen", "works with --headless or --no-ui for now (not behind the stage UI yet)")
     from drummachine.cli.attach import run_ui
     from drummachine.live import host
 
@@ -172,6 +208,14 @@ def cmd_ports(args) -> int:
             print("  none")
     except Exception as exc:
         print(f"audio outputs: unavailable ({exc})")
+    from drummachine.listen.inputs import inputs
+
+    found_inputs = inputs()
+    print("audio inputs (play --listen):")
+    for i in found_inputs:
+        print(f"  {i.name}" if i.backend == "jack" else f"  sd:{i.index} {i.name}")
+    if not found_inputs:
+        print("  none")
     for api in APIS:
         for direction in ("out", "in"):
             try:
@@ -241,6 +285,17 @@ def cmd_doctor(args) -> int:
     return 0 if not problems else 1
 
 
+def _fraction(text: str) -> float:
+    """--follow-range: 0.01..0.5 (a fraction of the song's tempo)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: 0.01..0.5") from None
+    if not 0.01 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range; allowed: 0.01..0.5")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("play", help="play live (audio and/or MIDI, songs, controller)", description=cmd_play.__doc__)
     p.add_argument("--song", help="song file or name (presets/songs or your config folder); default: a jam")
@@ -287,6 +342,14 @@ def register(sub) -> None:
     p.add_argument("--socket", metavar="PATH", help="where a UI attaches (default: $XDG_RUNTIME_DIR/drummachine/"
                    "engine.sock, else /tmp/drummachine-UID/engine.sock; its folder must be yours alone)")
     p.add_argument("--midi-schedule", metavar="FILE", help=argparse.SUPPRESS)  # timing benchmarks
+    p.add_argument("--listen", metavar="PORT", help="follow the band: a JACK audio port (band's mix, e.g. "
+                   "system:capture_1) or sd:N / sd:NAME for an input device; see drummachine ports")
+    p.add_argument("--follow", choices=("off", "tempo", "beat", "all"), default="beat",
+                   help="with --listen: follow the band's tempo, tempo and beat (default), or all (and dynamics)")
+    p.add_argument("--wait-for-band", action="store_true", help="with --listen: start on the band's beat once "
+                   "it has been heard for about a bar")
+    p.add_argument("--follow-range", type=_fraction, default=0.10, metavar="FRACTION",
+                   help="with --listen: how far the tempo may follow from the song's (default 0.10: ±10%%)")
     p.set_defaults(func=cmd_play)
 
     # what play starts behind its UI; no help line: not for musicians

@@ -14,6 +14,7 @@ from drummachine.core import commands
 from drummachine.core.commands import Command
 from drummachine.core.conditioning import OFF
 from drummachine.core.events import START, STOP, Event
+from drummachine.core.follow import MODES as FOLLOW_MODES
 from drummachine.core.sampling import Steering
 from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Transport, next_bar, next_beat
 from drummachine.core.voices import CLOSED_HAT, KICK, N_VOICES, OPEN_HAT
@@ -22,6 +23,8 @@ log = logging.getLogger("drummachine")
 #: the "drop" cue: a bar of kick and hats alone
 DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OPEN_HAT)}
 CYMBAL_CYCLE = ("hats", "ride", "auto")
+#: --wait-for-band: sure readings (50 ms apart) after the lock before coming in: about a bar
+BAND_COUNT_IN_READINGS = 30
 
 
 class CommandHandlers:
@@ -174,6 +177,45 @@ class CommandHandlers:
         bpm, beat_time = value
         if self.transport.follow(next_beat(self.commit_cursor), beat_time, bpm, now):
             self.manual_tempo = True
+
+    def _on_follow_band(self, mode, now):  # None: the next mode (a foot switch cycles them)
+        follow = self.follower
+        if mode is None:
+            mode = FOLLOW_MODES[(FOLLOW_MODES.index(follow.mode) + 1) % len(FOLLOW_MODES)]
+        follow.set_mode(mode)
+        if mode != "all" and self.band_intensity:
+            self.band_intensity = 0.0
+            self._rewind_to(self.conductor.set_intensity(self.commit_cursor, self.knobs["intensity"]))
+
+    def _on_band(self, reading, now):
+        """A reading of the band (core.follow): once per beat of ours, the follower's correction
+        moves our next beat line (tempo from there, and phase); at bar lines, the dynamics."""
+        follow = self.follower
+        follow.hear(reading)
+        if not self.playing:
+            if self.wait_for_band and follow.mode != "off" and follow.following(now) and \
+                    follow.sure >= follow.config.lock_readings + BAND_COUNT_IN_READINGS:
+                start = follow.band_beat_after(now + self.start_delay)  # come in on the band's beat
+                if start is not None:
+                    self._start(now)
+                    self.transport.relock(0, start, follow.clamped(reading.bpm))
+            return
+        beat = next_beat(self.commit_cursor)
+        if beat == self.followed_beat:
+            return
+        self.followed_beat = beat
+        ours, bpm = self.transport.time_of(beat), self.transport.bpm_at(beat)
+        follow.set_song_tempo(self.conductor.plan(beat // STEPS_PER_BAR).bpm or bpm)
+        corr = follow.on_beat(ours, bpm, now, bar_line=beat % STEPS_PER_BAR == 0)
+        if corr is None:
+            return
+        at = ours if corr.beat_time is None else corr.beat_time
+        if at != ours or corr.bpm != bpm:
+            self.transport.relock(beat, max(at, now + 0.002), corr.bpm)
+        if corr.intensity is not None and corr.intensity != self.band_intensity:
+            self.band_intensity = corr.intensity
+            offset = max(-1.0, min(1.0, self.knobs["intensity"] + corr.intensity))
+            self._rewind_to(self.conductor.set_intensity(self.commit_cursor, offset))
 
     def _on_tap(self, value, now):
         got = self.tap.tap(now)

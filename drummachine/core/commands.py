@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from drummachine.core.conditioning import CYMBALS
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.follow import MODES as FOLLOW_MODES, BandReading
 from drummachine.core.transport import BPM_RANGE, FEELS
 from drummachine.core.voices import N_VOICES, VOICE_INDEX, VOICE_NAMES
 
@@ -29,8 +30,8 @@ SONG_END = "song end"  #: when the song playing has ended
 ENGINE, SESSION = "engine", "session"
 
 # value kinds
-NONE, NUMBER, WHOLE, CHOICE, VOICE, FLAG, SONG, CLOCK, TEXT = (
-    "none", "number", "whole number", "choice", "voice", "on/off", "song", "clock", "text")
+NONE, NUMBER, WHOLE, CHOICE, VOICE, FLAG, SONG, CLOCK, TEXT, BAND = (
+    "none", "number", "whole number", "choice", "voice", "on/off", "song", "clock", "text", "band reading")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ COMMANDS: dict[str, Spec] = {s.name: s for s in (
     Spec("song", "play this song (while stopped)", Value(SONG), bindable=False),
     Spec("follow", "MIDI clock in: the leader's tempo and next beat", Value(CLOCK), bindable=False,
          needs_playing=True),
+    Spec("follow_band", "follow the band (`play --listen`): off, tempo, beat or all (with dynamics); "
+         "none: the next of these", Value(CHOICE, choices=FOLLOW_MODES, optional=True)),
+    Spec("band", "the listening process: the band's tempo, next beat, confidence and loudness", Value(BAND),
+         bindable=False),
     Spec("program", "program change: song N+1 of the setlist", Value(WHOLE, 0, 127), target=SESSION,
          bindable=False, when=SONG_END),
     Spec("learn", "MIDI learn: bind the next control moved to this action", Value(TEXT, optional=True),
@@ -188,6 +193,10 @@ def parse(name: str, value=None) -> Command:
         if not ok:
             raise DrumMachineError(where, f"{value!r}; allowed: (bpm, time of the next beat or None)")
         return Command(name, (float(value[0]), None if value[1] is None else float(value[1])))
+    if v.kind == BAND:
+        if not isinstance(value, BandReading):
+            raise DrumMachineError(where, f"{type(value).__name__} is not a reading of the band")
+        return Command(name, value)
     if v.kind == TEXT:
         if not isinstance(value, str):
             raise DrumMachineError(where, f"{value!r} is not text")

@@ -34,6 +34,7 @@ from drummachine.core.conditioning import Cues
 from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor, with_feel
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import STOP, Event, Sink
+from drummachine.core.follow import FollowConfig, Follower
 from drummachine.core.sampling import Steering
 from drummachine.core.sections import cues_for
 from drummachine.core.snapshot import QueuedCue, Snapshot, empty_grid
@@ -91,6 +92,11 @@ class Engine(CommandHandlers):
         self.muted: set[int] = set()
         self.solo: set[int] = set()
         self.handlers = self.command_handlers()
+        # following the band (core.follow): readings come as "band" commands from the listener
+        self.follower = Follower(FollowConfig(), song.sections[0].bpm)
+        self.wait_for_band = False  #: start when the band is heard (play --wait-for-band)
+        self.followed_beat = -1  #: the beat line the follower last moved
+        self.band_intensity = 0.0  #: the dynamics' intensity offset, added to the knob's
         self._reset_song(song)
 
     # --- state ----------------------------------------------------------------------------
@@ -142,7 +148,8 @@ class Engine(CommandHandlers):
                 grid=grid, knobs=dict(self.knobs), muted=tuple(sorted(self.muted)), solo=tuple(sorted(self.solo)),
                 steps=self.stats.steps, misses=self.stats.misses, late_cues=self.stats.late_cues,
                 gen_ms_p99=round(float(np.percentile(gen_s, 99)) * 1000, 3) if gen_s else 0.0,
-                faults=dict(self.stats.faults), refused=self.stats.refused)
+                faults=dict(self.stats.faults), refused=self.stats.refused,
+                **self.follower.status(self.clock.now()).snapshot_fields())
 
     # --- commands -------------------------------------------------------------------------
     def command(self, name: str, value=None) -> bool:

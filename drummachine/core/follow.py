@@ -10,6 +10,8 @@ engine's own next beat falls, ``Follower.on_beat`` says once per beat how to mov
   ~2% per bar (a quarter of that per beat), unless the band really jumped: a steady difference
   larger than ``jump`` for ``jump_beats`` beats is taken at once;
 - the phase is corrected a few milliseconds per beat at most (``max_phase_step``): no audible jump;
+  except on coming in: at the first beat after a lock (from cold, or back after holding) a phase
+  error over 20 ms is taken at once (``snap_on_lock``), as a drummer joins a band on its beat;
 - holding: when the confidence drops (a break, a stop, a fill, a lost input) or the readings stop
   coming, the tempo and phase stay as they are and the machine plays on; it re-locks when the
   confidence has been back for ``relock_readings`` readings;
@@ -26,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 MODES = ("off", "tempo", "beat", "all")
+BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many beats
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
 
@@ -40,6 +43,8 @@ class FollowConfig:
     jump: float = 0.025  #: a difference this large (relative) held for ``jump_beats`` beats is a jump
     jump_beats: int = 3
     max_phase_step: float = 0.005  #: seconds of phase correction per beat at most
+    snap_on_lock: bool = True  #: on a (re)lock, a phase error above ``snap_above`` is taken in one go
+    snap_above: float = 0.02  #: (coming in with the band, or back after a break: as a drummer would)
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
     lock_confidence: float = 0.5  #: readings at least this sure count towards a lock
     hold_confidence: float = 0.3  #: below this the machine holds
@@ -85,6 +90,12 @@ class FollowStatus:
     confidence: float = 0.0
     intensity: float = 0.0  #: the dynamics' offset
 
+    def snapshot_fields(self) -> dict:
+        """As core.snapshot.Snapshot's fields."""
+        return {"follow_mode": self.mode, "follow_state": self.state, "band_bpm": self.band_bpm,
+                "band_phase_ms": self.phase_ms, "band_confidence": self.confidence,
+                "band_intensity": self.intensity}
+
 
 def clamp(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
@@ -114,6 +125,8 @@ class Follower:
         self.bar_density: list[float] = []
         self.reference_db: float | None = None
         self.reference_density: float | None = None
+        self.band_beats: list[float] = []  # the band's last beats, engine clock
+        self.snap = False  # just (re)locked: the next beat may jump onto the band's
 
     # --- input ------------------------------------------------------------------------------
 
@@ -140,9 +153,40 @@ class Follower:
         needed = c.relock_readings if self.ever_locked else c.lock_readings
         if not self.locked and self.sure >= needed:
             self.locked = self.ever_locked = True
+            self.snap = c.snap_on_lock
         if self.locked:  # the band's level while it plays (holding: a break is not a quiet verse)
             self.bar_loudness.append(reading.loudness_db)
             self.bar_density.append(reading.onsets_per_second)
+        self._band_beat(reading, sure)
+
+    def _band_beat(self, reading: BandReading, sure: bool) -> None:
+        """Keep the band's last beats (each the last prediction before it came): their spacing on
+        the engine's clock is the band's tempo in the engine's time, whatever rate the clocks on
+        the way run at."""
+        beats = self.band_beats
+        if not sure or reading.next_beat <= 0:
+            beats.clear()
+            return
+        period = 60.0 / reading.bpm
+        if beats and reading.next_beat - beats[-1] < 0.5 * period:
+            beats[-1] = reading.next_beat
+        else:
+            if beats and reading.next_beat - beats[-1] > 1.5 * period:
+                beats.clear()  # a beat went by unheard: start again
+            beats.append(reading.next_beat)
+            del beats[:-BEATS_FOR_TEMPO - 1]
+
+    def band_bpm(self) -> float:
+        """The band's tempo: from its last beats' spacing once there are enough, else the reading's."""
+        r = self.reading
+        beats = self.band_beats[:-1]  # the newest is still a prediction
+        if len(beats) < 4:
+            return r.bpm if r else 0.0
+        n = len(beats)
+        mean_i = (n - 1) / 2
+        mean_t = sum(beats) / n
+        slope = sum((i - mean_i) * (t - mean_t) for i, t in enumerate(beats)) / sum((i - mean_i) ** 2 for i in range(n))
+        return 60.0 / slope if slope > 0 else (r.bpm if r else 0.0)
 
     def in_window(self, bpm: float) -> bool:
         w = self.config.window + 0.01  # the tracker's estimate may overshoot the edge a little
@@ -168,6 +212,11 @@ class Follower:
 
     # --- output -----------------------------------------------------------------------------
 
+    def clamped(self, bpm: float) -> float:
+        """``bpm`` brought into the window around the song's tempo."""
+        w = self.config.window
+        return clamp(bpm, self.song_bpm * (1 - w), self.song_bpm * (1 + w))
+
     def band_beat_after(self, t: float) -> float | None:
         """The band's first beat at or after ``t`` (None when not locked)."""
         r = self.reading
@@ -188,12 +237,15 @@ class Follower:
         r = self.reading
         c = self.config
         lo, hi = self.song_bpm * (1 - c.window), self.song_bpm * (1 + c.window)
-        target = clamp(r.bpm, lo, hi)
+        target = clamp(self.band_bpm(), lo, hi)
         diff = target / our_bpm - 1.0
-        self.beyond = self.beyond + 1 if abs(diff) > c.jump else 0
+        # a jump shows at once in the tracker's tempo (the beats' spacing takes a few beats)
+        now_diff = clamp(r.bpm, lo, hi) / our_bpm - 1.0
+        self.beyond = self.beyond + 1 if abs(now_diff) > c.jump else 0
         if self.beyond >= c.jump_beats:  # the band really jumped: take its tempo at once
-            bpm = target
+            bpm = clamp(r.bpm, lo, hi)
             self.beyond = 0
+            del self.band_beats[:-1]  # the spacing before the jump says nothing now
         elif self.beyond:  # a jump, or a moment's wrong reading: wait and see before moving
             bpm = our_bpm
         else:
@@ -204,7 +256,11 @@ class Follower:
             period = 60.0 / our_bpm
             self.phase_error = wrapped_error(r.next_beat, our_beat, period)
             move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
+            if self.snap and abs(self.phase_error) > c.snap_above:
+                move = self.phase_error  # coming in: onto the band's beat at once
+                bpm = target
             beat_time = our_beat + move
+        self.snap = False
         return Correction(bpm, beat_time, intensity)
 
     def _dynamics(self) -> float | None:

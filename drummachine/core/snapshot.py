@@ -61,6 +61,13 @@ class Snapshot:
     gen_ms_p99: float = 0.0
     faults: dict = field(default_factory=dict)  #: loop -> exceptions caught and survived
     refused: int = 0  #: commands refused for a bad value
+    # following the band (core.follow.FollowStatus)
+    follow_mode: str = "off"
+    follow_state: str = "off"  #: off, listening, following, holding
+    band_bpm: float = 0.0
+    band_phase_ms: float = 0.0  #: the band's beat minus ours at our last beat
+    band_confidence: float = 0.0
+    band_intensity: float = 0.0  #: the dynamics' offset to the intensity
     # the session around the engine
     cpu: float = 0.0
     underruns: int = 0

@@ -2,8 +2,9 @@
 clock, and hands them to the engine as ``band`` commands (a small thread, 100 times a second).
 
 The readings' times are on the monotonic clock; the engine's clock is the mixer's sample counter
-(or the monotonic clock itself): both run at the same rate, so the difference, taken when a
-reading is read, puts a reading on the engine's clock.
+(or the monotonic clock itself). A reading is put on the engine's clock from where both clocks
+are when it is read, at the rate the engine's clock runs against the monotonic one (measured:
+a sound card's clock is not the computer's), and its tempo in beats per engine-clock minute.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from drummachine.listen import shared
 from drummachine.listen.inputs import find_input
 
 LINK_SECONDS = 0.01
+#: the engine's clock (the mixer's sample counter) may run at another rate than the computer's:
+#: measured from this long on (JACK's dummy driver on a busy machine: 0.5% slow)
+RATE_AFTER_SECONDS = 5.0
 
 
 class Listener:
@@ -42,6 +46,8 @@ class Listener:
         self._thread = None
         self._stop = threading.Event()
         self.sent = 0
+        self._origin = None  # (engine clock, monotonic) at the first reading
+        self.clock_rate = 1.0  #: engine-clock seconds per monotonic second
 
     def wait_ready(self, timeout: float = 10.0) -> "Listener":
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -66,9 +72,19 @@ class Listener:
         s = self.block.read()
         if s[shared.SEQ] < 2:
             return None
-        shift = self.clock.now() - time.monotonic()
+        mono = time.monotonic()
+        now = self.clock.now()
+        if self._origin is None:
+            self._origin = (now, mono)
+        elif mono - self._origin[1] > RATE_AFTER_SECONDS:
+            self.clock_rate = (now - self._origin[0]) / (mono - self._origin[1])
+
+        def on_clock(t):  # monotonic -> the engine's clock, near now
+            return now + (t - mono) * self.clock_rate
+
         nb = s[shared.NEXT_BEAT]
-        return BandReading(float(s[shared.HEARD] + shift), float(s[shared.BPM]), float(nb + shift) if nb > 0 else 0.0,
+        return BandReading(on_clock(float(s[shared.HEARD])), float(s[shared.BPM]) / self.clock_rate,
+                           on_clock(float(nb)) if nb > 0 else 0.0,
                            float(s[shared.CONFIDENCE]), float(s[shared.LOUDNESS]), float(s[shared.DENSITY]),
                            int(s[shared.SEQ]) // 2)
 

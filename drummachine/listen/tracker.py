@@ -46,9 +46,9 @@ PRIOR_WIDTH = 0.08  #: the tempo prior's width around the instrument's tempo (lo
 UPDATE_FRAMES = 10
 #: the phase-locked loop, per update (20 a second): share of the phase error taken, share of it
 #: put into the period, and the pull of the period towards the autocorrelation's
-LOOP_PHASE = 0.04
-LOOP_PERIOD = 0.004
-LOOP_PULL = 0.005
+LOOP_PHASE = 0.08
+LOOP_PERIOD = 0.0016
+LOOP_PULL = 0.002
 #: the loop's mean |error| (smoothed over ~2 s of updates): up to JITTER_OK it is sure, at twice
 #: that not at all
 JITTER_SMOOTHING = 0.03
@@ -288,6 +288,7 @@ class BeatTracker:
         self._lock_loop(next_beat, period, now)
 
     def _lock_loop(self, measured: float, period: float, now: float) -> None:
+        self.measured = measured
         """A phase-locked loop over the fold's beats: each measurement moves the predicted beat
         by a share of its error, and the period by a smaller share, so the published beat and
         tempo are steady where one fold is noisy (human timing, a fill's extra notes). The

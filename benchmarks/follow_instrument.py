@@ -1,0 +1,218 @@
+"""The whole instrument following a band on a real JACK server (benchmarks/follow.py --instrument).
+
+A player client (``band:out``) plays a warped clip; ``drummachine play --headless --listen
+band:out`` (stand-in generator, the built-in kit through the mixer process, MIDI clock out)
+follows it; a JACK MIDI recorder (``rec:in``) stamps every MIDI clock with its JACK frame. The
+band's true beats are in JACK frames too (the player knows the frame each sample went out in), so
+the drummer's beats (every 24th clock) are compared with the band's without any clock conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import follow_material as material
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 48000
+CLOCKS_PER_BEAT = 24
+
+
+class MidiRecorder:
+    """A JACK MIDI input that stamps each message with its JACK frame."""
+
+    def __init__(self, name: str = "rec"):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.port = self.client.midi_inports.register("in")
+        self.events: list[tuple[int, bytes]] = []
+
+        @self.client.set_process_callback
+        def process(frames):
+            base = self.client.last_frame_time
+            for offset, data in self.port.incoming_midi_events():
+                self.events.append((base + offset, bytes(data)))
+
+        self.client.activate()
+
+    @property
+    def port_name(self) -> str:
+        return self.port.name
+
+    def beats(self) -> np.ndarray:
+        """JACK frames of the drummer's beats: every 24th clock from the last start."""
+        clocks = [f for f, d in self.events if d[:1] == b"\xf8"]
+        starts = [f for f, d in self.events if d[:1] == b"\xfa"]
+        if starts:
+            clocks = [f for f in clocks if f >= starts[-1]]
+        return np.array(clocks[::CLOCKS_PER_BEAT], dtype=np.float64)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def listener_pid(play_pid: int) -> int | None:
+    for c in children(play_pid):
+        try:
+            if b"drummachine.listen.process" in Path(f"/proc/{c}/cmdline").read_bytes():
+                return c
+        except OSError:
+            pass
+    return None
+
+
+def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool = True, lead_in: float = 0.0,
+            start_offset: float = 0.0, extra=()) -> dict:
+    """Play ``clip`` as the band and ``drummachine play`` against it; the raw beats and counters.
+
+    ``lead_in``: seconds the machine plays alone before the band comes in (cold start);
+    ``start_offset``: the machine starts this long before the band's beat grid would have
+    (a phase it must correct, for the cold start).
+    """
+    player = material.BandPlayer(clip.audio, "band")
+    rec = MidiRecorder("rec")
+    log = Path(tempfile.mkdtemp()) / "play.log"
+    seconds = clip.seconds + lead_in + 2.0
+    cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--midi-out", rec.port_name,
+           "--clock-out", "--bpm", f"{clip.bpm:.3f}", "--duration", f"{seconds + (6 if wait_for_band else 0):.1f}",
+           "--log", str(log), "--audio-api", "JACK", *extra]
+    if listen:
+        cmd += ["--listen", player.port_name, "--follow", mode]
+        if wait_for_band:
+            cmd += ["--wait-for-band"]
+    env = dict(os.environ, DRUMMACHINE_MIDI_API="jack")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the machine starts (or, waiting for the band, listens) first; the band comes in lead_in later
+        time.sleep(4.0 + lead_in + start_offset)
+        lpid = listener_pid(proc.pid) if listen else None
+        cpu0, wall0 = (cpu_ticks(lpid) if lpid else 0), time.monotonic()
+        player.start()
+        while not player.done and proc.poll() is None:
+            time.sleep(0.1)
+        cpu1, wall1 = (cpu_ticks(lpid) if lpid else 0), time.monotonic()
+        out, err = proc.communicate(timeout=seconds + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        rec.close()
+        player.close()
+    summary = err.strip().splitlines()[-1] if err.strip() else ""
+    misses = re.search(r"(\d+) generator misses", summary)
+    underruns = re.search(r"(\d+) underruns", summary)
+    band = player.frames(clip.beats)
+    return {"band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
+            "returncode": proc.returncode, "summary": summary, "log": str(log),
+            "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
+            "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
+            if listen and lpid else None}
+
+
+def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
+    """The issue's figures from one run's beats (JACK frames)."""
+    band = run["band_frames"] / RATE
+    ours = run["drummer_frames"] / RATE
+    if ours.size < 8:
+        return {"error": "the machine played fewer than 8 beats", "summary": run["summary"]}
+    band_period = np.diff(band)
+    # each of our beats against the band's nearest (within half a band beat)
+    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
+    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
+    err = ours - band[nearest]
+    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    audible = run["audible"][nearest]
+    # lock: the first of our beats from which 4 in a row are within 30 ms of the band's
+    ok = (np.abs(err) < lock_error) & inside
+    lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all() and ours[i] >= band[0]), None)
+    band_beats_to_lock = None if lock is None else float((ours[lock] - band[0]) / np.median(band_period))
+    after = np.arange(ours.size) >= (lock if lock is not None else ours.size)
+    sel = after & inside & audible
+    our_tempo = 60.0 / np.diff(ours)
+    true_tempo = run["tempo"][nearest[:-1]]
+    tempo_err = np.abs(our_tempo / true_tempo - 1)[sel[:-1]]
+    bar = 60.0 * 4 / (ours[4::4] - ours[:-4:4]) if ours.size > 8 else np.array([])
+    bar_changes = np.abs(bar[1:] / bar[:-1] - 1) if bar.size > 1 else np.array([0.0])
+    played = run["played_frames"][nearest] / RATE
+    err_played = ours - played
+    out = {
+        "scenario": scenario, "beats_played": int(ours.size),
+        "phase_error_vs_played_ms_p50": round(float(np.percentile(np.abs(err_played[sel]), 50)) * 1000, 2)
+        if sel.any() else None,
+        "phase_error_vs_played_ms_p95": round(float(np.percentile(np.abs(err_played[sel]), 95)) * 1000, 2)
+        if sel.any() else None,
+        "band_beats_to_lock": None if band_beats_to_lock is None else round(band_beats_to_lock, 2),
+        "phase_error_ms_p50": round(float(np.percentile(np.abs(err[sel]), 50)) * 1000, 2) if sel.any() else None,
+        "phase_error_ms_p95": round(float(np.percentile(np.abs(err[sel]), 95)) * 1000, 2) if sel.any() else None,
+        "tempo_error_pct_p50": round(float(np.percentile(tempo_err, 50)) * 100, 3) if tempo_err.size else None,
+        "tempo_error_pct_p95": round(float(np.percentile(tempo_err, 95)) * 100, 3) if tempo_err.size else None,
+        "largest_bar_tempo_change_pct": round(float(bar_changes.max()) * 100, 3),
+        "misses": run["misses"], "underruns": run["underruns"], "listener_cpu_share": run["listener_cpu_share"],
+    }
+    for first, length in material.SCENARIOS[scenario].breaks:
+        a, b = band[first * 4], band[(first + length) * 4]
+        held = (ours >= a) & (ours < b)
+        if held.sum() > 2:
+            t = 60.0 / np.diff(ours[held])
+            out["break_tempo_drift_pct"] = round(float(np.abs(t / t[0] - 1).max()) * 100, 3)
+        back = np.where(ours >= b)[0]
+        again = next((j for j in range(back.size - 1) if abs(err[back[j]]) < lock_error and abs(err[back[j + 1]])
+                      < lock_error), None)
+        out["beats_to_relock_after_break"] = None if again is None else int(again)
+    return out
+
+
+def run(args) -> dict:
+    perfs = material.validation_performances(max(1, args.performances))
+    path, bpm = perfs[0]
+    plan = [("steady", "beat", False, 2.0), ("steady", "beat", True, 0.0), ("accelerando", "beat", False, 2.0),
+            ("jump", "beat", False, 2.0), ("break", "beat", False, 2.0), ("ritardando", "beat", False, 2.0)]
+    results = []
+    for scenario, mode, wait, lead in plan:
+        clip = material.make_clip(path, bpm, scenario, "band", rate=RATE)
+        raw = run_one(clip, mode, wait_for_band=wait, lead_in=lead, start_offset=0.137 if not wait else 0.0)
+        row = measure(raw, clip, scenario)
+        row.update({"mode": mode, "wait_for_band": wait, "performance": path, "bpm": bpm,
+                    "returncode": raw["returncode"]})
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    base_clip = material.make_clip(path, bpm, "steady", "band", rate=RATE, bars=12)
+    base = run_one(base_clip, listen=False, lead_in=2.0)
+    baseline = {"misses": base["misses"], "underruns": base["underruns"], "seconds": round(base_clip.seconds, 1)}
+    summary = {r["scenario"] + (" (wait for band)" if r["wait_for_band"] else ""):
+               {k: r.get(k) for k in ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
+                                      "phase_error_vs_played_ms_p50", "phase_error_vs_played_ms_p95",
+                                      "tempo_error_pct_p95", "largest_bar_tempo_change_pct", "break_tempo_drift_pct",
+                                      "beats_to_relock_after_break", "listener_cpu_share", "misses", "underruns")
+                if k in r} for r in results}
+    summary["baseline without --listen"] = baseline
+    return {"clips": results, "summary": summary}
