@@ -131,41 +131,55 @@ def test_a_restarted_mixer_goes_on_from_the_clock_however_slowly_it_started(part
     assert after >= before + 0.29 and reborn.frame >= 1280 + 0.29 * 48000
 
 
-@pytest.mark.jack
-def test_one_jack_port_per_voice_each_onset_on_its_sample(tmp_path, monkeypatch):
-    """--outs voices through a JACK server with nine ports a side (its own, started here): each
-    voice on its own port, alone, on its sample; every port with the same loopback delay."""
+@pytest.fixture
+def jack_with_ports(monkeypatch):
+    """A JACK server of our own with nine ports a side (the shared one has two), named for this
+    process; the mixer process and jack_connect find it through JACK_DEFAULT_SERVER."""
     import os
     import shutil
     import subprocess
+
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"drummachine-ports-{os.getpid()}"
+    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", "9", "-C", "9"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        yield name
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def loop_back(channels: int) -> None:
+    """Each of the mixer's outputs into its own input (the recording), nothing else in."""
+    import subprocess
+
+    for k in range(channels):
+        subprocess.run(["jack_disconnect", f"system:capture_{k + 1}", f"PortAudio:in_{k}"], capture_output=True)
+        subprocess.run(["jack_connect", f"PortAudio:out_{k}", f"PortAudio:in_{k}"], check=True, capture_output=True)
+
+
+@pytest.mark.jack
+def test_one_jack_port_per_voice_each_onset_on_its_sample(jack_with_ports):
+    """--outs voices: each voice on its own port, alone, on its sample; every port with the same
+    loopback delay."""
     import time
 
     from drummachine.audio.process import AudioProcessSink
 
-    if not shutil.which("jackd"):
-        pytest.skip("jackd is not installed")
-    name = f"drummachine-outs-{os.getpid()}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", "9", "-C", "9"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # the mixer process and jack_connect inherit it
+    sink = AudioProcessSink(None, 48000, record_seconds=15.0, outs="voices").wait_ready()
     try:
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
-        assert "available" in r.stdout, r.stdout + r.stderr
-        sink = AudioProcessSink(None, 48000, record_seconds=15.0, outs="voices").wait_ready()
-        try:
-            for k in range(9):
-                subprocess.run(["jack_disconnect", f"system:capture_{k + 1}", f"PortAudio:in_{k}"], capture_output=True)
-                subprocess.run(["jack_connect", f"PortAudio:out_{k}", f"PortAudio:in_{k}"], check=True,
-                               capture_output=True)
-            base = int(sink.clock.now() * 48000) + 24000
-            for v in range(9):
-                assert sink.events.push(base + v * 6000, v, 0.9)
-            time.sleep((base + 9 * 6000) / 48000 - sink.clock.now() + 0.2)
-        finally:
-            sink.close()
+        loop_back(9)
+        base = int(sink.clock.now() * 48000) + 24000
+        for v in range(9):
+            assert sink.events.push(base + v * 6000, v, 0.9)
+        time.sleep((base + 9 * 6000) / 48000 - sink.clock.now() + 0.2)
     finally:
-        server.terminate()
-        server.wait(10)
+        sink.close()
     rec = sink.recording
     assert rec.shape[1] == 9
     delays = []
@@ -176,3 +190,98 @@ def test_one_jack_port_per_voice_each_onset_on_its_sample(tmp_path, monkeypatch)
         assert loud.size, v
         delays.append(int(loud[0]))
     assert len(set(delays)) == 1, delays  # sample-locked across the ports
+
+
+@pytest.mark.jack
+def test_the_cue_bus_clicks_on_the_beat_sample_locked_to_the_drums(jack_with_ports):
+    """The engine's clock pulses make the click on the cue bus (accented on the bar's first beat),
+    on the beat's exact sample; the drums sound on both buses on theirs, the same loopback delay
+    everywhere: click and drums are 0 samples apart from where they belong. A level change reaches
+    the next block; the cue's sounds never reach the main bus."""
+    import time
+
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.core.engine import Engine
+    from drummachine.core.fake_generator import FakeKicks
+    from drummachine.core.song import jam
+
+    sink = AudioProcessSink(None, 48000, record_seconds=15.0, cue=True).wait_ready()
+    sent = []
+    try:
+        loop_back(4)
+        engine = Engine(FakeKicks(), jam("rock", 120), sink.clock, [sink], start_delay=0.3, midi_clock=True)
+        orig = sink.send
+        sink.send = lambda events: (sent.extend(events), orig(events))
+        stop = __import__("threading").Event()
+        threads = engine.run_threads(stop)
+        engine.command("start")
+        time.sleep(3.0)
+        engine.command("stop")
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(2)
+        cue_frame = round((sink.clock.now() + 0.8) * 48000)
+        sink.cue_sound(cue_frame / 48000)
+        time.sleep(1.3)
+    finally:
+        sink.close()
+    rec = sink.recording
+    assert rec.shape[1] == 4
+    beats = {}
+    for e in sent:
+        if e.kind == "clock" and e.step % 4 == 0 and e.step not in beats:
+            beats[e.step] = round(e.time * 48000)
+    kicks = [round(e.time * 48000) for e in sent if e.kind == "note" and e.voice == 0]
+    assert len(beats) >= 4 and len(kicks) >= 4
+
+    def onset(channel, frame):
+        loud = np.flatnonzero(np.abs(rec[frame - 200:frame + 2048, channel]) > 1e-6)
+        return int(loud[0]) - 200 if loud.size else None
+
+    from drummachine.audio.mixing import CUE_DRUMS_LEVEL
+
+    main_kicks = [onset(0, f) for f in kicks[:4]]
+    delay = main_kicks[0]
+    assert main_kicks == [delay] * 4 and 0 <= delay <= 3 * 128  # each kick on its sample
+    # the cue bus is the drums at their level plus the cue sounds: take the drums away, the rest
+    # is the click, and the drums there are the main bus's, sample for sample (no limiter acted)
+    click = rec[:, 2] - CUE_DRUMS_LEVEL * rec[:, 0]
+    first = min(beats.values())
+    assert np.abs(click[first - 4800:first + delay]).max() < 1e-5  # nothing before the first beat
+    for step, frame in list(beats.items())[:8]:
+        loud = np.flatnonzero(np.abs(click[frame:frame + 2048]) > 1e-4)
+        assert loud.size and loud[0] - delay in (0, 1), (step, loud[:1], delay)  # on the beat (a sine starts at 0)
+    downbeat = [f for s_, f in beats.items() if s_ % 16 == 0][0]
+    other = [f for s_, f in beats.items() if s_ % 16 == 4][0]
+    assert np.abs(click[downbeat + delay:downbeat + delay + 300]).max() > \
+        1.3 * np.abs(click[other + delay:other + delay + 300]).max()  # the bar's first click is louder
+    # the section cue: on the cue bus at its sample, never on the main bus
+    cue_at = cue_frame + delay
+    loud = np.flatnonzero(np.abs(click[cue_at - 100:cue_at + 2048]) > 1e-4)
+    assert loud.size and loud[0] - 100 in (0, 1)
+    assert not rec[cue_at - 100:cue_at + 4800, :2].any()
+
+
+def test_a_level_change_through_the_ring_scales_its_bus_from_the_next_block():
+    from drummachine.audio.process import LEVEL
+
+    owner = SharedBlock(channels=4)
+    try:
+        ring = EventRing(owner)
+        attached = SharedBlock(owner.name, channels=4)
+        mixer = Mixer(attached, Voices(synth_kit(48000), cue=True))
+        ring.push(0, LEVEL + 0, 0.5)  # the main bus at half
+        ring.push(0, LEVEL + 1, 0.0)  # the cue bus silent
+        ring.push(10, 0, 1.0)
+        out = np.zeros((128, 4), np.float32)
+        mixer.callback(out, 128, None, OK)
+        full = Voices(synth_kit(48000), cue=True)
+        full.add(10, 0, 1.0)
+        ref = np.zeros((128, 4), np.float32)
+        full.mix(ref, 0)
+        np.testing.assert_allclose(out[:, :2], 0.5 * ref[:, :2], atol=1e-6)
+        assert ref[:, 2:].any() and not out[:, 2:].any()
+        attached.close()
+    finally:
+        owner.close()

@@ -9,6 +9,13 @@ groups a front-of-house engineer mixes a kit in (kick, snare, toms left/right, o
 left/right, hats), or one channel per voice. A voice reaches a channel through one gain matrix
 (voices × channels): the kit's pan for a stereo pair, its mono fold-down (left + right) for a
 mono channel, so the mono sum of any layout is the stereo mix's.
+
+With ``cue``, two more channels follow: the cue bus for the band's in-ears (left, right): the
+drums at a level of their own (``CUE_DRUMS_LEVEL``), and the cue sounds (``CUE_SOUNDS``: the
+click, its accented downbeat, the cue before a section), which the main channels never carry.
+Both buses come out of the same block, so they are sample-locked by construction; each has its
+own level (``main_level``, ``cue_level``: MIDI CC 108 and 109 in BeatBuddy's set-list apps) and
+its own limiter.
 """
 
 from __future__ import annotations
@@ -37,19 +44,45 @@ OUTS: dict[str, tuple[tuple[str, tuple[str, ...], str], ...]] = {
 }
 
 
-def out_channels(outs: str) -> tuple[str, ...]:
+#: sounds only the cue bus carries, played as voices after the kit's nine (``Voices.add``)
+CUE_SOUNDS = ("click", "click_accent", "cue")
+CLICK, CLICK_ACCENT, CUE = (N_VOICES + k for k in range(len(CUE_SOUNDS)))
+CUE_CHANNELS = ("cue_left", "cue_right")
+CUE_DRUMS_LEVEL = 0.7  #: the drums on the cue bus, under the click
+
+
+def cue_sound(name: str, rate: int) -> np.ndarray:
+    """A click (a short high blip, the downbeat's higher and louder) or the section cue (two rising
+    tones): pure tones, nothing like a drum, so they cut through the drums in the in-ears."""
+    def blip(freq: float, seconds: float, level: float) -> np.ndarray:
+        t = np.arange(int(seconds * rate)) / rate
+        return level * np.sin(2 * np.pi * freq * t) * np.exp(-t / (seconds / 4))
+
+    if name == "click":
+        x = blip(1600.0, 0.03, 0.5)
+    elif name == "click_accent":
+        x = blip(2400.0, 0.04, 0.8)
+    else:
+        x = np.concatenate([blip(880.0, 0.08, 0.6), blip(1320.0, 0.12, 0.6)])
+    return x.astype(np.float32)
+
+
+def out_channels(outs: str, cue: bool = False) -> tuple[str, ...]:
     """The channel names of an ``--outs`` layout, in order (JACK ports out_0, out_1, ...)."""
     try:
-        return tuple(name for name, _, _ in OUTS[outs])
+        return tuple(name for name, _, _ in OUTS[outs]) + (CUE_CHANNELS if cue else ())
     except KeyError:
         raise DrumMachineError("--outs", f"unknown layout {outs!r}; allowed: {', '.join(OUTS)}") from None
 
 
-def out_matrix(kit: Kit, outs: str = "stereo") -> np.ndarray:
-    """(voices, channels) gains from each voice to each channel of the layout."""
-    out_channels(outs)
+def out_matrix(kit: Kit, outs: str = "stereo", cue: bool = False) -> np.ndarray:
+    """(voices and cue sounds, channels) gains from each voice to each channel of the layout."""
+    main = len(out_channels(outs))
     pans = kit.pan_gains()
-    matrix = np.zeros((N_VOICES, len(OUTS[outs])), np.float32)
+    matrix = np.zeros((N_VOICES + len(CUE_SOUNDS), main + (2 if cue else 0)), np.float32)
+    if cue:
+        matrix[:N_VOICES, main:] = pans * CUE_DRUMS_LEVEL
+        matrix[N_VOICES:, main:] = 1.0  # the cue sounds centred, in the cue bus only
     for c, (_, voices, side) in enumerate(OUTS[outs]):
         for name in voices:
             v = VOICE_INDEX[name]
@@ -64,10 +97,15 @@ class Voices:
     buffers (``out=``), so mixing a block creates no arrays.
     """
 
-    def __init__(self, kit: Kit, block_max: int = 4096, outs: str = "stereo"):
+    def __init__(self, kit: Kit, block_max: int = 4096, outs: str = "stereo", cue: bool = False):
         self.kit = kit
-        self.matrix = out_matrix(kit, outs)
+        self.matrix = out_matrix(kit, outs, cue)
         self.channels = self.matrix.shape[1]
+        main = len(OUTS[outs])
+        self.buses = [(0, main)] + ([(main, main + 2)] if cue else [])  # (first, end) channel of each
+        self.levels = [1.0] * len(self.buses)  # main_level, cue_level
+        self.limiter_gains = [1.0] * len(self.buses)
+        self.cue_samples = tuple(cue_sound(name, kit.sample_rate) for name in CUE_SOUNDS)
         self.start = [-1] * SLOTS  # frame the sample starts at; -1: free
         self.voice = [0] * SLOTS
         self.gain = [0.0] * SLOTS
@@ -80,14 +118,13 @@ class Voices:
         self.stereo = np.zeros((block_max, self.channels), np.float32)
         self.gains2 = np.zeros((SLOTS, self.channels), np.float32)  # per slot: velocity gain x its voice's row
         self.slot_gains = [self.gains2[i] for i in range(SLOTS)]  # views made once, not per block
-        self.voice_gains = [self.matrix[v] for v in range(N_VOICES)]
+        self.voice_gains = [self.matrix[v] for v in range(len(self.matrix))]
         self.fade_ramp2 = self.fade_ramp[:, None]
         self.absbuf = np.zeros((block_max, self.channels), np.float32)
         self.ramp = np.zeros(block_max, np.float32)
         self.ramp_n = 0
-        self.limiter_gain = 1.0
         # chokes[a][b]: a hit of voice a cuts a ringing voice b (the kit's table: hats, mute groups)
-        n = len(kit.layers)
+        n = len(self.matrix)
         self.chokes = [[b in kit.chokes.get(a, ()) for b in range(n)] for a in range(n)]
         kit.rewind()
         # each voice's last POLYPHONY hits (slot, start), a ring: the next hit cuts the oldest
@@ -102,7 +139,12 @@ class Voices:
             self.samples[i] = None
 
     def add(self, frame: int, voice: int, velocity: float) -> None:
-        sample, gain = self.kit.sample(voice, velocity)
+        """A hit of ``voice`` (a kit voice, or a cue sound: CLICK, CLICK_ACCENT, CUE at the level
+        ``velocity``) starting at ``frame``."""
+        if voice < N_VOICES:
+            sample, gain = self.kit.sample(voice, velocity)
+        else:
+            sample, gain = self.cue_samples[voice - N_VOICES], velocity
         cuts = self.chokes[voice]
         slot = -1
         oldest = 0
@@ -168,25 +210,43 @@ class Voices:
             o = out[a - block_start:b - block_start]
             np.add(o, seg, out=o)
 
+    def set_level(self, bus: int, level: float) -> None:
+        """The main bus's (0) or the cue bus's (1) level, 0..1, from the next block."""
+        if 0 <= bus < len(self.levels):
+            self.levels[bus] = min(max(float(level), 0.0), 1.0)
+
+    @property
+    def limiter_gain(self) -> float:
+        return self.limiter_gains[0]
+
     def limit(self, out: np.ndarray) -> None:
-        """A peak limiter: instant attack within the block, slow release, never above the ceiling."""
+        """Each bus at its level, then its peak limiter: instant attack within the block, slow
+        release, never above the ceiling."""
         n = out.shape[0]
         if not n:
             return
-        absb = self.absbuf[:n]
+        for k, (a, b) in enumerate(self.buses):
+            bus = out[:, a:b]
+            if self.levels[k] != 1.0:
+                np.multiply(bus, self.levels[k], out=bus)
+            self._limit_bus(bus, self.absbuf[:n, a:b], k)
+
+    def _limit_bus(self, out: np.ndarray, absb: np.ndarray, k: int) -> None:
+        n = out.shape[0]
         np.abs(out, out=absb)
         peak = float(absb.max())
-        target = CEILING / peak if peak * self.limiter_gain > CEILING else 1.0
-        new = min(target, self.limiter_gain * RELEASE_PER_BLOCK, 1.0)
-        if new <= self.limiter_gain or new - self.limiter_gain < 1e-6:
+        gain = self.limiter_gains[k]
+        target = CEILING / peak if peak * gain > CEILING else 1.0
+        new = min(target, gain * RELEASE_PER_BLOCK, 1.0)
+        if new <= gain or new - gain < 1e-6:
             if new != 1.0:
-                out *= new
+                np.multiply(out, new, out=out)
         else:  # releasing: ramp up across the block, from the old gain
             if self.ramp_n != n:
                 self.ramp[:n] = np.arange(1, n + 1, dtype=np.float32) / n
                 self.ramp_n = n
             ramp = self.scratch[:n]
-            np.multiply(self.ramp[:n], new - self.limiter_gain, out=ramp)
-            np.add(ramp, self.limiter_gain, out=ramp)
+            np.multiply(self.ramp[:n], new - gain, out=ramp)
+            np.add(ramp, gain, out=ramp)
             np.multiply(out, ramp[:, None], out=out)
-        self.limiter_gain = new
+        self.limiter_gains[k] = new

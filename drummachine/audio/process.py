@@ -31,11 +31,15 @@ import time
 import numpy as np
 
 from drummachine.audio.devices import find_output
-from drummachine.audio.mixing import Voices
+from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE, Voices
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.transport import STEPS_PER_BAR, STEPS_PER_BEAT
 
 CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
+#: ring rows whose voice is LEVEL + bus set that bus's level (main 0, cue 1) to the row's value
+LEVEL = 100
+CLICK_LEVEL = 0.5
 HEADER = 16
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
@@ -147,12 +151,15 @@ class AudioProcessSink(Sink):
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
-                 outs: str = "stereo"):
+                 outs: str = "stereo", cue: bool = False, click: bool = True):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
         self.kit = None
-        self.channels = out_channels(outs)  # an unknown layout is one error, before anything starts
+        self.cue = cue
+        self.click = click  #: the click on the cue bus (needs the engine's clock events: midi_clock=True)
+        self._beat_step = -1
+        self.channels = out_channels(outs, cue)  # an unknown layout is one error, before anything starts
         self.block = SharedBlock(record_frames=int(record_seconds * rate), channels=len(self.channels))
         self.clock = SharedAudioClock(self.block.header, rate)
         self.events = EventRing(self.block)
@@ -161,7 +168,7 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "outs": outs,
+                      "outs": outs, "cue": cue,
                       "latency": latency}
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
         from drummachine.audio.kit import SharedKit, built_in, decode
@@ -229,6 +236,23 @@ class AudioProcessSink(Sink):
         for e in events:
             if e.kind == "note":
                 self.events.push(round(e.time * self.rate), e.voice, e.velocity)
+            elif e.kind == "clock" and self.cue and self.click and e.step != self._beat_step:
+                # a step's first clock pulse is its start: on a beat, a click (the bar's first: accented)
+                self._beat_step = e.step
+                if e.step % STEPS_PER_BEAT == 0:
+                    self.events.push(round(e.time * self.rate), CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK,
+                                     CLICK_LEVEL)
+
+    def cue_sound(self, time: float, level: float = 1.0) -> None:
+        """The section cue on the cue bus at ``time`` (clock seconds): one bar before a section change."""
+        if self.cue:
+            self.events.push(round(time * self.rate), CUE, level)
+
+    def set_level(self, bus: str, level: float) -> None:
+        """``main`` or ``cue`` bus level, 0..1 (MIDI CC 108 / 109), from the mixer's next block.
+        The ring has one writer: call it from the thread that calls ``send`` (the engine's commit
+        loop, as a command's handler), never from a MIDI callback."""
+        self.events.push(0, LEVEL + ("main", "cue").index(bus), level)
 
     def panic(self) -> None:
         self.block.header[PANIC] += 1
@@ -355,8 +379,11 @@ class Mixer:
             row = ring[r % CAPACITY]
             if row[3] != r + 1:  # not all of the slot is visible yet: next block
                 break
-            frame = int(row[0])
-            voices.add(frame if frame >= block_start else block_start, int(row[1]), float(row[2]))
+            frame, voice = int(row[0]), int(row[1])
+            if voice >= LEVEL:  # a level change: from this block on
+                voices.set_level(voice - LEVEL, float(row[2]))
+            else:
+                voices.add(frame if frame >= block_start else block_start, voice, float(row[2]))
             r += 1
         self.read = r
         h[READ] = r
@@ -423,8 +450,8 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         setup = json.loads(stdin.readline())
         from drummachine.audio.mixing import out_channels
 
-        outs = setup.get("outs", "stereo")
-        block = SharedBlock(setup["shm"], setup["record_frames"], len(out_channels(outs)))
+        outs, cue = setup.get("outs", "stereo"), bool(setup.get("cue"))
+        block = SharedBlock(setup["shm"], setup["record_frames"], len(out_channels(outs, cue)))
         try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
             from multiprocessing import resource_tracker
 
@@ -458,7 +485,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         answer({"error": f"the kit's shared memory is gone ({exc})", "kit": True})
         return 2
     try:
-        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs), rate)
+        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate)
         stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
         gc.collect()
         gc.freeze()
