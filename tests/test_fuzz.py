@@ -169,6 +169,17 @@ def test_a_controller_value_of_inf_is_one_line():
         controller_from_toml('[[map]]\ncc = 1\nvalue = inf\naction = "next"\n', "c.toml")
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("name", ["next", "program", "tempo"])
+def test_commands_refuse_infinity_in_one_line(name, value):
+    """commands.parse, the boundary every command crosses (controller presets, the UI's socket, whose
+    JSON has Infinity): a whole-number command given inf ended in OverflowError."""
+    from drummachine.core import commands
+
+    with pytest.raises(DrumMachineError, match=f"command {name}: .* not a number"):
+        commands.parse(name, value)
+
+
 def test_preset_files_that_are_not_text(tmp_path):
     """A controller or setlist file with a byte that is not UTF-8 ended in a UnicodeDecodeError
     traceback (songs and note maps said so in one line; now all of them do, through one reader)."""

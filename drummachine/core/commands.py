@@ -166,7 +166,10 @@ def parse(name: str, value=None) -> Command:
     if v.kind == NONE:
         raise DrumMachineError(where, f"takes no value; got {value!r}")
     if v.kind in (NUMBER, WHOLE):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        # NaN and the infinities are not numbers a command takes (int(inf) raised OverflowError:
+        # TOML and JSON both have inf; found by the fuzz suite)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or \
+                value in (float("inf"), float("-inf")):
             raise DrumMachineError(where, f"{value!r} is not a number; allowed: {v.describe()}")
         if v.kind == WHOLE and int(value) != value:
             raise DrumMachineError(where, f"{value!r} is not a whole number; allowed: {v.describe()}")
