@@ -481,6 +481,25 @@ def controller_cases(rng: random.Random, n_messages: int = 2000) -> list[Case]:
     return cases
 
 
+# --- command values: what a preset, the UI's socket (JSON) or a script may hand commands.parse -------
+
+HOSTILE_COMMAND_VALUES = [None, True, False, 0, -1, 1, 7, 127, 128, 1e308, float("inf"), float("-inf"),
+                          float("nan"), "", "x" * 10_000, "kick", "1", "../../x", [], {}, [1], {"a": 1}, 2 ** 70,
+                          -2 ** 70, 0.5, (120.0, None), (1e9, 1.0), ("a", None), (120.0, "x")]
+
+
+def command_cases(rng: random.Random) -> list[Case]:
+    from drummachine.core import commands
+
+    cases = []
+    for name in commands.COMMANDS:
+        values = rng.sample(HOSTILE_COMMAND_VALUES, 12) + [rng.uniform(-1e6, 1e6), rng.randint(-1000, 1000)]
+        for value in values:
+            cases.append(Case("command values", f"{name} {str(value)[:30]}",
+                              lambda n=name, v=value: commands.parse(n, v)))
+    return cases
+
+
 # --- model files ------------------------------------------------------------------------------------
 
 def model_cases(rng: random.Random, work: Path, structured: bool = True) -> list[Case]:
@@ -727,7 +746,7 @@ def subprocess_cases(rng: random.Random, work: Path, n: int = 3) -> list[Case]:
 def all_cases(rng: random.Random, work: Path, midi_files: int = 2, render: bool = True,
               structured_models: bool = True, controller_messages_per_preset: int = 2000) -> list[Case]:
     return (midi_cases(rng, work, midi_files, render) + corpus_cases(rng, work) + preset_cases(rng, work)
-            + controller_cases(rng, controller_messages_per_preset)
+            + controller_cases(rng, controller_messages_per_preset) + command_cases(rng)
             + model_cases(rng, work, structured_models))
 
 

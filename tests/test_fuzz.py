@@ -67,6 +67,11 @@ def test_controller_byte_stream():
     assert counts["controller bytes"]["accepted"] == counts["controller bytes"]["cases"] >= 5
 
 
+def test_command_values():
+    counts = run_all(fuzz.command_cases(random.Random(15)))
+    assert counts["command values"]["refused"] >= 100 and counts["command values"]["accepted"] >= 10, counts
+
+
 def test_model_files(tmp_path):
     pytest.importorskip("onnx")  # the structured cases are written with the onnx package (a [train] extra)
     counts = run_all(fuzz.model_cases(random.Random(15), tmp_path, structured=True))
