@@ -79,13 +79,23 @@ class JackServer:
         self.file.close()
 
     def blame(self) -> dict:
-        """jackd's own words: which client it found unfinished at the end of a period, and its
-        other xrun lines (the driver waking late, mostly)."""
+        """jackd's own words: which client it found unfinished at the end of a period ("Triggered":
+        woken but never ran, the host did not schedule it; "Running": it ran too long), the
+        periods it gave up on, and the driver's own late wake-ups (the host stalling jackd itself)."""
         text = self.log.read_text(errors="replace")
-        clients = Counter(m.group(1) for m in re.finditer(r"client = (.+?) was not finished", text))
-        xrun = [ln for ln in text.splitlines() if "xrun" in ln.lower() and "was not finished" not in ln]
-        return {"not_finished_by_client": dict(clients.most_common()), "other_xrun_lines": len(xrun),
-                "examples": sorted(set(xrun))[:4]}
+        by_state: dict = defaultdict(Counter)
+        for m in re.finditer(r"client = (.+?) was not finished, state = (\w+)", text):
+            by_state[m.group(2)][m.group(1)] += 1
+        total = Counter()
+        for c in by_state.values():
+            total.update(c)
+        late = [int(x) for x in re.findall(r"JackTimedDriver::Process XRun = (\d+) usec", text)]
+        return {"not_finished_by_client": dict(total.most_common()),
+                "not_finished_by_state": {k: dict(v.most_common()) for k, v in by_state.items()},
+                "finished_late_by_client": dict(Counter(re.findall(r"client (\S+) finished after current callback",
+                                                                  text)).most_common()),
+                "periods_given_up": text.count("ProcessGraphAsyncMaster: Process error"),
+                "driver_late_wakeups": len(late), "driver_late_ms_max": round(max(late, default=0) / 1000, 2)}
 
 
 def proc_stats(pid: int | None) -> dict:
@@ -100,28 +110,56 @@ def proc_stats(pid: int | None) -> dict:
         return {}
 
 
+RECORDER = """
+import json, signal, sys, time, rtmidi
+client, out = sys.argv[1], sys.argv[2]
+got, state = [], {"port": None}
+def back(*_):
+    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
+    port.ignore_types(sysex=True, timing=True, active_sense=True)
+    port.open_virtual_port("rx")
+    port.set_callback(lambda ev, data=None: got.append((time.monotonic(), ev[0])))
+    state["port"] = port
+def gone(*_):
+    state["port"].close_port(); state["port"].delete(); state["port"] = None
+def done(*_):
+    if state["port"] is not None: gone()
+    json.dump(got, open(out, "w")); sys.exit(0)
+signal.signal(signal.SIGUSR1, gone); signal.signal(signal.SIGUSR2, back); signal.signal(signal.SIGTERM, done)
+back(); print("ready", flush=True)
+while True: signal.pause()
+"""
+
+
 class Recorder:
-    """The MIDI out's destination: a JACK MIDI input here, timestamped on the monotonic clock.
-    ``gone()`` / ``back()``: the port disappears (its JACK client too) and comes back."""
+    """The MIDI out's destination: a JACK MIDI input in a process of its own (the soak's process
+    is busy with spam and snapshots: its GIL would add to the timing measured), timestamped on the
+    monotonic clock. ``gone()`` / ``back()``: the port disappears (its JACK client too) and comes
+    back; ``stop()`` loads what arrived into ``got``."""
 
-    def __init__(self, client: str):
-        self.client = client
+    def __init__(self, client: str, work: Path):
+        self.out = work / "recorded.json"
+        self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, client, str(self.out)], stdout=subprocess.PIPE,
+                                     text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the recorder did not start")
         self.got: list[tuple[float, list[int]]] = []
-        self.port = None
-        self.back()
-
-    def back(self) -> None:
-        import rtmidi
-
-        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, self.client)
-        port.ignore_types(sysex=True, timing=True, active_sense=True)
-        port.open_virtual_port("rx")
-        port.set_callback(lambda ev, data=None: self.got.append((time.monotonic(), ev[0])))
-        self.port = port
+        self.port = True  # there (for the clean-up)
 
     def gone(self) -> None:
-        self.port.close_port()
-        self.port.delete()
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+
+    def back(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.out.exists():
+            self.got = [(t, m) for t, m in json.loads(self.out.read_text())]
         self.port = None
 
 
@@ -381,7 +419,7 @@ class Soak:
             if shutil.which("jack_simple_client"):
                 reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL,
                                              stderr=subprocess.DEVNULL)
-            self.recorder = Recorder(f"{self.tag}-rec")
+            self.recorder = Recorder(f"{self.tag}-rec", self.work)
             self.controller = Controller(f"{self.tag}-ctl")
             self.t0 = time.monotonic()
             try:
@@ -429,9 +467,9 @@ class Soak:
                 if reference is not None:
                     reference.terminate()
                     reference.wait(5)
-                for part in (self.recorder, self.controller):
-                    if part.port is not None:
-                        part.gone()
+                self.recorder.stop()
+                if self.controller.port is not None:
+                    self.controller.gone()
             result["jackd"] = jack.blame()
             result["jackd"]["reference_client"] = "simple" if reference is not None else None
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
