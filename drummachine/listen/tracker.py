@@ -288,7 +288,6 @@ class BeatTracker:
         self._lock_loop(next_beat, period, now)
 
     def _lock_loop(self, measured: float, period: float, now: float) -> None:
-        self.measured = measured
         """A phase-locked loop over the fold's beats: each measurement moves the predicted beat
         by a share of its error, and the period by a smaller share, so the published beat and
         tempo are steady where one fold is noisy (human timing, a fill's extra notes). The
