@@ -285,3 +285,28 @@ def test_a_level_change_through_the_ring_scales_its_bus_from_the_next_block():
         attached.close()
     finally:
         owner.close()
+
+
+def test_the_sink_turns_clock_pulses_into_clicks_and_cue_events_into_the_cue_sound(monkeypatch):
+    """Only the first pulse of a step on a beat clicks (accented on the bar's first); notes and
+    cue events pass as they are; without the cue bus, no click."""
+    from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.core.events import Event
+
+    pushed = []
+    sink = AudioProcessSink.__new__(AudioProcessSink)  # its send alone: no mixer process
+    sink.rate, sink.cue, sink.click, sink._beat_step = 48000, True, True, -1
+    sink.events = type("Ring", (), {"push": lambda self, *row: pushed.append(row)})()
+    events = []
+    for step in range(0, 9):
+        events += [Event(step * 0.125 + k * 0.125 / 6, "clock", step=step) for k in range(6)]
+    events.append(Event(0.5, "note", 0, 0.9, 4))
+    events.append(Event(1.0, "cue", velocity=0.7))
+    sink.send(events)
+    assert pushed == [(0, CLICK_ACCENT, 0.5), (24000, CLICK, 0.5), (48000, CLICK, 0.5), (24000, 0, 0.9),
+                      (48000, CUE, 0.7)]
+    pushed.clear()
+    sink.cue, sink._beat_step = False, -1
+    sink.send(events)
+    assert pushed == [(24000, 0, 0.9)]

@@ -242,6 +242,8 @@ class AudioProcessSink(Sink):
                 if e.step % STEPS_PER_BEAT == 0:
                     self.events.push(round(e.time * self.rate), CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK,
                                      CLICK_LEVEL)
+            elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
+                self.events.push(round(e.time * self.rate), CUE, e.velocity or 1.0)
 
     def cue_sound(self, time: float, level: float = 1.0) -> None:
         """The section cue on the cue bus at ``time`` (clock seconds): one bar before a section change."""
