@@ -300,3 +300,14 @@ def test_play_with_a_broken_kit_warns_once_and_plays_the_built_in_kit(jack_serve
 
     played = re.search(r"played (\d+) steps", r.stdout)
     assert played and int(played.group(1)) > 0, r.stdout  # it played on, through the built-in kit
+
+
+def test_a_changed_kit_replaces_its_old_cache_entry(tmp_path):
+    folder = tmp_path / "kit"
+    shutil.copytree(KIT, folder)
+    kit = hydrogen.read_drumkit(folder)
+    hydrogen.decode_kit(kit, hydrogen.map_voices(kit), RATE)
+    os.utime(folder / "snare_a.wav", ns=(1, 1))
+    hydrogen.decode_kit(kit, hydrogen.map_voices(kit), RATE)
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "drummachine" / "kits"
+    assert len(list(cache.glob("*.f32"))) == 1 and len(list(cache.glob("*.json"))) == 1

@@ -424,11 +424,13 @@ def decode_kit(kit: DrumKit, sources: tuple[Source, ...], rate: int, use_cache: 
                               "chokes": {str(k): list(v) for k, v in choke_table(sources).items()},
                               "sources": [s.describe() for s in sources]})
 
-    return cached(_cache_key(kit, sources, rate), make, use_cache)
+    family = "kit-" + hashlib.sha256(f"{kit.folder.resolve()} {rate}".encode()).hexdigest()[:12]
+    return cached(f"{family}-{_cache_key(kit, sources, rate)}", make, use_cache, family)
 
 
-def cached(key: str, make, use_cache: bool = True) -> tuple[Decoded, bool]:
-    """``make()``'s packed kit, kept in the cache under ``key``; (kit, whether it came from the cache)."""
+def cached(key: str, make, use_cache: bool = True, family: str | None = None) -> tuple[Decoded, bool]:
+    """``make()``'s packed kit, kept in the cache under ``key``; (kit, whether it came from the cache).
+    Writing it removes the other entries of its ``family`` (the same kit before it changed)."""
     path = _cache_dir() / f"{key}.f32"
     if use_cache:
         try:
@@ -448,6 +450,9 @@ def cached(key: str, make, use_cache: bool = True) -> tuple[Decoded, bool]:
             tmp = path.with_suffix(f".{os.getpid()}.json.part")
             tmp.write_text(json.dumps(decoded.layout))
             os.replace(tmp, path.with_suffix(".json"))
+            for old in path.parent.glob(f"{family}-*") if family else ():
+                if old.stem != key:
+                    old.unlink(missing_ok=True)
         except OSError:
             pass
     return decoded, False

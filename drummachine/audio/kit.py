@@ -272,7 +272,8 @@ def built_in(sample_rate: int = 48000):
     if sample_rate not in SAMPLE_RATES:
         raise DrumMachineError("sample rate", f"{sample_rate} Hz; allowed: {', '.join(map(str, SAMPLE_RATES))}")
     key = hashlib.sha256(Path(__file__).read_bytes() + str(sample_rate).encode()).hexdigest()[:24]
-    return hydrogen.cached(f"built-in-{key}", lambda: pack(synth_kit(sample_rate)))[0]
+    family = f"built-in-{sample_rate}"
+    return hydrogen.cached(f"{family}-{key}", lambda: pack(synth_kit(sample_rate)), family=family)[0]
 
 
 def pack(kit: Kit):
