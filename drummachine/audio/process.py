@@ -3,7 +3,8 @@
 The engine process (generator, commit loop, MIDI) and the mixer process talk through one block of
 shared memory and never wait on each other:
 
-- events (frame, voice, velocity) go one way through a single-producer, single-consumer ring;
+- events (frame, voice, velocity) go one way through a single-producer, single-consumer ring
+  (voices past the kit's nine are the cue bus's sounds; ``LEVEL`` + bus sets a bus's level);
 - the stream's sample clock comes back as (frames done, monotonic time of that callback) under a
   sequence lock, so the engine's clock is the audio clock, read without a system call;
 - counters (callbacks, underruns) and a panic generation number.
@@ -143,10 +144,11 @@ class SharedAudioClock:
 class AudioProcessSink(Sink):
     """Plays note events through a mixer process; its sample counter is ``clock``.
 
-    The kit (``kit_path``, ``--kit``; None: the built-in) is decoded here (from its cache: a read) while the
-    mixer's interpreter starts, and a broken one raises DrumMachineError with ``kit`` set; then
-    ``start`` returns at once (the mixer opens the stream meanwhile, while the engine loads its
-    model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
+    The kit (``kit_path``, ``--kit``; None: the built-in) is decoded here (from its cache: a
+    read) while the mixer's interpreter starts, and a broken one raises DrumMachineError with
+    ``kit`` set; then ``start`` returns at once (the mixer opens the stream meanwhile, while the
+    engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
+    ``outs`` chooses the output channels (``mixing.OUTS``); ``cue`` adds the cue bus after them.
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
