@@ -100,10 +100,43 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
     return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": perfs, "summary": summary, "clips": rows}
 
 
+def dynamics(performances: int = 4) -> dict:
+    """The band 10 dB down from bar 8 to bar 16 (band mix, steady): the tracker's readings through
+    the follower in mode "all", its intensity at each bar line (the engine's beats on the band's).
+    How many bars until the intensity is down (below -0.2), and back (above -0.05)."""
+    from drummachine.core.follow import BandReading, FollowConfig, Follower
+    from drummachine.listen.tracker import BeatTracker
+
+    rows = []
+    for path, bpm in material.validation_performances(performances):
+        clip = material.make_clip(path, bpm, "steady", "band", bars=24, gains_db=((8, -10.0), (16, 0.0)))
+        tracker = BeatTracker(clip.rate, clip.bpm)
+        follower = Follower(FollowConfig(mode="all"), clip.bpm)
+        hop = clip.rate // 20
+        beat, intensity, seq = 0, {}, 0
+        for i in range(0, clip.audio.size, hop):
+            tracker.process(clip.audio[i:i + hop])
+            e = tracker.estimate()
+            seq += 1
+            follower.hear(BandReading(e.time, e.bpm, e.next_beat, e.confidence, e.loudness_db, e.onsets_per_second, seq))
+            while beat < clip.beats.size and clip.beats[beat] - 0.06 <= e.time:
+                corr = follower.on_beat(clip.beats[beat], clip.tempo[beat], e.time, bar_line=beat % 4 == 0)
+                if beat % 4 == 0 and corr is not None and corr.intensity is not None:
+                    intensity[beat // 4] = corr.intensity
+                beat += 1
+        down = next((b - 8 for b in range(8, 16) if intensity.get(b, 0.0) < -0.2), None)
+        up = next((b - 16 for b in range(16, 24) if intensity.get(b, -1.0) > -0.05), None)
+        rows.append({"performance": path, "bars_to_lower": down, "bars_to_recover": up,
+                     "intensity_by_bar": {b: round(v, 3) for b, v in sorted(intensity.items())}})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"step_db": -10.0, "clips": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracker", action="store_true", help="compare the beat trackers on the clips")
     ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
+    ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=",".join(material.MIXES))
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
@@ -115,6 +148,8 @@ def main(argv=None) -> int:
         result["tracker"] = tracker_table(args.performances, args.mixes.split(","), args.scenarios.split(","),
                                           args.trackers.split(","))
         print(json.dumps(result["tracker"]["summary"], indent=1))
+    if args.dynamics:
+        result["dynamics"] = dynamics()
     if args.instrument:
         import follow_instrument
 
