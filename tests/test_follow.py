@@ -199,3 +199,59 @@ def test_the_tempo_is_the_band_beats_spacing_not_the_readings_number():
     run = play(f, band_beats(lambda b: SONG * 1.04, 120), bpm_bias=1.015)
     assert run[-1][1] == pytest.approx(SONG * 1.04, rel=0.002)
     assert np.abs([r[2] for r in run][-30:]).max() < 0.005
+
+
+# --- through the engine (the band command, on the harness's manual clock) ---------------------
+
+def feed(h, band: np.ndarray, seconds: float, confidence: float = 0.9, loudness: float = -20.0) -> None:
+    """Run the engine, a band reading every 50 ms (as the listener's link hands them over)."""
+    end = h.clock.now() + seconds
+    while h.clock.now() < end:
+        t = h.clock.now()
+        k = int(np.searchsorted(band, t, side="right"))
+        if 0 < k < band.size:
+            bpm = 60.0 / (band[k] - band[k - 1])
+            h.engine.command("band", BandReading(t, bpm, float(band[k]), confidence, loudness, 4.0, int(t * 1000)))
+        h.run(READING_EVERY)
+
+
+def test_the_engine_follows_a_faster_band(harness):
+    h = harness()
+    h.engine.follower = Follower(FollowConfig(mode="beat"), 120.0)
+    h.engine.command("start")
+    band = band_beats(lambda b: 126.0, 200, start=100.3)
+    feed(h, band, 40.0)
+    e = h.engine
+    step = (e.commit_cursor // 4 + 1) * 4
+    assert e.transport.bpm_at(step) == pytest.approx(126.0, rel=0.003)
+    ours = np.array([e.transport.time_of(s) for s in range(step - 32, step + 1, 4)])
+    errors = [np.min(np.abs(band - t)) for t in ours]
+    assert max(errors) < 0.005
+    snap = e.snapshot()
+    assert snap.follow_state == "following" and snap.follow_mode == "beat" and snap.band_bpm == pytest.approx(126.0)
+
+
+def test_the_mode_command_cycles_and_off_stops_following(harness):
+    h = harness()
+    h.engine.command("start")
+    assert h.engine.follower.mode == "off"
+    for want in ("tempo", "beat", "all", "off"):
+        h.engine.command("follow_band")
+        h.run(0.01)
+        assert h.engine.follower.mode == want
+    feed(h, band_beats(lambda b: 126.0, 100, start=100.2), 10.0)
+    assert h.engine.transport.bpm_at(h.engine.commit_cursor + 4) == 120.0
+
+
+def test_waiting_for_the_band_starts_on_its_beat(harness):
+    h = harness()
+    h.engine.follower = Follower(FollowConfig(mode="beat"), 120.0)
+    h.engine.wait_for_band = True
+    band = band_beats(lambda b: 118.0, 100, start=100.37)
+    feed(h, band, 1.0)
+    assert not h.engine.playing  # not sure yet
+    feed(h, band, 4.0)
+    assert h.engine.playing
+    first = h.engine.transport.time_of(0)
+    assert np.min(np.abs(band - first)) < 0.001
+    assert h.engine.transport.bpm_at(0) == pytest.approx(118.0, rel=0.001)

@@ -199,6 +199,7 @@ class CommandHandlers:
                 if start is not None:
                     self._start(now)
                     self.transport.relock(0, start, follow.clamped(reading.bpm))
+                    self.wait_for_band = False  # once: a stop later is the musician's
             return
         beat = next_beat(self.commit_cursor)
         if beat == self.followed_beat:
