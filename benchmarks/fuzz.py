@@ -741,6 +741,86 @@ def subprocess_cases(rng: random.Random, work: Path, n: int = 3) -> list[Case]:
     return cases
 
 
+# --- the controller input under load: python-rtmidi's callback against its queue --------------------
+
+def midi_input_under_load(runs: int = 3, messages: int = 3000) -> dict:
+    """On a running JACK server: one stand-in controller sends the hostile stream (about 1,000
+    messages a second, no unterminated SysEx) to two inputs in this process while a thread does
+    Python work (the engine's loops): one read through a callback as MidiInput does (python-rtmidi
+    calls it in JACK's process thread, where it waits for the GIL), one through RtMidi's queue,
+    read by a Python thread (JACK's thread never touches Python). Messages each got, per run."""
+    import subprocess
+    import threading
+
+    import rtmidi
+
+    rows = []
+    for run in range(runs):
+        by_callback, by_queue = [], []
+        done = threading.Event()
+
+        def handler(event, data=None):
+            x = 0
+            for i in range(2000):  # a handler's own work: the preset lookup, the command's checks
+                x += i
+            by_callback.append(event[0])
+
+        cb = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"fuzz-callback-{run}")
+        q = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"fuzz-queue-{run}", queue_size_limit=16384)
+        for port in (cb, q):
+            port.ignore_types(sysex=True, timing=False, active_sense=True)
+        cb.set_callback(handler)
+        cb.open_virtual_port("in")
+        q.open_virtual_port("in")
+
+        def read_queue():
+            while not done.is_set():
+                event = q.get_message()
+                if event is None:
+                    time.sleep(0.0005)
+                    continue
+                x = 0
+                for i in range(2000):
+                    x += i
+                by_queue.append(event[0])
+
+        def busy():
+            while not done.is_set():
+                x = 0
+                for i in range(200_000):
+                    x += i
+
+        out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"fuzz-sender-{run}")
+        out.open_virtual_port("out")
+        time.sleep(0.2)
+        for target in (f"fuzz-callback-{run}:in", f"fuzz-queue-{run}:in"):
+            subprocess.run(["jack_connect", f"fuzz-sender-{run}:out", target], check=True)
+        threads = [threading.Thread(target=f, daemon=True) for f in (read_queue, busy)]
+        for t in threads:
+            t.start()
+        sent = 0
+        for n, message in enumerate(controller_messages(random.Random(0), messages)):  # the same stream each run
+            if message and message[0] == 0xF0 and message[-1] != 0xF7:
+                continue
+            try:
+                out.send_message(message)
+                sent += 1
+            except (ValueError, TypeError):
+                pass
+            if n % 5 == 0:
+                time.sleep(0.004)
+        time.sleep(1.5)
+        done.set()
+        for t in threads:
+            t.join(2)
+        for port in (cb, q, out):
+            port.close_port()
+            port.delete()
+        rows.append({"sent": sent, "callback": len(by_callback), "queue": len(by_queue),
+                     "callback_same_as_queue": sorted(map(tuple, by_callback)) == sorted(map(tuple, by_queue))})
+    return {"runs": rows}
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 def all_cases(rng: random.Random, work: Path, midi_files: int = 2, render: bool = True,
@@ -755,7 +835,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="run rounds of cases until this much time has passed")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "fuzz.json"))
+    ap.add_argument("--midi-input", action="store_true", help="only measure the controller input under load "
+                    "(needs a running JACK server) and write that JSON")
     args = ap.parse_args(argv)
+    if args.midi_input:
+        result = {"command": "python benchmarks/fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "midi_input_under_load": midi_input_under_load()}
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+        print(json.dumps(result["midi_input_under_load"]))
+        return 0
     import logging
 
     logging.disable(logging.WARNING)  # the engine logs refused commands; the counts are the result here
