@@ -97,10 +97,13 @@ class _Port:
         #: and lists the system's ports for the watch (each rtmidi object is a client in the JACK
         #: graph, one more the server waits for every period, so no second one for the watch)
         self.client = None
+        self.closed = False  #: for good: a watch that wakes after the close must not open a client again
         self._lock = threading.Lock()
 
     def open(self, strict: bool = False) -> bool:
         with self._lock:
+            if self.closed:
+                return False
             self.close_port()
             try:
                 port = self._client()
@@ -115,7 +118,7 @@ class _Port:
                     raise
                 return False
             except Exception as exc:
-                self._drop_client()  # a client whose server went away is no use: a new one next time
+                self._drop_client_if_dead()
                 self.message = f"{self.label}: {exc}"
                 if strict:
                     raise DrumMachineError(self.label, str(exc)) from None
@@ -135,6 +138,17 @@ class _Port:
             self.client = cls(_rtmidi_api(self.api), CLIENT)
         return self.client
 
+    def _drop_client_if_dead(self) -> None:
+        """After a failed open: a port that went away between the listing and the connection leaves
+        the client good; a client whose server went away is no use, a new one is made next time."""
+        try:
+            if self.client is not None:
+                self.client.get_ports()
+                return
+        except Exception:
+            pass
+        self._drop_client()
+
     def _drop_client(self) -> None:
         client, self.client, self.port, self.connected = self.client, None, None, False
         if client is not None:
@@ -151,13 +165,15 @@ class _Port:
             return True
         try:
             with self._lock:
+                if self.closed:
+                    return False
                 find_port(self._client().get_ports(), self.wanted, self.label)
             return True
         except DrumMachineError:
             return False
-        except Exception:
+        except Exception:  # a listing can fail while the graph changes: the client is dropped only if dead
             with self._lock:
-                self._drop_client()
+                self._drop_client_if_dead()
             return False
 
     def check(self, close_when_gone: bool) -> None:
@@ -196,6 +212,7 @@ class _Port:
     def close(self) -> None:
         """The port and its client, for good."""
         with self._lock:
+            self.closed = True
             self._drop_client()
 
 
