@@ -472,7 +472,7 @@ def controller_cases(rng: random.Random, n_messages: int = 2000) -> list[Case]:
         inp.handler, inp.clock, inp.faults, inp.dropped = (lambda m, t: got.append(m)), Clock(0.0), Faults(), 0
         for event in [None, (), ([],), ([0x90, 36, 100], 0.0), ("abc", 0.0), ([0x90, 36, 300], 0.0),
                       ([0x90, -1, 5], 0.0), ([0xF0] * 100_000, 0.0), (None, None), 5]:
-            inp._callback(event)
+            inp._handle(event, 0.0)
         if inp.faults.count:
             raise AssertionError(f"{inp.faults.count} malformed events reached the handler and raised")
         if got != [[0x90, 36, 100], [0xF0] * 100_000] or inp.dropped != 8:

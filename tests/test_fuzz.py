@@ -275,9 +275,21 @@ def test_garbage_from_the_midi_backend_is_dropped_without_a_traceback(caplog):
     inp = MidiInput.__new__(MidiInput)
     inp.handler, inp.clock, inp.faults, inp.dropped = (lambda m, t: got.append(m)), ManualClock(0.0), Faults(), 0
     for event in (None, (), ([0x90, 300, 1], 0.0), ([0xB0, 7, 100], 0.001)):
-        inp._callback(event)
+        inp._handle(event, 0.0)
     assert got == [[0xB0, 7, 100]] and inp.dropped == 3 and inp.faults.count == 0
     assert "Traceback" not in caplog.text
+
+
+def test_a_read_of_several_messages_times_each_by_the_gaps_rtmidi_measured():
+    from drummachine.core.transport import ManualClock
+    from drummachine.midi.ports import Faults, MidiInput
+
+    got = []
+    inp = MidiInput.__new__(MidiInput)
+    inp.handler, inp.clock, inp.faults, inp.dropped = (lambda m, t: got.append((m[1], t))), ManualClock(10.0), Faults(), 0
+    inp._deliver([([0xB0, 1, 1], 0.0), ([0xB0, 2, 1], 0.02), (None, None), ([0xB0, 3, 1], 0.01)])
+    assert [m for m, _ in got] == [1, 2, 3] and inp.dropped == 1
+    assert [round(t, 6) for _, t in got] == [9.97, 9.99, 10.0]
 
 
 # --- outputs: written whole or not at all -----------------------------------------------------------

@@ -166,9 +166,9 @@ def test_controller_unplugged_and_back(jack_server, monkeypatch):
 
     clients = []  # every rtmidi client the instrument opens in the JACK graph (each one the server waits for)
     for name in ("MidiIn", "MidiOut"):
-        def counted(api, client_name, cls=getattr(rtmidi, name)):
+        def counted(api, client_name, cls=getattr(rtmidi, name), **kw):
             clients.append((cls.__name__, client_name))
-            return cls(api, client_name)
+            return cls(api, client_name, **kw)
         monkeypatch.setattr(rtmidi, name, counted)
     tx = sender("footsw")
     opts = Options(audio=False, midi_virtual=True, midi_in="footsw:tx", fake_model=True, style="rock", bpm=120)

@@ -280,6 +280,7 @@ def health(session, host: EngineHost | None = None) -> dict:
         expected["midi-out"] = session.midi.thread
         expected["midi-out-watch"] = session.midi.watch
     for i, inp in enumerate(session.inputs):
+        expected[f"midi-in-{i}"] = inp.reader
         expected[f"midi-in-watch-{i}"] = inp.watch
     rss = 0
     try:

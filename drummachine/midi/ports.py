@@ -134,8 +134,10 @@ class _Port:
         import rtmidi
 
         if self.client is None:
-            cls = rtmidi.MidiOut if self.direction == "out" else rtmidi.MidiIn
-            self.client = cls(_rtmidi_api(self.api), CLIENT)
+            if self.direction == "out":
+                self.client = rtmidi.MidiOut(_rtmidi_api(self.api), CLIENT)
+            else:  # room for a burst of a second's messages between two reads
+                self.client = rtmidi.MidiIn(_rtmidi_api(self.api), CLIENT, queue_size_limit=16384)
         return self.client
 
     def _drop_client_if_dead(self) -> None:
@@ -350,7 +352,14 @@ class MidiOutSink(Sink):
 
 
 class MidiInput:
-    """A controller (or a MIDI clock source): every message goes to ``handler(message, time)``."""
+    """A controller (or a MIDI clock source): every message goes to ``handler(message, time)``.
+
+    Read by a thread of ours from rtmidi's queue, not through an rtmidi callback: the callback runs
+    in the JACK client's process thread and would wait there for Python's interpreter lock, so the
+    server's period would wait on whatever Python is doing (messages lost and repeated under load,
+    and jackd blaming drummachine). The queue is filled by rtmidi's C code alone."""
+
+    POLL_SECONDS = 0.001
 
     def __init__(self, api: str, port: str | None, handler: Callable[[list[int], float], None], clock,
                  label: str = "control in"):
@@ -361,6 +370,8 @@ class MidiInput:
         self.port = _Port("in", api, port, label, on_open=self._attach)
         self.running = True
         self.port.open(strict=False)
+        self.reader = threading.Thread(target=self._read, name="midi-in", daemon=True)
+        self.reader.start()
         self.watch = threading.Thread(target=self._watch, name="midi-in-watch", daemon=True)
         self.watch.start()
 
@@ -372,17 +383,52 @@ class MidiInput:
     def message(self) -> str:
         return self.port.message
 
-    def _attach(self, port) -> None:
+    @staticmethod
+    def _attach(port) -> None:
         port.ignore_types(sysex=True, timing=False, active_sense=True)
-        port.set_callback(self._callback)
 
-    def _callback(self, event, data=None) -> None:
+    def _read(self) -> None:
+        while self.running:
+            try:
+                batch = self._drain()
+            except Exception:  # a port closing under the reader: it goes on with the next
+                self.faults.caught("midi-in", "read")
+                batch = []
+            if batch:
+                self._deliver(batch)
+            time.sleep(self.POLL_SECONDS)
+
+    def _drain(self) -> list:
+        port = self.port.port
+        batch = []
+        while port is not None and len(batch) < 4096:
+            event = port.get_message()
+            if event is None:
+                break
+            batch.append(event)
+        return batch
+
+    def _deliver(self, batch: list) -> None:
+        """The messages of one read, each at its time: the last one now (within a poll), the ones
+        before it earlier by the gaps rtmidi measured between them on arrival."""
+        now = self.clock.now()
+        gaps = [max(0.0, float(e[1])) if isinstance(e, (tuple, list)) and len(e) == 2 and
+                isinstance(e[1], (int, float)) else 0.0 for e in batch]
+        since = 0.0
+        times = []
+        for k in range(len(batch) - 1, -1, -1):
+            times.append(now - since)
+            since += gaps[k]
+        for event, t in zip(batch, reversed(times)):
+            self._handle(event, t)
+
+    def _handle(self, event, t: float) -> None:
         message = _midi_bytes(event)
         if message is None:  # not a message at all (a backend's garbage): dropped, counted, no traceback
             self.dropped += 1
             return
         try:
-            self.handler(message, self.clock.now())
+            self.handler(message, t)
         except Exception:  # a bad message never takes the input down
             self.faults.caught("midi-in", "message")
 
@@ -391,6 +437,7 @@ class MidiInput:
 
     def close(self) -> None:
         self.running = False
+        self.reader.join(timeout=1.0)
         self.port.close()
 
 
