@@ -201,7 +201,10 @@ def evaluate_as_played(args) -> int:
           f"the split's drummers)\n{text}\ntargets:\n{targets}\nthe split's drummers copy a train bar "
           f"{result['copies_real']:.3f} of the time")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+        from drummachine.midi.files import atomic_write
+
+        text_out = json.dumps(result, indent=2, default=float) + "\n"
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text_out))
     return 0
 
 
@@ -272,7 +275,10 @@ def cmd_evaluate(args) -> int:
     else:
         print(format_evaluation(result))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from drummachine.midi.files import atomic_write
+
+        text_out = json.dumps(result, indent=2) + "\n"
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text_out))
     return 0
 
 
