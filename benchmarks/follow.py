@@ -132,11 +132,75 @@ def dynamics(performances: int = 4) -> dict:
     return {"step_db": -10.0, "clips": rows}
 
 
+def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", **config) -> dict:
+    """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
+    every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
+    engine's beat times as committed. Isolates the following from this machine's JACK timing."""
+    import follow_instrument
+
+    from drummachine.core.engine import Engine
+    from drummachine.core.events import MemorySink
+    from drummachine.core.fake_generator import FakeGenerator
+    from drummachine.core.follow import BandReading, FollowConfig, Follower
+    from drummachine.core.song import jam
+    from drummachine.core.transport import ManualClock
+    from drummachine.listen.tracker import BeatTracker
+
+    path, bpm = performance or material.validation_performances(1)[0]
+    clip = material.make_clip(path, bpm, scenario, mix, rate=16000)
+    clock = ManualClock(0.0)
+    engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
+    engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
+    tracker = BeatTracker(clip.rate, bpm)
+    engine.command("start")
+    hop = clip.rate // 100
+    beats, done, seq = [], 0, 0
+    for i in range(0, clip.audio.size, hop):
+        tracker.process(clip.audio[i:i + hop])
+        if (i // hop) % 5 == 0:
+            e = tracker.estimate()
+            seq += 1
+            engine.command("band", BandReading(e.time, e.bpm, e.next_beat, e.confidence, e.loudness_db,
+                                               e.onsets_per_second, seq))
+            # the prior follows the engine's tempo, as the listener's link sets it
+            tracker.set_prior(engine.transport.bpm_at(engine.commit_cursor))
+        engine.pump_generator()
+        engine.pump()
+        for step in range(done, engine.commit_cursor):
+            if step % 4 == 0:
+                beats.append(engine.transport.time_of(step))
+        done = engine.commit_cursor
+        clock.advance(hop / clip.rate)
+    raw = {"band_frames": clip.beats * follow_instrument.RATE, "played_frames": clip.played * follow_instrument.RATE,
+           "drummer_frames": np.array(beats) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
+           "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
+    row = follow_instrument.measure(raw, clip, scenario)
+    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix})
+    return row
+
+
+def replays(performances: int) -> dict:
+    rows = []
+    for perf in material.validation_performances(performances):
+        for scenario in material.SCENARIOS:
+            rows.append(replay(scenario, perf))
+            print(json.dumps(rows[-1]), flush=True)
+    keys = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
+            "band_beats_to_lock", "break_tempo_drift_pct", "beats_to_relock_after_break")
+    summary = {}
+    for scenario in material.SCENARIOS:
+        got = [r for r in rows if r["scenario"] == scenario]
+        summary[scenario] = {k: round(float(np.median([r[k] for r in got if r.get(k) is not None])), 2)
+                             for k in keys if any(r.get(k) is not None for r in got)}
+    return {"clips": rows, "summary_median_over_performances": summary}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracker", action="store_true", help="compare the beat trackers on the clips")
     ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
     ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
+    ap.add_argument("--replay", action="store_true", help="tracker + follower through the engine, no JACK")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=",".join(material.MIXES))
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
@@ -148,6 +212,9 @@ def main(argv=None) -> int:
         result["tracker"] = tracker_table(args.performances, args.mixes.split(","), args.scenarios.split(","),
                                           args.trackers.split(","))
         print(json.dumps(result["tracker"]["summary"], indent=1))
+    if args.replay:
+        result["replay"] = replays(args.performances)
+        print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.dynamics:
         result["dynamics"] = dynamics()
     if args.instrument:

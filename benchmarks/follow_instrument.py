@@ -135,7 +135,7 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
             "returncode": proc.returncode, "summary": summary, "log": str(log),
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
-            if listen and lpid else None}
+            if listen and lpid and cpu1 >= cpu0 > 0 else None}
 
 
 def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
@@ -160,7 +160,9 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
     our_tempo = 60.0 / np.diff(ours)
     true_tempo = run["tempo"][nearest[:-1]]
     tempo_err = np.abs(our_tempo / true_tempo - 1)[sel[:-1]]
-    bar = 60.0 * 4 / (ours[4::4] - ours[:-4:4]) if ours.size > 8 else np.array([])
+    # per bar after the lock (the jump onto the band's beat when it locks is not a tempo change)
+    locked = ours[after & inside]
+    bar = 60.0 * 4 / (locked[4::4] - locked[:-4:4]) if locked.size > 8 else np.array([])
     bar_changes = np.abs(bar[1:] / bar[:-1] - 1) if bar.size > 1 else np.array([0.0])
     played = run["played_frames"][nearest] / RATE
     err_played = ours - played
@@ -177,6 +179,7 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
         "tempo_error_pct_p95": round(float(np.percentile(tempo_err, 95)) * 100, 3) if tempo_err.size else None,
         "largest_bar_tempo_change_pct": round(float(bar_changes.max()) * 100, 3),
         "misses": run["misses"], "underruns": run["underruns"], "listener_cpu_share": run["listener_cpu_share"],
+        "phase_errors_ms": [round(float(x) * 1000, 1) for x in err[inside]],
     }
     for first, length in material.SCENARIOS[scenario].breaks:
         a, b = band[first * 4], band[(first + length) * 4]

@@ -28,6 +28,7 @@ POLL_SECONDS = 0.01
 SILENCE_DB = -70.0
 CLIP_LEVEL = 0.999
 CHECK_PORT_SECONDS = 0.5
+SWITCH_INTERVAL = 0.0002  #: seconds (see run)
 TIMING_CALLBACKS = 4096  #: callbacks the input's clock is measured over (about 10 s)
 
 
@@ -141,6 +142,10 @@ def open_jack(setup: dict, capture: Capture | None):
 
 
 def run(setup: dict, stdin, answer) -> int:
+    # the input's callback runs in JACK's real-time thread and needs the interpreter lock: with
+    # the default 5 ms switch interval the tracker's main thread could hold it past a 2.7 ms
+    # period, and a late client makes the whole JACK cycle late (the mixer's underruns with it)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     block = shared.ReadingBlock(setup["shm"])
     client = stream = None
     try:
