@@ -280,17 +280,19 @@ def _first_beat(kit: str | None, cache: str) -> dict:
     beat = re.search(r"first beat after ([\d.]+) s", text + r.stdout + r.stderr)
     ready = re.search(r"ready in ([\d.]+) s", text + r.stdout + r.stderr)
     return {"first_beat_s": float(beat.group(1)) if beat else None, "ready_s": float(ready.group(1)) if ready else None,
-            "process_s": round(wall, 2), "rc": r.returncode}
+            "process_s": round(wall, 2), "rc": r.returncode, "load_average": os.getloadavg()[0]}
 
 
-def bench_startup(turns=3) -> dict:
-    out = {"built-in": [], f"{LARGEST} (empty cache)": [], f"{LARGEST} (cached)": []}
+def bench_startup(turns=5) -> dict:
+    """Each turn: the built-in kit and the largest kit, each with an empty cache and then cached."""
+    out = {"built-in (empty cache)": [], "built-in (cached)": [], f"{LARGEST} (empty cache)": [],
+           f"{LARGEST} (cached)": []}
     for _ in range(turns):
-        out["built-in"].append(_first_beat(None, tempfile.mkdtemp()))
-        cold = tempfile.mkdtemp()
-        out[f"{LARGEST} (empty cache)"].append(_first_beat(LARGEST, cold))
-        out[f"{LARGEST} (cached)"].append(_first_beat(LARGEST, cold))
-        shutil.rmtree(cold, ignore_errors=True)
+        for kit, name in ((None, "built-in"), (LARGEST, LARGEST)):
+            cold = tempfile.mkdtemp()
+            out[f"{name} (empty cache)"].append(_first_beat(kit, cold))
+            out[f"{name} (cached)"].append(_first_beat(kit, cold))
+            shutil.rmtree(cold, ignore_errors=True)
     summary = {k: {"first_beat_s_median": float(np.median([r["first_beat_s"] for r in v if r["first_beat_s"]]
                                                           or [np.nan]))} for k, v in out.items()}
     return {"runs": out, "summary": summary, "target_s": 2.0}
@@ -304,10 +306,11 @@ def _play_underruns(kit: str | None, seconds: float) -> dict:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     text = (log.read_text() if log.exists() else "") + r.stdout + r.stderr
     found = re.findall(r"(\d+) underruns", text)
-    return {"seconds": seconds, "underruns": int(found[-1]) if found else None, "rc": r.returncode}
+    return {"seconds": seconds, "underruns": int(found[-1]) if found else None, "rc": r.returncode,
+            "load_average_after": os.getloadavg()[0]}
 
 
-def bench_underruns(turns=2, seconds=300.0) -> dict:
+def bench_underruns(turns=4, seconds=150.0) -> dict:
     """``play --headless`` (the real model) with the built-in kit and the largest kit in turns."""
     runs = {"built-in": [], LARGEST: []}
     for _ in range(turns):
