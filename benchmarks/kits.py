@@ -320,13 +320,55 @@ def bench_underruns(turns=4, seconds=150.0) -> dict:
             "seconds_each": turns * seconds}
 
 
+def _mixer_child(kit: str | None, seconds: float) -> None:
+    """Runs in its own interpreter: the mixer process alone (no engine, no model) under JACK,
+    fed the busy groove ahead of time, looped; its underruns and its own worst callback."""
+    from drummachine.audio.process import AudioProcessSink
+
+    sink = AudioProcessSink(kit, RATE).wait_ready()
+    events, frames = _groove_events()
+    start = int(sink.clock.now() * RATE) + RATE // 2
+    t_end = time.monotonic() + seconds
+    k, loop = 0, 0
+    while time.monotonic() < t_end:
+        horizon = int(sink.clock.now() * RATE) + RATE  # one second ahead, as the engine is (less)
+        while start + loop * frames + events[k][0] < horizon:
+            f, v, vel = events[k]
+            sink.events.push(start + loop * frames + f, v, vel)
+            k += 1
+            if k == len(events):
+                k, loop = 0, loop + 1
+        time.sleep(0.05)
+    result = {"seconds": seconds, "underruns": sink.underruns, "callbacks": sink.callbacks,
+              "worst_callback_ms": round(sink.worst_callback_ms, 3), "worst_gap_ms": round(sink.worst_gap_ms, 3),
+              "load_average": os.getloadavg()[0]}
+    sink.close()
+    print(json.dumps(result))
+
+
+def bench_mixer(turns=3, seconds=60.0) -> dict:
+    """The mixer process alone with each kit in alternating turns: underruns it alone causes."""
+    runs = {"built-in": [], LARGEST: []}
+    for _ in range(turns):
+        for name in runs:
+            r = subprocess.run([sys.executable, __file__, "--mixer-child", "" if name == "built-in" else name,
+                                str(seconds)], capture_output=True, text=True, timeout=seconds + 60)
+            runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else
+                              {"error": r.stderr.strip().splitlines()[-1:]})
+    return {"runs": runs, "total_underruns": {k: sum(r.get("underruns", 0) for r in v) for k, v in runs.items()},
+            "worst_callback_ms": {k: max(r.get("worst_callback_ms", 0) for r in v) for k, v in runs.items()}}
+
+
 PARTS = {"resample": bench_resample, "load": bench_load, "callback": bench_callback, "memory": bench_memory,
-         "startup": bench_startup, "underruns": bench_underruns}
+         "startup": bench_startup, "underruns": bench_underruns, "mixer": bench_mixer}
 
 
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--memory-child":
         _memory_child(sys.argv[2] or None)
+        return 0
+    if len(sys.argv) > 3 and sys.argv[1] == "--mixer-child":
+        _mixer_child(sys.argv[2] or None, float(sys.argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(PARTS))
