@@ -255,3 +255,17 @@ def test_waiting_for_the_band_starts_on_its_beat(harness):
     first = h.engine.transport.time_of(0)
     assert np.min(np.abs(band - first)) < 0.001
     assert h.engine.transport.bpm_at(0) == pytest.approx(118.0, rel=0.001)
+
+
+def test_the_knob_and_the_bands_dynamics_add_up(harness):
+    h = harness()
+    h.engine.command("start")
+    h.run(0.1)
+    h.engine.band_intensity = -0.3  # what a quiet band set at the last bar line (mode all)
+    h.engine.command("intensity", 0.2)
+    h.run(0.01)
+    assert h.engine.conductor.intensity_offset == pytest.approx(-0.1)
+    h.engine.command("intensity_up", 0.1)  # the pedal moves the knob, not the band's part
+    h.run(0.01)
+    assert h.engine.knobs["intensity"] == pytest.approx(0.3)
+    assert h.engine.conductor.intensity_offset == pytest.approx(0.0)

@@ -127,13 +127,14 @@ class CommandHandlers:
 
     def _on_intensity(self, offset, now):  # the knob: an offset from the song's intensity
         self.knobs["intensity"] = offset
-        self._rewind_to(self.conductor.set_intensity(self.commit_cursor, offset))
+        both = max(-1.0, min(1.0, offset + self.band_intensity))  # plus the band's dynamics (follow all)
+        self._rewind_to(self.conductor.set_intensity(self.commit_cursor, both))
 
     def _on_intensity_up(self, delta, now):
-        self._on_intensity(min(1.0, self.conductor.intensity_offset + delta), now)
+        self._on_intensity(min(1.0, self.knobs["intensity"] + delta), now)  # the knob, not the band's part
 
     def _on_intensity_down(self, delta, now):
-        self._on_intensity(max(-1.0, self.conductor.intensity_offset - delta), now)
+        self._on_intensity(max(-1.0, self.knobs["intensity"] - delta), now)
 
     def _on_cymbal(self, name, now):  # None: the next of hats -> ride -> auto
         at = next_bar(self.commit_cursor)  # on the next bar line, as a drummer would switch
