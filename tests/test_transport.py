@@ -38,3 +38,38 @@ def test_half_time_doubles_step_length_from_the_bar_line():
     t.set_feel("half", 16)
     assert t.step_seconds(15) == pytest.approx(0.125)
     assert t.step_seconds(16) == pytest.approx(0.25)
+
+
+def test_two_threads_asking_times_while_tempo_changes_never_see_a_broken_list():
+    """The commit and generator loops ask step times at once while cues change the tempo; a
+    question that applied a pending change used to sort the anchors in place (IndexError in the
+    other thread, found by the soak)."""
+    import threading
+
+    from drummachine.core.transport import Transport
+
+    transport = Transport(120.0, 0.0)
+    errors, stop = [], threading.Event()
+
+    def ask(offset):
+        step = offset
+        while not stop.is_set():
+            try:
+                transport.time_of(step)
+                transport.bpm_at(step + 3)
+                step += 1
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for k in range(20000):
+        transport.set_tempo(100.0 + k % 50, 10 * k + 5)
+        if k % 100 == 0:
+            transport.relock(10 * k, transport.time_of(10 * k), 120.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

@@ -72,32 +72,44 @@ class Anchor:
         return 60.0 / (self.bpm * 4.0 * self.feel)
 
 
+def _anchor_in(anchors: list[Anchor], step: int) -> Anchor:
+    for a in reversed(anchors):
+        if a.step <= step:
+            return a
+    return anchors[0]
+
+
 class Transport:
     """Step times under tempo changes, ramps, half/double time and tap re-locks."""
 
     def __init__(self, bpm: float, start_time: float = 0.0, start_step: int = 0):
         self.anchors: list[Anchor] = [Anchor(start_step, start_time, float(bpm))]
         self.pending: dict[int, tuple[float | None, float | None]] = {}  # step -> (bpm, feel)
+        # The engine's two loops ask for step times at once and a question may apply a pending
+        # change: changes are made under this lock and ``anchors`` is replaced, never changed in
+        # place, so a reader always walks a whole sorted list
+        self._changing = threading.Lock()
 
     @property
     def anchor(self) -> Anchor:
         return self.anchors[-1]
 
     def _anchor_for(self, step: int) -> Anchor:
-        for a in reversed(self.anchors):
-            if a.step <= step:
-                return a
-        return self.anchors[0]
+        return _anchor_in(self.anchors, step)
 
     def _apply_pending(self, upto: int) -> None:
-        for step in sorted(s for s in self.pending if s <= upto):
-            bpm, feel = self.pending.pop(step)
-            a = self._anchor_for(step)
-            t = a.time + (step - a.step) * a.step_seconds()
-            self.anchors.append(Anchor(step, t, bpm if bpm is not None else a.bpm, feel if feel is not None else a.feel))
-            self.anchors.sort(key=lambda x: x.step)
-        if len(self.anchors) > 64:  # old anchors are never asked for again
-            self.anchors = self.anchors[-64:]
+        pending = self.pending
+        if not pending or min(pending) > upto:
+            return
+        with self._changing:
+            anchors, pending = list(self.anchors), dict(self.pending)
+            for step in sorted(s for s in pending if s <= upto):
+                bpm, feel = pending.pop(step)
+                a = _anchor_in(anchors, step)
+                t = a.time + (step - a.step) * a.step_seconds()
+                anchors.append(Anchor(step, t, bpm if bpm is not None else a.bpm, feel if feel is not None else a.feel))
+                anchors.sort(key=lambda x: x.step)
+            self.anchors, self.pending = anchors[-64:], pending  # old anchors are never asked for again
 
     def time_of(self, step: float) -> float:
         """When step (fractional steps allowed: step + offset) starts, in clock seconds."""
@@ -138,8 +150,11 @@ class Transport:
         self._merge(at_step, None, FEELS[feel])
 
     def _merge(self, step: int, bpm, feel) -> None:
-        old = self.pending.get(step, (None, None))
-        self.pending[step] = (bpm if bpm is not None else old[0], feel if feel is not None else old[1])
+        with self._changing:
+            old = self.pending.get(step, (None, None))
+            pending = dict(self.pending)
+            pending[step] = (bpm if bpm is not None else old[0], feel if feel is not None else old[1])
+            self.pending = pending
 
     def follow(self, beat: int, beat_time: float | None, bpm: float, now: float) -> bool:
         """MIDI clock in: make ``beat`` (a beat line) fall on the leader's beat nearest to it, at the
@@ -173,10 +188,12 @@ class Transport:
 
     def relock(self, at_step: int, time: float, bpm: float) -> None:
         """Make ``at_step`` start at ``time`` with tempo ``bpm`` (tap tempo)."""
-        self.pending = {s: v for s, v in self.pending.items() if s < at_step}
+        with self._changing:
+            self.pending = {s: v for s, v in self.pending.items() if s < at_step}
         self._apply_pending(at_step)
-        feel = self._anchor_for(at_step).feel
-        self.anchors = [a for a in self.anchors if a.step < at_step] + [Anchor(at_step, time, float(bpm), feel)]
+        with self._changing:
+            feel = self._anchor_for(at_step).feel
+            self.anchors = [a for a in self.anchors if a.step < at_step] + [Anchor(at_step, time, float(bpm), feel)]
 
 
 class TapTempo:

@@ -277,14 +277,17 @@ class MidiOutSink(Sink):
                 self._write([0x80 | self.channel, note, 0])
             self._write([0xB0 | self.channel, 123, 0])  # all notes off
             return
-        port = self.port.port
-        if port is None:
-            return
-        try:
-            port.send_message(msg)
-        except Exception:
-            self.port.connected = False
-            return
+        # under the port's lock: the watch closes and reopens the port in its own thread, and
+        # closing an rtmidi port while another thread sends on it crashes the process (the soak)
+        with self.port._lock:
+            port = self.port.port
+            if port is None:
+                return
+            try:
+                port.send_message(msg)
+            except Exception:
+                self.port.connected = False
+                return
         if msg[0] & 0xF0 == 0x90:
             self.sounding.add(msg[1])
         elif msg[0] & 0xF0 == 0x80:
