@@ -1,4 +1,4 @@
-"""The soak, short: `benchmarks/soak.py` for 75 s — the real `play --headless` with the shipped
+"""The soak, short: `benchmarks/soak.py` for 48 s — the real `play --headless` with the shipped
 model, the mixer over JACK, a MIDI recorder, a controller, cues from the whole command table with
 bad values, controller spam, and every fault once (UI crashed and SIGKILLed in tmux, mixer
 SIGKILLed, MIDI out and in ports gone and back). Longer runs: `python benchmarks/soak.py
@@ -17,7 +17,7 @@ import pytest
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.jack]
-MINUTES = 1.25
+MINUTES = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_every_fault_was_injected_and_the_engine_saw_it(soak):
 
 def test_nothing_went_silent_and_nothing_died(soak):
     bars = soak["bars"]
-    assert bars["counted"] >= 15, bars
+    assert bars["counted"] >= 10, bars
     assert bars["silent"] == 0, bars["silent_examples"]
     assert bars["handed_out_with_no_hits"] == 0
     assert soak["threads"]["dead_at_end"] == []

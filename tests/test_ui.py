@@ -30,32 +30,54 @@ bars = 2
 """
 
 
+#: the app's refresh costs about 56 ms here (layout and paint of every widget, headless driver), so
+#: at the stage's 30 fps it is never idle and each key press in a test waits about 2 s for it
+TEST_FPS = 5.0
+
+
 def make_client():
     h = Harness(SONG, start=0.0)
     return EngineClient(h.engine), h.engine, lambda seconds: h.run(seconds, dt=0.005)
 
 
-@pytest.mark.parametrize("key,command", [
+KEY_COMMANDS = [
     ("space", ("toggle", None)), ("f", ("fill", None)), ("n", ("next", None)), ("o", ("outro", None)),
     ("a", ("accent", None)), ("t", ("tap", None)), ("up", ("tempo_up", None)), ("down", ("tempo_down", None)),
     ("p", ("pause", None)), ("k", ("keep", None)), ("r", ("regenerate", None)), ("h", ("half_time", None)),
     ("d", ("double_time", None)), ("x", ("drop", None)), ("1", ("mute", 0)), ("9", ("mute", 8)),
-    ("exclamation_mark", ("solo", 0)), ("right", ("intensity", 0.05)), ("left", ("intensity", -0.05)),
-])
-async def test_every_binding_sends_its_command(key, command):
+    ("exclamation_mark", ("solo", 0)),
+]
+
+
+async def test_every_binding_sends_its_command():
+    """Each key in turn in one app (an app per key made this file a minute longer)."""
     client, engine, play = make_client()
-    app = StageApp(client)
+    app = StageApp(client, fps=TEST_FPS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key, command in KEY_COMMANDS:
+            sent = len(app.commands_sent)
+            await pilot.press(key)
+            await pilot.pause()
+            assert len(app.commands_sent) == sent + 1, key
+            assert app.commands_sent[-1][0] == command[0], key
+            if command[1] is not None:
+                assert app.commands_sent[-1][1] == pytest.approx(command[1]), key
+
+
+@pytest.mark.parametrize("key,offset", [("right", 0.05), ("left", -0.05)])
+async def test_the_intensity_keys_move_the_knob_by_a_step(key, offset):
+    client, engine, play = make_client()
+    app = StageApp(client, fps=TEST_FPS)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press(key)
         await pilot.pause()
-        assert app.commands_sent[-1][0] == command[0]
-        if command[1] is not None:
-            assert app.commands_sent[-1][1] == pytest.approx(command[1])
+        assert app.commands_sent[-1][0] == "intensity"
+        assert app.commands_sent[-1][1] == pytest.approx(offset)
 
 
 async def test_cue_paths_reach_the_engine_and_show_on_screen():
     client, engine, play = make_client()
-    app = StageApp(client)
+    app = StageApp(client, fps=TEST_FPS)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("space")
         play(2.5)
@@ -83,7 +105,7 @@ async def test_cue_paths_reach_the_engine_and_show_on_screen():
 
 async def test_help_screen_lists_the_keys():
     client, engine, play = make_client()
-    app = StageApp(client)
+    app = StageApp(client, fps=TEST_FPS)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("question_mark")
         await pilot.pause()
@@ -183,7 +205,7 @@ def test_play_in_a_real_terminal_under_tmux(jack_server, tmp_path):
 
 async def test_midi_learn_sends_the_chosen_action():
     client, engine, play = make_client()
-    app = StageApp(client)
+    app = StageApp(client, fps=TEST_FPS)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("l")
         await pilot.pause()
@@ -197,7 +219,7 @@ async def test_midi_learn_sends_the_chosen_action():
 
 async def test_the_mouse_picks_a_knob_and_mutes_a_voice():
     client, engine, play = make_client()
-    app = StageApp(client)
+    app = StageApp(client, fps=TEST_FPS)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.click("#knobs", offset=(2, 2))  # third row: swing
         await pilot.pause()
