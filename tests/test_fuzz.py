@@ -461,7 +461,7 @@ def test_hostile_controller_over_jack_midi(jack_server):
 
 @pytest.mark.xfail(strict=True, reason="python-rtmidi 1.5.8's JACK input appends every event after a SysEx "
                    "that never ends (F0 without F7) to that SysEx until an F7 comes: the controller is deaf "
-                   "meanwhile (and the held bytes grow). Not fixable from the callback; needs our own JACK "
+                   "meanwhile (and the held bytes grow). Not fixable from our side of rtmidi's queue; needs our own JACK "
                    "MIDI reader or an rtmidi fix")
 def test_an_unterminated_sysex_does_not_deafen_the_controller(jack_server):
     import time
