@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.shared_block import release
 from drummachine.core.voices import CHOKES, N_VOICES, VOICE_NAMES, VOICES
 from drummachine.audio.wavfile import read_wav
 
@@ -346,12 +347,7 @@ class SharedKit:
 
     def close(self) -> None:
         self.data = None
-        try:
-            self.shm.close()
-            if self.owner:
-                self.shm.unlink()
-        except (BufferError, FileNotFoundError):
-            pass
+        release(self.shm, self.owner)
 
 
 assert len(PANS) == N_VOICES

@@ -35,6 +35,7 @@ from drummachine.audio.devices import find_output
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE, Voices
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.shared_block import release
 from drummachine.core.transport import STEPS_PER_BAR, STEPS_PER_BEAT
 
 CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
@@ -76,12 +77,7 @@ class SharedBlock:
 
     def close(self) -> None:
         self.header = self.ring = self.recording = None
-        try:
-            self.shm.close()
-            if self.owner:
-                self.shm.unlink()
-        except (BufferError, FileNotFoundError):
-            pass
+        release(self.shm, self.owner)
 
 
 class EventRing:

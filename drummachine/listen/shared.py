@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from drummachine.core.shared_block import release
+
 SLOTS = 24
 SEQLOCK_TRIES = 10_000
 # slots (float64)
@@ -69,9 +71,4 @@ class ReadingBlock:
 
     def close(self) -> None:
         self.slots = None
-        try:
-            self.shm.close()
-            if self.owner:
-                self.shm.unlink()
-        except (BufferError, FileNotFoundError):
-            pass
+        release(self.shm, self.owner)
