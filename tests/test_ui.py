@@ -30,8 +30,9 @@ bars = 2
 """
 
 
-#: the app's refresh costs about 56 ms here (layout and paint of every widget, headless driver), so
-#: at the stage's 30 fps it is never idle and each key press in a test waits about 2 s for it
+#: under Textual's test driver a refresh and the wait for the screen to settle take about 56 ms
+#: here, so at the stage's 30 fps the app is never idle and each key press in a test waited about
+#: 2 s for it (in a real terminal a redraw costs about 7 ms: benchmarks/stage.py)
 TEST_FPS = 5.0
 
 
