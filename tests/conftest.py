@@ -60,6 +60,7 @@ def jack_server():
     if proc is not None:
         proc.terminate()
         proc.wait(timeout=10)
+        shutil.rmtree(JACKD_LOG.parent, ignore_errors=True)
 
 
 # --- a host that stalls JACK itself voids a real-time measurement --------------------------------
