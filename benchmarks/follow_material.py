@@ -18,14 +18,17 @@ shipped as audio. Used by ``benchmarks/follow.py`` and by the tests (``tests/tes
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-GROOVE = Path("/work/shared/data/groove")
-DATASET = Path("/work/data/gmd.npz")
+ROOT = Path(__file__).resolve().parents[1]
+#: the Groove MIDI Dataset's folder (beside the repository, as the tests look for it)
+GROOVE = Path(os.environ.get("DRUMMACHINE_GROOVE", ROOT.parent / "shared" / "data" / "groove"))
 BARS = 24
 BEATS_PER_BAR = 4
 RENDER_RATE = 48000
@@ -91,23 +94,24 @@ class Clip:
         return self.audio.size / self.rate
 
 
-def validation_performances(count: int = 8, bars: int = BARS + 1, dataset: Path = DATASET) -> list[tuple[str, float]]:
+def validation_performances(count: int = 8, bars: int = BARS + 1, root: Path = GROOVE) -> list[tuple[str, float]]:
     """The longest 4/4 "beat" performances of the validation split (at least ``bars`` bars), one per
-    style family where possible: (path relative to the dataset folder, bpm)."""
-    with np.load(dataset, allow_pickle=False) as z:
-        split, kind, meter = z["file_split"], z["file_beat_type"], z["file_meter"]
-        paths, bpms, styles = z["file_path"], z["file_bpm"], z["file_style"]
-        n_bars = np.bincount(z["bar_file"], minlength=paths.size)
-    ok = np.where((split == "validation") & (kind == "beat") & (meter == "4/4") & (n_bars >= bars))[0]
-    ok = ok[np.lexsort((paths[ok], -n_bars[ok]))]
+    style family where possible: (path relative to the dataset folder, bpm). Read from the
+    dataset's own index (``info.csv``), so only the MIDI folder is needed."""
+    with open(root / "info.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "validation" and r["beat_type"] == "beat"
+                and r["time_signature"] == "4-4"]
+    length = {r["midi_filename"]: float(r["duration"]) * float(r["bpm"]) / 240.0 for r in rows}
+    ok = sorted((r for r in rows if length[r["midi_filename"]] >= bars),
+                key=lambda r: (-length[r["midi_filename"]], r["midi_filename"]))
     chosen, seen = [], set()
     for rounds in range(2):  # distinct styles first, then the rest
-        for i in ok:
-            family = str(styles[i]).split("/")[0]
-            if len(chosen) < count and i not in chosen and (rounds or family not in seen):
-                chosen.append(i)
+        for r in ok:
+            family = r["style"].split("/")[0]
+            if len(chosen) < count and r not in chosen and (rounds or family not in seen):
+                chosen.append(r)
                 seen.add(family)
-    return [(str(paths[i]), float(round(bpms[i], 3))) for i in chosen]
+    return [(r["midi_filename"], float(r["bpm"])) for r in chosen]
 
 
 def warp(beats: np.ndarray, scenario: Scenario, bpm: float) -> np.ndarray:

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import random
+import os
 import signal
 import struct
 import sys
@@ -871,7 +872,7 @@ def main(argv=None) -> int:
     result = {
         "command": "python benchmarks/fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "seconds": round(time.monotonic() - t0, 1), "rounds": rounds,
-        "midi_source": str(GROOVE if GROOVE.is_dir() else FIXTURES),
+        "midi_source": os.path.relpath(GROOVE if GROOVE.is_dir() else FIXTURES, ROOT),
         "per_parser": tally.counts,
         "total": {k: sum(r[k] for r in tally.counts.values()) for k in ("cases", REFUSED, ACCEPTED, FAILED)},
         "failures": tally.failures[:50],
