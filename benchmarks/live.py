@@ -251,7 +251,8 @@ class InProcessAudio(Sink):
 
     def __init__(self, rate: int, blocksize: int):
         from drummachine.audio.mixing import Voices
-        from drummachine.audio.process import EventRing, Mixer, SharedAudioClock, SharedBlock, open_stream
+        from drummachine.audio.process import Mixer, open_stream
+        from drummachine.audio.wire import EventRing, SharedAudioClock, SharedBlock
         from drummachine.audio.kit import synth_kit
 
         self.rate = rate
@@ -268,7 +269,7 @@ class InProcessAudio(Sink):
                 self.events.push(round(e.time * self.rate), e.voice, e.velocity)
 
     def close(self) -> None:
-        from drummachine.audio.process import CALLBACKS, UNDERRUNS
+        from drummachine.audio.wire import CALLBACKS, UNDERRUNS
 
         self.stream.stop()
         self.stream.close()

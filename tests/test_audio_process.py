@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from drummachine.audio.mixing import Voices
-from drummachine.audio.process import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS,
-                                       WORST_GAP_NS,
-                                       WORST_NS, EventRing, Mixer, SharedAudioClock, SharedBlock)
+from drummachine.audio.process import Mixer
+from drummachine.audio.wire import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS,
+                                    WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.audio.kit import synth_kit
 
 OK = SimpleNamespace(output_underflow=False)
@@ -264,7 +264,7 @@ def test_the_cue_bus_clicks_on_the_beat_sample_locked_to_the_drums(jack_with_por
 
 
 def test_a_level_change_through_the_ring_scales_its_bus_from_the_next_block():
-    from drummachine.audio.process import LEVEL
+    from drummachine.audio.wire import LEVEL
 
     owner = SharedBlock(channels=4)
     try:

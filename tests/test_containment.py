@@ -169,7 +169,7 @@ def test_a_custom_operator_is_a_refused_file_and_no_library_is_ever_loaded(tmp_p
 # --- what the instrument creates: its user's alone ------------------------------------------------
 
 def test_the_mixers_shared_memory_is_the_users_alone():
-    from drummachine.audio.process import SharedBlock
+    from drummachine.audio.wire import SharedBlock
 
     block = SharedBlock(None, record_frames=16)
     try:
@@ -225,7 +225,7 @@ def test_every_shared_memory_and_socket_is_known():
                 with_shared.add(rel)
             assert not widening.search(code), f"{rel}: {line.strip()}: shared memory opened by hand"
     assert with_sockets <= {"live/host.py", "live/engine_socket.py"}, with_sockets
-    assert "audio/process.py" in with_shared
+    assert "audio/wire.py" in with_shared
 
 
 def test_shared_memory_as_the_runtime_creates_it_is_0600():
