@@ -70,7 +70,9 @@ def _options(args):
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
-                   performer=args.performer, midi_schedule=args.midi_schedule)
+                   performer=args.performer, midi_schedule=args.midi_schedule,
+                   listen=args.listen, follow=args.follow, follow_range=args.follow_range,
+                   wait_for_band=args.wait_for_band)
 
 
 def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
@@ -98,8 +100,8 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
                 if ready is None:
                     print(f"drummachine: warning: {w}", file=sys.stderr)
             session.start_threads()
-            band = _listen(session, args)
-            if not args.wait and not (band and args.wait_for_band):
+            band = _listen(session, opts, quiet=ready is not None)
+            if not args.wait and not (band and opts.wait_for_band):
                 session.command("start")
             took = time.perf_counter() - t0
             logging.info("ready in %.2f s; listening on %s", took, path)
@@ -142,24 +144,28 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
     return 0
 
 
-def _listen(session, args):
+def _listen(session, opts, quiet: bool = False):
     """``--listen PORT``: the listening process, its readings handed to the engine as "band"
-    commands, the follower set up from --follow and --follow-range. An input that cannot be opened
-    is one warning and the machine plays on by its own tempo."""
-    if not getattr(args, "listen", None):
+    commands, the follower set up from --follow and --follow-range (all in ``opts``: the engine
+    behind the stage UI gets them so). An input that cannot be opened is one warning (on stderr,
+    or with ``quiet`` in the session's warnings, which the UI shows) and the machine plays on by
+    its own tempo."""
+    if not opts.listen:
         return None
     from drummachine.core.follow import FollowConfig, Follower
     from drummachine.listen.listener import Listener
 
     engine = session.engine
     bpm = engine.transport.bpm_at(0)
-    engine.follower = Follower(FollowConfig(mode=args.follow, window=args.follow_range), bpm)
-    engine.wait_for_band = bool(args.wait_for_band)
+    engine.follower = Follower(FollowConfig(mode=opts.follow, window=opts.follow_range), bpm)
+    engine.wait_for_band = bool(opts.wait_for_band)
     try:
-        band = Listener(args.listen, bpm, session.clock, window=args.follow_range + 0.05).wait_ready()
+        band = Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05).wait_ready()
     except DrumMachineError as exc:
         logging.warning("%s; playing without following", exc)
-        print(f"drummachine: warning: {exc}; playing without following", file=sys.stderr)
+        session.warnings.append(f"{exc}; playing without following")
+        if not quiet:
+            print(f"drummachine: warning: {exc}; playing without following", file=sys.stderr)
         engine.wait_for_band = False
         return None
 
@@ -168,7 +174,7 @@ def _listen(session, args):
         band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
 
     band.link(send)
-    logging.info("listening to %s (%d Hz), following: %s", band.input.name, band.rate, args.follow)
+    logging.info("listening to %s (%d Hz), following: %s", band.input.name, band.rate, opts.follow)
     return band
 
 
@@ -181,8 +187,6 @@ def _setlists() -> list[str]:
 def _play_ui(opts, args) -> int:
     """The engine in a process (and a session) of its own, the stage UI here, attached to it: the
     UI may crash or its terminal close, the groove goes on."""
-    if getattr(args, "listen", None):
-        raise DrumMachineError("--listen", "works with --headless or --no-ui for now (not behind the stage UI yet)")
     from drummachine.cli.attach import run_ui
     from drummachine.live import host
 

@@ -52,6 +52,12 @@ class Options:
     controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
     performer: bool = True  #: bar-by-bar cues as drummers move them (False: the sections' cues held)
     midi_schedule: str | None = None  #: write each MIDI message's scheduled time here (timing benchmarks)
+    # following the band (docs/follow.md): started by the caller (cli.live._listen), here so that
+    # the engine behind the stage UI, which gets only these options, can start it too
+    listen: str | None = None  #: the band's input: a JACK capture port, or sd:N / a sounddevice input name
+    follow: str = "beat"  #: off, tempo, beat or all (core.follow.FOLLOW_MODES)
+    follow_range: float = 0.10  #: how far the tempo may follow from the song's (a fraction)
+    wait_for_band: bool = False  #: start on the band's beat once locked, not at once
 
 
 class Session:

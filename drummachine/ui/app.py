@@ -31,14 +31,14 @@ KNOB_STEP = {k: s.knob_step for k, s in KNOB_SPECS.items()}
 #: key -> the command it sends (its help text is the command's own)
 CUE_KEYS = (("space", "toggle"), ("f", "fill"), ("n", "next"), ("o", "outro"), ("a", "accent"), ("t", "tap"),
             ("x", "drop"), ("p", "pause"), ("k", "keep"), ("c", "cymbal"), ("r", "regenerate"), ("h", "half_time"),
-            ("d", "double_time"))
+            ("d", "double_time"), ("b", "follow_band"))
 SHADE = ("grey23", "green4", "green3", "yellow3", "red1")
 SOLO_KEYS = ("exclamation_mark", "at", "number_sign", "dollar_sign", "percent_sign", "circumflex_accent",
              "ampersand", "asterisk", "left_parenthesis")
 
 
 FOOTER_KEYS = ("space", "f", "n", "o", "a", "t")
-LABELS = {"toggle": "Start/stop", "next": "Next section", "cymbal": "Hats/ride"}
+LABELS = {"toggle": "Start/stop", "next": "Next section", "cymbal": "Hats/ride", "follow_band": "Follow band"}
 
 
 def label(command: str) -> str:
@@ -88,6 +88,45 @@ class Song(Static):
         if s.locked:
             t.append("  [kept]", "cyan")
         self.update(t)
+
+
+#: how each follow state is drawn: following is the normal case, holding needs the eye
+FOLLOW_STYLE = {"following": "bold black on green3", "holding": "bold black on yellow3",
+                "listening": "bold black on grey70", "off": "bold grey70 on grey23"}
+
+
+class Band(Static):
+    """Following the band (``play --listen``): the state, the band's tempo, how far its beat is
+    from ours, the tracker's confidence and what its dynamics add to the intensity. Hidden until
+    there is something to follow (a machine not listening needs no such line), then kept: a
+    musician who switched following off sees that it is off."""
+
+    DEFAULT_CSS = "Band { height: 1; display: none; }"
+
+    def show(self, s: Snapshot) -> None:
+        if not (self.display or s.follow_mode != "off" or s.follow_state != "off" or s.band_bpm > 0):
+            return
+        self.display = True
+        self.update(band_text(s))
+
+
+def band_text(s: Snapshot) -> Text:
+    """The follow line (a pure function of the snapshot)."""
+    state = s.follow_state if s.follow_mode != "off" else "off"
+    t = Text(" ")
+    t.append(f" BAND {state.upper()} ", FOLLOW_STYLE.get(state, "bold"))
+    t.append(f"  {s.follow_mode}", "bold")
+    if s.band_bpm > 0:
+        t.append(f"   band {s.band_bpm:6.1f} bpm")
+        t.append(f"   phase {s.band_phase_ms:+5.0f} ms")
+    else:
+        t.append("   not heard yet", "grey62")
+    confidence_style = "bold" if s.band_confidence >= 0.5 else ("yellow3" if s.band_confidence >= 0.3 else "red1")
+    t.append("   conf ")
+    t.append(f"{s.band_confidence:.2f}", confidence_style)
+    if s.follow_mode == "all":
+        t.append(f"   dyn {s.band_intensity:+.2f}")
+    return t
 
 
 class Grid(Static):
@@ -231,8 +270,10 @@ class StageApp(App):
         # kept as attributes: the view updates them even while a modal screen is on top
         self.w_transport, self.w_song, self.w_grid = Transport(id="transport"), Song(id="song"), Grid(id="grid")
         self.w_knobs, self.w_health = Knobs(id="knobs"), Health(id="health")
+        self.w_band = Band(id="band")
         yield self.w_transport
         yield self.w_song
+        yield self.w_band
         with Horizontal(id="main"):
             yield self.w_grid
             with Vertical(id="side"):
@@ -269,6 +310,7 @@ class StageApp(App):
             return
         self.w_transport.show(s)
         self.w_song.show(s)
+        self.w_band.show(s)
         self.w_grid.show(s)
         self.w_knobs.show(s, self.values)
         self.w_health.show(s, len(self.frames))

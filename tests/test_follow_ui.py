@@ -1,0 +1,158 @@
+"""Following the band on the stage UI: the follow line and its key through Textual's driver on an
+engine fed band readings, and `drummachine play --listen` behind the UI in a real terminal (tmux)
+against a JACK server, a player client being the band."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from drummachine.core.follow import FollowConfig, Follower
+from drummachine.core.snapshot import Snapshot
+from drummachine.live.host import EngineClient
+from drummachine.ui.app import StageApp, band_text
+
+from .conftest import ROOT, Harness
+from .test_follow import band_beats, feed
+
+TEST_FPS = 5.0  # see tests/test_ui.py: under Textual's test driver a refresh costs ~56 ms
+
+
+def test_the_follow_line_says_state_tempo_phase_and_confidence():
+    s = Snapshot(follow_mode="beat", follow_state="holding", band_bpm=118.4, band_phase_ms=-12.0,
+                 band_confidence=0.21)
+    line = band_text(s).plain
+    assert "BAND HOLDING" in line and "beat" in line
+    assert "118.4 bpm" in line and "-12 ms" in line and "conf 0.21" in line
+    assert "dyn" not in line  # the dynamics' offset only in mode all
+    line = band_text(Snapshot(follow_mode="all", follow_state="listening", band_intensity=-0.3)).plain
+    assert "BAND LISTENING" in line and "not heard yet" in line and "dyn -0.30" in line
+    # switched off while listening: it says off, whatever the follower's last state
+    assert "BAND OFF" in band_text(Snapshot(follow_mode="off", follow_state="following", band_bpm=120.0)).plain
+
+
+async def test_the_b_key_cycles_following_and_the_screen_shows_the_band():
+    h = Harness(start=100.0)
+    h.engine.follower = Follower(FollowConfig(mode="off"), 120.0)
+    client = EngineClient(h.engine)
+    app = StageApp(client, fps=TEST_FPS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not app.w_band.display  # not listening, following off: no band line
+        await pilot.press("b")
+        assert app.commands_sent[-1] == ("follow_band", None)
+        assert h.engine.follower.mode == "tempo"
+        await pilot.press("b")
+        assert h.engine.follower.mode == "beat"
+        h.engine.command("start")
+        feed(h, band_beats(lambda b: 126.0, 200, start=100.3), 12.0)
+        app.refresh_view()
+        await pilot.pause()
+        assert app.w_band.display
+        shown = str(app.w_band.render())
+        assert "BAND FOLLOWING" in shown and "126.0 bpm" in shown
+        await pilot.press("b")
+        await pilot.press("b")
+        assert h.engine.follower.mode == "off"
+        app.refresh_view()
+        await pilot.pause()
+        assert app.w_band.display  # kept: off is shown as off
+        assert "BAND OFF" in str(app.w_band.render())
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "follow the band" in str(app.screen.query_one("#help").render())
+
+
+def tmux_session(tmp_path, cmd):
+    """A tmux server of the test's own running ``cmd`` in an 80x24 terminal; (tmux argv, name,
+    screen(), run folder)."""
+    session = f"dmf{int(time.time())}"
+    tmux = ["tmux", "-L", f"dm-follow-{os.getpid()}"]
+    run = tmp_path / "run"  # the engine's socket folder: this test's own (see live.host)
+    run.mkdir(mode=0o700)
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-e",
+                    f"XDG_RUNTIME_DIR={run}", f"cd {ROOT} && {cmd}; echo EXIT=$? > {tmp_path / 'exit'}"],
+                   check=True)
+
+    def screen():
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    return tmux, session, screen, run
+
+
+def wait_for(screen, predicate, what, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        s = screen()
+        if predicate(s):
+            return s
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never showed; screen:\n{screen()}")
+
+
+def quit_and_check(tmux, session, tmp_path, run):
+    subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
+    end = time.time() + 15
+    while not (tmp_path / "exit").exists() and time.time() < end:
+        time.sleep(0.2)
+    assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+    assert not (run / "drummachine" / "engine.sock").exists(), "quit stopped the engine behind the UI"
+
+
+def cleanup(tmux, run):
+    subprocess.run([*tmux, "kill-server"], capture_output=True)
+    if (run / "drummachine" / "engine.sock").exists():
+        subprocess.run([sys.executable, "-m", "drummachine", "stop", "--socket",
+                        str(run / "drummachine" / "engine.sock")], capture_output=True, timeout=30)
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_listen_behind_the_stage_ui_follows_a_band_in_a_real_terminal(jack_server, tmp_path):
+    """Issue 13 on stage: `play --listen band:out` with its UI; the band is a player client
+    playing a real drummer's performance (band mix, no drums) 4% faster than the song; the screen
+    shows the band's tempo while following, and the b key switches following off."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    material = pytest.importorskip("follow_material")
+    if not (material.GROOVE / "info.csv").exists():
+        pytest.skip("the Groove MIDI Dataset is not on this machine")
+    path, bpm = material.validation_performances(1)[0]
+    clip = material.make_clip(path, bpm, "steady", "band", rate=48000, bars=16)
+    player = material.BandPlayer(clip.audio, "band-ui")
+    tmux, session, screen, run = tmux_session(
+        tmp_path, f"python -m drummachine play --fake-model --no-audio --midi-virtual --listen {player.port_name} "
+                  f"--follow beat --bpm {bpm * 0.96:.2f} --log {tmp_path / 'engine.log'}")
+    try:
+        wait_for(screen, lambda s: "PLAYING" in s, "PLAYING")
+        wait_for(screen, lambda s: "BAND LISTENING" in s, "the band line (listening)")
+        player.start()
+        shown = wait_for(screen, lambda s: "BAND FOLLOWING" in s, "BAND FOLLOWING", timeout=40.0)
+        line = next(x for x in shown.splitlines() if "BAND FOLLOWING" in x)
+        heard = float(re.search(r"band +([0-9.]+) bpm", line).group(1))
+        assert heard == pytest.approx(bpm, rel=0.03)  # the band's tempo, not the song's 4% below it
+        subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # beat -> all
+        wait_for(screen, lambda s: re.search(r"BAND (FOLLOWING|HOLDING) +all", s), "mode all")
+        subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # all -> off
+        wait_for(screen, lambda s: "BAND OFF" in s, "BAND OFF")
+        quit_and_check(tmux, session, tmp_path, run)
+    finally:
+        cleanup(tmux, run)
+        player.close()
+
+
+@pytest.mark.jack
+def test_listen_behind_the_ui_to_a_port_that_is_not_there_plays_on(jack_server, tmp_path):
+    tmux, session, screen, run = tmux_session(
+        tmp_path, f"python -m drummachine play --fake-model --no-audio --midi-virtual --listen no-such-band "
+                  f"--log {tmp_path / 'engine.log'}")
+    try:
+        wait_for(screen, lambda s: "PLAYING" in s, "PLAYING")
+        wait_for(screen, lambda s: "no-such-band" in s, "the warning naming the port")
+        assert "Traceback" not in screen()
+        quit_and_check(tmux, session, tmp_path, run)
+    finally:
+        cleanup(tmux, run)
