@@ -138,6 +138,30 @@ class Voices:
             self.start[i] = -1
             self.samples[i] = None
 
+    def state(self) -> tuple:
+        """Everything that decides the next blocks (slots, limiter, levels, the kit's round-robin
+        turns), copied: ``restore`` goes back to it, so blocks can be mixed again (audio.ahead)."""
+        turn = getattr(self.kit, "_turn", None)  # the kit's round robins: which layer plays next
+        return (self.start[:], self.voice[:], self.gain[:], self.end[:], self.fade_at[:], self.samples[:],
+                self.gains2.copy(), [r[:] for r in self.recent_slot], [r[:] for r in self.recent_start],
+                self.recent_at[:], self.levels[:], self.limiter_gains[:], self.stolen,
+                None if turn is None else turn[:])
+
+    def restore(self, state: tuple) -> None:
+        """Back to a ``state()``: the lists are refilled in place (the mix keeps its views)."""
+        (start, voice, gain, end, fade_at, samples, gains2, recent_slot, recent_start, recent_at, levels,
+         limiter_gains, self.stolen, turn) = state
+        self.start[:], self.voice[:], self.gain[:], self.end[:], self.fade_at[:] = start, voice, gain, end, fade_at
+        self.samples[:] = samples
+        self.gains2[:] = gains2
+        for mine, saved in zip(self.recent_slot, recent_slot):
+            mine[:] = saved
+        for mine, saved in zip(self.recent_start, recent_start):
+            mine[:] = saved
+        self.recent_at[:], self.levels[:], self.limiter_gains[:] = recent_at, levels, limiter_gains
+        if turn is not None:
+            self.kit._turn[:] = turn
+
     def add(self, frame: int, voice: int, velocity: float) -> None:
         """A hit of ``voice`` (a kit voice, or a cue sound: CLICK, CLICK_ACCENT, CUE at the level
         ``velocity``) starting at ``frame``."""

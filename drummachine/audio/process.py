@@ -1,4 +1,4 @@
-"""Audio out in its own process: the mixing callback shares no interpreter lock with the engine.
+"""Audio out in its own process: the mixing shares no interpreter lock with the engine.
 
 The engine process (generator, commit loop, MIDI) and the mixer process talk through one block of
 shared memory and never wait on each other (``audio.wire``: the event ring, the shared sample
@@ -9,32 +9,44 @@ synthesis too), into a second block of shared memory (``kit.SharedKit``) that th
 without a copy; a restarted mixer maps it again instead of decoding.
 
 The mixer process is ``python -m drummachine.audio.process``, set up by one JSON line on its
-standard input and answering one JSON line (ready, with the stream's latency, or the error). It
-stops when that pipe closes — so it never outlives the engine. Nothing is pickled.
+standard input and answering one JSON line (ready, with the stream's latency and what it could
+not get: real-time priority, locked memory; or the error). It stops when that pipe closes — so it
+never outlives the engine. Nothing is pickled.
 
-In the mixer process, the callback is the only Python thread that runs: the main thread sleeps
-in a blocking read. Collection by the garbage collector is off (the callback allocates no
-containers).
+In the mixer process, the stream's callback (JACK's real-time thread) only copies blocks that
+are already mixed: a mixing thread, woken by each callback, reads the event ring and mixes a few
+blocks ahead of the playhead (``audio.ahead``), with real-time priority just below the
+callback's where the system allows; the process locks its memory (no page faults in either).
+The main thread sleeps in a blocking read. Collection by the garbage collector is off (neither
+thread makes cyclic garbage). ``ahead=0`` in the set-up mixes inside the callback instead (the
+path before; ``benchmarks/mixer_rt.py`` compares the two).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 
+from drummachine.audio.ahead import AHEAD_BLOCKS, MixAhead
 from drummachine.audio.devices import find_output
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE, Voices
-from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LEVEL, PANIC, READ, SEQ, UNDERRUNS,
+from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
+                                    NOT_READY, PANIC, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, WRITTEN, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.transport import STEPS_PER_BAR, STEPS_PER_BEAT
 
 CLICK_LEVEL = 0.5
+SWITCH_INTERVAL = 0.0005  #: s; how long the callback may wait for the interpreter lock the mixing thread holds
+log = logging.getLogger("drummachine")
 
 
 class AudioProcessSink(Sink):
@@ -45,11 +57,13 @@ class AudioProcessSink(Sink):
     ``kit`` set; then ``start`` returns at once (the mixer opens the stream meanwhile, while the
     engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
     ``outs`` chooses the output channels (``mixing.OUTS``); ``cue`` adds the cue bus after them.
+    ``ahead``: blocks the mixer mixes ahead of the playhead (``audio.ahead``); 0 mixes inside the
+    callback, as before (kept for ``benchmarks/mixer_rt.py``'s comparison and as a fallback).
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
-                 outs: str = "stereo", cue: bool = False, click: bool = True):
+                 outs: str = "stereo", cue: bool = False, click: bool = True, ahead: int = AHEAD_BLOCKS):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
@@ -66,8 +80,9 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "outs": outs, "cue": cue,
+                      "outs": outs, "cue": cue, "ahead": int(ahead),
                       "latency": latency}
+        self.notes: list[str] = []  #: what the mixer could not get (real-time priority, locked memory)
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
         from drummachine.audio.kit import SharedKit, built_in, decode
 
@@ -85,8 +100,10 @@ class AudioProcessSink(Sink):
         self._send_setup()
 
     def _spawn_process(self) -> None:
+        # the mixer needs no BLAS threads and no malloc arena per thread: less memory to lock
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
         self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.audio.process"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=env)
         self.ready = False
 
     def _send_setup(self) -> None:
@@ -126,6 +143,9 @@ class AudioProcessSink(Sink):
             exc.kit = bool(reply.get("kit"))  # the user's kit is broken: not a reason to go on silently
             raise exc
         self.latency = float(reply.get("latency", 0.0))
+        self.notes = list(reply.get("notes", ()))
+        for note in self.notes:
+            log.info("mixer: %s", note)
         self.ready = True
         return self
 
@@ -181,6 +201,31 @@ class AudioProcessSink(Sink):
         """The longest time between two callbacks' starts, in ms (one period when all is well)."""
         return int(self._header()[WORST_GAP_NS]) / 1e6
 
+    @property
+    def not_ready(self) -> int:
+        """Blocks the callback found not mixed ahead in time (it played silence; 0 when mixing in it)."""
+        return int(self._header()[NOT_READY])
+
+    @property
+    def remixed(self) -> int:
+        """Blocks mixed again because an event came for them after they were mixed."""
+        return int(self._header()[REMIXED])
+
+    @property
+    def late_events(self) -> int:
+        """Hits that came for the block playing next or earlier: they sounded up to a period late."""
+        return int(self._header()[LATE_EVENTS])
+
+    @property
+    def worst_mix_ms(self) -> float:
+        """The mixing thread's longest turn (reading the ring, mixing the blocks due), in ms."""
+        return int(self._header()[MIX_WORST_NS]) / 1e6
+
+    def callback_us(self) -> dict:
+        """The callback's own durations so far: p50, p99 (5 µs bins: the bin's upper edge) and max, µs."""
+        counts = self.block.timings if self.block.timings is not None else self._final_timings
+        return timing_summary(counts, int(self._header()[WORST_NS]))
+
     def _header(self) -> np.ndarray:
         return self.block.header if self.block.header is not None else self._final
 
@@ -217,6 +262,7 @@ class AudioProcessSink(Sink):
             self.proc.kill()
             self.proc.wait()
         self._final = self.block.header.copy()
+        self._final_timings = self.block.timings.copy()
         self._final[SEQ] += self._final[SEQ] & 1
         if self.block.recording is not None:
             self._recording = self.block.recording.copy()
@@ -230,26 +276,50 @@ class AudioProcessSink(Sink):
 
 # --- the mixer process ------------------------------------------------------------------------
 
-class Mixer:
-    """The callback side: reads the ring, mixes the voices, publishes the clock."""
+def timing_summary(counts: np.ndarray, worst_ns: int) -> dict:
+    """p50/p99 (upper edge of the 5 µs bin) and max (exact) of a callback-duration histogram, µs."""
+    total = int(counts.sum())
+    if not total:
+        return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0}
+    cum = np.cumsum(counts)
+    edge = lambda q: float((int(np.searchsorted(cum, q * total)) + 1) * TIMING_BIN_NS / 1000)  # noqa: E731
+    return {"count": total, "p50_us": edge(0.5), "p99_us": edge(0.99), "max_us": round(worst_ns / 1000, 1)}
 
-    def __init__(self, block: SharedBlock, voices: Voices, rate: int = 48000):
+
+class Mixer:
+    """The callback side: publishes the clock and plays the voices.
+
+    With ``ahead`` (blocks), the callback copies what the mixing thread (``run_mixing``) mixed
+    ahead of it (``audio.ahead.MixAhead``) and wakes it; a block not ready plays as silence and is
+    counted. With ``ahead=0`` the callback reads the ring and mixes itself (the path before).
+    """
+
+    def __init__(self, block: SharedBlock, voices: Voices, rate: int = 48000, ahead: int = 0, blocksize: int = 128):
         self.block = block
         self.rate = rate
         self.voices = voices
         self.h = block.header
         self.ring = block.ring
+        self.timings = block.timings
         self.read = int(self.h[READ])  # a restarted mixer goes on where the last one stopped
         self.frame = 0
         self.panic = int(self.h[PANIC])
         self.started = 0
+        self.ahead = MixAhead(voices, blocksize, ahead) if ahead > 0 else None
+        self.wake = threading.Lock()  # released by each callback: the mixing thread's turn
+        self.wake.acquire()
+        self.mixing = False
+        self.callback_thread = 0  #: the callback's OS thread id (its real-time priority is JACK's)
 
     def callback(self, outdata, frames, time_info, status) -> None:
-        """The stream's callback: mix, and never raise (PortAudio would stop the stream): a block
-        that fails plays silence, the clock goes on, and the fault is counted in the header."""
+        """The stream's callback: copy (or mix), and never raise (PortAudio would stop the stream):
+        a block that fails plays silence, the clock goes on, and the fault is counted in the header."""
         block_start = self.frame
         try:
-            self._mix_block(outdata, frames, status)
+            if self.ahead is None:
+                self._mix_block(outdata, frames, status)
+            else:
+                self._copy_block(outdata, frames, status)
         except Exception:
             outdata.fill(0.0)
             h = self.h
@@ -258,20 +328,53 @@ class Mixer:
                 self.frame = block_start + frames
             if h[SEQ] & 1:
                 h[SEQ] += 1
+            if self.ahead is not None:
+                self.ahead.playhead = self.frame
 
-    def _mix_block(self, outdata, frames, status) -> None:
-        started = time.monotonic_ns()
-        h, ring, voices = self.h, self.ring, self.voices
-        if not self.started and h[AT_NS]:
-            # a restarted mixer: the clock ran on the wall since the last one's last block, so the
-            # first block goes on from there, however long this process took to start (a frame
-            # counted from when the restart began would send the clock back and stall the engine)
-            self.frame = int(h[FRAMES]) + (started - int(h[AT_NS])) * self.rate // 1_000_000_000
+    def _begin(self, started: int, status) -> None:
+        h = self.h
+        if not self.started:
+            self.callback_thread = threading.get_native_id()
+            if h[AT_NS]:
+                # a restarted mixer: the clock ran on the wall since the last one's last block, so the
+                # first block goes on from there, however long this process took to start (a frame
+                # counted from when the restart began would send the clock back and stall the engine)
+                self.frame = int(h[FRAMES]) + (started - int(h[AT_NS])) * self.rate // 1_000_000_000
         if self.started and started - self.started > h[WORST_GAP_NS]:
             h[WORST_GAP_NS] = started - self.started  # how late the system woke the callback, at worst
         self.started = started
         if status.output_underflow:
             h[UNDERRUNS] += 1
+
+    def _publish(self, frame: int, started: int) -> None:
+        h = self.h
+        self.frame = frame
+        h[SEQ] += 1
+        h[FRAMES] = frame
+        h[AT_NS] = time.monotonic_ns()
+        h[SEQ] += 1
+        h[CALLBACKS] += 1
+        took = time.monotonic_ns() - started
+        if took > h[WORST_NS]:
+            h[WORST_NS] = took  # the mixer's own work, at worst: an underrun is ours only if this nears a period
+        self.timings[min(took // TIMING_BIN_NS, TIMING_BINS - 1)] += 1
+
+    def _copy_block(self, outdata, frames, status) -> None:
+        started = time.monotonic_ns()
+        self._begin(started, status)
+        frame, ahead = self.frame, self.ahead
+        if not ahead.copy_out(outdata, frame, frames):
+            outdata.fill(0.0)
+            self.h[NOT_READY] += 1
+        ahead.playhead = frame + frames
+        self._publish(frame + frames, started)
+        if self.wake.locked():  # only this thread releases it: never twice
+            self.wake.release()
+
+    def _mix_block(self, outdata, frames, status) -> None:
+        started = time.monotonic_ns()
+        self._begin(started, status)
+        h, ring, voices = self.h, self.ring, self.voices
         block_start = self.frame
         written = int(h[WRITTEN])
         r = self.read
@@ -294,15 +397,63 @@ class Mixer:
             self.panic = panic
         voices.mix(outdata, block_start)
         voices.limit(outdata)
-        self.frame = block_start + frames
-        h[SEQ] += 1
-        h[FRAMES] = self.frame
-        h[AT_NS] = time.monotonic_ns()
-        h[SEQ] += 1
-        h[CALLBACKS] += 1
+        self._publish(block_start + frames, started)
+
+    # --- the mixing thread (with ahead) ---------------------------------------------------
+    def mix_turn(self) -> int:
+        """One turn of the mixing thread: the ring's new events, a panic, then the blocks due;
+        returns how many blocks it mixed."""
+        started = time.monotonic_ns()
+        h, ring, ahead = self.h, self.ring, self.ahead
+        written = int(h[WRITTEN])
+        r = self.read
+        while r < written:
+            row = ring[r % CAPACITY]
+            if row[3] != r + 1:  # not all of the slot is visible yet: next turn
+                break
+            ahead.schedule(int(row[0]), int(row[1]), float(row[2]))
+            r += 1
+        self.read = r
+        h[READ] = r
+        panic = int(h[PANIC])
+        if panic != self.panic:
+            ahead.panic()
+            self.panic = panic
+        done = ahead.advance()
+        h[REMIXED] = ahead.remixed
+        h[LATE_EVENTS] = ahead.late
         took = time.monotonic_ns() - started
-        if took > h[WORST_NS]:
-            h[WORST_NS] = took  # the mixer's own work, at worst: an underrun is ours only if this nears a period
+        if took > h[MIX_WORST_NS]:
+            h[MIX_WORST_NS] = took
+        return done
+
+    def run_mixing(self) -> None:
+        """The mixing thread's loop: a turn after each callback (or every 50 ms without one);
+        a turn that fails is counted and the next one goes on."""
+        while self.mixing:
+            self.wake.acquire(timeout=0.05)
+            try:
+                self.mix_turn()
+            except Exception:
+                self.h[FAULTS] += 1
+
+    def start_mixing(self) -> threading.Thread | None:
+        """Mix the first blocks (a fresh start plays from frame 0) and start the mixing thread."""
+        if self.ahead is None:
+            return None
+        if not self.h[AT_NS]:
+            self.mix_turn()
+        self.mixing = True
+        thread = threading.Thread(target=self.run_mixing, name="mix-ahead", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_mixing(self, thread: threading.Thread | None) -> None:
+        self.mixing = False
+        if thread is not None:
+            if self.wake.locked():
+                self.wake.release()
+            thread.join(1.0)
 
     def duplex(self, indata, outdata, frames, time_info, status) -> None:
         rec = self.block.recording
@@ -329,6 +480,56 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
     if mixer.block.recording is not None:
         return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
     return sd.OutputStream(device=device, callback=mixer.callback, **common)
+
+
+MCL_CURRENT, MCL_FUTURE = 1, 2  # <sys/mman.h> on Linux
+
+
+def lock_memory() -> str | None:
+    """mlockall(MCL_CURRENT | MCL_FUTURE) where the memlock limit allows it: no page fault can
+    then stall the callback or the mixing thread. None when locked, else the one line saying why
+    not (a Pi's default limit is 8 MB: the user joins the audio group, see docs/raspberry-pi.md)."""
+    import ctypes
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+        # a limit that fits today's pages would fail tomorrow's allocations under MCL_FUTURE
+        return (f"memory not locked: the memlock limit is {soft // 1024} kB (allow 'memlock unlimited' "
+                f"for the audio group in /etc/security/limits.d/ and join the group)")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+            return f"memory not locked: mlockall failed ({os.strerror(ctypes.get_errno())})"
+    except (OSError, AttributeError) as exc:
+        return f"memory not locked: no mlockall here ({exc})"
+    return None
+
+
+def realtime_below(thread_id: int, callback_thread: int) -> str | None:
+    """SCHED_FIFO for the mixing thread one step below the callback's priority (JACK gives the
+    callback its own), so it runs as soon as a callback wakes it and never delays one; without
+    the right, nice -10, and without that the thread runs as it is. None, or the one line why not."""
+    try:
+        callback_priority = os.sched_getparam(callback_thread).sched_priority if callback_thread else 0
+        if os.sched_getscheduler(callback_thread) not in (os.SCHED_FIFO, os.SCHED_RR):
+            callback_priority = 0
+    except OSError:
+        callback_priority = 0
+    priority = max(1, callback_priority - 1) if callback_priority else 0
+    if priority:
+        try:
+            os.sched_setscheduler(thread_id, os.SCHED_FIFO, os.sched_param(priority))
+            return None
+        except OSError as exc:
+            why = f"no real-time priority for the mixing thread ({exc.strerror})"
+    else:
+        why = "no real-time priority for the mixing thread (the audio callback has none to stay below)"
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread_id, -10)  # a thread's own nice value on Linux
+        return why + "; it runs at nice -10"
+    except OSError:
+        return why + "; it runs at normal priority (allow rtprio for the audio group: docs/raspberry-pi.md)"
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
@@ -384,12 +585,22 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     except OSError as exc:
         answer({"error": f"the kit's shared memory is gone ({exc})", "kit": True})
         return 2
+    notes = []
+    mixing = None
     try:
-        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate)
+        blocksize = int(setup["blocksize"])
+        ahead = int(setup.get("ahead", 0)) if blocksize else 0  # PortAudio's own (varying) block size: mix in it
+        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=ahead, blocksize=blocksize)
         stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
         gc.collect()
         gc.freeze()
         gc.disable()
+        if ahead:
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            note = lock_memory()
+            if note:
+                notes.append(note)
+        mixing = mixer.start_mixing()
         stream.start()
     except DrumMachineError as exc:
         answer({"error": exc.what, "where": exc.where})
@@ -397,8 +608,16 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     except Exception as exc:
         answer({"error": f"no audio output ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"})
         return 2
+    if mixing is not None:
+        waited = time.monotonic() + 2.0
+        while not mixer.callback_thread and time.monotonic() < waited:
+            time.sleep(0.005)  # the first callback tells which thread (and priority) JACK gave it
+        note = realtime_below(mixing.native_id, mixer.callback_thread)
+        if note:
+            notes.append(note)
     lat = stream.latency
-    answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat)})
+    answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat), "notes": notes,
+            "ahead": mixer.ahead.ahead if mixer.ahead else 0})
     try:
         while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
             pass
@@ -407,6 +626,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     try:
         stream.stop()
         stream.close()
+        mixer.stop_mixing(mixing)
     finally:
         block.close()
         if shared_kit is not None:

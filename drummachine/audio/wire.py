@@ -6,7 +6,8 @@ ever waits on the other:
   (voices past the kit's nine are the cue bus's sounds; ``LEVEL`` + bus sets a bus's level);
 - the stream's sample clock comes back as (frames done, monotonic time of that callback) under a
   sequence lock, so the engine's clock is the audio clock, read without a system call;
-- counters (callbacks, underruns, faults) and a panic generation number.
+- counters (callbacks, underruns, faults, blocks not mixed in time, blocks mixed again), a panic
+  generation number, and a histogram of the callback's durations (``TIMING_BIN_NS`` bins).
 """
 
 from __future__ import annotations
@@ -24,16 +25,24 @@ HEADER = 16
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
 (WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS,
- FAULTS) = range(12)
+ FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS) = range(16)
+# NOT_READY: blocks the callback found not mixed (it played silence); REMIXED: blocks mixed again for an
+# event that came after they were mixed; LATE_EVENTS: hits that came for the block playing next or
+# earlier; MIX_WORST_NS: the mixing thread's longest turn (audio.ahead)
+TIMING_BINS = 512
+TIMING_BIN_NS = 5_000  #: the callback's durations, 5 µs bins; the last bin holds everything longer
 
 
 class SharedBlock:
-    """The shared memory: header (int64), event ring (float64 rows), optional recording (float32)."""
+    """The shared memory: header (int64), event ring (float64 rows), the callback's timings
+    (int64 counts), optional recording (float32)."""
 
     def __init__(self, name: str | None = None, record_frames: int = 0, channels: int = 2):
         from multiprocessing import shared_memory
 
-        size = HEADER * 8 + CAPACITY * 4 * 8 + record_frames * channels * 4
+        timings_at = HEADER * 8 + CAPACITY * 4 * 8
+        recording_at = timings_at + TIMING_BINS * 8
+        size = recording_at + record_frames * channels * 4
         if name is None:
             self.shm = shared_memory.SharedMemory(create=True, size=size)
             self.owner = True
@@ -43,18 +52,20 @@ class SharedBlock:
         buf = self.shm.buf
         self.header = np.ndarray((HEADER,), np.int64, buf, 0)
         self.ring = np.ndarray((CAPACITY, 4), np.float64, buf, HEADER * 8)
-        self.recording = np.ndarray((record_frames, channels), np.float32, buf, HEADER * 8 + CAPACITY * 32) \
+        self.timings = np.ndarray((TIMING_BINS,), np.int64, buf, timings_at)
+        self.recording = np.ndarray((record_frames, channels), np.float32, buf, recording_at) \
             if record_frames else None
         if self.owner:
             self.header[:] = 0
             self.ring[:] = 0
+            self.timings[:] = 0
 
     @property
     def name(self) -> str:
         return self.shm.name
 
     def close(self) -> None:
-        self.header = self.ring = self.recording = None
+        self.header = self.ring = self.timings = self.recording = None
         release(self.shm, self.owner)
 
 

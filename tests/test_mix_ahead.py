@@ -1,0 +1,212 @@
+"""Mixing ahead of the playhead (audio.ahead): the callback copies blocks mixed earlier, and the
+sound is the same, sample for sample, as mixing inside the callback — for events that come
+before the horizon and for events that come after their block was mixed (it is mixed again).
+Driven by hand: one loop plays the callback and the mixing thread in turn, no threads, no sleeps."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from drummachine.audio.ahead import MixAhead
+from drummachine.audio.kit import Kit, synth_kit
+from drummachine.audio.mixing import Voices
+from drummachine.audio.wire import LEVEL, LATE_EVENTS, NOT_READY, REMIXED, EventRing, SharedBlock
+from drummachine.core.voices import CLOSED_HAT, CRASH, KICK, OPEN_HAT, SNARE
+
+BLOCK = 128
+OK = SimpleNamespace(output_underflow=False)
+
+
+def reference(kit, events, n, levels=()):
+    """What mixing inside the callback plays: every event known before its block, (frame, voice,
+    velocity); ``levels``: (frame, bus, level) applied from the block holding frame."""
+    v = Voices(kit)
+    out = np.zeros((n, v.channels), np.float32)
+    for start in range(0, n, BLOCK):
+        for f, bus, level in levels:
+            if start <= f < start + BLOCK:
+                v.set_level(bus, level)
+        for f, voice, vel in events:
+            if start <= f < start + BLOCK:
+                v.add(f, voice, vel)
+        blk = out[start:start + BLOCK]
+        v.mix(blk, start)
+        v.limit(blk)
+    return out
+
+
+def play(kit, n, arrivals, ahead=3, stall=()):
+    """The callback and the mixing thread in turn. ``arrivals``: {block index: [(frame, voice,
+    value)]} handed to the mixer before that block's callback (as the engine's ring would); in
+    ``stall``, the mixing thread does not run after that block (the callback finds it late)."""
+    mix = MixAhead(Voices(kit), BLOCK, ahead)
+    mix.advance()  # the first blocks, before the stream starts
+    out = np.zeros((n, mix.voices.channels), np.float32)
+    not_ready = 0
+    for k, start in enumerate(range(0, n, BLOCK)):
+        for event in arrivals.get(k, ()):
+            if event == "panic":
+                mix.panic()
+            else:
+                mix.schedule(*event)
+        if not mix.copy_out(out[start:start + BLOCK], start, BLOCK):
+            out[start:start + BLOCK] = 0.0
+            not_ready += 1
+        mix.playhead = start + BLOCK
+        if k not in stall:
+            mix.advance()
+    return out, mix, not_ready
+
+
+def groove(n):
+    rng = np.random.default_rng(1)
+    events = []
+    for f in range(3000, n - 2000, 1500):
+        events.append((f + int(rng.integers(0, 60)), int(rng.choice([KICK, SNARE, CLOSED_HAT, OPEN_HAT])),
+                       float(rng.uniform(0.3, 1.0))))
+    return events
+
+
+def test_events_known_early_play_exactly_as_mixed_in_the_callback():
+    kit = synth_kit(48000)
+    n = 40 * BLOCK * 10
+    events = groove(n)
+    # each event reaches the mixer 30 ms before its frame (the engine's margin), in blocks
+    arrivals = {}
+    for e in events:
+        arrivals.setdefault(max(0, (e[0] - 1440) // BLOCK), []).append(e)
+    out, mix, not_ready = play(kit, n, arrivals)
+    np.testing.assert_allclose(out, reference(kit, events, n), atol=1e-6)
+    assert not_ready == 0 and mix.remixed == 0 and mix.late == 0
+
+
+@pytest.mark.parametrize("blocks_before", [1, 2, 3])
+def test_an_event_after_its_block_was_mixed_is_mixed_again_on_its_sample(blocks_before):
+    """A hit that arrives 1 or 2 blocks before its block (the horizon is 3 blocks: its block is
+    already mixed; 3 blocks before, it is not yet) sounds on its sample, and everything after it (chokes, the limiter) is what
+    mixing in the callback would have made: the blocks from its own are mixed again."""
+    kit = synth_kit(48000)
+    n = 60 * BLOCK
+    early = [(1000, CRASH, 1.0), (1100, OPEN_HAT, 0.9), (5000, SNARE, 0.8)]
+    late_frame = 20 * BLOCK + 37  # a closed hat: it chokes the ringing open hat from its sample
+    arrivals = {0: early, 20 - blocks_before: [(late_frame, CLOSED_HAT, 1.0)]}
+    out, mix, not_ready = play(kit, n, arrivals)
+    ref = reference(kit, early + [(late_frame, CLOSED_HAT, 1.0)], n)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    assert not_ready == 0 and mix.late == 0
+    assert mix.remixed == 3 - blocks_before  # its block and the mixed ones after it
+
+
+def test_round_robin_turns_survive_a_remix():
+    """A kit that alternates two layers: mixing blocks again must not advance its turns twice."""
+    t = np.arange(2000) / 48000
+    a, b = (np.sin(2 * np.pi * 200 * t) * 0.5).astype(np.float32), (np.sin(2 * np.pi * 300 * t) * 0.5).astype(np.float32)
+    base = synth_kit(48000)
+    layers = ((a, b),) + base.layers[1:]
+    ranges = (((0.0, 1.0), (0.0, 1.0)),) + tuple(tuple((i / len(v), (i + 1) / len(v)) for i in range(len(v)))
+                                                 for v in base.layers[1:])
+    make = lambda: Kit("rr", 48000, layers, ranges=ranges, round_robin=(True,) + (False,) * 8)  # noqa: E731
+    n = 40 * BLOCK
+    hits = [(500, KICK, 0.8), (3000, KICK, 0.8), (10 * BLOCK + 5, KICK, 0.8), (15 * BLOCK, KICK, 0.8)]
+    out, mix, _ = play(make(), n, {0: hits[:2] + hits[3:], 9: [hits[2]]})
+    np.testing.assert_allclose(out, reference(make(), hits, n), atol=1e-6)
+    assert mix.remixed > 0
+
+
+def test_a_hit_for_the_block_playing_next_sounds_at_the_block_after():
+    """The block the callback copies next is never mixed again: a hit for it (or for the past,
+    an immediate hit) starts on the first frame of the block after — at most one period late."""
+    kit = synth_kit(48000)
+    n = 30 * BLOCK
+    out, mix, _ = play(kit, n, {10: [(10 * BLOCK + 50, KICK, 1.0), (3 * BLOCK, SNARE, 0.7)]})
+    ref = reference(kit, [(11 * BLOCK, KICK, 1.0), (11 * BLOCK, SNARE, 0.7)], n)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    assert mix.late == 2 and not out[:11 * BLOCK].any()
+
+
+def test_a_level_change_and_a_panic_take_effect_from_the_block_after_the_next():
+    kit = synth_kit(48000)
+    n = 40 * BLOCK
+    crash = [(200, CRASH, 1.0)]
+    out, _, _ = play(kit, n, {0: crash, 8: [(0, LEVEL + 0, 0.25)]})
+    np.testing.assert_allclose(out, reference(kit, crash, n, levels=[(9 * BLOCK, 0, 0.25)]), atol=1e-6)
+    out, _, _ = play(kit, n, {0: crash + [(30 * BLOCK, KICK, 1.0)], 8: ["panic"]})
+    ref = reference(kit, crash, n)
+    np.testing.assert_allclose(out[:9 * BLOCK], ref[:9 * BLOCK], atol=1e-6)
+    assert np.abs(ref[9 * BLOCK:12 * BLOCK]).max() > 0.01  # the crash would still ring
+    assert not out[9 * BLOCK:].any()  # silence, and the hit after the panic is gone too
+
+
+def test_a_stalled_mixing_thread_means_silent_blocks_counted_then_it_goes_on_from_the_playhead():
+    """The callback never mixes: a block not ready plays silence (counted); the mixing starts
+    again from the playhead, a hit meant for the gap sounds at once, later hits on their sample."""
+    kit = synth_kit(48000)
+    n = 40 * BLOCK
+    hits = [(12 * BLOCK + 10, SNARE, 0.9), (30 * BLOCK + 3, KICK, 1.0)]
+    out, mix, not_ready = play(kit, n, {0: hits}, stall=set(range(8, 15)))
+    # no mixing after blocks 8..14: 8, 9, 10 were ready (mixed by block 7's turn), 11..15 were not
+    assert not_ready == 5 and mix.behind == 1
+    assert not out[11 * BLOCK:16 * BLOCK].any()
+    ref = reference(kit, [(16 * BLOCK, SNARE, 0.9), hits[1]], n)
+    np.testing.assert_allclose(out[16 * BLOCK:], ref[16 * BLOCK:], atol=1e-6)
+
+
+def test_the_mixers_callback_copies_what_its_mixing_turns_mixed_from_the_shared_ring():
+    """The process's two halves over the real shared block: the engine's ring, the mixing turn,
+    the callback (as the stream calls it): onsets on their sample, counters in the header."""
+    from drummachine.audio.process import Mixer
+
+    owner = SharedBlock()
+    attached = SharedBlock(owner.name)
+    try:
+        ring = EventRing(owner)
+        mixer = Mixer(attached, Voices(synth_kit(48000)), ahead=3)
+        mixer.mix_turn()
+        ring.push(5 * BLOCK + 17, KICK, 1.0)  # 4 blocks ahead of the first callback: before the horizon
+        out = np.zeros((20 * BLOCK, 2), np.float32)
+        for k in range(20):
+            if k == 7:
+                ring.push(9 * BLOCK + 99, SNARE, 0.8)  # after block 9 was mixed (by block 6's turn)
+            mixer.callback(out[k * BLOCK:(k + 1) * BLOCK], BLOCK, None, OK)
+            mixer.mix_turn()  # the mixing thread's turn, woken by that callback
+        ref = reference(synth_kit(48000), [(5 * BLOCK + 17, KICK, 1.0), (9 * BLOCK + 99, SNARE, 0.8)], 20 * BLOCK)
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+        h = owner.header
+        assert h[NOT_READY] == 0 and h[REMIXED] >= 1 and h[LATE_EVENTS] == 0 and owner.timings.sum() == 20
+    finally:
+        attached.close()
+        owner.close()
+
+
+@pytest.mark.jack
+def test_the_mix_ahead_mixer_plays_onsets_on_their_sample_over_jack(jack_server):
+    """The real mixer process over JACK (mixing ahead, the default): hits recorded through a
+    loopback each at its frame plus the same loopback delay."""
+    import subprocess
+    import time
+
+    from drummachine.audio.process import AudioProcessSink
+
+    sink = AudioProcessSink(None, 48000, record_seconds=8.0).wait_ready()
+    try:
+        assert sink.setup["ahead"] == 3
+        subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
+        subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
+        base = int(sink.clock.now() * 48000) + 12000
+        frames = [base + k * 9001 for k in range(8)]  # a closed hat rings 8,640 frames
+        for f in frames:
+            assert sink.events.push(f, CLOSED_HAT, 0.9)
+        time.sleep((frames[-1] + 4800) / 48000 - sink.clock.now())
+        callbacks, not_ready = sink.callbacks, sink.not_ready
+    finally:
+        sink.close()
+    rec = sink.recording[:, 0]
+    delays = []
+    for f in frames:
+        assert not rec[f - 100:f].any()  # the hit before (8,640 frames, heard two periods late) is over
+        loud = np.flatnonzero(np.abs(rec[f:f + 1024]) > 1e-6)
+        assert loud.size
+        delays.append(int(loud[0]))
+    assert len(set(delays)) == 1 and 0 <= delays[0] <= 3 * BLOCK, delays  # every hit on its sample
+    assert callbacks > 0 and not_ready <= 0.02 * callbacks, (not_ready, callbacks)
