@@ -67,6 +67,7 @@ def _options(args):
     return Options(song=song, setlist=setlist, style=args.style,
                    bpm=args.bpm, intensity=args.intensity, audio=args.audio, audio_device=args.audio_device,
                    audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit, outs=args.outs,
+                   cue_out=args.cue_out, click=args.click == "on",
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
@@ -319,6 +320,11 @@ def register(sub) -> None:
     p.add_argument("--outs", default="stereo", choices=("stereo", "groups", "voices"),
                    help="audio outputs: stereo (default); groups: kick, snare, toms L/R, overheads L/R, hats; "
                    "voices: one per voice (as JACK ports out_0.., or a multichannel device's channels)")
+    p.add_argument("--cue-out", metavar="PORTS|channels", help="a cue bus for the in-ears (drums, a click, the "
+                   "count-in, a cue a bar before each section change): one or two JACK ports (left,right; a unique "
+                   "part of a name will do), or 'channels': the device's two after the main outputs")
+    p.add_argument("--click", choices=("on", "off"), default="on", help="with --cue-out: the click on the beat "
+                   "(default on; a song's click setting wins; the count-in clicks either way)")
     p.add_argument("--kit", metavar="NAME|DIR", help="a Hydrogen kit by name (drummachine kits) or folder, or a "
                    "folder of WAV samples named by voice (default: the built-in kit)")
     p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")

@@ -25,6 +25,7 @@ DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OP
 CYMBAL_CYCLE = ("hats", "ride", "auto")
 #: --wait-for-band: sure readings (50 ms apart) after the lock before coming in: about a bar
 BAND_COUNT_IN_READINGS = 30
+CLICK_LEVEL = 0.5  #: the click's level on the cue bus when the song sets none (as audio.process's)
 
 
 class CommandHandlers:
@@ -89,6 +90,7 @@ class CommandHandlers:
             log.warning("song %s: not while playing (the session starts it when this one has ended)", song.name)
             return
         self._reset_song(song)
+        self._song_click(song)
 
     def _on_tempo(self, bpm, now):
         if not self.playing:
@@ -146,6 +148,41 @@ class CommandHandlers:
             name = CYMBAL_CYCLE[(CYMBAL_CYCLE.index(current) + 1) % len(CYMBAL_CYCLE)] \
                 if current in CYMBAL_CYCLE else "hats"
         self._rewind_to(self.conductor.set_cymbal(at, plan.section, name))
+
+    # the audio out's levels and the click: set on the outputs that have them (the mixer process's
+    # sink: audio.process), from this loop, the one that sends them events (the ring has one writer)
+    def _on_main_level(self, level, now):
+        self._bus_level("main", level)
+
+    def _on_cue_level(self, level, now):
+        self._bus_level("cue", level)
+
+    def _on_click_level(self, level, now):
+        self.click.level = level
+        self._click_to_sinks()
+
+    def _on_click(self, on, now):  # None: a toggle (a foot switch)
+        self.click.on = not self.click.on if on is None else on
+        self._click_to_sinks()
+
+    def _bus_level(self, bus: str, level: float) -> None:
+        self.levels[bus] = level
+        for s in self.sinks:
+            set_level = getattr(s, "set_level", None)  # an output with buses (MIDI has none)
+            if set_level is not None:
+                set_level(bus, level)
+
+    def _song_click(self, song) -> None:
+        """The click as the song sets it (``click``, ``click_level``), else the defaults."""
+        self.click.on = self.click_default if song.click is None else song.click
+        self.click.level = CLICK_LEVEL if song.click_level is None else song.click_level
+        self._click_to_sinks()
+
+    def _click_to_sinks(self) -> None:
+        for s in self.sinks:
+            if getattr(s, "cue", False):  # an output with a cue bus: its click follows the engine's clock pulses
+                s.click = self.click.on or self.counting_in
+                s.click_level = self.click.level
 
     def _on_keep(self, value, now):
         self.conductor.keep(self.commit_cursor)

@@ -68,10 +68,18 @@ class Spec:
     knob: bool = False  #: continuous: a CC's 0..127 spans the value's range
     knob_step: float = 0.0  #: one UI key press turns the knob by this much
     needs_playing: bool = False  #: ignored while the engine is stopped
+    #: a level of the audio out (a bus, the click), not the model's: a CC spans its range as a
+    #: knob's does, but it is kept out of KNOBS (the UI's knob row, styles.toml's keys)
+    level: bool = False
 
 
 def _knob(name, help, lo, hi, step, when=STEP):
     return Spec(name, help, Value(NUMBER, lo, hi), when, knob=True, knob_step=step)
+
+
+def _level(name, help):
+    """A level of the audio out, 0..1, from the mixer's next block (a CC's 0..127 spans it)."""
+    return Spec(name, help, Value(NUMBER, 0.0, 1.0), NOW, knob=True, knob_step=0.05, level=True)
 
 
 SECTION_NUMBERS = (1, 64)
@@ -115,6 +123,10 @@ COMMANDS: dict[str, Spec] = {s.name: s for s in (
          Value(CHOICE, choices=tuple(CYMBALS), optional=True), BAR, needs_playing=True),
     Spec("mute", "mute / unmute a voice", Value(VOICE)),
     Spec("solo", "solo / unsolo a voice", Value(VOICE)),
+    _level("main_level", "the main bus's level, to the PA (CC 108 in the pedal drum machine CC map)"),
+    _level("cue_level", "the cue bus's level, to the in-ears: drums, click and cues (CC 109)"),
+    _level("click_level", "the click's level on the cue bus (a song's own: its click_level)"),
+    Spec("click", "the click on the cue bus on / off (the count-in clicks either way)", Value(FLAG, optional=True)),
     Spec("next_song", "the next song of the setlist (after the one playing has ended)", target=SESSION,
          when=SONG_END),
     Spec("previous_song", "the previous song of the setlist", target=SESSION, when=SONG_END),
@@ -132,7 +144,8 @@ COMMANDS: dict[str, Spec] = {s.name: s for s in (
          target=SESSION, bindable=False),
 )}
 BINDABLE: tuple[str, ...] = tuple(n for n, s in COMMANDS.items() if s.bindable)
-KNOBS: dict[str, Spec] = {n: s for n, s in COMMANDS.items() if s.knob}
+#: the model's knobs (the UI's knob row, styles.toml); the audio out's levels are not among them
+KNOBS: dict[str, Spec] = {n: s for n, s in COMMANDS.items() if s.knob and not s.level}
 
 
 @dataclass(frozen=True)

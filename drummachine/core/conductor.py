@@ -280,6 +280,17 @@ class Conductor:
         return replace(cues, palette=tuple(palette))
 
 
+def announces_change(before: BarPlan, after: BarPlan) -> bool:
+    """Whether the bar line from ``before`` to ``after`` is one the band is warned of on the cue
+    bus (a bar ahead): a new section (the same one again after a go-to too), the outro's ending
+    fill, or the song's final hit. Never the first section (after the count-in or at the start)."""
+    if before.kind != GROOVE:
+        return False
+    if after.kind == GROOVE:
+        return after.bar_in_section == 0
+    return after.kind in (ENDING, FINAL)
+
+
 def with_feel(cues: Cues, feel: BarFeel, asked_fill: bool = False) -> Cues:
     """``cues`` (the section's, with the bar's fill) as the performer plays the bar: its offsets
     and palette picks (core.performer.apply_feel); a voice the song, the cymbal or the pedal asks

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from drummachine.core import commands
-from drummachine.core.command_handlers import CommandHandlers
+from drummachine.core.command_handlers import CLICK_LEVEL, CommandHandlers
 from drummachine.core.commands import Command
 from drummachine.core.conditioning import Cues
-from drummachine.core.conductor import COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor, with_feel
+from drummachine.core.conductor import (COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor, announces_change,
+                                        with_feel)
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.events import STOP, Event, Sink
+from drummachine.core.events import CLOCK, STOP, Event, Sink
 from drummachine.core.follow import FollowConfig, Follower
 from drummachine.core.sampling import Steering
 from drummachine.core.sections import cues_for
@@ -49,6 +50,17 @@ log = logging.getLogger("drummachine")
 FILL_ONSET_STEPS = 2
 FILL_PUSH = {**{v: 4.0 for v in TOMS}, SNARE: 2.0}
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
+#: an event for the cue bus alone (audio.process plays its section-cue sound): never sent to other outputs
+CUE = "cue"
+
+
+@dataclass
+class Click:
+    """The click on the cue bus: the song's setting (or the command line's), changed live by the
+    click and click_level commands. The count-in clicks even when it is off."""
+
+    on: bool = True
+    level: float = CLICK_LEVEL
 
 
 @dataclass
@@ -69,7 +81,12 @@ class Engine(CommandHandlers):
 
     def __init__(self, generator, song: Song, clock: Clock, sinks: list[Sink], *, lookahead: int = 8,
                  margin: float = 0.03, start_delay: float = 0.25, steering: Steering = Steering(),
-                 midi_clock: bool = False, max_commands: int = 256, performer=None):
+                 midi_clock: bool = False, max_commands: int = 256, performer=None, cue_bus: bool = False,
+                 click: bool = True):
+        """``midi_clock``: clock pulses to every output (MIDI clock out). ``cue_bus``: the outputs with
+        a cue bus (``sink.cue``) get clock pulses (their click) and a section cue a bar before each
+        change; the others never see either unless ``midi_clock``. ``click``: the click's default
+        (a song's ``click`` wins)."""
         self.gen = generator
         self.performer = performer
         self.song = song
@@ -80,6 +97,11 @@ class Engine(CommandHandlers):
         self.start_delay = start_delay
         self.steering = steering
         self.midi_clock = midi_clock
+        self.cue_bus = cue_bus
+        self.click_default = click
+        self.click = Click(click)
+        self.counting_in = False  #: the count-in is playing: the cue bus clicks whatever the click is
+        self.levels = {"main": 1.0, "cue": 1.0}  #: the audio out's bus levels (main_level, cue_level)
         self.commands: queue.Queue[Command] = queue.Queue(max_commands)
         self.lock = threading.RLock()  # guards the conductor and the step tables; never held in a model call
         self.stats = Stats()
@@ -98,6 +120,7 @@ class Engine(CommandHandlers):
         self.followed_beat = -1  #: the beat line the follower last moved
         self.band_intensity = 0.0  #: the dynamics' intensity offset, added to the knob's
         self._reset_song(song)
+        self._song_click(song)
 
     # --- state ----------------------------------------------------------------------------
     def _reset_song(self, song: Song) -> None:
@@ -115,6 +138,7 @@ class Engine(CommandHandlers):
         self.section_states: dict[int, object] = {}
         self.applied_bpm: float | None = None
         self.manual_tempo = False
+        self.cued_bar = -1  #: the last bar whose change the cue bus announced
         self.gen.reset()
 
     def snapshot(self) -> Snapshot:
@@ -193,9 +217,15 @@ class Engine(CommandHandlers):
                 self._fault("output", f"{type(s).__name__}.panic")
 
     def _send(self, events: list[Event]) -> None:
+        plain = None
         for s in self.sinks:
+            out = events
+            if self.cue_bus and not getattr(s, "cue", False):  # what the cue bus alone gets stays off MIDI
+                if plain is None:
+                    plain = [e for e in events if e.kind != CUE and (self.midi_clock or e.kind != CLOCK)]
+                out = plain
             try:
-                s.send(events)
+                s.send(out)
             except Exception:
                 self._fault("output", f"{type(s).__name__}.send")
 
@@ -269,7 +299,10 @@ class Engine(CommandHandlers):
         if audible and self.resume_step is not None:
             self.resume_step = None
         events = step_events(hvo, c, self.transport, swing=self.knobs["swing"], humanize=self.knobs["humanize"],
-                             audible=audible, muted=self.muted, solo=self.solo, midi_clock=self.midi_clock)
+                             audible=audible, muted=self.muted, solo=self.solo,
+                             midi_clock=self.midi_clock or self.cue_bus)
+        if self.cue_bus:
+            self._cue_bus_step(c, plan, events)
         self._hand_out(c, hvo, events)
         if plan.kind == SILENT or (plan.kind == FINAL and s == STEPS_PER_BAR - 1):
             self.playing = False
@@ -282,6 +315,23 @@ class Engine(CommandHandlers):
             self.commit_cursor = c + 1
         self.stats.steps += 1
         self._send(events)
+
+    def _cue_bus_step(self, c: int, plan: BarPlan, events: list[Event]) -> None:
+        """The cue bus's part of step ``c``: the count-in clicks even with the click off; a section
+        cue one bar before a change (``announces_change``), at the bar line; a change cued live after
+        that bar line (next, outro) is announced at once, from this step."""
+        if (plan.kind == COUNT_IN) != self.counting_in:
+            self.counting_in = plan.kind == COUNT_IN
+            self._click_to_sinks()
+        after = c // STEPS_PER_BAR + 1
+        if after <= self.cued_bar:
+            return
+        with self.lock:
+            change = announces_change(plan, self.conductor.plan(after))
+        if change:
+            self.cued_bar = after
+            events.append(Event(self.transport.time_of(c), CUE, velocity=1.0))
+            events.sort(key=lambda e: e.time)
 
     def _commit_fallback(self, c: int) -> None:
         """After a fault in a commit: the step a bar earlier, on the grid, so the groove goes on."""

@@ -5,6 +5,8 @@ name = "Highway"          # shown on stage
 style = "rock"            # default for every section
 bpm = 128                 # default for every section
 count_in = 1              # bars of hi-hat count-in before the first section (0: none)
+click = true              # the click on the in-ears' cue bus (play --cue-out); left out: play --click
+click_level = 0.5         # 0..1; left out: 0.5
 
 [[sections]]
 name = "intro"            # any name; its kind is the name when that is a known kind
@@ -29,7 +31,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.toml_files import parse_toml, read_text
 from drummachine.core.sections import SECTIONS, SectionFeel, check_voices, section_feel
 
-SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal", "voices"}
+SONG_KEYS = {"name", "style", "bpm", "count_in", "sections", "intensity", "cymbal", "voices", "click", "click_level"}
 SECTION_KEYS = {"name", "kind", "bars", "style", "bpm", "intensity", "fill_every", "cymbal", "voices"}
 
 
@@ -57,6 +59,8 @@ class Song:
     sections: tuple[Section, ...]
     count_in: int = 0
     source: str = ""
+    click: bool | None = None  #: the click on the cue bus; None: the default (play --click)
+    click_level: float | None = None  #: its level 0..1; None: the default
 
     def index(self, name: str) -> int:
         for i, s in enumerate(self.sections):
@@ -138,6 +142,12 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
         return value
 
     cymbal = cymbal_ok(data.get("cymbal", "auto"), "cymbal", top)
+    click = data.get("click")
+    if click is not None and not isinstance(click, bool):
+        top("click", f"{click!r} is not allowed; allowed: true or false")
+    click_level = data.get("click_level")
+    if click_level is not None:
+        click_level = float(number(click_level, "click_level", 0.0, 1.0, top))
 
     def voices_ok(value, key, where):
         try:
@@ -182,7 +192,7 @@ def song_from_toml(text: str, path: str | Path = "<song>", styles: tuple[str, ..
     for i, n in enumerate(names):
         if names.index(n) != i:
             fail(_section_line(text, i, "name"), f"sections[{i}].name", f"duplicate section name {n!r}")
-    return Song(name, tuple(sections), count_in, str(path))
+    return Song(name, tuple(sections), count_in, str(path), click, click_level)
 
 
 def load_song(path: str | Path, styles: tuple[str, ...] | None = None) -> Song:

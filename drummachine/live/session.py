@@ -38,6 +38,10 @@ class Options:
     rate: int = 48000
     kit: str | None = None
     outs: str = "stereo"  #: audio outputs: stereo, groups or voices (audio.mixing.OUTS)
+    #: the cue bus for the in-ears (audio.cue_out): one or two JACK ports, or "channels" (the
+    #: device's after the main outputs); None: no cue bus
+    cue_out: str | None = None
+    click: bool = True  #: the click on the cue bus (a song's own click setting wins)
     midi_out: str | None = None
     midi_virtual: bool = False
     midi_in: str | None = None
@@ -106,7 +110,8 @@ class Session:
             self.midi.clock = clock
         performer = shipped_performer(opts.seed, self.warnings) if opts.performer else None
         self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
-                             midi_clock=opts.clock_out and opts.clock != "midi", performer=performer)
+                             midi_clock=opts.clock_out and opts.clock != "midi", performer=performer,
+                             cue_bus=any(getattr(s, "cue", False) for s in self.sinks), click=opts.click)
         for name, value in starting_commands(self.styles, self.song, opts.bpm):
             self.engine.command(name, value)
         self.engine.pump()
@@ -129,27 +134,44 @@ class Session:
             return load_song(find("songs", name), self.generator.cond.styles)
         return choose_song(self.generator, self.styles, None, self.opts.style, self.opts.bpm, self.opts.intensity)
 
-    def _start_audio(self):
-        """The audio process, starting (None without audio): see audio_process."""
+    def _start_audio(self, cue: bool | None = None):
+        """The audio process, starting (None without audio): see audio_process. ``cue``: with the
+        cue bus (default: when --cue-out asks for it)."""
         o = self.opts
+        if o.cue_out:
+            from drummachine.audio.cue_out import cue_ports
+
+            cue_ports(o.cue_out)  # a malformed --cue-out is one line before anything starts
         if not o.audio:
             return None
         from drummachine.audio.process import AudioProcessSink
 
+        cue = bool(o.cue_out) if cue is None else cue
         try:
-            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs)
+            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+                                    cue=cue)
         except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
             if not getattr(exc, "kit", False):
                 raise
             self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
-            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs)
+            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+                                    cue=cue)
 
     def _outputs(self, starting=None) -> None:
         o = self.opts
         if starting is not None:
             try:
-                self.audio = starting.wait_ready()
+                try:
+                    self.audio = starting.wait_ready()
+                except DrumMachineError as exc:
+                    if not (starting.cue and exc.where == "--outs"):
+                        raise
+                    # too few channels for the cue bus too: the main outputs alone, the in-ears without
+                    self.warnings.append(f"{exc}; playing without the cue bus")
+                    log.warning("%s; playing without the cue bus", exc)
+                    self.audio = self._start_audio(cue=False).wait_ready()
                 self.sinks.append(self.audio)
+                self._connect_cue()
             except DrumMachineError as exc:
                 if getattr(exc, "kit", False):
                     raise
@@ -177,6 +199,22 @@ class Session:
                 log.warning("%s", exc)
         if not self.sinks:
             raise DrumMachineError("play", "no audio device and no MIDI output: nothing to play through")
+
+    def _connect_cue(self) -> None:
+        """--cue-out's JACK ports: the cue bus connected there (again after a mixer restart); a port
+        that is not there is a warning, and the cue bus stays where PortAudio put it."""
+        o = self.opts
+        if self.audio is None or not self.audio.cue:
+            return
+        from drummachine.audio.cue_out import connect_cue
+
+        try:
+            pairs = connect_cue(o.cue_out, len(self.audio.channels))
+            if pairs:
+                log.info("cue bus: %s", ", ".join(f"{a} -> {b}" for a, b in pairs))
+        except DrumMachineError as exc:
+            self.warnings.append(f"{exc}; the cue bus plays on the device's channels after the main ones")
+            log.warning("%s", exc)
 
     def _inputs(self) -> None:
         o = self.opts
@@ -300,6 +338,7 @@ class Session:
             try:
                 if self.audio.restart_if_gone():
                     log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
+                    self._connect_cue()  # a new mixer: PortAudio connected its ports anew
             except DrumMachineError as exc:
                 log.warning("audio process stopped and cannot restart: %s; trying again", exc)
                 self.stop_event.wait(2.0)
