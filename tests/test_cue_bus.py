@@ -161,6 +161,24 @@ def test_levels_and_the_click_by_command_reach_the_outputs_and_a_new_song_sets_i
     assert cue.click is True and cue.click_level == 0.2
 
 
+@pytest.mark.xfail(strict=True, reason="audio/process.py's AudioProcessSink.send pushes the constant CLICK_LEVEL, "
+                   "not the click_level the engine sets (the mixer side is not this work's: see issue 16's report)")
+def test_the_click_level_the_engine_sets_is_the_level_the_sink_clicks_at():
+    from drummachine.audio.mixing import CLICK_ACCENT
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.core.events import Event
+
+    pushed = []
+    sink = AudioProcessSink.__new__(AudioProcessSink)  # its send alone: no mixer process
+    sink.rate, sink.cue, sink.click, sink._beat_step = 48000, True, True, -1
+    sink.events = type("Ring", (), {"push": lambda self, *row: pushed.append(row)})()
+    h = Harness(SHORT.replace("count_in = 1", "count_in = 1\nclick_level = 0.2"), start=100.0, cue_bus=True)
+    h.engine.sinks.append(sink)
+    h.engine._click_to_sinks()
+    sink.send([Event(1.0, CLOCK, step=0)])
+    assert pushed == [(48000, CLICK_ACCENT, 0.2)]
+
+
 def test_cc_108_and_109_set_the_main_and_cue_levels():
     from drummachine.core.controller import PresetControl
     from drummachine.live.presets import controller_stack
@@ -234,14 +252,13 @@ def test_play_refuses_a_malformed_cue_out_in_one_line(tmp_path):
 
 # --- through the mixer process, on JACK --------------------------------------------------------
 
-@pytest.fixture
-def jack4(monkeypatch):
-    """A JACK server of our own with four ports a side (main and cue), named for this process."""
+def own_jack(monkeypatch, ports: int):
+    """A JACK server of our own with ``ports`` ports a side, named for this process."""
     if not shutil.which("jackd"):
         pytest.skip("jackd is not installed")
-    name = f"drummachine-cue-{os.getpid()}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", "4", "-C", "4"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    name = f"drummachine-cue-{os.getpid()}-{ports}"
+    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", str(ports),
+                               "-C", str(ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     try:
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
@@ -250,6 +267,18 @@ def jack4(monkeypatch):
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.fixture
+def jack4(monkeypatch):
+    """Four ports a side: the main bus and the cue bus."""
+    yield from own_jack(monkeypatch, 4)
+
+
+@pytest.fixture
+def jack2(monkeypatch):
+    """Two ports a side: a stereo interface, no room for the cue bus."""
+    yield from own_jack(monkeypatch, 2)
 
 
 def connections() -> dict[str, list[str]]:
@@ -273,6 +302,16 @@ def test_play_with_cue_out_opens_the_cue_bus_and_connects_it_to_the_ports(jack4)
     with Session(Options(fake_model=True, cue_out="nosuch", performer=False)) as session:
         assert session.engine.cue_bus  # a port that is not there: a warning, the cue bus plays on
         assert [w for w in session.warnings if w.startswith("--cue-out: 'nosuch' matches 0 JACK input ports")]
+
+
+@pytest.mark.jack
+def test_with_too_few_channels_for_the_cue_bus_play_goes_on_without_it(jack2):
+    from drummachine.live.session import Options, Session
+
+    with Session(Options(fake_model=True, cue_out="channels", performer=False)) as session:
+        assert session.audio is not None and not session.audio.cue and not session.engine.cue_bus
+        assert [w for w in session.warnings if w.startswith("--cue-out: 4 output channels needed") and
+                w.endswith("playing without the cue bus")]
 
 
 @pytest.mark.jack
@@ -352,12 +391,14 @@ def test_clicks_on_the_beat_with_the_drums_and_the_section_cue_a_bar_ahead_at_th
     own = rec[:, 2] - level * CUE_DRUMS_LEVEL * rec[:, 0]
     assert np.abs(own[beats[0] - 4800:beats[0] + delay]).max() < 1e-5  # nothing before the first beat
     click, accent, section = (cue_sound(n, rate) for n in ("click", "click_accent", "cue"))
+    worst = 0.0
     for step, frame in sorted(beats.items()):
         expected = 0.5 * (accent if step % 16 == 0 else click)
         if frame in cues:
             expected = np.pad(expected, (0, len(section) - len(expected))) + section
         got = own[frame + delay:frame + delay + len(expected)]
         np.testing.assert_allclose(got, level * expected, atol=2e-4, err_msg=f"step {step}")
+        worst = max(worst, float(np.abs(got - level * expected).max()))
         assert np.abs(own[frame + delay - 64:frame + delay]).max() < 1e-5, step  # not a sample early
     # (the main bus carries none of them: else taking it away would leave them different)
     # CC 108 at 64 and CC 109 at 32: one kick, main at 64/127, the cue bus's drums at 32/127
@@ -374,3 +415,8 @@ def test_clicks_on_the_beat_with_the_drums_and_the_section_cue_a_bar_ahead_at_th
     np.testing.assert_allclose(kick[:, :2], main_level * full[:, :2], atol=1e-5)
     np.testing.assert_allclose(kick[:, 2:], cue_level * full[:, 2:], atol=1e-5)
     assert np.abs(full[:, 0]).max() > 0.1
+    print(f"cue bus: {len(beats)} beats (count-in included) and {len(cues)} section cues, loopback delay "
+          f"{delay} samples on every bus; the cue bus's own sounds against the expected click and cue at "
+          f"their samples: worst {worst:.1e}; levels after CC 108/109: main "
+          f"{np.abs(kick[:, 0]).max() / np.abs(full[:, 0]).max():.4f} (asked {main_level}), cue "
+          f"{np.abs(kick[:, 2]).max() / np.abs(full[:, 2]).max():.4f} (asked {cue_level})")

@@ -167,8 +167,7 @@ class Session:
                     if not (starting.cue and exc.where == "--outs"):
                         raise
                     # too few channels for the cue bus too: the main outputs alone, the in-ears without
-                    self.warnings.append(f"{exc}; playing without the cue bus")
-                    log.warning("%s; playing without the cue bus", exc)
+                    self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
                     self.audio = self._start_audio(cue=False).wait_ready()
                 self.sinks.append(self.audio)
                 self._connect_cue()
@@ -214,7 +213,8 @@ class Session:
                 log.info("cue bus: %s", ", ".join(f"{a} -> {b}" for a, b in pairs))
         except DrumMachineError as exc:
             self.warnings.append(f"{exc}; the cue bus plays on the device's channels after the main ones")
-            log.warning("%s", exc)
+            if self.threads:  # after a mixer restart: the caller logged the warnings at the start only
+                log.warning("%s", self.warnings[-1])
 
     def _inputs(self) -> None:
         o = self.opts
