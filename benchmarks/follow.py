@@ -10,6 +10,12 @@ takes the MIDI out; the drummer's beats against the band's.
 
     python benchmarks/follow.py --tracker --out benchmarks/follow_tracker.json
     python benchmarks/follow.py --instrument --out benchmarks/follow.json
+
+``--underruns``: the mixer's underruns and the clients jackd blames, without --listen and with it
+(PortAudio's capture; the Python callback's), in rotation, jack_simple_client in the graph:
+
+    jackd -d dummy -r 48000 -p 128 > /tmp/jackd.log 2>&1 &
+    python benchmarks/follow.py --underruns --jackd-log /tmp/jackd.log --out benchmarks/follow_underruns.json
 """
 
 from __future__ import annotations
@@ -205,6 +211,12 @@ def main(argv=None) -> int:
     ap.add_argument("--mixes", default=",".join(material.MIXES))
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
     ap.add_argument("--trackers", default=",".join(TRACKERS))
+    ap.add_argument("--underruns", action="store_true",
+                    help="underruns without --listen, with it (PortAudio capture) and with the Python callback "
+                         "capture, in turns, jack_simple_client in the graph")
+    ap.add_argument("--rounds", type=int, default=3, help="--underruns: rounds of the three turns")
+    ap.add_argument("--underrun-bars", type=int, default=12, help="--underruns: bars of the band clip per turn")
+    ap.add_argument("--jackd-log", default=None, help="--underruns: the JACK server's log (who jackd blamed)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -222,6 +234,11 @@ def main(argv=None) -> int:
 
         result["instrument"] = follow_instrument.run(args)
         print(json.dumps(result["instrument"]["summary"], indent=1))
+    if args.underruns:
+        import follow_instrument
+
+        result["underruns"] = follow_instrument.underruns(args)
+        print(json.dumps(result["underruns"]["summary"], indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0

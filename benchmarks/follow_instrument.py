@@ -91,7 +91,7 @@ def listener_pid(play_pid: int) -> int | None:
 
 
 def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool = True, lead_in: float = 0.0,
-            start_offset: float = 0.0, extra=()) -> dict:
+            start_offset: float = 0.0, extra=(), env_extra: dict | None = None) -> dict:
     """Play ``clip`` as the band and ``drummachine play`` against it; the raw beats and counters.
 
     ``lead_in``: seconds the machine plays alone before the band comes in (cold start);
@@ -109,7 +109,7 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
         cmd += ["--listen", player.port_name, "--follow", mode]
         if wait_for_band:
             cmd += ["--wait-for-band"]
-    env = dict(os.environ, DRUMMACHINE_MIDI_API="jack")
+    env = dict(os.environ, DRUMMACHINE_MIDI_API="jack", **(env_extra or {}))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # the machine starts (or, waiting for the band, listens) first; the band comes in lead_in later
@@ -131,7 +131,9 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
     misses = re.search(r"(\d+) generator misses", summary)
     underruns = re.search(r"(\d+) underruns", summary)
     band = player.frames(clip.beats)
-    return {"band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
+    said = log.read_text(errors="replace") if log.exists() else ""
+    capture = re.search(r"Hz, (\S+) capture\)", said)
+    return {"capture": capture.group(1) if capture else None, "band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
             "returncode": proc.returncode, "summary": summary, "log": str(log),
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
@@ -219,3 +221,77 @@ def run(args) -> dict:
                 if k in r} for r in results}
     summary["baseline without --listen"] = baseline
     return {"clips": results, "summary": summary}
+
+
+# --- underruns with and without --listen, side by side ------------------------------------------
+
+#: jackd's line when a client did not finish its cycle in time (it names the client)
+LATE_CLIENT = re.compile(r"JackEngine::XRun: client = (\S+) was not finished")
+DRIVER_LATE = "JackTimedDriver::Process XRun"  #: the dummy driver itself woke up late: host noise
+TURNS = (("without --listen", False, None), ("--listen, PortAudio capture", True, "portaudio"),
+         ("--listen, Python callback capture", True, "callback"))
+
+
+def client_kind(name: str) -> str:
+    """jackd's client names, grouped by what they are."""
+    if name.startswith("drummachine-listen"):
+        return "listening process"
+    if name.startswith("PortAudio"):
+        return "mixer (PortAudio)"
+    if name.startswith("jack_simple_client") or name.startswith("simple"):
+        return "jack_simple_client"
+    return name
+
+
+def underruns(args) -> dict:
+    """Turns of the same 12-bar band clip played against `drummachine play` without --listen,
+    with --listen captured through PortAudio, and with --listen captured by JACK-Client's Python
+    callback, in rotation (the host is noisy: a slow minute hits every kind alike), with
+    jack_simple_client (C) running in the same graph all along as the reference. Per turn: the
+    mixer's underruns and generator misses (play's summary) and, from jackd's log
+    (``--jackd-log``), the clients jackd blamed for late cycles and the driver's own late
+    wake-ups."""
+    perfs = material.validation_performances(1)
+    path, bpm = perfs[0]
+    clip = material.make_clip(path, bpm, "steady", "band", rate=RATE, bars=args.underrun_bars)
+    log = Path(args.jackd_log) if args.jackd_log else None
+    simple = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    turns = []
+    try:
+        time.sleep(1.0)
+        for round_ in range(args.rounds):
+            for label, listen, capture in TURNS:
+                at = log.stat().st_size if log else 0
+                raw = run_one(clip, listen=listen, lead_in=1.0,
+                              env_extra={"DRUMMACHINE_LISTEN_CAPTURE": capture} if capture else None)
+                blamed: dict[str, int] = {}
+                driver_late = None
+                if log:
+                    with open(log, "rb") as f:
+                        f.seek(at)
+                        text = f.read().decode(errors="replace")
+                    for m in LATE_CLIENT.finditer(text):
+                        kind = client_kind(m.group(1))
+                        blamed[kind] = blamed.get(kind, 0) + 1
+                    driver_late = text.count(DRIVER_LATE)
+                row = {"round": round_, "turn": label, "capture": raw["capture"],
+                       "seconds": round(clip.seconds + 1.0 + 2.0, 1),
+                       "underruns": raw["underruns"], "misses": raw["misses"], "jackd_blamed": blamed,
+                       "driver_late_wakeups": driver_late, "listener_cpu_share": raw["listener_cpu_share"],
+                       "returncode": raw["returncode"], "load1": round(os.getloadavg()[0], 2)}
+                turns.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        simple.terminate()
+        simple.wait()
+    summary = {}
+    for label, _, _ in TURNS:
+        rows = [t for t in turns if t["turn"] == label]
+        kinds = sorted({k for t in rows for k in t["jackd_blamed"]})
+        summary[label] = {
+            "turns": len(rows), "underruns": [t["underruns"] for t in rows],
+            "underruns_total": sum(t["underruns"] or 0 for t in rows), "misses_total": sum(t["misses"] or 0 for t in rows),
+            "jackd_blamed_total": {k: sum(t["jackd_blamed"].get(k, 0) for t in rows) for k in kinds},
+            "driver_late_wakeups_total": sum(t["driver_late_wakeups"] or 0 for t in rows) if log else None,
+            "seconds_total": round(sum(t["seconds"] for t in rows), 1)}
+    return {"clip": {"performance": path, "bpm": bpm, "bars": args.underrun_bars}, "turns": turns, "summary": summary}

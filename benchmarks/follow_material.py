@@ -94,12 +94,15 @@ class Clip:
         return self.audio.size / self.rate
 
 
-def validation_performances(count: int = 8, bars: int = BARS + 1, root: Path = GROOVE) -> list[tuple[str, float]]:
+def validation_performances(count: int = 8, bars: int = BARS + 1, root: Path = GROOVE,
+                            split: str = "validation") -> list[tuple[str, float]]:
     """The longest 4/4 "beat" performances of the validation split (at least ``bars`` bars), one per
     style family where possible: (path relative to the dataset folder, bpm). Read from the
-    dataset's own index (``info.csv``), so only the MIDI folder is needed."""
+    dataset's own index (``info.csv``), so only the MIDI folder is needed. ``split="train"``: the
+    same from the training split (what the follower's settings are tuned on; figures are reported
+    on the validation split)."""
     with open(root / "info.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "validation" and r["beat_type"] == "beat"
+        rows = [r for r in csv.DictReader(f) if r["split"] == split and r["beat_type"] == "beat"
                 and r["time_signature"] == "4-4"]
     length = {r["midi_filename"]: float(r["duration"]) * float(r["bpm"]) / 240.0 for r in rows}
     ok = sorted((r for r in rows if length[r["midi_filename"]] >= bars),

@@ -175,7 +175,8 @@ def _listen(session, opts, quiet: bool = False):
         band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
 
     band.link(send)
-    logging.info("listening to %s (%d Hz), following: %s", band.input.name, band.rate, opts.follow)
+    logging.info("listening to %s (%d Hz, %s capture), following: %s", band.input.name, band.rate,
+                 band.capture or "?", opts.follow)
     return band
 
 

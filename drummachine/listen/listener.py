@@ -10,6 +10,7 @@ a sound card's clock is not the computer's), and its tempo in beats per engine-c
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -36,13 +37,17 @@ class Listener:
         self.block = shared.ReadingBlock()
         self.block.slots[shared.PRIOR] = bpm
         setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
-                 "device": self.input.index, "bpm": bpm, "window": window, "client": client}
+                 "device": self.input.index, "bpm": bpm, "window": window, "client": client,
+                 # a JACK port through PortAudio (no Python in JACK's real-time thread), or
+                 # "callback": JACK-Client's Python callback (the benchmark compares the two)
+                 "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
         self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         self.rate = 0
         self.latency = 0.0
+        self.capture = ""  #: how the listening process captures: portaudio, callback or sounddevice
         self._thread = None
         self._stop = threading.Event()
         self.sent = 0
@@ -60,6 +65,7 @@ class Listener:
             self.close()
             raise DrumMachineError("--listen", reply["error"])
         self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
+        self.capture = reply.get("capture", "")
         return self
 
     def set_tempo(self, bpm: float) -> None:

@@ -4,16 +4,23 @@ Its own interpreter, like the mixer: the tracker's numpy work never holds the en
 ``python -m drummachine.listen.process`` is set up by one JSON line on its standard input,
 answers one JSON line (ready, or the error in words), and stops when that pipe closes.
 
-The input's callback (JACK's process thread, or sounddevice's) only copies samples into a ring
-and notes when it ran; the main thread runs the tracker every ~10 ms and publishes a reading.
+A JACK port is captured by PortAudio's blocking input (``capture = "portaudio"``, the default):
+PortAudio's JACK client is C and fills its own ring in JACK's real-time thread; a reader thread
+here takes the samples out. No Python runs in JACK's real-time thread, so this process can never
+make a JACK cycle late (with a Python callback there, a wait for the interpreter lock did, and
+the mixer dropped buffers: docs/follow.md). ``capture = "callback"`` (JACK-Client's Python
+callback) is kept for the side-by-side measurement and for a JACK with no capture device, which
+PortAudio needs to open a stream. The reader (or the callback) only copies samples into a ring and
+notes when they came; the main thread runs the tracker every ~10 ms and publishes a reading.
 Times: a sample's time on the monotonic clock comes from the input clock's frame counter and
-the callbacks' times (``Timing``), less the input's capture latency.
+the reads' times (``Timing``), less the input's capture latency.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -30,6 +37,11 @@ CLIP_LEVEL = 0.999
 CHECK_PORT_SECONDS = 0.5
 SWITCH_INTERVAL = 0.0002  #: seconds (see run)
 TIMING_CALLBACKS = 4096  #: callbacks the input's clock is measured over (about 10 s)
+READ_FRAMES = 256  #: PortAudio's blocking reads: samples per read (5.3 ms at 48 kHz)
+PA_LATENCY = 0.1  #: seconds of PortAudio's own ring (the reader may be that late without a loss)
+#: reads whose frame stamp is compared (the lowest kept): a read returns late, never early
+READ_ENVELOPE = 16
+CLIENT_PREFIX = "drummachine-listen"
 
 
 class Capture:
@@ -40,8 +52,9 @@ class Capture:
     skipped (an xrun on a busy machine) leaves a gap in frames that the samples do not have.
     """
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, exact: bool = True):
         self.rate = rate
+        self.exact = exact  #: frame stamps from the callback (exact) or from a read's return (late, never early)
         self.ring = np.zeros(int(RING_SECONDS * rate), np.float32)
         self.written = 0
         self.times = np.zeros((TIMING_CALLBACKS, 3), np.float64)  # (monotonic, samples, frames) at each block's end
@@ -81,7 +94,7 @@ class Capture:
     def timing(self) -> "Timing":
         """The input clock against the monotonic clock, from the callbacks noted (see Timing)."""
         n = min(self.callbacks, self.times.shape[0])
-        return Timing(self.times[:n].copy(), self.rate)
+        return Timing(self.times[:n].copy(), self.rate, exact=self.exact)
 
 
 class Timing:
@@ -94,12 +107,21 @@ class Timing:
     dummy driver here runs 0.5% slow on a busy machine).
     """
 
-    def __init__(self, rows: np.ndarray, rate: int):
+    def __init__(self, rows: np.ndarray, rate: int, exact: bool = True):
         self.rate = rate
         if rows.shape[0] == 0:
             rows = np.array([[time.monotonic(), 0.0, 0.0]])
         rows = rows[np.argsort(rows[:, 1])]
         self.samples, self.frames = rows[:, 1], rows[:, 2]
+        if not exact and rows.shape[0] > 1:
+            # a blocking read's frame stamp is when it returned: late by the reader's wake-up, never
+            # early; frames minus samples is constant but for blocks JACK skipped (a step up), so
+            # the lowest over the last few reads is the truest (a step is taken READ_ENVELOPE reads late)
+            lead = self.frames - self.samples
+            pad = np.concatenate([np.full(READ_ENVELOPE - 1, np.inf), lead])
+            lowest = np.lib.stride_tricks.sliding_window_view(pad, READ_ENVELOPE).min(axis=1)
+            self.frames = self.samples + lowest
+            rows = np.column_stack([rows[:, 0], self.samples, self.frames])
         slope = 1.0 / rate
         if rows.shape[0] >= 64 and np.ptp(self.frames) > 2 * rate:
             slope = float(np.polyfit(self.frames, rows[:, 0], 1)[0])
@@ -141,13 +163,100 @@ def open_jack(setup: dict, capture: Capture | None):
     return client, capture, port
 
 
+_CLIENT_NAME = None  #: PortAudio's JACK client name (PortAudio keeps a pointer to it)
+
+
+class PortAudioCapture:
+    """A JACK port captured through PortAudio's blocking input: PortAudio's JACK client (its own
+    name) is connected to the port asked for, a reader thread copies what it read into a
+    ``Capture`` with the JACK frame time at the read's return (less what was still waiting)."""
+
+    def __init__(self, setup: dict, stop: threading.Event):
+        import ctypes
+
+        import jack
+        import sounddevice as sd
+
+        name = f"{setup.get('client', CLIENT_PREFIX)}-{os.getpid()}"
+        # PortAudio names its JACK client when it starts: set ours, then start it again. It keeps
+        # the pointer, not a copy: the bytes must live as long as the process
+        global _CLIENT_NAME
+        _CLIENT_NAME = ctypes.create_string_buffer(name.encode())
+        ctypes.CDLL(sd._libname).PaJack_SetClientName(_CLIENT_NAME)
+        sd._terminate()
+        sd._initialize()
+        apis = [i for i, h in enumerate(sd.query_hostapis()) if "JACK" in h["name"]]
+        if not apis:
+            raise RuntimeError("PortAudio has no JACK host API here")
+        device = sd.query_hostapis(apis[0])["default_input_device"]
+        if device < 0:
+            raise RuntimeError("PortAudio's JACK has no capture device to open")
+        # one channel of a two-channel device corrupts PortAudio 19.6's blocking ring (it aborts in
+        # malloc): open every channel there is (up to 2), keep the first
+        channels = min(2, int(sd.query_devices(device)["max_input_channels"]))
+        if channels < 1:
+            raise RuntimeError("PortAudio's JACK device has no input channels")
+        self.control = jack.Client(f"{name}-ctl", no_start_server=True)  # never activated: no real-time thread
+        self.rate = self.control.samplerate
+        self.blocksize = self.control.blocksize
+        self.capture = Capture(self.rate, exact=False)
+        self.stream = sd.InputStream(device=device, channels=channels, samplerate=self.rate, dtype="float32",
+                                     blocksize=self.blocksize, latency=PA_LATENCY)
+        self.stream.start()
+        ours = [p.name for p in self.control.get_ports(f"{name}:", is_audio=True, is_input=True)]
+        if not ours:
+            self.close()
+            raise RuntimeError("PortAudio's JACK input ports were not found")
+        self.port = ours[0]
+        for p in ours:  # PortAudio joins the system's capture ports: the band's port instead
+            for other in self.control.get_all_connections(p):
+                self.control.disconnect(other, p)
+        self.control.connect(setup["port"], self.port)
+        self.stop = stop
+        self.reader = threading.Thread(target=self._read, name="listen-read", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        capture, stream, control = self.capture, self.stream, self.control
+        while not self.stop.is_set():
+            try:
+                data, overflowed = stream.read(READ_FRAMES)
+                waiting = stream.read_available
+                capture.take(data[:, 0], control.frame_time - waiting)
+                if overflowed:
+                    capture.xruns += 1
+            except Exception as exc:  # the stream went (JACK stopped): the main loop reports the input gone
+                print(f"listen: read: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                self.stop.wait(0.5)
+
+    def check(self, source: str) -> int:
+        """Is the source still there and connected? Reconnect it when it comes back."""
+        try:
+            if source in [p.name for p in self.control.get_all_connections(self.port)]:
+                return shared.LISTENING
+            if self.control.get_ports(source):
+                self.control.connect(source, self.port)
+                return shared.LISTENING
+        except Exception:
+            pass
+        return shared.GONE
+
+    def close(self) -> None:
+        try:
+            self.stream.stop()
+            self.stream.close()
+        except Exception:
+            pass
+        try:
+            self.control.close()
+        except Exception:
+            pass
+
+
 def run(setup: dict, stdin, answer) -> int:
-    # the input's callback runs in JACK's real-time thread and needs the interpreter lock: with
-    # the default 5 ms switch interval the tracker's main thread could hold it past a 2.7 ms
-    # period, and a late client makes the whole JACK cycle late (the mixer's underruns with it)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     block = shared.ReadingBlock(setup["shm"])
-    client = stream = None
+    client = stream = pa = None
+    stop = threading.Event()
     try:
         if setup["backend"] == "jack":
             try:
@@ -156,14 +265,38 @@ def run(setup: dict, stdin, answer) -> int:
                 answer({"error": f"JACK is not available ({exc})"})
                 return 2
             try:
-                client, capture, port = open_jack(setup, None)
+                check = jack.Client(f"{CLIENT_PREFIX}-check", no_start_server=True)  # a clear line first
+                found = check.get_ports(setup["port"])
+                check.close()
+                if not found:
+                    raise jack.JackError(f"no port {setup['port']}")
             except jack.JackError as exc:
                 answer({"error": f"cannot listen to {setup['port']} ({exc})"})
                 return 2
-            rate = client.samplerate
+            if setup.get("capture", "portaudio") == "portaudio":
+                try:
+                    pa = PortAudioCapture(setup, stop)
+                except Exception as exc:  # PortAudio cannot here: JACK-Client's callback instead
+                    print(f"listen: PortAudio capture unavailable ({exc}); a Python callback in JACK's "
+                          f"real-time thread instead", file=sys.stderr)
+                    pa = None
+            if pa is not None:
+                capture, rate = pa.capture, pa.rate
+                blocksize = pa.blocksize
+            else:
+                # the callback runs in JACK's real-time thread and needs the interpreter lock: with
+                # the default 5 ms switch interval the tracker's main thread could hold it past a
+                # 2.7 ms period, and a late client makes the whole JACK cycle late
+                sys.setswitchinterval(SWITCH_INTERVAL)
+                try:
+                    client, capture, port = open_jack(setup, None)
+                except jack.JackError as exc:
+                    answer({"error": f"cannot listen to {setup['port']} ({exc})"})
+                    return 2
+                rate, blocksize = client.samplerate, client.blocksize
             # JACK's capture latency counts the period the samples were captured in, which the
             # callback's time already does (its last sample was heard as it starts)
-            latency = max(0, capture_latency(setup["port"]) - client.blocksize) / rate
+            latency = max(0, capture_latency(setup["port"]) - blocksize) / rate
         else:
             import sounddevice as sd
 
@@ -187,8 +320,8 @@ def run(setup: dict, stdin, answer) -> int:
     except Exception as exc:  # whatever the input's library raises: one line, never a traceback
         answer({"error": f"cannot open the input ({exc.__class__.__name__}: {exc})"})
         return 2
-    answer({"ready": True, "rate": rate, "latency": latency})
-    stop = threading.Event()
+    answer({"ready": True, "rate": rate, "latency": latency,
+            "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
 
     def watch_stdin():
         try:
@@ -218,9 +351,9 @@ def run(setup: dict, stdin, answer) -> int:
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
                     clipped += 1
                     clipped_until = now + 1.0
-            if client is not None and now >= next_check:
+            if now >= next_check and (client is not None or pa is not None):
                 next_check = now + CHECK_PORT_SECONDS
-                status = _check_jack(client, port, setup["port"])
+                status = pa.check(setup["port"]) if pa is not None else _check_jack(client, port, setup["port"])
             est = tracker.estimate()
             if now >= next_fit:
                 next_fit = now + 0.1
@@ -245,7 +378,10 @@ def run(setup: dict, stdin, answer) -> int:
                 tracker.set_prior(want)
         except Exception as exc:  # the listener goes on: the engine holds meanwhile
             print(f"listen: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+    stop.set()
     try:
+        if pa is not None:
+            pa.close()
         if client is not None:
             client.deactivate()
             client.close()
