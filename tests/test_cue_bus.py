@@ -305,6 +305,28 @@ def test_play_with_cue_out_opens_the_cue_bus_and_connects_it_to_the_ports(jack4)
 
 
 @pytest.mark.jack
+def test_a_restarted_mixer_has_its_cue_bus_connected_again(jack4):
+    from drummachine.live.session import Options, Session
+
+    # swapped, so that PortAudio's own connections (out_2 to playback_3) are not what is asked
+    with Session(Options(fake_model=True, cue_out="system:playback_4,system:playback_3", performer=False)) as session:
+        session.start_threads()
+        pid = session.audio.proc.pid
+        session.audio.proc.kill()  # the mixer dies; the watchdog starts another
+        deadline = time.monotonic() + 10
+        while (session.audio.restarts == 0 or session.audio.proc.pid == pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert session.audio.restarts == 1
+        for _ in range(20):  # the watchdog connects right after the restart
+            links = connections()
+            if links.get("PortAudio:out_2") == ["system:playback_4"] and \
+                    links.get("PortAudio:out_3") == ["system:playback_3"]:
+                break
+            time.sleep(0.1)
+        assert links["PortAudio:out_2"] == ["system:playback_4"] and links["PortAudio:out_3"] == ["system:playback_3"]
+
+
+@pytest.mark.jack
 def test_with_too_few_channels_for_the_cue_bus_play_goes_on_without_it(jack2):
     from drummachine.live.session import Options, Session
 
