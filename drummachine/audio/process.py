@@ -38,7 +38,7 @@ from drummachine.audio.ahead import AHEAD_BLOCKS, MixAhead
 from drummachine.audio.devices import find_output
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE, Voices
 from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
-                                    NOT_READY, PANIC, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
+                                    NOT_READY, OVERLAPS, PANIC, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, WRITTEN, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
@@ -215,6 +215,11 @@ class AudioProcessSink(Sink):
     def late_events(self) -> int:
         """Hits that came for the block playing next or earlier: they sounded up to a period late."""
         return int(self._header()[LATE_EVENTS])
+
+    @property
+    def overlaps(self) -> int:
+        """Mixing turns a callback came during (the callback may have waited for the interpreter lock)."""
+        return int(self._header()[OVERLAPS])
 
     @property
     def worst_mix_ms(self) -> float:
@@ -405,6 +410,7 @@ class Mixer:
         returns how many blocks it mixed."""
         started = time.monotonic_ns()
         h, ring, ahead = self.h, self.ring, self.ahead
+        callbacks = int(h[CALLBACKS])
         written = int(h[WRITTEN])
         r = self.read
         while r < written:
@@ -425,6 +431,8 @@ class Mixer:
         took = time.monotonic_ns() - started
         if took > h[MIX_WORST_NS]:
             h[MIX_WORST_NS] = took
+        if int(h[CALLBACKS]) != callbacks:
+            h[OVERLAPS] += 1  # a callback came meanwhile: it may have waited for the interpreter lock
         return done
 
     def run_mixing(self) -> None:
@@ -482,13 +490,15 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
     return sd.OutputStream(device=device, callback=mixer.callback, **common)
 
 
-MCL_CURRENT, MCL_FUTURE = 1, 2  # <sys/mman.h> on Linux
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4  # <sys/mman.h> on Linux (MCL_ONFAULT: 4.4 and later)
 
 
 def lock_memory() -> str | None:
-    """mlockall(MCL_CURRENT | MCL_FUTURE) where the memlock limit allows it: no page fault can
-    then stall the callback or the mixing thread. None when locked, else the one line saying why
-    not (a Pi's default limit is 8 MB: the user joins the audio group, see docs/raspberry-pi.md)."""
+    """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) where the memlock limit allows it: a page
+    the callback or the mixing thread has touched is never paged out again, so no page fault stalls
+    them (ONFAULT: pages never touched, as OpenBLAS's 32 MB buffer, stay unmapped instead of
+    resident). None when locked, else the one line saying why not (a Pi's default limit is 8 MB:
+    the user joins the audio group, see docs/raspberry-pi.md)."""
     import ctypes
     import resource
 
@@ -499,7 +509,7 @@ def lock_memory() -> str | None:
                 f"for the audio group in /etc/security/limits.d/ and join the group)")
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 and libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
             return f"memory not locked: mlockall failed ({os.strerror(ctypes.get_errno())})"
     except (OSError, AttributeError) as exc:
         return f"memory not locked: no mlockall here ({exc})"

@@ -21,14 +21,15 @@ from drummachine.core.shared_block import release
 CAPACITY = 4096  #: events in flight; the engine hands out at most a few beats ahead (about 100)
 #: ring rows whose voice is LEVEL + bus set that bus's level (main 0, cue 1) to the row's value
 LEVEL = 100
-HEADER = 16
+HEADER = 24
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
 (WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS,
- FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS) = range(16)
+ FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS, OVERLAPS) = range(17)
 # NOT_READY: blocks the callback found not mixed (it played silence); REMIXED: blocks mixed again for an
 # event that came after they were mixed; LATE_EVENTS: hits that came for the block playing next or
-# earlier; MIX_WORST_NS: the mixing thread's longest turn (audio.ahead)
+# earlier; MIX_WORST_NS: the mixing thread's longest turn (audio.ahead); OVERLAPS: its turns that a
+# callback came during (the two then took turns at the interpreter lock)
 TIMING_BINS = 512
 TIMING_BIN_NS = 5_000  #: the callback's durations, 5 µs bins; the last bin holds everything longer
 
