@@ -14,7 +14,9 @@ What runs, all at once, on a JACK server of the soak's own (dummy backend, 128 f
   unknown messages, SysEx, note-on velocity 0, clock, CCs bound and not);
 - faults: the MIDI out port (the recorder) and the MIDI in port (the controller) disappear and
   come back, the mixer process is SIGKILLed, a UI attached in a real terminal (tmux, a server of
-  the soak's own) is crashed by an injected exception or SIGKILLed;
+  the soak's own) is crashed by an injected exception or SIGKILLed; the JACK server itself stops
+  and starts again once (every client of the old server is dead: the engine opens its ports and its
+  mixer's stream anew);
 - a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame.
 
 Reported: silent bars (playing, not asked to be silent, MIDI out connected, yet no note arrived),
@@ -58,18 +60,18 @@ BAR_SLACK = 0.15  #: a bar's notes sound up to the commit horizon after its snap
 class JackServer:
     def __init__(self, name: str, log: Path):
         self.name, self.log = name, log
+        self.file = None
 
-    def __enter__(self):
-        self.file = open(self.log, "w")
+    def start(self) -> None:
+        self.file = open(self.log, "a")  # a restarted server's lines go on in the same log (the blame)
         self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "128"],
                                      stdout=self.file, stderr=subprocess.STDOUT)
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
         if "available" not in r.stdout:
             raise RuntimeError(f"jackd did not start: {r.stdout} {r.stderr}")
         time.sleep(0.3)
-        return self
 
-    def __exit__(self, *exc):
+    def stop(self) -> None:
         self.proc.terminate()  # by its pid: only the soak's own server
         try:
             self.proc.wait(10)
@@ -77,6 +79,13 @@ class JackServer:
             self.proc.kill()
             self.proc.wait()
         self.file.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
     def blame(self) -> dict:
         """jackd's own words: which client it found unfinished at the end of a period ("Triggered":
@@ -96,6 +105,16 @@ class JackServer:
                                                                   text)).most_common()),
                 "periods_given_up": text.count("ProcessGraphAsyncMaster: Process error"),
                 "driver_late_wakeups": len(late), "driver_late_ms_max": round(max(late, default=0) / 1000, 2)}
+
+
+def traceback_tails(log: str, most: int = 5) -> list[str]:
+    """The first few tracebacks of a log, each as its last frame and the exception: what to read first."""
+    tails = []
+    for block in log.split("Traceback (most recent call last):")[1:most + 1]:
+        lines = block.splitlines()[1:]
+        end = next((i for i, ln in enumerate(lines) if ln and not ln.startswith(" ")), len(lines) - 1)
+        tails.append(" | ".join(ln.strip() for ln in lines[max(0, end - 2):end + 1]))
+    return tails
 
 
 def proc_stats(pid: int | None) -> dict:
@@ -350,6 +369,34 @@ class Soak:
         self.exclude.append((t, back + 2.5, "midi out gone"))
         self.reconnects.append(back)
 
+    def jack_restart(self) -> None:
+        """The JACK server stops and starts again (an interface unplugged, jackd restarted by
+        systemd): the engine is to notice, open its MIDI ports and its mixer's stream on the new
+        server, and play on meanwhile by the wall clock. The soak's own clients start again too."""
+        t = time.monotonic()
+        self.note("jack_stop")
+        self.jack.stop()
+        time.sleep(2.0)
+        self.jack.start()
+        self.recorder.gone()  # the clients of the server that went: deleted, made again on the new one
+        self.recorder.back()
+        self.controller.gone()
+        self.controller.back()
+        self.start_reference()
+        back = time.monotonic()
+        self.note("jack_back", f"stopped for {back - t:.1f} s")
+        # the watches look once a second, the mixer is taken for dead after 2 s without a block
+        self.exclude.append((t, back + 4.0, "JACK server restarted"))
+        self.reconnects.append(back)
+
+    def start_reference(self) -> None:
+        if self.reference is not None and self.reference.poll() is None:
+            self.reference.terminate()
+            self.reference.wait(5)
+        if shutil.which("jack_simple_client"):
+            self.reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL)
+
     def midi_in_gone(self) -> None:
         self.controller.gone()
         self.note("midi_in_gone")
@@ -363,6 +410,14 @@ class Soak:
         self.note("spam", str(n))
 
     # the cues
+    def sample_rss(self, end: float, every: float = 15.0) -> None:
+        """The engine's RSS over the run: growth that levels off is warming up, a slope is a leak."""
+        while time.monotonic() < end:
+            kb = proc_stats(self.engine.pid).get("rss_kb")
+            if kb:
+                self.rss_samples.append((round(time.monotonic() - self.t0, 1), kb))
+            time.sleep(every)
+
     def cue_loop(self, end: float) -> None:
         undo: list[tuple[float, str, object]] = []
         stopped_since = None
@@ -397,7 +452,7 @@ class Soak:
         """Every kind at least once, then again at its period; nothing in the last 12 s."""
         span = end - 12 - start
         kinds = [("ui_crash", 0.05, 60), ("spam", 0.15, 30), ("mixer", 0.25, 90), ("midi_out", 0.4, 120),
-                 ("midi_in", 0.6, 150), ("ui_kill", 0.8, 60)]
+                 ("midi_in", 0.6, 150), ("ui_kill", 0.8, 60), ("jack", 0.5, 1e9)]  # the server restarts once
         plan = []
         for kind, frac, period in kinds:
             t = start + frac * span
@@ -412,13 +467,12 @@ class Soak:
         jack_name = f"{os.environ.get('JACK_DEFAULT_SERVER', 'default')}-soak"
         os.environ["JACK_DEFAULT_SERVER"] = jack_name
         self.reconnects: list[float] = []
+        self.rss_samples: list[tuple[float, int]] = []
         result: dict = {"minutes": a.minutes, "seed": a.seed, "model": "stand-in" if a.fake_model else "shipped int8",
                         "jack": {"server": jack_name, "rate": 48000, "period": 128}}
         with JackServer(jack_name, self.work / "jackd.log") as jack:
-            reference = None
-            if shutil.which("jack_simple_client"):
-                reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
+            self.jack, self.reference = jack, None
+            self.start_reference()
             self.recorder = Recorder(f"{self.tag}-rec", self.work)
             self.controller = Controller(f"{self.tag}-ctl")
             self.t0 = time.monotonic()
@@ -432,6 +486,7 @@ class Soak:
                 faults = self.schedule_faults(t_start, end)
                 cues = threading.Thread(target=self.cue_loop, args=(end - 8,), daemon=True)
                 cues.start()
+                threading.Thread(target=self.sample_rss, args=(end,), daemon=True).start()
                 ui_turn = 0
                 for when, kind in faults:
                     time.sleep(max(0.0, when - time.monotonic()))
@@ -447,6 +502,8 @@ class Soak:
                             self.midi_out_gone()
                         elif kind == "midi_in":
                             self.midi_in_gone()
+                        elif kind == "jack":
+                            self.jack_restart()
                     except Exception as exc:  # noqa: BLE001 - a soak reports, it does not stop
                         self.note("injector_error", f"{kind}: {exc}")
                 cues.join()
@@ -464,14 +521,14 @@ class Soak:
                 subprocess.run([*self.tmux, "kill-server"], capture_output=True)
                 if self.engine.poll() is None:
                     self.engine.kill()
-                if reference is not None:
-                    reference.terminate()
-                    reference.wait(5)
+                if self.reference is not None:
+                    self.reference.terminate()
+                    self.reference.wait(5)
                 self.recorder.stop()
                 if self.controller.port is not None:
                     self.controller.gone()
             result["jackd"] = jack.blame()
-            result["jackd"]["reference_client"] = "simple" if reference is not None else None
+            result["jackd"]["reference_client"] = "simple" if self.reference is not None else None
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
         return result
 
@@ -503,8 +560,11 @@ class Soak:
             "spam_messages": self.spam_sent,
             "faults_injected": Counter(e[1] for e in self.events),
             "events": self.events,
+            "engine_rss_kb_over_time": self.rss_samples,
             "log": {"ui_detached": log.count("UI detached ("), "tracebacks": log.count("Traceback"),
+                    "traceback_tails": traceback_tails(log),
                     "refused_lines": log.count("refused:"), "audio_restarted": log.count("audio process stopped"),
+                    "jack_server_gone": log.count("MIDI: the JACK server"),
                     "midi_faults": len(re.findall(r"thread: .* \(caught, going on", log))},
             "engine_exit": {"code": self.engine.returncode, "summary": (err.strip().splitlines() or [""])[-1],
                             "traceback_on_stderr": "Traceback" in err or "Fatal Python error" in err,

@@ -63,6 +63,49 @@ def jack_server():
         shutil.rmtree(JACKD_LOG.parent, ignore_errors=True)
 
 
+# --- the soak runs beside the suite ----------------------------------------------------------
+
+#: minutes of the soak that tests/test_soak.py checks (the issue's "3-minute version in the suite")
+SOAK_MINUTES = 3.0
+SOAK: dict = {}  #: the soak's process and its JSON, once started
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The soak is three minutes of a real stage under faults, and most of it is waiting for time
+    to pass: it starts as soon as the tests are collected, on a JACK server of its own, and plays
+    while the rest of the suite runs (a busier host than a stage: all the better for a soak);
+    tests/test_soak.py collects its report when its turn comes."""
+    import shutil
+
+    if not any(item.path.name == "test_soak.py" for item in items):
+        return
+    if not (shutil.which("jackd") and shutil.which("tmux")):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="drummachine-soak-"))
+    out = folder / "soak.json"
+    env = {k: v for k, v in os.environ.items() if k != "JACK_DEFAULT_SERVER"}
+    env["JACK_DEFAULT_SERVER"] = f"tests{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", str(SOAK_MINUTES),
+                             "--json", str(out)], stdout=subprocess.DEVNULL, stderr=open(folder / "stderr", "w"),
+                            env=env)
+    SOAK.update(proc=proc, out=out, folder=folder)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that ended early (-x, ^C) does not leave the soak playing."""
+    import shutil
+
+    proc = SOAK.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if SOAK.get("folder"):
+        shutil.rmtree(SOAK["folder"], ignore_errors=True)
+
+
 # --- a host that stalls JACK itself voids a real-time measurement --------------------------------
 
 #: the log of the JACK server the tests started (None: one was already running)

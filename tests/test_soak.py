@@ -1,7 +1,8 @@
-"""The soak, short: `benchmarks/soak.py` for 48 s — the real `play --headless` with the shipped
+"""The soak, short: `benchmarks/soak.py` for 3 minutes, started beside the suite as soon as
+the tests are collected (tests/conftest.py) — the real `play --headless` with the shipped
 model, the mixer over JACK, a MIDI recorder, a controller, cues from the whole command table with
 bad values, controller spam, and every fault once (UI crashed and SIGKILLed in tmux, mixer
-SIGKILLed, MIDI out and in ports gone and back). Longer runs: `python benchmarks/soak.py
+SIGKILLed, MIDI out and in ports gone and back, the JACK server stopped and started again). Longer runs: `python benchmarks/soak.py
 --minutes 10 --json OUT` (underruns, jackd's blame and timing are reported there, not asserted:
 on a shared host they measure the host)."""
 
@@ -10,33 +11,36 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import SOAK, SOAK_MINUTES
 
 pytestmark = [pytest.mark.slow, pytest.mark.jack]
-MINUTES = 0.8
 
 
 @pytest.fixture(scope="module")
-def soak(tmp_path_factory):
+def soak():
     if not (shutil.which("jackd") and shutil.which("tmux")):
         pytest.skip("needs jackd and tmux (the README's set-up installs them)")
-    out = tmp_path_factory.mktemp("soak") / "soak.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", str(MINUTES),
-                        "--json", str(out)], capture_output=True, text=True, timeout=MINUTES * 60 + 120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(out.read_text())
+    proc = SOAK.get("proc")
+    assert proc is not None, "the soak starts when the tests are collected (tests/conftest.py)"
+    try:
+        code = proc.wait(timeout=SOAK_MINUTES * 60 + 180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the soak did not end within {SOAK_MINUTES} minutes and 3 more")
+    assert code == 0, (SOAK["folder"] / "stderr").read_text()[-3000:]
+    return json.loads(SOAK["out"].read_text())
 
 
 def test_every_fault_was_injected_and_the_engine_saw_it(soak):
     injected = soak["faults_injected"]
-    for kind in ("ui_crash", "ui_sigkill", "mixer_sigkill", "midi_out_gone", "midi_in_gone", "spam"):
+    for kind in ("ui_crash", "ui_sigkill", "mixer_sigkill", "midi_out_gone", "midi_in_gone", "spam", "jack_stop"):
         assert injected.get(kind, 0) >= 1, (kind, soak["events"])
     assert soak["log"]["ui_detached"] >= 2, "both UIs detached, and the engine said so"
-    assert soak["audio_restarts"] >= 1 and soak["log"]["audio_restarted"] >= 1
+    assert soak["audio_restarts"] >= 2 and soak["log"]["audio_restarted"] >= 2, "after the SIGKILL and the JACK restart"
+    assert soak["log"]["jack_server_gone"] >= 1, "the MIDI watch noticed the JACK server go"
     assert soak["spam_messages"] >= 1500 and soak["cues"]["sent"] >= 10 and soak["cues"]["bad_values"] >= 1
     assert soak["commands_refused"] >= 1, "bad values were refused at the boundary"
     assert all(s is not None and s < 4.0 for s in soak["midi_out_back_after_s"]), soak["midi_out_back_after_s"]

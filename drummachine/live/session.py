@@ -24,6 +24,11 @@ from drummachine.core.transport import MonotonicClock
 log = logging.getLogger("drummachine")
 
 
+#: seconds without a callback from a live mixer after which its stream is taken for dead (a
+#: period is 2.7 ms; a loaded host stalls JACK for a few hundred ms at worst)
+STREAM_STALLED_S = 2.0
+
+
 @dataclass
 class Options:
     song: str | None = None
@@ -332,16 +337,29 @@ class Session:
             self.threads.append(watchdog)
 
     def _watch_audio(self) -> None:
-        """The audio process died (killed, crashed): start another; the groove goes on meanwhile
-        on MIDI and the wall clock, and the sound comes back within about a second."""
+        """The audio process died (killed, crashed), or lives on with a stream the sound server no
+        longer runs (JACK stopped or restarted: PortAudio says nothing, its callbacks just stop):
+        start another mixer; the groove goes on meanwhile on MIDI and the wall clock, and the sound
+        comes back within about a second of the server."""
+        counted, since = self.audio.callbacks, time.monotonic()
         while not self.stop_event.wait(0.25):
             try:
+                now, callbacks = time.monotonic(), self.audio.callbacks
+                if callbacks != counted:
+                    counted, since = callbacks, now
+                elif self.audio.alive and now - since > STREAM_STALLED_S:
+                    log.warning("audio: no block asked for in %.1f s (the sound server stopped or restarted?); "
+                                "starting the mixer again", now - since)
+                    self.audio.proc.kill()
+                    self.audio.proc.wait()
                 if self.audio.restart_if_gone():
                     log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
                     self._connect_cue()  # a new mixer: PortAudio connected its ports anew
+                    counted, since = self.audio.callbacks, time.monotonic()
             except DrumMachineError as exc:
                 log.warning("audio process stopped and cannot restart: %s; trying again", exc)
                 self.stop_event.wait(2.0)
+                counted, since = self.audio.callbacks, time.monotonic()
 
     def poll(self) -> None:
         """Housekeeping from the main thread: a song waiting for the current one to end; foot-switch

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import heapq
 import os
+import logging
 import threading
 import time
-import logging
+import weakref
 from typing import Callable
 
 from drummachine.core.events import Event, Sink
@@ -84,6 +85,48 @@ def find_port(names: list[str], wanted: str, what: str) -> int:
     raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
 
 
+#: every port of this process: a JACK server that stopped leaves all their clients dead at once
+_PORTS: "weakref.WeakSet[_Port]" = weakref.WeakSet()
+_SERVER_SEEN: dict[str, tuple | None] = {}  #: the JACK server's identity when the watches last looked
+_SERVER_LOCK = threading.Lock()
+
+
+def jack_server_identity() -> tuple | None:
+    """The JACK server this process talks to, as its socket's inode and time (None: not running,
+    or not where jackd2 puts it): a restarted server is a new socket."""
+    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    try:
+        st = os.stat(f"/dev/shm/jack_{name}_{os.getuid()}_0")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def drop_clients_of_a_gone_server(api: str) -> bool:
+    """From the port watches: if the JACK server went away or was replaced since they last looked,
+    delete every rtmidi client of this process, so each watch opens a new one on the server that is
+    there. A client of a stopped server lists no ports and raises nothing, and libjack will not
+    connect a new client while a dead one is still allocated in the process. True if it did."""
+    if api != "jack":
+        return False
+    now = jack_server_identity()
+    with _SERVER_LOCK:
+        if "jack" not in _SERVER_SEEN:
+            _SERVER_SEEN["jack"] = now
+            return False
+        if _SERVER_SEEN["jack"] == now:
+            return False
+        _SERVER_SEEN["jack"] = now
+        ports = list(_PORTS)
+        log.warning("MIDI: the JACK server %s; the MIDI ports open again when it is back",
+                    "stopped" if now is None else "restarted")
+        for port in ports:
+            with port._lock:
+                port._drop_client()
+                port.message = f"{port.wanted or port.label}: the JACK server went away; will reconnect"
+    return True
+
+
 class _Port:
     """Opens (and re-opens) one rtmidi port by name; ``connected`` says whether it is there now."""
 
@@ -99,6 +142,7 @@ class _Port:
         self.client = None
         self.closed = False  #: for good: a watch that wakes after the close must not open a client again
         self._lock = threading.Lock()
+        _PORTS.add(self)
 
     def open(self, strict: bool = False) -> bool:
         with self._lock:
@@ -180,7 +224,10 @@ class _Port:
 
     def check(self, close_when_gone: bool) -> None:
         """Notice a port that went away (say so) and reconnect when it is back."""
-        if not self.wanted:
+        drop_clients_of_a_gone_server(self.api)
+        if not self.wanted:  # a port of our own (virtual): open it again after a server restart
+            if not self.connected:
+                self.open()
             return
         present = self.present()
         if self.connected and not present:
