@@ -92,3 +92,22 @@ def test_a_fill_asked_in_the_last_beat_starts_at_once_and_runs_through_the_next_
     c.fill(16 + 14)
     assert c.fill_requests == {1: 14, 2: 0}
     assert c.plan(1).fill_from == 14 and c.plan(2).fill_from == 0
+
+
+def test_an_hours_jam_keeps_a_bounded_plan_and_plans_the_same_bars():
+    """1,800 bars (an hour at 120 bpm) of an endless section: the plans behind the playhead and the
+    feels past KEPT_FEELS_BARS are forgotten, and the bars planned are the ones a conductor that
+    kept everything plans."""
+    from drummachine.core.conductor import KEPT_FEELS_BARS, PLANS_KEPT_BEHIND
+
+    song = song_from_toml(SONG.replace("count_in = 1", "count_in = 0"), "t", ("any", "rock"))
+    playing, keeping = Conductor(song, performer=shipped_performer()), Conductor(song, performer=shipped_performer())
+    for bar in range(1800):
+        assert playing.plan(bar) == keeping.plan(bar), bar
+        playing.plan(bar + 1)
+        playing.take_effect(bar)
+        if bar % 50 == 0:
+            playing.accent(bar * 16 + 3)
+    assert len(playing.plans) <= PLANS_KEPT_BEHIND + 2
+    assert len(playing.kept_feels) <= KEPT_FEELS_BARS + 2
+    assert len(playing.accents) <= 1

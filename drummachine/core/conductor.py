@@ -61,6 +61,14 @@ class Queued:
     target: int | None = None  #: section index for next/goto
 
 
+#: bars behind the one taking effect whose plans are kept (the engine asks for the bar playing
+#: and the ones ahead; a cue rewinds no further than the bar playing)
+PLANS_KEPT_BEHIND = 16
+#: bars of a section whose feels are kept for the section to replay when kept ("keep"): an endless
+#: jam section would otherwise keep one per bar for as long as it plays
+KEPT_FEELS_BARS = 256
+
+
 class Conductor:
     """Plans bars for a song and applies live cues at musically sensible moments."""
 
@@ -110,7 +118,8 @@ class Conductor:
                                        before_change=bool(s.bars) and p.bar_in_section == s.bars - 1,
                                        prev=prev.feel if prev is not None else None,
                                        variant=self.variants.get(p.section, 0))
-            self.kept_feels[key] = feel
+            if p.bar_in_section < KEPT_FEELS_BARS:  # an endless section's feels are not all kept
+                self.kept_feels[key] = feel
         fill_from = p.fill_from if p.fill_from is not None or not feel.fill else 0
         return replace(p, feel=feel, fill_from=fill_from)
 
@@ -246,6 +255,11 @@ class Conductor:
             self.queued = None
         for b in [b for b in self.fill_requests if b < bar]:
             del self.fill_requests[b]
+        # an hour's jam is 1,800 bars: the plans behind the playhead go (a cue rewinds to the bar
+        # playing at most; planning goes on from the newest plan kept)
+        for b in [b for b in self.plans if b < bar - PLANS_KEPT_BEHIND]:
+            del self.plans[b]
+        self.accents = {c for c in self.accents if c >= (bar - PLANS_KEPT_BEHIND) * STEPS_PER_BAR}
 
     # --- what keeps time, and voices asked for live ---------------------------------------
     def cymbal(self, plan: BarPlan, step: int) -> str:

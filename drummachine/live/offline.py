@@ -107,7 +107,7 @@ def play_offline(generator, song: Song, setup: list[tuple[str, object]] = (), *,
     engine.pump()
     engine.command("start")
     engine.pump()
-    steps, bpms, cued = [], [], set()
+    steps, bpms, plans, cued = [], [], [], set()
     limit = (bars if bars is not None else max_bars) * STEPS_PER_BAR
     while engine.playing and len(steps) < limit:  # never a miss: each step is generated before it is due
         engine.pump_generator()
@@ -115,6 +115,8 @@ def play_offline(generator, song: Song, setup: list[tuple[str, object]] = (), *,
         c = engine.commit_cursor
         while len(steps) < c and len(steps) < limit:
             s = len(steps)
+            if s % STEPS_PER_BAR == 0:  # as it plays: the conductor forgets the plans of bars long played
+                plans.append(engine.conductor.plan(s // STEPS_PER_BAR))
             hvo = engine.played[s].copy()
             hvo[OFFSETS] = feel_offsets(hvo, s, engine.knobs["swing"], engine.knobs["humanize"])
             steps.append(hvo)
@@ -126,8 +128,6 @@ def play_offline(generator, song: Song, setup: list[tuple[str, object]] = (), *,
             clock.set(max(clock.now(), deadline))
     if engine.stats.misses:
         raise RuntimeError(f"offline play missed {engine.stats.misses} steps: a bug, the loop generates first")
-    n_bars = -(-len(steps) // STEPS_PER_BAR)
-    plans = [engine.conductor.plan(b) for b in range(n_bars)]
     start = engine.transport.time_of(0)
     events = [replace(e, time=e.time - start) for e in sink.events if e.kind == NOTE and e.step < len(steps)]
     return Take(np.stack(steps) if steps else np.zeros((0, 3, 9), np.float32), np.asarray(bpms), plans, events, song)
