@@ -23,6 +23,9 @@ TEST_FPS = 5.0  # see tests/test_ui.py: under Textual's test driver a refresh co
 
 
 def test_the_follow_line_says_state_tempo_phase_and_confidence():
+    widest = Snapshot(follow_mode="all", follow_state="following", band_bpm=199.9, band_phase_ms=-249.0,
+                      band_confidence=1.0, band_intensity=-0.4)
+    assert len(band_text(widest).plain) <= 80  # the stage's terminal: nothing cut off
     s = Snapshot(follow_mode="beat", follow_state="holding", band_bpm=118.4, band_phase_ms=-12.0,
                  band_confidence=0.21)
     line = band_text(s).plain
@@ -135,7 +138,7 @@ def test_listen_behind_the_stage_ui_follows_a_band_in_a_real_terminal(jack_serve
         heard = float(re.search(r"band +([0-9.]+) bpm", line).group(1))
         assert heard == pytest.approx(bpm, rel=0.03)  # the band's tempo, not the song's 4% below it
         subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # beat -> all
-        wait_for(screen, lambda s: re.search(r"BAND (FOLLOWING|HOLDING) +all", s), "mode all")
+        wait_for(screen, lambda s: re.search(r"BAND (FOLLOWING|HOLDING) +all ", s), "mode all")
         subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # all -> off
         wait_for(screen, lambda s: "BAND OFF" in s, "BAND OFF")
         quit_and_check(tmux, session, tmp_path, run)

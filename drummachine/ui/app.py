@@ -115,17 +115,16 @@ def band_text(s: Snapshot) -> Text:
     state = s.follow_state if s.follow_mode != "off" else "off"
     t = Text(" ")
     t.append(f" BAND {state.upper()} ", FOLLOW_STYLE.get(state, "bold"))
-    t.append(f"  {s.follow_mode}", "bold")
-    if s.band_bpm > 0:
-        t.append(f"   band {s.band_bpm:6.1f} bpm")
-        t.append(f"   phase {s.band_phase_ms:+5.0f} ms")
+    t.append(f" {s.follow_mode}", "bold")
+    if s.band_bpm > 0:  # 80 columns hold the whole line
+        t.append(f"  band {s.band_bpm:.1f} bpm  phase {s.band_phase_ms:+.0f} ms")
     else:
-        t.append("   not heard yet", "grey62")
+        t.append("  not heard yet", "grey62")
     confidence_style = "bold" if s.band_confidence >= 0.5 else ("yellow3" if s.band_confidence >= 0.3 else "red1")
-    t.append("   conf ")
+    t.append("  conf ")
     t.append(f"{s.band_confidence:.2f}", confidence_style)
     if s.follow_mode == "all":
-        t.append(f"   dyn {s.band_intensity:+.2f}")
+        t.append(f"  dyn {s.band_intensity:+.2f}")
     return t
 
 
