@@ -45,6 +45,7 @@ from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Clock, TapTempo
 from drummachine.core.voices import HITS, SNARE, TOMS
 
 log = logging.getLogger("drummachine")
+MISSES_LOGGED = 50  #: generator misses logged one by one (then only counted)
 #: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds,
 #: the second step twice as hard
 FILL_ONSET_STEPS = 2
@@ -348,6 +349,10 @@ class Engine(CommandHandlers):
         if built is not None:
             return built
         self.stats.misses += 1
+        if self.stats.misses <= MISSES_LOGGED:  # when and how far behind: to tell a stall from a slow model
+            log.warning("generator miss: step %d (bar %d) plays from the bar before, %.0f ms before it sounds; "
+                        "the generator was at step %d", c, c // STEPS_PER_BAR,
+                        1000 * (self.transport.time_of(c) - self.clock.now()), self.gen_cursor)
         return self._cached(c)
 
     def _cached(self, c: int) -> np.ndarray:
