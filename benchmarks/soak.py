@@ -569,6 +569,7 @@ class Soak:
                     "traceback_tails": traceback_tails(log),
                     "refused_lines": log.count("refused:"), "audio_restarted": log.count("audio process stopped"),
                     "jack_server_gone": log.count("MIDI: the JACK server"),
+                    "generator_miss_lines": [ln for ln in log.splitlines() if "generator miss" in ln][:12],
                     "midi_faults": len(re.findall(r"thread: .* \(caught, going on", log))},
             "engine_exit": {"code": self.engine.returncode, "summary": (err.strip().splitlines() or [""])[-1],
                             "traceback_on_stderr": "Traceback" in err or "Fatal Python error" in err,
