@@ -1,23 +1,26 @@
-"""The mixer's callback under JACK: mixing inside the callback (before) against copying blocks
-mixed ahead by a mixing thread (now), side by side in alternating turns in one run.
+"""The mixer under JACK, three ways side by side in rotating turns in one run: mixing inside the
+Python callback (before), the Python callback copying blocks a mixing thread mixed ahead, and
+rtmixer's C callback playing a ring a writer thread keeps full (``audio.ring_out``: no Python in
+JACK's thread).
 
     python benchmarks/mixer_rt.py [--seconds 30] [--turns 3] [--load 0] [--json benchmarks/mixer_rt.json]
 
 Starts its own JACK dummy server (48 kHz, 128 frames) named ``$JACK_DEFAULT_SERVER-rt`` and keeps
 ``jack_simple_client`` (C, a sine) in the same graph all along, as the reference client. Each turn
 runs, for the built-in kit and the largest Debian kit (``hydrogen-drumkits``: ForzeeStereo), one
-mixer process per way of mixing (the order alternates from turn to turn), alone, fed a busy
+mixer process per way of mixing (which goes first rotates from turn to turn), alone, fed a busy
 groove a second ahead (as the engine feeds it, with less lead) for ``--seconds``. ``--load N``
 keeps N busy processes on the CPUs during the whole run (the engine's model, the UI...).
 
 Per kit and way, summed over the turns:
-- the callback's own duration p50/p99 (5 µs bins) and max, from the mixer's histogram;
+- the Python callback's own duration p50/p99 (5 µs bins) and max, from the mixer's histogram
+  (none for the ring: its callback is C);
 - jackd's blame from its log during the turns: periods it found PortAudio (the mixer) not
   finished, and the C client not finished (state Triggered: woken but not yet run, the host did
   not schedule it; Running: it ran too long), and the dummy driver's own late wake-ups (the host
   stalling jackd itself, which no client can help);
 - the underruns the mixer counted (PortAudio's output underflow flag), blocks not mixed in time
-  (mixing ahead only: played as silence), the worst wake-up gap and the mixing thread's worst turn,
+  (mixed ahead: played as silence; ring: times the ring ran dry and its playback was restarted), the worst wake-up gap and the mixing thread's worst turn,
   and its turns a callback came during (the two threads then shared the interpreter lock).
 """
 
@@ -44,7 +47,7 @@ RATE = 48000
 PERIOD = 128
 LARGEST = "ForzeeStereo"
 KITS = {"built-in": None, LARGEST: LARGEST}
-WAYS = {"in the callback": 0, "mixed ahead": 3}  # the AudioProcessSink's ``ahead`` (blocks)
+WAYS = {"in the callback": "callback", "mixed ahead": "ahead", "ring": "ring"}  # AudioProcessSink's ``mixing``
 C_CLIENT = "jack_simple_client"  # its name in the graph
 
 
@@ -69,14 +72,14 @@ def groove_events(bars=16, bpm=120):
     return events, bars * 16 * step
 
 
-def mixer_child(kit: str, ahead: int, seconds: float) -> None:
+def mixer_child(kit: str, mixing: str, seconds: float) -> None:
     """In its own interpreter: one mixer process fed the groove; its counters as one JSON line."""
     from drummachine.audio.process import AudioProcessSink
 
-    sink = AudioProcessSink(kit or None, RATE, ahead=ahead).wait_ready()
+    sink = AudioProcessSink(kit or None, RATE, mixing=mixing).wait_ready()
     events, frames = groove_events()
     time.sleep(0.5)  # the stream settles; the turn's figures start from here
-    base = {"callbacks": sink.callbacks, "timings": sink.block.timings.copy()}
+    base = {"callbacks": sink.callbacks, "timings": sink.block.timings.copy(), "not_ready": sink.not_ready}
     start = int(sink.clock.now() * RATE) + RATE // 4
     t_end = time.monotonic() + seconds
     k, loop = 0, 0
@@ -91,7 +94,8 @@ def mixer_child(kit: str, ahead: int, seconds: float) -> None:
         time.sleep(0.05)
     timings = sink.block.timings.copy() - base["timings"]
     result = {"seconds": seconds, "callbacks": sink.callbacks - base["callbacks"], "underruns": sink.underruns,
-              "not_ready": sink.not_ready, "late_events": sink.late_events, "remixed": sink.remixed,
+              "not_ready": sink.not_ready - base["not_ready"], "late_events": sink.late_events,
+              "remixed": sink.remixed, "mixing": sink.mixing,
               "overlaps": sink.overlaps,
               "faults": sink.faults, "worst_callback_us": round(sink.worst_callback_ms * 1000, 1),
               "worst_gap_ms": round(sink.worst_gap_ms, 3), "worst_mix_ms": round(sink.worst_mix_ms, 3),
@@ -158,8 +162,11 @@ def summarize(turns: list[dict]) -> dict:
     counts = np.sum([np.array(t["timings"], np.int64) for t in ok], axis=0) if ok else np.zeros(1, np.int64)
     worst = max((t["worst_callback_us"] for t in ok), default=0.0)
     summary = timing_summary(counts, int(worst * 1000))
-    out = {"callback_p50_us": summary["p50_us"], "callback_p99_us": summary["p99_us"],
-           "callback_max_us": summary["max_us"], "callbacks": int(counts.sum())}
+    timed = bool(counts.sum())  # the ring's callback is C: not timed (no Python there)
+    out = {"callback_p50_us": summary["p50_us"] if timed else None,
+           "callback_p99_us": summary["p99_us"] if timed else None,
+           "callback_max_us": summary["max_us"] if timed else None,
+           "blocks": sum(t["callbacks"] for t in ok)}
     for key in ("underruns", "not_ready", "late_events", "remixed", "overlaps", "faults"):
         out[key] = sum(t[key] for t in ok)
     for key in ("mixer_not_finished", "c_client_not_finished", "driver_late_wakeups"):
@@ -185,7 +192,7 @@ def main() -> int:
     ap.add_argument("--mixer-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.mixer_child:
-        mixer_child(a.mixer_child[0], int(a.mixer_child[1]), float(a.mixer_child[2]))
+        mixer_child(a.mixer_child[0], a.mixer_child[1], float(a.mixer_child[2]))
         return 0
     for tool in ("jackd", "jack_simple_client"):
         if not shutil.which(tool):
@@ -207,7 +214,7 @@ def main() -> int:
         try:
             for turn in range(a.turns):
                 for kit in kits:
-                    ways = list(WAYS) if turn % 2 == 0 else list(WAYS)[::-1]  # who goes first alternates
+                    ways = list(WAYS)[turn % len(WAYS):] + list(WAYS)[:turn % len(WAYS)]  # who goes first rotates
                     for way in ways:
                         since = jack.mark()
                         r = subprocess.run([sys.executable, __file__, "--mixer-child", KITS[kit] or "",
@@ -242,10 +249,13 @@ def main() -> int:
               "turns_raw": {kit: {way: [{k: v for k, v in t.items() if k != "timings"} for t in runs[kit][way]]
                                   for way in WAYS} for kit in kits}}
     for kit in kits:
-        before, now = result["kits"][kit]["in the callback"], result["kits"][kit]["mixed ahead"]
-        result["kits"][kit]["ratio_ahead_over_callback"] = {
-            k: round(now[k] / before[k], 2) if before[k] else None
-            for k in ("callback_p50_us", "callback_p99_us", "callback_max_us", "mixer_not_finished", "underruns")}
+        before = result["kits"][kit]["in the callback"]
+        for way in ("mixed ahead", "ring"):
+            now = result["kits"][kit][way]
+            result["kits"][kit][f"ratio_{way.replace(' ', '_')}_over_in_the_callback"] = {
+                k: round(now[k] / before[k], 2) if before[k] and now[k] is not None else None
+                for k in ("callback_p50_us", "callback_p99_us", "callback_max_us", "mixer_not_finished",
+                          "underruns")}
     a.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["kits"], indent=1))
     return 0

@@ -190,7 +190,7 @@ def test_the_mix_ahead_mixer_plays_onsets_on_their_sample_over_jack(jack_server)
 
     sink = AudioProcessSink(None, 48000, record_seconds=8.0).wait_ready()
     try:
-        assert sink.setup["ahead"] == 3
+        assert sink.mixing == "ahead"  # a recording: the duplex callback, copying what was mixed ahead
         subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
         subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
         base = int(sink.clock.now() * 48000) + 12000
@@ -210,3 +210,81 @@ def test_the_mix_ahead_mixer_plays_onsets_on_their_sample_over_jack(jack_server)
         delays.append(int(loud[0]))
     assert len(set(delays)) == 1 and 0 <= delays[0] <= 3 * BLOCK, delays  # every hit on its sample
     assert callbacks > 0 and not_ready <= 0.02 * callbacks, (not_ready, callbacks)
+
+
+def test_without_the_rights_the_mixer_says_in_one_line_what_it_could_not_get(monkeypatch):
+    """A user whose memlock limit is a Pi's default, or a callback with no real-time priority to
+    stay below: one line each, naming what to change; the mixer plays on regardless."""
+    import os
+    import resource
+    import threading
+
+    from drummachine.audio import process
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (8 * 1024 * 1024, 8 * 1024 * 1024))
+    line = process.lock_memory()
+    assert line.startswith("memory not locked: the memlock limit is 8192 kB") and "limits.d" in line
+    said = []
+    worker = threading.Thread(target=lambda: said.append(process.realtime_below(threading.get_native_id(), 0)))
+    worker.start()
+    worker.join()
+    assert said[0].startswith("no real-time priority for the mixing thread") and "\n" not in said[0]
+
+
+@pytest.mark.jack
+def test_the_ring_mixer_plays_onsets_on_their_sample_over_jack(jack_server):
+    """rtmixer's C callback playing the ring (the default where rtmixer is installed): hits
+    recorded from the mixer's port by a JACK client of the test's own, each exactly its scheduled
+    distance from the first (the ring's frames are the stream's, in order); the clock runs."""
+    import time
+
+    import jack
+
+    from drummachine.audio.process import AudioProcessSink
+
+    import importlib.util
+
+    if importlib.util.find_spec("rtmixer") is None:  # never imported here: PortAudio would join JACK as "PortAudio"
+        pytest.skip("rtmixer is not installed")
+    got = np.zeros(48000 * 6, np.float32)
+    filled = [0]
+    client = jack.Client("ring-rec", no_start_server=True)
+    port = client.inports.register("in")
+
+    @client.set_process_callback
+    def process(frames):
+        n = min(frames, len(got) - filled[0])
+        got[filled[0]:filled[0] + n] = port.get_array()[:n]
+        filled[0] += n
+
+    sink = AudioProcessSink(None, 48000).wait_ready()
+    try:
+        assert sink.mixing == "ring", sink.notes
+        client.activate()
+        # the mixer's PortAudio client (a mixer of an earlier test may still be leaving: PortAudio-01)
+        for out in client.get_ports("PortAudio.*:out_0", is_audio=True, is_output=True):
+            client.connect(out, port)
+        t0 = sink.clock.now()
+        base = int(t0 * 48000) + 12000
+        frames = [base + k * 9001 for k in range(8)]  # a closed hat rings 8,640 frames
+        for f in frames:
+            assert sink.events.push(f, CLOSED_HAT, 0.9)
+        time.sleep((frames[-1] + 9000) / 48000 - sink.clock.now())
+        ran = sink.clock.now() - t0
+        not_ready = sink.not_ready
+    finally:
+        client.deactivate()
+        client.close()
+        sink.close()
+    onsets = []
+    k = 0
+    while k < filled[0]:
+        loud = np.flatnonzero(np.abs(got[k:filled[0]]) > 1e-6)
+        if not loud.size:
+            break
+        onsets.append(k + int(loud[0]))
+        k = onsets[-1] + 8700  # past this hit's 8,640 frames
+    assert len(onsets) == 8 and not_ready == 0, (onsets, not_ready)
+    assert [o - onsets[0] for o in onsets] == [f - frames[0] for f in frames]  # each on its sample
+    assert 0.9 * (frames[-1] + 9000 - base + 12000) / 48000 < ran

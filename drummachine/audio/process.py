@@ -45,6 +45,12 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.transport import STEPS_PER_BAR, STEPS_PER_BEAT
 
 CLICK_LEVEL = 0.5
+#: how the mixer process feeds the stream: name -> blocks its MixAhead keeps (0: none), in words
+MIXINGS = {
+    "ring": (2, "rtmixer's C callback plays a ring a writer thread keeps full: no Python in JACK's thread"),
+    "ahead": (AHEAD_BLOCKS, "the Python callback copies blocks a mixing thread mixed ahead"),
+    "callback": (0, "the Python callback reads the events and mixes (before; for comparison)"),
+}
 SWITCH_INTERVAL = 0.0005  #: s; how long the callback may wait for the interpreter lock the mixing thread holds
 log = logging.getLogger("drummachine")
 
@@ -57,13 +63,13 @@ class AudioProcessSink(Sink):
     ``kit`` set; then ``start`` returns at once (the mixer opens the stream meanwhile, while the
     engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
     ``outs`` chooses the output channels (``mixing.OUTS``); ``cue`` adds the cue bus after them.
-    ``ahead``: blocks the mixer mixes ahead of the playhead (``audio.ahead``); 0 mixes inside the
-    callback, as before (kept for ``benchmarks/mixer_rt.py``'s comparison and as a fallback).
+    ``mixing``: how the mixer feeds the stream (``MIXINGS``); "ring" falls back to "ahead" where
+    rtmixer is missing or a recording is kept (the loopback tests record through a duplex callback).
     """
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
-                 outs: str = "stereo", cue: bool = False, click: bool = True, ahead: int = AHEAD_BLOCKS):
+                 outs: str = "stereo", cue: bool = False, click: bool = True, mixing: str = "ring"):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
@@ -80,7 +86,7 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "outs": outs, "cue": cue, "ahead": int(ahead),
+                      "outs": outs, "cue": cue, "mixing": mixing,
                       "latency": latency}
         self.notes: list[str] = []  #: what the mixer could not get (real-time priority, locked memory)
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
@@ -144,6 +150,7 @@ class AudioProcessSink(Sink):
             raise exc
         self.latency = float(reply.get("latency", 0.0))
         self.notes = list(reply.get("notes", ()))
+        self.mixing = reply.get("mixing", self.setup["mixing"])  #: how the mixer feeds the stream, as it started
         for note in self.notes:
             log.info("mixer: %s", note)
         self.ready = True
@@ -473,9 +480,10 @@ class Mixer:
 
 
 def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None, blocksize: int = 128,
-                latency="low"):
+                latency="low", ring: bool = False):
     """A sounddevice stream (not started) whose callback is the mixer's: duplex when the mixer's
-    block keeps a recording (the loopback tests), else output only."""
+    block keeps a recording (the loopback tests), else output only; with ``ring``, rtmixer's
+    stream and its ring instead (``audio.ring_out``)."""
     import sounddevice as sd
 
     device = find_output(device, hostapi)
@@ -484,6 +492,10 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
     if info["max_output_channels"] < channels:
         raise DrumMachineError("--outs", f"{channels} output channels needed; {info['name']} has "
                                f"{info['max_output_channels']} (under JACK: as many as the server's playback ports)")
+    if ring:
+        from drummachine.audio.ring_out import open_ring_stream
+
+        return open_ring_stream(device, rate, blocksize, channels, latency)
     common = dict(samplerate=rate, blocksize=blocksize, channels=channels, dtype="float32", latency=latency)
     if mixer.block.recording is not None:
         return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
@@ -597,21 +609,43 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         return 2
     notes = []
     mixing = None
+    player = None
     try:
+        from drummachine.audio import ring_out
+
         blocksize = int(setup["blocksize"])
-        ahead = int(setup.get("ahead", 0)) if blocksize else 0  # PortAudio's own (varying) block size: mix in it
-        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=ahead, blocksize=blocksize)
-        stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], setup["blocksize"], setup["latency"])
+        how = setup.get("mixing", "ahead")
+        if how not in MIXINGS:
+            raise DrumMachineError("mixing", f"unknown way of mixing {how!r}; allowed: {', '.join(MIXINGS)}")
+        if how == "ring" and not ring_out.available():
+            notes.append("rtmixer is not installed: the mixer's Python callback copies blocks mixed ahead")
+            how = "ahead"
+        if how == "ring" and setup["record_frames"]:
+            how = "ahead"  # a recording (the tests' loopback) needs the duplex callback
+        if not blocksize:
+            how = "callback"  # PortAudio's own (varying) block size: mix in the callback
+        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
+                      blocksize=blocksize)
+        if how == "ring":
+            stream, ring = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"],
+                                       ring=True)
+        else:
+            stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"])
         gc.collect()
         gc.freeze()
         gc.disable()
-        if ahead:
+        if how != "callback":
             sys.setswitchinterval(SWITCH_INTERVAL)
             note = lock_memory()
             if note:
                 notes.append(note)
-        mixing = mixer.start_mixing()
-        stream.start()
+        if how == "ring":
+            stream.start()
+            player = ring_out.RingPlayer(mixer, stream, ring)
+            player.begin()
+        else:
+            mixing = mixer.start_mixing()
+            stream.start()
     except DrumMachineError as exc:
         answer({"error": exc.what, "where": exc.where})
         return 2
@@ -625,15 +659,21 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         note = realtime_below(mixing.native_id, mixer.callback_thread)
         if note:
             notes.append(note)
+    if player is not None:
+        note = realtime_below(player.thread.native_id, ring_out.jack_thread())
+        if note:
+            notes.append(note)
     lat = stream.latency
     answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat), "notes": notes,
-            "ahead": mixer.ahead.ahead if mixer.ahead else 0})
+            "mixing": how})
     try:
         while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
             pass
     except (OSError, KeyboardInterrupt):
         pass
     try:
+        if player is not None:
+            player.end()
         stream.stop()
         stream.close()
         mixer.stop_mixing(mixing)

@@ -1,0 +1,155 @@
+"""Audio out with no Python in JACK's real-time thread: rtmixer's C callback plays a ring buffer
+that a writer thread here keeps a few blocks full.
+
+The mixer process's third way of mixing (``mixing = "ring"``, the default where rtmixer is
+installed and nothing is recorded). rtmixer (MIT; its callback is C, compiled with CFFI) copies
+the ring's frames into PortAudio's buffer in JACK's thread and never takes the interpreter lock,
+so JACK sees the mixer as it sees a C client. The writer thread, real-time just below JACK's
+thread, wakes every half period, reads the engine's events and mixes (``Mixer.mix_turn`` with
+``audio.ahead.MixAhead``) until ``depth`` blocks wait in the ring.
+
+Onsets stay on their exact sample: the ring's frames are the stream's frames in order. What is
+in the ring cannot be mixed again, so an event for a frame already written plays at the first
+frame not yet written (at most ``depth`` blocks late: 8 ms at 128 frames and 48 kHz; the engine
+hands its steps out 30 ms or more ahead). rtmixer ends a playback whose ring ran short; the
+writer counts it (``NOT_READY``: the ring ran dry) and starts another.
+
+The clock: the frames the C callback has taken (written less what waits in the ring) jump a
+block per period; PortAudio's stream time (JACK's frame time) runs smoothly. The clock published
+is the stream time less its smallest lead over the frames taken in the last polls, kept between
+the frames taken and one block more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from drummachine.audio.wire import AT_NS, CALLBACKS, FAULTS, FRAMES, NOT_READY, SEQ, UNDERRUNS
+
+RING_FRAMES = 1024  #: the ring's size (a power of two, as PortAudio's ring buffer needs)
+DEPTH_BLOCKS = 3  #: blocks kept waiting in the ring: the writer may be this many periods late, less one
+LEAD_POLLS = 64  #: polls the clock's lead is the smallest of (about 85 ms at 128 frames)
+
+
+def available() -> bool:
+    try:
+        import rtmixer  # noqa: F401
+    except Exception:  # not installed, or its CFFI module does not load here
+        return False
+    return True
+
+
+def open_ring_stream(device, rate: int, blocksize: int, channels: int, latency):
+    """An rtmixer output stream (not started) on the device, its ring and the ring's frame size."""
+    import rtmixer
+
+    stream = rtmixer.Mixer(device=device, samplerate=rate, blocksize=blocksize, channels=channels,
+                           latency=latency)
+    ring = rtmixer.RingBuffer(4 * channels, RING_FRAMES)
+    return stream, ring
+
+
+class RingPlayer:
+    """Keeps rtmixer's ring ``depth`` blocks full from the mixer's voices; publishes the clock."""
+
+    def __init__(self, mixer, stream, ring, depth: int = DEPTH_BLOCKS):
+        self.mixer = mixer
+        self.stream = stream
+        self.ring = ring
+        self.block = mixer.ahead.block
+        self.depth = min(depth, RING_FRAMES // self.block - 1) * self.block
+        self.out = np.zeros((self.block, mixer.voices.channels), np.float32)
+        h = mixer.h
+        self.start = 0
+        if h[AT_NS]:  # a restarted mixer: go on from where the clock is now (see Mixer._begin)
+            self.start = int(h[FRAMES]) + (time.monotonic_ns() - int(h[AT_NS])) * mixer.rate // 1_000_000_000
+        self.written = self.start
+        mixer.ahead.rendered = mixer.ahead.valid_from = self.start
+        self.leads = np.full(LEAD_POLLS, np.inf)
+        self.polls = 0
+        self.action = None
+        self.running = False
+        self.thread: threading.Thread | None = None
+
+    def fill(self) -> int:
+        """Mix and write blocks until ``depth`` frames wait in the ring; returns how many blocks."""
+        mixer, ahead, ring, out, block = self.mixer, self.mixer.ahead, self.ring, self.out, self.block
+        done = 0
+        while ring.read_available + block <= self.depth:
+            ahead.playhead = self.written - block  # the frames before ``written`` are in the ring for good
+            mixer.mix_turn()
+            if not ahead.copy_out(out, self.written, block):
+                out.fill(0.0)
+                mixer.h[FAULTS] += 1  # cannot happen: the turn mixed this block
+            ring.write(out)
+            self.written += block
+            done += 1
+        return done
+
+    def publish(self) -> None:
+        """The clock from what the C callback has taken and the stream's (JACK's) time."""
+        h = self.mixer.h
+        taken = self.written - self.ring.read_available
+        now_frames = self.stream.time * self.mixer.rate
+        self.leads[self.polls % LEAD_POLLS] = now_frames - taken
+        self.polls += 1
+        frames = int(now_frames - self.leads.min())
+        frames = min(max(frames, taken), taken + self.block)
+        h[SEQ] += 1
+        h[FRAMES] = frames
+        h[AT_NS] = time.monotonic_ns()
+        h[SEQ] += 1
+        h[CALLBACKS] = (taken - self.start) // self.block  # blocks played (the C callback's own count is not ours)
+        h[UNDERRUNS] = int(self.stream._state.stats.output_underflows)  # PortAudio's flag, counted in C
+
+    def begin(self) -> None:
+        """Fill the ring, start playing it (call after the stream started), start the writer."""
+        self.fill()
+        self.action = self.stream.play_ringbuffer(self.ring)
+        self.running = True
+        self.thread = threading.Thread(target=self.run, name="ring-writer", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        """The writer's loop: every half period, restart a playback the ring ended, fill, publish;
+        a turn that fails is counted and the next goes on."""
+        pause = self.block / self.mixer.rate / 2
+        h = self.mixer.h
+        while self.running:
+            try:
+                if self.action not in self.stream.actions:  # the ring ran short: rtmixer ended it
+                    h[NOT_READY] += 1
+                    self.leads.fill(np.inf)  # the silence moved the frames against JACK's time
+                    self.fill()
+                    self.action = self.stream.play_ringbuffer(self.ring)
+                self.fill()
+                self.publish()
+            except Exception:
+                h[FAULTS] += 1
+            time.sleep(pause)
+
+    def end(self) -> None:
+        self.running = False
+        if self.thread is not None:
+            self.thread.join(1.0)
+
+
+def jack_thread(process_id: int = 0) -> int:
+    """The OS thread id of this process's highest real-time thread (JACK's, running the C
+    callback), or 0 if none."""
+    import os
+
+    best, tid_best = 0, 0
+    base = f"/proc/{process_id or os.getpid()}/task"
+    for tid in os.listdir(base):
+        try:
+            fields = open(f"{base}/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        rt_priority, policy = int(fields[37]), int(fields[38])  # stat fields 40 and 41
+        if policy in (1, 2) and rt_priority > best:  # SCHED_FIFO, SCHED_RR
+            best, tid_best = rt_priority, int(tid)
+    return tid_best
