@@ -50,11 +50,10 @@ LOOP_PHASE = 0.08
 LOOP_PERIOD = 0.003
 LOOP_PULL = 0.01
 #: the loop's mean |error| (smoothed over ~2 s of updates): up to JITTER_OK it is sure, at twice
-#: that not at all. 30 ms, tuned on the train split (benchmarks/follow.py --replay on
-#: follow_material's train performances): at 20 ms a human drummer's own ±30 ms kept the
-#: confidence down for tens of beats, so the follower locked late and held through changes
+#: that not at all. (30 ms locked sooner on the train split, later on the validation split:
+#: docs/follow.md, "Tuning")
 JITTER_SMOOTHING = 0.03
-JITTER_OK = 0.03
+JITTER_OK = 0.02
 #: where a frame's onset strength is put in time, against the middle of its window: the flux
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
