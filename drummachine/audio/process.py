@@ -13,13 +13,17 @@ standard input and answering one JSON line (ready, with the stream's latency and
 not get: real-time priority, locked memory; or the error). It stops when that pipe closes — so it
 never outlives the engine. Nothing is pickled.
 
-In the mixer process, the stream's callback (JACK's real-time thread) only copies blocks that
-are already mixed: a mixing thread, woken by each callback, reads the event ring and mixes a few
-blocks ahead of the playhead (``audio.ahead``), with real-time priority just below the
-callback's where the system allows; the process locks its memory (no page faults in either).
-The main thread sleeps in a blocking read. Collection by the garbage collector is off (neither
-thread makes cyclic garbage). ``ahead=0`` in the set-up mixes inside the callback instead (the
-path before; ``benchmarks/mixer_rt.py`` compares the two).
+In the mixer process no Python mixes in JACK's real-time thread (``MIXINGS``, measured side by
+side by ``benchmarks/mixer_rt.py``):
+- "ring" (the default where rtmixer is installed): rtmixer's C callback plays a ring buffer that
+  a writer thread keeps a few blocks full (``audio.ring_out``): no Python in JACK's thread at all;
+- "ahead" (without rtmixer, and for the tests' recordings): the Python callback only copies
+  blocks that a mixing thread, woken by each callback, mixed ahead of it (``audio.ahead``);
+- "callback": the Python callback reads the events and mixes (the path before, for comparison).
+The mixing thread (or the writer) gets real-time priority just below JACK's thread where the
+system allows, and the process locks its memory (no page faults in either); each says in one
+line when it could not. The main thread sleeps in a blocking read. Collection by the garbage
+collector is off (no thread makes cyclic garbage).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class AudioProcessSink(Sink):
     ``mixing``: how the mixer feeds the stream (``MIXINGS``); "ring" falls back to "ahead" where
     rtmixer is missing or a recording is kept (the loopback tests record through a duplex callback).
     """
+
+    click_level = CLICK_LEVEL  #: the click's level on the cue bus; the engine sets it (its click_level)
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
@@ -166,7 +172,7 @@ class AudioProcessSink(Sink):
                 self._beat_step = e.step
                 if e.step % STEPS_PER_BEAT == 0:
                     self.events.push(round(e.time * self.rate), CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK,
-                                     CLICK_LEVEL)
+                                     self.click_level)
             elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
                 self.events.push(round(e.time * self.rate), CUE, e.velocity or 1.0)
 
