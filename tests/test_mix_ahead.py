@@ -288,3 +288,81 @@ def test_the_ring_mixer_plays_onsets_on_their_sample_over_jack(jack_server):
     assert len(onsets) == 8 and not_ready == 0, (onsets, not_ready)
     assert [o - onsets[0] for o in onsets] == [f - frames[0] for f in frames]  # each on its sample
     assert 0.9 * (frames[-1] + 9000 - base + 12000) / 48000 < ran
+
+
+class FakeRing:
+    """rtmixer's RingBuffer as the writer sees it (frames in, frames out), for the logic alone."""
+
+    def __init__(self, channels):
+        self.frames = np.zeros((0, channels), np.float32)
+
+    @property
+    def read_available(self):
+        return len(self.frames)
+
+    def write(self, block):
+        self.frames = np.concatenate([self.frames, block])
+
+    def take(self, n):  # what the C callback does each period
+        out, self.frames = self.frames[:n], self.frames[n:]
+        return out
+
+
+class FakeRingStream:
+    def __init__(self):
+        self.time = 0.0
+        self.playing = set()
+        self.started = 0
+        self._state = SimpleNamespace(stats=SimpleNamespace(output_underflows=0))
+
+    @property
+    def actions(self):
+        return self.playing
+
+    def play_ringbuffer(self, ring):
+        self.started += 1
+        action = object()
+        self.playing = {action}
+        return action
+
+
+def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restarts_a_dry_ring():
+    """audio.ring_out's writer with the C callback played by hand: the frames taken from the ring
+    are what mixing in the callback makes, sample for sample; a hit for a frame already written
+    plays at the first frame not written; when the writer misses periods the ring runs dry, it is
+    counted and playback restarts; the clock stays between the frames taken and a block more."""
+    from drummachine.audio.process import Mixer
+    from drummachine.audio.ring_out import DEPTH_BLOCKS, RingPlayer
+    from drummachine.audio.wire import FRAMES
+
+    owner = SharedBlock()
+    try:
+        events = EventRing(owner)
+        mixer = Mixer(owner, Voices(synth_kit(48000)), ahead=2)
+        ring, stream = FakeRing(2), FakeRingStream()
+        player = RingPlayer(mixer, stream, ring)
+        player.fill()
+        player.action = stream.play_ringbuffer(ring)
+        assert ring.read_available == DEPTH_BLOCKS * BLOCK
+        events.push(10 * BLOCK + 5, KICK, 1.0)
+        out = []
+        for period in range(40):
+            if period == 12:
+                events.push(13 * BLOCK, SNARE, 0.8)  # written already (up to block 14): plays at 14
+            if period not in (20, 21, 22):  # the writer stalls 3 periods: the ring runs dry at 22
+                player.run_once()
+                taken = player.written - ring.read_available
+                assert taken <= owner.header[FRAMES] <= taken + BLOCK
+            got = ring.take(BLOCK)
+            if len(got) < BLOCK:  # rtmixer ends a playback whose ring ran short
+                stream.playing = set()
+                got = np.concatenate([got, np.zeros((BLOCK - len(got), 2), np.float32)])
+            out.append(got)
+            stream.time += BLOCK / 48000
+        assert owner.header[NOT_READY] == 1 and stream.started == 2
+        heard = np.concatenate(out)
+        ref = reference(synth_kit(48000), [(10 * BLOCK + 5, KICK, 1.0), (14 * BLOCK, SNARE, 0.8)], 22 * BLOCK)
+        np.testing.assert_allclose(heard[:22 * BLOCK], ref, atol=1e-6)
+        assert not heard[22 * BLOCK:23 * BLOCK].any()  # the dry period: silence
+    finally:
+        owner.close()

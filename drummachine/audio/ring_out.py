@@ -117,19 +117,22 @@ class RingPlayer:
         """The writer's loop: every half period, restart a playback the ring ended, fill, publish;
         a turn that fails is counted and the next goes on."""
         pause = self.block / self.mixer.rate / 2
-        h = self.mixer.h
         while self.running:
             try:
-                if self.action not in self.stream.actions:  # the ring ran short: rtmixer ended it
-                    h[NOT_READY] += 1
-                    self.leads.fill(np.inf)  # the silence moved the frames against JACK's time
-                    self.fill()
-                    self.action = self.stream.play_ringbuffer(self.ring)
-                self.fill()
-                self.publish()
+                self.run_once()
             except Exception:
-                h[FAULTS] += 1
+                self.mixer.h[FAULTS] += 1
             time.sleep(pause)
+
+    def run_once(self) -> None:
+        """One wake-up: restart a playback that ran dry, fill, publish the clock."""
+        if self.action not in self.stream.actions:  # the ring ran short: rtmixer ended its playback
+            self.mixer.h[NOT_READY] += 1
+            self.leads.fill(np.inf)  # the silence moved the frames against JACK's time
+            self.fill()
+            self.action = self.stream.play_ringbuffer(self.ring)
+        self.fill()
+        self.publish()
 
     def end(self) -> None:
         self.running = False
