@@ -20,8 +20,10 @@ Per kit and way, summed over the turns:
   not schedule it; Running: it ran too long), and the dummy driver's own late wake-ups (the host
   stalling jackd itself, which no client can help);
 - the underruns the mixer counted (PortAudio's output underflow flag), blocks not mixed in time
-  (mixed ahead: played as silence; ring: times the ring ran dry and its playback was restarted), the worst wake-up gap and the mixing thread's worst turn,
-  and its turns a callback came during (the two threads then shared the interpreter lock).
+  (mixed ahead: mixed in the callback instead, or silence if the thread was mid-turn: ``silent``;
+  ring: times the ring ran dry and its playback was restarted), the worst wake-up gap, the mixing
+  thread's worst turn, and its turns a callback came during (the two then shared the interpreter
+  lock).
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ RATE = 48000
 PERIOD = 128
 LARGEST = "ForzeeStereo"
 KITS = {"built-in": None, LARGEST: LARGEST}
-WAYS = {"in the callback": "callback", "mixed ahead": "ahead", "ring": "ring"}  # AudioProcessSink's ``mixing``
+#: label -> (AudioProcessSink's ``mixing``, its ``ring_blocks``: 0 the default)
+WAYS = {"in the callback": ("callback", 0), "mixed ahead": ("ahead", 0), "ring": ("ring", 0),
+        "ring (4 blocks)": ("ring", 4)}
+DEFAULT_WAYS = ("in the callback", "mixed ahead", "ring")
 C_CLIENT = "jack_simple_client"  # its name in the graph
 
 
@@ -72,11 +77,12 @@ def groove_events(bars=16, bpm=120):
     return events, bars * 16 * step
 
 
-def mixer_child(kit: str, mixing: str, seconds: float) -> None:
+def mixer_child(kit: str, way: str, seconds: float) -> None:
     """In its own interpreter: one mixer process fed the groove; its counters as one JSON line."""
     from drummachine.audio.process import AudioProcessSink
 
-    sink = AudioProcessSink(kit or None, RATE, mixing=mixing).wait_ready()
+    mixing, ring_blocks = WAYS[way]
+    sink = AudioProcessSink(kit or None, RATE, mixing=mixing, ring_blocks=ring_blocks).wait_ready()
     events, frames = groove_events()
     time.sleep(0.5)  # the stream settles; the turn's figures start from here
     base = {"callbacks": sink.callbacks, "timings": sink.block.timings.copy(), "not_ready": sink.not_ready}
@@ -95,7 +101,7 @@ def mixer_child(kit: str, mixing: str, seconds: float) -> None:
     timings = sink.block.timings.copy() - base["timings"]
     result = {"seconds": seconds, "callbacks": sink.callbacks - base["callbacks"], "underruns": sink.underruns,
               "not_ready": sink.not_ready - base["not_ready"], "late_events": sink.late_events,
-              "remixed": sink.remixed, "mixing": sink.mixing,
+              "remixed": sink.remixed, "mixing": sink.mixing, "silent": sink.silent_blocks,
               "overlaps": sink.overlaps,
               "faults": sink.faults, "worst_callback_us": round(sink.worst_callback_ms * 1000, 1),
               "worst_gap_ms": round(sink.worst_gap_ms, 3), "worst_mix_ms": round(sink.worst_mix_ms, 3),
@@ -167,8 +173,8 @@ def summarize(turns: list[dict]) -> dict:
            "callback_p99_us": summary["p99_us"] if timed else None,
            "callback_max_us": summary["max_us"] if timed else None,
            "blocks": sum(t["callbacks"] for t in ok)}
-    for key in ("underruns", "not_ready", "late_events", "remixed", "overlaps", "faults"):
-        out[key] = sum(t[key] for t in ok)
+    for key in ("underruns", "not_ready", "silent", "late_events", "remixed", "overlaps", "faults"):
+        out[key] = sum(t.get(key, 0) for t in ok)
     for key in ("mixer_not_finished", "c_client_not_finished", "driver_late_wakeups"):
         out[key] = sum(t["jackd"][key] for t in ok)
     for key in ("mixer_not_finished_by_state", "c_client_not_finished_by_state"):
@@ -188,6 +194,7 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--load", type=int, default=0, help="busy processes on the CPUs meanwhile")
     ap.add_argument("--kits", default=",".join(KITS), help="built-in and/or ForzeeStereo")
+    ap.add_argument("--ways", default=",".join(DEFAULT_WAYS), help=f"of: {', '.join(WAYS)}")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "mixer_rt.json")
     ap.add_argument("--mixer-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -199,26 +206,31 @@ def main() -> int:
             print(f"mixer_rt: {tool} is not installed (apt-get install jackd2)", file=sys.stderr)
             return 2
     kits = [k.strip() for k in a.kits.split(",") if k.strip()]
+    ways = [w.strip() for w in a.ways.split(",") if w.strip()]
+    unknown = [w for w in ways if w not in WAYS]
+    if unknown:
+        print(f"mixer_rt: --ways: unknown {', '.join(unknown)}; allowed: {', '.join(WAYS)}", file=sys.stderr)
+        return 2
     name = f"{os.environ.get('JACK_DEFAULT_SERVER', 'drummachine')}-rt"
     os.environ["JACK_DEFAULT_SERVER"] = name
     work = Path(tempfile.mkdtemp(prefix="mixer-rt-"))
-    runs: dict = {kit: {way: [] for way in WAYS} for kit in kits}
+    runs: dict = {kit: {way: [] for way in ways} for kit in kits}
     loads = []
     started = time.time()
     with JackServer(name, work / "jackd.log") as jack:
         reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        total = a.turns * len(kits) * len(WAYS) * (a.seconds + 5)
+        total = a.turns * len(kits) * len(ways) * (a.seconds + 5)
         hogs = [subprocess.Popen([sys.executable, "-c", f"import time\nx=0\nt=time.monotonic()+{total + 60}\n"
                                   "while time.monotonic()<t: x+=1"]) for _ in range(a.load)]
         try:
             for turn in range(a.turns):
                 for kit in kits:
-                    ways = list(WAYS)[turn % len(WAYS):] + list(WAYS)[:turn % len(WAYS)]  # who goes first rotates
-                    for way in ways:
+                    order = ways[turn % len(ways):] + ways[:turn % len(ways)]  # who goes first rotates
+                    for way in order:
                         since = jack.mark()
                         r = subprocess.run([sys.executable, __file__, "--mixer-child", KITS[kit] or "",
-                                            str(WAYS[way]), str(a.seconds)], capture_output=True, text=True,
+                                            way, str(a.seconds)], capture_output=True, text=True,
                                            timeout=a.seconds + 120)
                         until = jack.mark()
                         try:
@@ -241,16 +253,16 @@ def main() -> int:
     result = {"jack": {"server": name, "rate": RATE, "period": PERIOD, "period_us": round(PERIOD / RATE * 1e6)},
               "seconds_per_turn": a.seconds, "turns": a.turns, "load_processes": a.load,
               "reference": "jack_simple_client in the same graph all along",
-              "kits": {kit: {way: summarize(runs[kit][way]) for way in WAYS} for kit in kits},
+              "kits": {kit: {way: summarize(runs[kit][way]) for way in ways} for kit in kits},
               "notes": sorted({n for kit in runs.values() for way in kit.values() for t in way
                                for n in t.get("notes", ())}),
               "host": {"cpus": os.cpu_count(), "load_average_during": round(float(np.mean(loads)), 2) if loads else None,
                        "date": time.strftime("%Y-%m-%d"), "minutes": round((time.time() - started) / 60, 1)},
               "turns_raw": {kit: {way: [{k: v for k, v in t.items() if k != "timings"} for t in runs[kit][way]]
-                                  for way in WAYS} for kit in kits}}
+                                  for way in ways} for kit in kits}}
     for kit in kits:
-        before = result["kits"][kit]["in the callback"]
-        for way in ("mixed ahead", "ring"):
+        before = result["kits"][kit].get("in the callback")
+        for way in [w for w in ways if w != "in the callback" and before]:
             now = result["kits"][kit][way]
             result["kits"][kit][f"ratio_{way.replace(' ', '_')}_over_in_the_callback"] = {
                 k: round(now[k] / before[k], 2) if before[k] and now[k] is not None else None

@@ -84,7 +84,8 @@ def test_events_known_early_play_exactly_as_mixed_in_the_callback():
 @pytest.mark.parametrize("blocks_before", [1, 2, 3])
 def test_an_event_after_its_block_was_mixed_is_mixed_again_on_its_sample(blocks_before):
     """A hit that arrives 1 or 2 blocks before its block (the horizon is 3 blocks: its block is
-    already mixed; 3 blocks before, it is not yet) sounds on its sample, and everything after it (chokes, the limiter) is what
+    already mixed; 3 blocks before, it is not yet) sounds on its sample, and everything after it
+    (chokes, the limiter) is what
     mixing in the callback would have made: the blocks from its own are mixed again."""
     kit = synth_kit(48000)
     n = 60 * BLOCK
@@ -181,16 +182,16 @@ def test_the_mixers_callback_copies_what_its_mixing_turns_mixed_from_the_shared_
 
 @pytest.mark.jack
 def test_the_mix_ahead_mixer_plays_onsets_on_their_sample_over_jack(jack_server):
-    """The real mixer process over JACK (mixing ahead, the default): hits recorded through a
-    loopback each at its frame plus the same loopback delay."""
+    """The real mixer process over JACK, mixing ahead: hits recorded through a loopback each at
+    its frame plus the same loopback delay."""
     import subprocess
     import time
 
     from drummachine.audio.process import AudioProcessSink
 
-    sink = AudioProcessSink(None, 48000, record_seconds=8.0).wait_ready()
+    sink = AudioProcessSink(None, 48000, record_seconds=8.0, mixing="ahead").wait_ready()
     try:
-        assert sink.mixing == "ahead"  # a recording: the duplex callback, copying what was mixed ahead
+        assert sink.mixing == "ahead"  # the duplex callback copying what was mixed ahead
         subprocess.run(["jack_disconnect", "system:capture_1", "PortAudio:in_0"], capture_output=True)
         subprocess.run(["jack_connect", "PortAudio:out_0", "PortAudio:in_0"], check=True, capture_output=True)
         base = int(sink.clock.now() * 48000) + 12000
@@ -332,7 +333,7 @@ def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restar
     plays at the first frame not written; when the writer misses periods the ring runs dry, it is
     counted and playback restarts; the clock stays between the frames taken and a block more."""
     from drummachine.audio.process import Mixer
-    from drummachine.audio.ring_out import DEPTH_BLOCKS, RingPlayer
+    from drummachine.audio.ring_out import RingPlayer
     from drummachine.audio.wire import FRAMES
 
     owner = SharedBlock()
@@ -340,10 +341,10 @@ def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restar
         events = EventRing(owner)
         mixer = Mixer(owner, Voices(synth_kit(48000)), ahead=2)
         ring, stream = FakeRing(2), FakeRingStream()
-        player = RingPlayer(mixer, stream, ring)
+        player = RingPlayer(mixer, stream, ring, depth=3)
         player.fill()
         player.action = stream.play_ringbuffer(ring)
-        assert ring.read_available == DEPTH_BLOCKS * BLOCK
+        assert ring.read_available == 3 * BLOCK
         events.push(10 * BLOCK + 5, KICK, 1.0)
         out = []
         for period in range(40):
@@ -364,5 +365,33 @@ def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restar
         ref = reference(synth_kit(48000), [(10 * BLOCK + 5, KICK, 1.0), (14 * BLOCK, SNARE, 0.8)], 22 * BLOCK)
         np.testing.assert_allclose(heard[:22 * BLOCK], ref, atol=1e-6)
         assert not heard[22 * BLOCK:23 * BLOCK].any()  # the dry period: silence
+    finally:
+        owner.close()
+
+
+def test_a_block_the_mixing_thread_missed_is_mixed_in_the_callback_unless_the_thread_is_mid_turn():
+    """The fallback: a block not ready is mixed by the callback itself, as before, on its sample
+    (counted as not ready); while the mixing thread holds its turn the callback never waits for
+    it: silence, counted."""
+    from drummachine.audio.process import Mixer
+    from drummachine.audio.wire import SILENT
+
+    owner = SharedBlock()
+    try:
+        ring = EventRing(owner)
+        mixer = Mixer(owner, Voices(synth_kit(48000)), ahead=3)
+        mixer.mix_turn()  # blocks 0-2
+        ring.push(4 * BLOCK + 7, KICK, 1.0)
+        out = np.zeros((8 * BLOCK, 2), np.float32)
+        for k in range(8):  # the mixing thread never runs: from block 3 the callback mixes
+            if k == 6:
+                mixer.turn_lock.acquire()  # the thread mid-turn: block 6 is silence
+            mixer.callback(out[k * BLOCK:(k + 1) * BLOCK], BLOCK, None, OK)
+            if k == 6:
+                mixer.turn_lock.release()
+        ref = reference(synth_kit(48000), [(4 * BLOCK + 7, KICK, 1.0)], 8 * BLOCK)
+        np.testing.assert_allclose(out[:6 * BLOCK], ref[:6 * BLOCK], atol=1e-6)
+        assert not out[6 * BLOCK:7 * BLOCK].any() and np.abs(out[7 * BLOCK:]).max() > 0
+        assert owner.header[NOT_READY] == 5 and owner.header[SILENT] == 1
     finally:
         owner.close()

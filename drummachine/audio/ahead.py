@@ -80,8 +80,9 @@ class MixAhead:
         self.pending.clear()
         self.voices.clear()
 
-    def advance(self) -> int:
-        """Mix blocks until ``ahead`` blocks past the playhead are ready; returns how many."""
+    def advance(self, limit: int | None = None) -> int:
+        """Mix blocks until ``ahead`` blocks past the playhead are ready (at most ``limit``);
+        returns how many."""
         playhead = self.playhead
         if self.rendered < playhead + self.block:
             # behind (the thread was stalled, or a restarted mixer's first block): start again at
@@ -93,7 +94,7 @@ class MixAhead:
             self.history.clear()
         done = 0
         target = playhead + self.ahead * self.block
-        while self.rendered < target:
+        while self.rendered < target and (limit is None or done < limit):
             self._mix_one()
             done += 1
         return done

@@ -17,9 +17,10 @@ In the mixer process no Python mixes in JACK's real-time thread (``MIXINGS``, me
 side by ``benchmarks/mixer_rt.py``):
 - "ring" (the default where rtmixer is installed): rtmixer's C callback plays a ring buffer that
   a writer thread keeps a few blocks full (``audio.ring_out``): no Python in JACK's thread at all;
-- "ahead" (without rtmixer, and for the tests' recordings): the Python callback only copies
-  blocks that a mixing thread, woken by each callback, mixed ahead of it (``audio.ahead``);
-- "callback": the Python callback reads the events and mixes (the path before, for comparison).
+- "ahead" (without rtmixer): the Python callback only copies blocks that a mixing thread, woken
+  by each callback, mixed ahead of it (``audio.ahead``); one not ready it mixes itself;
+- "callback": the Python callback reads the events and mixes (the path before: for comparison,
+  and for the tests' loopback recordings, which need a duplex callback).
 The mixing thread (or the writer) gets real-time priority just below JACK's thread where the
 system allows, and the process locks its memory (no page faults in either); each says in one
 line when it could not. The main thread sleeps in a blocking read. Collection by the garbage
@@ -42,7 +43,7 @@ from drummachine.audio.ahead import AHEAD_BLOCKS, MixAhead
 from drummachine.audio.devices import find_output
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE, Voices
 from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
-                                    NOT_READY, OVERLAPS, PANIC, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
+                                    NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, WRITTEN, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
@@ -68,14 +69,17 @@ class AudioProcessSink(Sink):
     engine loads its model); ``wait_ready`` raises DrumMachineError if the mixer could not start.
     ``outs`` chooses the output channels (``mixing.OUTS``); ``cue`` adds the cue bus after them.
     ``mixing``: how the mixer feeds the stream (``MIXINGS``); "ring" falls back to "ahead" where
-    rtmixer is missing or a recording is kept (the loopback tests record through a duplex callback).
+    rtmixer is missing, and to "callback" where a recording is kept (the loopback tests record
+    through a duplex callback).
+    ``ring_blocks``: blocks the ring keeps waiting (0: ``ring_out.DEPTH_BLOCKS``).
     """
 
     click_level = CLICK_LEVEL  #: the click's level on the cue bus; the engine sets it (its click_level)
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
-                 outs: str = "stereo", cue: bool = False, click: bool = True, mixing: str = "ring"):
+                 outs: str = "stereo", cue: bool = False, click: bool = True, mixing: str = "ring",
+                 ring_blocks: int = 0):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
@@ -92,7 +96,7 @@ class AudioProcessSink(Sink):
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
-                      "outs": outs, "cue": cue, "mixing": mixing,
+                      "outs": outs, "cue": cue, "mixing": mixing, "ring_blocks": int(ring_blocks),
                       "latency": latency}
         self.notes: list[str] = []  #: what the mixer could not get (real-time priority, locked memory)
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
@@ -216,8 +220,15 @@ class AudioProcessSink(Sink):
 
     @property
     def not_ready(self) -> int:
-        """Blocks the callback found not mixed ahead in time (it played silence; 0 when mixing in it)."""
+        """Blocks the callback found not mixed ahead in time (it mixed them itself, or played
+        silence: ``silent_blocks``), or times the ring ran dry; 0 when mixing in the callback."""
         return int(self._header()[NOT_READY])
+
+    @property
+    def silent_blocks(self) -> int:
+        """Blocks not ready that the callback could not mix either (the mixing thread was mid-turn):
+        played as silence (mixing ahead only)."""
+        return int(self._header()[SILENT])
 
     @property
     def remixed(self) -> int:
@@ -326,6 +337,7 @@ class Mixer:
         self.ahead = MixAhead(voices, blocksize, ahead) if ahead > 0 else None
         self.wake = threading.Lock()  # released by each callback: the mixing thread's turn
         self.wake.acquire()
+        self.turn_lock = threading.Lock()  # held by a mixing turn: the callback never mixes during one
         self.mixing = False
         self.callback_thread = 0  #: the callback's OS thread id (its real-time priority is JACK's)
 
@@ -382,8 +394,20 @@ class Mixer:
         self._begin(started, status)
         frame, ahead = self.frame, self.ahead
         if not ahead.copy_out(outdata, frame, frames):
-            outdata.fill(0.0)
+            # not mixed in time (the mixing thread was late): mix this one block here, as before,
+            # unless the mixing thread is mid-turn (never wait for it: then silence)
             self.h[NOT_READY] += 1
+            mixed = False
+            if frames == ahead.block and self.turn_lock.acquire(False):
+                try:
+                    ahead.playhead = frame
+                    self.mix_turn(limit=1)
+                    mixed = ahead.copy_out(outdata, frame, frames)
+                finally:
+                    self.turn_lock.release()
+            if not mixed:
+                outdata.fill(0.0)
+                self.h[SILENT] += 1
         ahead.playhead = frame + frames
         self._publish(frame + frames, started)
         if self.wake.locked():  # only this thread releases it: never twice
@@ -418,9 +442,9 @@ class Mixer:
         self._publish(block_start + frames, started)
 
     # --- the mixing thread (with ahead) ---------------------------------------------------
-    def mix_turn(self) -> int:
-        """One turn of the mixing thread: the ring's new events, a panic, then the blocks due;
-        returns how many blocks it mixed."""
+    def mix_turn(self, limit: int | None = None) -> int:
+        """One turn of the mixing thread: the ring's new events, a panic, then the blocks due (at
+        most ``limit``); returns how many blocks it mixed."""
         started = time.monotonic_ns()
         h, ring, ahead = self.h, self.ring, self.ahead
         callbacks = int(h[CALLBACKS])
@@ -438,7 +462,7 @@ class Mixer:
         if panic != self.panic:
             ahead.panic()
             self.panic = panic
-        done = ahead.advance()
+        done = ahead.advance(limit)
         h[REMIXED] = ahead.remixed
         h[LATE_EVENTS] = ahead.late
         took = time.monotonic_ns() - started
@@ -454,7 +478,8 @@ class Mixer:
         while self.mixing:
             self.wake.acquire(timeout=0.05)
             try:
-                self.mix_turn()
+                with self.turn_lock:
+                    self.mix_turn()
             except Exception:
                 self.h[FAULTS] += 1
 
@@ -627,7 +652,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
             notes.append("rtmixer is not installed: the mixer's Python callback copies blocks mixed ahead")
             how = "ahead"
         if how == "ring" and setup["record_frames"]:
-            how = "ahead"  # a recording (the tests' loopback) needs the duplex callback
+            # a recording (the tests' loopback) needs a duplex callback; mixing in it keeps the
+            # recording whole however late the host runs the threads (what it checks is the mix)
+            how = "callback"
         if not blocksize:
             how = "callback"  # PortAudio's own (varying) block size: mix in the callback
         mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
@@ -647,7 +674,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
                 notes.append(note)
         if how == "ring":
             stream.start()
-            player = ring_out.RingPlayer(mixer, stream, ring)
+            player = ring_out.RingPlayer(mixer, stream, ring, int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS))
             player.begin()
         else:
             mixing = mixer.start_mixing()

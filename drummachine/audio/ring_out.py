@@ -10,8 +10,8 @@ thread, wakes every half period, reads the engine's events and mixes (``Mixer.mi
 
 Onsets stay on their exact sample: the ring's frames are the stream's frames in order. What is
 in the ring cannot be mixed again, so an event for a frame already written plays at the first
-frame not yet written (at most ``depth`` blocks late: 8 ms at 128 frames and 48 kHz; the engine
-hands its steps out 30 ms or more ahead). rtmixer ends a playback whose ring ran short; the
+frame not yet written (at most ``depth`` blocks late: 10.7 ms at 128 frames and 48 kHz; the
+engine hands its steps out 30 ms or more ahead). rtmixer ends a playback whose ring ran short; the
 writer counts it (``NOT_READY``: the ring ran dry) and starts another.
 
 The clock: the frames the C callback has taken (written less what waits in the ring) jump a
@@ -30,7 +30,9 @@ import numpy as np
 from drummachine.audio.wire import AT_NS, CALLBACKS, FAULTS, FRAMES, NOT_READY, SEQ, UNDERRUNS
 
 RING_FRAMES = 1024  #: the ring's size (a power of two, as PortAudio's ring buffer needs)
-DEPTH_BLOCKS = 3  #: blocks kept waiting in the ring: the writer may be this many periods late, less one
+#: blocks kept waiting in the ring: the writer may be this many periods late, less one. 4 rather
+#: than 3: the ring ran dry 8 against 19 times in 90 s at the same host noise (benchmarks/mixer_rt_ring_depth.json)
+DEPTH_BLOCKS = 4
 LEAD_POLLS = 64  #: polls the clock's lead is the smallest of (about 85 ms at 128 frames)
 
 

@@ -25,11 +25,12 @@ HEADER = 24
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
 (WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS,
- FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS, OVERLAPS) = range(17)
+ FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS, OVERLAPS, SILENT) = range(18)
 # NOT_READY: blocks the callback found not mixed (it played silence); REMIXED: blocks mixed again for an
 # event that came after they were mixed; LATE_EVENTS: hits that came for the block playing next or
 # earlier; MIX_WORST_NS: the mixing thread's longest turn (audio.ahead); OVERLAPS: its turns that a
-# callback came during (the two then took turns at the interpreter lock)
+# callback came during (the two then took turns at the interpreter lock); SILENT: blocks not ready
+# that the callback could not mix itself either (the mixing thread was mid-turn): played as silence
 TIMING_BINS = 512
 TIMING_BIN_NS = 5_000  #: the callback's durations, 5 µs bins; the last bin holds everything longer
 
