@@ -69,6 +69,8 @@ class RingPlayer:
         if h[AT_NS]:  # a restarted mixer: go on from where the clock is now (see Mixer._begin)
             self.start = int(h[FRAMES]) + (time.monotonic_ns() - int(h[AT_NS])) * mixer.rate // 1_000_000_000
         self.written = self.start
+        # the header's counters go on from a mixer that died (the engine's watchdog and reports add up)
+        self.callbacks0, self.underruns0 = int(h[CALLBACKS]), int(h[UNDERRUNS])
         mixer.ahead.rendered = mixer.ahead.valid_from = self.start
         self.leads = np.full(LEAD_POLLS, np.inf)
         self.polls = 0
@@ -104,8 +106,8 @@ class RingPlayer:
         h[FRAMES] = frames
         h[AT_NS] = time.monotonic_ns()
         h[SEQ] += 1
-        h[CALLBACKS] = (taken - self.start) // self.block  # blocks played (the C callback's own count is not ours)
-        h[UNDERRUNS] = int(self.stream._state.stats.output_underflows)  # PortAudio's flag, counted in C
+        h[CALLBACKS] = self.callbacks0 + (taken - self.start) // self.block  # blocks played
+        h[UNDERRUNS] = self.underruns0 + int(self.stream._state.stats.output_underflows)  # PortAudio's flag, counted in C
 
     def begin(self) -> None:
         """Fill the ring, start playing it (call after the stream started), start the writer."""
