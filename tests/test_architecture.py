@@ -26,7 +26,7 @@ ALLOWED = {
 }
 #: third-party libraries and the subpackages that may import each (the listening process opens its
 #: own audio input: sounddevice, or JACK through JACK-Client's module ``jack``)
-ONLY_IN = {"sounddevice": ("audio", "listen"), "jack": ("listen",), "mido": ("midi",), "rtmidi": ("midi",),
+ONLY_IN = {"sounddevice": ("audio", "listen"), "jack": ("listen",), "mido": ("midi",), "rtmidi": ("midi",), "rtmixer": ("audio",),
            "onnxruntime": ("model",), "textual": ("ui",), "rich": ("ui",)}
 NEVER = ("torch", "training")
 #: the one exception: the developer commands (train, export, bench's torch column) reach into training/

@@ -139,6 +139,17 @@ def test_a_level_change_and_a_panic_take_effect_from_the_block_after_the_next():
     assert not out[9 * BLOCK:].any()  # silence, and the hit after the panic is gone too
 
 
+def test_a_panic_keeps_a_level_change_still_pending():
+    """CC 108 (main level) and a stop right after it: the panic silences the sounds, not the level."""
+    kit = synth_kit(48000)
+    n = 40 * BLOCK
+    later = [(20 * BLOCK + 5, CRASH, 1.0)]
+    out, _, _ = play(kit, n, {8: [(0, LEVEL + 0, 0.25), "panic"], 12: later})
+    ref = reference(kit, later, n, levels=[(9 * BLOCK, 0, 0.25)])
+    assert np.abs(ref).max() > 0.01
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
 def test_a_stalled_mixing_thread_means_silent_blocks_counted_then_it_goes_on_from_the_playhead():
     """The callback never mixes: a block not ready plays silence (counted); the mixing starts
     again from the playhead, a hit meant for the gap sounds at once, later hits on their sample."""

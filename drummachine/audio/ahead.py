@@ -77,7 +77,9 @@ class MixAhead:
         first = self.playhead + self.block
         if first < self.rendered:
             self._back_to(first)
-        self.pending.clear()
+        # a level is not a sound: a level change still pending stays (CC 108 right before a stop)
+        self.pending = [event for event in self.pending if event[2] >= LEVEL]
+        heapq.heapify(self.pending)
         self.voices.clear()
 
     def advance(self, limit: int | None = None) -> int:
