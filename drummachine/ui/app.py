@@ -31,14 +31,15 @@ KNOB_STEP = {k: s.knob_step for k, s in KNOB_SPECS.items()}
 #: key -> the command it sends (its help text is the command's own)
 CUE_KEYS = (("space", "toggle"), ("f", "fill"), ("n", "next"), ("o", "outro"), ("a", "accent"), ("t", "tap"),
             ("x", "drop"), ("p", "pause"), ("k", "keep"), ("c", "cymbal"), ("r", "regenerate"), ("h", "half_time"),
-            ("d", "double_time"), ("b", "follow_band"))
+            ("d", "double_time"), ("b", "follow_band"), ("i", "click"))
 SHADE = ("grey23", "green4", "green3", "yellow3", "red1")
 SOLO_KEYS = ("exclamation_mark", "at", "number_sign", "dollar_sign", "percent_sign", "circumflex_accent",
              "ampersand", "asterisk", "left_parenthesis")
 
 
 FOOTER_KEYS = ("space", "f", "n", "o", "a", "t")
-LABELS = {"toggle": "Start/stop", "next": "Next section", "cymbal": "Hats/ride", "follow_band": "Follow band"}
+LABELS = {"toggle": "Start/stop", "next": "Next section", "cymbal": "Hats/ride", "follow_band": "Follow band",
+          "click": "Click (in-ears)"}
 
 
 def label(command: str) -> str:
