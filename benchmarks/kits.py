@@ -160,8 +160,8 @@ def bench_load() -> dict:
 
 # --- the mixer's callback ---------------------------------------------------------------------
 
-def _groove_events(bars=16, bpm=120):
-    """A busy rock groove with fills: (frame, voice, velocity)."""
+def groove_events(bars=16, bpm=120):
+    """A busy rock groove with fills and crashes: (frame, voice, velocity) (benchmarks/mixer_rt.py plays it too)."""
     rng = np.random.default_rng(0)
     step = int(RATE * 60 / bpm / 4)
     events = []
@@ -202,7 +202,7 @@ def _callback_times(kit, events, frames, block=128) -> np.ndarray:
 
 def bench_callback(turns=3) -> dict:
     kits = {"built-in": synth_kit(RATE), LARGEST: open_kit(LARGEST, RATE)}
-    events, frames = _groove_events()
+    events, frames = groove_events()
     runs = {name: [] for name in kits}
     for _ in range(turns):  # alternating turns: the host's noise falls on both alike
         for name, kit in kits.items():
@@ -303,11 +303,18 @@ def _play_underruns(kit: str | None, seconds: float) -> dict:
     cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--duration", str(seconds), "--log", str(log)]
     if kit:
         cmd += ["--kit", kit]
+    jackd_log = Path(os.environ.get("JACKD_LOG", "/nonexistent"))  # the server's log: its own late wake-ups
+    mark = jackd_log.stat().st_size if jackd_log.exists() else None
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     text = (log.read_text() if log.exists() else "") + r.stdout + r.stderr
     found = re.findall(r"(\d+) underruns", text)
-    return {"seconds": seconds, "underruns": int(found[-1]) if found else None, "rc": r.returncode,
-            "load_average_after": os.getloadavg()[0]}
+    not_ready = re.findall(r"(\d+) blocks the mixer had not mixed in time", text)
+    out = {"seconds": seconds, "underruns": int(found[-1]) if found else None,
+           "not_mixed_in_time": int(not_ready[-1]) if not_ready else 0, "rc": r.returncode,
+           "load_average_after": os.getloadavg()[0]}
+    if mark is not None:
+        out["driver_late_wakeups"] = jackd_log.read_bytes()[mark:].count(b"JackTimedDriver::Process XRun")
+    return out
 
 
 def bench_underruns(turns=4, seconds=150.0) -> dict:
@@ -317,6 +324,8 @@ def bench_underruns(turns=4, seconds=150.0) -> dict:
         for name in runs:
             runs[name].append(_play_underruns(None if name == "built-in" else name, seconds))
     return {"runs": runs, "total": {k: sum(r["underruns"] or 0 for r in v) for k, v in runs.items()},
+            "not_mixed_in_time": {k: sum(r["not_mixed_in_time"] for r in v) for k, v in runs.items()},
+            "driver_late_wakeups": {k: sum(r.get("driver_late_wakeups", 0) for r in v) for k, v in runs.items()},
             "seconds_each": turns * seconds}
 
 
@@ -326,7 +335,7 @@ def _mixer_child(kit: str | None, seconds: float) -> None:
     from drummachine.audio.process import AudioProcessSink
 
     sink = AudioProcessSink(kit, RATE).wait_ready()
-    events, frames = _groove_events()
+    events, frames = groove_events()
     start = int(sink.clock.now() * RATE) + RATE // 2
     t_end = time.monotonic() + seconds
     k, loop = 0, 0

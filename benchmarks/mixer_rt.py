@@ -44,6 +44,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from kits import groove_events  # noqa: E402  the same busy groove as the kits' callback benchmark
 
 RATE = 48000
 PERIOD = 128
@@ -54,27 +57,6 @@ WAYS = {"in the callback": ("callback", 0), "mixed ahead": ("ahead", 0), "ring":
         "ring (4 blocks)": ("ring", 4)}
 DEFAULT_WAYS = ("in the callback", "mixed ahead", "ring")
 C_CLIENT = "jack_simple_client"  # its name in the graph
-
-
-def groove_events(bars=16, bpm=120):
-    """A busy rock groove with fills and crashes: (frame, voice, velocity) (as benchmarks/kits.py)."""
-    rng = np.random.default_rng(0)
-    step = int(RATE * 60 / bpm / 4)
-    events = []
-    for s in range(bars * 16):
-        f = s * step
-        events.append((f, 2, 0.5 + 0.4 * rng.random()))
-        if s % 8 == 0:
-            events.append((f, 0, 0.9))
-        if s % 8 == 4:
-            events.append((f, 1, 0.85))
-        if s % 16 == 14:
-            events.append((f, 3, 0.7))
-        if s % 64 == 0:
-            events.append((f, 7, 1.0))
-        if s % 64 >= 56:
-            events.append((f, 4 + s % 3, 0.8))
-    return events, bars * 16 * step
 
 
 def mixer_child(kit: str, way: str, seconds: float) -> None:
