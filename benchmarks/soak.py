@@ -133,7 +133,7 @@ def proc_stats(pid: int | None) -> dict:
 
 
 RECORDER = """
-import json, signal, sys, time, rtmidi
+import signal, sys, time, rtmidi
 client, out = sys.argv[1], sys.argv[2]
 got, state = [], {"port": None}
 def back(*_):
@@ -144,29 +144,40 @@ def back(*_):
     state["port"] = port
 def gone(*_):
     state["port"].close_port(); state["port"].delete(); state["port"] = None
+def flush():
+    rows = got[:]
+    del got[:len(rows)]  # the callback may have added more meanwhile: they stay for the next flush
+    with open(out, "a") as f:
+        f.write("".join(f"{t:.6f} {' '.join(map(str, m))}\\n" for t, m in rows))
 def done(*_):
-    if state["port"] is not None: gone()
-    json.dump(got, open(out, "w")); sys.exit(0)
+    flush(); sys.exit(0)
 signal.signal(signal.SIGUSR1, gone); signal.signal(signal.SIGUSR2, back); signal.signal(signal.SIGTERM, done)
 back(); print("ready", flush=True)
-while True: signal.pause()
+while True:  # what arrived is on disk within half a second: a recorder that dies loses no more
+    time.sleep(0.5); flush()
 """
 
 
 class Recorder:
     """The MIDI out's destination: a JACK MIDI input in a process of its own (the soak's process
     is busy with spam and snapshots: its GIL would add to the timing measured), timestamped on the
-    monotonic clock. ``gone()`` / ``back()``: the port disappears (its JACK client too) and comes
-    back; ``stop()`` loads what arrived into ``got``."""
+    monotonic clock, written to a file as it arrives. ``gone()`` / ``back()``: the port disappears
+    (its JACK client too) and comes back; ``restart()``: a new recorder process (after the JACK
+    server restarted: libjack in the old one holds the dead server's client); ``stop()`` loads
+    what arrived into ``got``."""
 
     def __init__(self, client: str, work: Path):
-        self.out = work / "recorded.json"
-        self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, client, str(self.out)], stdout=subprocess.PIPE,
-                                     text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the recorder did not start")
+        self.client = client
+        self.out = work / "recorded.txt"
         self.got: list[tuple[float, list[int]]] = []
         self.port = True  # there (for the clean-up)
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out)],
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the recorder did not start")
 
     def gone(self) -> None:
         self.proc.send_signal(signal.SIGUSR1)
@@ -176,12 +187,25 @@ class Recorder:
         self.proc.send_signal(signal.SIGUSR2)
         time.sleep(0.2)
 
-    def stop(self) -> None:
+    def restart(self) -> None:
+        self.end_process()
+        self.start()
+
+    def end_process(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # stuck in a dead server's client: what it wrote is kept
+                self.proc.kill()
+                self.proc.wait()
+
+    def stop(self) -> None:
+        self.end_process()
         if self.out.exists():
-            self.got = [(t, m) for t, m in json.loads(self.out.read_text())]
+            for line in self.out.read_text().splitlines():
+                t, *m = line.split()
+                self.got.append((float(t), [int(b) for b in m]))
         self.port = None
 
 
@@ -381,9 +405,8 @@ class Soak:
         self.jack.stop()
         time.sleep(2.0)
         self.jack.start()
-        self.recorder.gone()  # the clients of the server that went: deleted, made again on the new one
-        self.recorder.back()
-        self.controller.gone()
+        self.recorder.restart()  # a new process: the old one's libjack holds the dead server's client
+        self.controller.gone()  # deleted, made again on the new server
         self.controller.back()
         self.start_reference()
         back = time.monotonic()
@@ -569,7 +592,7 @@ class Soak:
                     "traceback_tails": traceback_tails(log),
                     "refused_lines": log.count("refused:"), "audio_restarted": log.count("audio process stopped"),
                     "jack_server_gone": log.count("MIDI: the JACK server"),
-                    "generator_miss_lines": [ln for ln in log.splitlines() if "generator miss" in ln][:12],
+                    "generator_miss_lines": [ln for ln in log.splitlines() if "generator miss:" in ln][:12],
                     "midi_faults": len(re.findall(r"thread: .* \(caught, going on", log))},
             "engine_exit": {"code": self.engine.returncode, "summary": (err.strip().splitlines() or [""])[-1],
                             "traceback_on_stderr": "Traceback" in err or "Fatal Python error" in err,

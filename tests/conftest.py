@@ -71,23 +71,40 @@ SOAK: dict = {}  #: the soak's process and its JSON, once started
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The soak is three minutes of a real stage under faults, and most of it is waiting for time
-    to pass: it starts as soon as the tests are collected, on a JACK server of its own, and plays
-    while the rest of the suite runs (a busier host than a stage: all the better for a soak);
-    tests/test_soak.py collects its report when its turn comes."""
+    """The soak is three minutes of a real stage under faults, most of it waiting for time to pass:
+    it plays beside the rest of the suite on a JACK server of its own (a busier host than a stage:
+    all the better for a soak). The real-time tests over JACK go first, on a quiet host, the soak
+    starts with the first test after them (see pytest_runtest_setup), tests/test_soak.py comes last
+    and collects its report."""
+    soak = [item for item in items if item.path.name == "test_soak.py"]
+    if not soak:
+        return
+    realtime = [item for item in items if item not in soak and (
+        "jack_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("jack") is not None)]
+    others = [item for item in items if item not in soak and item not in realtime]
+    items[:] = realtime + others + soak
+    SOAK["starts_at"] = (others or soak)[0].nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.nodeid == SOAK.get("starts_at") and "proc" not in SOAK:
+        start_soak()
+
+
+def start_soak() -> None:
     import shutil
 
-    if not any(item.path.name == "test_soak.py" for item in items):
-        return
     if not (shutil.which("jackd") and shutil.which("tmux")):
         return
     folder = Path(tempfile.mkdtemp(prefix="drummachine-soak-"))
     out = folder / "soak.json"
-    env = {k: v for k, v in os.environ.items() if k != "JACK_DEFAULT_SERVER"}
+    env = {k: v for k, v in os.environ.items() if k not in ("JACK_DEFAULT_SERVER", "DRUMMACHINE_MIDI_API")}
     env["JACK_DEFAULT_SERVER"] = f"tests{os.getpid()}"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", str(SOAK_MINUTES),
-                             "--json", str(out)], stdout=subprocess.DEVNULL, stderr=open(folder / "stderr", "w"),
-                            env=env)
+    with open(folder / "stderr", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes",
+                                 str(SOAK_MINUTES), "--json", str(out)], stdout=subprocess.DEVNULL, stderr=stderr,
+                                env=env)
     SOAK.update(proc=proc, out=out, folder=folder)
 
 

@@ -1,5 +1,5 @@
-"""The soak, short: `benchmarks/soak.py` for 3 minutes, started beside the suite as soon as
-the tests are collected (tests/conftest.py) — the real `play --headless` with the shipped
+"""The soak, short: `benchmarks/soak.py` for 3 minutes, playing beside the suite's tests that
+are not real-time (tests/conftest.py orders them so) — the real `play --headless` with the shipped
 model, the mixer over JACK, a MIDI recorder, a controller, cues from the whole command table with
 bad values, controller spam, and every fault once (UI crashed and SIGKILLed in tmux, mixer
 SIGKILLed, MIDI out and in ports gone and back, the JACK server stopped and started again). Longer runs: `python benchmarks/soak.py
@@ -24,7 +24,7 @@ def soak():
     if not (shutil.which("jackd") and shutil.which("tmux")):
         pytest.skip("needs jackd and tmux (the README's set-up installs them)")
     proc = SOAK.get("proc")
-    assert proc is not None, "the soak starts when the tests are collected (tests/conftest.py)"
+    assert proc is not None, "the soak starts with the first test after the real-time ones (tests/conftest.py)"
     try:
         code = proc.wait(timeout=SOAK_MINUTES * 60 + 180)
     except subprocess.TimeoutExpired:

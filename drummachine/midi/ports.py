@@ -91,12 +91,16 @@ _SERVER_SEEN: dict[str, tuple | None] = {}  #: the JACK server's identity when t
 _SERVER_LOCK = threading.Lock()
 
 
+#: where jackd2 puts its servers' sockets on Linux: only looked at (stat), never opened or made
+JACK_SOCKET_FOLDER = "/dev/shm"
+
+
 def jack_server_identity() -> tuple | None:
     """The JACK server this process talks to, as its socket's inode and time (None: not running,
     or not where jackd2 puts it): a restarted server is a new socket."""
     name = os.environ.get("JACK_DEFAULT_SERVER", "default")
     try:
-        st = os.stat(f"/dev/shm/jack_{name}_{os.getuid()}_0")
+        st = os.stat(f"{JACK_SOCKET_FOLDER}/jack_{name}_{os.getuid()}_0")
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
