@@ -5,7 +5,6 @@ recorder, the UI in a real terminal (tmux, on a tmux server of the test's own)."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
