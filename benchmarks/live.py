@@ -251,7 +251,7 @@ class InProcessAudio(Sink):
 
     def __init__(self, rate: int, blocksize: int):
         from drummachine.audio.mixing import Voices
-        from drummachine.audio.process import Mixer, open_stream
+        from drummachine.audio.mixer import Mixer, open_stream
         from drummachine.audio.wire import EventRing, SharedAudioClock, SharedBlock
         from drummachine.audio.kit import synth_kit
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from drummachine.audio.mixing import Voices
-from drummachine.audio.process import Mixer
+from drummachine.audio.mixer import Mixer
 from drummachine.audio.wire import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PANIC, READ, SEQ, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.audio.kit import synth_kit

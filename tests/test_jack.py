@@ -315,7 +315,7 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
         while time.monotonic() < deadline and not (log.exists() and "first beat" in log.read_text()):
             time.sleep(0.1)
         children = [c for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-                    if "drummachine.audio.process" in Path(f"/proc/{c}/cmdline").read_text()]
+                    if "drummachine.audio.mixer" in Path(f"/proc/{c}/cmdline").read_text()]
         assert len(children) == 1, children  # the audio process
         time.sleep(1.0)
         os.kill(int(children[0]), signal.SIGKILL)

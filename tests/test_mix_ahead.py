@@ -167,7 +167,7 @@ def test_a_stalled_mixing_thread_means_silent_blocks_counted_then_it_goes_on_fro
 def test_the_mixers_callback_copies_what_its_mixing_turns_mixed_from_the_shared_ring():
     """The process's two halves over the real shared block: the engine's ring, the mixing turn,
     the callback (as the stream calls it): onsets on their sample, counters in the header."""
-    from drummachine.audio.process import Mixer
+    from drummachine.audio.mixer import Mixer
 
     owner = SharedBlock()
     attached = SharedBlock(owner.name)
@@ -231,14 +231,14 @@ def test_without_the_rights_the_mixer_says_in_one_line_what_it_could_not_get(mon
     import resource
     import threading
 
-    from drummachine.audio import process
+    from drummachine.audio import mixer
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (8 * 1024 * 1024, 8 * 1024 * 1024))
-    line = process.lock_memory()
+    line = mixer.lock_memory()
     assert line.startswith("memory not locked: the memlock limit is 8192 kB") and "limits.d" in line
     said = []
-    worker = threading.Thread(target=lambda: said.append(process.realtime_below(threading.get_native_id(), 0)))
+    worker = threading.Thread(target=lambda: said.append(mixer.realtime_below(threading.get_native_id(), 0)))
     worker.start()
     worker.join()
     assert said[0].startswith("no real-time priority for the mixing thread") and "\n" not in said[0]
@@ -343,7 +343,7 @@ def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restar
     are what mixing in the callback makes, sample for sample; a hit for a frame already written
     plays at the first frame not written; when the writer misses periods the ring runs dry, it is
     counted and playback restarts; the clock stays between the frames taken and a block more."""
-    from drummachine.audio.process import Mixer
+    from drummachine.audio.mixer import Mixer
     from drummachine.audio.ring_out import RingPlayer
     from drummachine.audio.wire import FRAMES
 
@@ -384,7 +384,7 @@ def test_a_block_the_mixing_thread_missed_is_mixed_in_the_callback_unless_the_th
     """The fallback: a block not ready is mixed by the callback itself, as before, on its sample
     (counted as not ready); while the mixing thread holds its turn the callback never waits for
     it: silence, counted."""
-    from drummachine.audio.process import Mixer
+    from drummachine.audio.mixer import Mixer
     from drummachine.audio.wire import SILENT
 
     owner = SharedBlock()

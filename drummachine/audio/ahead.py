@@ -2,7 +2,7 @@
 
 ``MixAhead`` mixes the voices a few blocks ahead of the playhead (the frame the audio callback
 plays next) into a ring of samples; the callback copies what is ready (``copy_out``) and never
-mixes. It runs in the mixer process's mixing thread (``audio.process``), woken by the callback,
+mixes. It runs in the mixer process's mixing thread (``audio.mixer``), woken by the callback,
 or in the ring writer (``audio.ring_out``), which hands each block to rtmixer's ring as it is mixed.
 
 Onsets stay on their exact sample. An event is added to the voices only when the block that

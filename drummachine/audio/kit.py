@@ -330,7 +330,7 @@ class SharedKit:
         else:
             self.layout = layout
             self.shm = shared_memory.SharedMemory(name=name)
-            self.owner = False  # (the mixer process untracks it: see audio.process.serve)
+            self.owner = False  # (the mixer process untracks it: see audio.mixer.serve)
         self.data = np.ndarray((int(self.layout["frames"]),), np.float32, self.shm.buf)
         if not self.owner:
             self.data.flags.writeable = False

@@ -1,0 +1,452 @@
+"""The mixer process: ``python -m drummachine.audio.mixer``, started by ``audio.process``'s sink.
+
+Set up by one JSON line on its standard input, it answers one JSON line (ready, with the stream's
+latency and what it could not get: real-time priority, locked memory; or the error) and stops when
+that pipe closes, so it never outlives the engine. It maps the shared block (``audio.wire``) and
+the kit, and feeds the stream one of three ways (``MIXINGS``; ``audio.process`` says why).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+from drummachine.audio.ahead import AHEAD_BLOCKS, MixAhead
+from drummachine.audio.devices import find_output
+from drummachine.audio.mixing import Voices
+from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
+                                    NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
+                                    WORST_GAP_NS, WORST_NS, WRITTEN, SharedBlock)
+from drummachine.core.errors import DrumMachineError
+
+#: how the mixer process feeds the stream: name -> blocks its MixAhead keeps (0: none), in words
+MIXINGS = {
+    "ring": (2, "rtmixer's C callback plays a ring a writer thread keeps full: no Python in JACK's thread"),
+    "ahead": (AHEAD_BLOCKS, "the Python callback copies blocks a mixing thread mixed ahead"),
+    "callback": (0, "the Python callback reads the events and mixes (before; for comparison)"),
+}
+SWITCH_INTERVAL = 0.0005  #: s; how long the callback may wait for the interpreter lock the mixing thread holds
+log = logging.getLogger("drummachine")
+
+
+def timing_summary(counts: np.ndarray, worst_ns: int) -> dict:
+    """p50/p99 (upper edge of the 5 µs bin) and max (exact) of a callback-duration histogram, µs."""
+    total = int(counts.sum())
+    if not total:
+        return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0}
+    cum = np.cumsum(counts)
+    edge = lambda q: float((int(np.searchsorted(cum, q * total)) + 1) * TIMING_BIN_NS / 1000)  # noqa: E731
+    return {"count": total, "p50_us": edge(0.5), "p99_us": edge(0.99), "max_us": round(worst_ns / 1000, 1)}
+
+
+class Mixer:
+    """The callback side: publishes the clock and plays the voices.
+
+    With ``ahead`` (blocks), the callback copies what the mixing thread (``run_mixing``) mixed
+    ahead of it (``audio.ahead.MixAhead``) and wakes it; a block not ready plays as silence and is
+    counted. With ``ahead=0`` the callback reads the ring and mixes itself (the path before).
+    """
+
+    def __init__(self, block: SharedBlock, voices: Voices, rate: int = 48000, ahead: int = 0, blocksize: int = 128):
+        self.block = block
+        self.rate = rate
+        self.voices = voices
+        self.h = block.header
+        self.ring = block.ring
+        self.timings = block.timings
+        self.read = int(self.h[READ])  # a restarted mixer goes on where the last one stopped
+        self.frame = 0
+        self.panic = int(self.h[PANIC])
+        self.started = 0
+        self.ahead = MixAhead(voices, blocksize, ahead) if ahead > 0 else None
+        self.wake = threading.Lock()  # released by each callback: the mixing thread's turn
+        self.wake.acquire()
+        self.turn_lock = threading.Lock()  # held by a mixing turn: the callback never mixes during one
+        self.mixing = False
+        self.callback_thread = 0  #: the callback's OS thread id (its real-time priority is JACK's)
+
+    def callback(self, outdata, frames, time_info, status) -> None:
+        """The stream's callback: copy (or mix), and never raise (PortAudio would stop the stream):
+        a block that fails plays silence, the clock goes on, and the fault is counted in the header."""
+        block_start = self.frame
+        try:
+            if self.ahead is None:
+                self._mix_block(outdata, frames, status)
+            else:
+                self._copy_block(outdata, frames, status)
+        except Exception:
+            outdata.fill(0.0)
+            h = self.h
+            h[FAULTS] += 1
+            if self.frame == block_start:
+                self.frame = block_start + frames
+            if h[SEQ] & 1:
+                h[SEQ] += 1
+            if self.ahead is not None:
+                self.ahead.playhead = self.frame
+
+    def _begin(self, started: int, status) -> None:
+        h = self.h
+        if not self.started:
+            self.callback_thread = threading.get_native_id()
+            if h[AT_NS]:
+                # a restarted mixer: the clock ran on the wall since the last one's last block, so the
+                # first block goes on from there, however long this process took to start (a frame
+                # counted from when the restart began would send the clock back and stall the engine)
+                self.frame = int(h[FRAMES]) + (started - int(h[AT_NS])) * self.rate // 1_000_000_000
+        if self.started and started - self.started > h[WORST_GAP_NS]:
+            h[WORST_GAP_NS] = started - self.started  # how late the system woke the callback, at worst
+        self.started = started
+        if status.output_underflow:
+            h[UNDERRUNS] += 1
+
+    def _publish(self, frame: int, started: int) -> None:
+        h = self.h
+        self.frame = frame
+        h[SEQ] += 1
+        h[FRAMES] = frame
+        h[AT_NS] = time.monotonic_ns()
+        h[SEQ] += 1
+        h[CALLBACKS] += 1
+        took = time.monotonic_ns() - started
+        if took > h[WORST_NS]:
+            h[WORST_NS] = took  # the mixer's own work, at worst: an underrun is ours only if this nears a period
+        self.timings[min(took // TIMING_BIN_NS, TIMING_BINS - 1)] += 1
+
+    def _copy_block(self, outdata, frames, status) -> None:
+        started = time.monotonic_ns()
+        self._begin(started, status)
+        frame, ahead = self.frame, self.ahead
+        if not ahead.copy_out(outdata, frame, frames):
+            # not mixed in time (the mixing thread was late): mix this one block here, as before,
+            # unless the mixing thread is mid-turn (never wait for it: then silence)
+            self.h[NOT_READY] += 1
+            mixed = False
+            if frames == ahead.block and self.turn_lock.acquire(False):
+                try:
+                    ahead.playhead = frame
+                    self.mix_turn(limit=1)
+                    mixed = ahead.copy_out(outdata, frame, frames)
+                finally:
+                    self.turn_lock.release()
+            if not mixed:
+                outdata.fill(0.0)
+                self.h[SILENT] += 1
+        ahead.playhead = frame + frames
+        self._publish(frame + frames, started)
+        if self.wake.locked():  # only this thread releases it: never twice
+            self.wake.release()
+
+    def _mix_block(self, outdata, frames, status) -> None:
+        started = time.monotonic_ns()
+        self._begin(started, status)
+        h, ring, voices = self.h, self.ring, self.voices
+        block_start = self.frame
+        written = int(h[WRITTEN])
+        r = self.read
+        while r < written:
+            row = ring[r % CAPACITY]
+            if row[3] != r + 1:  # not all of the slot is visible yet: next block
+                break
+            frame, voice = int(row[0]), int(row[1])
+            if voice >= LEVEL:  # a level change: from this block on
+                voices.set_level(voice - LEVEL, float(row[2]))
+            else:
+                voices.add(frame if frame >= block_start else block_start, voice, float(row[2]))
+            r += 1
+        self.read = r
+        h[READ] = r
+        outdata.fill(0.0)
+        panic = int(h[PANIC])
+        if panic != self.panic:
+            voices.clear()
+            self.panic = panic
+        voices.mix(outdata, block_start)
+        voices.limit(outdata)
+        self._publish(block_start + frames, started)
+
+    # --- the mixing thread (with ahead) ---------------------------------------------------
+    def mix_turn(self, limit: int | None = None) -> int:
+        """One turn of the mixing thread: the ring's new events, a panic, then the blocks due (at
+        most ``limit``); returns how many blocks it mixed."""
+        started = time.monotonic_ns()
+        h, ring, ahead = self.h, self.ring, self.ahead
+        callbacks = int(h[CALLBACKS])
+        written = int(h[WRITTEN])
+        r = self.read
+        while r < written:
+            row = ring[r % CAPACITY]
+            if row[3] != r + 1:  # not all of the slot is visible yet: next turn
+                break
+            ahead.schedule(int(row[0]), int(row[1]), float(row[2]))
+            r += 1
+        self.read = r
+        h[READ] = r
+        panic = int(h[PANIC])
+        if panic != self.panic:
+            ahead.panic()
+            self.panic = panic
+        done = ahead.advance(limit)
+        h[REMIXED] = ahead.remixed
+        h[LATE_EVENTS] = ahead.late
+        took = time.monotonic_ns() - started
+        if took > h[MIX_WORST_NS]:
+            h[MIX_WORST_NS] = took
+        if int(h[CALLBACKS]) != callbacks:
+            h[OVERLAPS] += 1  # a callback came meanwhile: it may have waited for the interpreter lock
+        return done
+
+    def run_mixing(self) -> None:
+        """The mixing thread's loop: a turn after each callback (or every 50 ms without one);
+        a turn that fails is counted and the next one goes on."""
+        while self.mixing:
+            self.wake.acquire(timeout=0.05)
+            try:
+                with self.turn_lock:
+                    self.mix_turn()
+            except Exception:
+                self.h[FAULTS] += 1
+
+    def start_mixing(self) -> threading.Thread | None:
+        """Mix the first blocks (a fresh start plays from frame 0) and start the mixing thread."""
+        if self.ahead is None:
+            return None
+        if not self.h[AT_NS]:
+            self.mix_turn()
+        self.mixing = True
+        thread = threading.Thread(target=self.run_mixing, name="mix-ahead", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_mixing(self, thread: threading.Thread | None) -> None:
+        self.mixing = False
+        if thread is not None:
+            if self.wake.locked():
+                self.wake.release()
+            thread.join(1.0)
+
+    def duplex(self, indata, outdata, frames, time_info, status) -> None:
+        rec = self.block.recording
+        start = self.frame
+        if start < len(rec):
+            n = min(frames, len(rec) - start)
+            rec[start:start + n] = indata[:n]
+        self.callback(outdata, frames, time_info, status)
+
+
+def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None, blocksize: int = 128,
+                latency="low", ring: bool = False):
+    """A sounddevice stream (not started) whose callback is the mixer's: duplex when the mixer's
+    block keeps a recording (the loopback tests), else output only; with ``ring``, rtmixer's
+    stream and its ring instead (``audio.ring_out``)."""
+    import sounddevice as sd
+
+    device = find_output(device, hostapi)
+    channels = mixer.voices.channels
+    info = sd.query_devices(device)
+    if info["max_output_channels"] < channels:
+        raise DrumMachineError("--outs", f"{channels} output channels needed; {info['name']} has "
+                               f"{info['max_output_channels']} (under JACK: as many as the server's playback ports)")
+    if ring:
+        from drummachine.audio.ring_out import open_ring_stream
+
+        return open_ring_stream(device, rate, blocksize, channels, latency)
+    common = dict(samplerate=rate, blocksize=blocksize, channels=channels, dtype="float32", latency=latency)
+    if mixer.block.recording is not None:
+        return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
+    return sd.OutputStream(device=device, callback=mixer.callback, **common)
+
+
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4  # <sys/mman.h> on Linux (MCL_ONFAULT: 4.4 and later)
+
+
+def lock_memory() -> str | None:
+    """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) where the memlock limit allows it: a page
+    the callback or the mixing thread has touched is never paged out again, so no page fault stalls
+    them (ONFAULT: pages never touched, as OpenBLAS's 32 MB buffer, stay unmapped instead of
+    resident). None when locked, else the one line saying why not (a Pi's default limit is 8 MB:
+    the user joins the audio group, see docs/raspberry-pi.md)."""
+    import ctypes
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+        # a limit that fits today's pages would fail tomorrow's allocations under MCL_FUTURE
+        return (f"memory not locked: the memlock limit is {soft // 1024} kB (allow 'memlock unlimited' "
+                f"for the audio group in /etc/security/limits.d/ and join the group)")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 and libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+            return f"memory not locked: mlockall failed ({os.strerror(ctypes.get_errno())})"
+    except (OSError, AttributeError) as exc:
+        return f"memory not locked: no mlockall here ({exc})"
+    return None
+
+
+def realtime_below(thread_id: int, callback_thread: int) -> str | None:
+    """SCHED_FIFO for the mixing thread one step below the callback's priority (JACK gives the
+    callback its own), so it runs as soon as a callback wakes it and never delays one; without
+    the right, nice -10, and without that the thread runs as it is. None, or the one line why not."""
+    try:
+        callback_priority = os.sched_getparam(callback_thread).sched_priority if callback_thread else 0
+        if os.sched_getscheduler(callback_thread) not in (os.SCHED_FIFO, os.SCHED_RR):
+            callback_priority = 0
+    except OSError:
+        callback_priority = 0
+    priority = max(1, callback_priority - 1) if callback_priority else 0
+    if priority:
+        try:
+            os.sched_setscheduler(thread_id, os.SCHED_FIFO, os.sched_param(priority))
+            return None
+        except OSError as exc:
+            why = f"no real-time priority for the mixing thread ({exc.strerror})"
+    else:
+        why = "no real-time priority for the mixing thread (the audio callback has none to stay below)"
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread_id, -10)  # a thread's own nice value on Linux
+        return why + "; it runs at nice -10"
+    except OSError:
+        return why + "; it runs at normal priority (allow rtprio for the audio group: docs/raspberry-pi.md)"
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
+    """The mixer process: set up from one JSON line, answer, play until stdin closes."""
+    import gc
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle; it closes the pipe
+
+    def answer(d: dict) -> None:
+        stdout.write(json.dumps(d) + "\n")
+        stdout.flush()
+
+    try:  # while the engine sends the set-up (it may be decoding a kit): PortAudio's start-up
+        import sounddevice  # noqa: F401
+    except Exception:
+        pass  # open_stream says what is wrong, in the answer
+    try:
+        setup = json.loads(stdin.readline())
+        from drummachine.audio.mixing import out_channels
+
+        outs, cue = setup.get("outs", "stereo"), bool(setup.get("cue"))
+        block = SharedBlock(setup["shm"], setup["record_frames"], len(out_channels(outs, cue)))
+        try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(block.shm._name, "shared_memory")
+        except Exception:
+            pass
+    except Exception as exc:
+        answer({"error": f"bad set-up ({exc.__class__.__name__})"})
+        return 2
+    stream = None
+    shared_kit = None
+    try:
+        from drummachine.audio.kit import SharedKit, synth_kit
+
+        rate = int(setup["rate"])
+        if setup["kit"]:  # decoded by the engine process: mapped, not copied
+            shared_kit = SharedKit(name=setup["kit"], layout=setup["kit_layout"])
+            try:  # as the event block: Python < 3.13 would unlink the engine's kit at this one's exit
+                from multiprocessing import resource_tracker
+
+                resource_tracker.unregister(shared_kit.shm._name, "shared_memory")
+            except Exception:
+                pass
+            kit = shared_kit.kit()
+        else:
+            kit = synth_kit(rate)
+    except DrumMachineError as exc:
+        answer({"error": exc.what, "where": exc.where, "kit": True})
+        return 2
+    except OSError as exc:
+        answer({"error": f"the kit's shared memory is gone ({exc})", "kit": True})
+        return 2
+    notes = []
+    mixing = None
+    player = None
+    try:
+        from drummachine.audio import ring_out
+
+        blocksize = int(setup["blocksize"])
+        how = setup.get("mixing", "ahead")
+        if how not in MIXINGS:
+            raise DrumMachineError("mixing", f"unknown way of mixing {how!r}; allowed: {', '.join(MIXINGS)}")
+        if how == "ring" and not ring_out.available():
+            notes.append("rtmixer is not installed: the mixer's Python callback copies blocks mixed ahead")
+            how = "ahead"
+        if how == "ring" and setup["record_frames"]:
+            # a recording (the tests' loopback) needs a duplex callback; mixing in it keeps the
+            # recording whole however late the host runs the threads (what it checks is the mix)
+            how = "callback"
+        if not blocksize:
+            how = "callback"  # PortAudio's own (varying) block size: mix in the callback
+        mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
+                      blocksize=blocksize)
+        if how == "ring":
+            stream, ring = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"],
+                                       ring=True)
+        else:
+            stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"])
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        if how != "callback":
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            note = lock_memory()
+            if note:
+                notes.append(note)
+        if how == "ring":
+            stream.start()
+            player = ring_out.RingPlayer(mixer, stream, ring, int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS))
+            player.begin()
+        else:
+            mixing = mixer.start_mixing()
+            stream.start()
+    except DrumMachineError as exc:
+        answer({"error": exc.what, "where": exc.where})
+        return 2
+    except Exception as exc:
+        answer({"error": f"no audio output ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"})
+        return 2
+    if mixing is not None:
+        waited = time.monotonic() + 2.0
+        while not mixer.callback_thread and time.monotonic() < waited:
+            time.sleep(0.005)  # the first callback tells which thread (and priority) JACK gave it
+        note = realtime_below(mixing.native_id, mixer.callback_thread)
+        if note:
+            notes.append(note)
+    if player is not None:
+        note = realtime_below(player.thread.native_id, ring_out.jack_thread())
+        if note:
+            notes.append(note)
+    lat = stream.latency
+    answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat), "notes": notes,
+            "mixing": how})
+    try:
+        while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
+            pass
+    except (OSError, KeyboardInterrupt):
+        pass
+    try:
+        if player is not None:
+            player.end()
+        stream.stop()
+        stream.close()
+        mixer.stop_mixing(mixing)
+    finally:
+        block.close()
+        if shared_kit is not None:
+            del kit, mixer
+            shared_kit.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())
