@@ -207,7 +207,7 @@ def test_the_engines_socket_is_the_users_alone(tmp_path):
 
 
 #: (module, name) of places under /dev/shm the runtime only stats, never opens or makes: JACK's sockets
-ONLY_LOOKED_AT = {("midi/ports.py", "JACK_SOCKET_FOLDER")}
+ONLY_LOOKED_AT = {("midi/jack_server.py", "JACK_SOCKET_FOLDER")}
 
 
 def test_every_shared_memory_and_socket_is_known():

@@ -162,7 +162,7 @@ def test_a_jack_server_that_went_away_drops_every_midi_client_once(monkeypatch):
     """The logic (no server): the watches look at the server's identity; when it changes (stopped,
     or started again), every rtmidi client of the process is deleted once, so each watch makes a
     new one on the server that is there. The real restart: the soak (tests/test_soak.py)."""
-    from drummachine.midi import ports
+    from drummachine.midi import jack_server, ports
 
     class Client:
         deleted = 0
@@ -174,21 +174,21 @@ def test_a_jack_server_that_went_away_drops_every_midi_client_once(monkeypatch):
             Client.deleted += 1
 
     identity = {"now": (1, 1)}
-    monkeypatch.setattr(ports, "jack_server_identity", lambda: identity["now"])
-    monkeypatch.setattr(ports, "_SERVER_SEEN", {})
+    monkeypatch.setattr(jack_server, "jack_server_identity", lambda: identity["now"])
+    monkeypatch.setattr(jack_server, "_SERVER_SEEN", {})
     a, b = ports._Port("out", "jack", "rec", "drums out"), ports._Port("in", "jack", "ctl", "in")
     for p in (a, b):
         p.client, p.port, p.connected = Client(), Client(), True
-    assert not ports.drop_clients_of_a_gone_server("jack")  # the first look only remembers
-    assert not ports.drop_clients_of_a_gone_server("jack") and Client.deleted == 0
+    assert not jack_server.drop_clients_of_a_gone_server("jack")  # the first look only remembers
+    assert not jack_server.drop_clients_of_a_gone_server("jack") and Client.deleted == 0
     identity["now"] = None  # jackd stopped
-    assert ports.drop_clients_of_a_gone_server("jack")
+    assert jack_server.drop_clients_of_a_gone_server("jack")
     assert Client.deleted == 2 and a.client is None and not a.connected and not b.connected
     assert "went away" in a.message
-    assert not ports.drop_clients_of_a_gone_server("jack")  # still gone: nothing more to drop
+    assert not jack_server.drop_clients_of_a_gone_server("jack")  # still gone: nothing more to drop
     identity["now"] = (2, 5)  # a new server
-    assert ports.drop_clients_of_a_gone_server("jack")
-    assert not ports.drop_clients_of_a_gone_server("alsa")
+    assert jack_server.drop_clients_of_a_gone_server("jack")
+    assert not jack_server.drop_clients_of_a_gone_server("alsa")
 
 
 def test_controller_unplugged_and_back(jack_server, monkeypatch):

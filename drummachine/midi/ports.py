@@ -13,12 +13,12 @@ import os
 import logging
 import threading
 import time
-import weakref
 from typing import Callable
 
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
+from drummachine.midi.jack_server import PORTS, drop_clients_of_a_gone_server
 
 log = logging.getLogger("drummachine")
 APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
@@ -85,52 +85,6 @@ def find_port(names: list[str], wanted: str, what: str) -> int:
     raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
 
 
-#: every port of this process: a JACK server that stopped leaves all their clients dead at once
-_PORTS: "weakref.WeakSet[_Port]" = weakref.WeakSet()
-_SERVER_SEEN: dict[str, tuple | None] = {}  #: the JACK server's identity when the watches last looked
-_SERVER_LOCK = threading.Lock()
-
-
-#: where jackd2 puts its servers' sockets on Linux: only looked at (stat), never opened or made
-JACK_SOCKET_FOLDER = "/dev/shm"
-
-
-def jack_server_identity() -> tuple | None:
-    """The JACK server this process talks to, as its socket's inode and time (None: not running,
-    or not where jackd2 puts it): a restarted server is a new socket."""
-    name = os.environ.get("JACK_DEFAULT_SERVER", "default")
-    try:
-        st = os.stat(f"{JACK_SOCKET_FOLDER}/jack_{name}_{os.getuid()}_0")
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
-def drop_clients_of_a_gone_server(api: str) -> bool:
-    """From the port watches: if the JACK server went away or was replaced since they last looked,
-    delete every rtmidi client of this process, so each watch opens a new one on the server that is
-    there. A client of a stopped server lists no ports and raises nothing, and libjack will not
-    connect a new client while a dead one is still allocated in the process. True if it did."""
-    if api != "jack":
-        return False
-    now = jack_server_identity()
-    with _SERVER_LOCK:
-        if "jack" not in _SERVER_SEEN:
-            _SERVER_SEEN["jack"] = now
-            return False
-        if _SERVER_SEEN["jack"] == now:
-            return False
-        _SERVER_SEEN["jack"] = now
-        ports = list(_PORTS)
-        log.warning("MIDI: the JACK server %s; the MIDI ports open again when it is back",
-                    "stopped" if now is None else "restarted")
-        for port in ports:
-            with port._lock:
-                port._drop_client()
-                port.message = f"{port.wanted or port.label}: the JACK server went away; will reconnect"
-    return True
-
-
 class _Port:
     """Opens (and re-opens) one rtmidi port by name; ``connected`` says whether it is there now."""
 
@@ -146,7 +100,7 @@ class _Port:
         self.client = None
         self.closed = False  #: for good: a watch that wakes after the close must not open a client again
         self._lock = threading.Lock()
-        _PORTS.add(self)
+        PORTS.add(self)
 
     def open(self, strict: bool = False) -> bool:
         with self._lock:
@@ -198,6 +152,12 @@ class _Port:
         except Exception:
             pass
         self._drop_client()
+
+    def server_gone(self) -> None:
+        """Its JACK server went away: the client is dead; the watch makes a new one when it can."""
+        with self._lock:
+            self._drop_client()
+            self.message = f"{self.wanted or self.label}: the JACK server went away; will reconnect"
 
     def _drop_client(self) -> None:
         client, self.client, self.port, self.connected = self.client, None, None, False
