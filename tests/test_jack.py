@@ -191,6 +191,50 @@ def test_a_jack_server_that_went_away_drops_every_midi_client_once(monkeypatch):
     assert not jack_server.drop_clients_of_a_gone_server("alsa")
 
 
+def test_the_controller_reader_never_reads_a_client_the_watch_deleted():
+    """The logic (no server): the reader drains rtmidi's queue in its thread while the watch closes
+    or deletes the client in its own (a controller unplugged, the JACK server gone). Reading an
+    rtmidi object deleted meanwhile crashed the engine process in the soak (exit 139, also with a
+    stress script against a real server). The reader holds the port's lock while it reads: the
+    deletion waits for the read to end, and the read gets every message that was queued."""
+    import threading
+
+    from drummachine.midi import ports
+
+    watch = []
+
+    class Client:
+        def __init__(self):
+            self.deleted = False
+            self.reads_after_delete = 0
+            self.queue = [([0xB0, 1, k], 0.0) for k in range(50)]
+
+        def get_message(self):
+            if self.deleted:
+                self.reads_after_delete += 1
+                return None
+            if len(self.queue) == 45 and not watch:  # mid-read: the watch finds the server gone
+                watch.append(threading.Thread(target=reader.port.server_gone))
+                watch[0].start()
+                watch[0].join(0.2)
+            return self.queue.pop(0) if self.queue else None
+
+        def close_port(self):
+            pass
+
+        def delete(self):
+            self.deleted = True
+
+    reader = object.__new__(ports.MidiInput)  # its reading alone: no rtmidi, no threads of its own
+    reader.port = ports._Port("in", "jack", "ctl:tx", "control in")
+    client = reader.port.client = reader.port.port = Client()
+    batch = reader._drain()
+    watch[0].join(2)
+    assert client.reads_after_delete == 0 and len(batch) == 50
+    assert client.deleted and reader.port.port is None and not watch[0].is_alive()
+    assert reader._drain() == []  # the next read finds no client, and waits for the watch's new one
+
+
 def test_controller_unplugged_and_back(jack_server, monkeypatch):
     import rtmidi
 

@@ -196,7 +196,8 @@ class _Port:
         present = self.present()
         if self.connected and not present:
             if close_when_gone:
-                self.close_port()
+                with self._lock:  # the reader may be reading it
+                    self.close_port()
             self.connected = False
             self.message = f"{self.wanted}: disconnected; will reconnect when it is back"
         elif not self.connected and present:
@@ -413,13 +414,16 @@ class MidiInput:
             time.sleep(self.POLL_SECONDS)
 
     def _drain(self) -> list:
-        port = self.port.port
         batch = []
-        while port is not None and len(batch) < 4096:
-            event = port.get_message()
-            if event is None:
-                break
-            batch.append(event)
+        # under the port's lock: the watch closes, deletes and reopens the rtmidi client in its own
+        # thread, and reading a port closed or deleted meanwhile crashes the process (the soak did)
+        with self.port._lock:
+            port = self.port.port
+            while port is not None and len(batch) < 4096:
+                event = port.get_message()
+                if event is None:
+                    break
+                batch.append(event)
         return batch
 
     def _deliver(self, batch: list) -> None:
