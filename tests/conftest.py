@@ -63,6 +63,27 @@ def jack_server():
         shutil.rmtree(JACKD_LOG.parent, ignore_errors=True)
 
 
+def own_jack_server(monkeypatch, ports: int, label: str):
+    """A JACK server of the test's own with ``ports`` ports a side (the shared one has two), named
+    for this process; the mixer process and jack_connect find it through JACK_DEFAULT_SERVER.
+    A generator for a fixture: ``yield from own_jack_server(monkeypatch, 4, "cue")``."""
+    import shutil
+
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"drummachine-{label}-{os.getpid()}-{ports}"
+    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", str(ports),
+                               "-C", str(ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        yield name
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 # --- the soak runs beside the suite ----------------------------------------------------------
 
 #: minutes of the soak that tests/test_soak.py checks (the issue's "3-minute version in the suite")

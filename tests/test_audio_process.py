@@ -12,6 +12,8 @@ from drummachine.audio.wire import (AT_NS, CAPACITY, DROPPED, FAULTS, FRAMES, PA
                                     WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.audio.kit import synth_kit
 
+from .conftest import own_jack_server
+
 OK = SimpleNamespace(output_underflow=False)
 
 
@@ -133,25 +135,8 @@ def test_a_restarted_mixer_goes_on_from_the_clock_however_slowly_it_started(part
 
 @pytest.fixture
 def jack_with_ports(monkeypatch):
-    """A JACK server of our own with nine ports a side (the shared one has two), named for this
-    process; the mixer process and jack_connect find it through JACK_DEFAULT_SERVER."""
-    import os
-    import shutil
-    import subprocess
-
-    if not shutil.which("jackd"):
-        pytest.skip("jackd is not installed")
-    name = f"drummachine-ports-{os.getpid()}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", "9", "-C", "9"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    try:
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
-        assert "available" in r.stdout, r.stdout + r.stderr
-        yield name
-    finally:
-        server.terminate()
-        server.wait(10)
+    """Nine ports a side: one per voice (--outs voices), or the main and the cue bus."""
+    yield from own_jack_server(monkeypatch, 9, "ports")
 
 
 def loop_back(channels: int) -> None:
@@ -177,8 +162,6 @@ def wait_for_the_mixer(sink, until: float, longest: float = 5.0) -> None:
 def test_one_jack_port_per_voice_each_onset_on_its_sample(jack_with_ports):
     """--outs voices: each voice on its own port, alone, on its sample; every port with the same
     loopback delay."""
-    import time
-
     from drummachine.audio.process import AudioProcessSink
 
     sink = AudioProcessSink(None, 48000, record_seconds=15.0, outs="voices").wait_ready()

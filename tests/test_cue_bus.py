@@ -6,7 +6,6 @@ sound through the real mixer process on a JACK server of our own (four ports a s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import CLOCK, MemorySink
 from drummachine.core.song import song_from_toml
 
-from .conftest import ROOT, Harness
+from .conftest import ROOT, Harness, own_jack_server
 
 #: 240 bpm: a bar a second. Bars: 0 count-in, 1-2 intro, 3-4 verse, 5 the final hit
 SHORT = """
@@ -250,33 +249,16 @@ def test_play_refuses_a_malformed_cue_out_in_one_line(tmp_path):
 
 # --- through the mixer process, on JACK --------------------------------------------------------
 
-def own_jack(monkeypatch, ports: int):
-    """A JACK server of our own with ``ports`` ports a side, named for this process."""
-    if not shutil.which("jackd"):
-        pytest.skip("jackd is not installed")
-    name = f"drummachine-cue-{os.getpid()}-{ports}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128", "-P", str(ports),
-                               "-C", str(ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    try:
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
-        assert "available" in r.stdout, r.stdout + r.stderr
-        yield name
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
 @pytest.fixture
 def jack4(monkeypatch):
     """Four ports a side: the main bus and the cue bus."""
-    yield from own_jack(monkeypatch, 4)
+    yield from own_jack_server(monkeypatch, 4, "cue")
 
 
 @pytest.fixture
 def jack2(monkeypatch):
     """Two ports a side: a stereo interface, no room for the cue bus."""
-    yield from own_jack(monkeypatch, 2)
+    yield from own_jack_server(monkeypatch, 2, "cue")
 
 
 def connections() -> dict[str, list[str]]:
