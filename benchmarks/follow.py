@@ -138,7 +138,8 @@ def dynamics(performances: int = 4) -> dict:
     return {"step_db": -10.0, "clips": rows}
 
 
-def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", **config) -> dict:
+def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
+           **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing."""
@@ -153,11 +154,11 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     from drummachine.listen.tracker import BeatTracker
 
     path, bpm = performance or material.validation_performances(1)[0]
-    clip = material.make_clip(path, bpm, scenario, mix, rate=16000)
+    clip = material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit)
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
-    tracker = BeatTracker(clip.rate, bpm)
+    tracker = BeatTracker(clip.rate, bpm, record_beats=True)
     engine.command("start")
     hop = clip.rate // 100
     beats, done, seq = [], 0, 0
@@ -181,24 +182,78 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
            "drummer_frames": np.array(beats) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
            "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
     row = follow_instrument.measure(raw, clip, scenario)
-    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix})
+    row.update(decompose(clip, np.array(tracker.beats), np.array(beats)))
+    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit})
     return row
 
 
-def replays(performances: int) -> dict:
+def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: float = 0.030) -> dict:
+    """The phase error split, signed, per true audible beat from the machine's lock on: the tracker's
+    own beat (its last prediction before the beat came) minus the truth, and what the follower adds
+    (the machine's beat minus the tracker's). Positive: late. Medians and the 5/95 percentiles."""
+    truth = clip.beats
+    if tracker_beats.size < 2 or ours.size < 8:
+        return {}
+
+    def nearest(x, t):
+        k = np.clip(np.searchsorted(x, t), 1, x.size - 1)
+        return np.where(np.abs(x[k] - t) < np.abs(x[k - 1] - t), x[k], x[k - 1])
+
+    ours_err = nearest(ours, truth) - truth
+    ok = np.abs(ours_err) < lock_error
+    lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), truth.size)
+    sel = (np.arange(truth.size) >= lock) & clip.audible
+    if not sel.any():
+        return {}
+    trk = nearest(tracker_beats, truth) - truth
+    period = np.gradient(truth)
+    gaps = np.abs(trk) > 0.35 * period  # no tracker beat near this one (it skipped or doubled one)
+    added = ours_err - trk
+    missed = int((sel & gaps).sum())
+    sel &= ~gaps
+    if not sel.any():
+        return {"tracker_beats_missing": missed}
+
+    def spread(x):
+        return [round(float(v) * 1000, 1) for v in np.percentile(x[sel], (5, 50, 95))]
+
+    return {"tracker_beats_missing": missed, "tracker_error_ms_p5_p50_p95": spread(trk), "follower_adds_ms_p5_p50_p95": spread(added),
+            "machine_error_ms_p5_p50_p95": spread(ours_err),
+            "tracker_abs_p95_ms": round(float(np.percentile(np.abs(trk[sel]), 95)) * 1000, 1)}
+
+
+def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
+            scenarios=tuple(material.SCENARIOS)) -> dict:
     rows = []
-    for perf in material.validation_performances(performances):
-        for scenario in material.SCENARIOS:
-            rows.append(replay(scenario, perf))
-            print(json.dumps(rows[-1]), flush=True)
-    keys = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
-            "band_beats_to_lock", "break_tempo_drift_pct", "beats_to_relock_after_break")
+    for perf in material.validation_performances(performances, split=split):
+        for scenario in scenarios:
+            rows.append(replay(scenario, perf, mix=mix, kit=kit))
+            rows[-1]["split"] = split
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "phase_errors_ms"}), flush=True)
+    return {"split": split, "performances": performances, "mix": mix, "kit": kit, "clips": rows,
+            "summary_median_over_performances": summarize(rows, scenarios)}
+
+
+REPLAY_KEYS = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
+               "band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_vs_played_ms_p50",
+               "phase_error_ms_p50", "break_tempo_drift_pct", "beats_to_relock_after_break")
+
+
+def summarize(rows: list[dict], scenarios) -> dict:
+    """Medians over the performances per scenario; the signed decomposition as the medians of each
+    clip's 5th, 50th and 95th percentiles; how many clips never locked."""
     summary = {}
-    for scenario in material.SCENARIOS:
+    for scenario in scenarios:
         got = [r for r in rows if r["scenario"] == scenario]
-        summary[scenario] = {k: round(float(np.median([r[k] for r in got if r.get(k) is not None])), 2)
-                             for k in keys if any(r.get(k) is not None for r in got)}
-    return {"clips": rows, "summary_median_over_performances": summary}
+        s = {k: round(float(np.median([r[k] for r in got if r.get(k) is not None])), 2)
+             for k in REPLAY_KEYS if any(r.get(k) is not None for r in got)}
+        s["never_locked"] = sum(r.get("band_beats_to_lock") is None for r in got)
+        for k in ("tracker_error_ms_p5_p50_p95", "follower_adds_ms_p5_p50_p95", "machine_error_ms_p5_p50_p95"):
+            vals = [r[k] for r in got if r.get(k)]
+            if vals:
+                s[k] = [round(float(v), 1) for v in np.median(np.array(vals), axis=0)]
+        summary[scenario] = s
+    return summary
 
 
 def main(argv=None) -> int:
@@ -208,7 +263,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
     ap.add_argument("--replay", action="store_true", help="tracker + follower through the engine, no JACK")
     ap.add_argument("--performances", type=int, default=8)
-    ap.add_argument("--mixes", default=",".join(material.MIXES))
+    ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
+    ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")
+    ap.add_argument("--kit", default="builtin", help="--replay: the drums' kit (mix drums): builtin or a Hydrogen kit")
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
     ap.add_argument("--trackers", default=",".join(TRACKERS))
     ap.add_argument("--underruns", action="store_true",
@@ -221,11 +278,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.tracker:
-        result["tracker"] = tracker_table(args.performances, args.mixes.split(","), args.scenarios.split(","),
+        result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),
                                           args.trackers.split(","))
         print(json.dumps(result["tracker"]["summary"], indent=1))
     if args.replay:
-        result["replay"] = replays(args.performances)
+        result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
+                                   args.scenarios.split(","))
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.dynamics:
         result["dynamics"] = dynamics()

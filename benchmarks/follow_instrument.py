@@ -157,6 +157,12 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
     ok = (np.abs(err) < lock_error) & inside
     lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all() and ours[i] >= band[0]), None)
     band_beats_to_lock = None if lock is None else float((ours[lock] - band[0]) / np.median(band_period))
+    # the same against the beat as the band plays it (a drummer 35 ms ahead of the click for 10
+    # bars is the band's beat then: a follower locked to it is "off" the click by as much)
+    played = run["played_frames"][nearest] / RATE
+    ok_played = (np.abs(ours - played) < lock_error) & inside
+    lock_played = next((i for i in range(ok_played.size - 3) if ok_played[i:i + 4].all() and ours[i] >= band[0]),
+                       None)
     after = np.arange(ours.size) >= (lock if lock is not None else ours.size)
     sel = after & inside & audible
     our_tempo = 60.0 / np.diff(ours)
@@ -166,7 +172,6 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
     locked = ours[after & inside]
     bar = 60.0 * 4 / (locked[4::4] - locked[:-4:4]) if locked.size > 8 else np.array([])
     bar_changes = np.abs(bar[1:] / bar[:-1] - 1) if bar.size > 1 else np.array([0.0])
-    played = run["played_frames"][nearest] / RATE
     err_played = ours - played
     out = {
         "scenario": scenario, "beats_played": int(ours.size),
@@ -175,6 +180,8 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
         "phase_error_vs_played_ms_p95": round(float(np.percentile(np.abs(err_played[sel]), 95)) * 1000, 2)
         if sel.any() else None,
         "band_beats_to_lock": None if band_beats_to_lock is None else round(band_beats_to_lock, 2),
+        "band_beats_to_lock_vs_played": None if lock_played is None
+        else round(float((ours[lock_played] - band[0]) / np.median(band_period)), 2),
         "phase_error_ms_p50": round(float(np.percentile(np.abs(err[sel]), 50)) * 1000, 2) if sel.any() else None,
         "phase_error_ms_p95": round(float(np.percentile(np.abs(err[sel]), 95)) * 1000, 2) if sel.any() else None,
         "tempo_error_pct_p50": round(float(np.percentile(tempo_err, 50)) * 100, 3) if tempo_err.size else None,

@@ -168,13 +168,15 @@ def _hz(note: float) -> float:
 
 def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums", rate: int = 16000,
               bars: int = BARS, seed: int = 0, snr_db: float = 20.0, start_bar: int = 1,
-              gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE) -> Clip:
+              gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE, kit: str = "builtin") -> Clip:
     """Render one performance under one scenario.
 
+    ``kit``: the drums (mix ``drums``) through the built-in kit, or through a Hydrogen kit by name
+    (``ForzeeStereo``: recorded drums, not the synthesized kit the tracker was developed on).
     ``start_bar``: the bar of the file the clip starts at (the first is often a pickup).
     ``gains_db``: (bar, dB) steps of the band's level from that bar on (dynamics tests).
     """
-    from drummachine.audio.kit import synth_kit
+    from drummachine.audio.kit import open_kit, synth_kit
     from drummachine.audio.render import render
     from drummachine.core.voices import CLOSED_HAT, KICK, OPEN_HAT, RIDE, SNARE, input_map
     from drummachine.midi.files import read_midi
@@ -198,8 +200,8 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     rng = np.random.default_rng(seed)
     song = np.zeros(frames, np.float32)
     if mix == "drums":
-        kit = synth_kit(RENDER_RATE)
-        song += render(kit, np.round(times * RENDER_RATE).astype(np.int64), voices, velocities, frames).mean(axis=1)
+        drums = synth_kit(RENDER_RATE) if kit == "builtin" else open_kit(kit, RENDER_RATE)
+        song += render(drums, np.round(times * RENDER_RATE).astype(np.int64), voices, velocities, frames).mean(axis=1)
     elif mix != "band":
         raise ValueError(f"mix {mix!r}; allowed: {', '.join(MIXES)}")
     bar_of = np.clip((beats // BEATS_PER_BAR).astype(int), 0, bars - 1)
@@ -253,6 +255,28 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     return Clip(path, scenario, mix, rate, audio.astype(np.float32), bpm, warp(beat_index + lead, sc, bpm), audible,
                 bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm,
                 warp(beat_index + local, sc, bpm))
+
+
+def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin") -> Clip:
+    """``make_clip`` kept in a folder (``DRUMMACHINE_CLIP_CACHE``, default a temporary one):
+    tuning replays the same clips many times, and rendering is a third of a replay's time."""
+    import hashlib
+    import tempfile
+
+    folder = Path(os.environ.get("DRUMMACHINE_CLIP_CACHE", Path(tempfile.gettempdir()) / "drummachine-clips"))
+    key = hashlib.sha1(f"{path}|{bpm}|{scenario}|{mix}|{rate}|{kit}|{Path(__file__).stat().st_mtime}".encode()).hexdigest()
+    file = folder / f"{key[:16]}.npz"
+    if file.exists():
+        z = np.load(file)
+        return Clip(path, scenario, mix, rate, z["audio"], bpm, z["beats"], z["audible"], z["tempo"], (),
+                    float(z["lead"]), z["played"])
+    clip = make_clip(path, bpm, scenario, mix, rate=rate, kit=kit)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=clip.audio, beats=clip.beats, audible=clip.audible, tempo=clip.tempo, lead=clip.lead,
+             played=clip.played)
+    tmp.replace(file)
+    return clip
 
 
 def f_measure(detected: np.ndarray, truth: np.ndarray, tolerance: float = 0.07) -> float:

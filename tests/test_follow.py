@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drummachine.core.follow import (FOLLOWING, HOLDING, LISTENING, MODES, OFF, BandReading, FollowConfig,
-                                     Follower, wrapped_error)
+from drummachine.core.follow import (FOLLOWING, HOLDING, LISTENING, MODES, OFF, BandGrid, BandReading,
+                                     FollowConfig, Follower, wrapped_error)
 
 SONG = 120.0
 READING_EVERY = 0.05
@@ -158,6 +158,46 @@ def test_holds_through_a_break_and_relocks_when_the_band_returns():
     # re-locked within 2 beats of the band's return: correcting again
     assert any(run[i][3] is not None for i in after[:2])
     assert bpm[-1] == pytest.approx(SONG * 1.02, rel=0.004)
+
+
+def test_holding_rolls_the_tempo_back_to_before_the_doubt_and_keeps_it():
+    """A break's first beats pull the tracker (here 2.4% fast for 4 beats, its confidence sinking but still above
+    the lock's) before it is unsure enough to hold: the hold goes back to the tempo from before."""
+    band = band_beats(lambda b: SONG if b < 40 else SONG * 1.024, 90)
+    doubt, gone = (band[40], band[44]), (band[44], band[52])
+    conf = lambda t: 0.6 if doubt[0] <= t < doubt[1] else 0.05 if gone[0] <= t < gone[1] else 0.9  # noqa: E731
+
+    def held(config):
+        run = play(Follower(config, SONG), band, confidence=conf)
+        ours = np.array([r[0] for r in run])
+        bpm = np.array([r[1] for r in run])
+        inside = (ours >= gone[0] + 0.6) & (ours < gone[1])
+        assert inside.sum() >= 5 and np.ptp(bpm[inside]) == 0.0  # held, and not moving while held
+        return bpm[inside][0]
+
+    assert held(FollowConfig(mode="beat", rollback_beats=2)) == pytest.approx(SONG, rel=0.001)
+    # without the rollback the hold keeps what the doubtful beats pulled it to: the test can fail
+    assert held(FollowConfig(mode="beat", rollback_beats=0)) > SONG * 1.003
+
+
+def test_the_band_grid_follows_a_ramp_without_the_spacings_lag():
+    """6% faster over 16 bars, the tracker's beats 10 ms off at random: the grid's period (with its
+    trend) against the last 8 beats' spacing, over the ramp's second half."""
+    rng = np.random.default_rng(3)
+    tempo = lambda b: SONG * (1 + 0.06 * min(1.0, max(0.0, (b - 16) / 64)))  # noqa: E731
+    true = band_beats(tempo, 100)
+    seen = true + rng.normal(0.0, 0.010, true.size)
+    grid = BandGrid(0.015, 0.001, 0.0002)
+    grid_err, spacing_err = [], []
+    for k in range(true.size - 1):
+        grid.observe(seen[k], 0.5)
+        if 50 <= k <= 78:
+            period = true[k + 1] - true[k]
+            grid_err.append(grid.period_after(0.0) - period)
+            spacing_err.append((seen[k] - seen[k - 8]) / 8 - period)
+    assert abs(np.mean(grid_err)) < 0.4 * abs(np.mean(spacing_err))  # the lag
+    assert np.std(grid_err) < 0.004  # and not noisier than 4 ms a beat
+    assert grid.beat_near(seen[80], true[82] + 0.1) == pytest.approx(true[82], abs=0.03)
 
 
 def test_readings_that_stop_coming_mean_holding():

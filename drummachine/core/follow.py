@@ -54,6 +54,17 @@ class FollowConfig:
     lock_readings: int = 8
     relock_readings: int = 4  #: ... to re-lock after holding
     stale_seconds: float = 0.5  #: no reading for this long (the input is gone): hold
+    #: the band's grid (``BandGrid``): a filter over its beats with a tempo trend, so a ramp is
+    #: followed without the lag of the last 8 beats' spacing (0: that spacing, as before)
+    grid: bool = False
+    grid_measurement: float = 0.015  #: seconds: how far a tracker's beat is off the band's grid (1 sigma)
+    grid_period_noise: float = 0.001  #: seconds a beat the band's period may wander by (1 sigma)
+    grid_trend_noise: float = 0.0002  #: seconds a beat² its period's trend may change by (1 sigma)
+    #: the band's beat near ours is its next beat extrapolated by its own period (and trend), not ours
+    band_extrapolation: bool = False
+    #: on holding, the tempo goes back to what it was this many beats before the confidence first
+    #: fell (a break's first beats pull the tracker's tempo), and stays there (0: as it is)
+    rollback_beats: int = 0
     intensity_range: float = 0.4  #: dynamics move the intensity within ±this
     db_per_range: float = 8.0  #: this many dB louder than the band's usual level = +range
     reference_bars: float = 16.0  #: the band's usual level: an average over about this many bars
@@ -110,6 +121,77 @@ def wrapped_error(band_beat: float, our_beat: float, period: float) -> float:
     return e - period * math.floor(e / period + 0.5)
 
 
+class BandGrid:
+    """The band's beat grid, beat by beat: a Kalman filter over (the time of its last beat, its
+    period, the period's change per beat), fed with the tracker's beats (each its last prediction
+    before it came). The trend is what the spacing of the last beats lacks on a ramp: an average
+    over 8 beats lags a 6% accelerando by 4 beats of it."""
+
+    def __init__(self, measurement: float, period_noise: float, trend_noise: float):
+        self.r = measurement ** 2
+        self.q = (0.0, period_noise ** 2, trend_noise ** 2)
+        self.x: list[float] | None = None  # [beat time, period, period change per beat]
+        self.p: list[list[float]] = []
+        self.beats = 0  # beats taken in since the last reset
+
+    def reset(self) -> None:
+        self.x, self.beats = None, 0
+
+    def observe(self, t: float, period: float) -> None:
+        """The band's beat at ``t`` (``period``: the tracker's, for a start)."""
+        if self.x is None:
+            self.x = [t, period, 0.0]
+            self.p = [[self.r, 0.0, 0.0], [0.0, (0.01 * period) ** 2, 0.0], [0.0, 0.0, (0.001 * period) ** 2]]
+            self.beats = 1
+            return
+        steps = round((t - self.x[0]) / self.x[1])
+        if steps < 1 or steps > 4:  # not the next beat (a doubled or a lost one): start again
+            self.reset()
+            self.observe(t, period)
+            return
+        for _ in range(steps):
+            self._predict()
+        x, p = self.x, self.p
+        s = p[0][0] + self.r
+        k = [p[i][0] / s for i in range(3)]
+        e = t - x[0]
+        self.x = [x[i] + k[i] * e for i in range(3)]
+        self.p = [[p[i][j] - k[i] * p[0][j] for j in range(3)] for i in range(3)]
+        self.beats += 1
+
+    def _predict(self) -> None:
+        # t += period, period += trend: F = [[1,1,0],[0,1,1],[0,0,1]]
+        x, p = self.x, self.p
+        self.x = [x[0] + x[1], x[1] + x[2], x[2]]
+        f = ((1, 1, 0), (0, 1, 1), (0, 0, 1))
+        fp = [[sum(f[i][m] * p[m][j] for m in range(3)) for j in range(3)] for i in range(3)]
+        self.p = [[sum(fp[i][m] * f[j][m] for m in range(3)) + (self.q[i] if i == j else 0.0) for j in range(3)]
+                  for i in range(3)]
+
+    def period_after(self, beats: float) -> float:
+        """The band's period ``beats`` beats after its last one (the trend carried on)."""
+        return self.x[1] + self.x[2] * beats
+
+    def beat_near(self, anchor: float, t: float) -> float:
+        """The band's beat nearest ``t``, counted from its beat ``anchor`` by its period and trend."""
+        n = 0
+        beat = anchor
+        since = (anchor - self.x[0]) / self.x[1]
+        if t >= anchor:
+            while True:
+                step = self.period_after(since + n)
+                if beat + step / 2 > t:
+                    return beat
+                beat += step
+                n += 1
+        while True:
+            step = self.period_after(since + n - 1)
+            if beat - step / 2 <= t:
+                return beat
+            beat -= step
+            n -= 1
+
+
 class Follower:
     """The policy: readings in (``hear``), a correction per beat out (``on_beat``)."""
 
@@ -129,7 +211,12 @@ class Follower:
         self.reference_db: float | None = None
         self.reference_density: float | None = None
         self.band_beats: list[float] = []  # the band's last beats, engine clock
+        self.grid = BandGrid(config.grid_measurement, config.grid_period_noise, config.grid_trend_noise)
         self.snap = False  # just (re)locked: the next beat may jump onto the band's
+        #: our tempo at our last beats, and whether the band was sure all along each (for the hold)
+        self.played: list[tuple[float, bool]] = []
+        self.sure_since_beat = True  # every reading since our last beat was sure
+        self.held_bpm: float | None = None  # holding: the tempo rolled back to
 
     # --- input ------------------------------------------------------------------------------
 
@@ -151,6 +238,8 @@ class Follower:
         c = self.config
         sure = reading.confidence >= c.lock_confidence and reading.bpm > 0 and self.in_window(reading.bpm)
         self.sure = self.sure + 1 if sure else 0
+        # "sure" for the rollback is stricter: the confidence falls gradually into a break
+        self.sure_since_beat &= reading.confidence >= max(c.lock_confidence, 0.8) and reading.bpm > 0
         if self.locked and (reading.confidence < c.hold_confidence or not self.in_window(reading.bpm)):
             self.locked = False
         needed = c.relock_readings if self.ever_locked else c.lock_readings
@@ -169,6 +258,7 @@ class Follower:
         beats = self.band_beats
         if not sure or reading.next_beat <= 0:
             beats.clear()
+            self.grid.reset()
             return
         period = 60.0 / reading.bpm
         if beats and reading.next_beat - beats[-1] < 0.5 * period:
@@ -176,12 +266,21 @@ class Follower:
         else:
             if beats and reading.next_beat - beats[-1] > 1.5 * period:
                 beats.clear()  # a beat went by unheard: start again
+                self.grid.reset()
+            if beats:  # the last one is final now
+                self.grid.observe(beats[-1], period)
             beats.append(reading.next_beat)
             del beats[:-BEATS_FOR_TEMPO - 1]
 
-    def band_bpm(self) -> float:
-        """The band's tempo: from its last beats' spacing once there are enough, else the reading's."""
+    def band_bpm(self, at: float | None = None) -> float:
+        """The band's tempo: from its grid (at time ``at``: the trend carried on), or its last beats'
+        spacing, once there are enough beats; else the reading's."""
         r = self.reading
+        g = self.grid
+        if self.config.grid and g.x is not None and g.beats >= 4:
+            ahead = 0.0 if at is None else max(0.0, (at - g.x[0]) / g.x[1])
+            period = g.period_after(ahead)
+            return 60.0 / period if period > 0 else (r.bpm if r else 0.0)
         beats = self.band_beats[:-1]  # the newest is still a prediction
         if len(beats) < 4:
             return r.bpm if r else 0.0
@@ -234,13 +333,22 @@ class Follower:
         if self.mode == "off":
             return None
         intensity = self._dynamics() if bar_line and self.mode == "all" else None
+        c = self.config
+        self.played.append((our_bpm, self.sure_since_beat))
+        del self.played[:-16]
+        self.sure_since_beat = True
         if not self.following(now):
             self.beyond = 0
+            if self.ever_locked and c.rollback_beats and self.held_bpm is None:
+                # holding starts: back to the tempo before the confidence first fell, and stay there
+                self.held_bpm = self._tempo_before_doubt(our_bpm)
+                if self.held_bpm != our_bpm:
+                    return Correction(self.held_bpm, None, intensity)
             return None if intensity is None else Correction(our_bpm, None, intensity)
+        self.held_bpm = None
         r = self.reading
-        c = self.config
         lo, hi = self.song_bpm * (1 - c.window), self.song_bpm * (1 + c.window)
-        target = clamp(self.band_bpm(), lo, hi)
+        target = clamp(self.band_bpm(our_beat), lo, hi)
         diff = target / our_bpm - 1.0
         # a jump shows at once in the tracker's tempo (the beats' spacing takes a few beats)
         now_diff = clamp(r.bpm, lo, hi) / our_bpm - 1.0
@@ -257,7 +365,11 @@ class Follower:
         beat_time = None
         if self.mode in ("beat", "all"):
             period = 60.0 / our_bpm
-            self.phase_error = wrapped_error(r.next_beat, our_beat, period)
+            g = self.grid
+            if c.band_extrapolation and g.x is not None and g.beats >= 3:
+                self.phase_error = g.beat_near(r.next_beat, our_beat) - our_beat
+            else:
+                self.phase_error = wrapped_error(r.next_beat, our_beat, period)
             move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
             if self.snap and abs(self.phase_error) > c.snap_above:
                 move = self.phase_error  # coming in: onto the band's beat at once
@@ -265,6 +377,16 @@ class Follower:
             beat_time = our_beat + move
         self.snap = False
         return Correction(bpm, beat_time, intensity)
+
+    def _tempo_before_doubt(self, our_bpm: float) -> float:
+        """Our tempo ``rollback_beats`` beats before the first beat whose readings were not all
+        sure, among the last few (the band's tempo before its break pulled the tracker)."""
+        played = self.played[:-1]  # the newest is this beat's, not yet played
+        doubt = len(played)
+        while doubt > 0 and not played[doubt - 1][1] and len(played) - doubt < 8:
+            doubt -= 1
+        k = doubt - self.config.rollback_beats
+        return played[k][0] if 0 <= k < len(played) else our_bpm
 
     def _dynamics(self) -> float | None:
         """At a bar line: the band's last bar against its usual level -> the intensity offset."""

@@ -54,6 +54,31 @@ LOOP_PULL = 0.01
 #: docs/follow.md, "Tuning")
 JITTER_SMOOTHING = 0.03
 JITTER_OK = 0.02
+#: the loop's |error| when it (re)starts: 2 * JITTER_OK is "not sure at all" (it must earn its
+#: confidence over ~1 s of agreeing folds); lower comes in sooner on a fold that agrees with itself
+JITTER_START = 0.04
+#: the fold looks for the period too, within ±this (relative) of the tempo estimate, in
+#: PERIOD_STEPS steps: the beats' alignment over the last PHASE_BEATS beats says the period more
+#: sharply than the autocorrelation (which, over 6 s, lags a tempo ramp by seconds and at first
+#: sat 2% off the song's tempo on one drummer, making the phase 50 ms early for 10 s)
+PERIOD_SEARCH = 0.0
+PERIOD_STEPS = 9
+#: the first estimate comes this many seconds in (the song's tempo, the prior, stands in for the
+#: autocorrelation's until it has AUTOCORRELATION_AFTER seconds of the band)
+FIRST_UPDATE_SECONDS = 2.0
+#: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
+#: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
+#: of log magnitudes: a room's noise gives as much of it as a band, and a 2-bar break kept the
+#: confidence at 0.9 throughout). Fully playing BREAK_DB - 4 dB under it: a verse 10 dB down is
+#: still playing (the dynamics). 0: off
+BREAK_DB = 0.0
+LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band is quieter
+#: the loop learns only from folds heard while the band fully plays (activity at least this):
+#: a break's fading edge fed it folds of silence, its jitter rose, and back from the break it was
+#: unsure for seconds (1.0 with BREAK_DB; 0: any fold at confidence 0.2 or more, as before)
+LOOP_ACTIVITY = 0.0
+
+AUTOCORRELATION_AFTER = 0.0
 #: where a frame's onset strength is put in time, against the middle of its window: the flux
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
@@ -109,6 +134,7 @@ class BeatTracker:
         self.flux_mean = 0.0
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
         self.energy = np.zeros(int(0.4 * self.arate), np.float32)
+        self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
         self.energy_at = 0
         self.bpm = 0.0
         self.next_beat = 0.0
@@ -178,7 +204,7 @@ class BeatTracker:
         self.history[-1] = value
         self.frames += 1
         self._peak()
-        if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * 2:
+        if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * FIRST_UPDATE_SECONDS:
             self._update()
         self._emit()
 
@@ -205,6 +231,10 @@ class BeatTracker:
         # the band's playing level: follows up at once, decays over ~20 s of quiet
         self.playing_level = max(recent, self.playing_level * math.exp(-UPDATE_FRAMES / fps / 20.0), 1e-6)
         activity = min(1.0, recent / (0.35 * self.playing_level))
+        if BREAK_DB > 0:
+            loud = self.loudness_db()
+            self.level_db = max(loud, self.level_db - LEVEL_DECAY_DB * UPDATE_FRAMES / fps)
+            activity = min(activity, float(np.clip((loud - self.level_db + BREAK_DB) / 4.0, 0.0, 1.0)))
         x = x - x.mean()
         spec = np.fft.rfft(x, 2 * n)
         acf = np.fft.irfft(spec * np.conj(spec))[:n]
@@ -234,6 +264,8 @@ class BeatTracker:
             den = a - 2 * b + c
             if den < 0:
                 bpm += 0.1 * 0.5 * (a - c) / den
+        if self.frames < self.fps * AUTOCORRELATION_AFTER:
+            bpm = self.prior_bpm  # too little heard for the autocorrelation: the song's tempo
         if activity > 0.5:
             self.bpm = bpm if self.bpm == 0 else self.bpm + 0.5 * (bpm - self.bpm)
         if self.bpm == 0:
@@ -242,49 +274,55 @@ class BeatTracker:
 
     def _phase(self, activity: float) -> None:
         fps = self.fps
-        tau = 60.0 * fps / self.bpm  # frames per beat
         h = self.history
         smooth = np.convolve(h, np.array([0.25, 0.5, 1.0, 0.5, 0.25], np.float32), mode="same")
         last = h.size - 3  # the newest frame with both smoothing neighbours... nearly
-        phases = np.arange(int(math.ceil(tau)))
+        # candidate periods (frames per beat) around the tempo estimate; phases up to the longest
+        centre = 60.0 * fps / self.bpm
+        taus = centre / (1.0 + np.linspace(-PERIOD_SEARCH, PERIOD_SEARCH, PERIOD_STEPS if PERIOD_SEARCH else 1))
+        phases = np.arange(int(math.ceil(taus.max())))
         ks = np.arange(PHASE_BEATS)
-        pos = last - phases[:, None] - ks[None, :] * tau
+        pos = last - phases[:, None, None] - ks[None, None, :] * taus[None, :, None]  # (phase, period, beat)
         ok = pos >= 0
         pos = np.clip(pos, 0, h.size - 1)
         lo = np.floor(pos).astype(int)
         frac = pos - lo
         hi_idx = np.minimum(lo + 1, h.size - 1)
         vals = (smooth[lo] * (1 - frac) + smooth[hi_idx] * frac) * ok
-        fold = (vals * PHASE_DECAY ** ks[None, :]).sum(axis=1)
+        fold = (vals * PHASE_DECAY ** ks[None, None, :]).sum(axis=2)  # (phase, period)
+        fold[phases[:, None] >= taus[None, :]] = 0.0  # a phase beyond a period is the next beat's
         # the tracker's own grid: where it said the last beat would be
         now_frame = self.frames - 1 - (h.size - 1 - last)
         if self.next_beat > 0 and self.confidence > 0.3:
             predicted_last = self.next_beat - 60.0 / self.bpm
             pred_phase = (self.frame_of(self._wrap_before(predicted_last, now_frame)) - 0.0)
-            d = (now_frame - pred_phase) - phases
-            d = (d + tau / 2) % tau - tau / 2
-            fold = fold * (0.5 + np.exp(-0.5 * (d / (tau / 6)) ** 2))
-        best = int(np.argmax(fold))
-        mean = float(fold.mean())
-        peak = float(fold[best])
+            d = (now_frame - pred_phase) - phases[:, None]
+            d = (d + taus[None, :] / 2) % taus[None, :] - taus[None, :] / 2
+            fold = fold * (0.5 + np.exp(-0.5 * (d / (taus[None, :] / 6)) ** 2))
+        best, j = np.unravel_index(int(np.argmax(fold)), fold.shape)
+        tau = float(taus[j])
+        row = fold[:int(math.ceil(tau)), j]
+        mean = float(row.mean())
+        peak = float(row[best])
         contrast = 0.0 if peak <= 0 else max(0.0, (peak - mean) / peak)
         offset = float(best)
-        if 0 < best < fold.size - 1:
-            a, b, c = fold[best - 1:best + 2]
+        if 0 < best < row.size - 1:
+            a, b, c = row[best - 1:best + 2]
             den = a - 2 * b + c
             if den < 0:
                 offset += 0.5 * (a - c) / den
         last_beat = self.frame_time(now_frame - offset)
-        period = 60.0 / self.bpm
+        period = tau / fps
         next_beat = last_beat + period
         now = self.frame_time(self.frames)  # roughly "now" in stream time
         while next_beat <= now:
             next_beat += period
         self.confidence = float(np.clip(contrast * 1.6, 0.0, 1.0) * activity)
-        if self.confidence < 0.2 and self.next_beat > 0:
-            # unsure: go on by the last tempo (the follower holds)
+        if self.next_beat > 0 and (self.confidence < 0.2 or activity < LOOP_ACTIVITY):
+            # unsure: go on by the last tempo (the follower holds); the loop keeps its jitter
             while self.next_beat <= now:
                 self.next_beat += self.period
+            self.confidence *= float(np.clip(1.0 - (self.jitter - JITTER_OK) / JITTER_OK, 0.0, 1.0))
             return
         self._lock_loop(next_beat, period, now)
 
@@ -295,7 +333,7 @@ class BeatTracker:
         autocorrelation's tempo keeps the period from wandering off."""
         if self.next_beat <= 0 or self.period <= 0 or self.confidence_was < 0.2:
             self.next_beat, self.period = measured, period
-            self.jitter = 2 * JITTER_OK
+            self.jitter = JITTER_START
         else:
             while self.next_beat <= now:
                 self.next_beat += self.period
@@ -338,9 +376,13 @@ class BeatTracker:
     def now(self) -> float:
         return self.samples / self.rate
 
-    def estimate(self) -> Estimate:
+    def loudness_db(self) -> float:
+        """RMS of the last 400 ms, dBFS."""
         rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
-        loud = 20 * math.log10(max(rms, 1e-6))
+        return 20 * math.log10(max(rms, 1e-6))
+
+    def estimate(self) -> Estimate:
+        loud = self.loudness_db()
         recent = [t for t in self._onset_times if t > self.now - 2.0]
         bpm = 60.0 / self.period if self.period > 0 else self.bpm
         return Estimate(self.now, round(bpm, 3), self.next_beat, round(self.confidence, 3), round(loud, 2),
