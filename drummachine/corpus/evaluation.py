@@ -215,6 +215,10 @@ def voice_intervals(gen: np.ndarray, real: np.ndarray, spans, draws: int = 2000,
     with np.errstate(invalid="ignore", divide="ignore"):
         density = drawn[0] / drawn[2]
         velocity = (drawn[1] / drawn[0]) / (drawn[3] / drawn[2])
+    # a draw with none of a voice's real hits has no ratio (x/0 is inf, not a figure): the interval
+    # is over the draws that have one (a split with few performances of a voice draws such often)
+    density[~np.isfinite(density)] = np.nan
+    velocity[~np.isfinite(velocity)] = np.nan
     tail = 100 * (1 - level) / 2
     out = {}
     for v, name in enumerate(VOICE_NAMES):
