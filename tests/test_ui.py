@@ -50,6 +50,37 @@ KEY_COMMANDS = [
 ]
 
 
+async def test_the_buses_line_shows_the_levels_and_the_click_once_there_is_a_cue_bus():
+    """No cue bus and full levels: no line (the main screen's snapshot is unchanged). With a cue
+    bus: main and cue levels, the click on or off and its level; `i` toggles it on screen."""
+    plain = Harness(SONG, start=0.0)
+    app = StageApp(EngineClient(plain.engine), fps=TEST_FPS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not app.w_buses.display
+        plain.engine.command("main_level", 0.5)  # a musician turned the PA down: now it shows
+        plain.run(0.05)
+        app.refresh_view()
+        await pilot.pause()
+        assert app.w_buses.display and "main 0.50" in str(app.w_buses.render())
+        assert "no cue bus" in str(app.w_buses.render())
+    h = Harness(SONG, start=0.0, cue_bus=True)
+    app = StageApp(EngineClient(h.engine), fps=TEST_FPS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        h.engine.command("cue_level", 0.25)
+        h.run(0.05)
+        app.refresh_view()
+        await pilot.pause()
+        shown = str(app.w_buses.render())
+        assert app.w_buses.display and "main 1.00" in shown and "cue 0.25" in shown and "click ON" in shown
+        await pilot.press("i")
+        h.run(0.05)
+        app.refresh_view()
+        await pilot.pause()
+        assert "click OFF" in str(app.w_buses.render())
+        assert len(str(app.w_buses.render())) <= 80
+
+
 async def test_every_binding_sends_its_command():
     """Each key in turn in one app (an app per key made this file a minute longer)."""
     client, engine, play = make_client()

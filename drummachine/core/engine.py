@@ -174,6 +174,8 @@ class Engine(CommandHandlers):
                 steps=self.stats.steps, misses=self.stats.misses, late_cues=self.stats.late_cues,
                 gen_ms_p99=round(float(np.percentile(gen_s, 99)) * 1000, 3) if gen_s else 0.0,
                 faults=dict(self.stats.faults), refused=self.stats.refused,
+                cue_bus=self.cue_bus, click=self.click.on, click_level=self.click.level,
+                main_level=self.levels["main"], cue_level=self.levels["cue"],
                 **self.follower.status(self.clock.now()).snapshot_fields())
 
     # --- commands -------------------------------------------------------------------------

@@ -68,6 +68,12 @@ class Snapshot:
     band_phase_ms: float = 0.0  #: the band's beat minus ours at our last beat
     band_confidence: float = 0.0
     band_intensity: float = 0.0  #: the dynamics' offset to the intensity
+    # the audio out's buses (main_level, cue_level, click, click_level)
+    cue_bus: bool = False  #: a cue bus is there (play --cue-out)
+    click: bool = False
+    click_level: float = 0.0
+    main_level: float = 1.0
+    cue_level: float = 1.0
     # the session around the engine
     cpu: float = 0.0
     underruns: int = 0

@@ -129,6 +129,36 @@ def band_text(s: Snapshot) -> Text:
     return t
 
 
+class Buses(Static):
+    """The audio out's levels and the click: hidden while there is no cue bus and both levels are
+    full (nothing was changed, nothing to see), then kept, as the band line is."""
+
+    DEFAULT_CSS = "Buses { height: 1; display: none; }"
+
+    def show(self, s: Snapshot) -> None:
+        if not (self.display or s.cue_bus or s.main_level != 1.0 or s.cue_level != 1.0):
+            return
+        self.display = True
+        self.update(buses_text(s))
+
+
+def buses_text(s: Snapshot) -> Text:
+    """The buses' line (a pure function of the snapshot)."""
+    t = Text(" ")
+    t.append(" OUT ", "bold black on grey70")
+    t.append("  main ")
+    t.append(f"{s.main_level:.2f}", "bold" if s.main_level > 0 else "bold red1")
+    if s.cue_bus:
+        t.append("  cue ")
+        t.append(f"{s.cue_level:.2f}", "bold" if s.cue_level > 0 else "bold red1")
+        t.append("  click ")
+        t.append("ON" if s.click else "OFF", "bold black on green3" if s.click else "bold grey70 on grey23")
+        t.append(f" {s.click_level:.2f}")
+    else:
+        t.append("  no cue bus", "grey62")
+    return t
+
+
 class Grid(Static):
     """Voices down, 16 steps across: velocity as colour, the playhead as a marker."""
 
@@ -270,10 +300,11 @@ class StageApp(App):
         # kept as attributes: the view updates them even while a modal screen is on top
         self.w_transport, self.w_song, self.w_grid = Transport(id="transport"), Song(id="song"), Grid(id="grid")
         self.w_knobs, self.w_health = Knobs(id="knobs"), Health(id="health")
-        self.w_band = Band(id="band")
+        self.w_band, self.w_buses = Band(id="band"), Buses(id="buses")
         yield self.w_transport
         yield self.w_song
         yield self.w_band
+        yield self.w_buses
         with Horizontal(id="main"):
             yield self.w_grid
             with Vertical(id="side"):
@@ -311,6 +342,7 @@ class StageApp(App):
         self.w_transport.show(s)
         self.w_song.show(s)
         self.w_band.show(s)
+        self.w_buses.show(s)
         self.w_grid.show(s)
         self.w_knobs.show(s, self.values)
         self.w_health.show(s, len(self.frames))
