@@ -27,7 +27,7 @@ def band_beats(tempo, beats: int, start: float = 0.0) -> np.ndarray:
 
 def play(follower: Follower, band: np.ndarray, *, our_start: float = 0.0, our_bpm: float = SONG,
          confidence=lambda t: 0.9, loudness=lambda t: -20.0, reading_lag: float = 0.0, stop_readings_at=None,
-         bpm_bias: float = 1.0):
+         bpm_bias: float = 1.0, beat_offset=lambda t: 0.0):
     """Run the engine's beats against the band's: readings every 50 ms, a correction per beat.
     Returns per beat: (our beat time, our bpm, band's nearest beat minus ours, correction)."""
     our, bpm = our_start, our_bpm
@@ -42,7 +42,8 @@ def play(follower: Follower, band: np.ndarray, *, our_start: float = 0.0, our_bp
                 k = int(np.searchsorted(band, t - reading_lag, side="right"))
                 seq += 1
                 local = 60.0 / (band[k] - band[k - 1]) * bpm_bias if 0 < k < band.size else 0.0
-                follower.hear(BandReading(t, local, band[min(k, band.size - 1)], confidence(t), loudness(t), 4.0, seq))
+                follower.hear(BandReading(t, local, band[min(k, band.size - 1)] + beat_offset(t), confidence(t),
+                                          loudness(t), 4.0, seq))
             t += READING_EVERY
         corr = follower.on_beat(our, bpm, now, bar_line=beat % 4 == 0)
         if corr is not None:
@@ -178,6 +179,29 @@ def test_holding_rolls_the_tempo_back_to_before_the_doubt_and_keeps_it():
     assert held(FollowConfig(mode="beat", rollback_beats=2)) == pytest.approx(SONG, rel=0.001)
     # without the rollback the hold keeps what the doubtful beats pulled it to: the test can fail
     assert held(FollowConfig(mode="beat", rollback_beats=0)) > SONG * 1.003
+
+
+def test_back_from_a_break_the_relock_is_near_the_held_grid():
+    """The tracker's first sure readings after a break put the band's beat 200 ms off (a fill, a
+    pickup, the off-beat): with a re-lock window the machine waits for readings near the grid it
+    held and never jumps; without one it jumps onto the wrong beat (the test can fail)."""
+    band = band_beats(lambda b: SONG, 100)
+    gone = (band[40], band[48])
+    confused = (band[48], band[48] + 1.2)
+    conf = lambda t: 0.05 if gone[0] <= t < gone[1] else 0.9  # noqa: E731
+    offset = lambda t: 0.2 if confused[0] <= t < confused[1] else 0.0  # noqa: E731
+
+    def largest_move_after_the_break(config):
+        run = play(Follower(config, SONG), band, confidence=conf, beat_offset=offset)
+        ours = np.array([r[0] for r in run])
+        moves = np.abs(np.diff(ours) - 60.0 / np.array([r[1] for r in run])[:-1])
+        after = ours[:-1] >= gone[1] - 0.1
+        return moves[after].max(), np.abs([r[2] for r in run][-20:]).max()
+
+    move, last = largest_move_after_the_break(FollowConfig(mode="beat", relock_window=0.06))
+    assert move <= FollowConfig().max_phase_step + 1e-9 and last < 0.002
+    move, _ = largest_move_after_the_break(FollowConfig(mode="beat", relock_window=0.0))
+    assert move > 0.1
 
 
 def test_the_band_grid_follows_a_ramp_without_the_spacings_lag():

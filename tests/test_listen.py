@@ -52,6 +52,30 @@ def test_the_tempo_prior_keeps_the_metrical_level(performance):
     assert 0.9 < tracker.estimate().bpm / clip.bpm < 1.1
 
 
+def test_a_break_drops_the_confidence_within_a_beat_and_a_quieter_verse_does_not(performance):
+    """The band stops for 2 bars (the room's noise 20 dB under it goes on): the confidence falls
+    below the follower's hold within a beat and stays there; the band 10 dB quieter for 8 bars
+    (the dynamics) is still the band. (Before, the onset strength of the noise kept it at 0.9
+    through the whole break.)"""
+    period = 60.0 / performance[1]
+    for scenario, gains, silent in (("break", (), (40, 48)), ("steady", ((8, -10.0), (16, 0.0)), None)):
+        clip = material.make_clip(*performance, scenario, "band", bars=20, gains_db=gains)
+        tracker = BeatTracker(clip.rate, clip.bpm)
+        hop = clip.rate // 20
+        times, conf = [], []
+        for i in range(0, clip.audio.size, hop):
+            tracker.process(clip.audio[i:i + hop])
+            times.append((i + hop) / clip.rate)
+            conf.append(tracker.estimate().confidence)
+        times, conf = np.array(times), np.array(conf)
+        if silent:
+            inside = (times > clip.beats[silent[0]] + period) & (times < clip.beats[silent[1]] - 0.5)
+            assert conf[inside].max() < 0.3
+        else:
+            quiet = (times > clip.beats[34]) & (times < clip.beats[62])
+            assert np.mean(conf[quiet] >= 0.5) > 0.9
+
+
 def test_silence_and_clipping_give_no_confidence_and_no_error():
     tracker = BeatTracker(16000, 120.0)
     tracker.process(np.zeros(16000 * 4, np.float32))

@@ -48,11 +48,11 @@ class FollowConfig:
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
     lock_confidence: float = 0.5  #: readings at least this sure count towards a lock
     hold_confidence: float = 0.3  #: below this the machine holds
-    #: sure readings in a row to lock from cold (50 ms apart: ~0.4 s). 4 (and 2 to re-lock), with
-    #: the tracker's JITTER_OK at 30 ms, locked sooner on the train split but later on the
-    #: validation split (docs/follow.md): kept at 8
-    lock_readings: int = 8
-    relock_readings: int = 4  #: ... to re-lock after holding
+    #: sure readings in a row to lock from cold (50 ms apart: 0.2 s). 8 and 4 before: with the
+    #: tracker starting from the song's tempo and half sure, 4 and 2 locked in 7 beats instead of
+    #: 21 (train) and 14 (validation), docs/follow.md
+    lock_readings: int = 4
+    relock_readings: int = 2  #: ... to re-lock after holding
     stale_seconds: float = 0.5  #: no reading for this long (the input is gone): hold
     #: the band's grid (``BandGrid``): a filter over its beats with a tempo trend, so a ramp is
     #: followed without the lag of the last 8 beats' spacing (0: that spacing, as before)
@@ -62,9 +62,20 @@ class FollowConfig:
     grid_trend_noise: float = 0.0002  #: seconds a beat² its period's trend may change by (1 sigma)
     #: the band's beat near ours is its next beat extrapolated by its own period (and trend), not ours
     band_extrapolation: bool = False
+    #: ... from the grid's own last beat (filtered, final) rather than the latest reading's next
+    #: beat (a prediction up to a beat ahead, which on a ramp is off by the tracker's period lag)
+    grid_anchor: bool = False
     #: on holding, the tempo goes back to what it was this many beats before the confidence first
     #: fell (a break's first beats pull the tracker's tempo), and stays there (0: as it is)
-    rollback_beats: int = 0
+    rollback_beats: int = 2
+    #: back from holding, a reading counts towards the re-lock only if the band's beat is within
+    #: this many seconds of the grid the machine held (the band comes back where it left; a
+    #: tracker's first folds after a break can be anywhere): the re-lock is near the held grid
+    #: (0: anywhere)
+    relock_window: float = 0.0
+    #: ... unless the band's beat has been sure away from it for this many readings in a row (2 s:
+    #: the held grid was the wrong one, or the band came back elsewhere)
+    relock_patience: int = 40
     intensity_range: float = 0.4  #: dynamics move the intensity within ±this
     db_per_range: float = 8.0  #: this many dB louder than the band's usual level = +range
     reference_bars: float = 16.0  #: the band's usual level: an average over about this many bars
@@ -217,6 +228,8 @@ class Follower:
         self.played: list[tuple[float, bool]] = []
         self.sure_since_beat = True  # every reading since our last beat was sure
         self.held_bpm: float | None = None  # holding: the tempo rolled back to
+        self.our_grid: tuple[float, float] | None = None  # our last beat handed out, and its bpm
+        self.off_grid = 0  # sure readings in a row away from the held grid
 
     # --- input ------------------------------------------------------------------------------
 
@@ -237,6 +250,11 @@ class Follower:
         self.reading = reading
         c = self.config
         sure = reading.confidence >= c.lock_confidence and reading.bpm > 0 and self.in_window(reading.bpm)
+        if sure and c.relock_window and self.ever_locked and not self.locked and self.our_grid and reading.next_beat > 0:
+            ours, bpm = self.our_grid
+            near = abs(wrapped_error(reading.next_beat, ours, 60.0 / bpm)) <= c.relock_window
+            self.off_grid = 0 if near else self.off_grid + 1
+            sure = near or self.off_grid >= c.relock_patience
         self.sure = self.sure + 1 if sure else 0
         # "sure" for the rollback is stricter: the confidence falls gradually into a break
         self.sure_since_beat &= reading.confidence >= max(c.lock_confidence, 0.8) and reading.bpm > 0
@@ -334,6 +352,7 @@ class Follower:
             return None
         intensity = self._dynamics() if bar_line and self.mode == "all" else None
         c = self.config
+        self.our_grid = (our_beat, our_bpm)
         self.played.append((our_bpm, self.sure_since_beat))
         del self.played[:-16]
         self.sure_since_beat = True
@@ -367,7 +386,8 @@ class Follower:
             period = 60.0 / our_bpm
             g = self.grid
             if c.band_extrapolation and g.x is not None and g.beats >= 3:
-                self.phase_error = g.beat_near(r.next_beat, our_beat) - our_beat
+                anchor = g.x[0] if c.grid_anchor else r.next_beat
+                self.phase_error = g.beat_near(anchor, our_beat) - our_beat
             else:
                 self.phase_error = wrapped_error(r.next_beat, our_beat, period)
             move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)

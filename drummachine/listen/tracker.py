@@ -54,31 +54,31 @@ LOOP_PULL = 0.01
 #: docs/follow.md, "Tuning")
 JITTER_SMOOTHING = 0.03
 JITTER_OK = 0.02
-#: the loop's |error| when it (re)starts: 2 * JITTER_OK is "not sure at all" (it must earn its
-#: confidence over ~1 s of agreeing folds); lower comes in sooner on a fold that agrees with itself
-JITTER_START = 0.04
-#: the fold looks for the period too, within ±this (relative) of the tempo estimate, in
-#: PERIOD_STEPS steps: the beats' alignment over the last PHASE_BEATS beats says the period more
-#: sharply than the autocorrelation (which, over 6 s, lags a tempo ramp by seconds and at first
-#: sat 2% off the song's tempo on one drummer, making the phase 50 ms early for 10 s)
+#: the loop's |error| when it (re)starts: 2 * JITTER_OK (0.04, as before) is "not sure at all"
+#: (it had to earn its confidence over ~1 s of agreeing folds); at 0.03 it starts half sure, and
+#: with the follower's 4 sure readings the machine locked in 7 beats instead of 14 (validation)
+#: and 21 (train): docs/follow.md, "Second pass"
+JITTER_START = 0.03
+#: the fold may look for the period too, within ±this (relative) of the tempo estimate, in
+#: PERIOD_STEPS steps (0: the estimate's period only). Tried at 2-3%: the period wandered by ±2%
+#: on human timing and the accelerando lag did not shrink; off
 PERIOD_SEARCH = 0.0
 PERIOD_STEPS = 9
-#: the first estimate comes this many seconds in (the song's tempo, the prior, stands in for the
-#: autocorrelation's until it has AUTOCORRELATION_AFTER seconds of the band)
-FIRST_UPDATE_SECONDS = 2.0
+FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds in
+#: until the band has been heard this long, the tempo is the song's (the prior): the
+#: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
+#: continuity prior kept it near there, and the phase was 40-60 ms early for 10 s at confidence 1
+AUTOCORRELATION_AFTER = 5.0
 #: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
 #: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
-#: of log magnitudes: a room's noise gives as much of it as a band, and a 2-bar break kept the
-#: confidence at 0.9 throughout). Fully playing BREAK_DB - 4 dB under it: a verse 10 dB down is
-#: still playing (the dynamics). 0: off
-BREAK_DB = 0.0
+#: of log magnitudes: a room's noise 20 dB under the band gives as much of it as the band, and a
+#: 2-bar break kept the confidence at 0.8-1.0 throughout). Fully playing 4 dB above that: a verse
+#: 10 dB down is still the band (the dynamics). 0: off
+BREAK_DB = 16.0
 LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band is quieter
-#: the loop learns only from folds heard while the band fully plays (activity at least this):
-#: a break's fading edge fed it folds of silence, its jitter rose, and back from the break it was
-#: unsure for seconds (1.0 with BREAK_DB; 0: any fold at confidence 0.2 or more, as before)
+#: the loop may learn only from folds heard while the band plays at least this much (activity
+#: 0..1): tried at 0.99 and 0.5 to keep a break's fading edge out of it; no better; 0: off
 LOOP_ACTIVITY = 0.0
-
-AUTOCORRELATION_AFTER = 0.0
 #: where a frame's onset strength is put in time, against the middle of its window: the flux
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
