@@ -76,7 +76,7 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
     for mix in mixes:
         for scenario in scenarios:
             for path, bpm in perfs:
-                clip = material.make_clip(path, bpm, scenario, mix)
+                clip = material.cached_clip(path, bpm, scenario, mix)
                 row = {"mix": mix, "scenario": scenario, "performance": path, "bpm": bpm, "seconds": round(clip.seconds, 2)}
                 for name in trackers:
                     t0 = time.process_time()

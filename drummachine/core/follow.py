@@ -13,8 +13,12 @@ engine's own next beat falls, ``Follower.on_beat`` says once per beat how to mov
   except on coming in: at the first beat after a lock (from cold, or back after holding) a phase
   error over 20 ms is taken at once (``snap_on_lock``), as a drummer joins a band on its beat;
 - holding: when the confidence drops (a break, a stop, a fill, a lost input) or the readings stop
-  coming, the tempo and phase stay as they are and the machine plays on; it re-locks when the
-  confidence has been back for ``relock_readings`` readings;
+  coming, the tempo goes back to what it was ``rollback_beats`` beats before the readings first
+  wavered (a break's first beats pull the tracker's tempo) and stays there, the phase runs on, and
+  the machine plays on; it re-locks when the confidence has been back for ``relock_readings``
+  readings (optionally only near the grid it held: ``relock_window``);
+- the band's tempo is the spacing of its last 8 beats, or (``grid``) a filter over its beats with
+  a trend (``BandGrid``), which follows a ramp without the spacing's lag;
 - dynamics (mode ``all``): the band's loudness over the last bar against its long-term level,
   and its onset density likewise, give an intensity offset within ``±intensity_range``, bar by
   bar; the engine adds it to the knob's offset (the pedal and the knob still move it).
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 
 MODES = ("off", "tempo", "beat", "all")
 BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many beats
+READING_SECONDS = 0.05  #: the listening process's readings come this often
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
 
@@ -350,7 +355,7 @@ class Follower:
         ``bar_line``: that beat starts a bar (the dynamics move there). None: leave it."""
         if self.mode == "off":
             return None
-        intensity = self._dynamics() if bar_line and self.mode == "all" else None
+        intensity = self._dynamics(4 * 60.0 / our_bpm / READING_SECONDS) if bar_line and self.mode == "all" else None
         c = self.config
         self.our_grid = (our_beat, our_bpm)
         self.played.append((our_bpm, self.sure_since_beat))
@@ -408,9 +413,14 @@ class Follower:
         k = doubt - self.config.rollback_beats
         return played[k][0] if 0 <= k < len(played) else our_bpm
 
-    def _dynamics(self) -> float | None:
+    def _dynamics(self, readings_a_bar: float) -> float | None:
         """At a bar line: the band's last bar against its usual level -> the intensity offset."""
         if not self.bar_loudness:
+            return None
+        if self.reference_db is None and len(self.bar_loudness) < 0.8 * readings_a_bar:
+            # the band's usual level starts from a whole bar: the bar it locked in is partly the
+            # band coming in (with the lock in 7 beats, that bar read 7 dB under the next ones)
+            self.bar_loudness, self.bar_density = [], []
             return None
         c = self.config
         # loudness is averaged as power, in dB

@@ -23,6 +23,11 @@ from drummachine.listen import shared
 from drummachine.listen.inputs import find_input
 
 LINK_SECONDS = 0.01
+#: the engine gets a reading at most this often: the listening process publishes one every ~10 ms
+#: but the tracker's estimate moves every 50 ms, and the follower counts readings (4 sure ones to
+#: lock, 2 to re-lock: tuned on readings 50 ms apart, benchmarks/follow.py --replay); at 100 a
+#: second the same estimate counted 5 times and the lock came on one tracker update
+HAND_SECONDS = 0.05
 #: the engine's clock (the mixer's sample counter) may run at another rate than the computer's:
 #: measured from this long on (JACK's dummy driver on a busy machine: 0.5% slow)
 RATE_AFTER_SECONDS = 5.0
@@ -110,12 +115,14 @@ class Listener:
     def link(self, send) -> None:
         """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``)."""
         def loop():
-            last = -1
+            last, handed = -1, 0.0
             while not self._stop.wait(LINK_SECONDS):
                 try:
+                    if time.monotonic() - handed < HAND_SECONDS - LINK_SECONDS / 2:
+                        continue
                     r = self.reading()
                     if r is not None and r.seq != last:
-                        last = r.seq
+                        last, handed = r.seq, time.monotonic()
                         send(r)
                         self.sent += 1
                 except Exception:  # a bad reading is dropped; the engine holds meanwhile
