@@ -136,26 +136,49 @@ def proc_stats(pid: int | None) -> dict:
 RECORDER = """
 import signal, sys, time, rtmidi
 client, out = sys.argv[1], sys.argv[2]
-got, state = [], {"port": None}
-def back(*_):
-    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
+# read by polling in this one thread, never through rtmidi's callback: the callback is Python in
+# JACK's process thread, and the hour's soak lost its recorder after 50 minutes (blocked in the
+# graph, then gone). The signals only say what is wanted; the loop opens and closes the port
+# between reads (closing it in a handler could cut a read in half).
+state = {"want": "open"}
+def wants(what):
+    return lambda *_: state.update(want=what)
+signal.signal(signal.SIGUSR1, wants("gone")); signal.signal(signal.SIGUSR2, wants("open"))
+signal.signal(signal.SIGTERM, wants("done"))
+def open_port():
+    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client, queue_size_limit=65536)
     port.ignore_types(sysex=True, timing=True, active_sense=True)
     port.open_virtual_port("rx")
-    port.set_callback(lambda ev, data=None: got.append((time.monotonic(), ev[0])))
-    state["port"] = port
-def gone(*_):
-    state["port"].close_port(); state["port"].delete(); state["port"] = None
+    return port
+port, rows, flushed = open_port(), [], time.monotonic()
+print("ready", flush=True)
 def flush():
-    rows = got[:]
-    del got[:len(rows)]  # the callback may have added more meanwhile: they stay for the next flush
     with open(out, "a") as f:
         f.write("".join(f"{t:.6f} {' '.join(map(str, m))}\\n" for t, m in rows))
-def done(*_):
-    flush(); sys.exit(0)
-signal.signal(signal.SIGUSR1, gone); signal.signal(signal.SIGUSR2, back); signal.signal(signal.SIGTERM, done)
-back(); print("ready", flush=True)
-while True:  # what arrived is on disk within half a second: a recorder that dies loses no more
-    time.sleep(0.5); flush()
+    rows.clear()
+while state["want"] != "done":
+    if state["want"] == "gone" and port is not None:
+        port.close_port(); port.delete(); port = None
+    elif state["want"] == "open" and port is None:
+        port = open_port()
+    batch = []
+    while port is not None and len(batch) < 4096:
+        event = port.get_message()
+        if event is None:
+            break
+        batch.append(event)
+    now = time.monotonic()
+    since = 0.0  # the last message now, those before it earlier by the gaps rtmidi measured
+    for message, gap in reversed(batch):
+        rows.append((now - since, message))
+        since += max(0.0, gap)
+    if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
+        rows.sort()
+        flush()
+        flushed = now
+    time.sleep(0.001)
+rows.sort()
+flush()
 """
 
 
@@ -172,6 +195,7 @@ class Recorder:
         self.out = work / "recorded.txt"
         self.got: list[tuple[float, list[int]]] = []
         self.port = True  # there (for the clean-up)
+        self.ended: set = set()  #: recorder processes ended by the soak
         self.start()
 
     def start(self) -> None:
@@ -193,6 +217,7 @@ class Recorder:
         self.start()
 
     def end_process(self) -> None:
+        self.ended.add(self.proc)  # ended on purpose: not a recorder that died
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -319,6 +344,7 @@ class Soak:
         self.spam_sent = 0
         self.tmux = ["tmux", "-L", f"soak-{self.tag}"]
         self.died_at: float | None = None
+        self.recorders_lost: list = []  #: recorder processes that ended on their own
 
     def note(self, what: str, detail: str = "") -> None:
         self.events.append((round(time.monotonic() - self.t0, 2), what, detail))
@@ -354,6 +380,11 @@ class Soak:
             if self.died_at is None and self.engine.poll() is not None:
                 self.died_at = time.monotonic()
                 self.note("ENGINE_DIED", f"exit code {self.engine.returncode}")
+            recorder = self.recorder.proc
+            if recorder.poll() is not None and recorder not in self.recorder.ended | set(self.recorders_lost):
+                # the soak's own instrument: what the engine sent after this is not measured
+                self.recorders_lost.append(recorder)
+                self.note("RECORDER_DIED", f"exit code {recorder.returncode}")
             s = self.monitor.latest()
             if s is not None and s is not last:
                 last = s

@@ -37,6 +37,7 @@ def soak():
 def test_every_fault_was_injected_and_the_engine_saw_it(soak):
     assert soak["engine_exit"]["died_at_s"] is None, soak["engine_exit"]  # its code and stderr's tail
     injected = soak["faults_injected"]
+    assert not injected.get("RECORDER_DIED"), "the soak's own MIDI recorder died: what followed is not measured"
     for kind in ("ui_crash", "ui_sigkill", "mixer_sigkill", "midi_out_gone", "midi_in_gone", "spam", "jack_stop"):
         assert injected.get(kind, 0) >= 1, (kind, soak["events"])
     assert soak["log"]["ui_detached"] >= 2, "both UIs detached, and the engine said so"
