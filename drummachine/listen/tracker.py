@@ -69,6 +69,10 @@ FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds in
 #: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
 #: continuity prior kept it near there, and the phase was 40-60 ms early for 10 s at confidence 1
 AUTOCORRELATION_AFTER = 5.0
+#: ... as long as the autocorrelation's tempo is within this (relative) of the song's: the band
+#: may count in elsewhere (a test plays it 4% faster than the song: the song's tempo held for 5 s
+#: and its continuity prior kept the tracker 3% slow for good)
+PRIOR_FIRST_WITHIN = 0.03
 #: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
 #: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
 #: of log magnitudes: a room's noise 20 dB under the band gives as much of it as the band, and a
@@ -264,8 +268,10 @@ class BeatTracker:
             den = a - 2 * b + c
             if den < 0:
                 bpm += 0.1 * 0.5 * (a - c) / den
-        if self.frames < self.fps * AUTOCORRELATION_AFTER:
-            bpm = self.prior_bpm  # too little heard for the autocorrelation: the song's tempo
+        if self.frames < self.fps * AUTOCORRELATION_AFTER and abs(bpm / self.prior_bpm - 1) < PRIOR_FIRST_WITHIN:
+            # too little heard for the autocorrelation to say a tempo this near the song's: the
+            # song's. A band clearly elsewhere (a count-in 4% faster than the song) is taken as heard
+            bpm = self.prior_bpm
         if activity > 0.5:
             self.bpm = bpm if self.bpm == 0 else self.bpm + 0.5 * (bpm - self.bpm)
         if self.bpm == 0:
