@@ -10,16 +10,20 @@ Each event recorded carries its frame and two readings of when that frame is:
 - ``dll_us``: JACK's DLL for the period (``jack_get_cycle_times``) plus the offset.
 
     python benchmarks/jack_midi_probe.py record CLIENT OUT.txt   # a recorder in its own process
+    python benchmarks/jack_midi_probe.py send CLIENT             # a sender: a message a line (decimal bytes)
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 _libjack = None
 
@@ -54,7 +58,8 @@ def _pointer(client) -> int:
 
 
 class Recorder:
-    """A JACK MIDI input ``CLIENT:rx``; ``events``: (frame, wall_us, dll_us, bytes) per event."""
+    """A JACK MIDI input ``CLIENT:rx``; ``events``: (frame, wall_us, dll_us, bytes, the period's first
+    frame) per event."""
 
     def __init__(self, name: str, port: str = "rx"):
         import jack
@@ -62,7 +67,7 @@ class Recorder:
         self.client = jack.Client(name, no_start_server=True)
         self.port = self.client.midi_inports.register(port)
         self.rate = self.client.samplerate
-        self.events: list[tuple[int, float, float, bytes]] = []
+        self.events: list[tuple[int, float, float, bytes, int]] = []
         self.periods = 0
         self._ptr = _pointer(self.client)
         lib = libjack()
@@ -79,7 +84,7 @@ class Recorder:
             us_per_frame = (t1.value - t0.value) / frames
             for offset, data in events:
                 self.events.append((f0.value + offset, wake + offset * 1e6 / self.rate,
-                                    t0.value + offset * us_per_frame, bytes(data)))
+                                    t0.value + offset * us_per_frame, bytes(data), f0.value))
 
         self.client.activate()
         self.name = f"{self.client.name}:{port}"
@@ -96,6 +101,8 @@ class Sender:
     """A JACK MIDI output ``CLIENT:tx`` that writes each queued message at a given frame offset of
     the next period, or raw bytes as they come (garbage included). ``sent``: (frame, wall_us,
     dll_us, bytes) of each written."""
+
+    PER_PERIOD = 64  #: at most this many messages a period (a JACK MIDI buffer is bounded)
 
     def __init__(self, name: str, port: str = "tx"):
         import jack
@@ -118,15 +125,15 @@ class Sender:
                 return
             lib.jack_get_cycle_times(self._ptr, ctypes.byref(f0), ctypes.byref(t0), ctypes.byref(t1), ctypes.byref(per))
             us_per_frame = (t1.value - t0.value) / frames
-            last = 0
-            while self.queue:
+            last, written = 0, 0
+            while self.queue and written < self.PER_PERIOD:
                 offset, data = self.queue[0]
                 offset = last if offset is None else offset
                 if offset < last or offset >= frames:
                     break  # the next batch: the next period
                 self.queue.popleft()
                 self.port.write_midi_event(offset, data)
-                last = offset
+                last, written = offset, written + 1
                 self.sent.append((f0.value + offset, wake + offset * 1e6 / self.rate,
                                   t0.value + offset * us_per_frame, bytes(data)))
 
@@ -155,13 +162,59 @@ def record_to_file(client: str, out: str) -> None:
     while not done.is_set():
         time.sleep(0.2)
     rec.close()
-    with open(out, "w") as f:
-        for frame, wall, dll, data in rec.events:
-            f.write(f"{frame} {wall:.1f} {dll:.1f} {' '.join(str(b) for b in data)}\n")
+    with open(out + ".part", "w") as f:
+        for frame, wall, dll, data, first in rec.events:
+            f.write(f"{frame} {wall:.1f} {dll:.1f} {first} {' '.join(str(b) for b in data)}\n")
+    os.replace(out + ".part", out)
+
+
+def read_recording(path) -> list[tuple[int, float, float, bytes, int]]:
+    """A recorder process's file as ``Recorder.events``."""
+    events = []
+    for line in Path(path).read_text().splitlines():
+        frame, wall, dll, first, *data = line.split()
+        events.append((int(frame), float(wall), float(dll), bytes(int(b) for b in data), int(first)))
+    return events
+
+
+class RecorderProcess:
+    """A recorder in a process of its own (its callback then never waits for the measured
+    process's interpreter lock); ``stop()`` returns its events."""
+
+    def __init__(self, name: str, folder, env=None):
+        self.out = str(Path(folder) / f"{name}.rec")
+        self.name = f"{name}:rx"
+        self.proc = subprocess.Popen([sys.executable, __file__, "record", name, self.out], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the recorder did not start")
+        self.rate = 48000
+        self.events: list = []
+
+    def stop(self) -> list:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.events = read_recording(self.out) if Path(self.out).exists() else []
+        return self.events
+
+
+def send_from_stdin(client: str) -> None:
+    """In a process of its own: each line of stdin is one message (decimal bytes), sent in the
+    next period; "ready" once the port is there; ends at the end of stdin."""
+    sender = Sender(client)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.split():
+            sender.send([(None, bytes(int(b) for b in line.split()))])
+    time.sleep(0.1)
+    sender.close()
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "record":
         record_to_file(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "send":
+        send_from_stdin(sys.argv[2])
     else:
         sys.exit(__doc__)

@@ -178,7 +178,10 @@ typedef struct {
     jack_client_t *client;
     _Atomic int gone;          /* the server shut the client down */
     _Atomic uint64_t cycles;   /* process callbacks run */
-    _Atomic uint64_t off_dll;  /* of them, periods placed by the wake-up time, not JACK's DLL */
+    _Atomic uint64_t off_dll;  /* of them, periods JACK's DLL did not describe (the wake-up did) */
+    _Atomic uint64_t jumps;    /* periods that did not begin where the one before ended */
+    jack_nframes_t last_f0, last_n; /* the callback's own: the period before */
+    jack_time_t last_t1;
     dm_port ports[MAX_PORTS];
 } dm_client;
 
@@ -361,7 +364,9 @@ static void process_in(dm_port *p, jack_nframes_t nframes, jack_nframes_t f0, ja
  * runs within the period it computes (t0 <= now < t1, or the server is about to miss the period).
  * A driver without a steady clock (the dummy backend on a loaded host: wake-ups tens of ms off
  * the DLL, both ways) breaks that; the period is then taken to begin now, so a message is never
- * placed by a time the period is not near. */
+ * placed by a time the period is not near. Either way a period begins where the one before
+ * ended unless that is more than half a period off: switching between the two readings, or a
+ * wake-up's jitter, must not bunch the messages between them at one frame. */
 static int process(jack_nframes_t nframes, void *arg)
 {
     dm_client *c = arg;
@@ -374,12 +379,22 @@ static int process(jack_nframes_t nframes, void *arg)
         t1 = J.frames_to_time(c->client, f0 + nframes);
     }
     jack_time_t now = J.get_time();
-    if (t1 <= t0 || now < t0 || now >= t1 + (t1 - t0)) {
-        jack_time_t span = t1 > t0 ? t1 - t0 : (jack_time_t)(1e6 * nframes / J.get_sample_rate(c->client));
+    jack_time_t span = t1 > t0 ? t1 - t0 : (jack_time_t)(1e6 * nframes / J.get_sample_rate(c->client));
+    if (t1 <= t0 || now < t0 || now >= t1 + span) {
         t0 = now;
-        t1 = now + span;
         atomic_fetch_add_explicit(&c->off_dll, 1, memory_order_relaxed);
     }
+    if (c->last_n && f0 == c->last_f0 + c->last_n) {
+        int64_t step = (int64_t)t0 - (int64_t)c->last_t1;
+        if (step > -(int64_t)span / 2 && step < (int64_t)span / 2)
+            t0 = c->last_t1;
+        else
+            atomic_fetch_add_explicit(&c->jumps, 1, memory_order_relaxed);
+    }
+    t1 = t0 + span;
+    c->last_f0 = f0;
+    c->last_n = nframes;
+    c->last_t1 = t1;
     for (int i = 0; i < MAX_PORTS; i++) {
         dm_port *p = &c->ports[i];
         if (atomic_load_explicit(&p->state, memory_order_acquire) != SLOT_ACTIVE)
@@ -427,6 +442,7 @@ const char *dm_client_name(dm_client *c) { return J.get_client_name(c->client); 
 int dm_gone(dm_client *c) { return atomic_load(&c->gone); }
 uint64_t dm_cycles(dm_client *c) { return atomic_load(&c->cycles); }
 uint64_t dm_off_dll(dm_client *c) { return atomic_load(&c->off_dll); }
+uint64_t dm_jumps(dm_client *c) { return atomic_load(&c->jumps); }
 uint64_t dm_time(void) { return libjack ? J.get_time() : 0; }
 uint32_t dm_sample_rate(dm_client *c) { return J.get_sample_rate(c->client); }
 uint32_t dm_buffer_size(dm_client *c) { return J.get_buffer_size(c->client); }

@@ -67,6 +67,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_gone": (c.c_int, [c.c_void_p]),
         "dm_cycles": (c.c_uint64, [c.c_void_p]),
         "dm_off_dll": (c.c_uint64, [c.c_void_p]),
+        "dm_jumps": (c.c_uint64, [c.c_void_p]),
         "dm_time": (c.c_uint64, []),
         "dm_sample_rate": (c.c_uint32, [c.c_void_p]),
         "dm_buffer_size": (c.c_uint32, [c.c_void_p]),
@@ -179,10 +180,14 @@ class JackMidiClient:
         self.admin = threading.RLock()
         self.message = ""
         self.opened = 0  #: clients opened so far (1, and one more after each server restart)
+        self.server = None  #: the server's identity (midi.jack_server) when the client opened
         self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
 
     # --- the handle ----------------------------------------------------------------------------
     def _open(self) -> bool:
+        from drummachine.midi.jack_server import jack_server_identity
+
+        self.server = jack_server_identity()
         status = ctypes.c_int(0)
         handle = self.lib.dm_open(CLIENT.encode(), ctypes.byref(status))
         if not handle:
@@ -216,11 +221,18 @@ class JackMidiClient:
             if self.handle is None and self.ports:
                 self._open()
 
-    def server_gone(self) -> None:
+    def server_gone(self, identity_changed: bool = False) -> None:
         """The server went away (its shutdown callback, or its socket replaced): close the client
-        now (libjack connects no new client while a dead one is allocated)."""
+        now (libjack connects no new client while a dead one is allocated). ``identity_changed``:
+        told by the watches' look at the server's socket, which may come after this client opened
+        on the new server: then nothing is to be done."""
+        from drummachine.midi.jack_server import jack_server_identity
+
         with self.admin:
             if self.handle is None:
+                return
+            if identity_changed and not self.lib.dm_gone(self.handle) and self.server is not None \
+                    and self.server == jack_server_identity():
                 return
             for port in self.ports:
                 port._remember_connections()
@@ -254,6 +266,15 @@ class JackMidiClient:
                                 REMOVE_WAIT_MS, port.label)
             if not self.ports:
                 self._close_handle()
+
+    def timing(self) -> dict[str, int]:
+        """The callback's periods: run, placed by the wake-up (JACK's DLL did not describe them),
+        and begun elsewhere than the one before ended (a host stall)."""
+        with self.lock:
+            if self.handle is None:
+                return {}
+            return {"periods": int(self.lib.dm_cycles(self.handle)), "off_dll": int(self.lib.dm_off_dll(self.handle)),
+                    "jumps": int(self.lib.dm_jumps(self.handle))}
 
     def list_ports(self, inputs: bool) -> list[str]:
         """The system's MIDI ports that take input (``inputs``) or give output, less our own."""
@@ -306,7 +327,7 @@ class JackPort:
         self.closed = False
         self.added = False
         self.target: str | None = None  #: the full name of the wanted port, once found
-        self.known: set[str] = set()  #: its connections at the last look
+        self.known: dict[str, float] = {}  #: its connections, each with when it was last seen
         self.restore: set[str] = set()  #: connections to make again after the server came back
         self.restore_until = 0.0
         self.dropped = 0  #: messages that found no port or a full ring
@@ -380,11 +401,17 @@ class JackPort:
             self.connected = bool(self.lib.dm_port_connected_to(handle, slot, target.encode()))
             self.message = "" if self.connected else f"{self.label}: cannot connect to {target}"
 
+    #: connections seen this recently are made again after a restart (the server's going may take
+    #: its clients, and their connections, a moment before it takes ours)
+    REMEMBER_SECONDS = 3.0
+
     def _remember_connections(self) -> None:
-        """(Admin lock held.) What the port is connected to, to connect again after a restart."""
-        if self.known:
-            self.restore = set(self.known) - {self.target}
-            self.restore_until = time.monotonic() + 60.0
+        """(Admin lock held.) What the port was connected to, to connect again after a restart."""
+        now = time.monotonic()
+        recent = {name for name, seen in self.known.items() if seen > now - self.REMEMBER_SECONDS}
+        if recent - {self.target}:
+            self.restore = recent - {self.target}
+            self.restore_until = now + 60.0
 
     def _look_at_connections(self) -> None:
         """(Admin lock held.) Note the port's connections; after a server restart, connect again
@@ -403,7 +430,9 @@ class JackPort:
                         log.info("MIDI: %s -> %s connected again (as before the server restarted)",
                                  self.label, name)
                         self.restore.discard(name)
-        self.known = set(_lines(self.lib.dm_port_connections, handle, slot))
+        now = time.monotonic()
+        self.known = {name: seen for name, seen in self.known.items() if seen > now - self.REMEMBER_SECONDS}
+        self.known.update((name, now) for name in _lines(self.lib.dm_port_connections, handle, slot))
 
     def check(self, close_when_gone: bool = False) -> None:
         """Once a second: the server's comings and goings, the wanted port's, the connections."""
@@ -430,7 +459,8 @@ class JackPort:
                 faults.caught(thread, "port watch")
 
     def server_gone(self) -> None:
-        self.client.server_gone()
+        """From ``midi.jack_server``: the server's socket changed."""
+        self.client.server_gone(identity_changed=True)
 
     def close(self) -> None:
         self.closed = True
