@@ -41,6 +41,8 @@ def libjack():
 
 
 def jack_now_us() -> int:
+    """Now on JACK's clock. Only with a JACK client open in this process (libjack sets its clock up
+    when a client opens; before that, jack_get_time crashes)."""
     return int(libjack().jack_get_time())
 
 

@@ -443,6 +443,7 @@ int dm_gone(dm_client *c) { return atomic_load(&c->gone); }
 uint64_t dm_cycles(dm_client *c) { return atomic_load(&c->cycles); }
 uint64_t dm_off_dll(dm_client *c) { return atomic_load(&c->off_dll); }
 uint64_t dm_jumps(dm_client *c) { return atomic_load(&c->jumps); }
+/* Only with a client open: libjack sets its clock up when a client opens (before, it crashes). */
 uint64_t dm_time(void) { return libjack ? J.get_time() : 0; }
 uint32_t dm_sample_rate(dm_client *c) { return J.get_sample_rate(c->client); }
 uint32_t dm_buffer_size(dm_client *c) { return J.get_buffer_size(c->client); }

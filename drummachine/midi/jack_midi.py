@@ -134,11 +134,6 @@ def available() -> bool:
     return lib is not None
 
 
-def jack_time_us() -> int:
-    """Now on JACK's clock (microseconds): what the callback's times are on."""
-    return int(_library.dm_time())
-
-
 def find_port(names: list[str], wanted: str, what: str) -> int:
     """Index of the port named ``wanted`` or whose name contains it uniquely (as ``midi.ports``)."""
     if wanted in names:

@@ -9,6 +9,7 @@ or disappears is reported, playing goes on, and it is reconnected when it comes 
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import logging
 import threading
@@ -403,6 +404,7 @@ class MidiOutSink(Sink):
         if self.jack:
             time.sleep(0.03)  # a few periods: the callback writes the note-offs before the port goes
             self.running = False
+            log.info("MIDI out (own JACK client): %s", json.dumps({**self.port.stats(), **self.port.client.timing()}))
             self.port.close()
             return
         deadline = time.monotonic() + 0.5
