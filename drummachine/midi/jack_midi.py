@@ -176,6 +176,7 @@ class JackMidiClient:
         self.message = ""
         self.opened = 0  #: clients opened so far (1, and one more after each server restart)
         self.server = None  #: the server's identity (midi.jack_server) when the client opened
+        self.next_blind_try = 0.0
         self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
 
     # --- the handle ----------------------------------------------------------------------------
@@ -210,10 +211,18 @@ class JackMidiClient:
     def keep_up(self) -> None:
         """From the port watches, once a second: a client the server shut down is closed (its
         ports remember their connections), and opened again when a server is there."""
+        from drummachine.midi.jack_server import jack_server_identity
+
         with self.admin:
             if self.handle and self.lib.dm_gone(self.handle):
                 self.server_gone()
             if self.handle is None and self.ports:
+                # no server's socket where jackd2 puts it: try now and then only (each failed try
+                # is three lines of libjack on stderr; a server elsewhere is still found)
+                now = time.monotonic()
+                if jack_server_identity() is None and now < self.next_blind_try:
+                    return
+                self.next_blind_try = now + 10.0
                 self._open()
 
     def server_gone(self, identity_changed: bool = False) -> None:
@@ -236,12 +245,18 @@ class JackMidiClient:
             self._close_handle()
 
     # --- ports ---------------------------------------------------------------------------------
-    def add(self, port: "JackPort") -> None:
+    def add(self, port: "JackPort", strict: bool) -> None:
+        """Register the port (opening the client if it is the first). No server: an error if
+        ``strict``, else the port waits in the list and registers when a server is there."""
         with self.admin:
             self.ports.append(port)
             if self.handle is None:
                 if not self._open():
-                    raise DrumMachineError(port.label, self.message)
+                    port.message = f"{port.label}: {self.message}; will connect when a server is there"
+                    if strict:
+                        self.ports.remove(port)
+                        raise DrumMachineError(port.label, self.message)
+                    return
             else:
                 port._register(self.handle)
             if port.slot is None:
@@ -351,7 +366,7 @@ class JackPort:
             return False
         if not self.added:
             try:
-                self.client.add(self)
+                self.client.add(self, strict)
             except DrumMachineError as exc:
                 self.message = str(exc)
                 if strict:
