@@ -10,7 +10,9 @@ Starts its own JACK dummy server (48 kHz, 128 frames) named ``$JACK_DEFAULT_SERV
 runs, for each way (which goes first alternates), the real ``drummachine play --headless --no-audio``
 (the shipped model unless --fake-model, funk at 100 bpm, MIDI clock out) for ``--seconds``, its
 notes and clock to a recorder (benchmarks/jack_midi_probe.py: JACK-Client in a process of its own,
-each event with its frame) and a controller sending an unbound CC 20 times a second to its MIDI in.
+each event with its frame; downstream of the engine, so its own lateness is not the engine's) and
+a controller (python-rtmidi: its C++ callback, no Python in JACK's thread upstream of the engine)
+sending an unbound CC 20 times a second to its MIDI in.
 
 Per way, summed over the turns:
 - the drummachine clients in the graph (``jack_lsp``) while it plays;
@@ -121,12 +123,9 @@ def timing(schedule: Path, events: list, offset_us: float) -> dict:
     return out
 
 
-def run_turn(way: str, args, env: dict, work: Path, turn: int, jackd_log: Path) -> dict:
+def run_turn(way: str, args, env: dict, work: Path, turn: int, jackd_log: Path, ctl) -> dict:
     tag = f"{way.replace(' ', '-')}-{turn}"
     rec = probe.RecorderProcess("jmb-rec", work, env=env)
-    ctl = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "jack_midi_probe.py"), "send", "jmb-ctl"],
-                           env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert ctl.stdout.readline().strip() == "ready"
     schedule, log = work / f"{tag}.schedule", work / f"{tag}.log"
     engine_env = {**env, **WAYS[way], "DRUMMACHINE_MIDI_API": "jack"}
     cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--no-audio", "--style", "funk", "--bpm", "100",
@@ -143,8 +142,7 @@ def run_turn(way: str, args, env: dict, work: Path, turn: int, jackd_log: Path) 
     while engine.poll() is None and time.monotonic() < t_end:
         now = time.monotonic()
         if now >= next_cc:
-            ctl.stdin.write(" ".join(map(str, CONTROL_CC)) + "\n")
-            ctl.stdin.flush()
+            ctl.send_message(CONTROL_CC)
             next_cc += 0.05
         if now >= next_look:  # the graph while it plays
             ports = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout.split("\n")
@@ -154,8 +152,6 @@ def run_turn(way: str, args, env: dict, work: Path, turn: int, jackd_log: Path) 
     if engine.poll() is None:
         engine.send_signal(signal.SIGTERM)
     _, err = engine.communicate(timeout=30)
-    ctl.stdin.close()
-    ctl.wait(10)
     events = rec.stop()
     offset = (offset_before + jack_minus_monotonic_us()) / 2
     text = jackd_log.read_bytes()[mark:].decode(errors="replace")
@@ -216,17 +212,24 @@ def main() -> None:
     import jack
 
     clock_client = jack.Client("jmb-clock", no_start_server=True)  # libjack reads its clock only with a client open
+    import rtmidi
+
+    # the controller: rtmidi's C++ callback sends (no Python in JACK's thread upstream of the engine's input)
+    ctl = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "jmb-ctl")
+    ctl.open_virtual_port("tx")
     turns = []
     try:
         time.sleep(1.0)
         for turn in range(args.turns):
             order = list(WAYS) if turn % 2 == 0 else list(WAYS)[::-1]
             for way in order:
-                result = run_turn(way, args, env, work, turn, jackd_log)
+                result = run_turn(way, args, env, work, turn, jackd_log, ctl)
                 turns.append(result)
                 print(json.dumps({k: result[k] for k in ("way", "turn", "exit", "drummachine_clients", "jackd")}),
                       json.dumps(result["timing"]), flush=True)
     finally:
+        ctl.close_port()
+        ctl.delete()
         clock_client.close()
         reference.terminate()
         reference.wait(10)
