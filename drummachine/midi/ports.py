@@ -28,6 +28,8 @@ CLIENT = "drummachine"
 NOTE_SECONDS = 0.05  #: note-off after 50 ms: drum modules ignore note length, samplers do not
 
 PANIC = 0x100  #: an internal marker in the send queue: all notes off now
+#: the engine's clock events and their MIDI status bytes (sent with --clock-out)
+CLOCK_STATUS = {"clock": 0xF8, "start": 0xFA, "stop": 0xFC, "continue": 0xFB}
 
 
 def own_jack_client(api: str) -> bool:
@@ -282,25 +284,9 @@ class MidiOutSink(Sink):
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, msg))
 
-    def send(self, events: list[Event]) -> None:
-        if self.jack:
-            self._queue(events)
-            return
-        with self.cv:
-            for e in events:
-                if e.kind == "note":
-                    note = self.notemap.notes[e.voice]
-                    vel = max(1, min(127, int(round(e.velocity * 127))))
-                    self._push(e.time, [0x90 | self.channel, note, vel])
-                    self._push(e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0])
-                elif self.send_clock and e.kind == "clock":
-                    self._push(e.time, [0xF8])
-                elif self.send_clock and e.kind in ("start", "stop", "continue"):
-                    self._push(e.time, [{"start": 0xFA, "stop": 0xFC, "continue": 0xFB}[e.kind]])
-            self.cv.notify()
-
-    def _queue(self, events: list[Event]) -> None:
-        """Own JACK client: every message into the ring now, with its time."""
+    def _messages(self, events: list[Event]) -> list[tuple[float, list[int]]]:
+        """Each event's messages with their times: a note's on and off; the clock and the
+        transport's start, stop and continue when it sends clock."""
         rows = []
         for e in events:
             if e.kind == "note":
@@ -308,10 +294,22 @@ class MidiOutSink(Sink):
                 vel = max(1, min(127, int(round(e.velocity * 127))))
                 rows.append((e.time, [0x90 | self.channel, note, vel]))
                 rows.append((e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0]))
-            elif self.send_clock and e.kind == "clock":
-                rows.append((e.time, [0xF8]))
-            elif self.send_clock and e.kind in ("start", "stop", "continue"):
-                rows.append((e.time, [{"start": 0xFA, "stop": 0xFC, "continue": 0xFB}[e.kind]]))
+            elif self.send_clock and e.kind in CLOCK_STATUS:
+                rows.append((e.time, [CLOCK_STATUS[e.kind]]))
+        return rows
+
+    def send(self, events: list[Event]) -> None:
+        if self.jack:
+            self._queue(events)
+            return
+        with self.cv:
+            for t, msg in self._messages(events):
+                self._push(t, msg)
+            self.cv.notify()
+
+    def _queue(self, events: list[Event]) -> None:
+        """Own JACK client: every message into the ring now, with its time."""
+        rows = self._messages(events)
         if not rows:
             return
         with self.cv:  # the ring takes one writer at a time
