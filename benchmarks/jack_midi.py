@@ -189,7 +189,18 @@ def summarize(turns: list[dict]) -> dict:
                     "driver_late_wakeups": late,
                     "notes_scheduled": sum(t["timing"]["scheduled"] for t in rows),
                     "notes_recorded": sum(t["timing"]["recorded"] for t in rows),
-                    "timing_per_turn": [{k: t["timing"][k] for k in ("wall", "dll")} for t in rows]}
+                    "timing_per_turn": [{k: t["timing"][k] for k in ("wall", "dll")} for t in rows],
+                    # per turn: (drummachine's clients, jack_simple_client, the driver's late wake-ups)
+                    "blame_per_turn": [(sum(c["total"] for n, c in t["jackd"]["not_finished"].items()
+                                            if n.startswith("drummachine")),
+                                        t["jackd"]["not_finished"].get(C_CLIENT, {}).get("total", 0),
+                                        t["jackd"]["driver_late_wakeups"]) for t in rows]}
+        ref_total = out[way]["blamed_jack_simple_client"]
+        out[way]["drummachine_per_jack_simple_client"] = round(out[way]["blamed_drummachine_total"] / ref_total, 2) \
+            if ref_total else None
+        walls = [t["timing"]["wall"] for t in rows if "p50_ms" in t["timing"]["wall"]]
+        out[way]["wall_p50_ms_range"] = [min(w["p50_ms"] for w in walls), max(w["p50_ms"] for w in walls)] if walls else None
+        out[way]["wall_p99_ms_range"] = [min(w["p99_ms"] for w in walls), max(w["p99_ms"] for w in walls)] if walls else None
     return out
 
 

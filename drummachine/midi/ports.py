@@ -523,6 +523,8 @@ class MidiInput:
     def close(self) -> None:
         self.running = False
         self.reader.join(timeout=1.0)
+        if self.jack:
+            log.info("MIDI in (own JACK client): %s", json.dumps(self.port.stats()))
         self.port.close()
 
 
