@@ -258,7 +258,7 @@ def test_headless_engine_takes_any_line_and_answers_health(stage, tmp_path):
         time.sleep(2.5)  # the tempo lands at the next bar line
         health = client.ask_health()
         assert health is not None and health["dead"] == [] and health["bad_lines"] == 3
-        assert {"commit", "generate", "midi-out", "midi-out-watch"} <= set(health["expected"])
+        assert {"commit", "generate", "midi-out-watch"} <= set(health["expected"])  # "midi-out": rtmidi's only
         s = client.latest()
         assert s.refused == 3 and s.bpm == pytest.approx(90.0) and s.playing
         raw.close()

@@ -267,9 +267,12 @@ def test_controller_unplugged_and_back(jack_server, monkeypatch):
         tx.send_message([0xB0, 112, 127])
         time.sleep(0.3)
         assert session.engine.conductor.fill_requests
-        # one client per direction through the unplug and the reconnect, the watch's listing included
         kept = sorted(c for c in clients if c[1].startswith(CLIENT) and not c[1].endswith("-probe"))
-        assert kept == [("MidiIn", CLIENT), ("MidiOut", CLIENT)], clients
+        if session.inputs[0].jack:  # drummachine's own JACK client: one for both ports, no rtmidi client
+            graph = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split()
+            assert kept == [] and {p.split(":")[0] for p in graph if p.startswith(CLIENT)} == {CLIENT}, graph
+        else:  # rtmidi: one client per direction through the unplug and the reconnect, the watch's listing included
+            assert kept == [("MidiIn", CLIENT), ("MidiOut", CLIENT)], clients
     tx.close_port()
 
 
@@ -407,7 +410,7 @@ def test_midi_threads_outlive_their_faults(jack_server):
             tx.send_message([0xB0, cc, 127])
             time.sleep(0.05)
         time.sleep(0.6)
-        assert sink.faults.count >= 4 and sink.thread.is_alive()
+        assert sink.faults.count >= 4 and (sink.thread is None or sink.thread.is_alive())  # None: sent from C
         assert inp.faults.count == 1 and [m[1] for m in handled] == [12, 14]
         assert len([m for _, m in got if m[0] & 0xF0 == 0x90]) >= 6
     finally:

@@ -9,6 +9,7 @@ or disappears is reported, playing goes on, and it is reconnected when it comes 
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import logging
 import threading
@@ -18,6 +19,7 @@ from typing import Callable
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
+from drummachine.midi import jack_midi
 from drummachine.midi.jack_server import PORTS, drop_clients_of_a_gone_server
 
 log = logging.getLogger("drummachine")
@@ -26,6 +28,14 @@ CLIENT = "drummachine"
 NOTE_SECONDS = 0.05  #: note-off after 50 ms: drum modules ignore note length, samplers do not
 
 PANIC = 0x100  #: an internal marker in the send queue: all notes off now
+#: the engine's clock events and their MIDI status bytes (sent with --clock-out)
+CLOCK_STATUS = {"clock": 0xF8, "start": 0xFA, "stop": 0xFC, "continue": 0xFB}
+
+
+def own_jack_client(api: str) -> bool:
+    """MIDI over JACK through drummachine's own client (``midi.jack_midi``: one client for every
+    port, a C process callback), where it is built and libjack loads; else python-rtmidi."""
+    return api == "jack" and jack_midi.available()
 
 
 def api_name(requested: str | None = None) -> str:
@@ -233,14 +243,18 @@ class _Port:
 class MidiOutSink(Sink):
     """Sends notes (through an output note map) and optionally MIDI clock, each at its time.
 
-    A dispatcher thread sleeps until just before each event and sends it; it asks for real-time
-    scheduling when the system allows it.
+    Over JACK with drummachine's own client: each message goes into the client's ring with its
+    time as it is handed out, and the C callback writes it at its frame (no thread of ours sends).
+    Through rtmidi: a dispatcher thread sleeps until just before each event and sends it; it asks
+    for real-time scheduling when the system allows it.
     """
 
     def __init__(self, api: str, port: str | None, clock, notemap: NoteMap = GM_NOTEMAP,
                  channel: int | None = None, send_clock: bool = False, realtime: bool = True,
                  on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True):
-        self.port = _Port("out", api, port, "drums out" if port else "out")
+        self.jack = own_jack_client(api)
+        label = "drums out" if port else "out"
+        self.port = jack_midi.JackPort("out", port, label) if self.jack else _Port("out", api, port, label)
         self.clock = clock
         self.notemap = notemap
         self.channel = (channel or notemap.channel) - 1
@@ -256,8 +270,10 @@ class MidiOutSink(Sink):
         # strict: a named port that is not there is an error (nothing else to play through);
         # otherwise it is reported and watched for
         self.port.open(strict=bool(port) and strict)
-        self.thread = threading.Thread(target=self._run, name="midi-out", daemon=True)
-        self.thread.start()
+        self.thread = None  # the C callback sends: no dispatcher thread
+        if not self.jack:
+            self.thread = threading.Thread(target=self._run, name="midi-out", daemon=True)
+            self.thread.start()
         self.watch = threading.Thread(target=self._watch, name="midi-out-watch", daemon=True)
         self.watch.start()
 
@@ -269,19 +285,42 @@ class MidiOutSink(Sink):
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, msg))
 
+    def _messages(self, events: list[Event]) -> list[tuple[float, list[int]]]:
+        """Each event's messages with their times: a note's on and off; the clock and the
+        transport's start, stop and continue when it sends clock."""
+        rows = []
+        for e in events:
+            if e.kind == "note":
+                note = self.notemap.notes[e.voice]
+                vel = max(1, min(127, int(round(e.velocity * 127))))
+                rows.append((e.time, [0x90 | self.channel, note, vel]))
+                rows.append((e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0]))
+            elif self.send_clock and e.kind in CLOCK_STATUS:
+                rows.append((e.time, [CLOCK_STATUS[e.kind]]))
+        return rows
+
     def send(self, events: list[Event]) -> None:
+        if self.jack:
+            self._queue(events)
+            return
         with self.cv:
-            for e in events:
-                if e.kind == "note":
-                    note = self.notemap.notes[e.voice]
-                    vel = max(1, min(127, int(round(e.velocity * 127))))
-                    self._push(e.time, [0x90 | self.channel, note, vel])
-                    self._push(e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0])
-                elif self.send_clock and e.kind == "clock":
-                    self._push(e.time, [0xF8])
-                elif self.send_clock and e.kind in ("start", "stop", "continue"):
-                    self._push(e.time, [{"start": 0xFA, "stop": 0xFC, "continue": 0xFB}[e.kind]])
+            for t, msg in self._messages(events):
+                self._push(t, msg)
             self.cv.notify()
+
+    def _queue(self, events: list[Event]) -> None:
+        """Own JACK client: every message into the ring now, with its time."""
+        rows = self._messages(events)
+        if not rows:
+            return
+        with self.cv:  # the ring takes one writer at a time
+            self.port.send([(t, bytes(msg)) for t, msg in rows], self.clock.now())
+        if self.on_sent:  # the schedule log (benchmarks, tests): each message with the time it is due
+            for t, msg in rows:
+                try:
+                    self.on_sent(t, msg)
+                except Exception:
+                    self.faults.caught("midi-out", "schedule log")
 
     def _write(self, msg: list[int]) -> None:
         if msg[0] == PANIC:
@@ -346,7 +385,13 @@ class MidiOutSink(Sink):
 
     def panic(self) -> None:
         """Drop the notes still to come and turn off what sounds. Only the dispatcher thread writes
-        to the port (a JACK port's buffer takes one writer), so this is queued for it, first."""
+        to the port (a JACK port's buffer takes one writer), so this is queued for it, first. With
+        the own JACK client, the C callback drops them and sends the note-offs itself."""
+        if self.jack:
+            with self.cv:
+                self.port.flush_notes()
+                self.port.send([(None, bytes([0xB0 | self.channel, 123, 0]))], self.clock.now())
+            return
         with self.cv:
             self.heap = [h for h in self.heap if h[2][0] >= 0xF0 and h[2][0] != PANIC]  # keep clock/start/stop
             heapq.heapify(self.heap)
@@ -355,6 +400,12 @@ class MidiOutSink(Sink):
 
     def close(self) -> None:
         self.panic()
+        if self.jack:
+            time.sleep(0.03)  # a few periods: the callback writes the note-offs before the port goes
+            self.running = False
+            log.info("MIDI out (own JACK client): %s", json.dumps({**self.port.stats(), **self.port.client.timing()}))
+            self.port.close()
+            return
         deadline = time.monotonic() + 0.5
         while self.heap and time.monotonic() < deadline and self.thread.is_alive():
             time.sleep(0.002)
@@ -369,6 +420,9 @@ class MidiOutSink(Sink):
 class MidiInput:
     """A controller (or a MIDI clock source): every message goes to ``handler(message, time)``.
 
+    Over JACK with drummachine's own client, the C callback queues each event with its frame's
+    time, and the reader thread puts that on ``clock``. Through rtmidi:
+
     Read by a thread of ours from rtmidi's queue, not through an rtmidi callback: the callback runs
     in the JACK client's process thread and would wait there for Python's interpreter lock, so the
     server's period would wait on whatever Python is doing (messages lost and repeated under load,
@@ -382,7 +436,9 @@ class MidiInput:
         self.clock = clock
         self.faults = Faults()
         self.dropped = 0  #: events that were not MIDI bytes
-        self.port = _Port("in", api, port, label, on_open=self._attach)
+        self.jack = own_jack_client(api)
+        self.port = jack_midi.JackPort("in", port, label, ignore=jack_midi.IGNORE_SYSEX | jack_midi.IGNORE_ACTIVE_SENSE) \
+            if self.jack else _Port("in", api, port, label, on_open=self._attach)
         self.running = True
         self.port.open(strict=False)
         self.reader = threading.Thread(target=self._read, name="midi-in", daemon=True)
@@ -403,6 +459,9 @@ class MidiInput:
         port.ignore_types(sysex=True, timing=False, active_sense=True)
 
     def _read(self) -> None:
+        if self.jack:
+            self._read_jack()
+            return
         while self.running:
             try:
                 batch = self._drain()
@@ -411,6 +470,18 @@ class MidiInput:
                 batch = []
             if batch:
                 self._deliver(batch)
+            time.sleep(self.POLL_SECONDS)
+
+    def _read_jack(self) -> None:
+        while self.running:
+            try:
+                batch, now_us = self.port.receive()
+                if batch:
+                    now = self.clock.now()
+                    for message, usecs in batch:  # each at its frame's time, on the engine's clock
+                        self._handle((message, 0.0), now - (now_us - usecs) / 1e6)
+            except Exception:  # a port closing under the reader: it goes on with the next
+                self.faults.caught("midi-in", "read")
             time.sleep(self.POLL_SECONDS)
 
     def _drain(self) -> list:
@@ -456,6 +527,8 @@ class MidiInput:
     def close(self) -> None:
         self.running = False
         self.reader.join(timeout=1.0)
+        if self.jack:
+            log.info("MIDI in (own JACK client): %s", json.dumps(self.port.stats()))
         self.port.close()
 
 

@@ -1,0 +1,527 @@
+"""drummachine's own JACK MIDI client: every MIDI port of the engine on one JACK client, its process
+callback in C (``jack_midi.c``, loaded with ctypes), fed through lock-free rings.
+
+python-rtmidi makes one JACK client per port object, and each is one more thread the server wakes
+every period; here the notes and clock out and the controller and clock in are ports of one client
+named ``drummachine``. Out, each message goes into the ring with the time it is due, and the C
+callback writes it at its frame within the period that contains that time (rtmidi sends at the
+start of the period after the send). In, the callback stamps each event with its frame's time and
+a reader thread of ours puts it on the engine's clock.
+
+The client opens with the first port and closes with the last. When the JACK server goes away
+(its shutdown callback, or the server's socket replaced: ``midi.jack_server``) the client is
+closed; when a server is there again the client opens anew with every port, and connects each to
+what it was connected to before (a named port, and whatever was connected to a virtual one).
+
+``available()`` says whether the library is built and libjack loads; ``DRUMMACHINE_JACK_MIDI=rtmidi``
+chooses python-rtmidi anyway (for comparisons, or as a way out on a system where this misbehaves).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.machinery
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from drummachine.core.errors import DrumMachineError
+
+log = logging.getLogger("drummachine")
+
+LIBJACK = "libjack.so.0"
+CLIENT = "drummachine"
+#: what the C callback leaves out of an input, as rtmidi's ``ignore_types(sysex=True, active_sense=True)``
+IGNORE_SYSEX, IGNORE_ACTIVE_SENSE = 1, 2
+#: the C callback's counters per port (``dm_port_stats``), in its order
+STATS = ("written", "late", "late_max_us", "dropped", "received", "in_dropped", "ignored", "pending")
+MESSAGE_MAX = 6  #: the longest message the out ring takes (notes, CCs, clock; no SysEx)
+IN_MESSAGE_MAX = 1024  #: a longer incoming event is dropped by the callback
+REMOVE_WAIT_MS = 200  #: how long a port's removal waits for the callback to let go of it
+
+_library: ctypes.CDLL | None = None
+_why_not: str | None = None
+_said = False
+_load_lock = threading.Lock()
+
+
+def _built_library() -> Path | None:
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_jack_midi{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    c, u8p = ctypes, ctypes.c_char_p
+    table = {
+        "dm_load": (c.c_int, [c.c_char_p, c.c_char_p, c.c_size_t]),
+        "dm_open": (c.c_void_p, [c.c_char_p, c.POINTER(c.c_int)]),
+        "dm_close": (None, [c.c_void_p]),
+        "dm_client_name": (c.c_char_p, [c.c_void_p]),
+        "dm_gone": (c.c_int, [c.c_void_p]),
+        "dm_cycles": (c.c_uint64, [c.c_void_p]),
+        "dm_off_dll": (c.c_uint64, [c.c_void_p]),
+        "dm_jumps": (c.c_uint64, [c.c_void_p]),
+        "dm_time": (c.c_uint64, []),
+        "dm_sample_rate": (c.c_uint32, [c.c_void_p]),
+        "dm_buffer_size": (c.c_uint32, [c.c_void_p]),
+        "dm_port_add": (c.c_int, [c.c_void_p, c.c_char_p, c.c_int, c.c_int]),
+        "dm_port_remove": (c.c_int, [c.c_void_p, c.c_int, c.c_int]),
+        "dm_port_name": (c.c_char_p, [c.c_void_p, c.c_int]),
+        "dm_port_connect": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p, c.c_int]),
+        "dm_port_connected_to": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p]),
+        "dm_port_connections": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
+        "dm_list_ports": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
+        "dm_send": (c.c_int, [c.c_void_p, c.c_int, c.c_int64, u8p, c.c_int]),
+        "dm_flush_notes": (c.c_int, [c.c_void_p, c.c_int]),
+        "dm_receive": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p, c.c_int, c.POINTER(c.c_uint64),
+                                 c.POINTER(c.c_uint32)]),
+        "dm_port_stats": (None, [c.c_void_p, c.c_int, c.POINTER(c.c_uint64)]),
+    }
+    for name, (restype, argtypes) in table.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+
+
+def library() -> ctypes.CDLL | None:
+    """The C library with libjack loaded, or None (``why_not()`` says why)."""
+    global _library, _why_not
+    with _load_lock:
+        if _library is not None or _why_not is not None:
+            return _library
+        if os.environ.get("DRUMMACHINE_JACK_MIDI", "").lower() == "rtmidi":
+            _why_not = "DRUMMACHINE_JACK_MIDI=rtmidi"
+            return None
+        path = _built_library()
+        if path is None:
+            _why_not = "drummachine's JACK MIDI client is not built here"
+            return None
+        try:
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+        except (OSError, AttributeError) as exc:
+            _why_not = f"{path.name} does not load: {exc}"
+            return None
+        err = ctypes.create_string_buffer(512)
+        if lib.dm_load(LIBJACK.encode(), err, len(err)) != 0:
+            _why_not = f"{LIBJACK}: {err.value.decode(errors='replace')}"
+            return None
+        _library = lib
+        return lib
+
+
+def why_not() -> str | None:
+    library()
+    return _why_not
+
+
+def available() -> bool:
+    """Can MIDI over JACK go through drummachine's own client? Logs once which client MIDI uses."""
+    global _said
+    lib = library()
+    if not _said:
+        _said = True
+        if lib is not None:
+            log.info("MIDI over JACK: drummachine's own client (one client, C process callback)")
+        else:
+            log.info("MIDI over JACK: python-rtmidi (%s)", _why_not)
+    return lib is not None
+
+
+def find_port(names: list[str], wanted: str, what: str) -> int:
+    """Index of the port named ``wanted`` or whose name contains it uniquely (as ``midi.ports``)."""
+    if wanted in names:
+        return names.index(wanted)
+    hits = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise DrumMachineError(what, f"no MIDI port matches {wanted!r}; ports: {', '.join(names) or 'none'}")
+    raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
+
+
+def _lines(call, *args) -> list[str]:
+    """A JACK name list from the C side (asked again with a larger buffer when it does not fit)."""
+    size = 4096
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        need = call(*args, buf, size)
+        if need <= size:
+            return [n for n in buf.value.decode(errors="replace").split("\n") if n]
+        size = int(need) + 1024
+
+
+class JackMidiClient:
+    """The process's one JACK client for MIDI. Ports are added and taken away by the sinks and
+    inputs (``JackPort``); the client opens with the first and closes with the last, and opens
+    again, ports and connections included, when the JACK server comes back.
+
+    Two locks: ``lock`` guards the handle (held for one C call by the real-time paths: sending,
+    receiving), ``admin`` everything that talks to the server (opening, ports, connections), so a
+    slow server never holds up a send."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+        self.handle: int | None = None
+        self.name = CLIENT
+        self.ports: list[JackPort] = []
+        self.lock = threading.Lock()
+        self.admin = threading.RLock()
+        self.message = ""
+        self.opened = 0  #: clients opened so far (1, and one more after each server restart)
+        self.server = None  #: the server's identity (midi.jack_server) when the client opened
+        self.next_blind_try = 0.0
+        self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
+
+    # --- the handle ----------------------------------------------------------------------------
+    def _open(self) -> bool:
+        from drummachine.midi.jack_server import jack_server_identity
+
+        self.server = jack_server_identity()
+        status = ctypes.c_int(0)
+        handle = self.lib.dm_open(CLIENT.encode(), ctypes.byref(status))
+        if not handle:
+            self.message = f"JACK: no server to connect to (status 0x{status.value:x})"
+            return False
+        self.name = self.lib.dm_client_name(handle).decode(errors="replace")
+        for port in self.ports:
+            port._register(handle)
+        with self.lock:
+            self.handle = handle
+        self.opened += 1
+        self.message = ""
+        if self.opened > 1:
+            log.warning("MIDI: JACK client %s open again on the new server", self.name)
+        return True
+
+    def _close_handle(self) -> None:
+        with self.lock:
+            handle, self.handle = self.handle, None
+            for port in self.ports:
+                port.slot = None
+        if handle:
+            self.lib.dm_close(handle)
+
+    def keep_up(self) -> None:
+        """From the port watches, once a second: a client the server shut down is closed (its
+        ports remember their connections), and opened again when a server is there."""
+        from drummachine.midi.jack_server import jack_server_identity
+
+        with self.admin:
+            if self.handle and self.lib.dm_gone(self.handle):
+                self.server_gone()
+            if self.handle is None and self.ports:
+                # no server's socket where jackd2 puts it: try now and then only (each failed try
+                # is three lines of libjack on stderr; a server elsewhere is still found)
+                now = time.monotonic()
+                if jack_server_identity() is None and now < self.next_blind_try:
+                    return
+                self.next_blind_try = now + 10.0
+                self._open()
+
+    def server_gone(self, identity_changed: bool = False) -> None:
+        """The server went away (its shutdown callback, or its socket replaced): close the client
+        now (libjack connects no new client while a dead one is allocated). ``identity_changed``:
+        told by the watches' look at the server's socket, which may come after this client opened
+        on the new server: then nothing is to be done."""
+        from drummachine.midi.jack_server import jack_server_identity
+
+        with self.admin:
+            if self.handle is None:
+                return
+            if identity_changed and not self.lib.dm_gone(self.handle) and self.server is not None \
+                    and self.server == jack_server_identity():
+                return
+            for port in self.ports:
+                port._remember_connections()
+                port.connected = False
+                port.message = f"{port.wanted or port.label}: the JACK server went away; will reconnect"
+            self._close_handle()
+
+    # --- ports ---------------------------------------------------------------------------------
+    def add(self, port: "JackPort", strict: bool) -> None:
+        """Register the port (opening the client if it is the first). No server: an error if
+        ``strict``, else the port waits in the list and registers when a server is there."""
+        with self.admin:
+            self.ports.append(port)
+            if self.handle is None:
+                if not self._open():
+                    port.message = f"{port.label}: {self.message}; will connect when a server is there"
+                    if strict:
+                        self.ports.remove(port)
+                        raise DrumMachineError(port.label, self.message)
+                    return
+            else:
+                port._register(self.handle)
+            if port.slot is None:
+                self.ports.remove(port)
+                raise DrumMachineError(port.label, port.message)
+
+    def remove(self, port: "JackPort") -> None:
+        with self.admin:
+            if port in self.ports:
+                self.ports.remove(port)
+            with self.lock:
+                handle, slot, port.slot = self.handle, port.slot, None
+            if handle and slot is not None:
+                if self.lib.dm_port_remove(handle, slot, REMOVE_WAIT_MS):
+                    self.left_allocated += 1
+                    log.warning("MIDI: the JACK server ran no period for %d ms; port %s left allocated",
+                                REMOVE_WAIT_MS, port.label)
+            if not self.ports:
+                self._close_handle()
+
+    def timing(self) -> dict[str, int]:
+        """The callback's periods: run, placed by the wake-up (JACK's DLL did not describe them),
+        and begun elsewhere than the one before ended (a host stall)."""
+        with self.lock:
+            if self.handle is None:
+                return {}
+            return {"periods": int(self.lib.dm_cycles(self.handle)), "off_dll": int(self.lib.dm_off_dll(self.handle)),
+                    "jumps": int(self.lib.dm_jumps(self.handle))}
+
+    def list_ports(self, inputs: bool) -> list[str]:
+        """The system's MIDI ports that take input (``inputs``) or give output, less our own."""
+        with self.admin:
+            if self.handle is None:
+                return []
+            names = _lines(self.lib.dm_list_ports, self.handle, int(inputs))
+        return [n for n in names if not n.startswith(self.name + ":")]
+
+    def close(self) -> None:
+        """Every port and the client (at exit)."""
+        with self.admin:
+            for port in list(self.ports):
+                port.closed = True
+                self.remove(port)
+
+
+_shared: JackMidiClient | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> JackMidiClient:
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            lib = library()
+            if lib is None:
+                raise DrumMachineError("MIDI (jack)", f"drummachine's JACK MIDI client is not available: {_why_not}")
+            _shared = JackMidiClient(lib)
+            atexit.register(_shared.close)
+        return _shared
+
+
+class JackPort:
+    """One MIDI port of the shared client, connected by name (``wanted``: a port's full name or a
+    unique part of it) or virtual (others connect to it). The same surface as ``midi.ports._Port``
+    for the sinks and inputs: ``open``, ``check``, ``watch``, ``close``, ``server_gone``,
+    ``connected`` and ``message``."""
+
+    def __init__(self, direction: str, wanted: str | None, label: str, ignore: int = 0,
+                 client: JackMidiClient | None = None):
+        from drummachine.midi.jack_server import PORTS
+
+        self.direction, self.wanted, self.label, self.ignore = direction, wanted, label, ignore
+        self.client = client or shared_client()
+        self.slot: int | None = None  #: on the client's current handle
+        self.full_name = ""
+        self.connected = False
+        self.message = ""
+        self.closed = False
+        self.added = False
+        self.target: str | None = None  #: the full name of the wanted port, once found
+        self.known: dict[str, float] = {}  #: its connections, each with when it was last seen
+        self.restore: set[str] = set()  #: connections to make again after the server came back
+        self.restore_until = 0.0
+        self.dropped = 0  #: messages that found no port or a full ring
+        self._lock = threading.Lock()  # the watch's, as _Port's
+        PORTS.add(self)
+
+    @property
+    def lib(self):
+        return self.client.lib
+
+    def _register(self, handle: int) -> None:
+        """(The client's admin lock held.) Register the port on a newly opened client."""
+        slot = self.lib.dm_port_add(handle, self.label.encode(), int(self.direction == "in"), self.ignore)
+        if slot < 0:
+            self.slot = None
+            self.message = f"{self.label}: JACK refused the port" + (" (no slot left)" if slot == -1 else "")
+            return
+        self.full_name = (self.lib.dm_port_name(handle, slot) or b"").decode(errors="replace")
+        self.slot = slot
+
+    # --- opening and watching --------------------------------------------------------------------
+    def open(self, strict: bool = False) -> bool:
+        """Register the port (opening the client if it is the first) and connect it to the wanted
+        port. ``strict``: a wanted port that is not there is an error (and the port goes again)."""
+        if self.closed:
+            return False
+        if not self.added:
+            try:
+                self.client.add(self, strict)
+            except DrumMachineError as exc:
+                self.message = str(exc)
+                if strict:
+                    raise
+                return False
+            self.added = True
+        try:
+            self._connect(strict)
+        except DrumMachineError:
+            self.close()
+            raise
+        return self.connected
+
+    def _connect(self, strict: bool = False) -> None:
+        with self.client.admin:
+            handle, slot = self.client.handle, self.slot
+            if handle is None or slot is None:
+                self.connected = False
+                return
+            if not self.wanted:
+                self.connected = True
+                return
+            names = self.client.list_ports(inputs=self.direction == "out")
+            try:
+                target = names[find_port(names, self.wanted, self.label)]
+            except DrumMachineError as exc:
+                if strict:
+                    raise
+                if self.connected or self.target:
+                    log.warning("MIDI: %s -> %s went away; will reconnect when it is back", self.label,
+                                self.target or self.wanted)
+                    self.message = f"{self.wanted}: disconnected; will reconnect when it is back"
+                elif not self.message:
+                    self.message = str(exc)
+                self.connected, self.target = False, None
+                return
+            if not self.lib.dm_port_connected_to(handle, slot, target.encode()):
+                self.lib.dm_port_connect(handle, slot, target.encode(), 1)
+                if self.lib.dm_port_connected_to(handle, slot, target.encode()) and self.target is not None:
+                    log.info("MIDI: %s -> %s connected again", self.label, target)
+            self.target = target
+            self.connected = bool(self.lib.dm_port_connected_to(handle, slot, target.encode()))
+            self.message = "" if self.connected else f"{self.label}: cannot connect to {target}"
+
+    #: connections seen this recently are made again after a restart (the server's going may take
+    #: its clients, and their connections, a moment before it takes ours)
+    REMEMBER_SECONDS = 3.0
+
+    def _remember_connections(self) -> None:
+        """(Admin lock held.) What the port was connected to, to connect again after a restart."""
+        now = time.monotonic()
+        recent = {name for name, seen in self.known.items() if seen > now - self.REMEMBER_SECONDS}
+        if recent - {self.target}:
+            self.restore = recent - {self.target}
+            self.restore_until = now + 60.0
+
+    def _look_at_connections(self) -> None:
+        """(Admin lock held.) Note the port's connections; after a server restart, connect again
+        what was connected before as each comes back (for a minute)."""
+        handle, slot = self.client.handle, self.slot
+        if handle is None or slot is None:
+            return
+        if self.restore:
+            if time.monotonic() > self.restore_until:
+                self.restore.clear()
+            else:
+                there = set(self.client.list_ports(inputs=self.direction == "out"))
+                for name in sorted(self.restore & there):
+                    self.lib.dm_port_connect(handle, slot, name.encode(), 1)
+                    if self.lib.dm_port_connected_to(handle, slot, name.encode()):
+                        log.info("MIDI: %s -> %s connected again (as before the server restarted)",
+                                 self.label, name)
+                        self.restore.discard(name)
+        now = time.monotonic()
+        self.known = {name: seen for name, seen in self.known.items() if seen > now - self.REMEMBER_SECONDS}
+        self.known.update((name, now) for name in _lines(self.lib.dm_port_connections, handle, slot))
+
+    def check(self, close_when_gone: bool = False) -> None:
+        """Once a second: the server's comings and goings, the wanted port's, the connections."""
+        from drummachine.midi.jack_server import drop_clients_of_a_gone_server
+
+        if self.closed:
+            return
+        drop_clients_of_a_gone_server("jack")
+        self.client.keep_up()
+        with self.client.admin:
+            if self.closed:
+                return
+            self._connect()
+            self._look_at_connections()
+
+    def watch(self, running, close_when_gone: bool, faults, thread: str) -> None:
+        """A watch thread's loop: ``check`` once a second while ``running()``; a failing check is
+        counted in ``faults`` and the watch goes on."""
+        while running():
+            time.sleep(1.0)
+            try:
+                self.check(close_when_gone)
+            except Exception:
+                faults.caught(thread, "port watch")
+
+    def server_gone(self) -> None:
+        """From ``midi.jack_server``: the server's socket changed."""
+        self.client.server_gone(identity_changed=True)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.added:
+            self.added = False
+            self.client.remove(self)
+        self.connected = False
+
+    # --- the real-time paths (one C call each under the handle's lock) ---------------------------
+    def send(self, rows: list[tuple[float | None, bytes]], now: float) -> int:
+        """Queue ``(due, message)`` rows, ``due`` on a clock that reads ``now`` at this moment; the
+        C callback writes each at its frame. The number queued (the rest are counted dropped)."""
+        queued = 0
+        with self.client.lock:
+            handle, slot = self.client.handle, self.slot
+            if handle is not None and slot is not None:
+                base = self.lib.dm_time() - now * 1e6
+                for due, message in rows:  # due None: now (frame 0 of the next period)
+                    due_us = 0 if due is None else max(1, int(base + due * 1e6))
+                    queued += self.lib.dm_send(handle, slot, due_us, message, len(message)) == 0
+        self.dropped += len(rows) - queued
+        return queued
+
+    def flush_notes(self) -> bool:
+        """A panic: the callback drops the notes still to come and ends the ones sounding."""
+        with self.client.lock:
+            handle, slot = self.client.handle, self.slot
+            return handle is not None and slot is not None and self.lib.dm_flush_notes(handle, slot) == 0
+
+    def receive(self, limit: int = 4096) -> tuple[list[tuple[list[int], int]], int]:
+        """What arrived since the last call: ``([(message, usecs), ...], now_usecs)``, times on
+        JACK's clock (the time of each event's frame)."""
+        got = []
+        buf = ctypes.create_string_buffer(IN_MESSAGE_MAX)
+        usecs, frame = ctypes.c_uint64(0), ctypes.c_uint32(0)
+        with self.client.lock:
+            handle, slot = self.client.handle, self.slot
+            if handle is None or slot is None:
+                return got, 0
+            while len(got) < limit:
+                n = self.lib.dm_receive(handle, slot, buf, IN_MESSAGE_MAX, ctypes.byref(usecs), ctypes.byref(frame))
+                if n == 0:
+                    break
+                if n > 0:
+                    got.append((list(buf.raw[:n]), usecs.value))
+            now = self.lib.dm_time()
+        return got, now
+
+    def stats(self) -> dict[str, int]:
+        out = (ctypes.c_uint64 * len(STATS))()
+        with self.client.lock:
+            if self.client.handle is not None and self.slot is not None:
+                self.lib.dm_port_stats(self.client.handle, self.slot, out)
+        return {**dict(zip(STATS, (int(v) for v in out))), "not_queued": self.dropped}

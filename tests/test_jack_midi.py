@@ -1,0 +1,393 @@
+"""drummachine's own JACK MIDI client (midi/jack_midi.c + jack_midi.py) against a real JACK server
+(dummy backend): frame-accurate out, frame-timed in, one client in the graph, ports that come and
+go, the server restarted, garbage in. The recorder and sender are JACK-Client ports
+(benchmarks/jack_midi_probe.py), not this code."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drummachine.core.events import Event
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("jack_midi_probe", ROOT / "benchmarks" / "jack_midi_probe.py")
+probe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(probe)
+
+pytestmark = pytest.mark.jack
+
+
+def own_client():
+    from drummachine.midi import jack_midi
+
+    if not jack_midi.available():
+        pytest.skip(f"drummachine's JACK MIDI client is not here: {jack_midi.why_not()}")
+
+
+def clients_in_graph(prefix="drummachine") -> set[str]:
+    ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split("\n")
+    return {p.split(":")[0] for p in ports if p.startswith(prefix)}
+
+
+def wait_for(condition, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+# --- without a server ------------------------------------------------------------------------
+
+def test_alsa_and_the_rtmidi_switch_keep_python_rtmidi():
+    from drummachine.midi.ports import own_jack_client
+
+    assert not own_jack_client("alsa")
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s');"
+            "from drummachine.midi.ports import own_jack_client; print(own_jack_client('jack'))")
+    env = {**os.environ, "DRUMMACHINE_JACK_MIDI": "rtmidi"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    assert out.splitlines() == ["MIDI over JACK: python-rtmidi (DRUMMACHINE_JACK_MIDI=rtmidi)", "False"], out
+
+
+def test_no_jack_server_is_one_clear_line(tmp_path):
+    """The library loads without a server; opening a port then is one DrumMachineError line."""
+    code = ("from drummachine.midi import jack_midi\n"
+            "from drummachine.core.errors import DrumMachineError\n"
+            "if not jack_midi.available(): print('unavailable'); raise SystemExit\n"
+            "try:\n    jack_midi.JackPort('out', None, 'out').open(strict=True)\n"
+            "except DrumMachineError as exc:\n    print('error:', exc)\n"
+            "p = jack_midi.JackPort('in', None, 'control in')\n"
+            "print(p.open(strict=False), p.message)\n")
+    env = {**os.environ, "JACK_DEFAULT_SERVER": f"nobody-here-{os.getpid()}"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    if r.stdout.strip() == "unavailable":
+        pytest.skip("drummachine's JACK MIDI client is not available here")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("error: out: JACK: no server to connect to"), r.stdout
+    # not strict (a controller): it waits for a server
+    assert lines[1].startswith("False control in: JACK: no server") and "will connect" in lines[1], r.stdout
+
+
+# --- over the test server ----------------------------------------------------------------------
+
+def test_notes_land_on_their_frames(jack_server, tmp_path):
+    """Messages due a fraction of a period apart land that many frames apart (rtmidi would write
+    them all at the start of the next period), each within a period of its time by the recorder's
+    own wake-up, and the panic ends the notes still sounding."""
+    own_client()
+    from drummachine.midi.ports import MidiOutSink
+
+    rec = probe.RecorderProcess("jm-frames", tmp_path)
+    clock = probe.JackClock()
+    sent = []
+    sink = MidiOutSink("jack", "jm-frames:rx", clock, on_sent=lambda t, m: sent.append((t, m)))
+    try:
+        assert sink.jack and sink.connected and sink.thread is None
+        time.sleep(0.2)
+        start = clock.now() + 0.1
+        # 40 notes, 0.9 ms apart (a third of a 128-frame period), on 9 voices
+        sink.send([Event(start + 0.0009 * k, "note", k % 9, 0.8, k) for k in range(40)])
+        time.sleep(0.3)
+        sink.send([Event(clock.now() + 0.005, "note", 0, 1.0, 99)])
+        time.sleep(0.03)
+        sink.panic()  # before its note-off 50 ms later: the callback ends it
+        time.sleep(0.2)
+        stats = sink.port.stats()
+    finally:
+        sink.close()
+        rec.stop()
+    assert stats["written"] == 41 + 41 + 1 and stats["dropped"] == 0 and stats["not_queued"] == 0, stats
+    ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    assert len(ons) == 41, (stats, len(ons), [list(e[3]) for e in rec.events])
+    # two notes due 0.9 ms apart in one period: that far apart by JACK's clock for its frames
+    # (rtmidi writes everything at the start of the period after its send: 0 apart)
+    apart = [(b[2] - a[2]) / 1e6 for a, b in zip(ons[:40], ons[1:40]) if a[4] == b[4]]
+    assert len(apart) >= 10 and np.median(np.abs(np.array(apart) - 0.0009)) < 50e-6, apart
+    due = np.array([t for t, m in sent if m[0] == 0x99 and m[2] > 0][:40])
+    wall = np.array([e[1] for e in ons[:40]]) / 1e6
+    period = 128 / rec.rate
+    assert np.median(np.abs(wall - due)) < period, wall - due
+    last = ons[-1][3][1]
+    offs = [e for e in rec.events if e[3][0] in (0x89, 0x99) and e[3][1] == last and (e[3][0] == 0x89 or e[3][2] == 0)]
+    assert offs and offs[-1][0] < ons[-1][0] + 0.04 * rec.rate, "the panic ended the last note before its note-off"
+    assert any(e[3] == bytes([0xB9, 123, 0]) for e in rec.events), "all notes off"
+
+
+def test_midi_in_arrives_at_its_frames_time(jack_server):
+    """Three messages in one period at frames 0, 40 and 100 come to the handler 40 and 100 frames'
+    time apart, on the engine's clock, within two periods of the sender's own time for them."""
+    own_client()
+    from drummachine.midi.ports import MidiInput
+
+    tx = probe.Sender("jm-timed")
+    clock = probe.JackClock()
+    got = []
+    inp = MidiInput("jack", "jm-timed:tx", lambda m, t: got.append((m, t)), clock)
+    try:
+        assert inp.jack and inp.connected, inp.message
+        for k in range(5):
+            tx.send([(0, bytes([0xB0, 20, k])), (40, bytes([0xB0, 21, k])), (100, bytes([0xB0, 22, k]))])
+            time.sleep(0.05)
+        assert wait_for(lambda: len(got) == 15, 2.0), got
+    finally:
+        inp.close()
+        tx.close()
+    rate = tx.rate
+    for k in range(5):
+        t = {m[1]: when for m, when in got if m[2] == k}
+        assert t[21] - t[20] == pytest.approx(40 / rate, abs=40e-6) and t[22] - t[20] == pytest.approx(100 / rate, abs=40e-6)
+    sent = {(d[1], d[2]): wall / 1e6 for _, wall, _, d in tx.sent}
+    errors = [when - sent[(m[1], m[2])] for m, when in got]
+    assert max(abs(e) for e in errors) < 2 * 128 / rate + 0.002, errors
+
+
+def test_one_client_for_notes_clock_and_controller(jack_server):
+    own_client()
+    from drummachine.live.session import Options, Session
+
+    tx = probe.Sender("jm-pedal")
+    rec = probe.Recorder("jm-one")
+    try:
+        opts = Options(audio=False, midi_out="jm-one:rx", midi_in="jm-pedal:tx", clock_out=True, fake_model=True,
+                       style="rock", bpm=120)
+        with Session(opts) as session:
+            assert session.midi.jack and session.inputs[0].connected and session.midi.connected
+            assert clients_in_graph() == {"drummachine"}, subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout
+            ports = subprocess.run(["jack_lsp", "drummachine"], capture_output=True, text=True).stdout.split("\n")
+            assert {"drummachine:drums out", "drummachine:control in"} <= set(ports), ports
+            session.start_threads()
+            session.command("start")
+            time.sleep(0.5)
+            tx.send([(0, bytes([0xB0, 112, 127]))])  # CC 112: fill
+            assert wait_for(lambda: session.engine.conductor.fill_requests, 1.0), "the fill cue reached the conductor"
+            time.sleep(0.3)
+        assert clients_in_graph() == set(), "the client closes with its last port"
+    finally:
+        tx.close()
+        rec.close()
+    kinds = {e[3][0] for e in rec.events}
+    assert 0x99 in kinds and 0xF8 in kinds and 0xFA in kinds, "notes and clock through the one port"
+
+
+def test_ports_unplugged_and_back(jack_server):
+    """The recorder and the controller go away and come back (under the same names): each is
+    connected again within the watch's second or two; a port that went and came back between two
+    looks is connected again too (the connection went with it)."""
+    own_client()
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.midi.ports import MidiInput, MidiOutSink
+
+    clock = MonotonicClock()
+    rec, tx = probe.Recorder("jm-plug"), probe.Sender("jm-pedal2")
+    got = []
+    sink = MidiOutSink("jack", "jm-plug:rx", clock)
+    inp = MidiInput("jack", "jm-pedal2:tx", lambda m, t: got.append(m), clock)
+    try:
+        assert sink.connected and inp.connected
+        rec.close()
+        tx.close()
+        assert wait_for(lambda: not sink.connected and not inp.connected, 2.5)
+        assert "disconnected" in sink.port.message
+        sink.send([Event(clock.now() + 0.01, "note", 0, 1.0, 0)])  # to nowhere: no harm
+        rec, tx = probe.Recorder("jm-plug"), probe.Sender("jm-pedal2")
+        assert wait_for(lambda: sink.connected and inp.connected, 2.5), (sink.port.message, inp.message)
+        sink.send([Event(clock.now() + 0.01, "note", 1, 1.0, 1)])
+        tx.send([(0, bytes([0xB0, 7, 1]))])
+        assert wait_for(lambda: [0xB0, 7, 1] in got and any(e[3][0] == 0x99 for e in rec.events), 1.0)
+        # gone and back, likely within one look of the watch (a port that is there at both looks)
+        rec.close()
+        rec = probe.Recorder("jm-plug")
+        assert wait_for(lambda: subprocess.run(["jack_lsp", "-c", "jm-plug:rx"], capture_output=True,
+                                               text=True).stdout.count("drummachine:drums out") == 1, 2.5)
+        sink.send([Event(clock.now() + 0.01, "note", 2, 1.0, 2)])
+        assert wait_for(lambda: any(e[3][0] == 0x99 for e in rec.events), 1.0)
+    finally:
+        sink.close()
+        inp.close()
+        rec.close()
+        tx.close()
+
+
+def test_garbage_in_is_dropped_and_the_controller_stays_deaf_to_nothing(jack_server):
+    """A sender writes raw JACK events: running status, truncated messages, unknown status bytes,
+    real-time bytes, SysEx cut off (F0 without F7), a 2,000-byte event, in bursts; a known CC
+    every tenth. Every known CC comes through, the reader never faults, the SysEx and active
+    sensing are left out by the callback, the oversized event is dropped and counted."""
+    own_client()
+    import random
+
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.midi.ports import MidiInput
+
+    rng = random.Random(15)
+    garbage = [bytes([0x40, 0x41]), bytes([0x90]), bytes([0xF4, 1]), bytes([0xF5]), bytes([0xFD]), bytes([0xFE]),
+               bytes([0xF0, 0x7E]), bytes([0xF7]), bytes([0xF0] + [0x11] * 300 + [0xF7]), bytes([0xC0]),
+               bytes([0x90, 200, 300 % 256]), bytes([0xFF] * 5)]
+    marker = bytes([0xBF, 80, 1])
+    tx = probe.Sender("jm-garbage")
+    # what a JACK MIDI input gets from this sender on this host at this moment (a loaded host can
+    # leave a period of the sender's out before any input sees it)
+    ref = probe.Recorder("jm-garbage-ref")
+    subprocess.run(["jack_connect", tx.name, ref.name], check=True)
+    got = []
+    inp = MidiInput("jack", "jm-garbage:tx", lambda m, t: got.append(bytes(m)), MonotonicClock())
+    try:
+        assert inp.connected
+        markers = 0
+        for n in range(1000):
+            batch = [(None, rng.choice(garbage) if rng.random() < 0.8 else bytes(rng.randrange(256) for _ in
+                                                                                   range(rng.randrange(1, 8))))]
+            if n % 10 == 0:
+                batch.append((None, marker))
+                markers += 1
+            tx.send(batch)
+            if n % 50 == 0:
+                time.sleep(0.01)
+        tx.send([(0, bytes([0x90] + [0x40] * 1999))])
+        assert wait_for(lambda: not tx.queue, 3.0)
+        time.sleep(0.1)
+        stats = inp.port.stats()
+    finally:
+        inp.close()
+        tx.close()
+        ref.close()
+    reference = sum(1 for e in ref.events if e[3] == marker)
+    assert reference >= 0.9 * markers and got.count(marker) >= min(reference, markers - 1), (got.count(marker), reference)
+    assert inp.faults.count == 0
+    assert not any(m[0] in (0xF0, 0xF7, 0xFE) for m in got)
+    assert stats["ignored"] >= 100 and stats["in_dropped"] == 1, stats
+    assert all(isinstance(b, int) and 0 <= b <= 255 for m in got for b in m)
+
+
+def test_bad_messages_out_are_refused_and_a_flood_waits_or_is_counted(jack_server, tmp_path):
+    """What the out ring refuses (no status byte, empty, SysEx, over 6 bytes) is counted; a flood
+    of notes far ahead fills the callback's heap and the ring, the rest is counted not queued; a
+    panic still gets through at once (it is not queued behind them) and drops them."""
+    own_client()
+    from drummachine.midi.ports import MidiOutSink
+
+    rec = probe.RecorderProcess("jm-flood", tmp_path)
+    clock = probe.JackClock()
+    sink = MidiOutSink("jack", "jm-flood:rx", clock)
+    try:
+        now = clock.now()
+        assert sink.port.send([(now, b"\x01\x02"), (now, b""), (now, b"\xF0\x01\xF7"), (now, bytes(7) + b"\x90")],
+                              clock.now()) == 0
+        assert sink.port.dropped == 4
+        sink.send([Event(now + 10.0 + k * 1e-4, "note", k % 9, 0.5, k) for k in range(6000)])  # 12,000 messages
+        time.sleep(0.1)
+        stats = sink.port.stats()
+        # the callback's heap holds 4,096, the ring about 5,000 more: the rest is counted
+        assert stats["pending"] == 4096 and stats["not_queued"] > 4 + 1000 and stats["written"] == 0, stats
+        sink.send([Event(clock.now() + 0.01, "note", 0, 1.0, 0)])  # queued before the panic: dropped by it
+        sink.panic()
+        time.sleep(0.1)
+        assert sink.port.stats()["pending"] == 0
+        sink.send([Event(clock.now() + 0.01, "note", 3, 1.0, 0)])
+        time.sleep(0.1)
+    finally:
+        sink.close()
+        rec.stop()
+    notes = [e[3] for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    assert len(notes) == 1 and any(e[3] == bytes([0xB9, 123, 0]) for e in rec.events), rec.events
+
+
+# --- a server of its own, restarted --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_jack_server_restarted_and_everything_reconnected(tmp_path):
+    """`play --headless` on a JACK server of its own, MIDI out virtual with a recorder connected to
+    it from outside, a controller on --midi-in; the server stops and starts again: the client
+    comes back, the recorder (a new process on the new server) is connected again to the virtual
+    port as before, the controller's cue arrives, and the play ends normally."""
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    from drummachine.midi import jack_midi
+
+    if not jack_midi.available():
+        pytest.skip("the JACK MIDI client is not built here")
+    name = f"jmrestart{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "DRUMMACHINE_MIDI_API": "jack"}
+    jackd_log = open(tmp_path / "jackd.log", "w")
+
+    def start_jackd():
+        proc = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                                stdout=jackd_log, stderr=subprocess.STDOUT)
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        return proc
+
+    def start_recorder(k):
+        p = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "jack_midi_probe.py"), "record", "jm-vrec",
+                              str(tmp_path / f"rec{k}.txt")], env=env, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    def start_sender():
+        p = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "jack_midi_probe.py"), "send", "jm-ctl"],
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    def connected():
+        return "drummachine:out" in subprocess.run(["jack_lsp", "-c", "jm-vrec:rx"], env=env, capture_output=True,
+                                                   text=True).stdout
+
+    jackd = start_jackd()
+    log = tmp_path / "play.log"
+    play = rec = ctl = None
+    try:
+        rec, ctl = start_recorder(0), start_sender()
+        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
+                                 "--midi-virtual", "--midi-in", "jm-ctl:tx", "--duration", "40", "--log", str(log)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: "drummachine:out" in subprocess.run(["jack_lsp"], env=env, capture_output=True,
+                                                                    text=True).stdout, 10)
+        subprocess.run(["jack_connect", "drummachine:out", "jm-vrec:rx"], env=env, check=True)
+        time.sleep(2.0)  # the watch notes the connection
+        jackd.send_signal(signal.SIGTERM)  # the server goes, its clients with it
+        jackd.wait(10)
+        rec.terminate()
+        ctl.stdin.close()
+        for p in (rec, ctl):
+            p.wait(10)
+        time.sleep(1.5)
+        jackd = start_jackd()
+        rec, ctl = start_recorder(1), start_sender()
+        assert wait_for(connected, 6), "the virtual port's connection came back"
+        assert wait_for(lambda: "drummachine:control in" in subprocess.run(
+            ["jack_lsp", "-c", "jm-ctl:tx"], env=env, capture_output=True, text=True).stdout, 4)
+        ctl.stdin.write("176 112 127\n")  # CC 112: fill
+        ctl.stdin.flush()
+        time.sleep(1.5)
+        ctl.stdin.close()
+        ctl.wait(10)
+        rec.terminate()
+        rec.wait(10)
+        play.send_signal(signal.SIGTERM)
+        _, err = play.communicate(timeout=30)
+    finally:
+        for p in (play, rec, ctl):
+            if p is not None and p.poll() is None:
+                p.kill()
+        jackd.terminate()
+        jackd.wait(10)
+    assert play.returncode == 0, err
+    text = log.read_text()
+    assert "MIDI over JACK: drummachine's own client" in text and "Traceback" not in text, text
+    assert "MIDI: the JACK server" in text and "open again on the new server" in text, text
+    assert "out -> jm-vrec:rx connected again" in text, text
+    assert "cue fill" in text, text
+    events = probe.read_recording(tmp_path / "rec1.txt")
+    assert sum(1 for e in events if e[3][0] == 0x99) >= 5, "notes on the new server"
