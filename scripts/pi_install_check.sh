@@ -188,7 +188,8 @@ elif git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
 else
     cp -a "$REPO/." "$SRC/"
 fi
-python3 -m pip wheel -q --no-deps -w "$WHEELS" "$SRC" >"$WHEELS/build.log" 2>&1 ||
+# pure Python (docs/raspberry-pi.md): a wheel built here would carry an x86-64 JACK MIDI library
+DRUMMACHINE_PURE_WHEEL=1 python3 -m pip wheel -q --no-deps -w "$WHEELS" "$SRC" >"$WHEELS/build.log" 2>&1 ||
     { cat "$WHEELS/build.log" >&2; die "pip wheel failed"; }
 WHEEL=$(ls "$WHEELS"/drummachine-*.whl)
 say "wheel: $(basename "$WHEEL")"
