@@ -134,7 +134,8 @@ def proc_stats(pid: int | None) -> dict:
 
 
 RECORDER = """
-import signal, sys, time, rtmidi
+import faulthandler, signal, sys, time, rtmidi
+faulthandler.enable()  # a crash in rtmidi leaves its stack in recorder.err, not nothing
 client, out = sys.argv[1], sys.argv[2]
 # read by polling in this one thread, never through rtmidi's callback: the callback is Python in
 # JACK's process thread, and the hour's soak lost its recorder after 50 minutes (blocked in the
@@ -199,8 +200,9 @@ class Recorder:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out)],
-                                     stdout=subprocess.PIPE, text=True)
+        with open(self.out.with_name("recorder.err"), "a") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out)],
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the recorder did not start")
 
@@ -384,7 +386,9 @@ class Soak:
             if recorder.poll() is not None and recorder not in self.recorder.ended | set(self.recorders_lost):
                 # the soak's own instrument: what the engine sent after this is not measured
                 self.recorders_lost.append(recorder)
-                self.note("RECORDER_DIED", f"exit code {recorder.returncode}")
+                err = self.recorder.out.with_name("recorder.err")
+                tail = err.read_text(errors="replace").strip().splitlines()[-3:] if err.exists() else []
+                self.note("RECORDER_DIED", f"exit code {recorder.returncode}: {' | '.join(tail)}")
             s = self.monitor.latest()
             if s is not None and s is not last:
                 last = s
