@@ -174,7 +174,8 @@ class JackMidiClient:
         self.lock = threading.Lock()
         self.admin = threading.RLock()
         self.message = ""
-        self.opened = 0  #: clients opened so far (1, and one more after each server restart)
+        self.opened = 0  #: clients opened so far (again after each server restart, or after the last port closed)
+        self.lost_server = False  #: closed because the server went: the next open is a reconnection
         self.server = None  #: the server's identity (midi.jack_server) when the client opened
         self.next_blind_try = 0.0
         self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
@@ -196,7 +197,8 @@ class JackMidiClient:
             self.handle = handle
         self.opened += 1
         self.message = ""
-        if self.opened > 1:
+        if self.lost_server:  # not a client opened again after its last port closed
+            self.lost_server = False
             log.warning("MIDI: JACK client %s open again on the new server", self.name)
         return True
 
@@ -242,6 +244,7 @@ class JackMidiClient:
                 port._remember_connections()
                 port.connected = False
                 port.message = f"{port.wanted or port.label}: the JACK server went away; will reconnect"
+            self.lost_server = True
             self._close_handle()
 
     # --- ports ---------------------------------------------------------------------------------
