@@ -321,7 +321,22 @@ def shared_client() -> JackMidiClient:
         return _shared
 
 
-class JackPort:
+class WatchedPort:
+    """What both kinds of port (this client's and python-rtmidi's, ``midi.ports``) do in their
+    watch thread; each has its own ``check(close_when_gone)``."""
+
+    def watch(self, running, close_when_gone: bool, faults, thread: str) -> None:
+        """A watch thread's loop: ``check`` once a second while ``running()``; a failing check is
+        counted in ``faults`` and the watch goes on."""
+        while running():
+            time.sleep(1.0)
+            try:
+                self.check(close_when_gone)
+            except Exception:
+                faults.caught(thread, "port watch")
+
+
+class JackPort(WatchedPort):
     """One MIDI port of the shared client, connected by name (``wanted``: a port's full name or a
     unique part of it) or virtual (others connect to it). The same surface as ``midi.ports._Port``
     for the sinks and inputs: ``open``, ``check``, ``watch``, ``close``, ``server_gone``,
@@ -460,16 +475,6 @@ class JackPort:
                 return
             self._connect()
             self._look_at_connections()
-
-    def watch(self, running, close_when_gone: bool, faults, thread: str) -> None:
-        """A watch thread's loop: ``check`` once a second while ``running()``; a failing check is
-        counted in ``faults`` and the watch goes on."""
-        while running():
-            time.sleep(1.0)
-            try:
-                self.check(close_when_gone)
-            except Exception:
-                faults.caught(thread, "port watch")
 
     def server_gone(self) -> None:
         """From ``midi.jack_server``: the server's socket changed."""

@@ -95,7 +95,7 @@ def find_port(names: list[str], wanted: str, what: str) -> int:
     raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
 
 
-class _Port:
+class _Port(jack_midi.WatchedPort):
     """Opens (and re-opens) one rtmidi port by name; ``connected`` says whether it is there now."""
 
     def __init__(self, direction: str, api: str, wanted: str | None, label: str, on_open=None):
@@ -212,16 +212,6 @@ class _Port:
             self.message = f"{self.wanted}: disconnected; will reconnect when it is back"
         elif not self.connected and present:
             self.open()
-
-    def watch(self, running, close_when_gone: bool, faults, thread: str) -> None:
-        """A watch thread's loop: ``check`` once a second while ``running()``; a failing check is
-        counted in ``faults`` and the watch goes on."""
-        while running():
-            time.sleep(1.0)
-            try:
-                self.check(close_when_gone)
-            except Exception:
-                faults.caught(thread, "port watch")
 
     def close_port(self) -> None:
         """Close the port; the client stays to list ports and to open it again."""
