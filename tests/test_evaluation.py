@@ -128,18 +128,9 @@ def test_evaluate_command_pools_seeds_and_reports_each(tmp_path):
     """`drummachine evaluate` end to end on the shipped model and the real fixture bars."""
     import json
 
-    from .conftest import FIXTURES, run_cli
+    from .conftest import run_cli, short_fixture
 
-    # the fixture's fills and its shorter beats (~120 bars of the 570): generation steps the model
-    # once per step, and the whole fixture took 75 s of the suite's budget
-    data = tmp_path / "groove"
-    data.mkdir()
-    lines = (FIXTURES / "info.csv").read_text().splitlines()
-    head = lines[0].split(",")
-    kept = [line for line in lines[1:] if float(line.split(",")[head.index("duration")]) < 40]
-    (data / "info.csv").write_text("\n".join([lines[0], *kept]) + "\n")
-    for drummer in {line.split(",")[0] for line in kept}:
-        (data / drummer).symlink_to(FIXTURES / drummer, target_is_directory=True)
+    data = short_fixture(tmp_path)  # stepping the model over the whole fixture took 75 s of the suite
     out = tmp_path / "evaluation.json"
     r = run_cli("evaluate", "--data", data, "--split", "train", "--seeds", "2", "--control-styles", "rock",
                 "--out", out)

@@ -103,10 +103,10 @@ def test_evaluate_as_played_plays_the_jams_through_the_engine(tmp_path):
     of a train bar), with the shipped model and performer."""
     import json
 
-    from .conftest import FIXTURES
+    from .conftest import short_fixture
 
     out = tmp_path / "as_played.json"
-    r = run_cli("evaluate", "--as-played", "--data", FIXTURES, "--split", "train", "--seeds", "1",
+    r = run_cli("evaluate", "--as-played", "--data", short_fixture(tmp_path), "--split", "train", "--seeds", "1",
                 "--control-styles", "rock,funk", "--out", out)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
