@@ -135,7 +135,7 @@ def available() -> bool:
 
 
 def find_port(names: list[str], wanted: str, what: str) -> int:
-    """Index of the port named ``wanted`` or whose name contains it uniquely (as ``midi.ports``)."""
+    """Index of the port named ``wanted`` or whose name contains it uniquely (both kinds of port)."""
     if wanted in names:
         return names.index(wanted)
     hits = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]

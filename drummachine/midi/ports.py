@@ -20,6 +20,7 @@ from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
 from drummachine.midi import jack_midi
+from drummachine.midi.jack_midi import find_port  # one port-name lookup for both kinds of port
 from drummachine.midi.jack_server import PORTS, drop_clients_of_a_gone_server
 
 log = logging.getLogger("drummachine")
@@ -81,18 +82,6 @@ def list_ports(api: str, direction: str = "out") -> list[str]:
         raise
     except Exception as exc:
         raise DrumMachineError(f"MIDI ({api})", f"cannot reach the MIDI system: {exc}") from None
-
-
-def find_port(names: list[str], wanted: str, what: str) -> int:
-    """Index of the port named ``wanted`` or whose name contains it uniquely."""
-    if wanted in names:
-        return names.index(wanted)
-    hits = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise DrumMachineError(what, f"no MIDI port matches {wanted!r}; ports: {', '.join(names) or 'none'}")
-    raise DrumMachineError(what, f"{wanted!r} matches several ports: {', '.join(names[i] for i in hits)}")
 
 
 class _Port(jack_midi.WatchedPort):
