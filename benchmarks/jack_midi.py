@@ -172,7 +172,6 @@ def summarize(turns: list[dict]) -> dict:
         mine, ref = Counter(), Counter()
         by_state: dict = defaultdict(Counter)
         late = 0
-        errs: dict = {"wall": [], "dll": []}
         for t in rows:
             for client, c in t["jackd"]["not_finished"].items():
                 if client.startswith("drummachine"):

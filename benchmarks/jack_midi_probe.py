@@ -59,11 +59,21 @@ def _pointer(client) -> int:
     return int(jack._ffi.cast("uintptr_t", client._ptr))
 
 
+def monotonic_minus_jack() -> float:
+    """time.monotonic() less JACK's clock (jack_get_time() reads CLOCK_MONOTONIC_RAW; the two
+    differ by a constant and NTP's slewing of the one)."""
+    return time.monotonic() - time.clock_gettime(time.CLOCK_MONOTONIC_RAW)
+
+
 class Recorder:
     """A JACK MIDI input ``CLIENT:rx``; ``events``: (frame, wall_us, dll_us, bytes, the period's first
-    frame) per event."""
+    frame) per event. ``sink``: a list that also gets ``(time.monotonic() of the event's frame,
+    [bytes...])`` per event, as they arrive (for tests that compare with when they asked).
 
-    def __init__(self, name: str, port: str = "rx"):
+    The tests' and benchmarks' recorder (not python-rtmidi's MidiIn: its JACK input crashed the
+    process now and then, SIGSEGV in JACK's thread, in CI and in the hour's soak)."""
+
+    def __init__(self, name: str, port: str = "rx", sink: list | None = None):
         import jack
 
         self.client = jack.Client(name, no_start_server=True)
@@ -84,9 +94,12 @@ class Recorder:
                 return
             lib.jack_get_cycle_times(self._ptr, ctypes.byref(f0), ctypes.byref(t0), ctypes.byref(t1), ctypes.byref(per))
             us_per_frame = (t1.value - t0.value) / frames
+            to_monotonic = monotonic_minus_jack()
             for offset, data in events:
-                self.events.append((f0.value + offset, wake + offset * 1e6 / self.rate,
-                                    t0.value + offset * us_per_frame, bytes(data), f0.value))
+                wall = wake + offset * 1e6 / self.rate
+                self.events.append((f0.value + offset, wall, t0.value + offset * us_per_frame, bytes(data), f0.value))
+                if sink is not None:
+                    sink.append((wall / 1e6 + to_monotonic, list(bytes(data))))
 
         self.client.activate()
         self.name = f"{self.client.name}:{port}"

@@ -156,16 +156,14 @@ def audio_onsets(seconds: float = 20.0) -> dict:
 
 
 def midi_out(period: int, notes: int = 5000) -> dict:
-    import rtmidi
+    from jack_midi_probe import Recorder
 
     from drummachine.midi.ports import MidiOutSink
     from drummachine.core.transport import MonotonicClock
 
     with Jack(period), Load():
-        got = []
-        rx = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "bench-rx")
-        rx.open_virtual_port("rx")
-        rx.set_callback(lambda ev, d=None: got.append((time.monotonic(), ev[0])))
+        got: list = []  # (time.monotonic() of the event's frame, bytes)
+        rx = Recorder("bench-rx", sink=got)
         clock = MonotonicClock()
         sent = []
         sink = MidiOutSink("jack", "bench-rx:rx", clock, on_sent=lambda t, m: sent.append((t, m)))
@@ -174,7 +172,7 @@ def midi_out(period: int, notes: int = 5000) -> dict:
         run_engine(engine, seconds)
         sink.close()
         time.sleep(0.2)
-        rx.close_port()
+        rx.close()
     ons = [(t, tuple(m)) for t, m in got if m[0] & 0xF0 == 0x90]
     sched = [(t, tuple(m)) for t, m in sent if m[0] & 0xF0 == 0x90]
     # pair in order per message kind: the k-th arrival of a message with its k-th send

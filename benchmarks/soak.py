@@ -126,58 +126,80 @@ def proc_stats(pid: int | None) -> dict:
                   if ln.startswith(("VmRSS:", "RssAnon:", "RssShmem:"))}
         # RssShmem is mostly JACK's shared segment (about 100 MB mapped by every client, touched as
         # the graph uses it) and the kit: the engine's own memory, where a leak shows, is RssAnon
+        kinds: Counter = Counter()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:  # "socket:[123]" -> "socket": which kind of thing is open, not which one
+                kinds[re.sub(r":\[\d+\]$", "", os.readlink(f"/proc/{pid}/fd/{fd}"))] += 1
+            except OSError:
+                pass
         return {"rss_kb": int(status["VmRSS"]), "rss_anon_kb": int(status["RssAnon"]),
-                "rss_shmem_kb": int(status["RssShmem"]), "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                "rss_shmem_kb": int(status["RssShmem"]), "fds": sum(kinds.values()), "fd_kinds": dict(kinds),
                 "os_threads": len(os.listdir(f"/proc/{pid}/task"))}
     except (OSError, KeyError):
         return {}
 
 
+def settled_proc_stats(pid: int | None, start: dict, seconds: float = 5.0) -> dict:
+    """proc_stats at the end, given ``seconds`` to come back to ``start``'s fds and threads (a UI
+    killed a moment ago may still be detaching: its socket and threads go within a second or two);
+    what is still more after that is a leak, and ``fd_kinds`` says of what."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = proc_stats(pid)
+        if not now or not start or (now["fds"] <= start["fds"] and now["os_threads"] <= start["os_threads"]) \
+                or time.monotonic() > deadline:
+            return now
+        time.sleep(0.25)
+
+
 RECORDER = """
-import faulthandler, signal, sys, time, rtmidi
-faulthandler.enable()  # a crash in rtmidi leaves its stack in recorder.err, not nothing
+import faulthandler, signal, sys, time
+faulthandler.enable()  # a crash leaves its stack in recorder.err, not nothing
 client, out = sys.argv[1], sys.argv[2]
-# read by polling in this one thread, never through rtmidi's callback: the callback is Python in
-# JACK's process thread, and the hour's soak lost its recorder after 50 minutes (blocked in the
-# graph, then gone). The signals only say what is wanted; the loop opens and closes the port
-# between reads (closing it in a handler could cut a read in half).
+sys.path.insert(0, sys.argv[3])
+from jack_midi_probe import Recorder
+# JACK-Client's recorder, each event at its frame's time (python-rtmidi's JACK input crashed the
+# hour's soak's recorder twice: SIGSEGV, from its callback and from its queue). The signals only
+# say what is wanted; the loop opens and closes the port between reads.
 state = {"want": "open"}
 def wants(what):
     return lambda *_: state.update(want=what)
 signal.signal(signal.SIGUSR1, wants("gone")); signal.signal(signal.SIGUSR2, wants("open"))
 signal.signal(signal.SIGTERM, wants("done"))
+IGNORED = (0xF0, 0xF8, 0xFE)  # SysEx, clock, active sensing: not what the soak measures
 def open_port():
-    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client, queue_size_limit=65536)
-    port.ignore_types(sysex=True, timing=True, active_sense=True)
-    port.open_virtual_port("rx")
-    return port
-port, rows, flushed = open_port(), [], time.monotonic()
+    got = []
+    return Recorder(client, "rx", sink=got), got
+(rec, got), taken, rows, flushed = open_port(), 0, [], time.monotonic()
 print("ready", flush=True)
+def take():
+    global taken
+    n = len(got)  # the callback only appends
+    rows.extend(row for row in got[taken:n] if row[1] and row[1][0] not in IGNORED)
+    taken = n
 def flush():
     with open(out, "a") as f:
         f.write("".join(f"{t:.6f} {' '.join(map(str, m))}\\n" for t, m in rows))
     rows.clear()
 while state["want"] != "done":
-    if state["want"] == "gone" and port is not None:
-        port.close_port(); port.delete(); port = None
-    elif state["want"] == "open" and port is None:
-        port = open_port()
-    batch = []
-    while port is not None and len(batch) < 4096:
-        event = port.get_message()
-        if event is None:
-            break
-        batch.append(event)
+    if rec is not None:
+        take()
+    if state["want"] == "gone" and rec is not None:
+        rec.close(); take(); rec = None
+    elif state["want"] == "open" and rec is None:
+        try:
+            (rec, got), taken = open_port(), 0
+        except Exception as exc:  # no server this moment: tried again in a second
+            print(f"recorder: {exc}", file=sys.stderr, flush=True)
+            time.sleep(1.0)
     now = time.monotonic()
-    since = 0.0  # the last message now, those before it earlier by the gaps rtmidi measured
-    for message, gap in reversed(batch):
-        rows.append((now - since, message))
-        since += max(0.0, gap)
     if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
         rows.sort()
         flush()
         flushed = now
-    time.sleep(0.001)
+    time.sleep(0.005)
+if rec is not None:
+    rec.close(); take()
 rows.sort()
 flush()
 """
@@ -201,7 +223,8 @@ class Recorder:
 
     def start(self) -> None:
         with open(self.out.with_name("recorder.err"), "a") as err:
-            self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out)],
+            self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out),
+                                          str(Path(__file__).resolve().parent)],
                                          stdout=subprocess.PIPE, stderr=err, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the recorder did not start")
@@ -575,7 +598,7 @@ class Soak:
                 subprocess.run([*self.tmux, "kill-server"], capture_output=True)
                 time.sleep(1.0)
                 end_health = self.monitor.ask_health()
-                end_proc = proc_stats(self.engine.pid)
+                end_proc = settled_proc_stats(self.engine.pid, start_proc)
                 last = self.monitor.latest()
                 self.watching = False
                 self.monitor.quit()

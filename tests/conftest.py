@@ -78,6 +78,27 @@ def jack_server():
         shutil.rmtree(JACKD_LOG.parent, ignore_errors=True)
 
 
+def jack_probe():
+    """benchmarks/jack_midi_probe.py: the JACK-Client recorder and sender the tests and benchmarks
+    measure drummachine's MIDI with (independent of the code measured)."""
+    import importlib.util
+
+    if "jack_midi_probe" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("jack_midi_probe", ROOT / "benchmarks" / "jack_midi_probe.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["jack_midi_probe"] = module
+    return sys.modules["jack_midi_probe"]
+
+
+def midi_recorder(name: str, port: str = "rx"):
+    """A JACK MIDI input ``name:port`` in this process: ``(recorder, got)``, ``got`` filling with
+    ``(time.monotonic() of the event's frame, [bytes...])``; ``recorder.close()`` when done (its
+    JACK client goes too: the next test's recorder gets the same name)."""
+    got: list = []
+    return jack_probe().Recorder(name, port, sink=got), got
+
+
 def own_jack_server(monkeypatch, ports: int, label: str):
     """A JACK server of the test's own with ``ports`` ports a side (the shared one has two), named
     for this process; the mixer process and jack_connect find it through JACK_DEFAULT_SERVER.

@@ -19,7 +19,7 @@ import pytest
 from drummachine.core.errors import DrumMachineError
 from drummachine.live import engine_socket as host  # the socket's place, and a UI's end of it
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, midi_recorder, run_cli
 
 TMUX = ["tmux", "-L", f"dm-attach-{os.getpid()}"]  # never the default tmux server others use
 
@@ -92,16 +92,6 @@ def test_attach_and_stop_without_an_engine_are_one_clear_line(tmp_path):
 
 
 # --- for real: JACK, a recorder, tmux ------------------------------------------------------
-def recorder(name):
-    import rtmidi
-
-    got = []
-    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name)
-    port.open_virtual_port("rx")
-    port.set_callback(lambda ev, data=None: got.append((time.monotonic(), ev[0])))
-    return port, got
-
-
 def notes_between(got, t0, t1):
     return [m for t, m in list(got) if t0 <= t < t1 and m[0] & 0xF0 == 0x90 and m[2] > 0]
 
@@ -148,15 +138,14 @@ def stage(jack_server, tmp_path):
     run.mkdir(mode=0o700)
     env = {"XDG_RUNTIME_DIR": str(run), "DRUMMACHINE_MIDI_API": "jack",
            "JACK_DEFAULT_SERVER": os.environ.get("JACK_DEFAULT_SERVER", "default")}
-    port, got = recorder("rec-attach")
+    port, got = midi_recorder("rec-attach")
     yield env, run / "drummachine" / "engine.sock", got
     subprocess.run([*TMUX, "kill-server"], capture_output=True)
     sock = run / "drummachine" / "engine.sock"
     if sock.exists():  # an engine a failed test left playing
         subprocess.run([sys.executable, "-m", "drummachine", "stop", "--socket", str(sock)], capture_output=True,
                        timeout=30)
-    port.close_port()
-    port.delete()  # the JACK client goes too: the next test's recorder gets the same name
+    port.close()  # the JACK client goes too: the next test's recorder gets the same name
 
 
 PLAY = (f"cd {ROOT} && exec {sys.executable} -m drummachine play --fake-model --no-audio --midi-out rec-attach:rx "

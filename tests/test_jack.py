@@ -12,19 +12,9 @@ from drummachine.core.engine import Engine
 from drummachine.core.fake_generator import FakeGenerator, FakeKicks
 from drummachine.core.song import jam
 
+from .conftest import midi_recorder
+
 pytestmark = pytest.mark.jack
-
-
-def receiver(name):
-    """A JACK MIDI input port that timestamps what arrives (on the monotonic clock)."""
-    import rtmidi
-
-    got = []
-    port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name)
-    port.ignore_types(sysex=True, timing=False, active_sense=True)
-    port.open_virtual_port("rx")
-    port.set_callback(lambda ev, data=None: got.append((time.monotonic(), ev[0])))
-    return port, got
 
 
 def sender(name):
@@ -103,7 +93,7 @@ def test_midi_out_notes_arrive_on_time(jack_server):
     from drummachine.midi.ports import MidiOutSink
     from drummachine.core.transport import MonotonicClock
 
-    port, got = receiver("rec-notes")
+    port, got = midi_recorder("rec-notes")
     try:
         clock = MonotonicClock()
         sent = []
@@ -115,7 +105,7 @@ def test_midi_out_notes_arrive_on_time(jack_server):
         sink.close()
         time.sleep(0.1)
     finally:
-        port.close_port()
+        port.close()
     ons = [(t, m) for t, m in got if m[0] & 0xF0 == 0x90 and m[2] > 0]
     assert len(ons) > 10
     sched = [(t, m) for t, m in sent if m[0] & 0xF0 == 0x90]
@@ -384,7 +374,7 @@ def test_midi_threads_outlive_their_faults(jack_server):
     from drummachine.core.events import Event
     from drummachine.core.transport import MonotonicClock
 
-    port, got = receiver("rec-faults")
+    port, got = midi_recorder("rec-faults")
     tx = sender("pedal-faults")
     clock = MonotonicClock()
     calls = {"n": 0}
@@ -416,7 +406,7 @@ def test_midi_threads_outlive_their_faults(jack_server):
     finally:
         sink.close()
         inp.close()
-        port.close_port()
+        port.close()
         tx.close_port()
 
 
@@ -443,14 +433,14 @@ def test_play_headless_hands_out_what_generate_writes(jack_server, tmp_path):
     out = tmp_path / "song.mid"
     r = run_cli("generate", "--song", "slow_funk", "--seed", "3", "-o", out)
     assert r.returncode == 0, r.stderr
-    port, got = receiver("rec-play")
+    port, got = midi_recorder("rec-play")
     try:
         r = run_cli("play", "--headless", "--no-audio", "--midi-out", "rec-play:rx", "--song", "slow_funk",
                     "--seed", "3", "--duration", "9", "--log", tmp_path / "play.log")
         assert r.returncode == 0, r.stderr
         assert " 0 generator misses" in r.stderr, r.stderr
     finally:
-        port.close_port()
+        port.close()
     played = [(t, m[1], m[2]) for t, m in got if m[0] & 0xF0 == 0x90 and m[2] > 0]
     mid = mido.MidiFile(out)
     tempo = next(m.tempo for m in mid.tracks[0] if m.type == "set_tempo")

@@ -3,24 +3,21 @@
 go, the server restarted, garbage in. The recorder and sender are JACK-Client ports
 (benchmarks/jack_midi_probe.py), not this code."""
 
-import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from drummachine.core.events import Event
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("jack_midi_probe", ROOT / "benchmarks" / "jack_midi_probe.py")
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+from .conftest import ROOT, jack_probe
+
+probe = jack_probe()
 
 pytestmark = pytest.mark.jack
 
