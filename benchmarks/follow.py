@@ -139,10 +139,15 @@ def dynamics(performances: int = 4) -> dict:
 
 
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
-           **config) -> dict:
+           readings: dict | None = None, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
-    engine's beat times as committed. Isolates the following from this machine's JACK timing."""
+    engine's beat times as committed. Isolates the following from this machine's JACK timing.
+
+    ``readings``: a cache for tuning the follower alone (benchmarks/follow_tune.py --cached): the
+    tracker's readings and beats of a clip are kept there the first time and handed out again the
+    next, without the tracker (whose tempo prior then stays the song's instead of following the
+    engine's: a tuning aid, checked by a full replay)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -158,19 +163,28 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
-    tracker = BeatTracker(clip.rate, bpm, record_beats=True)
+    key = (str(path), scenario, mix, kit)
+    cached = readings.get(key) if readings is not None else None
+    tracker = BeatTracker(clip.rate, bpm, record_beats=True) if cached is None else None
+    heard: list = []
     engine.command("start")
     hop = clip.rate // 100
     beats, done, seq = [], 0, 0
     for i in range(0, clip.audio.size, hop):
-        tracker.process(clip.audio[i:i + hop])
+        if tracker is not None:
+            tracker.process(clip.audio[i:i + hop])
         if (i // hop) % 5 == 0:
-            e = tracker.estimate()
-            seq += 1
-            engine.command("band", BandReading(e.time, e.bpm, e.next_beat, e.confidence, e.loudness_db,
-                                               e.onsets_per_second, seq))
-            # the prior follows the engine's tempo, as the listener's link sets it
-            tracker.set_prior(engine.transport.bpm_at(engine.commit_cursor))
+            if cached is None:
+                e = tracker.estimate()
+                seq += 1
+                reading = BandReading(e.time, e.bpm, e.next_beat, e.confidence, e.loudness_db, e.onsets_per_second, seq)
+                heard.append(reading)
+                # the prior follows the engine's tempo, as the listener's link sets it
+                tracker.set_prior(engine.transport.bpm_at(engine.commit_cursor))
+            else:
+                reading = cached[0][seq]
+                seq += 1
+            engine.command("band", reading)
         engine.pump_generator()
         engine.pump()
         for step in range(done, engine.commit_cursor):
@@ -181,8 +195,11 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     raw = {"band_frames": clip.beats * follow_instrument.RATE, "played_frames": clip.played * follow_instrument.RATE,
            "drummer_frames": np.array(beats) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
            "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
+    if cached is None and readings is not None:
+        readings[key] = (heard, list(tracker.beats))
+    tracker_beats = tracker.beats if cached is None else cached[1]
     row = follow_instrument.measure(raw, clip, scenario)
-    row.update(decompose(clip, np.array(tracker.beats), np.array(beats)))
+    row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
     row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit})
     return row
 

@@ -32,8 +32,9 @@ KEYS = ("band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_ms_p9
         "tempo_error_pct_p95", "largest_bar_tempo_change_pct", "break_tempo_drift_pct", "beats_to_relock_after_break")
 
 
-def one(split: str, performances: int, scenarios: list[str], name: str, pairs: list[str]) -> dict:
-    """One setting, in this process."""
+def one(split: str, performances: int, scenarios: list[str], name: str, pairs: list[str],
+        readings: dict | None = None) -> dict:
+    """One setting, in this process (``readings``: the tracker's readings cached, follow.replay)."""
     import follow as bench
     import follow_material as material
 
@@ -43,12 +44,14 @@ def one(split: str, performances: int, scenarios: list[str], name: str, pairs: l
     for pair in pairs:
         key, value = pair.split("=")
         number = float(value) if "." in value else int(value)
+        if key.startswith("T.") and readings is not None:
+            raise SystemExit(f"{key}: a tracker's setting cannot be tuned on cached readings (drop --cached)")
         if key.startswith("T."):
             setattr(tracker, key[2:], number)
         else:
             config[key] = number
     t0 = time.time()
-    rows = [bench.replay(s, perf, **config) for perf in material.validation_performances(performances, split=split)
+    rows = [bench.replay(s, perf, readings=readings, **config) for perf in material.validation_performances(performances, split=split)
             for s in scenarios]
     out = {"name": name, "args": pairs, "split": split, "performances": performances, "secs": round(time.time() - t0)}
     for s in scenarios:
@@ -68,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--performances", type=int, default=4)
     ap.add_argument("--scenarios", default="steady,break,accelerando")
     ap.add_argument("--setting", action="append", default=[], help='"name key=value ..." (repeatable)')
+    ap.add_argument("--cached", action="store_true",
+                    help="follower settings only, in one process: the tracker runs once per clip, its readings "
+                         "are handed to every setting (its prior stays the song's tempo; check with a full run)")
     ap.add_argument("--one", nargs="*", help=argparse.SUPPRESS)  # a child: one setting
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -76,7 +82,13 @@ def main(argv=None) -> int:
         print(json.dumps(one(args.split, args.performances, scenarios, args.one[0], args.one[1:])), flush=True)
         return 0
     results = []
+    readings: dict = {}
     for setting in args.setting or ["base"]:
+        if args.cached:
+            words = setting.split()
+            results.append(one(args.split, args.performances, scenarios, words[0], words[1:], readings))
+            print(json.dumps(results[-1]), flush=True)
+            continue
         words = setting.split()
         r = subprocess.run([sys.executable, __file__, "--split", args.split, "--performances", str(args.performances),
                             "--scenarios", args.scenarios, "--one", *words], capture_output=True, text=True)

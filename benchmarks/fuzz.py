@@ -464,7 +464,7 @@ def controller_cases(rng: random.Random, n_messages: int = 2000) -> list[Case]:
 
     def callback_shapes():
         """rtmidi's callback with what a broken backend might hand it: never an exception out."""
-        from drummachine.midi.ports import MidiInput
+        from drummachine.midi.midi_in import MidiInput
 
         got = []
         inp = MidiInput.__new__(MidiInput)  # the callback alone: no port is opened

@@ -271,7 +271,8 @@ def test_a_damaged_model_is_one_line_and_nothing_on_stdout(tmp_path):
 def test_garbage_from_the_midi_backend_is_dropped_without_a_traceback(caplog):
     """A malformed callback event (not (bytes, delta)) was logged as a fault with its traceback."""
     from drummachine.core.transport import ManualClock
-    from drummachine.midi.ports import Faults, MidiInput
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import Faults
 
     got = []
     inp = MidiInput.__new__(MidiInput)
@@ -284,7 +285,8 @@ def test_garbage_from_the_midi_backend_is_dropped_without_a_traceback(caplog):
 
 def test_a_read_of_several_messages_times_each_by_the_gaps_rtmidi_measured():
     from drummachine.core.transport import ManualClock
-    from drummachine.midi.ports import Faults, MidiInput
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import Faults
 
     got = []
     inp = MidiInput.__new__(MidiInput)
@@ -385,7 +387,8 @@ def test_hostile_controller_over_jack_midi(jack_server):
     from drummachine.core.song import jam
     from drummachine.core.transport import ManualClock
     from drummachine.live.presets import controller_stack
-    from drummachine.midi.ports import MidiInput, find_port
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import find_port
 
     clock = ManualClock(10.0)
     sink = MemorySink()
@@ -474,7 +477,8 @@ def test_an_unterminated_sysex_does_not_deafen_the_controller(jack_server):
     import rtmidi
 
     from drummachine.core.transport import ManualClock
-    from drummachine.midi.ports import MidiInput, find_port
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import find_port
 
     received = []
     inp = MidiInput("jack", None, lambda m, t: received.append(m), ManualClock(0.0), label="sysex in")

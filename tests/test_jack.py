@@ -190,6 +190,7 @@ def test_the_controller_reader_never_reads_a_client_the_watch_deleted():
     import threading
 
     from drummachine.midi import ports
+    from drummachine.midi.midi_in import MidiInput
 
     watch = []
 
@@ -215,7 +216,7 @@ def test_the_controller_reader_never_reads_a_client_the_watch_deleted():
         def delete(self):
             self.deleted = True
 
-    reader = object.__new__(ports.MidiInput)  # its reading alone: no rtmidi, no threads of its own
+    reader = object.__new__(MidiInput)  # its reading alone: no rtmidi, no threads of its own
     reader.port = ports._Port("in", "jack", "ctl:tx", "control in")
     client = reader.port.client = reader.port.port = Client()
     batch = reader._drain()
@@ -370,7 +371,8 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
 def test_midi_threads_outlive_their_faults(jack_server):
     """A dispatcher step and a controller message that raise are counted and logged; the notes after
     them still go out and the messages after them still arrive."""
-    from drummachine.midi.ports import MidiInput, MidiOutSink
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import MidiOutSink
     from drummachine.core.events import Event
     from drummachine.core.transport import MonotonicClock
 

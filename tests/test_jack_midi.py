@@ -124,7 +124,7 @@ def test_midi_in_arrives_at_its_frames_time(jack_server):
     """Three messages in one period at frames 0, 40 and 100 come to the handler 40 and 100 frames'
     time apart, on the engine's clock, within two periods of the sender's own time for them."""
     own_client()
-    from drummachine.midi.ports import MidiInput
+    from drummachine.midi.midi_in import MidiInput
 
     tx = probe.Sender("jm-timed")
     clock = probe.JackClock()
@@ -182,7 +182,8 @@ def test_ports_unplugged_and_back(jack_server):
     looks is connected again too (the connection went with it)."""
     own_client()
     from drummachine.core.transport import MonotonicClock
-    from drummachine.midi.ports import MidiInput, MidiOutSink
+    from drummachine.midi.midi_in import MidiInput
+    from drummachine.midi.ports import MidiOutSink
 
     clock = MonotonicClock()
     rec, tx = probe.Recorder("jm-plug"), probe.Sender("jm-pedal2")
@@ -224,7 +225,7 @@ def test_garbage_in_is_dropped_and_the_controller_stays_deaf_to_nothing(jack_ser
     import random
 
     from drummachine.core.transport import MonotonicClock
-    from drummachine.midi.ports import MidiInput
+    from drummachine.midi.midi_in import MidiInput
 
     rng = random.Random(15)
     garbage = [bytes([0x40, 0x41]), bytes([0x90]), bytes([0xF4, 1]), bytes([0xF5]), bytes([0xFD]), bytes([0xFE]),

@@ -51,6 +51,12 @@ class FollowConfig:
     snap_on_lock: bool = True  #: on a (re)lock, a phase error above ``snap_above`` is taken in one go
     snap_above: float = 0.02  #: (coming in with the band, or back after a break: as a drummer would)
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
+    #: the share of the difference to the band's tempo (its beats' spacing) taken per beat (up to
+    #: the per-bar limit): 1 follows the spacing as it comes, smaller smooths its beat-to-beat noise
+    tempo_pull: float = 1.0
+    #: modes beat and all: the period moves by this share of the phase error each beat (a
+    #: second-order loop: a phase error the band keeps showing is a tempo difference; 0: off)
+    period_gain: float = 0.0
     lock_confidence: float = 0.5  #: readings at least this sure count towards a lock
     hold_confidence: float = 0.3  #: below this the machine holds
     #: sure readings in a row to lock from cold (50 ms apart: 0.2 s). 8 and 4 before: with the
@@ -385,16 +391,14 @@ class Follower:
             bpm = our_bpm
         else:
             step = c.max_tempo_per_bar / 4.0  # per beat
-            bpm = our_bpm * (1.0 + clamp(diff, -step, step))
+            change = c.tempo_pull * diff
+            if c.period_gain and self.mode in ("beat", "all"):
+                # the band's beat later than ours (error > 0): we are fast, the period grows
+                change -= c.period_gain * self._phase_error(r, our_beat, our_bpm) * our_bpm / 60.0
+            bpm = our_bpm * (1.0 + clamp(change, -step, step))
         beat_time = None
         if self.mode in ("beat", "all"):
-            period = 60.0 / our_bpm
-            g = self.grid
-            if c.band_extrapolation and g.x is not None and g.beats >= 3:
-                anchor = g.x[0] if c.grid_anchor else r.next_beat
-                self.phase_error = g.beat_near(anchor, our_beat) - our_beat
-            else:
-                self.phase_error = wrapped_error(r.next_beat, our_beat, period)
+            self.phase_error = self._phase_error(r, our_beat, our_bpm)
             move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
             if self.snap and abs(self.phase_error) > c.snap_above:
                 move = self.phase_error  # coming in: onto the band's beat at once
@@ -402,6 +406,14 @@ class Follower:
             beat_time = our_beat + move
         self.snap = False
         return Correction(bpm, beat_time, intensity)
+
+    def _phase_error(self, r: BandReading, our_beat: float, our_bpm: float) -> float:
+        """The band's beat nearest ours, minus ours."""
+        g = self.grid
+        if self.config.band_extrapolation and g.x is not None and g.beats >= 3:
+            anchor = g.x[0] if self.config.grid_anchor else r.next_beat
+            return g.beat_near(anchor, our_beat) - our_beat
+        return wrapped_error(r.next_beat, our_beat, 60.0 / our_bpm)
 
     def _tempo_before_doubt(self, our_bpm: float) -> float:
         """Our tempo ``rollback_beats`` beats before the first beat whose readings were not all

@@ -225,7 +225,8 @@ class Session:
         o = self.opts
         if not (o.midi_in or o.clock == "midi"):
             return
-        from drummachine.midi.ports import MidiInput, api_name
+        from drummachine.midi.midi_in import MidiInput
+        from drummachine.midi.ports import api_name
 
         inp = MidiInput(api_name(o.midi_api), o.midi_in, self.on_midi, self.clock)
         if not inp.connected:
