@@ -139,7 +139,7 @@ def dynamics(performances: int = 4) -> dict:
 
 
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
-           readings: dict | None = None, **config) -> dict:
+           readings: dict | None = None, wait_for_band: bool = False, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -147,7 +147,11 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     ``readings``: a cache for tuning the follower alone (benchmarks/follow_tune.py --cached): the
     tracker's readings and beats of a clip are kept there the first time and handed out again the
     next, without the tracker (whose tempo prior then stays the song's instead of following the
-    engine's: a tuning aid, checked by a full replay)."""
+    engine's: a tuning aid, checked by a full replay).
+
+    ``wait_for_band``: as ``play --wait-for-band``: the engine listens to the band's first bars
+    (the count-in) and comes in on its beat once locked; the row then also says after how many
+    band beats it came in and how many of its own beats it took from there to be locked."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -167,7 +171,10 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     cached = readings.get(key) if readings is not None else None
     tracker = BeatTracker(clip.rate, bpm, record_beats=True) if cached is None else None
     heard: list = []
-    engine.command("start")
+    if wait_for_band:
+        engine.wait_for_band = True
+    else:
+        engine.command("start")
     hop = clip.rate // 100
     beats, done, seq = [], 0, 0
     for i in range(0, clip.audio.size, hop):
@@ -200,8 +207,26 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     tracker_beats = tracker.beats if cached is None else cached[1]
     row = follow_instrument.measure(raw, clip, scenario)
     row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
+    if wait_for_band:
+        row.update(coming_in(clip, np.array(beats)))
     row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit})
     return row
+
+
+def coming_in(clip, ours: np.ndarray, lock_error: float = 0.030) -> dict:
+    """Waiting for the band: after how many of the band's beats the machine came in, and how many
+    of its own beats from there until 4 in a row within ``lock_error`` of the band's (0: locked
+    from its first beat)."""
+    truth = clip.beats
+    if ours.size < 4:
+        return {"came_in_after_band_beats": None, "own_beats_to_lock_after_coming_in": None}
+    k = np.clip(np.searchsorted(truth, ours), 1, truth.size - 1)
+    nearest = np.where(np.abs(truth[k] - ours) < np.abs(truth[k - 1] - ours), truth[k], truth[k - 1])
+    ok = np.abs(ours - nearest) < lock_error
+    lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), None)
+    return {"came_in_after_band_beats": round(float((ours[0] - truth[0]) / np.median(np.diff(truth))), 2),
+            "own_beats_to_lock_after_coming_in": lock,
+            "coming_in_error_ms": round(float(ours[0] - nearest[0]) * 1000, 1)}
 
 
 def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: float = 0.030) -> dict:
@@ -240,20 +265,22 @@ def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: flo
 
 
 def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
-            scenarios=tuple(material.SCENARIOS)) -> dict:
+            scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False) -> dict:
     rows = []
     for perf in material.validation_performances(performances, split=split):
         for scenario in scenarios:
-            rows.append(replay(scenario, perf, mix=mix, kit=kit))
+            rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band))
             rows[-1]["split"] = split
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "phase_errors_ms"}), flush=True)
-    return {"split": split, "performances": performances, "mix": mix, "kit": kit, "clips": rows,
+    return {"split": split, "performances": performances, "mix": mix, "kit": kit, "wait_for_band": wait_for_band,
+            "clips": rows,
             "summary_median_over_performances": summarize(rows, scenarios)}
 
 
 REPLAY_KEYS = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                "band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_vs_played_ms_p50",
-               "phase_error_ms_p50", "break_tempo_drift_pct", "beats_to_relock_after_break")
+               "phase_error_ms_p50", "break_tempo_drift_pct", "beats_to_relock_after_break",
+               "came_in_after_band_beats", "own_beats_to_lock_after_coming_in")
 
 
 def summarize(rows: list[dict], scenarios) -> dict:
@@ -265,6 +292,11 @@ def summarize(rows: list[dict], scenarios) -> dict:
         s = {k: round(float(np.median([r[k] for r in got if r.get(k) is not None])), 2)
              for k in REPLAY_KEYS if any(r.get(k) is not None for r in got)}
         s["never_locked"] = sum(r.get("band_beats_to_lock") is None for r in got)
+        if any("came_in_after_band_beats" in r for r in got):  # waiting for the band
+            s["locked_within_4_own_beats_of_coming_in"] = sum((r.get("own_beats_to_lock_after_coming_in") is not None
+                                                               and r["own_beats_to_lock_after_coming_in"] <= 4)
+                                                              for r in got)
+            s["clips"] = len(got)
         for k in ("tracker_error_ms_p5_p50_p95", "follower_adds_ms_p5_p50_p95", "machine_error_ms_p5_p50_p95"):
             vals = [r[k] for r in got if r.get(k)]
             if vals:
@@ -284,6 +316,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")
     ap.add_argument("--kit", default="builtin", help="--replay: the drums' kit (mix drums): builtin or a Hydrogen kit")
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
+    ap.add_argument("--wait-for-band", action="store_true",
+                    help="--replay: as play --wait-for-band (the count-in: the machine comes in once locked)")
     ap.add_argument("--trackers", default=",".join(TRACKERS))
     ap.add_argument("--underruns", action="store_true",
                     help="underruns without --listen, with it (PortAudio capture) and with the Python callback "
@@ -300,7 +334,7 @@ def main(argv=None) -> int:
         print(json.dumps(result["tracker"]["summary"], indent=1))
     if args.replay:
         result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
-                                   args.scenarios.split(","))
+                                   args.scenarios.split(","), args.wait_for_band)
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.dynamics:
         result["dynamics"] = dynamics()
