@@ -324,6 +324,12 @@ def main(argv=None) -> int:
                          "capture, in turns, jack_simple_client in the graph")
     ap.add_argument("--rounds", type=int, default=3, help="--underruns: rounds of the three turns")
     ap.add_argument("--underrun-bars", type=int, default=12, help="--underruns: bars of the band clip per turn")
+    ap.add_argument("--underrun-minutes", type=float, default=0.0,
+                    help="--underruns: the clip looped to this many minutes per turn (the issue's 10-minute run)")
+    ap.add_argument("--turns", default="", help="--underruns: only the turns whose label holds one of these "
+                                                "(comma-separated: without,PortAudio,Python)")
+    ap.add_argument("--real-model", action="store_true",
+                    help="--underruns: the shipped model instead of the stand-in (generator misses mean something)")
     ap.add_argument("--jackd-log", default=None, help="--underruns: the JACK server's log (who jackd blamed)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -19,9 +19,10 @@ shipped as audio. Used by ``benchmarks/follow.py`` and by the tests (``tests/tes
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,18 @@ class Clip:
     @property
     def seconds(self) -> float:
         return self.audio.size / self.rate
+
+
+def looped(clip: Clip, seconds: float) -> Clip:
+    """``clip`` played again and again to at least ``seconds`` (long runs: underruns over 10
+    minutes); the truth repeated with it (the seams are a beat apart only if the clip's length is
+    a whole number of beats: for counting underruns, not for phase figures)."""
+    times = max(1, int(math.ceil(seconds / clip.seconds)))
+    shift = np.repeat(np.arange(times) * clip.seconds, clip.beats.size)
+    tile = lambda x: None if x is None else np.tile(x, times)  # noqa: E731
+    return replace(clip, audio=np.tile(clip.audio, times), beats=np.tile(clip.beats, times) + shift,
+                   audible=tile(clip.audible), tempo=tile(clip.tempo), played=None if clip.played is None
+                   else np.tile(clip.played, times) + shift)
 
 
 def validation_performances(count: int = 8, bars: int = BARS + 1, root: Path = GROOVE,
