@@ -61,9 +61,10 @@ def test_no_jack_server_is_one_clear_line(tmp_path):
     code = ("from drummachine.midi import jack_midi\n"
             "from drummachine.core.errors import DrumMachineError\n"
             "if not jack_midi.available(): print('unavailable'); raise SystemExit\n"
-            "try:\n    jack_midi.JackPort('out', None, 'out').open(strict=True)\n"
+            "from drummachine.midi.jack_port import JackPort\n"
+            "try:\n    JackPort('out', None, 'out').open(strict=True)\n"
             "except DrumMachineError as exc:\n    print('error:', exc)\n"
-            "p = jack_midi.JackPort('in', None, 'control in')\n"
+            "p = JackPort('in', None, 'control in')\n"
             "print(p.open(strict=False), p.message)\n")
     env = {**os.environ, "JACK_DEFAULT_SERVER": f"nobody-here-{os.getpid()}"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from drummachine.midi import jack_midi
+from drummachine.midi.jack_port import JackPort
 from drummachine.midi.ports import Faults, _Port, own_jack_client
 
 log = logging.getLogger("drummachine")
@@ -39,7 +40,7 @@ class MidiInput:
         self.faults = Faults()
         self.dropped = 0  #: events that were not MIDI bytes
         self.jack = own_jack_client(api)
-        self.port = jack_midi.JackPort("in", port, label, ignore=jack_midi.IGNORE_SYSEX | jack_midi.IGNORE_ACTIVE_SENSE) \
+        self.port = JackPort("in", port, label, ignore=jack_midi.IGNORE_SYSEX | jack_midi.IGNORE_ACTIVE_SENSE) \
             if self.jack else _Port("in", api, port, label, on_open=self._attach)
         self.running = True
         self.port.open(strict=False)

@@ -22,6 +22,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
 from drummachine.midi import jack_midi
 from drummachine.midi.jack_midi import find_port  # one port-name lookup for both kinds of port
+from drummachine.midi.jack_port import JackPort, WatchedPort
 from drummachine.midi.jack_server import PORTS, drop_clients_of_a_gone_server
 
 log = logging.getLogger("drummachine")
@@ -85,7 +86,7 @@ def list_ports(api: str, direction: str = "out") -> list[str]:
         raise DrumMachineError(f"MIDI ({api})", f"cannot reach the MIDI system: {exc}") from None
 
 
-class _Port(jack_midi.WatchedPort):
+class _Port(WatchedPort):
     """Opens (and re-opens) one rtmidi port by name; ``connected`` says whether it is there now."""
 
     def __init__(self, direction: str, api: str, wanted: str | None, label: str, on_open=None):
@@ -234,7 +235,7 @@ class MidiOutSink(Sink):
                  on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True):
         self.jack = own_jack_client(api)
         label = "drums out" if port else "out"
-        self.port = jack_midi.JackPort("out", port, label) if self.jack else _Port("out", api, port, label)
+        self.port = JackPort("out", port, label) if self.jack else _Port("out", api, port, label)
         self.clock = clock
         self.notemap = notemap
         self.channel = (channel or notemap.channel) - 1
