@@ -492,3 +492,26 @@ def test_a_step_whose_new_version_after_a_cue_is_late_plays_as_it_was_not_a_bar_
     assert np.array_equal(e.played[c0 + 1], before[c0 + 1])
     h.run(1.0)  # the generator catches up: no more late steps, nothing kept from before the cue
     assert e.stats.misses == 0 and e.stats.late_cues == 1 and all(k >= e.commit_cursor for k in e.superseded)
+
+
+def test_cues_faster_than_the_generator_never_leave_a_step_unready(harness):
+    """A storm of cues (a pedal stamped on, controller spam): each rewinds the generator before it
+    has redone more than a step. What was generated before the first cue still plays where the
+    new version is not ready (the soak's one miss in its first 16 minutes was this: a second
+    rewind had thrown away the steps kept from before the first)."""
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    e = h.engine
+    e.command("start")
+    h.run(2.5)
+    c0 = e.commit_cursor
+    first = {k: e.generated[k][0].copy() for k in range(c0, c0 + 4)}
+    for value in (0.3, -0.2, 0.5):  # three cues, the generator redoing one step between them
+        e.command("density", value)
+        e.pump()
+        e.pump_generator(max_steps=1)
+    assert c0 + 3 not in e.generated and c0 + 3 in e.superseded
+    for c in range(c0, c0 + 4):
+        h.clock.set(e.transport.time_of(c))
+        e.pump()
+    assert e.commit_cursor == c0 + 4 and e.stats.misses == 0 and e.stats.late_cues >= 1
+    assert np.array_equal(e.played[c0 + 3], first[c0 + 3]), "the step as generated before the storm"

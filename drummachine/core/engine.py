@@ -291,8 +291,8 @@ class Engine(CommandHandlers):
             before_cue = self.superseded.pop(c, None)
             for k in [k for k in self.superseded if k < c]:
                 del self.superseded[k]
-        if item is None and before_cue is not None:
-            hvo = before_cue
+        if item is None and before_cue is not None and self._fixed_step(c, plan) is None:
+            hvo = before_cue  # (a step the plan makes silent, final or a count-in is built from the plan)
             self.stats.late_cues += 1
         else:
             hvo = self._fallback(c, plan) if item is None else item[0]
@@ -384,7 +384,10 @@ class Engine(CommandHandlers):
                     item = self.generated.get(r)
                     if item is not None:
                         self.gen.restore(item[1])
-                        self.superseded = {k: self.generated.pop(k)[0] for k in sorted(self.generated) if k >= r}
+                        redone = {k: self.generated.pop(k)[0] for k in sorted(self.generated) if k >= r}
+                        # cues faster than the generator: a step not redone since the last rewind
+                        # keeps its version from before it (else it would have none: a miss)
+                        self.superseded = {**{k: v for k, v in self.superseded.items() if k >= r}, **redone}
                         self.gen_cursor = r
                         self.stats.regenerated += 1
                     self.rewind = None
