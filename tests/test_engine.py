@@ -515,3 +515,49 @@ def test_cues_faster_than_the_generator_never_leave_a_step_unready(harness):
         e.pump()
     assert e.commit_cursor == c0 + 4 and e.stats.misses == 0 and e.stats.late_cues >= 1
     assert np.array_equal(e.played[c0 + 3], first[c0 + 3]), "the step as generated before the storm"
+
+
+def test_a_stop_and_start_before_the_first_step_plays_leaves_no_step_unready(harness):
+    """A start/stop toggle stamped twice in a row (the soak's learned toggle under controller spam
+    did it): stopped before its first step, started again. The steps generated ahead from the top
+    are still the song's first ones; they were thrown away while the generator stayed past them
+    (8 misses at every such restart)."""
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    e = h.engine
+    h.run(0.5)  # stopped: the generator fills the lookahead from the top
+    assert e.gen_cursor == e.lookahead
+    e.command("start")
+    for _ in range(3):
+        e.command("toggle")  # stop
+        e.command("toggle")  # start again, from the top
+        e.pump()
+    assert e.playing and e.commit_cursor == 0
+    h.run(3.0)
+    assert e.stats.misses == 0 and e.commit_cursor > 16
+
+
+def test_a_restart_while_the_generator_is_inside_a_step_is_not_mixed_with_the_old_song(harness):
+    """The song restarts (start after playing: from the top) while the generator thread is inside
+    a model call for a step of the old run: that step is thrown away, the generator starts again
+    from the top, and the restarted song plays with no miss."""
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    e = h.engine
+    e.command("start")
+    h.run(2.0)
+    assert e.gen_cursor > 16
+    real_step = e.gen.step
+
+    def step_while_the_song_restarts(*args, **kw):
+        e.gen.step = real_step
+        with e.lock:  # what the commit thread does meanwhile: stop, start (from the top)
+            e._stop()
+            e._start(h.clock.now())
+        return real_step(*args, **kw)
+
+    e.gen.step = step_while_the_song_restarts
+    h.clock.set(e.transport.time_of(e.commit_cursor))
+    e.pump()  # a step plays: the generator has one to make
+    assert e.pump_generator(max_steps=1) == 1 and e.gen.step == real_step
+    assert e.gen_cursor == 0 and not e.generated, "the old run's step is not kept in the new one"
+    h.run(3.0)
+    assert e.stats.misses == 0 and e.commit_cursor > 16

@@ -289,6 +289,7 @@ class CommandHandlers:
             self.playing = False
             self._send([Event(self.clock.now(), STOP)])
             self._panic()
-            with self.lock:
-                self.generated.clear()
-                self.superseded.clear()
+            if self.commit_cursor:  # the next start is from the top (_start resets the song);
+                with self.lock:  # stopped before the first step, what is generated is the top
+                    self.generated.clear()
+                    self.superseded.clear()

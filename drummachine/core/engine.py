@@ -140,6 +140,8 @@ class Engine(CommandHandlers):
         self.applied_bpm: float | None = None
         self.manual_tempo = False
         self.cued_bar = -1  #: the last bar whose change the cue bus announced
+        #: counts the songs (re)started: a step the generator was making for the one before is dropped
+        self.song_run = getattr(self, "song_run", 0) + 1
         self.gen.reset()
 
     def snapshot(self) -> Snapshot:
@@ -410,6 +412,7 @@ class Engine(CommandHandlers):
     def _generate(self, g: int, c: int) -> None:
         """Generate step ``g`` (or, if the playhead passed it, let the model hear what played)."""
         with self.lock:
+            run = self.song_run
             plan = self.conductor.plan(g // STEPS_PER_BAR)
             played = self.played.get(g) if g < c else None
             bpm = self.transport.bpm_at(g) * self.transport.feel_at(g)
@@ -424,7 +427,8 @@ class Engine(CommandHandlers):
         if played is not None:  # fell behind: the step was already played from the cache
             self.gen.force(played, style, s, phrase, cont)
             with self.lock:
-                self.gen_cursor = max(self.gen_cursor, g + 1)
+                if not self._restarted_meanwhile(run):
+                    self.gen_cursor = max(self.gen_cursor, g + 1)
             return
         state_before = self.gen.save()
         if plan.kind == GROOVE and s == 0 and plan.bar_in_section == 0:
@@ -447,6 +451,8 @@ class Engine(CommandHandlers):
                 self.gen.overwrite_last(hvo)
         self.stats.gen_seconds.append(time.perf_counter() - t0)
         with self.lock:
+            if self._restarted_meanwhile(run):
+                return
             if self.rewind is not None and self.rewind <= g:
                 # a cue changed this step while it was generated: do it again
                 if self.rewind == g:
@@ -457,6 +463,16 @@ class Engine(CommandHandlers):
                 self.generated[g] = (hvo, state_before)
             self.gen_cursor = g + 1
             self.stats.generated += 1
+
+    def _restarted_meanwhile(self, run: int) -> bool:
+        """(Lock held.) The song restarted while the generator made a step of the run before: the
+        step is dropped, and the model, which went on from the old run's context meanwhile, starts
+        again from the top (nothing of the new run is generated yet: this thread is the generator)."""
+        if run == self.song_run:
+            return False
+        self.gen.reset()
+        self.section_states.clear()
+        return True
 
     def _steering_at(self, plan: BarPlan, g: int) -> Steering:
         """The sampling steering of step ``g``: the knobs', and at the first steps of a fill the
