@@ -431,7 +431,7 @@ def test_the_real_threads_survive_a_failing_output(harness):
 
 
 def test_a_fill_the_foot_asks_for_pushes_toms_and_snare_until_one_sounds(harness):
-    from drummachine.core.engine import FILL_PUSH
+    from drummachine.core.generation import FILL_PUSH
 
     h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
     h.engine.command("start")
@@ -449,7 +449,7 @@ def test_a_fill_the_foot_asks_for_pushes_toms_and_snare_until_one_sounds(harness
 
 
 def test_a_backbeat_snare_does_not_end_the_fill_push_and_a_second_step_without_a_fill_note_pushes_harder(harness):
-    from drummachine.core.engine import FILL_PUSH
+    from drummachine.core.generation import FILL_PUSH
     from drummachine.core.steps import empty_step, sounds_fill
 
     groove_snare = empty_step()

@@ -13,7 +13,8 @@ plays the fallback step, one in a generator step leaves the step to the fallback
 with its traceback, counted per loop (``Stats.faults``) and shown on the health line.
 
 Both are plain methods: tests call them on a manual clock; ``run_threads`` runs them for real.
-What each command does is in core.command_handlers (the engine inherits it).
+What each command does is in core.command_handlers, the generator loop in core.generation (the
+engine inherits both).
 """
 
 from __future__ import annotations
@@ -23,33 +24,26 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from drummachine.core import commands
 from drummachine.core.command_handlers import CLICK_LEVEL, CommandHandlers
 from drummachine.core.commands import Command
-from drummachine.core.conditioning import Cues
-from drummachine.core.conductor import (COUNT_IN, ENDING, FINAL, GROOVE, SILENT, BarPlan, Conductor, announces_change,
-                                        with_feel)
+from drummachine.core.conductor import COUNT_IN, FINAL, GROOVE, SILENT, BarPlan, Conductor, announces_change
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import CLOCK, STOP, Event, Sink
 from drummachine.core.follow import FollowConfig, Follower
+from drummachine.core.generation import GeneratorLoop
 from drummachine.core.sampling import Steering
-from drummachine.core.sections import cues_for
 from drummachine.core.snapshot import QueuedCue, Snapshot, empty_grid
 from drummachine.core.song import Song
-from drummachine.core.steps import accented, count_in_step, final_step, empty_step, sounds_fill, step_events
-from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Clock, TapTempo, Transport
-from drummachine.core.voices import HITS, SNARE, TOMS
+from drummachine.core.steps import count_in_step, final_step, empty_step, step_events
+from drummachine.core.transport import STEPS_PER_BAR, Clock, TapTempo, Transport
 
 log = logging.getLogger("drummachine")
 MISSES_LOGGED = 50  #: generator misses logged one by one (then only counted)
-#: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds,
-#: the second step twice as hard
-FILL_ONSET_STEPS = 2
-FILL_PUSH = {**{v: 4.0 for v in TOMS}, SNARE: 2.0}
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
 #: an event for the cue bus alone (audio.process plays its section-cue sound): never sent to other outputs
 CUE = "cue"
@@ -77,7 +71,7 @@ class Stats:
     faults: dict = field(default_factory=dict)  #: loop -> exceptions caught
 
 
-class Engine(CommandHandlers):
+class Engine(GeneratorLoop, CommandHandlers):
     """Song conductor + generator + transport + outputs."""
 
     def __init__(self, generator, song: Song, clock: Clock, sinks: list[Sink], *, lookahead: int = 8,
@@ -374,152 +368,6 @@ class Engine(CommandHandlers):
         if plan.kind == SILENT:
             return empty_step()
         return None
-
-    # --- the generator loop ---------------------------------------------------------------
-    def pump_generator(self, max_steps: int = 1_000_000) -> int:
-        """Generate (or catch up on) steps up to ``lookahead`` ahead of the playhead."""
-        done = 0
-        while done < max_steps:
-            with self.lock:
-                if self.rewind is not None and self.rewind < self.gen_cursor:
-                    r = max(self.rewind, self.commit_cursor)
-                    item = self.generated.get(r)
-                    if item is not None:
-                        self.gen.restore(item[1])
-                        redone = {k: self.generated.pop(k)[0] for k in sorted(self.generated) if k >= r}
-                        # cues faster than the generator: a step not redone since the last rewind
-                        # keeps its version from before it (else it would have none: a miss)
-                        self.superseded = {**{k: v for k, v in self.superseded.items() if k >= r}, **redone}
-                        self.gen_cursor = r
-                        self.stats.regenerated += 1
-                    self.rewind = None
-                elif self.rewind is not None:
-                    self.rewind = None
-                g, c = self.gen_cursor, self.commit_cursor
-                if not self.playing and c == 0 and g >= self.lookahead:
-                    return done
-                if g >= c + self.lookahead:
-                    return done
-            try:
-                self._generate(g, c)
-            except Exception:
-                self._fault("generator", f"step {g}: left to the fallback")
-                with self.lock:  # the step plays from the cache; the model goes on from the next
-                    self.gen_cursor = max(self.gen_cursor, g + 1)
-            done += 1
-        return done
-
-    def _generate(self, g: int, c: int) -> None:
-        """Generate step ``g`` (or, if the playhead passed it, let the model hear what played)."""
-        with self.lock:
-            run = self.song_run
-            plan = self.conductor.plan(g // STEPS_PER_BAR)
-            played = self.played.get(g) if g < c else None
-            bpm = self.transport.bpm_at(g) * self.transport.feel_at(g)
-            accent = g in self.conductor.accents
-            locked = plan.section in self.conductor.locked
-            fresh_from = self.conductor.regenerate_from.get(plan.section)
-            cont = self._cont(plan, g % STEPS_PER_BAR, bpm)
-        s = g % STEPS_PER_BAR
-        style = self._style_index(plan.style)
-        phrase = plan.bar_in_section % 4
-        t0 = time.perf_counter()
-        if played is not None:  # fell behind: the step was already played from the cache
-            self.gen.force(played, style, s, phrase, cont)
-            with self.lock:
-                if not self._restarted_meanwhile(run):
-                    self.gen_cursor = max(self.gen_cursor, g + 1)
-            return
-        state_before = self.gen.save()
-        if plan.kind == GROOVE and s == 0 and plan.bar_in_section == 0:
-            saved = self.section_states.get(plan.section)
-            if locked and saved is not None:
-                self.gen.restore(saved)
-            elif fresh_from is not None and plan.bar >= fresh_from:
-                self.gen.rng = np.random.default_rng(self.gen.rng.integers(1 << 62))
-                self.section_states[plan.section] = self.gen.save()
-            else:
-                self.section_states.setdefault(plan.section, self.gen.save())
-        fixed = self._fixed_step(g, plan)
-        if fixed is not None:
-            self.gen.force(fixed, style, s, phrase, cont)
-            hvo = fixed
-        else:
-            hvo = self.gen.step(style, s, phrase, cont, self._steering_at(plan, g))
-            if accent or (plan.crash_on_one and s == 0):
-                hvo = accented(hvo)
-                self.gen.overwrite_last(hvo)
-        self.stats.gen_seconds.append(time.perf_counter() - t0)
-        with self.lock:
-            if self._restarted_meanwhile(run):
-                return
-            if self.rewind is not None and self.rewind <= g:
-                # a cue changed this step while it was generated: do it again
-                if self.rewind == g:
-                    self.gen.restore(state_before)
-                    self.rewind = None
-                return
-            if g >= self.commit_cursor:
-                self.generated[g] = (hvo, state_before)
-            self.gen_cursor = g + 1
-            self.stats.generated += 1
-
-    def _restarted_meanwhile(self, run: int) -> bool:
-        """(Lock held.) The song restarted while the generator made a step of the run before: the
-        step is dropped, and the model, which went on from the old run's context meanwhile, starts
-        again from the top (nothing of the new run is generated yet: this thread is the generator)."""
-        if run == self.song_run:
-            return False
-        self.gen.reset()
-        self.section_states.clear()
-        return True
-
-    def _steering_at(self, plan: BarPlan, g: int) -> Steering:
-        """The sampling steering of step ``g``: the knobs', and at the first steps of a fill the
-        foot asked for, a push on the toms and the snare until a note that belongs to the fill has
-        sounded (``sounds_fill``: a backbeat snare is the groove's), harder on each step without
-        one, so the fill is heard at once rather than when the model gets round to it. The snare
-        is pushed only where the bar before had none: elsewhere it would not be heard as the fill."""
-        s = g % STEPS_PER_BAR
-        if plan.fill_from is None or plan.bar not in self.conductor.fill_requests or \
-                not plan.fill_from <= s < plan.fill_from + FILL_ONSET_STEPS:
-            return self.steering
-        with self.lock:
-            def heard(k):
-                hvo = self.played.get(k)
-                return hvo if hvo is not None else self.generated.get(k, (None,))[0]
-            for k in range(g - (s - plan.fill_from), g):
-                hvo = heard(k)
-                if hvo is not None and sounds_fill(hvo, heard(k - STEPS_PER_BAR)):
-                    return self.steering
-            before = heard(g - STEPS_PER_BAR)
-        snare_counts = before is None or before[HITS, SNARE] < 0.5
-        harder = 1 + s - plan.fill_from
-        push = {v: harder * p for v, p in FILL_PUSH.items() if v != SNARE or snare_counts}
-        return replace(self.steering, voice_bias=tuple(b + push.get(v, 0.0)
-                                                       for v, b in enumerate(self.steering.voice_bias)))
-
-    def _style_index(self, style: str) -> int:
-        try:
-            return self.gen.cond.styles.index(style)
-        except ValueError:
-            return 0
-
-    def _cont(self, plan: BarPlan, step: int, bpm: float) -> np.ndarray:
-        cond = self.gen.cond
-        bpm = max(BPM_RANGE[0], min(BPM_RANGE[1], bpm))
-        if plan.kind != GROOVE and plan.kind != ENDING:
-            return cond.cont(bpm, Cues())
-        g = plan.bar * STEPS_PER_BAR + step
-        fill = plan.fill_at(step) or plan.kind == ENDING
-        section = self.song.sections[plan.section] if plan.section >= 0 else None
-        feel = section.feel if section else None
-        cues = cues_for(cond, plan.style if plan.style in cond.styles else "any", plan.intensity, fill,
-                        feel.density_shift if feel else 0.0, feel.complexity_shift if feel else 0.0,
-                        cymbal=self.conductor.cymbal(plan, g), voices=section.voices if section else ())
-        if plan.feel is not None:
-            cues = with_feel(cues, plan.feel, asked_fill=fill and plan.bar in self.conductor.fill_requests)
-        return cond.cont(bpm, self.conductor.voices_at(g, cues))
 
     # --- running for real -----------------------------------------------------------------
     def run_threads(self, stop: threading.Event, sleep=None) -> list[threading.Thread]:
