@@ -49,7 +49,7 @@ class GeneratorLoop:
                     self.rewind = None
                 elif self.rewind is not None:
                     self.rewind = None
-                g, c = self.gen_cursor, self.commit_cursor
+                g, c, run = self.gen_cursor, self.commit_cursor, self.song_run
                 if not self.playing and c == 0 and g >= self.lookahead:
                     return done
                 if g >= c + self.lookahead:
@@ -59,7 +59,8 @@ class GeneratorLoop:
             except Exception:
                 self._fault("generator", f"step {g}: left to the fallback")
                 with self.lock:  # the step plays from the cache; the model goes on from the next
-                    self.gen_cursor = max(self.gen_cursor, g + 1)
+                    if not self._restarted_meanwhile(run):
+                        self.gen_cursor = max(self.gen_cursor, g + 1)
             done += 1
         return done
 
