@@ -100,7 +100,21 @@ class JackServer:
         for c in by_state.values():
             total.update(c)
         late = [int(x) for x in re.findall(r"JackTimedDriver::Process XRun = (\d+) usec", text)]
+        # per period: a client fed by another that is late is unfinished too (drummachine's MIDI
+        # client comes after the soak's controller, a Python callback): "alone" counts the periods
+        # a client was the only one unfinished, its own lateness and nobody else's
+        alone: Counter = Counter()
+        unfinished: set = set()
+        for line in text.splitlines():
+            m = re.search(r"client = (.+?) was not finished", line)
+            if m:
+                unfinished.add(m.group(1))
+            elif "ProcessGraphAsyncMaster: Process error" in line:
+                if len(unfinished) == 1:
+                    alone.update(unfinished)
+                unfinished = set()
         return {"not_finished_by_client": dict(total.most_common()),
+                "not_finished_alone_by_client": dict(alone.most_common()),
                 "not_finished_by_state": {k: dict(v.most_common()) for k, v in by_state.items()},
                 "finished_late_by_client": dict(Counter(re.findall(r"client (\S+) finished after current callback",
                                                                   text)).most_common()),
