@@ -561,3 +561,23 @@ def test_a_restart_while_the_generator_is_inside_a_step_is_not_mixed_with_the_ol
     assert e.gen_cursor == 0 and not e.generated, "the old run's step is not kept in the new one"
     h.run(3.0)
     assert e.stats.misses == 0 and e.commit_cursor > 16
+
+
+def test_a_restart_after_a_pause_plays_from_its_first_step(harness):
+    """Paused, unpaused (back in on the next beat), stopped before that beat and started again from
+    the top: the new run is heard from its first step, not from the old run's step number (the
+    soak's 40 minutes had 4 bars handed out and not heard after a pause, a stop and a start)."""
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"))
+    e = h.engine
+    e.command("start")
+    h.run(6.0)
+    e.command("pause", True)
+    e.command("pause", False)
+    e.command("pause", False)  # an unpause while playing changes nothing
+    e.command("stop")
+    e.command("start")
+    e.pump()
+    sink = h.sink
+    before = len(sink.notes())
+    h.run(2.0)
+    assert e.commit_cursor >= 8 and len(sink.notes()) > before, "the restarted song is heard"

@@ -100,10 +100,11 @@ class CommandHandlers:
         self._set_tempo(bpm, self.commit_cursor)
 
     def _on_pause(self, value, now):
+        was = self.paused
         self.paused = not self.paused if value is None else value
         if self.paused:
             self._panic()
-        else:
+        elif was:  # (an unpause while playing is nothing to do)
             self.resume_step = next_beat(self.commit_cursor)  # back in on the next beat
 
     def _on_next(self, number, now):
@@ -282,6 +283,7 @@ class CommandHandlers:
         self.applied_bpm = first
         self.playing = True
         self.paused = False
+        self.resume_step = None  # an unpause's step belongs to the run before: this one plays at once
         self._send([Event(start, START)])
 
     def _stop(self) -> None:
