@@ -581,3 +581,30 @@ def test_a_restart_after_a_pause_plays_from_its_first_step(harness):
     before = len(sink.notes())
     h.run(2.0)
     assert e.commit_cursor >= 8 and len(sink.notes()) > before, "the restarted song is heard"
+
+
+def test_a_groove_bar_the_model_leaves_empty_gets_a_kick_or_a_hat_from_its_middle(harness):
+    """Knobs at their extremes (a temperature near 0, the density far down) can make the model
+    leave a groove bar without a hit (two bars of the soak's 40 minutes): from the bar's middle
+    the kick and the hats are pushed until one sounds."""
+    from drummachine.core.fake_generator import FakeGenerator
+    from drummachine.core.voices import HITS
+
+    class Sparse(FakeGenerator):  # plays nothing unless pushed
+        def step(self, style, step_in_bar, bar_in_phrase, cont, steering=None):
+            hvo = super().step(style, step_in_bar, bar_in_phrase, cont, steering) * 0.0
+            if steering is not None and steering.voice_bias[KICK] > 1.0:
+                hvo[0, KICK], hvo[1, KICK] = 1.0, 0.8
+            self.prev = hvo
+            return hvo
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0").replace("bars = 2", "bars = 8"), gen=Sparse())
+    e = h.engine
+    e.command("start")
+    h.run(8.0)
+    bars = e.commit_cursor // 16
+    assert bars >= 3
+    for bar in range(bars):
+        hits = [int(e.played[bar * 16 + s][HITS].sum()) for s in range(16) if bar * 16 + s in e.played]
+        if len(hits) == 16:
+            assert sum(hits) == 1 and hits[8] == 1, (bar, hits)  # one kick, at the middle

@@ -19,12 +19,17 @@ from drummachine.core.sampling import Steering
 from drummachine.core.sections import cues_for
 from drummachine.core.steps import accented, sounds_fill
 from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR
-from drummachine.core.voices import HITS, SNARE, TOMS
+from drummachine.core.voices import CLOSED_HAT, HITS, KICK, SNARE, TOMS
 
 #: a fill the foot asks for: its first steps push the toms and the snare (hit logits) until one sounds,
 #: the second step twice as hard
 FILL_ONSET_STEPS = 2
 FILL_PUSH = {**{v: 4.0 for v in TOMS}, SNARE: 2.0}
+#: a groove bar the model has left without a hit up to this step (knobs at their extremes: a
+#: temperature near 0 with the density far down left two bars of the soak empty) gets the kick
+#: and the hats pushed (hit logits) until one sounds: a drummer asked to play sparse still plays
+EMPTY_BAR_FROM = 8
+EMPTY_BAR_PUSH = {KICK: 4.0, CLOSED_HAT: 4.0}
 
 
 class GeneratorLoop:
@@ -136,13 +141,20 @@ class GeneratorLoop:
         one, so the fill is heard at once rather than when the model gets round to it. The snare
         is pushed only where the bar before had none: elsewhere it would not be heard as the fill."""
         s = g % STEPS_PER_BAR
+
+        def heard(k):
+            hvo = self.played.get(k)
+            return hvo if hvo is not None else self.generated.get(k, (None,))[0]
+
+        if plan.kind == GROOVE and s >= EMPTY_BAR_FROM:
+            with self.lock:
+                bar = [heard(k) for k in range(g - s, g)]
+            if all(hvo is not None and not (hvo[HITS] > 0.5).any() for hvo in bar):
+                return self._pushed(EMPTY_BAR_PUSH)
         if plan.fill_from is None or plan.bar not in self.conductor.fill_requests or \
                 not plan.fill_from <= s < plan.fill_from + FILL_ONSET_STEPS:
             return self.steering
         with self.lock:
-            def heard(k):
-                hvo = self.played.get(k)
-                return hvo if hvo is not None else self.generated.get(k, (None,))[0]
             for k in range(g - (s - plan.fill_from), g):
                 hvo = heard(k)
                 if hvo is not None and sounds_fill(hvo, heard(k - STEPS_PER_BAR)):
@@ -150,7 +162,10 @@ class GeneratorLoop:
             before = heard(g - STEPS_PER_BAR)
         snare_counts = before is None or before[HITS, SNARE] < 0.5
         harder = 1 + s - plan.fill_from
-        push = {v: harder * p for v, p in FILL_PUSH.items() if v != SNARE or snare_counts}
+        return self._pushed({v: harder * p for v, p in FILL_PUSH.items() if v != SNARE or snare_counts})
+
+    def _pushed(self, push: dict[int, float]) -> Steering:
+        """The knobs' steering with ``push`` added to those voices' hit logits."""
         return replace(self.steering, voice_bias=tuple(b + push.get(v, 0.0)
                                                        for v, b in enumerate(self.steering.voice_bias)))
 
