@@ -117,7 +117,11 @@ async def test_cue_paths_reach_the_engine_and_show_on_screen():
         await pilot.press("n")
         await pilot.pause(0.1)
         assert engine.conductor.queued is not None
-        song_text = str(app.query_one("#song").render())
+        for _ in range(40):  # the screen is redrawn TEST_FPS times a second (a loaded host: later)
+            song_text = str(app.query_one("#song").render())
+            if "chorus at bar" in song_text:
+                break
+            await pilot.pause(0.05)
         assert "chorus at bar" in song_text  # the queued cue is shown until it takes effect
         play(4.0)
         assert engine.snapshot().section == "chorus"
