@@ -125,7 +125,7 @@ def timing(schedule: Path, events: list, offset_us: float) -> dict:
 
 def run_turn(way: str, args, env: dict, work: Path, turn: int, jackd_log: Path, ctl) -> dict:
     tag = f"{way.replace(' ', '-')}-{turn}"
-    rec = probe.RecorderProcess("jmb-rec", work, env=env)
+    rec = probe.RecorderProcess("jmb-rec", env=env)
     schedule, log = work / f"{tag}.schedule", work / f"{tag}.log"
     engine_env = {**env, **WAYS[way], "DRUMMACHINE_MIDI_API": "jack"}
     cmd = [sys.executable, "-m", "drummachine", "play", "--headless", "--no-audio", "--style", "funk", "--bpm", "100",

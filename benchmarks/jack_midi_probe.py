@@ -10,6 +10,7 @@ Each event recorded carries its frame and two readings of when that frame is:
 - ``dll_us``: JACK's DLL for the period (``jack_get_cycle_times``) plus the offset.
 
     python benchmarks/jack_midi_probe.py record CLIENT OUT.txt   # a recorder in its own process
+    python benchmarks/jack_midi_probe.py stream CLIENT PORT      # one that writes each event to stdout
     python benchmarks/jack_midi_probe.py send CLIENT             # a sender: a message a line (decimal bytes)
 """
 
@@ -36,6 +37,8 @@ def libjack():
         lib.jack_get_cycle_times.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32),
                                              ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
                                              ctypes.POINTER(ctypes.c_float)]
+        lib.jack_last_frame_time.restype = ctypes.c_uint32
+        lib.jack_last_frame_time.argtypes = [ctypes.c_void_p]
         _libjack = lib
     return _libjack
 
@@ -81,6 +84,13 @@ class Recorder:
         self.rate = self.client.samplerate
         self.events: list[tuple[int, float, float, bytes, int]] = []
         self.periods = 0
+        # JACK's word that a period overran somewhere in the graph (any client late)
+        self.xruns = 0
+        # periods this recorder itself never processed (its callback late by a period or more: what
+        # was written to its port in those periods was overwritten before it read it). Its own
+        # loss, not the measured sender's: the tests tolerate a loss only where this is not 0.
+        self.skipped = 0
+        self._last_first: int | None = None
         self._ptr = _pointer(self.client)
         lib = libjack()
         f0, t0, t1, per = ctypes.c_uint32(), ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_float()
@@ -89,6 +99,10 @@ class Recorder:
         def process(frames):
             wake = lib.jack_get_time()
             self.periods += 1
+            first = lib.jack_last_frame_time(self._ptr)
+            if self._last_first is not None:
+                self.skipped += max(0, ((first - self._last_first) % 2**32) // frames - 1)
+            self._last_first = first
             events = list(self.port.incoming_midi_events())
             if not events:
                 return
@@ -100,6 +114,10 @@ class Recorder:
                 self.events.append((f0.value + offset, wall, t0.value + offset * us_per_frame, bytes(data), f0.value))
                 if sink is not None:
                     sink.append((wall / 1e6 + to_monotonic, list(bytes(data))))
+
+        @self.client.set_xrun_callback
+        def xrun(delay):
+            self.xruns += 1
 
         self.client.activate()
         self.name = f"{self.client.name}:{port}"
@@ -178,8 +196,8 @@ def record_to_file(client: str, out: str) -> None:
         time.sleep(0.2)
     rec.close()
     with open(out + ".part", "w") as f:
-        for frame, wall, dll, data, first in rec.events:
-            f.write(f"{frame} {wall:.1f} {dll:.1f} {first} {' '.join(str(b) for b in data)}\n")
+        f.write(f"# xruns {rec.xruns} skipped {rec.skipped}\n")
+        f.writelines(_event_line(e) for e in rec.events)
     os.replace(out + ".part", out)
 
 
@@ -187,31 +205,88 @@ def read_recording(path) -> list[tuple[int, float, float, bytes, int]]:
     """A recorder process's file as ``Recorder.events``."""
     events = []
     for line in Path(path).read_text().splitlines():
-        frame, wall, dll, first, *data = line.split()
-        events.append((int(frame), float(wall), float(dll), bytes(int(b) for b in data), int(first)))
+        if not line.startswith("#"):
+            events.append(_parse_event(line))
     return events
 
 
-class RecorderProcess:
-    """A recorder in a process of its own (its callback then never waits for the measured
-    process's interpreter lock); ``stop()`` returns its events."""
+def _event_line(event) -> str:
+    frame, wall, dll, data, first = event
+    return f"{frame} {wall:.1f} {dll:.1f} {first} {' '.join(str(b) for b in data)}\n"
 
-    def __init__(self, name: str, folder, env=None):
-        self.out = str(Path(folder) / f"{name}.rec")
-        self.name = f"{name}:rx"
-        self.proc = subprocess.Popen([sys.executable, __file__, "record", name, self.out], env=env,
+
+def _parse_event(line: str) -> tuple[int, float, float, bytes, int]:
+    frame, wall, dll, first, *data = line.split()
+    return int(frame), float(wall), float(dll), bytes(int(b) for b in data), int(first)
+
+
+def stream_to_stdout(client: str, port: str) -> None:
+    """In a process of its own: record until SIGTERM, each event a line on stdout within about
+    20 ms of its period; last a line ``# xruns X skipped S periods P``."""
+    rec = Recorder(client, port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(f"ready {rec.rate} {rec.name}", flush=True)
+    written = 0
+    while True:
+        stopping = done.wait(0.02)
+        if stopping:
+            rec.close()  # no event after this one's last look
+        upto = len(rec.events)
+        if upto > written:
+            sys.stdout.write("".join(_event_line(e) for e in rec.events[written:upto]))
+            sys.stdout.flush()
+            written = upto
+        if stopping:
+            break
+    print(f"# xruns {rec.xruns} skipped {rec.skipped} periods {rec.periods}", flush=True)
+
+
+class RecorderProcess:
+    """A recorder in a process of its own, so that its callback never waits for the interpreter
+    lock of the process under test (a recorder late by a period loses what was written in it):
+    ``events`` as ``Recorder.events``, filling as they come; ``sink`` as ``Recorder``'s. After
+    ``stop()``: ``xruns``, ``skipped`` (periods the recorder itself missed: the only loss a test
+    may put down to the host) and ``periods``."""
+
+    def __init__(self, name: str, env=None, port: str = "rx", sink: list | None = None):
+        self.proc = subprocess.Popen([sys.executable, __file__, "stream", name, port], env=env,
                                      stdout=subprocess.PIPE, text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the recorder did not start")
-        self.rate = 48000
+        ready = self.proc.stdout.readline().split()
+        if ready[:1] != ["ready"]:
+            self.proc.kill()
+            raise RuntimeError(f"the recorder {name} did not start")
+        self.rate, self.name = int(ready[1]), ready[2]
         self.events: list = []
+        self.xruns = self.skipped = self.periods = 0
+        self._sink = sink
+        self._to_monotonic = monotonic_minus_jack()
+        self._reader = threading.Thread(target=self._read, name=f"recorder {name}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("# xruns"):
+                _, _, xruns, _, skipped, _, periods = line.split()
+                self.xruns, self.skipped, self.periods = int(xruns), int(skipped), int(periods)
+                continue
+            event = _parse_event(line)
+            self.events.append(event)
+            if self._sink is not None:
+                self._sink.append((event[1] / 1e6 + self._to_monotonic, list(event[3])))
 
     def stop(self) -> list:
         if self.proc.poll() is None:
             self.proc.terminate()
+        try:
             self.proc.wait(20)
-        self.events = read_recording(self.out) if Path(self.out).exists() else []
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)
         return self.events
+
+    close = stop
 
 
 def send_from_stdin(client: str) -> None:
@@ -227,7 +302,9 @@ def send_from_stdin(client: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "record":
+    if len(sys.argv) == 4 and sys.argv[1] == "stream":
+        stream_to_stdout(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "record":
         record_to_file(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "send":
         send_from_stdin(sys.argv[2])

@@ -92,11 +92,12 @@ def jack_probe():
 
 
 def midi_recorder(name: str, port: str = "rx"):
-    """A JACK MIDI input ``name:port`` in this process: ``(recorder, got)``, ``got`` filling with
-    ``(time.monotonic() of the event's frame, [bytes...])``; ``recorder.close()`` when done (its
-    JACK client goes too: the next test's recorder gets the same name)."""
+    """A JACK MIDI input ``name:port`` in a process of its own (out of this one's interpreter lock):
+    ``(recorder, got)``, ``got`` filling with ``(time.monotonic() of the event's frame, [bytes...])``;
+    ``recorder.close()`` when done (its JACK client goes too: the next test's recorder gets the
+    same name)."""
     got: list = []
-    return jack_probe().Recorder(name, port, sink=got), got
+    return jack_probe().RecorderProcess(name, port=port, sink=got), got
 
 
 def own_jack_server(monkeypatch, ports: int, label: str):

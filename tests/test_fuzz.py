@@ -407,14 +407,13 @@ def test_hostile_controller_over_jack_midi(jack_server):
     sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "fuzz-controller")
     # a plain JACK-Client recorder on the same output: what a JACK MIDI input gets from this sender
     # on this machine at this moment (a loaded host can drop or split an event before any input sees it)
-    ref = jack_probe().Recorder("fuzz-reference", "ref")
+    ref = jack_probe().RecorderProcess("fuzz-reference", port="ref")
     try:
         assert inp.connected, inp.message
         sender.open_port(find_port(sender.get_ports(), "fuzz in", "fuzz in"), "out")
         ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split("\n")
         out_port = next(p for p in ports if p.startswith("fuzz-controller") and p.endswith(":out"))
-        ref_port = next(p for p in ports if p.startswith("fuzz-reference") and p.endswith(":ref"))
-        subprocess.run(["jack_connect", out_port, ref_port], check=True)
+        subprocess.run(["jack_connect", out_port, ref.name], check=True)
         rng = random.Random(15)
         sent_markers = 0
         engine.command("start")
@@ -448,10 +447,13 @@ def test_hostile_controller_over_jack_midi(jack_server):
         sender.delete()
         ref.close()
         inp.close()
+    reference = [data for _, _, _, data, _ in ref.events if data[0] not in (0xF0, 0xFE)]  # as the input ignores
     # what the reference recorder got is what was delivered (python-rtmidi's callback input, which
     # waits for the GIL in JACK's thread, lost or repeated a few under load in benchmarks/fuzz.py
-    # --midi-input). Within 1% of it:
-    assert abs(len(received) - len(reference)) <= 0.01 * len(reference), (len(received), len(reference))
+    # --midi-input). Within 1% of it; where the reference itself missed periods (a host stall),
+    # the input lost no more than it did
+    assert abs(len(received) - len(reference)) <= 0.01 * len(reference) or \
+        0 < ref.skipped and len(received) >= 0.99 * len(reference), (len(received), len(reference), ref.skipped)
     # and the known CCs came through (a loaded host has lost one or two before any input saw them)
     assert received.count(marker) >= 0.98 * sent_markers and sent_markers >= 150
     assert commands.count("tempo_up") >= received.count(marker)

@@ -78,14 +78,14 @@ def test_no_jack_server_is_one_clear_line(tmp_path):
 
 # --- over the test server ----------------------------------------------------------------------
 
-def test_notes_land_on_their_frames(jack_server, tmp_path):
+def test_notes_land_on_their_frames(jack_server):
     """Messages due a fraction of a period apart land that many frames apart (rtmidi would write
     them all at the start of the next period), each within a period of its time by the recorder's
     own wake-up, and the panic ends the notes still sounding."""
     own_client()
     from drummachine.midi.ports import MidiOutSink
 
-    rec = probe.RecorderProcess("jm-frames", tmp_path)
+    rec = probe.RecorderProcess("jm-frames")
     clock = probe.JackClock()
     sent = []
     sink = MidiOutSink("jack", "jm-frames:rx", clock, on_sent=lambda t, m: sent.append((t, m)))
@@ -106,15 +106,22 @@ def test_notes_land_on_their_frames(jack_server, tmp_path):
         rec.stop()
     assert stats["written"] == 41 + 41 + 1 and stats["dropped"] == 0 and stats["not_queued"] == 0, stats
     ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
-    assert len(ons) == 41, (stats, len(ons), [list(e[3]) for e in rec.events])
+    # all of them, unless the recorder itself missed a period (a host stall: up to 3 notes in one)
+    assert len(ons) == 41 or 0 < rec.skipped and len(ons) >= 41 - 3 * rec.skipped, \
+        (stats, len(ons), rec.skipped, [list(e[3]) for e in rec.events])
     # two notes due 0.9 ms apart in one period: that far apart by JACK's clock for its frames
     # (rtmidi writes everything at the start of the period after its send: 0 apart)
     apart = [(b[2] - a[2]) / 1e6 for a, b in zip(ons[:40], ons[1:40]) if a[4] == b[4]]
     assert len(apart) >= 10 and np.median(np.abs(np.array(apart) - 0.0009)) < 50e-6, apart
     due = np.array([t for t, m in sent if m[0] == 0x99 and m[2] > 0][:40])
+    frames = np.array([e[0] for e in ons[:40]])
     wall = np.array([e[1] for e in ons[:40]]) / 1e6
     period = 128 / rec.rate
-    assert np.median(np.abs(wall - due)) < period, wall - due
+    # the recorder's wake-ups are the dummy driver's, late by a period or more now and then on a
+    # loaded host; the frames are the sample clock. A note's time: its frame on the grid anchored
+    # at the least late wake-up (where a sound card would play it)
+    on_grid = (wall - frames / rec.rate).min() + frames / rec.rate
+    assert np.median(np.abs(on_grid - due)) < period, (on_grid - due, wall - due)
     last = ons[-1][3][1]
     offs = [e for e in rec.events if e[3][0] in (0x89, 0x99) and e[3][1] == last and (e[3][0] == 0x89 or e[3][2] == 0)]
     assert offs and offs[-1][0] < ons[-1][0] + 0.04 * rec.rate, "the panic ended the last note before its note-off"
@@ -154,7 +161,7 @@ def test_one_client_for_notes_clock_and_controller(jack_server):
     from drummachine.live.session import Options, Session
 
     tx = probe.Sender("jm-pedal")
-    rec = probe.Recorder("jm-one")
+    rec = probe.RecorderProcess("jm-one")
     try:
         opts = Options(audio=False, midi_out="jm-one:rx", midi_in="jm-pedal:tx", clock_out=True, fake_model=True,
                        style="rock", bpm=120)
@@ -187,7 +194,7 @@ def test_ports_unplugged_and_back(jack_server):
     from drummachine.midi.ports import MidiOutSink
 
     clock = MonotonicClock()
-    rec, tx = probe.Recorder("jm-plug"), probe.Sender("jm-pedal2")
+    rec, tx = probe.RecorderProcess("jm-plug"), probe.Sender("jm-pedal2")
     got = []
     sink = MidiOutSink("jack", "jm-plug:rx", clock)
     inp = MidiInput("jack", "jm-pedal2:tx", lambda m, t: got.append(m), clock)
@@ -198,14 +205,14 @@ def test_ports_unplugged_and_back(jack_server):
         assert wait_for(lambda: not sink.connected and not inp.connected, 2.5)
         assert "disconnected" in sink.port.message
         sink.send([Event(clock.now() + 0.01, "note", 0, 1.0, 0)])  # to nowhere: no harm
-        rec, tx = probe.Recorder("jm-plug"), probe.Sender("jm-pedal2")
+        rec, tx = probe.RecorderProcess("jm-plug"), probe.Sender("jm-pedal2")
         assert wait_for(lambda: sink.connected and inp.connected, 2.5), (sink.port.message, inp.message)
         sink.send([Event(clock.now() + 0.01, "note", 1, 1.0, 1)])
         tx.send([(0, bytes([0xB0, 7, 1]))])
         assert wait_for(lambda: [0xB0, 7, 1] in got and any(e[3][0] == 0x99 for e in rec.events), 1.0)
         # gone and back, likely within one look of the watch (a port that is there at both looks)
         rec.close()
-        rec = probe.Recorder("jm-plug")
+        rec = probe.RecorderProcess("jm-plug")
         assert wait_for(lambda: subprocess.run(["jack_lsp", "-c", "jm-plug:rx"], capture_output=True,
                                                text=True).stdout.count("drummachine:drums out") == 1, 2.5)
         sink.send([Event(clock.now() + 0.01, "note", 2, 1.0, 2)])
@@ -236,7 +243,7 @@ def test_garbage_in_is_dropped_and_the_controller_stays_deaf_to_nothing(jack_ser
     tx = probe.Sender("jm-garbage")
     # what a JACK MIDI input gets from this sender on this host at this moment (a loaded host can
     # leave a period of the sender's out before any input sees it)
-    ref = probe.Recorder("jm-garbage-ref")
+    ref = probe.RecorderProcess("jm-garbage-ref")
     subprocess.run(["jack_connect", tx.name, ref.name], check=True)
     got = []
     inp = MidiInput("jack", "jm-garbage:tx", lambda m, t: got.append(bytes(m)), MonotonicClock())
@@ -268,14 +275,14 @@ def test_garbage_in_is_dropped_and_the_controller_stays_deaf_to_nothing(jack_ser
     assert all(isinstance(b, int) and 0 <= b <= 255 for m in got for b in m)
 
 
-def test_bad_messages_out_are_refused_and_a_flood_waits_or_is_counted(jack_server, tmp_path):
+def test_bad_messages_out_are_refused_and_a_flood_waits_or_is_counted(jack_server):
     """What the out ring refuses (no status byte, empty, SysEx, over 6 bytes) is counted; a flood
     of notes far ahead fills the callback's heap and the ring, the rest is counted not queued; a
     panic still gets through at once (it is not queued behind them) and drops them."""
     own_client()
     from drummachine.midi.ports import MidiOutSink
 
-    rec = probe.RecorderProcess("jm-flood", tmp_path)
+    rec = probe.RecorderProcess("jm-flood")
     clock = probe.JackClock()
     sink = MidiOutSink("jack", "jm-flood:rx", clock)
     try:
