@@ -90,7 +90,8 @@ ONSET_LAG = -0.007
 #: the fold's beat is an average over the last few beats, so the loop hears the band late and
 #: swings slowly round it; the onset picked nearest the loop's last beat (within ONSET_WINDOW of a
 #: period) says where that one beat was. ONSET_PULL: the share of the way the fold's next beat is
-#: moved towards it (0: the fold alone)
+#: moved towards it (0: the fold alone). Tried at 0.15-1.0: the median bias goes, the spread
+#: grows (one human note is noisier than the fold's average): docs/follow.md, off
 ONSET_PULL = 0.0
 ONSET_WINDOW = 0.15
 ONSET_SETTLE = 0.04  #: seconds after a beat before its onset has been picked
