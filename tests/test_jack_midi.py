@@ -80,8 +80,8 @@ def test_no_jack_server_is_one_clear_line(tmp_path):
 
 def test_notes_land_on_their_frames(jack_server):
     """Messages due a fraction of a period apart land that many frames apart (rtmidi would write
-    them all at the start of the next period), each within a period of its time by the recorder's
-    own wake-up, and the panic ends the notes still sounding."""
+    them all at the start of the next period), each within a period of its time by its frame (on
+    the sample clock), and the panic ends the notes still sounding."""
     own_client()
     from drummachine.midi.ports import MidiOutSink
 
