@@ -25,6 +25,8 @@ DROP_VOICES = {v: OFF for v in range(N_VOICES) if v not in (KICK, CLOSED_HAT, OP
 CYMBAL_CYCLE = ("hats", "ride", "auto")
 #: --wait-for-band: sure readings (50 ms apart) after the lock before coming in: about a bar
 BAND_COUNT_IN_READINGS = 30
+#: a tempo change (relative) from which the steps already made ahead are made again
+REGENERATE_TEMPO_CHANGE = 0.05
 CLICK_LEVEL = 0.5  #: the click's level on the cue bus when the song sets none (as audio.process's)
 
 
@@ -269,8 +271,15 @@ class CommandHandlers:
     def _set_tempo(self, bpm: float, c: int, at_once: bool = False) -> None:
         bpm = min(BPM_RANGE[1], max(BPM_RANGE[0], bpm))
         self.manual_tempo = True
-        self.transport.set_tempo(bpm, c if at_once else next_bar(c))
-        self._rewind_to(c)
+        at = c if at_once else next_bar(c)
+        before = self.transport.bpm_at(at)
+        self.transport.set_tempo(bpm, at)
+        # the steps already made move with the transport at once and keep their notes; the model
+        # hears the new tempo from the next step it makes. Only a change that makes another way of
+        # playing has them made again (a storm of 1-3 bpm nudges, each rewinding to the playhead,
+        # kept the generator from ever getting ahead)
+        if abs(bpm / before - 1.0) >= REGENERATE_TEMPO_CHANGE:
+            self._rewind_to(at)
 
     def _start(self, now: float) -> None:
         manual = self.transport.anchor.bpm if self.manual_tempo else None
