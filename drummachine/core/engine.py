@@ -20,6 +20,7 @@ engine inherits both).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -370,12 +371,15 @@ class Engine(GeneratorLoop, CommandHandlers):
         return None
 
     # --- running for real -----------------------------------------------------------------
-    def run_threads(self, stop: threading.Event, sleep=None) -> list[threading.Thread]:
+    def run_threads(self, stop: threading.Event, sleep=None, commit_priority: int = 0) -> list[threading.Thread]:
         """Start the commit and generator loops as daemon threads until ``stop`` is set. A loop
-        body that raises is counted and the loop goes on (see the module's doc)."""
+        body that raises is counted and the loop goes on (see the module's doc).
+        ``commit_priority``: SCHED_FIFO for the commit loop where the system allows (0: as started)."""
         sleep = sleep or time.sleep
 
         def commit_loop():
+            if commit_priority:
+                real_time_thread("commit", commit_priority)
             while not stop.is_set():
                 try:
                     self.pump()
@@ -401,3 +405,16 @@ class Engine(GeneratorLoop, CommandHandlers):
         for t in threads:
             t.start()
         return threads
+
+
+def real_time_thread(name: str, priority: int) -> bool:
+    """SCHED_FIFO at ``priority`` for the calling thread: the commit loop's work is a few hundred
+    microseconds a step and it sleeps between, so it can never hold a core, and a process busy on
+    the same cores (a UI starting, a build) can no longer keep it from handing out a step on time.
+    One line in the log where the system does not allow it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (AttributeError, PermissionError, OSError) as exc:
+        log.info("%s loop: no real-time priority (%s); it runs as the process does", name, exc)
+        return False
