@@ -87,14 +87,6 @@ LOOP_ACTIVITY = 0.0
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
 ONSET_LAG = -0.007
-#: the fold's beat is an average over the last few beats, so the loop hears the band late and
-#: swings slowly round it; the onset picked nearest the loop's last beat (within ONSET_WINDOW of a
-#: period) says where that one beat was. ONSET_PULL: the share of the way the fold's next beat is
-#: moved towards it (0: the fold alone). Tried at 0.15-1.0: the median bias goes, the spread
-#: grows (one human note is noisier than the fold's average): docs/follow.md, off
-ONSET_PULL = 0.0
-ONSET_WINDOW = 0.15
-ONSET_SETTLE = 0.04  #: seconds after a beat before its onset has been picked
 
 
 @dataclass(frozen=True)
@@ -338,22 +330,7 @@ class BeatTracker:
                 self.next_beat += self.period
             self.confidence *= float(np.clip(1.0 - (self.jitter - JITTER_OK) / JITTER_OK, 0.0, 1.0))
             return
-        if ONSET_PULL > 0 and self.next_beat > 0 and self.period > 0:
-            next_beat = self._onset_nudged(next_beat, period, now)
         self._lock_loop(next_beat, period, now)
-
-    def _onset_nudged(self, measured: float, period: float, now: float) -> float:
-        """The fold's next beat, moved ONSET_PULL of the way towards where the onset picked at the
-        loop's last beat puts it."""
-        last = self.next_beat
-        while last > now - ONSET_SETTLE:
-            last -= self.period
-        near = [t for t in self._onset_times[-8:] if abs(t - last) < ONSET_WINDOW * self.period]
-        if not near:
-            return measured
-        onset = min(near, key=lambda t: abs(t - last))
-        by_onset = onset + period * round((measured - onset) / period)
-        return measured + ONSET_PULL * (by_onset - measured)
 
     def _lock_loop(self, measured: float, period: float, now: float) -> None:
         """A phase-locked loop over the fold's beats: each measurement moves the predicted beat

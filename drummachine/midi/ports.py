@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Callable
 
+from drummachine.core.engine import real_time_thread
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
@@ -327,7 +328,7 @@ class MidiOutSink(Sink):
 
     def _run(self) -> None:
         if self.realtime:
-            _try_realtime(70)
+            real_time_thread("midi out", 70)
         while self.running:
             try:
                 self._dispatch()
@@ -410,11 +411,3 @@ class Faults:
         self.count += 1
         if self.count <= self.LOGGED:
             log.exception("%s thread: %s (caught, going on; %d so far)", thread, what, self.count)
-
-
-def _try_realtime(priority: int) -> bool:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return True
-    except (AttributeError, PermissionError, OSError):
-        return False
