@@ -283,6 +283,28 @@ REPLAY_KEYS = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_erro
                "came_in_after_band_beats", "own_beats_to_lock_after_coming_in")
 
 
+def played_floor(performances: int, split: str = "validation", scenarios=("steady",), skip_beats: int = 8) -> dict:
+    """How far the band's own beat is from the truth (the click, moved by the drummer's median
+    lead), per clip: the drummers drift ahead of the click and behind it over a few bars, and the
+    band here plays where the drummer played. A machine exactly on the band's beat as played is
+    this far off the truth; ``causal_8``: one that knew where the band played each past beat and
+    put the next at the mean of the last 8 (what a follower can know at best)."""
+    rows = []
+    for path, bpm in material.validation_performances(performances, split=split):
+        for scenario in scenarios:
+            clip = material.cached_clip(path, bpm, scenario, "band")
+            lead = clip.played - clip.beats
+            use = clip.audible.copy()
+            use[:skip_beats] = False
+            causal = np.array([lead[max(0, i - 8):i].mean() if i else 0.0 for i in range(lead.size)])
+            rows.append({"performance": path, "bpm": bpm, "scenario": scenario,
+                         "played_vs_truth_ms_p95": round(float(np.percentile(np.abs(lead[use]), 95) * 1000), 1),
+                         "causal_8_vs_truth_ms_p95": round(float(np.percentile(np.abs(causal[use]), 95) * 1000), 1)})
+    summary = {sc: {k: round(float(np.median([r[k] for r in rows if r["scenario"] == sc])), 1)
+                    for k in ("played_vs_truth_ms_p95", "causal_8_vs_truth_ms_p95")} for sc in scenarios}
+    return {"rows": rows, "summary_median_over_performances": summary}
+
+
 def summarize(rows: list[dict], scenarios) -> dict:
     """Medians over the performances per scenario; the signed decomposition as the medians of each
     clip's 5th, 50th and 95th percentiles; how many clips never locked."""
@@ -311,6 +333,8 @@ def main(argv=None) -> int:
     ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
     ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
     ap.add_argument("--replay", action="store_true", help="tracker + follower through the engine, no JACK")
+    ap.add_argument("--floor", action="store_true",
+                    help="how far the band's beat as played is from the truth (what no follower can take out)")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")
@@ -342,6 +366,9 @@ def main(argv=None) -> int:
         result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
                                    args.scenarios.split(","), args.wait_for_band)
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
+    if args.floor:
+        result["floor"] = played_floor(args.performances, args.split, args.scenarios.split(","))
+        print(json.dumps(result["floor"]["summary_median_over_performances"], indent=1))
     if args.dynamics:
         result["dynamics"] = dynamics()
     if args.instrument:

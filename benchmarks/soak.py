@@ -122,6 +122,33 @@ class JackServer:
                 "driver_late_wakeups": len(late), "driver_late_ms_max": round(max(late, default=0) / 1000, 2)}
 
 
+#: the engine's memory settles within its first minute: the model's KV cache fills up to its
+#: context (128 steps, 8 bars) in every step kept ahead and in each section's saved start, and the
+#: first of each fault path (a mixer restart, a port gone) allocates what it keeps; what grows
+#: after that is what a long gig would see
+WARM_UP_SECONDS = 60.0
+
+
+def rss_growth(samples: list[tuple[float, int, int]]) -> dict:
+    """RssAnon growth over the run (kB): from the first sample, and from the first after the warm-up;
+    and the slope over the run's second half (kB a minute: a leak is a slope, not a step)."""
+    if len(samples) < 2:
+        return {}
+    t_end, end = samples[-1][0], samples[-1][1]
+    warm = next((s for s in samples if s[0] >= WARM_UP_SECONDS), samples[0])
+    half = [s for s in samples if s[0] >= t_end / 2]
+    slope = None
+    if len(half) >= 3:
+        t = [s[0] / 60.0 for s in half]
+        r = [s[1] for s in half]
+        mt, mr = sum(t) / len(t), sum(r) / len(r)
+        den = sum((a - mt) ** 2 for a in t)
+        slope = round(sum((a - mt) * (b - mr) for a, b in zip(t, r)) / den, 2) if den else None
+    return {"from_first": end - samples[0][1], "first_at_s": samples[0][0],
+            "from_warm_up": end - warm[1], "warm_up_at_s": warm[0],
+            "second_half_kb_per_minute": slope}
+
+
 def traceback_tails(log: str, most: int = 5) -> list[str]:
     """The first few tracebacks of a log, each as its last frame and the exception: what to read first."""
     tails = []
@@ -661,6 +688,7 @@ class Soak:
             "faults_injected": Counter(e[1] for e in self.events),
             "events": self.events,
             "engine_rss_anon_shmem_kb_over_time": self.rss_samples,
+            "engine_rss_anon_growth_kb": rss_growth(self.rss_samples),
             "log": {"ui_detached": log.count("UI detached ("), "tracebacks": log.count("Traceback"),
                     "traceback_tails": traceback_tails(log),
                     "refused_lines": log.count("refused:"), "audio_restarted": log.count("audio process stopped"),
