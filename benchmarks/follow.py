@@ -138,8 +138,26 @@ def dynamics(performances: int = 4) -> dict:
     return {"step_db": -10.0, "clips": rows}
 
 
+def oracle_tracker(clip, at: str):
+    """The shipped tracker whose onset strength is an ideal beat detector's: a 10 ms bump at each
+    of the band's audible beats as played (``at="played"``) or at the click itself (``"click"``).
+    What is left of the phase error then is the tracker's loop and the follower, not the hearing."""
+    from drummachine.listen.tracker import BeatTracker
+
+    beats = (clip.played if at == "played" else clip.beats)[clip.audible]
+
+    class OracleTracker(BeatTracker):
+        def _onset_strength(self, flux: float) -> float:
+            t = self.frame_time(self.frames)
+            k = int(np.searchsorted(beats, t))
+            d = min(abs(t - beats[max(0, k - 1)]), abs(t - beats[min(k, beats.size - 1)]))
+            return float(np.exp(-0.5 * (d / 0.010) ** 2))
+
+    return OracleTracker(clip.rate, clip.bpm, record_beats=True)
+
+
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
-           readings: dict | None = None, wait_for_band: bool = False, **config) -> dict:
+           readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -151,7 +169,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
 
     ``wait_for_band``: as ``play --wait-for-band``: the engine listens to the band's first bars
     (the count-in) and comes in on its beat once locked; the row then also says after how many
-    band beats it came in and how many of its own beats it took from there to be locked."""
+    band beats it came in and how many of its own beats it took from there to be locked.
+
+    ``oracle``: "played" or "click": the tracker hears an ideal beat detector (``oracle_tracker``)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -169,7 +189,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
     key = (str(path), scenario, mix, kit)
     cached = readings.get(key) if readings is not None else None
-    tracker = BeatTracker(clip.rate, bpm, record_beats=True) if cached is None else None
+    tracker = None
+    if cached is None:
+        tracker = oracle_tracker(clip, oracle) if oracle else BeatTracker(clip.rate, bpm, record_beats=True)
     heard: list = []
     if wait_for_band:
         engine.wait_for_band = True
@@ -209,7 +231,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
-    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit})
+    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle})
     return row
 
 
@@ -265,14 +287,15 @@ def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: flo
 
 
 def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
-            scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False) -> dict:
+            scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False, oracle: str | None = None) -> dict:
     rows = []
     for perf in material.validation_performances(performances, split=split):
         for scenario in scenarios:
-            rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band))
+            rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band, oracle=oracle))
             rows[-1]["split"] = split
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "phase_errors_ms"}), flush=True)
     return {"split": split, "performances": performances, "mix": mix, "kit": kit, "wait_for_band": wait_for_band,
+            "oracle": oracle,
             "clips": rows,
             "summary_median_over_performances": summarize(rows, scenarios)}
 
@@ -333,6 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
     ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
     ap.add_argument("--replay", action="store_true", help="tracker + follower through the engine, no JACK")
+    ap.add_argument("--oracle", default=None, choices=("played", "click"),
+                    help="--replay: the tracker hears an ideal beat detector (at the band's beats as played, "
+                         "or at the click): what the loop and the follower leave")
     ap.add_argument("--floor", action="store_true",
                     help="how far the band's beat as played is from the truth (what no follower can take out)")
     ap.add_argument("--performances", type=int, default=8)
@@ -364,7 +390,7 @@ def main(argv=None) -> int:
         print(json.dumps(result["tracker"]["summary"], indent=1))
     if args.replay:
         result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
-                                   args.scenarios.split(","), args.wait_for_band)
+                                   args.scenarios.split(","), args.wait_for_band, args.oracle)
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.floor:
         result["floor"] = played_floor(args.performances, args.split, args.scenarios.split(","))

@@ -201,9 +201,7 @@ class BeatTracker:
         self.energy_at = end % e.size
 
     def _frame(self, flux: float) -> None:
-        # a causal high-pass: flux above its recent mean is onset strength
-        self.flux_mean += 0.02 * (flux - self.flux_mean)
-        value = max(0.0, flux - self.flux_mean)
+        value = self._onset_strength(flux)
         self.history[:-1] = self.history[1:]
         self.history[-1] = value
         self.frames += 1
@@ -211,6 +209,11 @@ class BeatTracker:
         if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * FIRST_UPDATE_SECONDS:
             self._update()
         self._emit()
+
+    def _onset_strength(self, flux: float) -> float:
+        """A causal high-pass: flux above its recent mean is onset strength (of frame ``self.frames``)."""
+        self.flux_mean += 0.02 * (flux - self.flux_mean)
+        return max(0.0, flux - self.flux_mean)
 
     def _peak(self) -> None:
         h = self.history
