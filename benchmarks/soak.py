@@ -168,14 +168,16 @@ def proc_stats(pid: int | None) -> dict:
         # RssShmem is mostly JACK's shared segment (about 100 MB mapped by every client, touched as
         # the graph uses it) and the kit: the engine's own memory, where a leak shows, is RssAnon
         kinds: Counter = Counter()
+        targets: dict[str, str] = {}
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:  # "socket:[123]" -> "socket": which kind of thing is open, not which one
-                kinds[re.sub(r":\[\d+\]$", "", os.readlink(f"/proc/{pid}/fd/{fd}"))] += 1
+                targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+                kinds[re.sub(r":\[\d+\]$", "", targets[fd])] += 1
             except OSError:
                 pass
         return {"rss_kb": int(status["VmRSS"]), "rss_anon_kb": int(status["RssAnon"]),
                 "rss_shmem_kb": int(status["RssShmem"]), "fds": sum(kinds.values()), "fd_kinds": dict(kinds),
-                "os_threads": len(os.listdir(f"/proc/{pid}/task"))}
+                "fd_targets": targets, "os_threads": len(os.listdir(f"/proc/{pid}/task"))}
     except (OSError, KeyError):
         return {}
 
@@ -189,8 +191,28 @@ def settled_proc_stats(pid: int | None, start: dict, seconds: float = 5.0) -> di
         now = proc_stats(pid)
         if not now or not start or (now["fds"] <= start["fds"] and now["os_threads"] <= start["os_threads"]) \
                 or time.monotonic() > deadline:
-            return now
+            break
         time.sleep(0.25)
+    if now and start and now["fds"] > start["fds"]:
+        now["extra_fds"] = fd_holders(pid, set(now["fd_targets"].values()) - set(start["fd_targets"].values()))
+    return now
+
+
+def fd_holders(pid: int, targets: set[str]) -> dict[str, list[str]]:
+    """For each open thing: which other processes have it open too (a pipe's other end names who
+    it was for)."""
+    found: dict[str, list[str]] = {t: [] for t in targets}
+    for other in os.listdir("/proc"):
+        if not other.isdigit() or int(other) == pid:
+            continue
+        try:
+            links = {os.readlink(f"/proc/{other}/fd/{fd}") for fd in os.listdir(f"/proc/{other}/fd")}
+            cmd = Path(f"/proc/{other}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except OSError:
+            continue
+        for t in targets & links:
+            found[t].append(f"{other}: {cmd}")
+    return found
 
 
 RECORDER = """

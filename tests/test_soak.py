@@ -62,6 +62,15 @@ def test_nothing_went_silent_and_nothing_died(soak):
 def test_fds_and_threads_are_back_to_their_start(soak):
     start, end = soak["engine_process"]["start"], soak["engine_process"]["end"]
     more = Counter(end.get("fd_kinds", {})) - Counter(start.get("fd_kinds", {}))
-    assert end["fds"] == start["fds"], f"fds {start['fds']} -> {end['fds']}: more of {dict(more)}"
+    assert end["fds"] == start["fds"], (f"fds {start['fds']} -> {end['fds']}: more of {dict(more)}; "
+                                        f"the new ones, and who else holds them: {end.get('extra_fds')}")
     assert end["os_threads"] == start["os_threads"], (start, end)
     assert soak["midi_timing_error_ms"]["matched"] > 50
+
+
+def test_memory_settles_after_the_first_minute(soak):
+    """The engine's RssAnon after its first minute (the model's context filling every kept step's
+    cache, the first of each fault path) grows by less than the issue's 5 MB for a whole hour."""
+    growth = soak["engine_rss_anon_growth_kb"]
+    assert growth["warm_up_at_s"] >= 60, growth
+    assert growth["from_warm_up"] < 5 * 1024, (growth, soak["engine_rss_anon_shmem_kb_over_time"])
