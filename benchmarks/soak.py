@@ -258,6 +258,9 @@ while state["want"] != "done":
     now = time.monotonic()
     if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
         rows.sort()
+        # the periods its callback ran so far: a silent stretch while they did not advance is the
+        # recorder's (a new recorder on a restarted server has been left unscheduled), not the engine's
+        rows.append((now, ["#", "periods", rec.periods if rec is not None else -1]))
         flush()
         flushed = now
     time.sleep(0.005)
@@ -280,6 +283,9 @@ class Recorder:
         self.client = client
         self.out = work / "recorded.txt"
         self.got: list[tuple[float, list[int]]] = []
+        #: (monotonic time, periods its process callback ran so far, -1 while its port is away),
+        #: every half second of its own process
+        self.periods: list[tuple[float, int]] = []
         self.port = True  # there (for the clean-up)
         self.ended: set = set()  #: recorder processes ended by the soak
         self.start()
@@ -319,7 +325,10 @@ class Recorder:
         if self.out.exists():
             for line in self.out.read_text().splitlines():
                 t, *m = line.split()
-                self.got.append((float(t), [int(b) for b in m]))
+                if m[:2] == ["#", "periods"]:
+                    self.periods.append((float(t), int(m[2])))
+                else:
+                    self.got.append((float(t), [int(b) for b in m]))
         self.port = None
 
 
@@ -695,7 +704,8 @@ class Soak:
         return {
             "bars": {"seen": len(bars), "counted": sum(b["counted"] for b in bars), "silent": len(silent),
                      "silent_examples": silent[:5], "handed_out_with_no_hits": len(no_hits),
-                     "excluded_midi_out_gone": sum(b["excluded"] for b in bars)},
+                     "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
+                     "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars)},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
             "underruns": last.underruns if last else None, "audio_restarts": last.audio_restarts if last else None,
             "faults_caught_per_loop": dict(last.faults) if last else None,
@@ -740,11 +750,27 @@ class Soak:
                 continue
             t0, t1 = rows[0][0], next_rows[0][0]
             excluded = any(a <= t1 + BAR_SLACK and t0 <= b for a, b, _ in self.exclude)
-            counted = all(r[1] and r[2] for r in rows) and not excluded and t1 - t0 > 0.5
+            stalled = not excluded and self.recorder_stalled(t0, t1 + BAR_SLACK)
+            counted = all(r[1] and r[2] for r in rows) and not excluded and not stalled and t1 - t0 > 0.5
             n = bisect_left(notes, t1 + BAR_SLACK) - bisect_left(notes, t0)
             out.append({"bar": bar, "t": round(t0 - self.t0, 2), "seconds": round(t1 - t0, 2), "counted": counted,
-                        "excluded": excluded, "notes": n, "hits": max(r[3] for r in rows)})
+                        "excluded": excluded, "recorder_stalled": stalled, "notes": n,
+                        "hits": max(r[3] for r in rows)})
         return out
+
+    def recorder_stalled(self, t0: float, t1: float) -> bool:
+        """The recorder's callback ran in less than half the periods from ``t0`` to ``t1`` (by its
+        own count, written every half second): what did not arrive then is not the engine's to
+        answer for. A window with no count either side is not judged (False)."""
+        marks = self.recorder.periods
+        k0 = bisect_left(marks, (t0,))
+        k1 = bisect_left(marks, (t1,))
+        if k0 == 0 or k1 >= len(marks):
+            return False
+        (a, pa), (b, pb) = marks[k0 - 1], marks[k1]
+        if pa < 0 or pb < 0 or pb < pa:  # port away, or a new recorder process (its count restarts)
+            return False
+        return pb - pa < 0.5 * (b - a) * 48000 / 128
 
     def timing(self, t_start: float, end: float) -> dict:
         """Each note-on that arrived against the nearest scheduled time of the same message."""
