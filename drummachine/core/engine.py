@@ -371,10 +371,12 @@ class Engine(GeneratorLoop, CommandHandlers):
         return None
 
     # --- running for real -----------------------------------------------------------------
-    def run_threads(self, stop: threading.Event, sleep=None, commit_priority: int = 0) -> list[threading.Thread]:
+    def run_threads(self, stop: threading.Event, sleep=None, commit_priority: int = 0,
+                    generator_priority: int = 0) -> list[threading.Thread]:
         """Start the commit and generator loops as daemon threads until ``stop`` is set. A loop
         body that raises is counted and the loop goes on (see the module's doc).
-        ``commit_priority``: SCHED_FIFO for the commit loop where the system allows (0: as started)."""
+        ``commit_priority``, ``generator_priority``: SCHED_FIFO for each loop where the system
+        allows (0: as started)."""
         sleep = sleep or time.sleep
 
         def commit_loop():
@@ -391,6 +393,8 @@ class Engine(GeneratorLoop, CommandHandlers):
                 sleep(wait if wait > 0 else 0.0005)
 
         def gen_loop():
+            if generator_priority:
+                real_time_thread("generator", generator_priority)
             while not stop.is_set():
                 try:
                     busy = self.pump_generator(max_steps=4)
