@@ -1,8 +1,9 @@
 """The transport: step times under tempo changes, ramps, feels and an hour of playing; tap tempo."""
 
+import numpy as np
 import pytest
 
-from drummachine.core.transport import TapTempo, Transport
+from drummachine.core.transport import TAP_SPREAD, TapTempo, Transport
 
 
 
@@ -73,3 +74,33 @@ def test_two_threads_asking_times_while_tempo_changes_never_see_a_broken_list():
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("first_tap", [1.60, 1.75, 1.95, 2.30, 2.80])
+def test_a_tap_never_sends_steps_back_in_time(first_tap):
+    """The re-locked bar line on the first tap's grid may fall before the steps leading to it end
+    at the tapped tempo (the old way: step 16 at 1.6 s while step 15 sounded at 1.9 s, and the
+    steps after it came in a burst). The steps between are spread up to it, within TAP_SPREAD."""
+    t = Transport(100.0, 0.0)
+    t.relock_to_tap(10, 190.0, first_tap, earliest=1.55)
+    times = np.array([t.time_of(s) for s in range(0, 80)])
+    assert np.all(np.diff(times) > 0), times
+    new_step = 60.0 / 190.0 / 4.0
+    spread = np.diff(times[10:]) / new_step
+    assert spread.min() >= TAP_SPREAD[0] - 1e-9 and spread.max() <= TAP_SPREAD[1] + 1e-9, spread
+    # from the re-locked bar line on: the tapped tempo, and that bar line on the first tap's grid
+    line = next(b for b in range(16, 80, 16) if np.allclose(np.diff(times[b:]), new_step))
+    bars_after_tap = (times[line] - first_tap) / (4 * 60.0 / 190.0)
+    assert bars_after_tap == pytest.approx(round(bars_after_tap), abs=1e-6)
+    assert t.bpm_at(79) == pytest.approx(190.0)
+
+
+def test_a_tempo_change_before_a_placed_bar_line_moves_that_bar_line_with_it():
+    """A tempo nudge at once after a tap: the tap's bar line (placed at a time) moves with the new
+    tempo of the steps before it; left where it was, step 15 would end after step 16 began."""
+    t = Transport(100.0, 0.0)
+    t.relock_to_tap(10, 190.0, 1.60, earliest=1.55)
+    t.set_tempo(150.0, 11)
+    times = np.array([t.time_of(s) for s in range(0, 80)])
+    assert np.all(np.diff(times) > 0), times
+    assert np.diff(times[11:20]) == pytest.approx(60.0 / 150.0 / 4.0)

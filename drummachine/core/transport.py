@@ -79,6 +79,11 @@ def _anchor_in(anchors: list[Anchor], step: int) -> Anchor:
     return anchors[0]
 
 
+#: tap tempo: the steps before the re-locked bar line may be at most this much shorter or longer
+#: than at the tapped tempo (from the 4th bar line on, half a bar off fits within it)
+TAP_SPREAD = (0.85, 1.2)
+
+
 class Transport:
     """Step times under tempo changes, ramps, half/double time and tap re-locks."""
 
@@ -107,8 +112,15 @@ class Transport:
                 bpm, feel = pending.pop(step)
                 a = _anchor_in(anchors, step)
                 t = a.time + (step - a.step) * a.step_seconds()
-                anchors.append(Anchor(step, t, bpm if bpm is not None else a.bpm, feel if feel is not None else a.feel))
-                anchors.sort(key=lambda x: x.step)
+                new = Anchor(step, t, bpm if bpm is not None else a.bpm, feel if feel is not None else a.feel)
+                # anchors already placed after it (a tap's bar line, a follower's beat, a change
+                # asked for earlier) start where the new tempo brings their step: left where they
+                # were, the steps before them could run past them and come back in time
+                later = [x for x in anchors if x.step > step]
+                anchors = [x for x in anchors if x.step <= step] + [new]
+                for x in later:
+                    prev = anchors[-1]
+                    anchors.append(Anchor(x.step, prev.time + (x.step - prev.step) * prev.step_seconds(), x.bpm, x.feel))
             self.anchors, self.pending = anchors[-64:], pending  # old anchors are never asked for again
 
     def time_of(self, step: float) -> float:
@@ -174,17 +186,34 @@ class Transport:
         return True
 
     def relock_to_tap(self, open_step: int, bpm: float, first_tap: float, earliest: float) -> None:
-        """Tap tempo: the new tempo at once, and the next bar line on the band's one (the first tap,
-        moved on by whole bars to no earlier than ``earliest``). Steps before that bar line keep
-        their times."""
-        bar_line = next_bar(open_step)
+        """Tap tempo: the tapped tempo, and a bar line on the band's one (the first tap moved on by
+        whole bars, no earlier than ``earliest``). The steps from ``open_step`` to that bar line
+        are spread evenly up to it, so they never run past it (a bar line before the steps that
+        lead to it sent the steps after it back in time: a burst of overdue notes). It is the
+        next bar line, or a later one where the steps before it would otherwise rush or drag by
+        more than ``TAP_SPREAD``; the grid point nearest where they would end at the new tempo."""
         bar_s = 60.0 / bpm * 4.0 / self.feel_at(open_step)
-        t = first_tap
-        while t < earliest:
-            t += bar_s
-        if bar_line > open_step:
-            self.set_tempo(bpm, open_step)
-        self.relock(bar_line, t, bpm)
+        step_s = bar_s / STEPS_PER_BAR
+        bar_line = next_bar(open_step)
+        if bar_line == open_step:  # on the bar line itself: nothing between to spread
+            t = first_tap
+            while t < earliest:
+                t += bar_s
+            self.relock(bar_line, t, bpm)
+            return
+        start = self.time_of(open_step)
+        low, high = TAP_SPREAD
+        for extra_bars in range(4):
+            line = bar_line + extra_bars * STEPS_PER_BAR
+            natural = start + (line - open_step) * step_s
+            t = first_tap + round((natural - first_tap) / bar_s) * bar_s
+            while t < earliest:
+                t += bar_s
+            ratio = (t - start) / ((line - open_step) * step_s)  # the steps between, longer by
+            if low <= ratio <= high:
+                break
+        self.set_tempo(bpm / ratio, open_step)
+        self.relock(line, t, bpm)
 
     def relock(self, at_step: int, time: float, bpm: float) -> None:
         """Make ``at_step`` start at ``time`` with tempo ``bpm`` (tap tempo)."""
