@@ -7,9 +7,10 @@ musician stamping on the pedal sends, each but the nudges rewinding the generato
 
     python benchmarks/generator_priority.py ROUNDS SECONDS HOGS PRIORITY [--json OUT]
 
-Found (benchmarks/generator_priority.json, 2 30 4 1): the same misses either way (3 in 526 steps);
-with seed 0 and no hogs the same step misses every time: a tap re-locks the transport and the
-commit loop hands out the steps made ahead in a burst (docs/faults.md, "What does not work yet").
+Found (2 30 4 1): the same misses either way (3 in 526 steps each) — with seed 0 and no hogs the
+same step missed every time: tap tempo sent step times back, and the commit loop handed out the
+steps made ahead in a burst. After the transport's fix (benchmarks/generator_priority.json):
+0 misses in 1,083 steps, either way (docs/faults.md, "What does not work yet").
 """
 import json
 import random
