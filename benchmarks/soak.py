@@ -54,6 +54,7 @@ from drummachine.core import commands  # noqa: E402
 from drummachine.core.voices import N_VOICES, VOICE_NAMES  # noqa: E402
 
 SILENT_KINDS = {"final", "silent"}  #: bars the song itself leaves (nearly) empty
+JACK_RATE, JACK_PERIOD = 48000, 128  #: the soak's JACK server
 BAR_SLACK = 0.15  #: a bar's notes sound up to the commit horizon after its snapshot's bar changes
 
 
@@ -65,7 +66,7 @@ class JackServer:
 
     def start(self) -> None:
         self.file = open(self.log, "a")  # a restarted server's lines go on in the same log (the blame)
-        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "128"],
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(JACK_RATE), "-p", str(JACK_PERIOD)],
                                      stdout=self.file, stderr=subprocess.STDOUT)
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
         if "available" not in r.stdout:
@@ -139,11 +140,7 @@ def rss_growth(samples: list[tuple[float, int, int]]) -> dict:
     half = [s for s in samples if s[0] >= t_end / 2]
     slope = None
     if len(half) >= 3:
-        t = [s[0] / 60.0 for s in half]
-        r = [s[1] for s in half]
-        mt, mr = sum(t) / len(t), sum(r) / len(r)
-        den = sum((a - mt) ** 2 for a in t)
-        slope = round(sum((a - mt) * (b - mr) for a, b in zip(t, r)) / den, 2) if den else None
+        slope = round(float(np.polyfit([s[0] / 60.0 for s in half], [s[1] for s in half], 1)[0]), 2)
     return {"from_first": end - samples[0][1], "first_at_s": samples[0][0],
             "from_warm_up": end - warm[1], "warm_up_at_s": warm[0],
             "second_half_kb_per_minute": slope}
@@ -627,7 +624,7 @@ class Soak:
         self.reconnects: list[float] = []
         self.rss_samples: list[tuple[float, int, int]] = []  #: (s, RssAnon kB, RssShmem kB)
         result: dict = {"minutes": a.minutes, "seed": a.seed, "model": "stand-in" if a.fake_model else "shipped int8",
-                        "jack": {"server": jack_name, "rate": 48000, "period": 128}}
+                        "jack": {"server": jack_name, "rate": JACK_RATE, "period": JACK_PERIOD}}
         with JackServer(jack_name, self.work / "jackd.log") as jack:
             self.jack, self.reference = jack, None
             self.start_reference()
@@ -770,7 +767,7 @@ class Soak:
         (a, pa), (b, pb) = marks[k0 - 1], marks[k1]
         if pa < 0 or pb < 0 or pb < pa:  # port away, or a new recorder process (its count restarts)
             return False
-        return pb - pa < 0.5 * (b - a) * 48000 / 128
+        return pb - pa < 0.5 * (b - a) * JACK_RATE / JACK_PERIOD
 
     def timing(self, t_start: float, end: float) -> dict:
         """Each note-on that arrived against the nearest scheduled time of the same message."""
