@@ -124,6 +124,11 @@ class AudioProcessSink(Sink):
             return False
         self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
         self.block.header[SEQ] += self.block.header[SEQ] & 1  # killed mid-update: the lock is free again
+        for pipe in (self.proc.stdin, self.proc.stdout):  # the dead mixer's: closed now, not when collected
+            try:
+                pipe.close()
+            except OSError:
+                pass
         self._spawn()
         self.wait_ready(close_on_error=False)
         self.restarts += 1
