@@ -24,7 +24,9 @@ bars handed out with no hits, generator misses, underruns, jackd's blame per cli
 xrun lines, faults caught per loop, commands refused, threads (alive, dead), RSS, fds and OS
 threads of the engine at the start and the end, MIDI timing error (arrival at the recorder
 against the time the engine scheduled) p50/p99 in the first and the last 5 minutes (a third of a
-shorter run).
+shorter run), all of it and in steady play (outside each injected fault's span). Every fault kind
+starts within the first 5 minutes, so both windows are measured under the same storm; jackd's
+blame is also counted apart in the aftermath of each mixer SIGKILL and of the JACK restart.
 """
 
 from __future__ import annotations
@@ -56,13 +58,32 @@ from drummachine.core.voices import N_VOICES, VOICE_NAMES  # noqa: E402
 SILENT_KINDS = {"final", "silent"}  #: bars the song itself leaves (nearly) empty
 JACK_RATE, JACK_PERIOD = 48000, 128  #: the soak's JACK server
 BAR_SLACK = 0.15  #: a bar's notes sound up to the commit horizon after its snapshot's bar changes
+TIMING_WINDOW_S = 300.0  #: the issue's first and last 5 minutes (a third of a shorter run)
+#: the injected faults (not the cues: those are how the pedal is used) and the seconds before
+#: and after each one's note that MIDI timing is not taken as steady play: a spam burst lasts 2 s
+#: and is noted at its end; a crashing UI crashes 2-5 s after it is started (noted then); a UI
+#: SIGKILLed ran 2-4 s before (noted at the kill); a port is noted gone and back (3-6 s apart,
+#: the engine's watches look once a second)
+FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1.0), "mixer_sigkill": (0.0, 3.0),
+               "midi_out_gone": (0.0, 6.5), "midi_out_back": (0.0, 2.5), "midi_in_gone": (0.0, 6.5),
+               "midi_in_back": (0.0, 2.5), "jack_stop": (0.0, 10.0), "jack_back": (0.0, 4.0)}
+LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
+#: s after a mixer SIGKILL counted as its aftermath in jackd's blame: jackd finds the dead client's
+#: socket and drops it, the engine sees the pipe close and starts another, whose stream opens
+MIXER_KILL_AFTERMATH = 3.0
 
 
 # --- processes ------------------------------------------------------------------------------
 class JackServer:
+    """The soak's own JACK server. jackd's log has no times: a thread notes the log's size every
+    LOG_MARK_EVERY seconds, so each line's time is known to that much (``blame`` uses it to tell
+    the periods in a fault's aftermath from the rest)."""
+
     def __init__(self, name: str, log: Path):
         self.name, self.log = name, log
         self.file = None
+        self.marks: list[tuple[float, int]] = []  #: (monotonic s, the log's size in bytes then)
+        self.marking = False
 
     def start(self) -> None:
         self.file = open(self.log, "a")  # a restarted server's lines go on in the same log (the blame)
@@ -72,6 +93,17 @@ class JackServer:
         if "available" not in r.stdout:
             raise RuntimeError(f"jackd did not start: {r.stdout} {r.stderr}")
         time.sleep(0.3)
+        if not self.marking:
+            self.marking = True
+            threading.Thread(target=self._mark_log, daemon=True).start()
+
+    def _mark_log(self) -> None:
+        while self.marking:
+            try:
+                self.marks.append((time.monotonic(), self.log.stat().st_size))
+            except OSError:
+                pass
+            time.sleep(LOG_MARK_EVERY)
 
     def stop(self) -> None:
         self.proc.terminate()  # by its pid: only the soak's own server
@@ -88,12 +120,19 @@ class JackServer:
 
     def __exit__(self, *exc):
         self.stop()
+        self.marking = False
 
-    def blame(self) -> dict:
+    def blame(self, windows: list[tuple[float, float, str]] = ()) -> dict:
         """jackd's own words: which client it found unfinished at the end of a period ("Triggered":
         woken but never ran, the host did not schedule it; "Running": it ran too long), the
-        periods it gave up on, and the driver's own late wake-ups (the host stalling jackd itself)."""
-        text = self.log.read_text(errors="replace")
+        periods it gave up on, and the driver's own late wake-ups (the host stalling jackd itself).
+
+        ``windows`` (monotonic s, from, to, what): the faults' aftermaths. A client SIGKILLed
+        mid-period is unfinished until jackd finds its socket closed, and a server restarting
+        blames whoever is there: the blame of periods inside a window is also counted apart by
+        what the window was, and outside every window on its own (steady play)."""
+        raw = self.log.read_bytes()
+        text = raw.decode(errors="replace")
         by_state: dict = defaultdict(Counter)
         for m in re.finditer(r"client = (.+?) was not finished, state = (\w+)", text):
             by_state[m.group(2)][m.group(1)] += 1
@@ -105,17 +144,29 @@ class JackServer:
         # client comes after the soak's controller, a Python callback): "alone" counts the periods
         # a client was the only one unfinished, its own lateness and nobody else's
         alone: Counter = Counter()
+        alone_in: dict = defaultdict(Counter)
         unfinished: set = set()
-        for line in text.splitlines():
+        sizes = [size for _, size in self.marks]
+        offset = 0
+        for line in raw.split(b"\n"):
+            offset += len(line) + 1
+            line = line.decode(errors="replace")
             m = re.search(r"client = (.+?) was not finished", line)
             if m:
                 unfinished.add(m.group(1))
             elif "ProcessGraphAsyncMaster: Process error" in line:
                 if len(unfinished) == 1:
                     alone.update(unfinished)
+                    # the period's time: the first mark that saw the log past this line
+                    i = bisect_left(sizes, offset)
+                    when = self.marks[i][0] if i < len(self.marks) else float("inf")
+                    where = next((what for a, b, what in windows if a <= when <= b), "steady")
+                    alone_in[where].update(unfinished)
                 unfinished = set()
         return {"not_finished_by_client": dict(total.most_common()),
                 "not_finished_alone_by_client": dict(alone.most_common()),
+                "not_finished_alone_by_client_by_window": {k: dict(v.most_common()) for k, v in alone_in.items()},
+                "fault_windows": dict(Counter(what for _, _, what in windows)),
                 "not_finished_by_state": {k: dict(v.most_common()) for k, v in by_state.items()},
                 "finished_late_by_client": dict(Counter(re.findall(r"client (\S+) finished after current callback",
                                                                   text)).most_common()),
@@ -433,6 +484,7 @@ class Soak:
         self.snaps: list[tuple] = []  # (t, bar, ok_to_count, midi_connected, hits_in_grid)
         self.events: list[tuple[float, str, str]] = []
         self.exclude: list[tuple[float, float, str]] = []  # windows where MIDI out is down on purpose
+        self.blame_windows: list[tuple[float, float, str]] = []  # faults' aftermaths in jackd's log
         self.cues = Counter()
         self.bad_cues = 0
         self.spam_sent = 0
@@ -509,8 +561,10 @@ class Soak:
     def kill_mixer(self) -> None:
         h = self.monitor.ask_health()
         if h and h.get("mixer_pid"):
+            t = time.monotonic()
             os.kill(h["mixer_pid"], signal.SIGKILL)
             self.note("mixer_sigkill", str(h["mixer_pid"]))
+            self.blame_windows.append((t - LOG_MARK_EVERY, t + MIXER_KILL_AFTERMATH, "mixer SIGKILL"))
 
     def midi_out_gone(self) -> None:
         t = time.monotonic()
@@ -541,6 +595,7 @@ class Soak:
         self.note("jack_back", f"stopped for {back - t:.1f} s")
         # the watches look once a second, the mixer is taken for dead after 2 s without a block
         self.exclude.append((t, back + 4.0, "JACK server restarted"))
+        self.blame_windows.append((t - LOG_MARK_EVERY, back + 4.0, "JACK restart"))
         self.reconnects.append(back)
 
     def start_reference(self) -> None:
@@ -604,13 +659,17 @@ class Soak:
             time.sleep(0.05)
 
     def schedule_faults(self, start: float, end: float) -> list[tuple[float, str]]:
-        """Every kind at least once, then again at its period; nothing in the last 12 s."""
+        """Every kind at least once, then again at its period; nothing in the last 12 s. Each kind
+        starts within the first timing window (the first 5 minutes of an hour), so the MIDI timing
+        of the first and the last window is measured under the same storm (the JACK server
+        restarts once, in the middle)."""
         span = end - 12 - start
+        first_within = min(span, TIMING_WINDOW_S)
         kinds = [("ui_crash", 0.05, 60), ("spam", 0.15, 30), ("mixer", 0.25, 90), ("midi_out", 0.4, 120),
                  ("midi_in", 0.6, 150), ("ui_kill", 0.8, 60), ("jack", 0.5, 1e9)]  # the server restarts once
         plan = []
         for kind, frac, period in kinds:
-            t = start + frac * span
+            t = start + frac * (span if kind == "jack" else first_within)
             while t < end - 12:
                 plan.append((t, kind))
                 t += period * self.rng.uniform(0.8, 1.2)
@@ -682,7 +741,7 @@ class Soak:
                 self.recorder.stop()
                 if self.controller.port is not None:
                     self.controller.gone()
-            result["jackd"] = jack.blame()
+            result["jackd"] = jack.blame(self.blame_windows)
             result["jackd"]["reference_client"] = "simple" if self.reference is not None else None
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
         return result
@@ -791,7 +850,13 @@ class Soak:
             err = min((t - s for s in cands), key=abs)
             if abs(err) < 0.1:
                 errors.append((t, err))
-        window = min(300.0, (end - t_start) / 3)  # the issue's first and last 5 minutes of an hour
+        window = min(TIMING_WINDOW_S, (end - t_start) / 3)  # the issue's first and last 5 minutes of an hour
+        # steady play: outside every injected fault's span (FAULT_SPANS)
+        spans = [(self.t0 + t - FAULT_SPANS[what][0], self.t0 + t + FAULT_SPANS[what][1])
+                 for t, what, _ in self.events if what in FAULT_SPANS]
+
+        def steady(t: float) -> bool:
+            return not any(a <= t <= b for a, b in spans)
 
         def stats(rows):
             x = np.abs([e for _, e in rows]) * 1000
@@ -800,9 +865,12 @@ class Soak:
             return {"n": int(len(x)), "p50": round(float(np.percentile(x, 50)), 3),
                     "p99": round(float(np.percentile(x, 99)), 3), "max": round(float(x.max()), 3)}
 
+        first = [r for r in errors if r[0] < t_start + window]
+        last = [r for r in errors if end - 8 - window <= r[0] < end - 8]
         return {"window_s": round(window, 1), "matched": len(errors),
-                "first": stats([r for r in errors if r[0] < t_start + window]),
-                "last": stats([r for r in errors if end - 8 - window <= r[0] < end - 8])}
+                "first": stats(first), "last": stats(last),
+                "first_steady": stats([r for r in first if steady(r[0])]),
+                "last_steady": stats([r for r in last if steady(r[0])])}
 
 
 def main(argv=None) -> int:

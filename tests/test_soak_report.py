@@ -1,0 +1,82 @@
+"""The soak's report, as logic: jackd's blame placed in time by the log's size marks and told
+apart by the faults' aftermaths (a SIGKILLed mixer is unfinished until jackd drops it; that is
+the fault's doing, not the mixer's steady play)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("benchmarks_soak", ROOT / "benchmarks" / "soak.py")
+soak = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(soak)
+
+UNFINISHED = "JackEngine::XRun: client = {} was not finished, state = Triggered\n"
+GIVEN_UP = "JackAudioDriver::ProcessGraphAsyncMaster: Process error\n"
+
+
+def _period(*clients: str) -> str:
+    return "".join(UNFINISHED.format(c) for c in clients) + GIVEN_UP
+
+
+def test_blame_is_counted_apart_inside_a_fault_aftermath(tmp_path):
+    log = tmp_path / "jackd.log"
+    early = _period("PortAudio") + _period("jack_simple_client")  # before the kill: steady play
+    during = _period("PortAudio") * 3 + _period("PortAudio", "jack_simple_client")  # the killed mixer
+    late = _period("jack_simple_client")
+    log.write_text(early + during + late)
+    server = soak.JackServer("x", log)
+    # the log's size as the marking thread would have seen it: after `early` at 10 s, after
+    # `during` at 11 s, the whole file at 20 s
+    server.marks = [(10.0, len(early)), (11.0, len(early + during)), (20.0, len(early + during + late))]
+    blame = server.blame([(10.5, 13.0, "mixer SIGKILL")])
+    assert blame["not_finished_alone_by_client"] == {"PortAudio": 4, "jack_simple_client": 2}
+    by_window = blame["not_finished_alone_by_client_by_window"]
+    assert by_window["mixer SIGKILL"] == {"PortAudio": 3}  # the period with both is nobody's alone
+    assert by_window["steady"] == {"PortAudio": 1, "jack_simple_client": 2}
+    assert blame["fault_windows"] == {"mixer SIGKILL": 1}
+    assert blame["not_finished_by_client"] == {"PortAudio": 5, "jack_simple_client": 3}
+
+
+def test_without_marks_every_period_is_steady(tmp_path):
+    log = tmp_path / "jackd.log"
+    log.write_text(_period("PortAudio") * 2)
+    blame = soak.JackServer("x", log).blame([(0.0, 1e9, "JACK restart")])
+    assert blame["not_finished_alone_by_client_by_window"] == {"steady": {"PortAudio": 2}}
+
+
+def test_every_fault_kind_starts_within_the_first_timing_window_of_an_hour():
+    """The first and the last 5 minutes' MIDI timing are compared: both under the same storm
+    (before, the first 5 minutes of an hour saw one UI crash and nothing else)."""
+    import random
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(rng=random.Random(0))
+    plan = soak.Soak.schedule_faults(run, 0.0, 3600.0)
+    first = {}
+    for t, kind in plan:
+        first.setdefault(kind, t)
+    assert set(first) == {"ui_crash", "spam", "mixer", "midi_out", "midi_in", "ui_kill", "jack"}
+    assert all(t < soak.TIMING_WINDOW_S for kind, t in first.items() if kind != "jack"), first
+    assert 1500 < first["jack"] < 2100 and [k for _, k in plan].count("jack") == 1
+    last = {kind for t, kind in plan if t > 3600 - 12 - soak.TIMING_WINDOW_S}
+    assert last >= {"ui_crash", "spam", "mixer", "midi_out", "midi_in", "ui_kill"}, last
+    short = {kind for _, kind in soak.Soak.schedule_faults(run, 0.0, 180.0)}
+    assert len(short) == 7, short  # the 3-minute soak still sees every kind
+
+
+def test_steady_timing_leaves_out_each_fault_span(tmp_path):
+    from types import SimpleNamespace
+
+    schedule = tmp_path / "schedule.txt"
+    due = [i * 0.5 for i in range(1, 1200)]  # a note every half second for ten minutes
+    schedule.write_text("".join(f"{t:.3f} 144 36 100\n" for t in due))
+    late_in_spam = {101.0, 101.5, 102.0}  # 30 ms late while the spam burst ran (noted at 102.2)
+    got = [(t + (0.030 if t in late_in_spam else 0.001), [144, 36, 100]) for t in due]
+    run = SimpleNamespace(schedule=schedule, recorder=SimpleNamespace(got=got), t0=0.0,
+                          events=[(102.2, "spam", "1950"), (103.0, "cue", "fill")])
+    timing = soak.Soak.timing(run, 0.0, 600.0)
+    assert timing["first"]["max"] == 30.0 and timing["first"]["n"] == 399
+    assert timing["first_steady"]["max"] == 1.0 and timing["first_steady"]["n"] == 399 - 7  # 100.0 to 103.0 s
+    assert timing["last_steady"] == timing["last"]
