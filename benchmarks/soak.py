@@ -67,10 +67,10 @@ TIMING_WINDOW_S = 300.0  #: the issue's first and last 5 minutes (a third of a s
 FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1.0), "mixer_sigkill": (0.0, 3.0),
                "midi_out_gone": (0.0, 6.5), "midi_out_back": (0.0, 2.5), "midi_in_gone": (0.0, 6.5),
                "midi_in_back": (0.0, 2.5), "jack_stop": (0.0, 10.0), "jack_back": (0.0, 4.0)}
+#: the faults whose spans are counted apart in jackd's blame: a client SIGKILLed mid-period is
+#: unfinished until jackd drops it; a restarting server blames whoever is there
+BLAME_FAULTS = ("mixer_sigkill", "jack_stop", "jack_back")
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
-#: s after a mixer SIGKILL counted as its aftermath in jackd's blame: jackd finds the dead client's
-#: socket and drops it, the engine sees the pipe close and starts another, whose stream opens
-MIXER_KILL_AFTERMATH = 3.0
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -484,7 +484,6 @@ class Soak:
         self.snaps: list[tuple] = []  # (t, bar, ok_to_count, midi_connected, hits_in_grid)
         self.events: list[tuple[float, str, str]] = []
         self.exclude: list[tuple[float, float, str]] = []  # windows where MIDI out is down on purpose
-        self.blame_windows: list[tuple[float, float, str]] = []  # faults' aftermaths in jackd's log
         self.cues = Counter()
         self.bad_cues = 0
         self.spam_sent = 0
@@ -561,10 +560,8 @@ class Soak:
     def kill_mixer(self) -> None:
         h = self.monitor.ask_health()
         if h and h.get("mixer_pid"):
-            t = time.monotonic()
             os.kill(h["mixer_pid"], signal.SIGKILL)
             self.note("mixer_sigkill", str(h["mixer_pid"]))
-            self.blame_windows.append((t - LOG_MARK_EVERY, t + MIXER_KILL_AFTERMATH, "mixer SIGKILL"))
 
     def midi_out_gone(self) -> None:
         t = time.monotonic()
@@ -595,7 +592,6 @@ class Soak:
         self.note("jack_back", f"stopped for {back - t:.1f} s")
         # the watches look once a second, the mixer is taken for dead after 2 s without a block
         self.exclude.append((t, back + 4.0, "JACK server restarted"))
-        self.blame_windows.append((t - LOG_MARK_EVERY, back + 4.0, "JACK restart"))
         self.reconnects.append(back)
 
     def start_reference(self) -> None:
@@ -741,7 +737,7 @@ class Soak:
                 self.recorder.stop()
                 if self.controller.port is not None:
                     self.controller.gone()
-            result["jackd"] = jack.blame(self.blame_windows)
+            result["jackd"] = jack.blame(self.fault_spans(BLAME_FAULTS))
             result["jackd"]["reference_client"] = "simple" if self.reference is not None else None
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
         return result
@@ -828,6 +824,12 @@ class Soak:
             return False
         return pb - pa < 0.5 * (b - a) * JACK_RATE / JACK_PERIOD
 
+    def fault_spans(self, kinds) -> list[tuple[float, float, str]]:
+        """(from, to, kind) on the monotonic clock: each injected fault of these kinds and its span
+        (FAULT_SPANS)."""
+        return [(self.t0 + t - FAULT_SPANS[what][0], self.t0 + t + FAULT_SPANS[what][1], what)
+                for t, what, _ in self.events if what in kinds]
+
     def timing(self, t_start: float, end: float) -> dict:
         """Each note-on that arrived against the nearest scheduled time of the same message."""
         sched: dict = defaultdict(list)
@@ -851,12 +853,10 @@ class Soak:
             if abs(err) < 0.1:
                 errors.append((t, err))
         window = min(TIMING_WINDOW_S, (end - t_start) / 3)  # the issue's first and last 5 minutes of an hour
-        # steady play: outside every injected fault's span (FAULT_SPANS)
-        spans = [(self.t0 + t - FAULT_SPANS[what][0], self.t0 + t + FAULT_SPANS[what][1])
-                 for t, what, _ in self.events if what in FAULT_SPANS]
+        spans = self.fault_spans(FAULT_SPANS)
 
         def steady(t: float) -> bool:
-            return not any(a <= t <= b for a, b in spans)
+            return not any(a <= t <= b for a, b, _ in spans)
 
         def stats(rows):
             x = np.abs([e for _, e in rows]) * 1000

@@ -76,7 +76,17 @@ def test_steady_timing_leaves_out_each_fault_span(tmp_path):
     got = [(t + (0.030 if t in late_in_spam else 0.001), [144, 36, 100]) for t in due]
     run = SimpleNamespace(schedule=schedule, recorder=SimpleNamespace(got=got), t0=0.0,
                           events=[(102.2, "spam", "1950"), (103.0, "cue", "fill")])
+    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
     timing = soak.Soak.timing(run, 0.0, 600.0)
     assert timing["first"]["max"] == 30.0 and timing["first"]["n"] == 399
     assert timing["first_steady"]["max"] == 1.0 and timing["first_steady"]["n"] == 399 - 7  # 100.0 to 103.0 s
     assert timing["last_steady"] == timing["last"]
+
+
+def test_blame_windows_are_the_fault_spans_of_a_mixer_sigkill_and_the_jack_restart():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(t0=100.0, events=[(10.0, "mixer_sigkill", "123"), (20.0, "spam", "1950"),
+                                            (30.0, "jack_stop", ""), (33.0, "jack_back", "")])
+    spans = soak.Soak.fault_spans(run, soak.BLAME_FAULTS)
+    assert spans == [(110.0, 113.0, "mixer_sigkill"), (130.0, 140.0, "jack_stop"), (133.0, 137.0, "jack_back")]
