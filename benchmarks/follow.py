@@ -54,6 +54,17 @@ def track_own_blind(clip, block: int = 256) -> np.ndarray:
     return np.array(tracker.beats)
 
 
+def track_own_no_flip(clip, block: int = 256) -> np.ndarray:
+    """The shipped tracker without its beat/off-beat check (``FLIP_RATIO``): what the check does."""
+    from drummachine.listen.tracker import BeatTracker
+
+    tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True)
+    tracker.flip_ratio = 0.0
+    for i in range(0, clip.audio.size, block):
+        tracker.process(clip.audio[i:i + block])
+    return np.array(tracker.beats)
+
+
 def track_aubio(clip, hop: int = 256) -> np.ndarray:
     """aubio's causal tempo tracker, as shipped (method "default", 1024-sample window)."""
     import aubio
@@ -67,16 +78,39 @@ def track_aubio(clip, hop: int = 256) -> np.ndarray:
     return np.array(beats)
 
 
-TRACKERS = {"own": track_own, "own-blind": track_own_blind, "aubio": track_aubio}
+TRACKERS = {"own": track_own, "own-no-flip": track_own_no_flip, "own-blind": track_own_blind, "aubio": track_aubio}
+
+
+#: the POP909 folder (``--pop909``): its songs are the "pop909" mix (benchmarks/follow_outside.py)
+OUTSIDE: dict = {"pop909": None, "skip": 0}
+
+
+def performances_of(mix: str, count: int, split: str = "validation") -> list[tuple[str, float]]:
+    """What a mix is made from: the drummers of the Groove split, or POP909's songs (``--pop909``)."""
+    if mix == "pop909":
+        import follow_outside
+
+        if OUTSIDE["pop909"] is None:
+            raise SystemExit("the pop909 mix needs --pop909 DIR (the POP909-Dataset's POP909 folder)")
+        return follow_outside.single_tempo_songs(Path(OUTSIDE["pop909"]), count, skip=OUTSIDE["skip"])
+    return material.validation_performances(count, split=split)
+
+
+def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin"):
+    if mix == "pop909":
+        import follow_outside
+
+        return follow_outside.cached_clip(path, bpm, scenario)
+    return material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit)
 
 
 def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
-    perfs = material.validation_performances(performances)
+    perfs = {mix: performances_of(mix, performances) for mix in mixes}
     rows = []
     for mix in mixes:
         for scenario in scenarios:
-            for path, bpm in perfs:
-                clip = material.cached_clip(path, bpm, scenario, mix)
+            for path, bpm in perfs[mix]:
+                clip = clip_of(path, bpm, scenario, mix)
                 row = {"mix": mix, "scenario": scenario, "performance": path, "bpm": bpm, "seconds": round(clip.seconds, 2)}
                 for name in trackers:
                     t0 = time.process_time()
@@ -182,8 +216,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     from drummachine.core.transport import ManualClock
     from drummachine.listen.tracker import BeatTracker
 
-    path, bpm = performance or material.validation_performances(1)[0]
-    clip = material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit)
+    path, bpm = performance or performances_of(mix, 1)[0]
+    clip = clip_of(path, bpm, scenario, mix, kit)
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
@@ -289,7 +323,7 @@ def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: flo
 def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
             scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False, oracle: str | None = None) -> dict:
     rows = []
-    for perf in material.validation_performances(performances, split=split):
+    for perf in performances_of(mix, performances, split):
         for scenario in scenarios:
             rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band, oracle=oracle))
             rows[-1]["split"] = split
@@ -381,8 +415,15 @@ def main(argv=None) -> int:
     ap.add_argument("--real-model", action="store_true",
                     help="--underruns: the shipped model instead of the stand-in (generator misses mean something)")
     ap.add_argument("--jackd-log", default=None, help="--underruns: the JACK server's log (who jackd blamed)")
+    ap.add_argument("--pop909", default=None, metavar="DIR",
+                    help="the POP909-Dataset's POP909 folder: its songs, rendered, are the mix pop909 "
+                         "(music from outside this repository; benchmarks/follow_outside.py)")
+    ap.add_argument("--pop909-skip", type=int, default=8, metavar="N",
+                    help="--pop909: skip its first N songs (the first 8 are where the tracker's beat/off-beat "
+                         "check was developed; the next are the check)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),

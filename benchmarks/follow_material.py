@@ -138,7 +138,7 @@ def warp(beats: np.ndarray, scenario: Scenario, bpm: float) -> np.ndarray:
     return np.interp(beats, grid, seconds)
 
 
-def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+def resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
     """Integer-factor decimation with a windowed-sinc low-pass (material only, not real time)."""
     if src == dst:
         return x.astype(np.float32)
@@ -149,6 +149,21 @@ def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
     n = np.arange(taps) - taps // 2
     h = np.sinc(n / factor) / factor * np.hamming(taps)
     return np.convolve(x, h, mode="same")[::factor].astype(np.float32)
+
+
+def with_room_noise(audio: np.ndarray, rng: np.random.Generator, snr_db: float = 20.0) -> np.ndarray:
+    """``audio`` with a room's rumble and hiss ``snr_db`` under its playing level (brown noise,
+    high-passed, and white), scaled down to a peak of 0.9 if it would clip."""
+    playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2))) if np.any(np.abs(audio) > 1e-4) else 0.1
+    noise = np.cumsum(rng.standard_normal(audio.size)).astype(np.float32)
+    noise = noise - np.convolve(noise, np.ones(64) / 64, mode="same")
+    noise += 0.5 * rng.standard_normal(audio.size).astype(np.float32)
+    noise *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12)
+    audio = audio + noise
+    peak = float(np.max(np.abs(audio)))
+    if peak > 0.9:
+        audio *= 0.9 / peak
+    return audio
 
 
 def _tone(freq: float, seconds: float, rate: int, decay: float, partials=(1.0, 0.5, 0.25),
@@ -235,22 +250,14 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
             chop = _tone(_hz(root), 0.05, RENDER_RATE, 0.02, (1.0, 0.7, 0.5, 0.4)) \
                 + 0.3 * rng.standard_normal(chop_n).astype(np.float32) * np.exp(-np.arange(chop_n) / (0.01 * RENDER_RATE)).astype(np.float32)
             _add(song, times[i], chop, 0.04 + 0.08 * velocities[i], RENDER_RATE)
-    audio = _resample(song, RENDER_RATE, rate)
+    audio = resample(song, RENDER_RATE, rate)
     # the band's level steps (dynamics): applied before the noise, which stays where it is
     level = np.ones(audio.size, np.float32)
     for bar, db in gains_db:
         at = int(float(warp(np.array([bar * 4.0]), sc, bpm)[0]) * rate)
         level[at:] = np.float32(10 ** (db / 20))
     audio *= level
-    playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2))) if np.any(np.abs(audio) > 1e-4) else 0.1
-    noise = np.cumsum(rng.standard_normal(audio.size)).astype(np.float32)  # brown, then high-passed: a room's rumble and hiss
-    noise = noise - np.convolve(noise, np.ones(64) / 64, mode="same")
-    noise += 0.5 * rng.standard_normal(audio.size).astype(np.float32)
-    noise *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12)
-    audio = audio + noise
-    peak = float(np.max(np.abs(audio)))
-    if peak > 0.9:
-        audio *= 0.9 / peak
+    audio = with_room_noise(audio, rng, snr_db)
     # the band's beat is where the drummer plays it: the click they heard, moved by their median
     # lead or lag on the beat lines (a constant per performance; the note-to-note timing stays human)
     near = np.abs(beats - np.round(beats)) < 0.2

@@ -89,6 +89,35 @@ def test_a_band_away_from_the_songs_tempo_is_heard_there_from_the_start(performa
     assert tracker.estimate().bpm == pytest.approx(clip.bpm, rel=0.02)
 
 
+def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
+    """The keys come in alone on the "and" for 3 s, then the band enters on the beat and the keys
+    keep pushing the off-beat, softer: the first lock is on the off-beat, and the grid's own
+    prior held it there for the whole clip (as it held 2 of 8 POP909 songs for 20-55 s). The
+    profile over the beat finds the beat stronger and the loop moves half a beat once."""
+    clip = material.make_clip(*performance, "steady", "band", bars=16)
+    period = 60.0 / clip.bpm
+    audio = clip.audio.copy()
+    audio[:int(3.0 * clip.rate)] *= 0.02
+    stab = sum(material._tone(material._hz(60 + s), 0.25, clip.rate, 0.1, (1.0, 0.5, 0.3)) for s in (0, 4, 7)) / 3
+    for beat in clip.beats:
+        material._add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else 0.15, clip.rate)
+
+    def on_the_beat(flip_ratio):
+        tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True)
+        tracker.flip_ratio = flip_ratio
+        for i in range(0, audio.size, 160):
+            tracker.process(audio[i:i + 160])
+        beats = np.array(tracker.beats)
+        first = beats[(beats > 2.0) & (beats < 6.0)]
+        last = beats[beats > clip.beats[-16]]
+        off = lambda b: np.abs(((b - clip.beats[0]) / period + 0.5) % 1.0 - 0.5)  # noqa: E731 (beats off the beat)
+        return np.mean(off(first) < 0.1), np.mean(off(last) < 0.1), tracker.flips
+
+    assert on_the_beat(0.0) == (0.0, 0.0, 0)  # without the check: off-beat from start to end
+    first, last, flips = on_the_beat(BeatTracker(16000, 120.0).flip_ratio)
+    assert first == 0.0 and last == 1.0 and flips == 1
+
+
 def test_silence_and_clipping_give_no_confidence_and_no_error():
     tracker = BeatTracker(16000, 120.0)
     tracker.process(np.zeros(16000 * 4, np.float32))

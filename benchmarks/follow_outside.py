@@ -1,0 +1,221 @@
+"""Music from outside this repository for following the band: POP909's pop songs, rendered.
+
+Everything else the follower was developed and tuned on comes from the Groove MIDI Dataset's
+drummers, with a band synthesized from the drums (a bass on the kicks, keys on the snare). This
+module makes clips from material that has nothing to do with it:
+
+- **POP909** (Wang, Chen, Jiang et al., "POP909: A Pop-song Dataset for Music Arrangement
+  Generation", ISMIR 2020; MIT licence; https://github.com/music-x-lab/POP909-Dataset): 909
+  Chinese pop songs arranged by musicians for piano and played to the original recordings, one
+  MIDI file each with three tracks, MELODY (the singer's line), BRIDGE (a second line) and PIANO
+  (the accompaniment), on a beat grid in the file's tempo map. The players' timing is human: the
+  notes sit 10-50 ms around the grid. None of it is in this repository; the benchmark reads the
+  dataset's ``POP909`` folder from where it is given (``--pop909 DIR``).
+- Rendered with **FluidSynth** and the **FluidR3 GM** soundfont (Debian's ``fluidsynth`` and
+  ``fluid-soundfont-gm``; the soundfont is MIT): recorded instruments, not this project's
+  synthesis. The melody is sung by the soundfont's "voice oohs", the bridge is an electric
+  guitar, the accompaniment a grand piano, and the piano's left hand below E3 is doubled an
+  octave down by a fingered bass: a band's aux send without its drummer (a singer, a guitar,
+  keys and a bass; no drums at all).
+
+The songs chosen are those with one tempo in their file (544 of the 909), between 76 and 150 bpm
+(what a drummer would play a groove to; slower ones are ballads felt in double time), the first
+in the dataset's order. A clip is 24 bars of 4 beats from the first bar line (the dataset's
+annotation) at the song's first note, warped by the same tempo curves as the drummers' clips
+(``follow_material.SCENARIOS``), with the same room noise 20 dB under the music. The truth is the
+dataset's own beats (``beat_midi.txt``; the file's tempo grid is offset from them, by half a beat
+in some songs) moved by the players' median lead on them (the notes near a beat, all tracks), as
+for the drummers; the beat as played, the same lead over a bar either side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mido
+import numpy as np
+
+import follow_material as material
+
+SOUNDFONT = Path(os.environ.get("DRUMMACHINE_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+#: each track's General MIDI program (0-based) and channel; the bass doubles the piano's low notes
+VOICES = {"MELODY": (53, 0), "BRIDGE": (27, 1), "PIANO": (0, 2)}
+BASS_PROGRAM, BASS_CHANNEL, BASS_BELOW = 33, 3, 52
+BPM_RANGE = (76.0, 150.0)
+GAINS = {"MELODY": 0.8, "BRIDGE": 0.7, "PIANO": 1.0}
+
+
+@dataclass(frozen=True)
+class Note:
+    beat: float  #: quarter notes from the file's start
+    length: float  #: quarter notes
+    pitch: int
+    velocity: int
+    track: str
+
+
+def single_tempo_songs(root: Path, count: int = 8, bpm_range=BPM_RANGE, skip: int = 0) -> list[tuple[str, float]]:
+    """The first ``count`` songs (by the dataset's numbering) whose file has one tempo within
+    ``bpm_range``, after the first ``skip`` of them: (the song's folder, bpm). The first 8 are
+    where the tracker's beat/off-beat check was developed (docs/follow.md); the figures that
+    check it come from the next ones (``skip=8``)."""
+    chosen = []
+    count += skip
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        midi = folder / f"{folder.name}.mid"
+        if not midi.exists():
+            continue
+        tempos = {m.tempo for t in mido.MidiFile(midi).tracks for m in t if m.type == "set_tempo"}
+        if len(tempos) == 1:
+            bpm = round(mido.tempo2bpm(tempos.pop()), 3)
+            if bpm_range[0] <= bpm <= bpm_range[1]:
+                chosen.append((str(folder), bpm))
+                if len(chosen) == count:
+                    break
+    return chosen[skip:]
+
+
+def read_notes(path: Path) -> list[Note]:
+    """Every note of the song's named tracks, in quarter notes (a one-tempo file)."""
+    midi = mido.MidiFile(path)
+    tpb = midi.ticks_per_beat
+    notes = []
+    for track in midi.tracks:
+        if track.name not in VOICES:
+            continue
+        now, sounding = 0, {}
+        for m in track:
+            now += m.time
+            if m.type == "note_on" and m.velocity > 0:
+                sounding[m.note] = (now, m.velocity)
+            elif m.type in ("note_off", "note_on") and m.note in sounding:
+                start, velocity = sounding.pop(m.note)
+                notes.append(Note(start / tpb, max(now - start, 1) / tpb, m.note, velocity, track.name))
+    return sorted(notes, key=lambda n: n.beat)
+
+
+def beat_grid(song: Path, bpm: float) -> tuple[float, np.ndarray]:
+    """The song's beats from the dataset's own annotation (``beat_midi.txt``: each beat's time and
+    whether it starts a bar), not from the file's tempo grid: the arrangements were played to the
+    recordings from their first second, so the grid's quarter notes are offset from the music's
+    beats by any fraction (half a beat in some songs). Returns the beats' offset from the grid
+    (quarter notes, 0..1) and where the bars start (quarter notes from the file's start)."""
+    table = np.loadtxt(song / "beat_midi.txt", ndmin=2)
+    position = table[:, 0] * bpm / 60.0
+    angle = np.angle(np.mean(np.exp(2j * np.pi * position)))  # a circular mean: offsets near 0 and 1 agree
+    phase = float(angle / (2 * np.pi) % 1.0)
+    on_grid = np.round(position - phase) + phase
+    downbeats = on_grid[table[:, 2] > 0] if table.shape[1] > 2 else on_grid[::material.BEATS_PER_BAR]
+    return phase, np.sort(downbeats)
+
+
+def _render(notes: list[tuple[float, float, int, int, int]], seconds: float, rate: int) -> np.ndarray:
+    """(start s, end s, channel, pitch, velocity) through FluidSynth: mono float32 at ``rate``."""
+    if shutil.which("fluidsynth") is None or not SOUNDFONT.exists():
+        raise RuntimeError(f"rendering POP909 needs fluidsynth and {SOUNDFONT} "
+                           "(apt-get install fluidsynth fluid-soundfont-gm)")
+    midi = mido.MidiFile(ticks_per_beat=1000)  # at 60 bpm one tick is a millisecond
+    track = mido.MidiTrack()
+    midi.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))
+    for name, (program, channel) in VOICES.items():
+        track.append(mido.Message("program_change", program=program, channel=channel, time=0))
+    track.append(mido.Message("program_change", program=BASS_PROGRAM, channel=BASS_CHANNEL, time=0))
+    events = []
+    for start, end, channel, pitch, velocity in notes:
+        events.append((int(round(start * 1000)), 1, channel, pitch, velocity))
+        events.append((int(round(end * 1000)), 0, channel, pitch, 0))
+    events.sort()
+    now = 0
+    for tick, on, channel, pitch, velocity in events:
+        kind = "note_on" if on else "note_off"
+        track.append(mido.Message(kind, note=pitch, velocity=velocity, channel=channel, time=tick - now))
+        now = tick
+    with tempfile.TemporaryDirectory() as tmp:
+        mid, wav = Path(tmp) / "song.mid", Path(tmp) / "song.wav"
+        midi.save(mid)
+        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(rate), "-T", "wav", "-O", "float",
+                        "-F", str(wav), str(SOUNDFONT), str(mid)], check=True, capture_output=True, timeout=600)
+        import soundfile
+
+        audio, got = soundfile.read(wav, dtype="float32", always_2d=True)
+    if got != rate:
+        raise RuntimeError(f"fluidsynth rendered at {got} Hz, asked {rate}")
+    out = audio.mean(axis=1)
+    frames = int(seconds * rate)
+    return np.pad(out, (0, max(0, frames - out.size)))[:frames]
+
+
+def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int = 16000,
+              bars: int = material.BARS, seed: int = 0, snr_db: float = 20.0) -> material.Clip:
+    """One song's 24 bars under one scenario (see the module's docstring); ``song``: its folder."""
+    sc = material.SCENARIOS[scenario]
+    song = Path(song)
+    notes = read_notes(song / f"{song.name}.mid")
+    if not notes:
+        raise ValueError(f"{song}: no notes in tracks {', '.join(VOICES)}")
+    _, downbeats = beat_grid(song, bpm)
+    start = float(downbeats[np.searchsorted(downbeats, notes[0].beat - 0.25)])
+    total = bars * material.BEATS_PER_BAR
+    beats = np.array([n.beat for n in notes]) - start
+    ends = beats + np.array([n.length for n in notes])
+    inside = (beats >= -0.25) & (beats < total - 0.25)
+    for first, length in sc.breaks:
+        inside &= ~((beats >= first * 4 - 0.25) & (beats < (first + length) * 4 - 0.25))
+    # a note held into a break or past the clip's end stops there
+    stops = np.full(beats.size, float(total))
+    for first, _ in sc.breaks:
+        stops = np.where(beats < first * 4 - 0.25, np.minimum(stops, first * 4 - 0.05), stops)
+    ends = np.minimum(ends, stops)
+    played_notes = []
+    times, end_times = material.warp(beats, sc, bpm), material.warp(ends, sc, bpm)
+    for k in np.where(inside)[0]:
+        n = notes[k]
+        program, channel = VOICES[n.track]
+        velocity = int(np.clip(round(n.velocity * GAINS[n.track]), 1, 127))
+        played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), channel, n.pitch, velocity))
+        if n.track == "PIANO" and n.pitch < BASS_BELOW:
+            played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), BASS_CHANNEL,
+                                 n.pitch - 12 if n.pitch >= 40 else n.pitch, velocity))
+    end = float(material.warp(np.array([total + 1.0]), sc, bpm)[0])
+    audio = material.with_room_noise(material.resample(_render(played_notes, end, material.RENDER_RATE), material.RENDER_RATE, rate),
+                                     np.random.default_rng(seed), snr_db)
+    # the players' lead on the grid, over the song and over a bar either side of each beat
+    near_beats = beats[inside]
+    off = near_beats - np.round(near_beats)
+    near = np.abs(off) < 0.2
+    lead = float(np.median(off[near])) if near.any() else 0.0
+    beat_index = np.arange(total, dtype=np.float64)
+    local = np.array([np.median(off[near & (np.abs(near_beats - b) <= 4)])
+                      if (near & (np.abs(near_beats - b) <= 4)).sum() >= 3 else lead for b in beat_index])
+    audible = np.ones(total, bool)
+    for first, length in sc.breaks:
+        audible[first * 4:(first + length) * 4] = False
+    return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm, material.warp(beat_index + lead, sc, bpm),
+                         audible, bpm * sc.factor(beat_index), (), lead * 60.0 / bpm, material.warp(beat_index + local, sc, bpm))
+
+
+def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:
+    """``make_clip`` kept in the clip cache (``DRUMMACHINE_CLIP_CACHE``), as the drummers' clips are."""
+    folder = Path(os.environ.get("DRUMMACHINE_CLIP_CACHE", Path(tempfile.gettempdir()) / "drummachine-clips"))
+    stamp = f"{Path(__file__).stat().st_mtime}|{Path(material.__file__).stat().st_mtime}"
+    song = Path(song)
+    key = hashlib.sha1(f"pop909|{song.name}|{bpm}|{scenario}|{rate}|{stamp}".encode()).hexdigest()
+    file = folder / f"{key[:16]}.npz"
+    if file.exists():
+        z = np.load(file)
+        return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, z["audio"], bpm, z["beats"], z["audible"],
+                             z["tempo"], (), float(z["lead"]), z["played"])
+    clip = make_clip(song, bpm, scenario, rate=rate)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=clip.audio, beats=clip.beats, audible=clip.audible, tempo=clip.tempo, lead=clip.lead,
+             played=clip.played)
+    tmp.replace(file)
+    return clip
