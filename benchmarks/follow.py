@@ -111,7 +111,7 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
         for scenario in scenarios:
             for path, bpm in perfs[mix]:
                 clip = clip_of(path, bpm, scenario, mix)
-                row = {"mix": mix, "scenario": scenario, "performance": path, "bpm": bpm, "seconds": round(clip.seconds, 2)}
+                row = {"mix": mix, "scenario": scenario, "performance": clip.name, "bpm": bpm, "seconds": round(clip.seconds, 2)}
                 for name in trackers:
                     t0 = time.process_time()
                     try:
@@ -137,7 +137,8 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
             cpu = [r[f"{name}_cpu_per_s"] for r in rows if r["mix"] == mix and f"{name}_cpu_per_s" in r]
             per["cpu_per_s"] = round(float(np.mean(cpu)), 5) if cpu else None
             summary[f"{mix}/{name}"] = per
-    return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": perfs, "summary": summary, "clips": rows}
+    named = {mix: [(f"POP909/{Path(path).name}" if mix == "pop909" else path, bpm) for path, bpm in v] for mix, v in perfs.items()}
+    return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": named, "summary": summary, "clips": rows}
 
 
 def dynamics(performances: int = 4) -> dict:
@@ -265,7 +266,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
-    row.update({"mode": mode, "performance": path, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle})
+    row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle})
     return row
 
 

@@ -205,20 +205,32 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
 
 
 def run(args) -> dict:
-    perfs = material.validation_performances(max(1, args.performances))
-    path, bpm = perfs[0]
+    """The plan below on the first validation drummer's band mix, or on the first POP909 song of
+    the check (``--pop909``: music from outside this repository, benchmarks/follow_outside.py)."""
+    if getattr(args, "pop909", None):
+        import follow_outside
+
+        path, bpm = follow_outside.single_tempo_songs(Path(args.pop909), 1, skip=args.pop909_skip)[0]
+
+        def make(scenario, **kw):
+            return follow_outside.make_clip(path, bpm, scenario, rate=RATE, **kw)
+    else:
+        path, bpm = material.validation_performances(max(1, args.performances))[0]
+
+        def make(scenario, **kw):
+            return material.make_clip(path, bpm, scenario, "band", rate=RATE, **kw)
     plan = [("steady", "beat", False, 2.0), ("steady", "beat", True, 0.0), ("accelerando", "beat", False, 2.0),
             ("jump", "beat", False, 2.0), ("break", "beat", False, 2.0), ("ritardando", "beat", False, 2.0)]
     results = []
     for scenario, mode, wait, lead in plan:
-        clip = material.make_clip(path, bpm, scenario, "band", rate=RATE)
+        clip = make(scenario)
         raw = run_one(clip, mode, wait_for_band=wait, lead_in=lead, start_offset=0.137 if not wait else 0.0)
         row = measure(raw, clip, scenario)
-        row.update({"mode": mode, "wait_for_band": wait, "performance": path, "bpm": bpm,
+        row.update({"mode": mode, "wait_for_band": wait, "performance": clip.name, "bpm": bpm,
                     "returncode": raw["returncode"]})
         results.append(row)
         print(json.dumps(row), flush=True)
-    base_clip = material.make_clip(path, bpm, "steady", "band", rate=RATE, bars=12)
+    base_clip = make("steady", bars=12)
     base = run_one(base_clip, listen=False, lead_in=2.0)
     baseline = {"misses": base["misses"], "underruns": base["underruns"], "seconds": round(base_clip.seconds, 1)}
     summary = {r["scenario"] + (" (wait for band)" if r["wait_for_band"] else ""):

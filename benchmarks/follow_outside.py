@@ -177,7 +177,7 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     times, end_times = material.warp(beats, sc, bpm), material.warp(ends, sc, bpm)
     for k in np.where(inside)[0]:
         n = notes[k]
-        program, channel = VOICES[n.track]
+        _, channel = VOICES[n.track]
         velocity = int(np.clip(round(n.velocity * GAINS[n.track]), 1, 127))
         played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), channel, n.pitch, velocity))
         if n.track == "PIANO" and n.pitch < BASS_BELOW:
