@@ -68,8 +68,11 @@ FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1
                "midi_out_gone": (0.0, 6.5), "midi_out_back": (0.0, 2.5), "midi_in_gone": (0.0, 6.5),
                "midi_in_back": (0.0, 2.5), "jack_stop": (0.0, 10.0), "jack_back": (0.0, 4.0)}
 #: the faults whose spans are counted apart in jackd's blame: a client SIGKILLed mid-period is
-#: unfinished until jackd drops it; a restarting server blames whoever is there
-BLAME_FAULTS = ("mixer_sigkill", "jack_stop", "jack_back")
+#: unfinished until jackd drops it; a restarting server blames whoever is there; a MIDI port gone
+#: or back is a client leaving or joining the graph, and while the graph changes jackd finds the
+#: clients already in it unfinished (the mixer more often than a C client: benchmarks/jack_corpse.py)
+BLAME_FAULTS = ("mixer_sigkill", "jack_stop", "jack_back", "midi_out_gone", "midi_out_back", "midi_in_gone",
+                "midi_in_back")
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
 
 

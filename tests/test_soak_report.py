@@ -83,10 +83,14 @@ def test_steady_timing_leaves_out_each_fault_span(tmp_path):
     assert timing["last_steady"] == timing["last"]
 
 
-def test_blame_windows_are_the_fault_spans_of_a_mixer_sigkill_and_the_jack_restart():
+def test_blame_windows_are_the_fault_spans_of_the_graphs_changes():
+    """A mixer SIGKILL, the JACK restart and a MIDI port gone and back change the graph; a spam
+    burst does not."""
     from types import SimpleNamespace
 
     run = SimpleNamespace(t0=100.0, events=[(10.0, "mixer_sigkill", "123"), (20.0, "spam", "1950"),
-                                            (30.0, "jack_stop", ""), (33.0, "jack_back", "")])
+                                            (30.0, "jack_stop", ""), (33.0, "jack_back", ""),
+                                            (50.0, "midi_out_gone", ""), (54.0, "midi_out_back", "")])
     spans = soak.Soak.fault_spans(run, soak.BLAME_FAULTS)
-    assert spans == [(110.0, 113.0, "mixer_sigkill"), (130.0, 140.0, "jack_stop"), (133.0, 137.0, "jack_back")]
+    assert spans == [(110.0, 113.0, "mixer_sigkill"), (130.0, 140.0, "jack_stop"), (133.0, 137.0, "jack_back"),
+                     (150.0, 156.5, "midi_out_gone"), (154.0, 156.5, "midi_out_back")]
