@@ -11,6 +11,13 @@ takes the MIDI out; the drummer's beats against the band's.
     python benchmarks/follow.py --tracker --out benchmarks/follow_tracker.json
     python benchmarks/follow.py --instrument --out benchmarks/follow.json
 
+``--pop909 DIR``: the mix ``pop909`` is POP909's songs rendered with recorded instruments, music
+from outside this repository (benchmarks/follow_outside.py), for ``--tracker``, ``--replay`` and
+``--instrument``:
+
+    python benchmarks/follow.py --tracker --pop909 DIR --performances 16 --mixes pop909 \
+        --trackers own,own-no-flip,own-blind --out benchmarks/follow_pop909_tracker.json
+
 ``--underruns``: the mixer's underruns and the clients jackd blames, without --listen and with it
 (PortAudio's capture; the Python callback's), in rotation, jack_simple_client in the graph:
 
@@ -419,9 +426,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pop909", default=None, metavar="DIR",
                     help="the POP909-Dataset's POP909 folder: its songs, rendered, are the mix pop909 "
                          "(music from outside this repository; benchmarks/follow_outside.py)")
-    ap.add_argument("--pop909-skip", type=int, default=8, metavar="N",
-                    help="--pop909: skip its first N songs (the first 8 are where the tracker's beat/off-beat "
-                         "check was developed; the next are the check)")
+    ap.add_argument("--pop909-skip", type=int, default=24, metavar="N",
+                    help="--pop909: skip its first N songs (the first 24 are where the tracker's beat/off-beat "
+                         "check was developed and its settings chosen; the songs after them are the check)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)

@@ -62,9 +62,9 @@ class Note:
 
 def single_tempo_songs(root: Path, count: int = 8, bpm_range=BPM_RANGE, skip: int = 0) -> list[tuple[str, float]]:
     """The first ``count`` songs (by the dataset's numbering) whose file has one tempo within
-    ``bpm_range``, after the first ``skip`` of them: (the song's folder, bpm). The first 8 are
-    where the tracker's beat/off-beat check was developed (docs/follow.md); the figures that
-    check it come from the next ones (``skip=8``)."""
+    ``bpm_range``, after the first ``skip`` of them: (the song's folder, bpm). The first 24 are
+    where the tracker's beat/off-beat check was developed and its settings chosen
+    (docs/follow.md); the figures that check it come from the next ones (``skip=24``)."""
     chosen = []
     count += skip
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
