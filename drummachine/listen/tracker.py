@@ -87,8 +87,8 @@ LOOP_ACTIVITY = 0.0
 #: decision (2 s in) holds while its own grid prior weights it. A piano's syncopated accompaniment
 #: can put as much onset strength on the "and" for a few beats: 2 of 8 pop songs rendered from
 #: POP909 (music from outside this repository, docs/follow.md) were locked on the off-beat from
-#: the start for 20-55 s, though over the song the beat was 1.65 times stronger there. So the
-#: onset strength is also kept as a profile over the loop's own beat (PROFILE_BINS phases, fading
+#: the start for 20-55 s (in one, the beat had 1.65 times the off-beat's strength over the
+#: song). So the onset strength is also kept as a profile over the loop's own beat (PROFILE_BINS phases, fading
 #: over PROFILE_SECONDS); once it holds FLIP_AFTER seconds of playing and the off-beat is
 #: FLIP_RATIO times the beat, the loop moves half a beat and starts over unsure (the follower
 #: holds for a moment, then re-locks on the beat in one go, as a drummer who finds they are on
