@@ -280,17 +280,24 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
 def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin") -> Clip:
     """``make_clip`` kept in a folder (``DRUMMACHINE_CLIP_CACHE``, default a temporary one):
     tuning replays the same clips many times, and rendering is a third of a replay's time."""
+    return kept(f"{path}|{bpm}|{scenario}|{mix}|{rate}|{kit}", path, scenario, mix, rate, bpm,
+                lambda: make_clip(path, bpm, scenario, mix, rate=rate, kit=kit))
+
+
+def kept(key: str, name: str, scenario: str, mix: str, rate: int, bpm: float, make) -> Clip:
+    """The clip kept in the clip cache under ``key`` (with the material modules' own dates: a
+    change to how clips are made makes them again), or ``make()``'s, kept there."""
     import hashlib
     import tempfile
 
     folder = Path(os.environ.get("DRUMMACHINE_CLIP_CACHE", Path(tempfile.gettempdir()) / "drummachine-clips"))
-    key = hashlib.sha1(f"{path}|{bpm}|{scenario}|{mix}|{rate}|{kit}|{Path(__file__).stat().st_mtime}".encode()).hexdigest()
-    file = folder / f"{key[:16]}.npz"
+    made_by = "|".join(str((Path(__file__).parent / f).stat().st_mtime) for f in ("follow_material.py", "follow_outside.py"))
+    file = folder / f"{hashlib.sha1(f'{key}|{made_by}'.encode()).hexdigest()[:16]}.npz"
     if file.exists():
         z = np.load(file)
-        return Clip(path, scenario, mix, rate, z["audio"], bpm, z["beats"], z["audible"], z["tempo"], (),
+        return Clip(name, scenario, mix, rate, z["audio"], bpm, z["beats"], z["audible"], z["tempo"], (),
                     float(z["lead"]), z["played"])
-    clip = make_clip(path, bpm, scenario, mix, rate=rate, kit=kit)
+    clip = make()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp.npz")
     np.savez(tmp, audio=clip.audio, beats=clip.beats, audible=clip.audible, tempo=clip.tempo, lead=clip.lead,

@@ -30,7 +30,6 @@ for the drummers; the beat as played, the same lead over a bar either side.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -203,19 +202,6 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
 
 def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:
     """``make_clip`` kept in the clip cache (``DRUMMACHINE_CLIP_CACHE``), as the drummers' clips are."""
-    folder = Path(os.environ.get("DRUMMACHINE_CLIP_CACHE", Path(tempfile.gettempdir()) / "drummachine-clips"))
-    stamp = f"{Path(__file__).stat().st_mtime}|{Path(material.__file__).stat().st_mtime}"
     song = Path(song)
-    key = hashlib.sha1(f"pop909|{song.name}|{bpm}|{scenario}|{rate}|{stamp}".encode()).hexdigest()
-    file = folder / f"{key[:16]}.npz"
-    if file.exists():
-        z = np.load(file)
-        return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, z["audio"], bpm, z["beats"], z["audible"],
-                             z["tempo"], (), float(z["lead"]), z["played"])
-    clip = make_clip(song, bpm, scenario, rate=rate)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npz")
-    np.savez(tmp, audio=clip.audio, beats=clip.beats, audible=clip.audible, tempo=clip.tempo, lead=clip.lead,
-             played=clip.played)
-    tmp.replace(file)
-    return clip
+    return material.kept(f"pop909|{song.name}|{bpm}|{scenario}|{rate}", f"POP909/{song.name}", scenario, "pop909", rate,
+                         bpm, lambda: make_clip(song, bpm, scenario, rate=rate))
