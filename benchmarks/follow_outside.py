@@ -183,7 +183,8 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
             played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), BASS_CHANNEL,
                                  n.pitch - 12 if n.pitch >= 40 else n.pitch, velocity))
     end = float(material.warp(np.array([total + 1.0]), sc, bpm)[0])
-    audio = material.with_room_noise(material.resample(_render(played_notes, end, material.RENDER_RATE), material.RENDER_RATE, rate),
+    rendered = _render(played_notes, end, material.RENDER_RATE)
+    audio = material.with_room_noise(material.resample(rendered, material.RENDER_RATE, rate),
                                      np.random.default_rng(seed), snr_db)
     # the players' lead on the grid, over the song and over a bar either side of each beat
     near_beats = beats[inside]
@@ -196,8 +197,9 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     audible = np.ones(total, bool)
     for first, length in sc.breaks:
         audible[first * 4:(first + length) * 4] = False
-    return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm, material.warp(beat_index + lead, sc, bpm),
-                         audible, bpm * sc.factor(beat_index), (), lead * 60.0 / bpm, material.warp(beat_index + local, sc, bpm))
+    return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm,
+                         material.warp(beat_index + lead, sc, bpm), audible, bpm * sc.factor(beat_index), (),
+                         lead * 60.0 / bpm, material.warp(beat_index + local, sc, bpm))
 
 
 def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:

@@ -88,13 +88,13 @@ LOOP_ACTIVITY = 0.0
 #: can put as much onset strength on the "and" for a few beats: 2 of 8 pop songs rendered from
 #: POP909 (music from outside this repository, docs/follow.md) were locked on the off-beat from
 #: the start for 20-55 s (in one, the beat had 1.65 times the off-beat's strength over the
-#: song). So the onset strength is also kept as a profile over the loop's own beat (PROFILE_BINS phases, fading
-#: over PROFILE_SECONDS); once it holds FLIP_AFTER seconds of playing and the off-beat is
-#: FLIP_RATIO times the beat, the loop moves half a beat and starts over unsure (the follower
-#: holds for a moment, then re-locks on the beat in one go, as a drummer who finds they are on
-#: the wrong beat does). FLIP_RATIO 0: off. The fading and the wait were chosen on the first 24
-#: of those songs with the validation drummers (8 s and 4 s: fewer songs put right; 4 s and 3 s:
-#: flip-flopping); checked on 16 others (docs/follow.md)
+#: song). So the onset strength is also kept as a profile over the loop's own beat
+#: (PROFILE_BINS phases, fading over PROFILE_SECONDS); once it holds FLIP_AFTER seconds of
+#: playing and the off-beat is FLIP_RATIO times the beat, the loop moves half a beat and starts
+#: over unsure (the follower holds for a moment, then re-locks on the beat in one go, as a
+#: drummer who finds they are on the wrong beat does). FLIP_RATIO 0: off. The fading and the
+#: wait were chosen on the first 24 of those songs with the validation drummers (8 s and 4 s:
+#: fewer songs put right; 4 s and 3 s: flip-flopping); checked on 16 others (docs/follow.md)
 PROFILE_BINS = 16
 PROFILE_SECONDS = 6.0
 FLIP_AFTER = 3.0
