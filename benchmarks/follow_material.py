@@ -194,6 +194,36 @@ def _hz(note: float) -> float:
     return 440.0 * 2 ** ((note - 69) / 12)
 
 
+def played_in_clip(beats: np.ndarray, scenario: Scenario, total: int) -> np.ndarray:
+    """Which notes (at ``beats``, from the clip's first bar line) sound: inside the clip's
+    ``total`` beats and outside the scenario's breaks."""
+    inside = (beats >= -0.25) & (beats < total - 0.25)
+    for first, length in scenario.breaks:
+        inside &= ~((beats >= first * 4 - 0.25) & (beats < (first + length) * 4 - 0.25))
+    return inside
+
+
+def clip_from_truth(name: str, scenario: str, mix: str, rate: int, audio: np.ndarray, bpm: float, total: int,
+                    beats: np.ndarray, local_notes: np.ndarray, gains_db=()) -> "Clip":
+    """The clip with its truth: the band's beat is where the players play it, the beat lines
+    moved by their median lead or lag on them (a constant per clip: the note-to-note timing stays
+    human), and each beat as played, their lead over the bar either side from the notes in
+    ``local_notes`` (players drift ahead and behind by tens of ms over a few bars)."""
+    sc = SCENARIOS[scenario]
+    off = beats - np.round(beats)
+    near = np.abs(off) < 0.2
+    lead = float(np.median(off[near])) if near.any() else 0.0
+    beat_index = np.arange(total, dtype=np.float64)
+    main = local_notes & near
+    local = np.array([np.median(off[main & (np.abs(beats - b) <= 4)])
+                      if (main & (np.abs(beats - b) <= 4)).sum() >= 3 else lead for b in beat_index])
+    audible = np.ones(total, bool)
+    for first, length in sc.breaks:
+        audible[first * 4:(first + length) * 4] = False
+    return Clip(name, scenario, mix, rate, audio.astype(np.float32), bpm, warp(beat_index + lead, sc, bpm), audible,
+                bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm, warp(beat_index + local, sc, bpm))
+
+
 def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums", rate: int = 16000,
               bars: int = BARS, seed: int = 0, snr_db: float = 20.0, start_bar: int = 1,
               gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE, kit: str = "builtin") -> Clip:
@@ -217,9 +247,7 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
     velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
     total = bars * BEATS_PER_BAR
-    inside = (beats >= -0.25) & (beats < total - 0.25)
-    for first, length in sc.breaks:
-        inside &= ~((beats >= first * 4 - 0.25) & (beats < (first + length) * 4 - 0.25))
+    inside = played_in_clip(beats, sc, total)
     beats, voices, velocities = beats[inside], voices[inside], velocities[inside]
     times = warp(beats, sc, bpm)
     end = float(warp(np.array([total + 1.0]), sc, bpm)[0])
@@ -258,23 +286,9 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
         level[at:] = np.float32(10 ** (db / 20))
     audio *= level
     audio = with_room_noise(audio, rng, snr_db)
-    # the band's beat is where the drummer plays it: the click they heard, moved by their median
-    # lead or lag on the beat lines (a constant per performance; the note-to-note timing stays human)
-    near = np.abs(beats - np.round(beats)) < 0.2
-    lead = float(np.median((beats - np.round(beats))[near])) if near.any() else 0.0
-    beat_index = np.arange(total, dtype=np.float64)
-    # where the band plays each beat: the drummer's own lead on the kick and snare over the bar
-    # either side (drummers drift ahead and behind by tens of ms over a few bars; the bass and
-    # keys here follow them)
-    main = np.isin(voices, (KICK, SNARE)) & near
-    local = np.array([np.median((beats - np.round(beats))[main & (np.abs(beats - b) <= 4)])
-                      if (main & (np.abs(beats - b) <= 4)).sum() >= 3 else lead for b in beat_index])
-    audible = np.ones(total, bool)
-    for first, length in sc.breaks:
-        audible[first * 4:(first + length) * 4] = False
-    return Clip(path, scenario, mix, rate, audio.astype(np.float32), bpm, warp(beat_index + lead, sc, bpm), audible,
-                bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm,
-                warp(beat_index + local, sc, bpm))
+    # the truth: the click the drummer heard, moved by their lead; the beat as played from the
+    # kick and snare (the bass and keys here follow them)
+    return clip_from_truth(path, scenario, mix, rate, audio, bpm, total, beats, np.isin(voices, (KICK, SNARE)), gains_db)
 
 
 def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin") -> Clip:

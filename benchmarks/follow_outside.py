@@ -153,7 +153,7 @@ def _render(notes: list[tuple[float, float, int, int, int]], seconds: float, rat
 
 def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int = 16000,
               bars: int = material.BARS, seed: int = 0, snr_db: float = 20.0) -> material.Clip:
-    """One song's 24 bars under one scenario (see the module's docstring); ``song``: its folder."""
+    """One song's ``bars`` bars under one scenario (see the module's docstring); ``song``: its folder."""
     sc = material.SCENARIOS[scenario]
     song = Path(song)
     notes = read_notes(song / f"{song.name}.mid")
@@ -164,9 +164,7 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     total = bars * material.BEATS_PER_BAR
     beats = np.array([n.beat for n in notes]) - start
     ends = beats + np.array([n.length for n in notes])
-    inside = (beats >= -0.25) & (beats < total - 0.25)
-    for first, length in sc.breaks:
-        inside &= ~((beats >= first * 4 - 0.25) & (beats < (first + length) * 4 - 0.25))
+    inside = material.played_in_clip(beats, sc, total)
     # a note held into a break or past the clip's end stops there
     stops = np.full(beats.size, float(total))
     for first, _ in sc.breaks:
@@ -186,20 +184,10 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     rendered = _render(played_notes, end, material.RENDER_RATE)
     audio = material.with_room_noise(material.resample(rendered, material.RENDER_RATE, rate),
                                      np.random.default_rng(seed), snr_db)
-    # the players' lead on the grid, over the song and over a bar either side of each beat
-    near_beats = beats[inside]
-    off = near_beats - np.round(near_beats)
-    near = np.abs(off) < 0.2
-    lead = float(np.median(off[near])) if near.any() else 0.0
-    beat_index = np.arange(total, dtype=np.float64)
-    local = np.array([np.median(off[near & (np.abs(near_beats - b) <= 4)])
-                      if (near & (np.abs(near_beats - b) <= 4)).sum() >= 3 else lead for b in beat_index])
-    audible = np.ones(total, bool)
-    for first, length in sc.breaks:
-        audible[first * 4:(first + length) * 4] = False
-    return material.Clip(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm,
-                         material.warp(beat_index + lead, sc, bpm), audible, bpm * sc.factor(beat_index), (),
-                         lead * 60.0 / bpm, material.warp(beat_index + local, sc, bpm))
+    # the truth: the annotation's beats moved by the players' lead on them (every track's notes)
+    played = beats[inside]
+    return material.clip_from_truth(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm, total, played,
+                                    np.ones(played.size, bool))
 
 
 def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:
