@@ -345,7 +345,8 @@ def replays(performances: int, split: str = "validation", mix: str = "band", kit
 REPLAY_KEYS = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                "band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_vs_played_ms_p50",
                "phase_error_ms_p50", "break_tempo_drift_pct", "beats_to_relock_after_break",
-               "came_in_after_band_beats", "own_beats_to_lock_after_coming_in")
+               "came_in_after_band_beats", "own_beats_to_lock_after_coming_in", "sounds_after_ms",
+               "phase_error_vs_sound_ms_p50", "phase_error_vs_sound_ms_p95")
 
 
 def played_floor(performances: int, split: str = "validation", scenarios=("steady",), skip_beats: int = 8) -> dict:

@@ -191,6 +191,12 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
         "misses": run["misses"], "underruns": run["underruns"], "listener_cpu_share": run["listener_cpu_share"],
         "phase_errors_ms": [round(float(x) * 1000, 1) for x in err[inside]],
     }
+    if getattr(clip, "sounds_after", 0.0) and sel.any():
+        # the same against the beat as it sounds: the rendered instruments' attack after the note-on
+        err_sound = np.abs(err - clip.sounds_after)[sel]
+        out["sounds_after_ms"] = round(clip.sounds_after * 1000, 1)
+        out["phase_error_vs_sound_ms_p50"] = round(float(np.percentile(err_sound, 50)) * 1000, 2)
+        out["phase_error_vs_sound_ms_p95"] = round(float(np.percentile(err_sound, 95)) * 1000, 2)
     for first, length in material.SCENARIOS[scenario].breaks:
         a, b = band[first * 4], band[(first + length) * 4]
         held = (ours >= a) & (ours < b)

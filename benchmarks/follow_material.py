@@ -89,6 +89,10 @@ class Clip:
     gains_db: tuple = field(default=())
     lead: float = 0.0  #: the drummer's median lead on the click, seconds (the truth includes it)
     played: np.ndarray | None = None  #: each beat where the band plays it (the drummer's lead over ±1 bar)
+    #: how long after their note-ons the band's instruments sound (their perceptual onset, median
+    #: over the notes on the beats): the beats as the room hears them are ``beats + sounds_after``.
+    #: 0 for the clips synthesized here (a 4 ms attack); POP909's recorded instruments take 5-20 ms
+    sounds_after: float = 0.0
 
     @property
     def seconds(self) -> float:

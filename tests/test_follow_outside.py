@@ -83,3 +83,49 @@ def test_a_rendered_clip_sounds_on_its_truths_beats(tmp_path):
     envelope = np.abs(clip.audio)
     at = lambda t: float(envelope[int(t * clip.rate):int((t + 0.05) * clip.rate)].max())  # noqa: E731
     assert min(at(b) for b in clip.beats[1:12]) > 3 * max(at(b + 0.4) for b in clip.beats[1:12])
+
+
+def test_a_notes_onset_is_where_its_envelope_comes_within_15_db_of_its_peak():
+    rate = 44100
+    t = np.arange(int(0.2 * rate)) / rate
+    tone = np.sin(2 * np.pi * 440 * t)
+    sharp = tone * np.exp(-t / 0.05)  # full level at once
+    slow = tone * np.minimum(1.0, t / 0.020)  # a 20 ms linear attack: -15 dB at 0.178 of it
+    late = np.concatenate([np.zeros(int(0.010 * rate)), sharp])[:t.size]
+    assert outside.attack_delay(sharp, rate) < 0.001
+    assert outside.attack_delay(slow, rate) == pytest.approx(0.020 * 10 ** (-15 / 20), abs=0.0015)
+    assert outside.attack_delay(late, rate) == pytest.approx(0.010, abs=0.001)
+    assert outside.attack_delay(np.zeros(1000), rate) == 0.0
+
+
+def test_the_phase_error_against_the_sound_takes_the_instruments_attack_off():
+    """A machine 10 ms behind the score, on a band whose instruments sound 8 ms after their
+    note-ons: 10 ms off the score, 2 ms off what the room hears."""
+    import follow_instrument
+    import follow_material as material
+
+    from dataclasses import replace
+
+    period = 0.6
+    band = np.arange(40) * period
+    clip = material.Clip("x", "steady", "pop909", 16000, np.zeros(10, np.float32), 100.0, band,
+                         np.ones(40, bool), np.full(40, 100.0), played=band)
+    run = {"band_frames": band * follow_instrument.RATE, "played_frames": band * follow_instrument.RATE,
+           "drummer_frames": (band + 0.010) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
+           "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
+    assert "phase_error_vs_sound_ms_p95" not in follow_instrument.measure(run, clip, "steady")
+    row = follow_instrument.measure(run, replace(clip, sounds_after=0.008), "steady")
+    assert row["phase_error_ms_p95"] == pytest.approx(10.0, abs=0.01)
+    assert row["phase_error_vs_sound_ms_p95"] == pytest.approx(2.0, abs=0.01)
+    assert row["sounds_after_ms"] == 8.0
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not outside.SOUNDFONT.exists(),
+                    reason="fluidsynth and the FluidR3 GM soundfont render the songs (benchmarks only)")
+def test_a_songs_beats_sound_a_few_milliseconds_after_their_note_ons(tmp_path):
+    folder = song_folder(tmp_path, offset=0.5)
+    delay = outside.sounds_after(folder, 100.0)
+    keys = {(0, 72), (2, 48), (outside.BASS_CHANNEL, 36)}  # the melody, the piano and its bass
+    assert keys <= set(outside._ATTACKS)
+    assert 0.002 < delay < 0.030
+    assert delay == pytest.approx(float(np.median([outside._ATTACKS[k] for k in keys])), abs=1e-9)
