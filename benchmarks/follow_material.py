@@ -91,7 +91,7 @@ class Clip:
     played: np.ndarray | None = None  #: each beat where the band plays it (the drummer's lead over ±1 bar)
     #: how long after their note-ons the band's instruments sound (their perceptual onset, median
     #: over the notes on the beats): the beats as the room hears them are ``beats + sounds_after``.
-    #: 0 for the clips synthesized here (a 4 ms attack); POP909's recorded instruments take 5-20 ms
+    #: 0 for the clips synthesized here (a 4 ms attack); POP909's songs, rendered, 5.5-9 ms
     sounds_after: float = 0.0
 
     @property

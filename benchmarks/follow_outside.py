@@ -51,8 +51,9 @@ GAINS = {"MELODY": 0.8, "BRIDGE": 0.7, "PIANO": 1.0}
 #: a note sounds (its perceptual onset) where its envelope first comes within this many dB of its
 #: peak: Vos & Rasch (1981) put the perceived onset of a tone where its envelope crosses a level
 #: 6-15 dB under its maximum; the earliest of that range is taken. FluidR3's piano gets there
-#: 4-13 ms after the note-on (the low notes later), the guitar 5-15, the voice 9-19, the bass 22-35;
-#: a song's beats 6-10 ms (median over their notes)
+#: 5-11 ms after the note-on (10th to 90th percentile over the pitches the songs play; the low
+#: notes later), the guitar 4-14, the voice 9-17, the bass 20-45; a song's beats 5.5-9 ms (the
+#: median over their notes)
 ONSET_DB = -15.0
 ATTACK_RATE = 44100
 
@@ -121,6 +122,15 @@ def beat_grid(song: Path, bpm: float) -> tuple[float, np.ndarray]:
     return phase, np.sort(downbeats)
 
 
+def sounding(note: Note) -> list[tuple[int, int]]:
+    """The (channel, pitch) a note is rendered as: its track's instrument, and under the piano's
+    low notes the bass, an octave down."""
+    played = [(VOICES[note.track][1], note.pitch)]
+    if note.track == "PIANO" and note.pitch < BASS_BELOW:
+        played.append((BASS_CHANNEL, note.pitch - 12 if note.pitch >= 40 else note.pitch))
+    return played
+
+
 def _render(notes: list[tuple[float, float, int, int, int]], seconds: float, rate: int) -> np.ndarray:
     """(start s, end s, channel, pitch, velocity) through FluidSynth: mono float32 at ``rate``."""
     if shutil.which("fluidsynth") is None or not SOUNDFONT.exists():
@@ -181,12 +191,9 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     times, end_times = material.warp(beats, sc, bpm), material.warp(ends, sc, bpm)
     for k in np.where(inside)[0]:
         n = notes[k]
-        _, channel = VOICES[n.track]
         velocity = int(np.clip(round(n.velocity * GAINS[n.track]), 1, 127))
-        played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), channel, n.pitch, velocity))
-        if n.track == "PIANO" and n.pitch < BASS_BELOW:
-            played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), BASS_CHANNEL,
-                                 n.pitch - 12 if n.pitch >= 40 else n.pitch, velocity))
+        for channel, pitch in sounding(n):
+            played_notes.append((max(0.0, times[k]), max(times[k] + 0.02, end_times[k]), channel, pitch, velocity))
     end = float(material.warp(np.array([total + 1.0]), sc, bpm)[0])
     rendered = _render(played_notes, end, material.RENDER_RATE)
     audio = material.with_room_noise(material.resample(rendered, material.RENDER_RATE, rate),
@@ -218,11 +225,14 @@ def attack_delay(audio: np.ndarray, rate: int, within: float = 0.3) -> float:
     return float(np.argmax(envelope >= peak * 10 ** (ONSET_DB / 20))) / rate
 
 
-def attack_delays(keys: list[tuple[int, int]], velocity: int = 80, gap: float = 1.0) -> dict[tuple[int, int], float]:
-    """``attack_delay`` of each (channel, pitch) through FluidSynth, each note alone, ``gap`` apart."""
-    notes = [(1.0 + i * gap, 1.0 + i * gap + 0.4, channel, pitch, velocity) for i, (channel, pitch) in enumerate(keys)]
-    audio = _render(notes, 2.0 + len(keys) * gap, ATTACK_RATE)
-    # fluidsynth starts a note at its next 64-sample block (up to 1.5 ms on), in a song as here: counted in
+def attack_delays(keys: list[tuple[int, int]], velocity: int = 80, gap: float = 1.28) -> dict[tuple[int, int], float]:
+    """``attack_delay`` of each (channel, pitch) through FluidSynth, each note alone, ``gap`` apart.
+    FluidSynth starts a note at its next 64-sample block: the notes go where a millisecond (the
+    MIDI file's tick here) meets a block (every 0.64 s at 44.1 kHz), so a note's delay is its
+    instrument's, the same whichever notes are measured with it (in a song the block adds 0-1.5 ms
+    more, not counted: the correction errs small)."""
+    notes = [(1.28 + i * gap, 1.28 + i * gap + 0.4, channel, pitch, velocity) for i, (channel, pitch) in enumerate(keys)]
+    audio = _render(notes, 2.56 + len(keys) * gap, ATTACK_RATE)
     return {key: attack_delay(audio[int(round(start * ATTACK_RATE)):], ATTACK_RATE)
             for key, (start, *_rest) in zip(keys, notes)}
 
@@ -236,14 +246,7 @@ def sounds_after(song: str | Path, bpm: float) -> float:
     song = Path(song)
     notes = read_notes(song / f"{song.name}.mid")
     phase, _ = beat_grid(song, bpm)
-    keys = []
-    for n in notes:
-        position = n.beat - phase
-        if abs(position - round(position)) <= 0.125:
-            channel = VOICES[n.track][1]
-            keys.append((channel, n.pitch))
-            if n.track == "PIANO" and n.pitch < BASS_BELOW:
-                keys.append((BASS_CHANNEL, n.pitch - 12 if n.pitch >= 40 else n.pitch))
+    keys = [key for n in notes if abs(n.beat - phase - round(n.beat - phase)) <= 0.125 for key in sounding(n)]
     if not keys:
         return 0.0
     missing = sorted(set(keys) - set(_ATTACKS))

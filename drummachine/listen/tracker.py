@@ -227,9 +227,8 @@ class BeatTracker:
         self.history[-1] = value
         self.frames += 1
         self._peak()
-        # a beat due now is final before the estimate moves on: the update steps the prediction
-        # past a beat that is due (one beat in ten, those falling on an update's frame, went
-        # unrecorded, and the beat F-measure counted them as missed)
+        # a beat due now is final before the estimate moves on: the update steps its prediction
+        # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
         if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * FIRST_UPDATE_SECONDS:
             self._update()
