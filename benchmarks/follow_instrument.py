@@ -191,7 +191,7 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
         "misses": run["misses"], "underruns": run["underruns"], "listener_cpu_share": run["listener_cpu_share"],
         "phase_errors_ms": [round(float(x) * 1000, 1) for x in err[inside]],
     }
-    if getattr(clip, "sounds_after", 0.0) and sel.any():
+    if clip.sounds_after and sel.any():
         # the same against the beat as it sounds: the rendered instruments' attack after the note-on
         err_sound = np.abs(err - clip.sounds_after)[sel]
         out["sounds_after_ms"] = round(clip.sounds_after * 1000, 1)

@@ -314,12 +314,12 @@ def kept(key: str, name: str, scenario: str, mix: str, rate: int, bpm: float, ma
     if file.exists():
         z = np.load(file)
         return Clip(name, scenario, mix, rate, z["audio"], bpm, z["beats"], z["audible"], z["tempo"], (),
-                    float(z["lead"]), z["played"])
+                    float(z["lead"]), z["played"], float(z["sounds_after"]))
     clip = make()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp.npz")
     np.savez(tmp, audio=clip.audio, beats=clip.beats, audible=clip.audible, tempo=clip.tempo, lead=clip.lead,
-             played=clip.played)
+             played=clip.played, sounds_after=clip.sounds_after)
     tmp.replace(file)
     return clip
 

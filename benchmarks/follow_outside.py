@@ -200,17 +200,16 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
                                      np.random.default_rng(seed), snr_db)
     # the truth: the annotation's beats moved by the players' lead on them (every track's notes)
     played = beats[inside]
-    return material.clip_from_truth(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm, total, played,
+    clip = material.clip_from_truth(f"POP909/{song.name}", scenario, "pop909", rate, audio, bpm, total, played,
                                     np.ones(played.size, bool))
+    return replace(clip, sounds_after=sounds_after(song, bpm))
 
 
 def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:
-    """``make_clip`` kept in the clip cache (``DRUMMACHINE_CLIP_CACHE``), as the drummers' clips are;
-    with how long after its note-ons the song sounds (``sounds_after``)."""
+    """``make_clip`` kept in the clip cache (``DRUMMACHINE_CLIP_CACHE``), as the drummers' clips are."""
     song = Path(song)
-    clip = material.kept(f"pop909|{song.name}|{bpm}|{scenario}|{rate}", f"POP909/{song.name}", scenario, "pop909",
-                         rate, bpm, lambda: make_clip(song, bpm, scenario, rate=rate))
-    return replace(clip, sounds_after=sounds_after(song, bpm))
+    return material.kept(f"pop909|{song.name}|{bpm}|{scenario}|{rate}", f"POP909/{song.name}", scenario, "pop909",
+                          rate, bpm, lambda: make_clip(song, bpm, scenario, rate=rate))
 
 
 def attack_delay(audio: np.ndarray, rate: int, within: float = 0.3) -> float:

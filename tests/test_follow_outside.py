@@ -78,8 +78,10 @@ def test_only_one_tempo_songs_within_the_range_are_chosen_and_skip_counts_from_t
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not outside.SOUNDFONT.exists(),
                     reason="fluidsynth and the FluidR3 GM soundfont render the songs (benchmarks only)")
 def test_a_rendered_clip_sounds_on_its_truths_beats(tmp_path):
-    clip = outside.make_clip(song_folder(tmp_path, offset=0.5), 100.0, "steady", bars=4)
+    folder = song_folder(tmp_path, offset=0.5)
+    clip = outside.make_clip(folder, 100.0, "steady", bars=4)
     assert clip.beats[0] == pytest.approx(0.0, abs=0.005) and np.diff(clip.beats) == pytest.approx(0.6, abs=1e-6)
+    assert clip.sounds_after == outside.sounds_after(folder, 100.0) > 0  # on JACK too: the instrument's clips
     envelope = np.abs(clip.audio)
     at = lambda t: float(envelope[int(t * clip.rate):int((t + 0.05) * clip.rate)].max())  # noqa: E731
     assert min(at(b) for b in clip.beats[1:12]) > 3 * max(at(b + 0.4) for b in clip.beats[1:12])
@@ -129,3 +131,23 @@ def test_a_songs_beats_sound_a_few_milliseconds_after_their_note_ons(tmp_path):
     assert keys <= set(outside._ATTACKS)
     assert 0.002 < delay < 0.030
     assert delay == pytest.approx(float(np.median([outside._ATTACKS[k] for k in keys])), abs=1e-9)
+
+
+def test_a_kept_clip_comes_back_with_when_it_sounds(tmp_path, monkeypatch):
+    """The clip cache keeps ``sounds_after``: a song read back from it is judged against its sound
+    as the one just rendered."""
+    import follow_material as material
+
+    monkeypatch.setenv("DRUMMACHINE_CLIP_CACHE", str(tmp_path))
+    beats = np.arange(8) * 0.6
+    made = material.Clip("x", "steady", "pop909", 16000, np.zeros(10, np.float32), 100.0, beats, np.ones(8, bool),
+                         np.full(8, 100.0), played=beats, sounds_after=0.007)
+    calls = []
+
+    def make():
+        calls.append(1)
+        return made
+
+    first = material.kept("key", "x", "steady", "pop909", 16000, 100.0, make)
+    again = material.kept("key", "x", "steady", "pop909", 16000, 100.0, make)
+    assert len(calls) == 1 and first.sounds_after == again.sounds_after == 0.007
