@@ -103,12 +103,18 @@ def performances_of(mix: str, count: int, split: str = "validation") -> list[tup
     return material.validation_performances(count, split=split)
 
 
-def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin"):
+#: waiting for the band (replay): seconds the machine hears the room alone before the band begins
+ROOM_BEFORE_BAND = 2.0
+
+
+def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin", lead_in_bars: int = 0):
+    """``lead_in_bars``: the clip starts that many bars before its first bar line (what the band
+    played there: a pickup, or nothing)."""
     if mix == "pop909":
         import follow_outside
 
-        return follow_outside.cached_clip(path, bpm, scenario)
-    return material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit)
+        return follow_outside.cached_clip(path, bpm, scenario, lead_in_bars=lead_in_bars)
+    return material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit, lead_in_bars=lead_in_bars)
 
 
 def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
@@ -199,7 +205,8 @@ def oracle_tracker(clip, at: str):
 
 
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
-           readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None, **config) -> dict:
+           readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None,
+           lead_in_bars: int = 0, room_before: float | None = None, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -213,7 +220,13 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     (the count-in) and comes in on its beat once locked; the row then also says after how many
     band beats it came in and how many of its own beats it took from there to be locked.
 
-    ``oracle``: "played" or "click": the tracker hears an ideal beat detector (``oracle_tracker``)."""
+    ``oracle``: "played" or "click": the tracker hears an ideal beat detector (``oracle_tracker``).
+
+    ``lead_in_bars``: the clip starts that many bars early (``clip_of``): waiting for the band,
+    whether the machine comes in on the band's "one" is then counted from where the band began.
+
+    ``room_before``: seconds of the room alone before the band begins (the machine listening, or
+    playing alone from cold); default ROOM_BEFORE_BAND waiting for the band, else none."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -225,7 +238,10 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     from drummachine.listen.tracker import BeatTracker
 
     path, bpm = performance or performances_of(mix, 1)[0]
-    clip = clip_of(path, bpm, scenario, mix, kit)
+    clip = clip_of(path, bpm, scenario, mix, kit, lead_in_bars)
+    room_before = (ROOM_BEFORE_BAND if wait_for_band else 0.0) if room_before is None else room_before
+    if room_before > 0:  # the machine listens (or plays alone) before the band begins
+        clip = material.with_room_before(clip, room_before)
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
@@ -273,7 +289,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
-    row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle})
+        row["knew_the_bands_one"] = engine.came_in_on_the_bands_one
+    row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle,
+                "lead_in_bars": lead_in_bars, "room_before_seconds": room_before})
     return row
 
 
@@ -288,7 +306,9 @@ def coming_in(clip, ours: np.ndarray, lock_error: float = 0.030) -> dict:
     nearest = np.where(np.abs(truth[k] - ours) < np.abs(truth[k - 1] - ours), truth[k], truth[k - 1])
     ok = np.abs(ours - nearest) < lock_error
     lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), None)
+    beat_of_bar = int(np.argmin(np.abs(truth - ours[0]))) % 4 + 1  # the clip's first beat is a "one"
     return {"came_in_after_band_beats": round(float((ours[0] - truth[0]) / np.median(np.diff(truth))), 2),
+            "came_in_on_beat_of_bar": beat_of_bar, "came_in_on_the_one": beat_of_bar == 1,
             "own_beats_to_lock_after_coming_in": lock,
             "coming_in_error_ms": round(float(ours[0] - nearest[0]) * 1000, 1)}
 
@@ -329,15 +349,17 @@ def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: flo
 
 
 def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
-            scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False, oracle: str | None = None) -> dict:
+            scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False, oracle: str | None = None,
+            lead_in_bars: int = 0, room_before: float | None = None) -> dict:
     rows = []
     for perf in performances_of(mix, performances, split):
         for scenario in scenarios:
-            rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band, oracle=oracle))
+            rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band, oracle=oracle,
+                               lead_in_bars=lead_in_bars, room_before=room_before))
             rows[-1]["split"] = split
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "phase_errors_ms"}), flush=True)
     return {"split": split, "performances": performances, "mix": mix, "kit": kit, "wait_for_band": wait_for_band,
-            "oracle": oracle,
+            "oracle": oracle, "lead_in_bars": lead_in_bars, "room_before": room_before,
             "clips": rows,
             "summary_median_over_performances": summarize(rows, scenarios)}
 
@@ -411,6 +433,12 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default=",".join(material.SCENARIOS))
     ap.add_argument("--wait-for-band", action="store_true",
                     help="--replay: as play --wait-for-band (the count-in: the machine comes in once locked)")
+    ap.add_argument("--lead-in-bars", type=int, default=0,
+                    help="--replay: each clip starts this many bars before its first bar line (the band's "
+                         "pickup there, or silence): with --wait-for-band, is the machine's first beat the band's one")
+    ap.add_argument("--room-before", type=float, default=None, metavar="SECONDS",
+                    help=f"--replay: seconds of the room alone before the band begins (default {ROOM_BEFORE_BAND:g} "
+                         "with --wait-for-band, else 0)")
     ap.add_argument("--trackers", default=",".join(TRACKERS))
     ap.add_argument("--underruns", action="store_true",
                     help="underruns without --listen, with it (PortAudio capture) and with the Python callback "
@@ -440,7 +468,8 @@ def main(argv=None) -> int:
         print(json.dumps(result["tracker"]["summary"], indent=1))
     if args.replay:
         result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
-                                   args.scenarios.split(","), args.wait_for_band, args.oracle)
+                                   args.scenarios.split(","), args.wait_for_band, args.oracle, args.lead_in_bars,
+                                   args.room_before)
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.floor:
         result["floor"] = played_floor(args.performances, args.split, args.scenarios.split(","))

@@ -198,6 +198,20 @@ def _hz(note: float) -> float:
     return 440.0 * 2 ** ((note - 69) / 12)
 
 
+def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 20.0) -> Clip:
+    """``clip`` with ``seconds`` of the room alone before it (its noise, ``snr_db`` under the band's
+    playing level, as ``with_room_noise`` puts under the band): a machine waiting for the band
+    listens before the band begins. The truth moves with it."""
+    n = int(round(seconds * clip.rate))
+    audio = clip.audio
+    playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-3] ** 2)))
+    room = with_room_noise(np.zeros(n, np.float32), np.random.default_rng(seed), snr_db)
+    room *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(room ** 2))) + 1e-12)
+    moved = n / clip.rate
+    return replace(clip, audio=np.concatenate([room.astype(np.float32), audio]), beats=clip.beats + moved,
+                   played=None if clip.played is None else clip.played + moved)
+
+
 def played_in_clip(beats: np.ndarray, scenario: Scenario, total: int) -> np.ndarray:
     """Which notes (at ``beats``, from the clip's first bar line) sound: inside the clip's
     ``total`` beats and outside the scenario's breaks."""
@@ -230,12 +244,14 @@ def clip_from_truth(name: str, scenario: str, mix: str, rate: int, audio: np.nda
 
 def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums", rate: int = 16000,
               bars: int = BARS, seed: int = 0, snr_db: float = 20.0, start_bar: int = 1,
-              gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE, kit: str = "builtin") -> Clip:
+              gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE, kit: str = "builtin",
+              lead_in_bars: int = 0) -> Clip:
     """Render one performance under one scenario.
 
     ``kit``: the drums (mix ``drums``) through the built-in kit, or through a Hydrogen kit by name
     (``ForzeeStereo``: recorded drums, not the synthesized kit the tracker was developed on).
-    ``start_bar``: the bar of the file the clip starts at (the first is often a pickup).
+    ``start_bar``: the bar of the file the clip starts at (the first is often a pickup);
+    ``lead_in_bars``: that many bars earlier (the clip's first beat is a bar line either way).
     ``gains_db``: (bar, dB) steps of the band's level from that bar on (dynamics tests).
     """
     from drummachine.audio.kit import open_kit, synth_kit
@@ -247,7 +263,7 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     perf = read_midi(Path(root) / path)
     mapping = input_map("td11")
     keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
-    beats = perf.seconds()[keep] * bpm / 60.0 - start_bar * BEATS_PER_BAR
+    beats = perf.seconds()[keep] * bpm / 60.0 - (start_bar - lead_in_bars) * BEATS_PER_BAR
     voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
     velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
     total = bars * BEATS_PER_BAR
@@ -295,11 +311,13 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     return clip_from_truth(path, scenario, mix, rate, audio, bpm, total, beats, np.isin(voices, (KICK, SNARE)), gains_db)
 
 
-def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin") -> Clip:
+def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin",
+                lead_in_bars: int = 0) -> Clip:
     """``make_clip`` kept in a folder (``DRUMMACHINE_CLIP_CACHE``, default a temporary one):
     tuning replays the same clips many times, and rendering is a third of a replay's time."""
-    return kept(f"{path}|{bpm}|{scenario}|{mix}|{rate}|{kit}", path, scenario, mix, rate, bpm,
-                lambda: make_clip(path, bpm, scenario, mix, rate=rate, kit=kit))
+    lead_in = f"|lead{lead_in_bars}" if lead_in_bars else ""  # the clips made before keep their keys
+    return kept(f"{path}|{bpm}|{scenario}|{mix}|{rate}|{kit}{lead_in}", path, scenario, mix, rate, bpm,
+                lambda: make_clip(path, bpm, scenario, mix, rate=rate, kit=kit, lead_in_bars=lead_in_bars))
 
 
 def kept(key: str, name: str, scenario: str, mix: str, rate: int, bpm: float, make) -> Clip:

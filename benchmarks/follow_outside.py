@@ -169,15 +169,17 @@ def _render(notes: list[tuple[float, float, int, int, int]], seconds: float, rat
 
 
 def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int = 16000,
-              bars: int = material.BARS, seed: int = 0, snr_db: float = 20.0) -> material.Clip:
-    """One song's ``bars`` bars under one scenario (see the module's docstring); ``song``: its folder."""
+              bars: int = material.BARS, seed: int = 0, snr_db: float = 20.0, lead_in_bars: int = 0) -> material.Clip:
+    """One song's ``bars`` bars under one scenario (see the module's docstring); ``song``: its folder.
+    The clip starts on the first bar line at its first note, or ``lead_in_bars`` bars before it
+    (what is there: the song's pickup, or nothing)."""
     sc = material.SCENARIOS[scenario]
     song = Path(song)
     notes = read_notes(song / f"{song.name}.mid")
     if not notes:
         raise ValueError(f"{song}: no notes in tracks {', '.join(VOICES)}")
     _, downbeats = beat_grid(song, bpm)
-    start = float(downbeats[np.searchsorted(downbeats, notes[0].beat - 0.25)])
+    start = float(downbeats[np.searchsorted(downbeats, notes[0].beat - 0.25)]) - lead_in_bars * material.BEATS_PER_BAR
     total = bars * material.BEATS_PER_BAR
     beats = np.array([n.beat for n in notes]) - start
     ends = beats + np.array([n.length for n in notes])
@@ -205,11 +207,12 @@ def make_clip(song: str | Path, bpm: float, scenario: str = "steady", rate: int 
     return replace(clip, sounds_after=sounds_after(song, bpm))
 
 
-def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000) -> material.Clip:
+def cached_clip(song: str | Path, bpm: float, scenario: str, rate: int = 16000, lead_in_bars: int = 0) -> material.Clip:
     """``make_clip`` kept in the clip cache (``DRUMMACHINE_CLIP_CACHE``), as the drummers' clips are."""
     song = Path(song)
-    return material.kept(f"pop909|{song.name}|{bpm}|{scenario}|{rate}", f"POP909/{song.name}", scenario, "pop909",
-                          rate, bpm, lambda: make_clip(song, bpm, scenario, rate=rate))
+    lead_in = f"|lead{lead_in_bars}" if lead_in_bars else ""
+    return material.kept(f"pop909|{song.name}|{bpm}|{scenario}|{rate}{lead_in}", f"POP909/{song.name}", scenario,
+                          "pop909", rate, bpm, lambda: make_clip(song, bpm, scenario, rate=rate, lead_in_bars=lead_in_bars))
 
 
 def attack_delay(audio: np.ndarray, rate: int, within: float = 0.3) -> float:

@@ -321,6 +321,56 @@ def test_waiting_for_the_band_starts_on_its_beat(harness):
     assert h.engine.transport.bpm_at(0) == pytest.approx(118.0, rel=0.001)
 
 
+def feed_from_silence(h, band: np.ndarray, seconds: float, loudness, sure_from: float) -> None:
+    """As ``feed``, with readings before the band plays too (nothing heard: no tempo, no beat, sure
+    of nothing), the loudness a function of time (the band's entry), and the tracker sure of the
+    band's beat only from ``sure_from`` on."""
+    end = h.clock.now() + seconds
+    while h.clock.now() < end:
+        t = h.clock.now()
+        k = int(np.searchsorted(band, t, side="right"))
+        if 0 < k < band.size:
+            sure = 0.9 if t >= sure_from else 0.2
+            reading = BandReading(t, 60.0 / (band[k] - band[k - 1]), float(band[k]), sure, loudness(t), 4.0, int(t * 1000))
+        else:
+            reading = BandReading(t, 0.0, 0.0, 0.0, loudness(t), 0.0, int(t * 1000))
+        h.engine.command("band", reading)
+        h.run(READING_EVERY)
+
+
+@pytest.mark.parametrize("sure_after_beats", [2.2, 3.1, 4.4, 5.6, 9.3])
+@pytest.mark.parametrize("pickup", [False, True])
+def test_waiting_for_the_band_comes_in_on_its_one_counted_from_where_it_came_in(harness, sure_after_beats, pickup):
+    h = harness()
+    h.engine.follower = Follower(FollowConfig(mode="beat"), 120.0)
+    h.engine.wait_for_band = True
+    band = band_beats(lambda b: 118.0, 100, start=100.37)
+    one = band[0]
+    pickup_from = one - 0.5  # a beat of a quiet pickup before its "one" (12 dB under the band)
+
+    def loudness(t):  # the 400 ms loudness rises over the first notes
+        if t < one:
+            return -32.0 if pickup and t >= pickup_from else -60.0
+        return -26.0 if t < one + 0.1 else -20.0
+
+    h.clock.advance(one - 3.0 - h.clock.now())
+    feed_from_silence(h, band, 14.0, loudness, sure_from=one + sure_after_beats * 60.0 / 118.0)
+    assert h.engine.playing
+    first = h.engine.transport.time_of(0)
+    k = int(np.argmin(np.abs(band - first)))
+    assert abs(band[k] - first) < 0.001
+    assert k % 4 == 0 and k >= 4  # a "one" of the band's, after it has locked
+
+
+def test_a_band_playing_before_the_machine_listened_has_no_known_one():
+    f = Follower(FollowConfig(mode="beat"), 120.0)
+    for i in range(100):
+        f.hear(BandReading(i * 0.05, 120.0, 0.5 * (i // 10 + 1), 0.9, -20.0 + (i % 3), 4.0, i + 1))
+    assert f.band_came_in_at() is None
+    beat, on_one = f.band_one_after(4.2)
+    assert beat == pytest.approx(4.5) and not on_one
+
+
 def test_the_knob_and_the_bands_dynamics_add_up(harness):
     h = harness()
     h.engine.command("start")

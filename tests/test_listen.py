@@ -85,6 +85,23 @@ def test_a_break_drops_the_confidence_within_a_beat_and_a_quieter_verse_does_not
             assert np.mean(conf[quiet] >= 0.5) > 0.9
 
 
+def test_the_tracker_starts_over_when_the_band_comes_in_after_the_room(performance):
+    """Seconds of the room alone (its noise 20 dB under the band, as a machine waiting for the band,
+    or playing alone before it, hears), then the band: the tracker starts over where the band came
+    in (its first estimate and its tempo prior count from there) and finds the band's beat; the
+    2-bar break and the band 10 dB down for 8 bars are no new start."""
+    clip = material.with_room_before(material.make_clip(*performance, "steady", "band", bars=10), 4.0)
+    tracker = tracked(clip)
+    assert tracker.entries == 1
+    assert abs(tracker.started / tracker.fps - clip.beats[0]) < 0.1
+    beats = np.array(tracker.beats)
+    # (the room alone gave it beats, sure ones: docs/follow.md, "What does not work yet")
+    assert material.scored_beats(clip, beats[beats > clip.beats[0]]) > 0.9
+    for scenario, gains in (("break", ()), ("steady", ((2, -10.0), (10, 0.0)))):
+        again = tracked(material.make_clip(*performance, scenario, "band", bars=16, gains_db=gains))
+        assert again.entries == 0
+
+
 def test_a_band_away_from_the_songs_tempo_is_heard_there_from_the_start(performance):
     """The tracker takes the song's tempo for its first 5 s (its autocorrelation, on a window still
     mostly empty, was 2% off a drummer at the song's tempo), unless the band is clearly elsewhere:

@@ -236,11 +236,16 @@ class CommandHandlers:
         if not self.playing:
             if self.wait_for_band and follow.mode != "off" and follow.following(now) and \
                     follow.sure >= follow.config.lock_readings + BAND_COUNT_IN_READINGS:
-                start = follow.band_beat_after(now + self.start_delay)  # come in on the band's beat
-                if start is not None:
+                got = follow.band_one_after(now + self.start_delay)  # come in on the band's "one"
+                if got is not None:
+                    start, on_one = got
                     self._start(now)
                     self.transport.relock(0, start, follow.clamped(reading.bpm))
                     self.wait_for_band = False  # once: a stop later is the musician's
+                    self.came_in_on_the_bands_one = on_one
+                    log.info("came in with the band on %s", "its one (counted from where it came in)" if on_one
+                             else "its beat: it was playing before the machine listened, its one is not known "
+                             "(tap the one to set it)")
             return
         beat = next_beat(self.commit_cursor)
         if beat == self.followed_beat:

@@ -29,6 +29,7 @@ Pure logic: numbers in, a ``Correction`` out; the engine applies it (core.comman
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 MODES = ("off", "tempo", "beat", "all")
@@ -36,6 +37,25 @@ BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many be
 READING_SECONDS = 0.05  #: the listening process's readings come this often
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
+#: the band's "one" (``Follower.band_one_after``), counted in bars from where it came in: the first
+#: reading within ENTRY_BELOW_DB of its playing level (the median loudness of its last
+#: ENTRY_LEVEL_READINGS readings), if it came in from at least ENTRY_RISE_DB under that level (else
+#: it was already playing when the machine began to listen: its "one" is not known). A band starts
+#: a song, and comes back in after an intro, on a "one"; a quiet pickup before it stays under the
+#: level. The band must have played at that level for ENTRY_SETTLE_SECONDS before the "one" is
+#: taken from it (the tracker can be sure of a beat from a pickup or a count-in before the band
+#: has come in). The loudness is of the last 400 ms, so it rises after the first note: the band's
+#: first beat is the last one up to ENTRY_TOLERANCE seconds after that reading. The first
+#: ENTRY_SKIP_READINGS readings are not looked at: their 400 ms hold the silence from before the
+#: stream began (a band already playing would seem to have come in just then)
+ENTRY_BELOW_DB = 6.0
+ENTRY_SKIP_READINGS = 8
+ENTRY_RISE_DB = 12.0
+ENTRY_LEVEL_READINGS = 20
+ENTRY_SETTLE_SECONDS = 1.5
+ENTRY_MEMORY_READINGS = 1200  #: a minute of readings is looked back on
+ENTRY_TOLERANCE = 0.05
+BEATS_PER_BAR = 4
 
 
 @dataclass(frozen=True)
@@ -241,6 +261,8 @@ class Follower:
         self.held_bpm: float | None = None  # holding: the tempo rolled back to
         self.our_grid: tuple[float, float] | None = None  # our last beat handed out, and its bpm
         self.off_grid = 0  # sure readings in a row away from the held grid
+        self.levels: deque[tuple[float, float]] = deque(maxlen=ENTRY_MEMORY_READINGS)  # (time, loudness dB)
+        self.readings_heard = 0
 
     # --- input ------------------------------------------------------------------------------
 
@@ -259,6 +281,9 @@ class Follower:
         if self.reading is not None and reading.seq and reading.seq == self.reading.seq:
             return
         self.reading = reading
+        self.readings_heard += 1
+        if self.readings_heard > ENTRY_SKIP_READINGS:
+            self.levels.append((reading.time, reading.loudness_db))
         c = self.config
         sure = reading.confidence >= c.lock_confidence and reading.bpm > 0 and self.in_window(reading.bpm)
         if sure and c.relock_window and self.ever_locked and not self.locked and self.our_grid and reading.next_beat > 0:
@@ -355,6 +380,33 @@ class Follower:
             return None
         period = 60.0 / r.bpm
         return r.next_beat + period * math.ceil((t - r.next_beat) / period)
+
+    def band_came_in_at(self) -> float | None:
+        """When the band came in (the reading that heard it; see ENTRY_BELOW_DB), or None: it was
+        playing when the readings began, or has not played for long enough to know its level."""
+        levels = self.levels
+        if len(levels) < ENTRY_LEVEL_READINGS:
+            return None
+        recent = sorted(db for _, db in list(levels)[-ENTRY_LEVEL_READINGS:])
+        playing = recent[len(recent) // 2]
+        if playing - min(db for _, db in levels) < ENTRY_RISE_DB:
+            return None
+        return next(t for t, db in levels if db >= playing - ENTRY_BELOW_DB)
+
+    def band_one_after(self, t: float) -> tuple[float, bool] | None:
+        """The band's first "one" at or after ``t`` and True, its bars counted from where it came
+        in; where that is not known (it was playing before the readings began), its first beat at
+        or after ``t`` and False. None: not locked, or the band came in too lately to say."""
+        beat = self.band_beat_after(t)
+        entry = self.band_came_in_at()
+        if beat is None or entry is None:
+            return None if beat is None else (beat, False)
+        if self.reading.time - entry < ENTRY_SETTLE_SECONDS:
+            return None
+        period = 60.0 / self.reading.bpm
+        first = beat - period * math.ceil((beat - entry - ENTRY_TOLERANCE) / period)  # its first beat
+        since = round((beat - first) / period)
+        return beat + period * (-since % BEATS_PER_BAR), True
 
     def on_beat(self, our_beat: float, our_bpm: float, now: float, bar_line: bool = False) -> Correction | None:
         """Called once per beat of the engine, before ``our_beat`` (its time) is handed out.

@@ -64,7 +64,18 @@ JITTER_START = 0.03
 #: on human timing and the accelerando lag did not shrink; off
 PERIOD_SEARCH = 0.0
 PERIOD_STEPS = 9
-FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds in
+FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds after the band came in
+#: the band came in: its 400 ms loudness this many dB over the slow peak of what was heard before
+#: (the room, or nothing). The tracker starts over from there: its first estimate, the song's
+#: tempo held for AUTOCORRELATION_AFTER and the onset strength it folds all count from the band's
+#: first notes, not from when the listening began (a machine waiting for the band, or playing
+#: alone before the band comes in, had folded seconds of the room: with 4 s of a room 20 dB under
+#: the band before it, the machine locked after 16.5 beats (median, train split) and 6.1 with
+#: this; waiting for the band, it comes in about 4 beats later for it: docs/follow.md)
+ENTRY_RISE_DB = 12.0
+#: ... and the onset strength of the frames up to this long before it is the band's first notes
+#: (the rest is the room's, and is forgotten)
+ENTRY_KEEP_SECONDS = 0.2
 #: until the band has been heard this long, the tempo is the song's (the prior): the
 #: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
 #: continuity prior kept it near there, and the phase was 40-60 ms early for 10 s at confidence 1
@@ -155,6 +166,8 @@ class BeatTracker:
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
         self.energy = np.zeros(int(0.4 * self.arate), np.float32)
         self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
+        self.started = 0  # the frame the band came in at (ENTRY_RISE_DB)
+        self.entries = 0  # times the band came in (from the room, or back after a long silence)
         self.energy_at = 0
         self.bpm = 0.0
         self.next_beat = 0.0
@@ -230,8 +243,32 @@ class BeatTracker:
         # a beat due now is final before the estimate moves on: the update steps its prediction
         # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
-        if self.frames % UPDATE_FRAMES == 0 and self.frames > self.fps * FIRST_UPDATE_SECONDS:
-            self._update()
+        if self.frames % UPDATE_FRAMES == 0:
+            self._level()
+            if self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
+                self._update()
+
+    def _level(self) -> None:
+        """The band's playing loudness (a slow peak), and whether the band just came in."""
+        loud = self.loudness_db()
+        if self.frames > UPDATE_FRAMES and loud > self.level_db + ENTRY_RISE_DB:  # (the first: the level)
+            self._start_over()
+        self.level_db = max(loud, self.level_db - LEVEL_DECAY_DB * UPDATE_FRAMES / self.fps)
+
+    def _start_over(self) -> None:
+        """The band came in: what was heard before it (the room) is forgotten."""
+        self.started = self.frames
+        self.entries += 1
+        keep = int(ENTRY_KEEP_SECONDS * self.fps)
+        self.history[:-keep] = 0.0
+        self.playing_level = 1e-6
+        self.bpm = self.period = self.next_beat = 0.0
+        self.confidence = self.confidence_was = 0.0
+        self.jitter = 0.0
+        self._onset_times = [t for t in self._onset_times if t >= self.frame_time(self.frames - keep)]
+        self.profile[:] = 0.0
+        self.profile_seconds = 0.0
+        self._profiled_frame = self.frames
 
     def _onset_strength(self, flux: float) -> float:
         """A causal high-pass: flux above its recent mean is onset strength (of frame ``self.frames``)."""
@@ -263,7 +300,6 @@ class BeatTracker:
         activity = min(1.0, recent / (0.35 * self.playing_level))
         if BREAK_DB > 0:
             loud = self.loudness_db()
-            self.level_db = max(loud, self.level_db - LEVEL_DECAY_DB * UPDATE_FRAMES / fps)
             activity = min(activity, float(np.clip((loud - self.level_db + BREAK_DB) / 4.0, 0.0, 1.0)))
         x = x - x.mean()
         spec = np.fft.rfft(x, 2 * n)
@@ -294,7 +330,7 @@ class BeatTracker:
             den = a - 2 * b + c
             if den < 0:
                 bpm += 0.1 * 0.5 * (a - c) / den
-        if self.frames < self.fps * AUTOCORRELATION_AFTER and abs(bpm / self.prior_bpm - 1) < PRIOR_FIRST_WITHIN:
+        if self.frames - self.started < self.fps * AUTOCORRELATION_AFTER and abs(bpm / self.prior_bpm - 1) < PRIOR_FIRST_WITHIN:
             # too little heard for the autocorrelation to say a tempo this near the song's: the
             # song's. A band clearly elsewhere (a count-in 4% faster than the song) is taken as heard
             bpm = self.prior_bpm
