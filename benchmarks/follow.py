@@ -289,7 +289,6 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     row.update(decompose(clip, np.array(tracker_beats), np.array(beats)))
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
-        row["knew_the_bands_one"] = engine.came_in_on_the_bands_one
     row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle,
                 "lead_in_bars": lead_in_bars, "room_before_seconds": room_before})
     return row

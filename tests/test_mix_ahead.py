@@ -299,7 +299,9 @@ def test_the_ring_mixer_plays_onsets_on_their_sample_over_jack(jack_server):
     onsets = []
     k = 0
     while k < filled[0]:
-        loud = np.flatnonzero(np.abs(got[k:filled[0]]) > 1e-6)
+        # a hit's attack, not the last of the one before: its tail can still be above 1e-6 8,700
+        # frames on (the same sample each time, so the onsets' spacing is still exact)
+        loud = np.flatnonzero(np.abs(got[k:filled[0]]) > 1e-3)
         if not loud.size:
             break
         onsets.append(k + int(loud[0]))

@@ -236,16 +236,16 @@ class CommandHandlers:
         if not self.playing:
             if self.wait_for_band and follow.mode != "off" and follow.following(now) and \
                     follow.sure >= follow.config.lock_readings + BAND_COUNT_IN_READINGS:
-                got = follow.band_one_after(now + self.start_delay)  # come in on the band's "one"
-                if got is not None:
-                    start, on_one = got
+                start = follow.band_one_after(now + self.start_delay)  # come in on the band's "one"
+                if start is not None:
                     self._start(now)
                     self.transport.relock(0, start, follow.clamped(reading.bpm))
                     self.wait_for_band = False  # once: a stop later is the musician's
-                    self.came_in_on_the_bands_one = on_one
-                    log.info("came in with the band on %s", "its one (counted from where it came in)" if on_one
-                             else "its beat: it was playing before the machine listened, its one is not known "
-                             "(tap the one to set it)")
+                    log.info("came in with the band on its one (counted from where it came in)")
+                elif not self.told_waiting and follow.band_came_in_at() is None:
+                    self.told_waiting = True
+                    log.info("waiting for the band to come in: a beat is heard but nothing rose out of the quiet "
+                             "(a band already playing, or the room): start by hand to come in now")
             return
         beat = next_beat(self.commit_cursor)
         if beat == self.followed_beat:

@@ -113,9 +113,7 @@ class Engine(GeneratorLoop, CommandHandlers):
         # following the band (core.follow): readings come as "band" commands from the listener
         self.follower = Follower(FollowConfig(), song.sections[0].bpm)
         self.wait_for_band = False  #: start when the band is heard (play --wait-for-band)
-        #: having waited: whether it came in on the band's "one" (known from where the band came
-        #: in) or only on its beat (None: it did not wait)
-        self.came_in_on_the_bands_one: bool | None = None
+        self.told_waiting = False  #: the log said why it goes on waiting
         self.followed_beat = -1  #: the beat line the follower last moved
         self.band_intensity = 0.0  #: the dynamics' intensity offset, added to the knob's
         self._reset_song(song)

@@ -40,7 +40,8 @@ OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
 #: the band's "one" (``Follower.band_one_after``), counted in bars from where it came in: the first
 #: reading within ENTRY_BELOW_DB of its playing level (the median loudness of its last
 #: ENTRY_LEVEL_READINGS readings), if it came in from at least ENTRY_RISE_DB under that level (else
-#: it was already playing when the machine began to listen: its "one" is not known). A band starts
+#: it was already playing when the machine began to listen, or only the room is heard: the machine
+#: waiting for the band waits on; the start command starts it). A band starts
 #: a song, and comes back in after an intro, on a "one"; a quiet pickup before it stays under the
 #: level. The band must have played at that level for ENTRY_SETTLE_SECONDS before the "one" is
 #: taken from it (the tracker can be sure of a beat from a pickup or a count-in before the band
@@ -393,20 +394,19 @@ class Follower:
             return None
         return next(t for t, db in levels if db >= playing - ENTRY_BELOW_DB)
 
-    def band_one_after(self, t: float) -> tuple[float, bool] | None:
-        """The band's first "one" at or after ``t`` and True, its bars counted from where it came
-        in; where that is not known (it was playing before the readings began), its first beat at
-        or after ``t`` and False. None: not locked, or the band came in too lately to say."""
+    def band_one_after(self, t: float) -> float | None:
+        """The band's first "one" at or after ``t``, its bars counted from where it came in. None:
+        not locked, the band came in too lately to say, or it has not come in (nothing rose out of
+        the quiet: a band already playing when the readings began, or only the room, of whose
+        noise the tracker can be sure: docs/follow.md)."""
         beat = self.band_beat_after(t)
         entry = self.band_came_in_at()
-        if beat is None or entry is None:
-            return None if beat is None else (beat, False)
-        if self.reading.time - entry < ENTRY_SETTLE_SECONDS:
+        if beat is None or entry is None or self.reading.time - entry < ENTRY_SETTLE_SECONDS:
             return None
         period = 60.0 / self.reading.bpm
         first = beat - period * math.ceil((beat - entry - ENTRY_TOLERANCE) / period)  # its first beat
         since = round((beat - first) / period)
-        return beat + period * (-since % BEATS_PER_BAR), True
+        return beat + period * (-since % BEATS_PER_BAR)
 
     def on_beat(self, our_beat: float, our_bpm: float, now: float, bar_line: bool = False) -> Correction | None:
         """Called once per beat of the engine, before ``our_beat`` (its time) is handed out.

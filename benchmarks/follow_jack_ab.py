@@ -1,0 +1,56 @@
+"""The whole instrument on JACK, steady from cold (the band 2 s after the machine starts, digital
+silence before it), this repository's code and another checkout's, alternating in the same
+minutes (the host's noise moves single runs by tens of beats):
+
+    git worktree add /tmp/before COMMIT
+    jackd -d dummy -r 48000 -p 128 &
+    python benchmarks/follow_jack_ab.py --before /tmp/before --rounds 3 --out benchmarks/follow_jack_start_over_ab.json
+
+Each run is ``follow_instrument.run_one`` and ``measure`` from that checkout (its play process
+runs with its own code)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+HERE = str(Path(__file__).resolve().parents[1])
+KEYS = ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95", "tempo_error_pct_p95", "underruns", "misses")
+
+
+def run_in(repo: str) -> dict:
+    for name in [k for k in sys.modules if k.startswith(("follow", "drummachine"))]:
+        del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if p not in (repo, repo + "/benchmarks", HERE, HERE + "/benchmarks")]
+    sys.path[:0] = [repo, repo + "/benchmarks"]
+    instrument = importlib.import_module("follow_instrument")
+    material = importlib.import_module("follow_material")
+    path, bpm = material.validation_performances(1)[0]
+    clip = material.make_clip(path, bpm, "steady", "band", rate=instrument.RATE)
+    raw = instrument.run_one(clip, "beat", wait_for_band=False, lead_in=2.0, start_offset=0.137)
+    row = instrument.measure(raw, clip, "steady")
+    return {k: row.get(k) for k in KEYS}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="the other checkout's folder")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for r in range(args.rounds):
+        for label, repo in (("before", str(Path(args.before).resolve())), ("this", HERE)):
+            row = {"code": label, "round": r, **run_in(repo)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
