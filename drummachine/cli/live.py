@@ -359,8 +359,8 @@ def register(sub) -> None:
                    "system:capture_1) or sd:N / sd:NAME for an input device; see drummachine ports")
     p.add_argument("--follow", choices=("off", "tempo", "beat", "all"), default="beat",
                    help="with --listen: follow the band's tempo, tempo and beat (default), or all (and dynamics)")
-    p.add_argument("--wait-for-band", action="store_true", help="with --listen: start on the band's beat once "
-                   "it has been heard for about a bar")
+    p.add_argument("--wait-for-band", action="store_true", help="with --listen: wait for the band to start, "
+                   "then come in on its 'one' (counted from where it came in) once locked; start by hand to come in now")
     p.add_argument("--follow-range", type=_fraction, default=0.10, metavar="FRACTION",
                    help="with --listen: how far the tempo may follow from the song's (default 0.10: ±10%%)")
     p.set_defaults(func=cmd_play)

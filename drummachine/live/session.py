@@ -70,7 +70,7 @@ class Options:
     listen: str | None = None  #: the band's input: a JACK capture port, or sd:N / a sounddevice input name
     follow: str = "beat"  #: off, tempo, beat or all (core.follow.FOLLOW_MODES)
     follow_range: float = 0.10  #: how far the tempo may follow from the song's (a fraction)
-    wait_for_band: bool = False  #: start on the band's beat once locked, not at once
+    wait_for_band: bool = False  #: wait for the band to start; come in on its "one" once locked
 
 
 class Session:
