@@ -113,3 +113,9 @@ def test_dataset_build_on_a_folder_without_index(tmp_path):
     out = tmp_path / "ds.npz"
     assert_clean_error(run_cli("dataset", "build", "--data", tmp_path, "--out", out), "info.csv")
     assert not out.exists()
+
+
+def test_a_listen_gate_out_of_range_is_refused():
+    r = run_cli("play", "--headless", "--listen", "band", "--listen-gate", "5")
+    assert r.returncode == 2 and "--listen-gate" in r.stderr and "-100..0" in r.stderr
+    assert "Traceback" not in r.stderr

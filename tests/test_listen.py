@@ -102,6 +102,24 @@ def test_the_tracker_starts_over_when_the_band_comes_in_after_the_room(performan
         assert again.entries == 0
 
 
+def test_under_the_listen_gate_nothing_is_heard(performance):
+    """A room's noise alone (20 dB under the band) is nothing under a gate between the two: no
+    confidence while only the room plays (the tracker can be sure of the noise alone: docs/
+    follow.md), and the band over it tracked as without the gate."""
+    clip = material.with_room_before(material.make_clip(*performance, "steady", "band", bars=10), 6.0)
+    tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True, gate_db=-35.0)
+    room_loudness, room_confidence = [], []
+    for i in range(0, clip.audio.size, 160):
+        tracker.process(clip.audio[i:i + 160])
+        if tracker.now < clip.beats[0] - 0.1:
+            room_loudness.append(tracker.loudness_db())
+            room_confidence.append(tracker.estimate().confidence)
+    assert max(room_loudness[40:]) < -35.0  # the gate is over the room (past the first 400 ms)
+    assert max(room_confidence) == 0.0
+    beats = np.array(tracker.beats)
+    assert material.scored_beats(clip, beats[beats > clip.beats[0]]) > 0.9
+
+
 def test_a_band_away_from_the_songs_tempo_is_heard_there_from_the_start(performance):
     """The tracker takes the song's tempo for its first 5 s (its autocorrelation, on a window still
     mostly empty, was 2% off a drummer at the song's tempo), unless the band is clearly elsewhere:

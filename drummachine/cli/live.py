@@ -73,7 +73,7 @@ def _options(args):
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
                    performer=args.performer, midi_schedule=args.midi_schedule,
                    listen=args.listen, follow=args.follow, follow_range=args.follow_range,
-                   wait_for_band=args.wait_for_band)
+                   wait_for_band=args.wait_for_band, listen_gate=args.listen_gate)
 
 
 def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
@@ -163,7 +163,8 @@ def _listen(session, opts, quiet: bool = False):
     engine.follower = Follower(FollowConfig(mode=opts.follow, window=opts.follow_range), bpm)
     engine.wait_for_band = bool(opts.wait_for_band)
     try:
-        band = Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05).wait_ready()
+        band = Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
+                        gate_db=opts.listen_gate).wait_ready()
     except DrumMachineError as exc:
         logging.warning("%s; playing without following", exc)
         session.warnings.append(f"{exc}; playing without following")
@@ -293,6 +294,17 @@ def cmd_doctor(args) -> int:
     return 0 if not problems else 1
 
 
+def _dbfs(text: str) -> float:
+    """--listen-gate: -100..0 dBFS."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: -100..0 (dBFS)") from None
+    if not -100.0 <= value <= 0.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range; allowed: -100..0 (dBFS)")
+    return value
+
+
 def _fraction(text: str) -> float:
     """--follow-range: 0.01..0.5 (a fraction of the song's tempo)."""
     try:
@@ -361,6 +373,9 @@ def register(sub) -> None:
                    help="with --listen: follow the band's tempo, tempo and beat (default), or all (and dynamics)")
     p.add_argument("--wait-for-band", action="store_true", help="with --listen: wait for the band to start, "
                    "then come in on its 'one' (counted from where it came in) once locked; start by hand to come in now")
+    p.add_argument("--listen-gate", type=_dbfs, default=None, metavar="DBFS",
+                   help="with --listen: the input's level under which nothing is heard (a mic in a noisy "
+                        "room: just above the room's level, e.g. -45); default none")
     p.add_argument("--follow-range", type=_fraction, default=0.10, metavar="FRACTION",
                    help="with --listen: how far the tempo may follow from the song's (default 0.10: ±10%%)")
     p.set_defaults(func=cmd_play)

@@ -36,13 +36,14 @@ RATE_AFTER_SECONDS = 5.0
 class Listener:
     """``--listen PORT``: a listening process and its readings. A context manager."""
 
-    def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen"):
+    def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen",
+                 gate_db: float | None = None):
         self.input = find_input(port)
         self.clock = clock
         self.block = shared.ReadingBlock()
         self.block.slots[shared.PRIOR] = bpm
         setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
-                 "device": self.input.index, "bpm": bpm, "window": window, "client": client,
+                 "device": self.input.index, "bpm": bpm, "window": window, "client": client, "gate_db": gate_db,
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}

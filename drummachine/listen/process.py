@@ -338,7 +338,9 @@ def run(setup: dict, stdin, answer) -> int:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)))
+    gate = setup.get("gate_db")
+    tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)),
+                          gate_db=None if gate is None else float(gate))
     read = 0
     clipped_until = 0.0
     clipped = 0

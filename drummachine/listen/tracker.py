@@ -140,8 +140,10 @@ class BeatTracker:
     tempo is looked for around it. ``record_beats``: keep every beat it predicted (for scoring).
     """
 
-    def __init__(self, rate: int, bpm: float, window: float = 0.15, record_beats: bool = False):
+    def __init__(self, rate: int, bpm: float, window: float = 0.15, record_beats: bool = False,
+                 gate_db: float | None = None):
         self.rate = int(rate)
+        self.gate_db = gate_db  #: under this 400 ms loudness (dBFS) nothing plays (``play --listen-gate``)
         self.factor = max(1, int(round(rate / ANALYSIS_RATE)))
         self.arate = self.rate / self.factor
         self.hop = max(1, int(round(self.arate * FRAME_SECONDS)))
@@ -303,8 +305,10 @@ class BeatTracker:
         # the band's playing level: follows up at once, decays over ~20 s of quiet
         self.playing_level = max(recent, self.playing_level * math.exp(-UPDATE_FRAMES / fps / 20.0), 1e-6)
         activity = min(1.0, recent / (0.35 * self.playing_level))
+        loud = self.loudness_db()
+        if self.gate_db is not None and loud < self.gate_db:
+            activity = 0.0  # under the gate: the room, not the band
         if BREAK_DB > 0:
-            loud = self.loudness_db()
             activity = min(activity, float(np.clip((loud - self.level_db + BREAK_DB) / 4.0, 0.0, 1.0)))
         x = x - x.mean()
         spec = np.fft.rfft(x, 2 * n)

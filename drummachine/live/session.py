@@ -71,6 +71,9 @@ class Options:
     follow: str = "beat"  #: off, tempo, beat or all (core.follow.FOLLOW_MODES)
     follow_range: float = 0.10  #: how far the tempo may follow from the song's (a fraction)
     wait_for_band: bool = False  #: wait for the band to start; come in on its "one" once locked
+    #: the input's level (400 ms, dBFS) under which nothing is heard: a room's noise is no band
+    #: (the tracker can be sure of noise alone; docs/follow.md). None: no gate
+    listen_gate: float | None = None
 
 
 class Session:
