@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drummachine.core.follow import (FOLLOWING, HOLDING, LISTENING, MODES, OFF, BandGrid, BandReading,
+from drummachine.core.band_grid import BandGrid
+from drummachine.core.follow import (FOLLOWING, HOLDING, LISTENING, MODES, OFF, BandReading,
                                      FollowConfig, Follower, wrapped_error)
 
 SONG = 120.0
@@ -369,7 +370,7 @@ def test_a_band_playing_before_the_machine_listened_has_no_known_one():
     f = Follower(FollowConfig(mode="beat"), 120.0)
     for i in range(100):
         f.hear(BandReading(i * 0.05, 120.0, 0.5 * (i // 10 + 1), 0.9, -20.0 + (i % 3), 4.0, i + 1))
-    assert f.band_came_in_at() is None
+    assert f.entry.came_in_at() is None
     assert f.band_one_after(4.2) is None and f.band_beat_after(4.2) == pytest.approx(4.5)
 
 

@@ -242,7 +242,7 @@ class CommandHandlers:
                     self.transport.relock(0, start, follow.clamped(reading.bpm))
                     self.wait_for_band = False  # once: a stop later is the musician's
                     log.info("came in with the band on its one (counted from where it came in)")
-                elif not self.told_waiting and follow.band_came_in_at() is None:
+                elif not self.told_waiting and follow.entry.came_in_at() is None:
                     self.told_waiting = True
                     log.info("waiting for the band to come in: a beat is heard but nothing rose out of the quiet "
                              "(a band already playing, or the room): start by hand to come in now")

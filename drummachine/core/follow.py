@@ -29,34 +29,16 @@ Pure logic: numbers in, a ``Correction`` out; the engine applies it (core.comman
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
+
+from drummachine.core.band_entry import BandEntry
+from drummachine.core.band_grid import BandGrid
 
 MODES = ("off", "tempo", "beat", "all")
 BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many beats
 READING_SECONDS = 0.05  #: the listening process's readings come this often
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
-#: the band's "one" (``Follower.band_one_after``), counted in bars from where it came in: the first
-#: reading within ENTRY_BELOW_DB of its playing level (the median loudness of its last
-#: ENTRY_LEVEL_READINGS readings), if it came in from at least ENTRY_RISE_DB under that level (else
-#: it was already playing when the machine began to listen, or only the room is heard: the machine
-#: waiting for the band waits on; the start command starts it). A band starts
-#: a song, and comes back in after an intro, on a "one"; a quiet pickup before it stays under the
-#: level. The band must have played at that level for ENTRY_SETTLE_SECONDS before the "one" is
-#: taken from it (the tracker can be sure of a beat from a pickup or a count-in before the band
-#: has come in). The loudness is of the last 400 ms, so it rises after the first note: the band's
-#: first beat is the last one up to ENTRY_TOLERANCE seconds after that reading. The first
-#: ENTRY_SKIP_READINGS readings are not looked at: their 400 ms hold the silence from before the
-#: stream began (a band already playing would seem to have come in just then)
-ENTRY_BELOW_DB = 6.0
-ENTRY_SKIP_READINGS = 8
-ENTRY_RISE_DB = 12.0
-ENTRY_LEVEL_READINGS = 20
-ENTRY_SETTLE_SECONDS = 1.5
-ENTRY_MEMORY_READINGS = 1200  #: a minute of readings is looked back on
-ENTRY_TOLERANCE = 0.05
-BEATS_PER_BAR = 4
 
 
 @dataclass(frozen=True)
@@ -164,77 +146,6 @@ def wrapped_error(band_beat: float, our_beat: float, period: float) -> float:
     return e - period * math.floor(e / period + 0.5)
 
 
-class BandGrid:
-    """The band's beat grid, beat by beat: a Kalman filter over (the time of its last beat, its
-    period, the period's change per beat), fed with the tracker's beats (each its last prediction
-    before it came). The trend is what the spacing of the last beats lacks on a ramp: an average
-    over 8 beats lags a 6% accelerando by 4 beats of it."""
-
-    def __init__(self, measurement: float, period_noise: float, trend_noise: float):
-        self.r = measurement ** 2
-        self.q = (0.0, period_noise ** 2, trend_noise ** 2)
-        self.x: list[float] | None = None  # [beat time, period, period change per beat]
-        self.p: list[list[float]] = []
-        self.beats = 0  # beats taken in since the last reset
-
-    def reset(self) -> None:
-        self.x, self.beats = None, 0
-
-    def observe(self, t: float, period: float) -> None:
-        """The band's beat at ``t`` (``period``: the tracker's, for a start)."""
-        if self.x is None:
-            self.x = [t, period, 0.0]
-            self.p = [[self.r, 0.0, 0.0], [0.0, (0.01 * period) ** 2, 0.0], [0.0, 0.0, (0.001 * period) ** 2]]
-            self.beats = 1
-            return
-        steps = round((t - self.x[0]) / self.x[1])
-        if steps < 1 or steps > 4:  # not the next beat (a doubled or a lost one): start again
-            self.reset()
-            self.observe(t, period)
-            return
-        for _ in range(steps):
-            self._predict()
-        x, p = self.x, self.p
-        s = p[0][0] + self.r
-        k = [p[i][0] / s for i in range(3)]
-        e = t - x[0]
-        self.x = [x[i] + k[i] * e for i in range(3)]
-        self.p = [[p[i][j] - k[i] * p[0][j] for j in range(3)] for i in range(3)]
-        self.beats += 1
-
-    def _predict(self) -> None:
-        # t += period, period += trend: F = [[1,1,0],[0,1,1],[0,0,1]]
-        x, p = self.x, self.p
-        self.x = [x[0] + x[1], x[1] + x[2], x[2]]
-        f = ((1, 1, 0), (0, 1, 1), (0, 0, 1))
-        fp = [[sum(f[i][m] * p[m][j] for m in range(3)) for j in range(3)] for i in range(3)]
-        self.p = [[sum(fp[i][m] * f[j][m] for m in range(3)) + (self.q[i] if i == j else 0.0) for j in range(3)]
-                  for i in range(3)]
-
-    def period_after(self, beats: float) -> float:
-        """The band's period ``beats`` beats after its last one (the trend carried on)."""
-        return self.x[1] + self.x[2] * beats
-
-    def beat_near(self, anchor: float, t: float) -> float:
-        """The band's beat nearest ``t``, counted from its beat ``anchor`` by its period and trend."""
-        n = 0
-        beat = anchor
-        since = (anchor - self.x[0]) / self.x[1]
-        if t >= anchor:
-            while True:
-                step = self.period_after(since + n)
-                if beat + step / 2 > t:
-                    return beat
-                beat += step
-                n += 1
-        while True:
-            step = self.period_after(since + n - 1)
-            if beat - step / 2 <= t:
-                return beat
-            beat -= step
-            n -= 1
-
-
 class Follower:
     """The policy: readings in (``hear``), a correction per beat out (``on_beat``)."""
 
@@ -262,8 +173,7 @@ class Follower:
         self.held_bpm: float | None = None  # holding: the tempo rolled back to
         self.our_grid: tuple[float, float] | None = None  # our last beat handed out, and its bpm
         self.off_grid = 0  # sure readings in a row away from the held grid
-        self.levels: deque[tuple[float, float]] = deque(maxlen=ENTRY_MEMORY_READINGS)  # (time, loudness dB)
-        self.readings_heard = 0
+        self.entry = BandEntry()  # where the band came in: its "one"
 
     # --- input ------------------------------------------------------------------------------
 
@@ -282,9 +192,7 @@ class Follower:
         if self.reading is not None and reading.seq and reading.seq == self.reading.seq:
             return
         self.reading = reading
-        self.readings_heard += 1
-        if self.readings_heard > ENTRY_SKIP_READINGS:
-            self.levels.append((reading.time, reading.loudness_db))
+        self.entry.hear(reading.time, reading.loudness_db)
         c = self.config
         sure = reading.confidence >= c.lock_confidence and reading.bpm > 0 and self.in_window(reading.bpm)
         if sure and c.relock_window and self.ever_locked and not self.locked and self.our_grid and reading.next_beat > 0:
@@ -382,31 +290,11 @@ class Follower:
         period = 60.0 / r.bpm
         return r.next_beat + period * math.ceil((t - r.next_beat) / period)
 
-    def band_came_in_at(self) -> float | None:
-        """When the band came in (the reading that heard it; see ENTRY_BELOW_DB), or None: it was
-        playing when the readings began, or has not played for long enough to know its level."""
-        levels = self.levels
-        if len(levels) < ENTRY_LEVEL_READINGS:
-            return None
-        recent = sorted(db for _, db in list(levels)[-ENTRY_LEVEL_READINGS:])
-        playing = recent[len(recent) // 2]
-        if playing - min(db for _, db in levels) < ENTRY_RISE_DB:
-            return None
-        return next(t for t, db in levels if db >= playing - ENTRY_BELOW_DB)
-
     def band_one_after(self, t: float) -> float | None:
-        """The band's first "one" at or after ``t``, its bars counted from where it came in. None:
-        not locked, the band came in too lately to say, or it has not come in (nothing rose out of
-        the quiet: a band already playing when the readings began, or only the room, of whose
-        noise the tracker can be sure: docs/follow.md)."""
+        """The band's first "one" at or after ``t`` (``BandEntry.one_after``); None: not locked, or
+        not known."""
         beat = self.band_beat_after(t)
-        entry = self.band_came_in_at()
-        if beat is None or entry is None or self.reading.time - entry < ENTRY_SETTLE_SECONDS:
-            return None
-        period = 60.0 / self.reading.bpm
-        first = beat - period * math.ceil((beat - entry - ENTRY_TOLERANCE) / period)  # its first beat
-        since = round((beat - first) / period)
-        return beat + period * (-since % BEATS_PER_BAR)
+        return None if beat is None else self.entry.one_after(beat, 60.0 / self.reading.bpm, self.reading.time)
 
     def on_beat(self, our_beat: float, our_bpm: float, now: float, bar_line: bool = False) -> Correction | None:
         """Called once per beat of the engine, before ``our_beat`` (its time) is handed out.

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drummachine.listen.loudness import BandLoudness
+
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
 WINDOW = 512  #: FFT window at the analysis rate (32 ms)
@@ -70,16 +72,8 @@ JITTER_START = 0.03
 PERIOD_SEARCH = 0.0
 PERIOD_STEPS = 9
 FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds after the band came in
-#: the band came in: its 400 ms loudness this many dB over the slow peak of what was heard before
-#: (the room, or nothing). The tracker starts over from there: its first estimate, the song's
-#: tempo held for AUTOCORRELATION_AFTER and the onset strength it folds all count from the band's
-#: first notes, not from when the listening began (a machine waiting for the band, or playing
-#: alone before the band comes in, had folded seconds of the room: with 4 s of a room 20 dB under
-#: the band before it, the machine locked after 16.5 beats (median, train split) and 6.1 with
-#: this; waiting for the band, it comes in about 4 beats later for it: docs/follow.md)
-ENTRY_RISE_DB = 12.0
-#: ... and the onset strength of the frames up to this long before it is the band's first notes
-#: (the rest is the room's, and is forgotten)
+#: when the band comes in (``loudness.ENTRY_RISE_DB``), the onset strength of the frames up to this
+#: long before is its first notes (the rest is the room's, and is forgotten)
 ENTRY_KEEP_SECONDS = 0.2
 #: until the band has been heard this long, the tempo is the song's (the prior): the
 #: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
@@ -89,13 +83,6 @@ AUTOCORRELATION_AFTER = 5.0
 #: may count in elsewhere (a test plays it 4% faster than the song: the song's tempo held for 5 s
 #: and its continuity prior kept the tracker 3% slow for good)
 PRIOR_FIRST_WITHIN = 0.03
-#: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
-#: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
-#: of log magnitudes: a room's noise 20 dB under the band gives as much of it as the band, and a
-#: 2-bar break kept the confidence at 0.8-1.0 throughout). Fully playing 4 dB above that: a verse
-#: 10 dB down is still the band (the dynamics). 0: off
-BREAK_DB = 16.0
-LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band is quieter
 #: the loop may learn only from folds heard while the band plays at least this much (activity
 #: 0..1): tried at 0.99 and 0.5 to keep a break's fading edge out of it; no better; 0: off
 LOOP_ACTIVITY = 0.0
@@ -143,7 +130,6 @@ class BeatTracker:
     def __init__(self, rate: int, bpm: float, window: float = 0.15, record_beats: bool = False,
                  gate_db: float | None = None):
         self.rate = int(rate)
-        self.gate_db = gate_db  #: under this 400 ms loudness (dBFS) nothing plays (``play --listen-gate``)
         self.factor = max(1, int(round(rate / ANALYSIS_RATE)))
         self.arate = self.rate / self.factor
         self.hop = max(1, int(round(self.arate * FRAME_SECONDS)))
@@ -171,11 +157,9 @@ class BeatTracker:
         self.prev_spec = None
         self.flux_mean = 0.0
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
-        self.energy = np.zeros(int(0.4 * self.arate), np.float32)
-        self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
-        self.started = 0  # the frame the band came in at (ENTRY_RISE_DB)
+        self.loudness = BandLoudness(int(0.4 * self.arate), gate_db)
+        self.started = 0  # the frame the band came in at (loudness.ENTRY_RISE_DB)
         self.entries = 0  # times the band came in (from the room, or back after a long silence)
-        self.energy_at = 0
         self.bpm = 0.0
         self.next_beat = 0.0
         self.period = 0.0  # the loop's beat period, seconds
@@ -210,7 +194,7 @@ class BeatTracker:
             usable = x.size - x.size % self.factor
             self.carry = x[usable:]
             x = x[:usable].reshape(-1, self.factor).mean(axis=1)
-        self._energy(x)
+        self.loudness.add(x)
         buf = np.concatenate([self.pending, x])
         n = (buf.size - WINDOW) // self.hop + 1 if buf.size >= WINDOW else 0
         if n <= 0:
@@ -226,21 +210,6 @@ class BeatTracker:
         for value in flux.tolist():
             self._frame(value)
 
-    def _energy(self, x: np.ndarray) -> None:
-        e = self.energy
-        if x.size >= e.size:
-            e[:] = x[-e.size:]
-            self.energy_at = 0
-            return
-        end = self.energy_at + x.size
-        if end <= e.size:
-            e[self.energy_at:end] = x
-        else:
-            cut = e.size - self.energy_at
-            e[self.energy_at:] = x[:cut]
-            e[:end - e.size] = x[cut:]
-        self.energy_at = end % e.size
-
     def _frame(self, flux: float) -> None:
         value = self._onset_strength(flux)
         self.history[:-1] = self.history[1:]
@@ -251,16 +220,10 @@ class BeatTracker:
         # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
         if self.frames % UPDATE_FRAMES == 0:
-            self._level()
+            if self.loudness.update(UPDATE_FRAMES / self.fps):
+                self._start_over()
             if self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
                 self._update()
-
-    def _level(self) -> None:
-        """The band's playing loudness (a slow peak), and whether the band just came in."""
-        loud = self.loudness_db()
-        if self.frames > UPDATE_FRAMES and loud > self.level_db + ENTRY_RISE_DB:  # (the first: the level)
-            self._start_over()
-        self.level_db = max(loud, self.level_db - LEVEL_DECAY_DB * UPDATE_FRAMES / self.fps)
 
     def _start_over(self) -> None:
         """The band came in: what was heard before it (the room) is forgotten."""
@@ -305,11 +268,7 @@ class BeatTracker:
         # the band's playing level: follows up at once, decays over ~20 s of quiet
         self.playing_level = max(recent, self.playing_level * math.exp(-UPDATE_FRAMES / fps / 20.0), 1e-6)
         activity = min(1.0, recent / (0.35 * self.playing_level))
-        loud = self.loudness_db()
-        if self.gate_db is not None and loud < self.gate_db:
-            activity = 0.0  # under the gate: the room, not the band
-        if BREAK_DB > 0:
-            activity = min(activity, float(np.clip((loud - self.level_db + BREAK_DB) / 4.0, 0.0, 1.0)))
+        activity = min(activity, self.loudness.playing())
         x = x - x.mean()
         spec = np.fft.rfft(x, 2 * n)
         acf = np.fft.irfft(spec * np.conj(spec))[:n]
@@ -491,8 +450,7 @@ class BeatTracker:
 
     def loudness_db(self) -> float:
         """RMS of the last 400 ms, dBFS."""
-        rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
-        return 20 * math.log10(max(rms, 1e-6))
+        return self.loudness.db()
 
     def estimate(self) -> Estimate:
         loud = self.loudness_db()
