@@ -159,11 +159,7 @@ def with_room_noise(audio: np.ndarray, rng: np.random.Generator, snr_db: float =
     """``audio`` with a room's rumble and hiss ``snr_db`` under its playing level (brown noise,
     high-passed, and white), scaled down to a peak of 0.9 if it would clip."""
     playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2))) if np.any(np.abs(audio) > 1e-4) else 0.1
-    noise = np.cumsum(rng.standard_normal(audio.size)).astype(np.float32)
-    noise = noise - np.convolve(noise, np.ones(64) / 64, mode="same")
-    noise += 0.5 * rng.standard_normal(audio.size).astype(np.float32)
-    noise *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12)
-    audio = audio + noise
+    audio = audio + room_noise(audio.size, rng, playing_rms * 10 ** (-snr_db / 20))
     peak = float(np.max(np.abs(audio)))
     if peak > 0.9:
         audio *= 0.9 / peak
@@ -198,6 +194,14 @@ def _hz(note: float) -> float:
     return 440.0 * 2 ** ((note - 69) / 12)
 
 
+def room_noise(size: int, rng: np.random.Generator, rms: float) -> np.ndarray:
+    """A room's rumble and hiss at ``rms``: brown noise, high-passed, and white."""
+    noise = np.cumsum(rng.standard_normal(size)).astype(np.float32)
+    noise = noise - np.convolve(noise, np.ones(64) / 64, mode="same")
+    noise += 0.5 * rng.standard_normal(size).astype(np.float32)
+    return noise * (rms / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12))
+
+
 def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 20.0) -> Clip:
     """``clip`` with ``seconds`` of the room alone before it (its noise, ``snr_db`` under the band's
     playing level, as ``with_room_noise`` puts under the band): a machine waiting for the band
@@ -205,8 +209,7 @@ def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 
     n = int(round(seconds * clip.rate))
     audio = clip.audio
     playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-3] ** 2)))
-    room = with_room_noise(np.zeros(n, np.float32), np.random.default_rng(seed), snr_db)
-    room *= playing_rms * 10 ** (-snr_db / 20) / (float(np.sqrt(np.mean(room ** 2))) + 1e-12)
+    room = room_noise(n, np.random.default_rng(seed), playing_rms * 10 ** (-snr_db / 20))
     moved = n / clip.rate
     return replace(clip, audio=np.concatenate([room.astype(np.float32), audio]), beats=clip.beats + moved,
                    played=None if clip.played is None else clip.played + moved)
