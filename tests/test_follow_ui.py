@@ -23,11 +23,12 @@ TEST_FPS = 5.0  # see tests/test_ui.py: under Textual's test driver a refresh co
 
 def test_the_follow_line_says_state_tempo_phase_and_confidence():
     widest = Snapshot(follow_mode="all", follow_state="following", band_bpm=199.9, band_phase_ms=-249.0,
-                      band_confidence=1.0, band_intensity=-0.4)
+                      band_confidence=1.0, band_intensity=-0.4, band_level_db=-99.0)
     assert len(band_text(widest).plain) <= 80  # the stage's terminal: nothing cut off
     s = Snapshot(follow_mode="beat", follow_state="holding", band_bpm=118.4, band_phase_ms=-12.0,
-                 band_confidence=0.21)
+                 band_confidence=0.21, band_level_db=-41.3)
     line = band_text(s).plain
+    assert "in -41dB" in line  # the input's level: where to set --listen-gate
     assert "BAND HOLDING" in line and "beat" in line
     assert "118.4 bpm" in line and "-12 ms" in line and "conf 0.21" in line
     assert "dyn" not in line  # the dynamics' offset only in mode all
@@ -134,8 +135,10 @@ def test_listen_behind_the_stage_ui_follows_a_band_in_a_real_terminal(jack_serve
         player.start()
         shown = wait_for(screen, lambda s: "BAND FOLLOWING" in s, "BAND FOLLOWING", timeout=40.0)
         line = next(x for x in shown.splitlines() if "BAND FOLLOWING" in x)
-        heard = float(re.search(r"band +([0-9.]+) bpm", line).group(1))
+        heard = float(re.search(r"beat +([0-9.]+) bpm", line).group(1))
         assert heard == pytest.approx(bpm, rel=0.03)  # the band's tempo, not the song's 4% below it
+        level = float(re.search(r"in (-[0-9]+)dB", line).group(1))
+        assert -60 < level < 0  # the band's input level, as heard (where to set --listen-gate)
         subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # beat -> all
         wait_for(screen, lambda s: re.search(r"BAND (FOLLOWING|HOLDING) +all ", s), "mode all")
         subprocess.run([*tmux, "send-keys", "-t", session, "b"], check=True)  # all -> off

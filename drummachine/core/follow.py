@@ -128,12 +128,14 @@ class FollowStatus:
     phase_ms: float = 0.0  #: the band's beat minus ours, last beat
     confidence: float = 0.0
     intensity: float = 0.0  #: the dynamics' offset
+    #: the input's level (400 ms, dBFS; None: nothing read yet): where to set ``--listen-gate``
+    level_db: float | None = None
 
     def snapshot_fields(self) -> dict:
         """As core.snapshot.Snapshot's fields."""
         return {"follow_mode": self.mode, "follow_state": self.state, "band_bpm": self.band_bpm,
                 "band_phase_ms": self.phase_ms, "band_confidence": self.confidence,
-                "band_intensity": self.intensity}
+                "band_intensity": self.intensity, "band_level_db": self.level_db}
 
 
 def clamp(x: float, lo: float, hi: float) -> float:
@@ -273,7 +275,7 @@ class Follower:
         r = self.reading
         return FollowStatus(self.mode, self.state(now), round(r.bpm, 2) if r else 0.0,
                             round(self.phase_error * 1000, 1), round(r.confidence, 2) if r else 0.0,
-                            round(self.intensity, 2))
+                            round(self.intensity, 2), round(r.loudness_db, 1) if r else None)
 
     # --- output -----------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class Snapshot:
     band_phase_ms: float = 0.0  #: the band's beat minus ours at our last beat
     band_confidence: float = 0.0
     band_intensity: float = 0.0  #: the dynamics' offset to the intensity
+    band_level_db: float | None = None  #: the band's input level (400 ms, dBFS), None: not read yet
     # the audio out's buses (main_level, cue_level, click, click_level)
     cue_bus: bool = False  #: a cue bus is there (play --cue-out)
     click: bool = False

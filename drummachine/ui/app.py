@@ -118,7 +118,7 @@ def band_text(s: Snapshot) -> Text:
     t.append(f" BAND {state.upper()} ", FOLLOW_STYLE.get(state, "bold"))
     t.append(f" {s.follow_mode}", "bold")
     if s.band_bpm > 0:  # 80 columns hold the whole line
-        t.append(f"  band {s.band_bpm:.1f} bpm  phase {s.band_phase_ms:+.0f} ms")
+        t.append(f"  {s.band_bpm:.1f} bpm  phase {s.band_phase_ms:+.0f} ms")
     else:
         t.append("  not heard yet", "grey62")
     confidence_style = "bold" if s.band_confidence >= 0.5 else ("yellow3" if s.band_confidence >= 0.3 else "red1")
@@ -126,6 +126,8 @@ def band_text(s: Snapshot) -> Text:
     t.append(f"{s.band_confidence:.2f}", confidence_style)
     if s.follow_mode == "all":
         t.append(f"  dyn {s.band_intensity:+.2f}")
+    if s.band_level_db is not None:  # where to set --listen-gate
+        t.append(f"  in {max(-99.0, s.band_level_db):.0f}dB")
     return t
 
 
