@@ -221,6 +221,37 @@ def test_generator_context_slides_without_a_glitch(exported):
     assert (np.stack(start + first)[:, 0, 4:7].sum(axis=0) > 0).all()  # each tom asked for came in the bar
 
 
+def test_saved_states_share_the_cache_and_keep_what_they_read(exported):
+    """The engine saves a state before every step it keeps ahead: the states share the cache's
+    storage (not half a megabyte each), and a step generated after going back to an older state
+    never writes over the steps a later state, still kept, reads."""
+    from collections import deque
+
+    from drummachine.model.generator import Generator
+
+    gen = Generator(str(exported) + ".int8.onnx", seed=1)
+    cont = gen.cond.cont(120, gen.cond.defaults("any"))
+    for i in range(20):
+        gen.step(0, i % 16, 0, cont)
+    older = gen.save()
+    for i in range(5):
+        gen.step(0, i, 0, cont)
+    later = gen.save()
+    later_cache = [a.copy() for a in gen.past]
+    gen.restore(older)
+    loud = gen.cond.cont(180, gen.cond.defaults("any"))
+    for i in range(6):  # another version of the same steps
+        gen.step(0, i, 0, loud)
+    gen.restore(later)
+    for got, want in zip(gen.past, later_cache):
+        np.testing.assert_array_equal(got, want)
+    ahead = deque(maxlen=9)  # as the engine: the states of the steps kept ahead
+    for i in range(gen.context * 2):
+        ahead.append(gen.save())
+        gen.step(0, i % 16, (i // 16) % 4, cont)
+        assert len({id(state.kv) for state in ahead}) <= 2  # across a slide, two stores at most
+
+
 def test_bench_times_every_engine_in_turns_with_a_host_reference(exported):
     """``drummachine bench --json`` on the tiny exported model: every engine's step and bar
     percentiles, the sizes, the speed-up, the host reference and the generator's memory."""

@@ -3,10 +3,16 @@
 It keeps the model's KV cache and slides it: at most ``context - 1`` past steps are kept, the
 oldest dropped first (a bar at a time). The model has no absolute positions (ALiBi and musical positions only), so
 sliding changes nothing but how far back it can listen: it runs for hours without a glitch.
+
+The engine saves the generator's state before every step it keeps ahead and at each section's
+start. The saved states share the cache's storage (``KVStore``) instead of each holding a whole
+cache of its own (half a megabyte at 127 steps): the engine's memory is the same after its first
+bar as after an hour.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +27,44 @@ from drummachine.core.voices import HITS, N_VOICES, OFFSETS, VELOCITIES
 PHRASE_BARS = 4
 
 
+class KVStore:
+    """Room for ``context`` steps of the KV cache (a key and a value per layer, as the model's
+    ``present`` outputs), filled from the front. Saved states read their first steps from it; a step
+    that would write over a step a live saved state still reads goes to a copy (copy on write)."""
+
+    __slots__ = ("arrays", "readers", "__weakref__")
+
+    def __init__(self, n_arrays: int, n_head: int, context: int, head_dim: int):
+        self.arrays = [np.empty((1, n_head, context, head_dim), np.float32) for _ in range(n_arrays)]
+        for a in self.arrays:
+            # touched now, not page by page while steps are generated: the memory is taken when the
+            # store is made, and a step never waits on a page fault
+            a.fill(0.0)
+        # weak references, looked at and pruned by the generator's thread alone (a WeakSet's
+        # callbacks would change it from whichever thread drops a state: the engine's commit thread)
+        self.readers: list[weakref.ref] = []
+
+    def add_reader(self, state: GeneratorState) -> None:
+        self.readers.append(weakref.ref(state))
+
+    def read_beyond(self, steps: int) -> bool:
+        """Whether a live saved state reads more than the first ``steps`` steps."""
+        live, beyond = [], False
+        for reader in self.readers:
+            state = reader()
+            if state is not None:
+                live.append(reader)
+                beyond = beyond or state.cached > steps
+        self.readers = live
+        return beyond
+
+
 @dataclass
 class GeneratorState:
     """Everything needed to continue a groove later exactly as it would have gone (keep/regenerate)."""
 
-    past: tuple  #: the KV cache: a key and a value per layer (model_file.cache_names)
+    kv: KVStore  #: the KV cache's storage; the state's cache is its first ``cached`` steps
+    cached: int
     prev: np.ndarray
     step: int
     rng_state: dict
@@ -59,6 +98,7 @@ class Generator:
         self.use_calibration = True
         self.keep_on = True  #: keep the palette's ON: each voice it plays comes at least once a bar
         self._bias_cache: tuple = (None, None)
+        self.kv: KVStore | None = None
         self.reset()
 
     @property
@@ -68,7 +108,9 @@ class Generator:
     def reset(self) -> None:
         """Forget the groove so far (the next step starts from silence)."""
         z = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
-        self.past = [z] * (2 * self.n_layer)  # never changed in place, only replaced
+        self.past = [z] * (2 * self.n_layer)  # the model's next cache input; never changed in place
+        if self.kv is None or self.kv.read_beyond(0):
+            self.kv = self._new_store()
         self.prev = np.zeros((1, 1, 3 * N_VOICES), np.float32)
         self.step_count = 0
         self.bar_played = np.zeros(N_VOICES, bool)
@@ -78,13 +120,16 @@ class Generator:
         self.rng = np.random.default_rng(seed)
 
     def save(self) -> GeneratorState:
-        """The state before the next step. No copies: the arrays are never changed in place, only
-        replaced, so a saved state stays valid (and cheap enough to save before every step)."""
-        return GeneratorState(tuple(self.past), self.prev, self.step_count, self.rng.bit_generator.state,
-                              self.bar_played)
+        """The state before the next step. No copy of the cache: the state reads it from the shared
+        store, which is never written over where a live state reads (cheap enough before every step)."""
+        state = GeneratorState(self.kv, self.cached_steps, self.prev, self.step_count,
+                               self.rng.bit_generator.state, self.bar_played)
+        self.kv.add_reader(state)
+        return state
 
     def restore(self, state: GeneratorState) -> None:
-        self.past, self.prev = list(state.past), state.prev
+        self.kv, self.prev = state.kv, state.prev
+        self.past = [np.ascontiguousarray(a[:, :, :state.cached]) for a in state.kv.arrays]
         self.step_count = state.step
         self.rng.bit_generator.state = state.rng_state
         self.bar_played = state.bar_played
@@ -97,10 +142,24 @@ class Generator:
             # the model then hears between 111 and 127 steps back (it was trained on 0 to 127)
             keep -= STEPS_PER_BAR - 1
             self.past = [np.ascontiguousarray(t[:, :, -keep:]) for t in self.past]
+            self.kv = self._new_store(self.past)
         feed = self.cache_feed()
         feed.update(prev=self.prev, cats=cats.reshape(1, 1, 3), cont=cont.reshape(1, 1, -1))
+        n = self.cached_steps
         out, *self.past = self.session.run(None, feed)
+        if self.kv.read_beyond(n):  # a saved state reads the step this one goes to: keep it for it
+            self.kv = self._new_store(self.past)
+        else:
+            for stored, present in zip(self.kv.arrays, self.past):
+                stored[:, :, n] = present[:, :, n]
         return out[0, 0]
+
+    def _new_store(self, cache: list[np.ndarray] | None = None) -> KVStore:
+        """A store for the cache, holding ``cache`` (the model's ``present`` outputs) if given."""
+        store = KVStore(2 * self.n_layer, self.n_head, self.context, self.head_dim)
+        for stored, present in zip(store.arrays, cache or ()):
+            stored[:, :, :present.shape[2]] = present
+        return store
 
     def cache_feed(self) -> dict[str, np.ndarray]:
         """The KV cache as the model's inputs (after ``reset``: empty)."""
