@@ -17,14 +17,19 @@ What runs, all at once, on a JACK server of the soak's own (dummy backend, 128 f
   the soak's own) is crashed by an injected exception or SIGKILLed; the JACK server itself stops
   and starts again once (every client of the old server is dead: the engine opens its ports and its
   mixer's stream anew);
-- a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame.
+- a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame;
+- a reference for the MIDI timing: a player of its own (``REFERENCE_PLAYER``: a sleeping loop that
+  hands a note to drummachine's own JACK MIDI client every 16th at 100 bpm, due as far ahead as the
+  engine hands its notes, on MIDI channel 16) into the same recorder: what the host's stalls do to
+  a note handed out on time, without the engine, in the same windows.
 
 Reported: silent bars (playing, not asked to be silent, MIDI out connected, yet no note arrived),
 bars handed out with no hits, generator misses, underruns, jackd's blame per client and its other
 xrun lines, faults caught per loop, commands refused, threads (alive, dead), RSS, fds and OS
 threads of the engine at the start and the end, MIDI timing error (arrival at the recorder
 against the time the engine scheduled) p50/p99 in the first and the last 5 minutes (a third of a
-shorter run), all of it and in steady play (outside each injected fault's span). Every fault kind
+shorter run), all of it and in steady play (outside each injected fault's span), the reference
+player's beside it and the ratio of the two p99s. Every fault kind
 starts within the first 5 minutes, so both windows are measured under the same storm; jackd's
 blame is also counted apart in the aftermath of each mixer SIGKILL and of the JACK restart.
 """
@@ -73,6 +78,10 @@ FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1
 #: clients already in it unfinished (the mixer more often than a C client: benchmarks/jack_corpse.py)
 BLAME_FAULTS = ("mixer_sigkill", "jack_stop", "jack_back", "midi_out_gone", "midi_out_back", "midi_in_gone",
                 "midi_in_back")
+#: the MIDI timing reference player: a note every 16th at 100 bpm, handed out this far ahead of
+#: when it is due (the engine hands a step out half a step plus its 30 ms margin before the grid,
+#: its notes then due up to half a step either side), on a channel the engine does not play
+REFERENCE_EVERY_S, REFERENCE_AHEAD_S, REFERENCE_CHANNEL = 0.15, 0.105, 15
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
 
 
@@ -322,18 +331,77 @@ flush()
 """
 
 
+REFERENCE_PLAYER = """
+import signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from drummachine.midi import jack_midi
+jack_midi.CLIENT = sys.argv[2]  # its own client: not the engine's name
+from drummachine.midi.jack_port import JackPort
+to, schedule = sys.argv[3], sys.argv[4]
+every, ahead, channel = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+port = JackPort("out", to, "out")
+port.open()
+print("ready", flush=True)
+due_next, checked, k = time.monotonic(), time.monotonic(), 0
+with open(schedule, "a", buffering=1) as log:
+    while not stop:
+        due_next += every
+        time.sleep(max(0.0, due_next - time.monotonic()))
+        now = time.monotonic()
+        note = 60 + k % 8  # eight notes in turn: each matched to its own time
+        k += 1
+        on = [0x90 | channel, note, 100]
+        port.send([(now + ahead, bytes(on)), (now + ahead + 0.05, bytes([0x80 | channel, note, 0]))], now)
+        log.write(f"{now + ahead:.6f} {on[0]} {on[1]} {on[2]}\\n")
+        if now - checked > 1.0:  # as the engine's port watch: the server's and the recorder's comings and goings
+            checked = now
+            port.check()
+port.close()
+"""
+
+
+class ReferencePlayer:
+    """The MIDI timing's reference (``REFERENCE_PLAYER``), in a process of its own."""
+
+    def __init__(self, client: str, to: str, work: Path):
+        self.schedule = work / "reference_schedule.txt"
+        with open(work / "reference.err", "a") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", REFERENCE_PLAYER, str(ROOT), client, to,
+                                          str(self.schedule), str(REFERENCE_EVERY_S), str(REFERENCE_AHEAD_S),
+                                          str(REFERENCE_CHANNEL)], stdout=subprocess.PIPE, stderr=err, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the reference player did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def is_reference(message: list[int]) -> bool:
+    """A note of the reference player (its channel), not the engine's."""
+    return message[0] & 0xE0 == 0x80 and message[0] & 0x0F == REFERENCE_CHANNEL
+
+
 class Recorder:
     """The MIDI out's destination: a JACK MIDI input in a process of its own (the soak's process
     is busy with spam and snapshots: its GIL would add to the timing measured), timestamped on the
     monotonic clock, written to a file as it arrives. ``gone()`` / ``back()``: the port disappears
     (its JACK client too) and comes back; ``restart()``: a new recorder process (after the JACK
     server restarted: libjack in the old one holds the dead server's client); ``stop()`` loads
-    what arrived into ``got``."""
+    what arrived into ``got`` (the engine's) and ``reference_got`` (the reference player's)."""
 
     def __init__(self, client: str, work: Path):
         self.client = client
         self.out = work / "recorded.txt"
         self.got: list[tuple[float, list[int]]] = []
+        self.reference_got: list[tuple[float, list[int]]] = []
         #: (monotonic time, periods its process callback ran so far, -1 while its port is away),
         #: every half second of its own process
         self.periods: list[tuple[float, int]] = []
@@ -379,7 +447,8 @@ class Recorder:
                 if m[:2] == ["#", "periods"]:
                     self.periods.append((float(t), int(m[2])))
                 else:
-                    self.got.append((float(t), [int(b) for b in m]))
+                    message = [int(b) for b in m]
+                    (self.reference_got if is_reference(message) else self.got).append((float(t), message))
         self.port = None
 
 
@@ -688,6 +757,7 @@ class Soak:
             self.start_reference()
             self.recorder = Recorder(f"{self.tag}-rec", self.work)
             self.controller = Controller(f"{self.tag}-ctl")
+            self.reference_player = ReferencePlayer(f"{self.tag}-ref", f"{self.tag}-rec:rx", self.work)
             self.t0 = time.monotonic()
             try:
                 self.start_engine()
@@ -737,6 +807,7 @@ class Soak:
                 if self.reference is not None:
                     self.reference.terminate()
                     self.reference.wait(5)
+                self.reference_player.stop()
                 self.recorder.stop()
                 if self.controller.port is not None:
                     self.controller.gone()
@@ -834,46 +905,63 @@ class Soak:
                 for t, what, _ in self.events if what in kinds]
 
     def timing(self, t_start: float, end: float) -> dict:
-        """Each note-on that arrived against the nearest scheduled time of the same message."""
-        sched: dict = defaultdict(list)
-        if self.schedule.exists():
-            for line in self.schedule.read_text().splitlines():
-                parts = line.split()
-                if len(parts) == 4:
-                    sched[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
-        for v in sched.values():
-            v.sort()
-        errors = []
-        for t, m in self.recorder.got:
-            if m[0] & 0xF0 != 0x90 or len(m) < 3 or m[2] == 0:
-                continue
-            times = sched.get(tuple(m))
-            if not times:
-                continue
-            i = bisect_left(times, t)
-            cands = [times[j] for j in (i - 1, i) if 0 <= j < len(times)]
-            err = min((t - s for s in cands), key=abs)
-            if abs(err) < 0.1:
-                errors.append((t, err))
-        window = min(TIMING_WINDOW_S, (end - t_start) / 3)  # the issue's first and last 5 minutes of an hour
+        """Each note-on that arrived against the nearest scheduled time of the same message: the
+        engine's, and beside it the reference player's (``reference``) and the ratio of the p99s."""
         spans = self.fault_spans(FAULT_SPANS)
+        engine = note_timing(self.schedule, self.recorder.got, t_start, end, spans)
+        player = getattr(self, "reference_player", None)
+        if player is None:
+            return engine
+        reference = note_timing(player.schedule, self.recorder.reference_got, t_start, end, spans)
+        engine["reference"] = reference
+        engine["p99_over_reference"] = {
+            window: round(engine[window]["p99"] / reference[window]["p99"], 2)
+            if engine[window].get("p99") and reference[window].get("p99") else None
+            for window in ("first", "last", "first_steady", "last_steady")}
+        return engine
 
-        def steady(t: float) -> bool:
-            return not any(a <= t <= b for a, b, _ in spans)
 
-        def stats(rows):
-            x = np.abs([e for _, e in rows]) * 1000
-            if not len(x):
-                return {"n": 0}
-            return {"n": int(len(x)), "p50": round(float(np.percentile(x, 50)), 3),
-                    "p99": round(float(np.percentile(x, 99)), 3), "max": round(float(x.max()), 3)}
+def note_timing(schedule: Path, got: list, t_start: float, end: float, spans: list) -> dict:
+    """Each note-on in ``got`` against the nearest time ``schedule`` gave the same message: p50,
+    p99 and the largest error in the first and the last window, all of it and outside ``spans``."""
+    sched: dict = defaultdict(list)
+    if schedule.exists():
+        for line in schedule.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                sched[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
+    for v in sched.values():
+        v.sort()
+    errors = []
+    for t, m in got:
+        if m[0] & 0xF0 != 0x90 or len(m) < 3 or m[2] == 0:
+            continue
+        times = sched.get(tuple(m))
+        if not times:
+            continue
+        i = bisect_left(times, t)
+        cands = [times[j] for j in (i - 1, i) if 0 <= j < len(times)]
+        err = min((t - s for s in cands), key=abs)
+        if abs(err) < 0.1:
+            errors.append((t, err))
+    window = min(TIMING_WINDOW_S, (end - t_start) / 3)  # the issue's first and last 5 minutes of an hour
 
-        first = [r for r in errors if r[0] < t_start + window]
-        last = [r for r in errors if end - 8 - window <= r[0] < end - 8]
-        return {"window_s": round(window, 1), "matched": len(errors),
-                "first": stats(first), "last": stats(last),
-                "first_steady": stats([r for r in first if steady(r[0])]),
-                "last_steady": stats([r for r in last if steady(r[0])])}
+    def steady(t: float) -> bool:
+        return not any(a <= t <= b for a, b, _ in spans)
+
+    def stats(rows):
+        x = np.abs([e for _, e in rows]) * 1000
+        if not len(x):
+            return {"n": 0}
+        return {"n": int(len(x)), "p50": round(float(np.percentile(x, 50)), 3),
+                "p99": round(float(np.percentile(x, 99)), 3), "max": round(float(x.max()), 3)}
+
+    first = [r for r in errors if r[0] < t_start + window]
+    last = [r for r in errors if end - 8 - window <= r[0] < end - 8]
+    return {"window_s": round(window, 1), "matched": len(errors),
+            "first": stats(first), "last": stats(last),
+            "first_steady": stats([r for r in first if steady(r[0])]),
+            "last_steady": stats([r for r in last if steady(r[0])])}
 
 
 def main(argv=None) -> int:

@@ -83,6 +83,34 @@ def test_steady_timing_leaves_out_each_fault_span(tmp_path):
     assert timing["last_steady"] == timing["last"]
 
 
+def test_the_reference_players_notes_are_apart_from_the_engines_and_its_p99_beside_them(tmp_path):
+    """The reference player's notes (channel 16) arrive at the same recorder: they count neither as
+    the engine's notes (a silent bar stays silent) nor in its timing, and the p99s are compared."""
+    from types import SimpleNamespace
+
+    rows = []
+    for i in range(1, 1200):
+        t = i * 0.5
+        rows.append(f"{t + 0.002:.6f} 153 36 100")  # the engine's kick, 2 ms late
+        rows.append(f"{t + 0.25 + 0.001:.6f} 159 60 100")  # the reference, 1 ms late
+    recorded = tmp_path / "recorded.txt"
+    recorded.write_text("\n".join(rows) + "\n")
+    recorder = soak.Recorder.__new__(soak.Recorder)
+    recorder.out, recorder.got, recorder.reference_got, recorder.periods = recorded, [], [], []
+    recorder.end_process = lambda: None
+    recorder.stop()
+    assert len(recorder.got) == len(recorder.reference_got) == 1199
+    assert all(m[0] == 153 for _, m in recorder.got)
+    (tmp_path / "schedule.txt").write_text("".join(f"{i * 0.5:.3f} 153 36 100\n" for i in range(1, 1200)))
+    (tmp_path / "reference.txt").write_text("".join(f"{i * 0.5 + 0.25:.3f} 159 60 100\n" for i in range(1, 1200)))
+    run = SimpleNamespace(schedule=tmp_path / "schedule.txt", recorder=recorder, t0=0.0, events=[],
+                          reference_player=SimpleNamespace(schedule=tmp_path / "reference.txt"))
+    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
+    timing = soak.Soak.timing(run, 0.0, 600.0)
+    assert timing["first"]["p99"] == 2.0 and timing["reference"]["first"]["p99"] == 1.0
+    assert timing["p99_over_reference"]["last"] == 2.0
+
+
 def test_blame_windows_are_the_fault_spans_of_the_graphs_changes():
     """A mixer SIGKILL, the JACK restart and a MIDI port gone and back change the graph; a spam
     burst does not."""
