@@ -6,8 +6,8 @@ sliding changes nothing but how far back it can listen: it runs for hours withou
 
 The engine saves the generator's state before every step it keeps ahead and at each section's
 start. The saved states share the cache's storage (``KVStore``) instead of each holding a whole
-cache of its own (half a megabyte at 127 steps): the engine's memory is the same after its first
-bar as after an hour.
+cache of its own (half a megabyte at 127 steps): the nine states kept ahead take one or two
+stores, so the memory they hold no longer grows with the cache while the first bars fill it.
 """
 
 from __future__ import annotations
