@@ -553,7 +553,8 @@ class Soak:
         self.sock = self.work / "engine.sock"
         self.log = self.work / "play.log"
         self.schedule = self.work / "schedule.txt"
-        self.snaps: list[tuple] = []  # (t, bar, ok_to_count, midi_connected, hits_in_grid)
+        #: (t, bar, ok_to_count, midi_connected, hits_in_grid, steps played, step in bar)
+        self.snaps: list[tuple] = []
         self.events: list[tuple[float, str, str]] = []
         self.exclude: list[tuple[float, float, str]] = []  # windows where MIDI out is down on purpose
         self.cues = Counter()
@@ -609,7 +610,7 @@ class Soak:
                 last = s
                 ok = s.playing and not s.paused and not s.muted and not s.solo and s.kind not in SILENT_KINDS
                 hits = int((s.grid[: s.step + 1, 0] > 0.5).sum())
-                self.snaps.append((time.monotonic(), s.bar, ok, s.midi_out == "connected", hits, s.steps))
+                self.snaps.append((time.monotonic(), s.bar, ok, s.midi_out == "connected", hits, s.steps, s.step))
             time.sleep(0.02)
 
     # the faults
@@ -830,6 +831,7 @@ class Soak:
         return {
             "bars": {"seen": len(bars), "counted": sum(b["counted"] for b in bars), "silent": len(silent),
                      "silent_examples": silent[:5], "handed_out_with_no_hits": len(no_hits),
+                     "no_hits_examples": no_hits[:5],
                      "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
                      "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars)},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
@@ -866,10 +868,10 @@ class Soak:
         port away), and how many note-ons arrived while it was the bar handed out."""
         notes = sorted(t for t, m in self.recorder.got if m[0] & 0xF0 == 0x90 and len(m) > 2 and m[2] > 0)
         runs: list[tuple[int, list]] = []
-        for t, bar, ok, connected, hits, steps in self.snaps:
+        for t, bar, ok, connected, hits, steps, step in self.snaps:
             if not runs or runs[-1][0] != bar:
                 runs.append((bar, []))
-            runs[-1][1].append((t, ok, connected, hits))
+            runs[-1][1].append((t, ok, connected, hits, step))
         out = []
         for (bar, rows), (following, next_rows) in zip(runs, runs[1:]):  # the last bar is cut by the end
             if following != bar + 1:  # a restart or a stop: not a bar that ran to its end
@@ -881,7 +883,10 @@ class Soak:
             n = bisect_left(notes, t1 + BAR_SLACK) - bisect_left(notes, t0)
             out.append({"bar": bar, "t": round(t0 - self.t0, 2), "seconds": round(t1 - t0, 2), "counted": counted,
                         "excluded": excluded, "recorder_stalled": stalled, "notes": n,
-                        "hits": max(r[3] for r in rows)})
+                        "hits": max(r[3] for r in rows),
+                        # the steps its snapshots showed: a bar seen only at its first steps (the
+                        # monitor stalled) shows fewer hits than it played
+                        "steps_seen": [min(r[4] for r in rows), max(r[4] for r in rows)], "snapshots": len(rows)})
         return out
 
     def recorder_stalled(self, t0: float, t1: float) -> bool:
