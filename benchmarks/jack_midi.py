@@ -90,14 +90,7 @@ def jack_minus_monotonic_us() -> float:
 
 def timing(schedule: Path, events: list, offset_us: float) -> dict:
     """Each recorded note-on against the nearest scheduled time of the same message."""
-    sched: dict = defaultdict(list)
-    if schedule.exists():
-        for line in schedule.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                sched[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
-    for v in sched.values():
-        v.sort()
+    sched = probe.read_schedule(schedule)
     out = {"scheduled": sum(1 for k, v in sched.items() for _ in v if k[0] & 0xF0 == 0x90 and k[2] > 0),
            "recorded": 0}
     errors: dict = {"wall": [], "dll": []}

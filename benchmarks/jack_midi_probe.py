@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from pathlib import Path
 
 _libjack = None
@@ -47,6 +47,21 @@ def jack_now_us() -> int:
     """Now on JACK's clock. Only with a JACK client open in this process (libjack sets its clock up
     when a client opens; before that, jack_get_time crashes)."""
     return int(libjack().jack_get_time())
+
+
+
+def read_schedule(path: Path) -> dict[tuple[int, int, int], list[float]]:
+    """A ``play --midi-schedule`` file (a line per message: its due time, then its bytes): the due
+    times of each three-byte message, sorted."""
+    due: dict = defaultdict(list)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                due[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
+    for times in due.values():
+        times.sort()
+    return due
 
 
 class JackClock:

@@ -56,7 +56,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from jack_midi_probe import read_schedule  # noqa: E402
 from drummachine.core import commands  # noqa: E402
 from drummachine.core.voices import N_VOICES, VOICE_NAMES  # noqa: E402
 
@@ -929,14 +931,7 @@ class Soak:
 def note_timing(schedule: Path, got: list, t_start: float, end: float, spans: list) -> dict:
     """Each note-on in ``got`` against the nearest time ``schedule`` gave the same message: p50,
     p99 and the largest error in the first and the last window, all of it and outside ``spans``."""
-    sched: dict = defaultdict(list)
-    if schedule.exists():
-        for line in schedule.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                sched[(int(parts[1]), int(parts[2]), int(parts[3]))].append(float(parts[0]))
-    for v in sched.values():
-        v.sort()
+    sched = read_schedule(schedule)
     errors = []
     for t, m in got:
         if m[0] & 0xF0 != 0x90 or len(m) < 3 or m[2] == 0:

@@ -32,7 +32,7 @@ class KVStore:
     ``present`` outputs), filled from the front. Saved states read their first steps from it; a step
     that would write over a step a live saved state still reads goes to a copy (copy on write)."""
 
-    __slots__ = ("arrays", "readers", "__weakref__")
+    __slots__ = ("arrays", "readers")
 
     def __init__(self, n_arrays: int, n_head: int, context: int, head_dim: int):
         self.arrays = [np.empty((1, n_head, context, head_dim), np.float32) for _ in range(n_arrays)]
