@@ -24,6 +24,26 @@ from .conftest import ROOT, midi_recorder, run_cli
 TMUX = ["tmux", "-L", f"dm-attach-{os.getpid()}"]  # never the default tmux server others use
 
 
+# --- the engine process's end is bounded (no JACK needed) --------------------------------
+def test_an_engine_stuck_at_its_end_leaves_within_its_time_and_says_so(tmp_path):
+    """Once the engine stops, its process ends within ``EXIT_WITHIN_S`` whatever it waits for
+    (here an exit handler that never returns, as libjack waiting on a stalled server): the log
+    and stderr say why, and the exit code is the one it was leaving with."""
+    log = tmp_path / "engine.log"
+    script = (
+        "import atexit, logging, threading, time\n"
+        f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO)\n"
+        "from drummachine.live.host import leave_within\n"
+        "atexit.register(lambda: threading.Event().wait())  # never returns\n"
+        "leave_within(1.0, 3)\n")
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - t < 10
+    assert r.returncode == 3, r.stderr
+    assert "did not end within 1 s of stopping" in r.stderr
+    assert "did not end within 1 s of stopping" in log.read_text()
+
+
 # --- the socket's place and permissions (no JACK needed) ---------------------------------
 def test_the_socket_is_private_and_a_second_engine_is_refused(tmp_path):
     folder = tmp_path / "run"

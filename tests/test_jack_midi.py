@@ -3,6 +3,7 @@
 go, the server restarted, garbage in. The recorder and sender are JACK-Client ports
 (benchmarks/jack_midi_probe.py), not this code."""
 
+import json
 import os
 import shutil
 import signal
@@ -398,3 +399,94 @@ def test_the_jack_server_restarted_and_everything_reconnected(tmp_path):
     assert "cue fill" in text, text
     events = probe.read_recording(tmp_path / "rec1.txt")
     assert sum(1 for e in events if e[3][0] == 0x99) >= 5, "notes on the new server"
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_path):
+    """A JACK server that stalls (here SIGSTOPped while `play` plays) answers no request: libjack's
+    client close waits for its answer with no time limit, and quitting hung for good, SIGTERM too.
+    The close is waited for 2 s: `play` ends at its --duration a few seconds later, with its
+    summary and exit code 0, and says what it left to the server."""
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"jmstall{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "DRUMMACHINE_MIDI_API": "jack"}
+    jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    play = None
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        log = tmp_path / "play.log"
+        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
+                                 "--no-audio", "--midi-virtual", "--duration", "4", "--log", str(log)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: log.exists() and "playing bar" in log.read_text(), 20), "play did not start"
+        jackd.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            _, err = play.communicate(timeout=25)
+        except subprocess.TimeoutExpired:
+            play.kill()
+            pytest.fail(f"play still running {time.monotonic() - stopped:.0f} s after the server stalled; "
+                        f"log:\n{log.read_text()[-2000:]}")
+        took = time.monotonic() - stopped
+    finally:
+        if play is not None and play.poll() is None:
+            play.kill()
+        jackd.send_signal(signal.SIGCONT)
+        jackd.terminate()
+        try:
+            jackd.wait(10)
+        except subprocess.TimeoutExpired:
+            jackd.kill()
+            jackd.wait()
+    text = log.read_text()
+    assert play.returncode == 0, err
+    assert took < 4 + 2 + 5, text  # the rest of --duration, the close's 2 s, and a loaded host's slack
+    assert "did not answer within 2 s as client drummachine closed" in text, text
+    assert "played " in text and "stopped: --duration 4 s is over" in text, text
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_play_started_on_a_jack_server_that_does_not_answer_plays_and_connects_when_it_does(tmp_path):
+    """`play` started while the JACK server is stalled (SIGSTOPped): libjack's open waited for
+    good, and `play` never started. Now it waits 5 s, says the server does not answer, plays on by
+    its clock, and opens its client and writes its notes once the server answers."""
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"jmstart{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "DRUMMACHINE_MIDI_API": "jack"}
+    jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    play = None
+    log = tmp_path / "play.log"
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        jackd.send_signal(signal.SIGSTOP)
+        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
+                                 "--no-audio", "--midi-virtual", "--duration", "12", "--log", str(log)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: log.exists() and "first beat after" in log.read_text(), 20), \
+            log.read_text() if log.exists() else "no log"
+        jackd.send_signal(signal.SIGCONT)
+        _, err = play.communicate(timeout=40)
+    finally:
+        if play is not None and play.poll() is None:
+            play.kill()
+        jackd.send_signal(signal.SIGCONT)
+        jackd.terminate()
+        try:
+            jackd.wait(10)
+        except subprocess.TimeoutExpired:
+            jackd.kill()
+            jackd.wait()
+    text = log.read_text()
+    assert play.returncode == 0, err
+    assert "the server does not answer (waited 5 s)" in text, text
+    assert "the JACK server answered at last: client open" in text, text
+    stats = json.loads(text.split("MIDI out (own JACK client): ")[1].splitlines()[0])
+    assert stats["written"] > 0, stats  # notes out once the server answered

@@ -304,6 +304,38 @@ def health(session, host: EngineHost | None = None) -> dict:
             "bad_lines": host.bad_lines if host else 0}
 
 
+#: how long the engine process may take to end once it stops playing. Its children get 3 s each
+#: before a SIGKILL, but libjack's requests (the client's close, a port's listing, a connection)
+#: wait for the server's answer with no time limit: on a server that stalls, quitting would hang
+#: for good (and SIGTERM with it, the interpreter stuck in C). Past this the process leaves anyway.
+EXIT_WITHIN_S = 15.0
+
+
+def leave_within(seconds: float, code: int) -> threading.Thread:
+    """From the moment the engine process starts to end: if it has not ended ``seconds`` later
+    (closing, joining, its exit handlers), it says so in its log and on stderr, and leaves with
+    ``code``. Only for the engine's own process (``os._exit``)."""
+    def leave() -> None:
+        time.sleep(seconds)
+        what = (f"the engine did not end within {seconds:.0f} s of stopping (libjack waiting on a JACK "
+                f"server that does not answer, most likely): leaving without it")
+        log.error("%s", what)
+        for handler in logging.getLogger().handlers + log.handlers:
+            try:
+                handler.flush()
+            except Exception:
+                pass
+        try:
+            print(f"drummachine: {what}", file=sys.stderr, flush=True)
+        except Exception:
+            pass
+        os._exit(code)
+
+    guard = threading.Thread(target=leave, name="exit-guard", daemon=True)
+    guard.start()
+    return guard
+
+
 def serve(session, path: Path, listener: socket.socket, *, log_path: str | None = None,
           duration: float | None = None, stop_when_done: bool = False, on_snapshot=None,
           ready=None) -> tuple[Snapshot, str]:
@@ -327,10 +359,13 @@ def serve(session, path: Path, listener: socket.socket, *, log_path: str | None 
     host = EngineHost(session, listener, path, log_path)
     if ready is not None:
         ready(host)
+    failed = True
     try:
         s = host.run(duration=duration, stop_when_done=stop_when_done, stop=lambda: stop["by"],
                      on_snapshot=on_snapshot)
+        failed = False
     finally:
+        leave_within(EXIT_WITHIN_S, 1 if failed else 0)  # what follows, to the process's end, is bounded
         reason = host.quit_by or (f"{stop['by']}" if stop["by"] else "the engine stopped")
         session.command("stop")  # all notes off first: the UI that asked hears silence before it goes
         time.sleep(0.05)

@@ -45,6 +45,13 @@ STATS = ("written", "late", "late_max_us", "dropped", "received", "in_dropped", 
 MESSAGE_MAX = 6  #: the longest message the out ring takes (notes, CCs, clock; no SysEx)
 IN_MESSAGE_MAX = 1024  #: a longer incoming event is dropped by the callback
 REMOVE_WAIT_MS = 200  #: how long a port's removal waits for the callback to let go of it
+#: how long closing the client waits for the server: libjack's close asks the server and reads its
+#: answer with no time limit, so on a server that stalls (stopped, hung, mid-restart) it would wait
+#: for good, and quitting with it
+CLOSE_WAIT_S = 2.0
+#: how long opening the client waits for the server, for the same reason: a server that stalls
+#: gets "does not answer" and the port waits, as for no server, instead of `play` never starting
+OPEN_WAIT_S = 5.0
 
 _library: ctypes.CDLL | None = None
 _why_not: str | None = None
@@ -183,16 +190,45 @@ class JackMidiClient:
         self.server = None  #: the server's identity (midi.jack_server) when the client opened
         self.next_blind_try = 0.0
         self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
+        self.left_closing = 0  #: clients whose close the server did not answer (left to their thread)
+        #: (thread, [handle, status]) of an open the server has not answered yet
+        self.opening: tuple[threading.Thread, list] | None = None
 
     # --- the handle ----------------------------------------------------------------------------
     def _open(self) -> bool:
         from drummachine.midi.jack_server import jack_server_identity
 
-        self.server = jack_server_identity()
-        status = ctypes.c_int(0)
-        handle = self.lib.dm_open(CLIENT.encode(), ctypes.byref(status))
+        if self.opening is not None:  # a server that did not answer before: its answer, if it came
+            thread, answer = self.opening
+            if thread.is_alive():
+                return False
+            self.opening = None
+            handle, status = answer
+            if handle:
+                log.warning("MIDI: the JACK server answered at last: client open")
+        else:
+            self.server = jack_server_identity()
+            answer = [None, 0]
+
+            def open_client() -> None:
+                status = ctypes.c_int(0)
+                answer[0] = self.lib.dm_open(CLIENT.encode(), ctypes.byref(status))
+                answer[1] = status.value
+
+            thread = threading.Thread(target=open_client, name="jack-midi-open", daemon=True)
+            thread.start()
+            thread.join(OPEN_WAIT_S)
+            if thread.is_alive():
+                self.opening = (thread, answer)
+                self.message = f"JACK: the server does not answer (waited {OPEN_WAIT_S:.0f} s)"
+                log.warning("MIDI: %s; will connect when it does", self.message)
+                return False
+            handle, status = answer
         if not handle:
-            self.message = f"JACK: no server to connect to (status 0x{status.value:x})"
+            self.message = f"JACK: no server to connect to (status 0x{status:x})"
+            return False
+        if not self.ports:  # the last port went while the server took its time
+            self._let_go(handle)
             return False
         self.name = self.lib.dm_client_name(handle).decode(errors="replace")
         for port in self.ports:
@@ -212,7 +248,19 @@ class JackMidiClient:
             for port in self.ports:
                 port.slot = None
         if handle:
-            self.lib.dm_close(handle)
+            self._let_go(handle)
+
+    def _let_go(self, handle: int) -> None:
+        """Close a client no port uses any more: in a thread of its own, waited for CLOSE_WAIT_S (a
+        server that does not answer keeps that thread and the client's memory, not the engine's
+        exit or its port watch)."""
+        closing = threading.Thread(target=self.lib.dm_close, args=(handle,), name="jack-midi-close", daemon=True)
+        closing.start()
+        closing.join(CLOSE_WAIT_S)
+        if closing.is_alive():
+            self.left_closing += 1
+            log.warning("MIDI: the JACK server did not answer within %.0f s as client %s closed; left to it",
+                        CLOSE_WAIT_S, self.name)
 
     def keep_up(self) -> None:
         """From the port watches, once a second: a client the server shut down is closed (its
