@@ -490,3 +490,45 @@ def test_play_started_on_a_jack_server_that_does_not_answer_plays_and_connects_w
     assert "the JACK server answered at last: client open" in text, text
     stats = json.loads(text.split("MIDI out (own JACK client): ")[1].splitlines()[0])
     assert stats["written"] > 0, stats  # notes out once the server answered
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_ports_and_doctor_on_a_jack_server_that_does_not_answer_say_so_and_end(tmp_path):
+    """`ports` and `doctor` ask PortAudio, JACK-Client and python-rtmidi, which wait for a stalled
+    server with no time limit (rtmidi holding the interpreter's lock): both hung for good. Now the
+    server is asked first, through drummachine's own client, for 5 s."""
+    if not shutil.which("jackd"):
+        pytest.skip("jackd is not installed")
+    name = f"jmports{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
+    jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
+        assert "available" in r.stdout, r.stdout + r.stderr
+        answering = subprocess.run([sys.executable, "-m", "drummachine", "ports"], env=env, capture_output=True,
+                                   text=True, timeout=60)
+        assert answering.returncode == 0 and "system:capture_1" in answering.stdout, answering.stdout
+        jackd.send_signal(signal.SIGSTOP)
+        runs = {}
+        for command in ("ports", "doctor"):
+            t = time.monotonic()
+            runs[command] = subprocess.run([sys.executable, "-m", "drummachine", command], env=env,
+                                           capture_output=True, text=True, timeout=60)
+            runs[command].took = time.monotonic() - t
+    finally:
+        jackd.send_signal(signal.SIGCONT)
+        jackd.terminate()
+        try:
+            jackd.wait(10)
+        except subprocess.TimeoutExpired:
+            jackd.kill()
+            jackd.wait()
+    ports, doctor = runs["ports"], runs["doctor"]
+    assert ports.returncode == 0 and ports.took < 20, (ports.took, ports.stdout)
+    assert "the JACK server does not answer (waited 5 s): restart it" in ports.stdout, ports.stdout
+    assert "MIDI out (jack): unavailable (the JACK server does not answer" in ports.stdout, ports.stdout
+    assert doctor.returncode == 1 and doctor.took < 20, (doctor.took, doctor.stdout)
+    assert "FIX  audio: the JACK server does not answer (waited 5 s)" in doctor.stdout, doctor.stdout
+    assert "Traceback" not in ports.stderr + doctor.stderr

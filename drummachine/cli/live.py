@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,14 +203,85 @@ def _play_ui(opts, args) -> int:
     return run_ui(host.SocketClient(path))
 
 
+#: how long `ports` and `doctor` wait for the audio or MIDI system's answer (libjack waits for a
+#: JACK server that stalls with no time limit); once one did not answer, 1 s for the rest
+SYSTEM_ANSWER_S = 5.0
+_unanswered: list[threading.Thread] = []
+
+
+def _ask(question, *args):
+    """``question(*args)`` in a thread of its own, waited for SYSTEM_ANSWER_S: a TimeoutError
+    naming the wait if there is no answer (the thread is left to it, see ``_leave``)."""
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            answer["value"] = question(*args)
+        except BaseException as exc:  # given back to the asker as it is
+            answer["error"] = exc
+
+    wait = 1.0 if _unanswered else SYSTEM_ANSWER_S
+    asking = threading.Thread(target=ask, name="asking-the-system", daemon=True)
+    asking.start()
+    asking.join(wait)
+    if asking.is_alive():
+        _unanswered.append(asking)
+        raise TimeoutError(f"no answer within {wait:.0f} s (a JACK server that stalls?)")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["value"]
+
+
+def _jack_stalled() -> str | None:
+    """Why the JACK server is not to be asked (its socket is there, it does not answer a client's
+    open within the wait), else None. Asked with drummachine's own client (ctypes lets the other
+    threads run meanwhile); python-rtmidi holds the interpreter's lock while libjack waits, so a
+    question through it could not even be given up on."""
+    import ctypes
+
+    from drummachine.midi import jack_midi
+    from drummachine.midi.jack_server import jack_server_identity
+
+    lib = jack_midi.library()
+    if jack_server_identity() is None or lib is None:
+        return None
+
+    def open_and_close() -> None:
+        status = ctypes.c_int(0)
+        handle = lib.dm_open(f"{jack_midi.CLIENT}-asking".encode(), ctypes.byref(status))
+        if handle:
+            lib.dm_close(handle)
+
+    try:
+        _ask(open_and_close)
+    except TimeoutError:
+        return f"the JACK server does not answer (waited {SYSTEM_ANSWER_S:.0f} s)"
+    return None
+
+
+def _leave(code: int) -> int:
+    """The command's exit code; with a question still unanswered, the process leaves at once
+    (libjack's exit handlers would wait for that server too)."""
+    if _unanswered:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def cmd_ports(args) -> int:
     """List audio output devices and MIDI ports."""
     from drummachine.midi.ports import APIS, list_ports
 
     from drummachine.audio.devices import outputs
 
+    stalled = _jack_stalled()
+    if stalled:
+        print(f"{stalled}: restart it; its audio and MIDI ports are not listed")
     try:
-        found = outputs()
+        if stalled:
+            raise TimeoutError(stalled)
+        found = _ask(outputs)
         print("audio outputs:")
         for d in found:
             print(f"  [{d['index']}] {d['name']} ({d['api']}, {d['channels']} ch, {d['rate']:.0f} Hz)")
@@ -219,20 +291,29 @@ def cmd_ports(args) -> int:
         print(f"audio outputs: unavailable ({exc})")
     from drummachine.listen.inputs import inputs
 
-    found_inputs = inputs()
-    print("audio inputs (play --listen):")
-    for i in found_inputs:
-        print(f"  {i.name}" if i.backend == "jack" else f"  sd:{i.index} {i.name}")
-    if not found_inputs:
-        print("  none")
+    try:
+        if stalled:
+            raise TimeoutError(stalled)
+        found_inputs = _ask(inputs)
+        print("audio inputs (play --listen):")
+        for i in found_inputs:
+            print(f"  {i.name}" if i.backend == "jack" else f"  sd:{i.index} {i.name}")
+        if not found_inputs:
+            print("  none")
+    except TimeoutError as exc:
+        print(f"audio inputs (play --listen): unavailable ({exc})")
     for api in APIS:
         for direction in ("out", "in"):
             try:
-                names = list_ports(api, direction)
+                if stalled and api == "jack":
+                    raise TimeoutError(stalled)
+                names = _ask(list_ports, api, direction)
                 print(f"MIDI {direction} ({api}): " + (", ".join(names) if names else "none"))
             except DrumMachineError:
                 print(f"MIDI {direction} ({api}): unavailable")
-    return 0
+            except TimeoutError as exc:
+                print(f"MIDI {direction} ({api}): unavailable ({exc})")
+    return _leave(0)
 
 
 def cmd_doctor(args) -> int:
@@ -261,12 +342,17 @@ def cmd_doctor(args) -> int:
                "the CPU is too slow or too busy for the model")
     except DrumMachineError as exc:
         report(False, "model", str(exc))
+    stalled = _jack_stalled()
     try:
         from drummachine.audio.devices import outputs
 
-        outs = [d for d in outputs() if d["channels"] >= 2]
+        if stalled:
+            raise TimeoutError(stalled)
+        outs = [d for d in _ask(outputs) if d["channels"] >= 2]
         report(bool(outs), f"audio: {len(outs)} stereo output(s)",
                "no audio output: plug in a sound card, or start JACK/PipeWire; MIDI out still works")
+    except TimeoutError as exc:
+        report(False, "audio", f"{exc}: restart the JACK server")
     except Exception as exc:
         report(False, "audio", f"PortAudio is missing or broken ({exc}); apt-get install libportaudio2")
     from drummachine.midi.ports import APIS, list_ports
@@ -274,8 +360,12 @@ def cmd_doctor(args) -> int:
     reachable = []
     for api in APIS:
         try:
-            list_ports(api)
+            if stalled and api == "jack":
+                raise TimeoutError(stalled)
+            _ask(list_ports, api)
             reachable.append(api)
+        except TimeoutError as exc:
+            report(False, f"MIDI: {api}", str(exc))
         except DrumMachineError:
             pass
     report(bool(reachable), f"MIDI: {', '.join(reachable) or 'no'} API reachable",
@@ -291,7 +381,7 @@ def cmd_doctor(args) -> int:
         report(False, "real-time scheduling not allowed",
                "add the user to the 'audio' group with an rtprio limit (/etc/security/limits.d)")
     print("all good" if not problems else f"{problems} thing(s) to fix")
-    return 0 if not problems else 1
+    return _leave(0 if not problems else 1)
 
 
 def _dbfs(text: str) -> float:
