@@ -276,6 +276,31 @@ def test_garbage_in_is_dropped_and_the_controller_stays_deaf_to_nothing(jack_ser
     assert all(isinstance(b, int) and 0 <= b <= 255 for m in got for b in m)
 
 
+def test_a_note_too_late_to_be_played_is_left_out_not_burst(jack_server):
+    """After the server stalled, the notes queued meanwhile would all go at once at the first
+    period: a note-on more than 100 ms late is left out (counted stale); one a little late still
+    goes, at once; its note-off goes whatever."""
+    own_client()
+    from drummachine.midi.ports import MidiOutSink
+
+    rec = probe.RecorderProcess("jm-stale")
+    clock = probe.JackClock()
+    sink = MidiOutSink("jack", "jm-stale:rx", clock)
+    try:
+        now = clock.now()
+        sink.send([Event(now - 2.0, "note", 0, 1.0, 0), Event(now - 0.5, "note", 1, 1.0, 1),
+                   Event(now - 0.01, "note", 3, 1.0, 2)])  # kick and snare seconds late, a hat 10 ms
+        assert wait_for(lambda: any(e[3][0] == 0x99 and e[3][2] > 0 for e in rec.events), 3.0)
+        time.sleep(0.3)  # the note-offs (50 ms after each note)
+        stats = sink.port.stats()
+    finally:
+        sink.close()
+        rec.stop()
+    played = [e[3][1] for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    assert len(played) == 1, rec.events  # the hat's note only
+    assert stats["stale"] == 2 and stats["written"] >= 1, stats
+
+
 def test_bad_messages_out_are_refused_and_a_flood_waits_or_is_counted(jack_server):
     """What the out ring refuses (no status byte, empty, SysEx, over 6 bytes) is counted; a flood
     of notes far ahead fills the callback's heap and the ring, the rest is counted not queued; a

@@ -157,7 +157,7 @@ typedef struct { /* the header of one event in the in ring, its bytes follow */
 } in_header;
 
 /* counters the callback keeps (Python reads them, so atomic) */
-enum { ST_WRITTEN, ST_LATE, ST_LATE_MAX_US, ST_DROPPED, ST_RECEIVED, ST_IN_DROPPED, ST_IGNORED, ST_PENDING, ST_COUNT };
+enum { ST_WRITTEN, ST_LATE, ST_LATE_MAX_US, ST_DROPPED, ST_RECEIVED, ST_IN_DROPPED, ST_IGNORED, ST_STALE, ST_PENDING, ST_COUNT };
 
 typedef struct {
     _Atomic int state;
@@ -276,6 +276,17 @@ static void flush_notes(dm_port *p, void *buf, uint32_t asked)
             }
 }
 
+/* A note-on due this long before the period began is not played: after the server stalled (or the
+ * process was not scheduled) the notes queued meanwhile would all go at frame 0 of one period, a
+ * burst of seconds of drumming at once. The groove goes on from where the time is; note-offs,
+ * clock and the rest still go, late. */
+#define STALE_US 100000
+
+static int is_note_on(const pending_msg *m)
+{
+    return m->size >= 3 && (m->data[0] & 0xF0) == 0x90 && m->data[2] > 0;
+}
+
 static void process_out(dm_port *p, jack_nframes_t nframes, jack_time_t t0, jack_time_t t1)
 {
     void *buf = J.port_get_buffer(p->port, nframes);
@@ -305,6 +316,11 @@ static void process_out(dm_port *p, jack_nframes_t nframes, jack_time_t t0, jack
             /* "now" (a panic's all-notes-off): frame 0, not late */
         } else if (m->due_us < (int64_t)t0) {
             uint64_t late = (uint64_t)((int64_t)t0 - m->due_us);
+            if (late > STALE_US && is_note_on(m)) {
+                st_add(p, ST_STALE, 1);
+                heap_pop(p);
+                continue;
+            }
             st_add(p, ST_LATE, 1);
             if (late > st_get(p, ST_LATE_MAX_US))
                 atomic_store_explicit(&p->stats[ST_LATE_MAX_US], late, memory_order_relaxed);

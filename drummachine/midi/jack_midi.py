@@ -41,7 +41,7 @@ CLIENT = "drummachine"
 #: what the C callback leaves out of an input, as rtmidi's ``ignore_types(sysex=True, active_sense=True)``
 IGNORE_SYSEX, IGNORE_ACTIVE_SENSE = 1, 2
 #: the C callback's counters per port (``dm_port_stats``), in its order
-STATS = ("written", "late", "late_max_us", "dropped", "received", "in_dropped", "ignored", "pending")
+STATS = ("written", "late", "late_max_us", "dropped", "received", "in_dropped", "ignored", "stale", "pending")
 MESSAGE_MAX = 6  #: the longest message the out ring takes (notes, CCs, clock; no SysEx)
 IN_MESSAGE_MAX = 1024  #: a longer incoming event is dropped by the callback
 REMOVE_WAIT_MS = 200  #: how long a port's removal waits for the callback to let go of it
