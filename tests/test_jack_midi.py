@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -433,40 +434,20 @@ def test_the_jack_server_restarted_and_everything_reconnected(tmp_path):
     assert sum(1 for e in events if e[3][0] == 0x99) >= 5, "notes on the new server"
 
 
-@pytest.mark.jack
-@pytest.mark.slow
-def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_path):
-    """A JACK server that stalls (here SIGSTOPped while `play` plays) answers no request: libjack's
-    client close waits for its answer with no time limit, and quitting hung for good, SIGTERM too.
-    The close is waited for 2 s: `play` ends at its --duration a few seconds later, with its
-    summary and exit code 0, and says what it left to the server."""
+@contextmanager
+def stallable_jackd(name: str):
+    """A JACK server of the test's own (dummy backend) that the test may stall with SIGSTOP: (its
+    process, the environment naming it); let go on and stopped at the end whatever happened."""
     if not shutil.which("jackd"):
         pytest.skip("jackd is not installed")
-    name = f"jmstall{os.getpid()}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "DRUMMACHINE_MIDI_API": "jack"}
     jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    play = None
     try:
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
         assert "available" in r.stdout, r.stdout + r.stderr
-        log = tmp_path / "play.log"
-        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
-                                 "--no-audio", "--midi-virtual", "--duration", "4", "--log", str(log)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert wait_for(lambda: log.exists() and "playing bar" in log.read_text(), 20), "play did not start"
-        jackd.send_signal(signal.SIGSTOP)
-        stopped = time.monotonic()
-        try:
-            _, err = play.communicate(timeout=25)
-        except subprocess.TimeoutExpired:
-            play.kill()
-            pytest.fail(f"play still running {time.monotonic() - stopped:.0f} s after the server stalled; "
-                        f"log:\n{log.read_text()[-2000:]}")
-        took = time.monotonic() - stopped
+        yield jackd, env
     finally:
-        if play is not None and play.poll() is None:
-            play.kill()
         jackd.send_signal(signal.SIGCONT)
         jackd.terminate()
         try:
@@ -474,6 +455,37 @@ def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_pa
         except subprocess.TimeoutExpired:
             jackd.kill()
             jackd.wait()
+
+
+def play_headless(env, log, *more: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
+                             "--midi-virtual", "--log", str(log), *more], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_path):
+    """A JACK server that stalls (here SIGSTOPped while `play` plays) answers no request: libjack's
+    client close waits for its answer with no time limit, and quitting hung for good, SIGTERM too.
+    The close is waited for 2 s: `play` ends at its --duration a few seconds later, with its
+    summary and exit code 0, and says what it left to the server."""
+    log = tmp_path / "play.log"
+    with stallable_jackd(f"jmstall{os.getpid()}") as (jackd, env):
+        play = play_headless(env, log, "--duration", "4")
+        try:
+            assert wait_for(lambda: log.exists() and "playing bar" in log.read_text(), 20), "play did not start"
+            jackd.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                _, err = play.communicate(timeout=25)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"play still running {time.monotonic() - stopped:.0f} s after the server stalled; "
+                            f"log:\n{log.read_text()[-2000:]}")
+            took = time.monotonic() - stopped
+        finally:
+            if play.poll() is None:
+                play.kill()
     text = log.read_text()
     assert play.returncode == 0, err
     assert took < 4 + 2 + 5, text  # the rest of --duration, the close's 2 s, and a loaded host's slack
@@ -487,35 +499,18 @@ def test_play_started_on_a_jack_server_that_does_not_answer_plays_and_connects_w
     """`play` started while the JACK server is stalled (SIGSTOPped): libjack's open waited for
     good, and `play` never started. Now it waits 5 s, says the server does not answer, plays on by
     its clock, and opens its client and writes its notes once the server answers."""
-    if not shutil.which("jackd"):
-        pytest.skip("jackd is not installed")
-    name = f"jmstart{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "DRUMMACHINE_MIDI_API": "jack"}
-    jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    play = None
     log = tmp_path / "play.log"
-    try:
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
-        assert "available" in r.stdout, r.stdout + r.stderr
+    with stallable_jackd(f"jmstart{os.getpid()}") as (jackd, env):
         jackd.send_signal(signal.SIGSTOP)
-        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
-                                 "--no-audio", "--midi-virtual", "--duration", "12", "--log", str(log)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert wait_for(lambda: log.exists() and "first beat after" in log.read_text(), 20), \
-            log.read_text() if log.exists() else "no log"
-        jackd.send_signal(signal.SIGCONT)
-        _, err = play.communicate(timeout=40)
-    finally:
-        if play is not None and play.poll() is None:
-            play.kill()
-        jackd.send_signal(signal.SIGCONT)
-        jackd.terminate()
+        play = play_headless(env, log, "--duration", "12")
         try:
-            jackd.wait(10)
-        except subprocess.TimeoutExpired:
-            jackd.kill()
-            jackd.wait()
+            assert wait_for(lambda: log.exists() and "first beat after" in log.read_text(), 20), \
+                log.read_text() if log.exists() else "no log"
+            jackd.send_signal(signal.SIGCONT)
+            _, err = play.communicate(timeout=40)
+        finally:
+            if play.poll() is None:
+                play.kill()
     text = log.read_text()
     assert play.returncode == 0, err
     assert "the server does not answer (waited 5 s)" in text, text
@@ -530,33 +525,17 @@ def test_ports_and_doctor_on_a_jack_server_that_does_not_answer_say_so_and_end(t
     """`ports` and `doctor` ask PortAudio, JACK-Client and python-rtmidi, which wait for a stalled
     server with no time limit (rtmidi holding the interpreter's lock): both hung for good. Now the
     server is asked first, through drummachine's own client, for 5 s."""
-    if not shutil.which("jackd"):
-        pytest.skip("jackd is not installed")
-    name = f"jmports{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-    jackd = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        r = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, text=True)
-        assert "available" in r.stdout, r.stdout + r.stderr
+    runs = {}
+    with stallable_jackd(f"jmports{os.getpid()}") as (jackd, env):
         answering = subprocess.run([sys.executable, "-m", "drummachine", "ports"], env=env, capture_output=True,
                                    text=True, timeout=60)
         assert answering.returncode == 0 and "system:capture_1" in answering.stdout, answering.stdout
         jackd.send_signal(signal.SIGSTOP)
-        runs = {}
         for command in ("ports", "doctor"):
             t = time.monotonic()
             runs[command] = subprocess.run([sys.executable, "-m", "drummachine", command], env=env,
                                            capture_output=True, text=True, timeout=60)
             runs[command].took = time.monotonic() - t
-    finally:
-        jackd.send_signal(signal.SIGCONT)
-        jackd.terminate()
-        try:
-            jackd.wait(10)
-        except subprocess.TimeoutExpired:
-            jackd.kill()
-            jackd.wait()
     ports, doctor = runs["ports"], runs["doctor"]
     assert ports.returncode == 0 and ports.took < 20, (ports.took, ports.stdout)
     assert "the JACK server does not answer (waited 5 s): restart it" in ports.stdout, ports.stdout
