@@ -82,23 +82,14 @@ def release_portaudio(within_s: float = 10.0) -> None:
     aborts at exit). Only if loaded: importing sounddevice here would open and close a JACK client
     just to end the run, and libjack's open or close can hang for good on a stalled server (the
     suite's whole run once did, in CI); waited for at most ``within_s``, then the run goes on."""
-    import threading
     import warnings
+
+    from drummachine.core.asked import Asked
 
     sd = sys.modules.get("sounddevice")
     if sd is None:
         return
-
-    def terminate():
-        try:
-            sd._terminate()
-        except Exception:
-            pass
-
-    releasing = threading.Thread(target=terminate, name="portaudio-release", daemon=True)
-    releasing.start()
-    releasing.join(within_s)
-    if releasing.is_alive():
+    if not Asked(sd._terminate, name="portaudio-release").wait(within_s):
         warnings.warn(f"PortAudio did not let go of JACK within {within_s:.0f} s (libjack stuck on the server)")
 
 

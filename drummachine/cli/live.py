@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
+from drummachine.core.asked import Asked
 from drummachine.core.errors import DrumMachineError
+from drummachine.midi import jack_midi
+from drummachine.midi.jack_server import jack_server_identity
 
 
 def cmd_play(args) -> int:
@@ -206,67 +209,50 @@ def _play_ui(opts, args) -> int:
 #: how long `ports` and `doctor` wait for the audio or MIDI system's answer (libjack waits for a
 #: JACK server that stalls with no time limit); once one did not answer, 1 s for the rest
 SYSTEM_ANSWER_S = 5.0
-_unanswered: list[threading.Thread] = []
 
 
-def _ask(question, *args):
-    """``question(*args)`` in a thread of its own, waited for SYSTEM_ANSWER_S: a TimeoutError
-    naming the wait if there is no answer (the thread is left to it, see ``_leave``)."""
-    answer: dict = {}
+class SystemQuestions:
+    """`ports`' and `doctor`'s questions to the audio and MIDI systems, each in a thread waited
+    for SYSTEM_ANSWER_S. The JACK server is asked first, through drummachine's own client (ctypes
+    lets the wait be given up; python-rtmidi holds the interpreter's lock while libjack waits):
+    if it does not answer (``stalled``), nothing that goes through JACK is asked."""
 
-    def ask() -> None:
-        try:
-            answer["value"] = question(*args)
-        except BaseException as exc:  # given back to the asker as it is
-            answer["error"] = exc
+    def __init__(self):
+        self.unanswered: list[Asked] = []
+        self.stalled: str | None = None
+        lib = jack_midi.library()
+        if jack_server_identity() is not None and lib is not None:
+            try:
+                self(self._open_and_close, lib)
+            except TimeoutError:
+                self.stalled = f"the JACK server does not answer (waited {SYSTEM_ANSWER_S:.0f} s)"
 
-    wait = 1.0 if _unanswered else SYSTEM_ANSWER_S
-    asking = threading.Thread(target=ask, name="asking-the-system", daemon=True)
-    asking.start()
-    asking.join(wait)
-    if asking.is_alive():
-        _unanswered.append(asking)
-        raise TimeoutError(f"no answer within {wait:.0f} s (a JACK server that stalls?)")
-    if "error" in answer:
-        raise answer["error"]
-    return answer["value"]
-
-
-def _jack_stalled() -> str | None:
-    """Why the JACK server is not to be asked (its socket is there, it does not answer a client's
-    open within the wait), else None. Asked with drummachine's own client (ctypes lets the other
-    threads run meanwhile); python-rtmidi holds the interpreter's lock while libjack waits, so a
-    question through it could not even be given up on."""
-    import ctypes
-
-    from drummachine.midi import jack_midi
-    from drummachine.midi.jack_server import jack_server_identity
-
-    lib = jack_midi.library()
-    if jack_server_identity() is None or lib is None:
-        return None
-
-    def open_and_close() -> None:
+    @staticmethod
+    def _open_and_close(lib) -> None:
         status = ctypes.c_int(0)
         handle = lib.dm_open(f"{jack_midi.CLIENT}-asking".encode(), ctypes.byref(status))
         if handle:
             lib.dm_close(handle)
 
-    try:
-        _ask(open_and_close)
-    except TimeoutError:
-        return f"the JACK server does not answer (waited {SYSTEM_ANSWER_S:.0f} s)"
-    return None
+    def __call__(self, question, *args, through_jack: bool = True):
+        """``question(*args)``'s answer; a TimeoutError saying why there is none."""
+        if through_jack and self.stalled:
+            raise TimeoutError(self.stalled)
+        wait = 1.0 if self.unanswered else SYSTEM_ANSWER_S
+        asked = Asked(question, *args, name="asking-the-system")
+        if not asked.wait(wait):
+            self.unanswered.append(asked)
+            raise TimeoutError(f"no answer within {wait:.0f} s (a JACK server that stalls?)")
+        return asked.result()
 
-
-def _leave(code: int) -> int:
-    """The command's exit code; with a question still unanswered, the process leaves at once
-    (libjack's exit handlers would wait for that server too)."""
-    if _unanswered:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    def leave(self, code: int) -> int:
+        """The command's exit code; with a question still unanswered, the process leaves at once
+        (libjack's exit handlers would wait for that server too)."""
+        if self.unanswered:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 def cmd_ports(args) -> int:
@@ -275,13 +261,11 @@ def cmd_ports(args) -> int:
 
     from drummachine.audio.devices import outputs
 
-    stalled = _jack_stalled()
-    if stalled:
-        print(f"{stalled}: restart it; its audio and MIDI ports are not listed")
+    ask = SystemQuestions()
+    if ask.stalled:
+        print(f"{ask.stalled}: restart it; its audio and MIDI ports are not listed")
     try:
-        if stalled:
-            raise TimeoutError(stalled)
-        found = _ask(outputs)
+        found = ask(outputs)
         print("audio outputs:")
         for d in found:
             print(f"  [{d['index']}] {d['name']} ({d['api']}, {d['channels']} ch, {d['rate']:.0f} Hz)")
@@ -292,9 +276,7 @@ def cmd_ports(args) -> int:
     from drummachine.listen.inputs import inputs
 
     try:
-        if stalled:
-            raise TimeoutError(stalled)
-        found_inputs = _ask(inputs)
+        found_inputs = ask(inputs)
         print("audio inputs (play --listen):")
         for i in found_inputs:
             print(f"  {i.name}" if i.backend == "jack" else f"  sd:{i.index} {i.name}")
@@ -305,15 +287,13 @@ def cmd_ports(args) -> int:
     for api in APIS:
         for direction in ("out", "in"):
             try:
-                if stalled and api == "jack":
-                    raise TimeoutError(stalled)
-                names = _ask(list_ports, api, direction)
+                names = ask(list_ports, api, direction, through_jack=api == "jack")
                 print(f"MIDI {direction} ({api}): " + (", ".join(names) if names else "none"))
             except DrumMachineError:
                 print(f"MIDI {direction} ({api}): unavailable")
             except TimeoutError as exc:
                 print(f"MIDI {direction} ({api}): unavailable ({exc})")
-    return _leave(0)
+    return ask.leave(0)
 
 
 def cmd_doctor(args) -> int:
@@ -342,13 +322,11 @@ def cmd_doctor(args) -> int:
                "the CPU is too slow or too busy for the model")
     except DrumMachineError as exc:
         report(False, "model", str(exc))
-    stalled = _jack_stalled()
+    ask = SystemQuestions()
     try:
         from drummachine.audio.devices import outputs
 
-        if stalled:
-            raise TimeoutError(stalled)
-        outs = [d for d in _ask(outputs) if d["channels"] >= 2]
+        outs = [d for d in ask(outputs) if d["channels"] >= 2]
         report(bool(outs), f"audio: {len(outs)} stereo output(s)",
                "no audio output: plug in a sound card, or start JACK/PipeWire; MIDI out still works")
     except TimeoutError as exc:
@@ -360,9 +338,7 @@ def cmd_doctor(args) -> int:
     reachable = []
     for api in APIS:
         try:
-            if stalled and api == "jack":
-                raise TimeoutError(stalled)
-            _ask(list_ports, api)
+            ask(list_ports, api, through_jack=api == "jack")
             reachable.append(api)
         except TimeoutError as exc:
             report(False, f"MIDI: {api}", str(exc))
@@ -381,7 +357,7 @@ def cmd_doctor(args) -> int:
         report(False, "real-time scheduling not allowed",
                "add the user to the 'audio' group with an rtprio limit (/etc/security/limits.d)")
     print("all good" if not problems else f"{problems} thing(s) to fix")
-    return _leave(0 if not problems else 1)
+    return ask.leave(0 if not problems else 1)
 
 
 def _dbfs(text: str) -> float:

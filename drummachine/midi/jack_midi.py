@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drummachine.core.asked import Asked
 from drummachine.core.errors import DrumMachineError
 
 if TYPE_CHECKING:  # the ports (midi.jack_port) import this module
@@ -191,39 +192,28 @@ class JackMidiClient:
         self.next_blind_try = 0.0
         self.left_allocated = 0  #: ports whose memory was left because the server ran no callback
         self.left_closing = 0  #: clients whose close the server did not answer (left to their thread)
-        #: (thread, [handle, status]) of an open the server has not answered yet
-        self.opening: tuple[threading.Thread, list] | None = None
+        self.opening: Asked | None = None  #: an open the server has not answered yet
 
     # --- the handle ----------------------------------------------------------------------------
     def _open(self) -> bool:
         from drummachine.midi.jack_server import jack_server_identity
 
         if self.opening is not None:  # a server that did not answer before: its answer, if it came
-            thread, answer = self.opening
-            if thread.is_alive():
+            if not self.opening.answered:
                 return False
+            handle, status = self.opening.result()
             self.opening = None
-            handle, status = answer
             if handle:
                 log.warning("MIDI: the JACK server answered at last: client open")
         else:
             self.server = jack_server_identity()
-            answer = [None, 0]
-
-            def open_client() -> None:
-                status = ctypes.c_int(0)
-                answer[0] = self.lib.dm_open(CLIENT.encode(), ctypes.byref(status))
-                answer[1] = status.value
-
-            thread = threading.Thread(target=open_client, name="jack-midi-open", daemon=True)
-            thread.start()
-            thread.join(OPEN_WAIT_S)
-            if thread.is_alive():
-                self.opening = (thread, answer)
+            asked = Asked(self._open_client, name="jack-midi-open")
+            if not asked.wait(OPEN_WAIT_S):
+                self.opening = asked
                 self.message = f"JACK: the server does not answer (waited {OPEN_WAIT_S:.0f} s)"
                 log.warning("MIDI: %s; will connect when it does", self.message)
                 return False
-            handle, status = answer
+            handle, status = asked.result()
         if not handle:
             self.message = f"JACK: no server to connect to (status 0x{status:x})"
             return False
@@ -242,6 +232,10 @@ class JackMidiClient:
             log.warning("MIDI: JACK client %s open again on the new server", self.name)
         return True
 
+    def _open_client(self) -> tuple[int | None, int]:
+        status = ctypes.c_int(0)
+        return self.lib.dm_open(CLIENT.encode(), ctypes.byref(status)), status.value
+
     def _close_handle(self) -> None:
         with self.lock:
             handle, self.handle = self.handle, None
@@ -254,10 +248,7 @@ class JackMidiClient:
         """Close a client no port uses any more: in a thread of its own, waited for CLOSE_WAIT_S (a
         server that does not answer keeps that thread and the client's memory, not the engine's
         exit or its port watch)."""
-        closing = threading.Thread(target=self.lib.dm_close, args=(handle,), name="jack-midi-close", daemon=True)
-        closing.start()
-        closing.join(CLOSE_WAIT_S)
-        if closing.is_alive():
+        if not Asked(self.lib.dm_close, handle, name="jack-midi-close").wait(CLOSE_WAIT_S):
             self.left_closing += 1
             log.warning("MIDI: the JACK server did not answer within %.0f s as client %s closed; left to it",
                         CLOSE_WAIT_S, self.name)
