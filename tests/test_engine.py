@@ -610,6 +610,35 @@ def test_a_groove_bar_the_model_leaves_empty_gets_a_kick_or_a_hat_from_its_middl
             assert sum(hits) == 1 and hits[8] == 1, (bar, hits)  # one kick, at the middle
 
 
+def test_the_outros_ending_fill_the_model_leaves_empty_gets_the_snare_or_toms_pushed_harder_each_step(harness):
+    """At intensity 0 with the density down the model left the outro's ending fill without a hit
+    (6 of 38 tries over the styles; one bar of the hour's soak): a bar of silence before the final
+    hit. From its middle the snare and toms are pushed, harder on each step still empty; this
+    model hears only a push of 8 (the second step's), so the hit lands on step 9."""
+    from drummachine.core.fake_generator import FakeGenerator
+    from drummachine.core.voices import HITS
+
+    class Sparse(FakeGenerator):  # plays nothing unless pushed hard
+        def step(self, style, step_in_bar, bar_in_phrase, cont, steering=None):
+            hvo = super().step(style, step_in_bar, bar_in_phrase, cont, steering) * 0.0
+            if steering is not None and steering.voice_bias[SNARE] >= 8.0:
+                hvo[0, SNARE], hvo[1, SNARE] = 1.0, 0.5
+            self.prev = hvo
+            return hvo
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0"), gen=Sparse())
+    e = h.engine
+    e.command("start")
+    h.run(2.5)
+    e.command("outro")
+    h.run(8.0)
+    assert not e.playing
+    kinds = [e.conductor.plan(b).kind for b in range(8)]
+    ending = kinds.index(ENDING)
+    hits = [int(e.played[ending * 16 + s][HITS].sum()) for s in range(16)]
+    assert sum(hits) == 1 and hits[9] == 1, hits
+
+
 def test_a_tempo_nudge_keeps_the_steps_made_and_a_jump_makes_them_again(harness):
     """A pedal's 1-3 bpm changes the timing at once and the model hears it from the next step it
     makes; the steps already made keep their notes (a storm of nudges that rewound the generator
