@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,16 @@ def jack_probe():
         spec.loader.exec_module(module)
         sys.modules["jack_midi_probe"] = module
     return sys.modules["jack_midi_probe"]
+
+
+def wait_for(condition, seconds: float) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (polled every 50 ms)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 def midi_recorder(name: str, port: str = "rx"):

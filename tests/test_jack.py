@@ -12,7 +12,7 @@ from drummachine.core.engine import Engine
 from drummachine.core.fake_generator import FakeGenerator, FakeKicks
 from drummachine.core.song import jam
 
-from .conftest import midi_recorder
+from .conftest import midi_recorder, wait_for
 
 pytestmark = pytest.mark.jack
 
@@ -366,6 +366,53 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
     assert "audio process stopped; restarted (1 so far)" in text, text
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns \(1 audio restarts\)", text)
     assert m and int(m.group(1)) >= 7 * 8 * 0.9, text  # ~8 steps a second for the whole 8 s: no stall
+
+
+def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path):
+    """`play` with MIDI out started before its JACK server (a Pi whose jackd comes up after the
+    service, an interface switched on late): MIDI alone meanwhile on the wall clock, the mixer
+    tried again every 2 s, and within seconds of the server the kit plays there, on a clock that
+    went on (a first mixer counting from frame 0 would have stalled the engine for as long)."""
+    import os
+    import shutil
+    import sys
+
+    from drummachine.audio.wavfile import read_wav
+
+    if not shutil.which("jackd") or not shutil.which("jack_rec"):
+        pytest.skip("jackd and jack_rec are not installed")
+    name = f"late{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "DRUMMACHINE_MIDI_API": "jack"}
+    log = tmp_path / "play.log"
+    wav = tmp_path / "out.wav"
+    jackd = None
+    play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--midi-virtual",
+                             "--style", "rock", "--bpm", "120", "--duration", "16", "--log", str(log)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: log.exists() and "first beat" in log.read_text(), 15), \
+            log.read_text() if log.exists() else "no log"
+        assert "MIDI alone until the audio output is there" in log.read_text()
+        time.sleep(1.0)
+        jackd = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: "the output is there at last" in log.read_text(), 10), log.read_text()
+        subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "PortAudio:out_0"], env=env, check=True,
+                       capture_output=True, timeout=20)
+        _, err = play.communicate(timeout=40)
+    finally:
+        if play.poll() is None:
+            play.kill()
+        if jackd is not None:
+            jackd.terminate()
+            jackd.wait(10)
+    assert play.returncode == 0, err
+    audio, rate = read_wav(wav)
+    assert rate == 48000 and len(audio) >= 2 * rate
+    assert np.abs(audio).max() > 0.05, "the kit is heard on the server that came late"
+    text = log.read_text()
+    m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns;", text)  # no "audio restarts"
+    assert m and int(m.group(1)) >= 16 * 8 * 0.9, text  # ~8 steps a second for the whole 16 s: no stall
 
 
 def test_midi_threads_outlive_their_faults(jack_server):

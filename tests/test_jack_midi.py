@@ -17,7 +17,7 @@ import pytest
 
 from drummachine.core.events import Event
 
-from .conftest import ROOT, jack_probe
+from .conftest import ROOT, jack_probe, wait_for
 
 probe = jack_probe()
 
@@ -34,15 +34,6 @@ def own_client():
 def clients_in_graph(prefix="drummachine") -> set[str]:
     ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split("\n")
     return {p.split(":")[0] for p in ports if p.startswith(prefix)}
-
-
-def wait_for(condition, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # --- without a server ------------------------------------------------------------------------

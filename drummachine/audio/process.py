@@ -34,12 +34,13 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
 from drummachine.audio.mixer import timing_summary
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE
-from drummachine.audio.wire import (CALLBACKS, FAULTS, LATE_EVENTS, LEVEL, MIX_WORST_NS,
+from drummachine.audio.wire import (AT_NS, CALLBACKS, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
                                     NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock)
 from drummachine.core.command_handlers import CLICK_LEVEL  # the click's level when no song sets one
@@ -83,6 +84,7 @@ class AudioProcessSink(Sink):
         self.events = EventRing(self.block)
         self.latency = 0.0
         self.restarts = 0
+        self.opened = False  #: a mixer has played (False: the output was not there yet)
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
@@ -122,16 +124,27 @@ class AudioProcessSink(Sink):
         restarted; call it from a watchdog, not the real-time path (it waits for the new mixer)."""
         if self.block.header is None or self.alive:
             return False
-        self.block.header[READ] = self.events.written  # what waited for the dead mixer is too late now
-        self.block.header[SEQ] += self.block.header[SEQ] & 1  # killed mid-update: the lock is free again
+        h = self.block.header
+        h[READ] = self.events.written  # what waited for the dead mixer is too late now
+        h[SEQ] += h[SEQ] & 1  # killed mid-update: the lock is free again
+        if not h[AT_NS]:
+            # no mixer has played yet (the output was not there at the start): the clock ran on
+            # the wall since this sink was made; the first mixer goes on from there, as a
+            # restarted one does (from frame 0 it would send the clock back and stall the engine)
+            frames = round(self.clock.now() * self.rate)
+            h[SEQ] += 1
+            h[FRAMES] = frames
+            h[AT_NS] = time.monotonic_ns()
+            h[SEQ] += 1
         for pipe in (self.proc.stdin, self.proc.stdout):  # the dead mixer's: closed now, not when collected
             try:
                 pipe.close()
             except OSError:
                 pass
+        played_before = self.opened
         self._spawn()
         self.wait_ready(close_on_error=False)
-        self.restarts += 1
+        self.restarts += played_before  # the first mixer to play, late, is no restart
         return True
 
     def wait_ready(self, timeout: float = 20.0, close_on_error: bool = True) -> "AudioProcessSink":
@@ -158,7 +171,7 @@ class AudioProcessSink(Sink):
         self.mixing = reply.get("mixing", self.setup["mixing"])  #: how the mixer feeds the stream, as it started
         for note in self.notes:
             log.info("mixer: %s", note)
-        self.ready = True
+        self.ready = self.opened = True
         return self
 
     # --- Sink -----------------------------------------------------------------------------

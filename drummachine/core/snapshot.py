@@ -79,6 +79,7 @@ class Snapshot:
     cpu: float = 0.0
     underruns: int = 0
     audio_restarts: int = 0
+    audio_out: str | None = None  #: "playing", "waiting" (no output yet: MIDI alone), None: no audio
     midi_out: str | None = None
     midi_in: tuple[str, ...] = ()
     learning: str | None = None

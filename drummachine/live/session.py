@@ -31,6 +31,9 @@ STREAM_STALLED_S = 2.0
 #: everything not real-time. Under 4 CPU hogs on the 2 cores it handed steps out at most 0.41 ms
 #: past their deadline, against 3.3-4.0 ms as a normal thread (benchmarks/commit_priority.json)
 COMMIT_PRIORITY = 3
+#: seconds between tries to start a mixer that cannot start (no device, no sound server): the
+#: first, then the longest after a minute of tries (each try starts a Python process)
+AUDIO_RETRY_S = (2.0, 10.0)
 
 
 @dataclass
@@ -172,22 +175,36 @@ class Session:
     def _outputs(self, starting=None) -> None:
         o = self.opts
         if starting is not None:
+            pending = starting
             try:
                 try:
-                    self.audio = starting.wait_ready()
+                    self.audio = starting.wait_ready(close_on_error=False)
                 except DrumMachineError as exc:
                     if not (starting.cue and exc.where == "--outs"):
                         raise
                     # too few channels for the cue bus too: the main outputs alone, the in-ears without
+                    starting.close()
                     self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
-                    self.audio = self._start_audio(cue=False).wait_ready()
+                    pending = self._start_audio(cue=False)
+                    self.audio = pending.wait_ready(close_on_error=False)
                 self.sinks.append(self.audio)
                 self._connect_cue()
             except DrumMachineError as exc:
                 if getattr(exc, "kit", False):
+                    pending.close()
                     raise
-                self.warnings.append(f"{exc}: going on with MIDI alone")
-                log.warning("%s: going on with MIDI alone", exc)
+                if exc.where == "audio" and (o.midi_out or o.midi_virtual):
+                    # no output device or sound server yet (an interface plugged in late, JACK
+                    # started after drummachine): MIDI plays meanwhile on the sink's clock, which
+                    # runs on the wall, and the watchdog starts a mixer as soon as one can open
+                    self.audio = pending
+                    self.sinks.append(pending)
+                    self.warnings.append(f"{exc}: MIDI alone until the audio output is there (tried again "
+                                         f"every {AUDIO_RETRY_S[0]:.0f}-{AUDIO_RETRY_S[1]:.0f} s)")
+                else:
+                    pending.close()
+                    self.warnings.append(f"{exc}: going on with MIDI alone")
+                    log.warning("%s: going on with MIDI alone", exc)
         if o.midi_out or o.midi_virtual or not self.sinks:
             from drummachine.core.notemap import GM_NOTEMAP, load_notemap
             from drummachine.midi.ports import MidiOutSink, api_name
@@ -350,6 +367,7 @@ class Session:
         start another mixer; the groove goes on meanwhile on MIDI and the wall clock, and the sound
         comes back within about a second of the server."""
         counted, since = self.audio.callbacks, time.monotonic()
+        failed_since, said = None, ""
         while not self.stop_event.wait(0.25):
             try:
                 now, callbacks = time.monotonic(), self.audio.callbacks
@@ -360,13 +378,24 @@ class Session:
                                 "starting the mixer again", now - since)
                     self.audio.proc.kill()
                     self.audio.proc.wait()
+                played_before = self.audio.opened
                 if self.audio.restart_if_gone():
-                    log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
+                    if played_before:
+                        log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
+                    else:
+                        log.warning("audio: the output is there at last; the kit plays from now")
                     self._connect_cue()  # a new mixer: PortAudio connected its ports anew
                     counted, since = self.audio.callbacks, time.monotonic()
+                    failed_since, said = None, ""
             except DrumMachineError as exc:
-                log.warning("audio process stopped and cannot restart: %s; trying again", exc)
-                self.stop_event.wait(2.0)
+                # said once per reason, not on every try; tried less often after the first minute
+                failed_since = failed_since or time.monotonic()
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning("audio process %s: %s; trying again", "stopped and cannot restart"
+                                if self.audio.opened else "cannot start", exc)
+                first, longest = AUDIO_RETRY_S
+                self.stop_event.wait(first if time.monotonic() - failed_since < 60.0 else longest)
                 counted, since = self.audio.callbacks, time.monotonic()
 
     def poll(self) -> None:
@@ -405,6 +434,7 @@ class Session:
         return s.with_(
             faults=faults, cpu=self.cpu_percent(), underruns=self.audio.underruns if self.audio else 0,
             audio_restarts=self.audio.restarts if self.audio else 0,
+            audio_out=None if self.audio is None else ("playing" if self.audio.opened else "waiting"),
             midi_out=None if self.midi is None else ("connected" if self.midi.connected else "disconnected"),
             midi_in=tuple("connected" if i.connected else "waiting" for i in self.inputs),
             learning=self.learning, learned=self.learned, last_midi=tuple(self.last_midi),

@@ -44,12 +44,16 @@ def drop_clients_of_a_gone_server(api: str) -> bool:
         if "jack" not in _SERVER_SEEN:
             _SERVER_SEEN["jack"] = now
             return False
-        if _SERVER_SEEN["jack"] == now:
+        before = _SERVER_SEEN["jack"]
+        if before == now:
             return False
         _SERVER_SEEN["jack"] = now
         ports = list(PORTS)
-        log.warning("MIDI: the JACK server %s; the MIDI ports open again when it is back",
-                    "stopped" if now is None else "restarted")
+        if before is None:  # none when the watches first looked: started after drummachine
+            log.warning("MIDI: the JACK server started; the MIDI ports open on it")
+        else:
+            log.warning("MIDI: the JACK server %s; the MIDI ports open again when it is back",
+                        "stopped" if now is None else "restarted")
         for port in ports:
             port.server_gone()
     return True

@@ -217,6 +217,7 @@ class Health(Static):
             " │ misses ", (str(s.misses), "bold red" if s.misses else "bold"),
             " │ underruns ", (str(s.underruns), "bold red" if s.underruns else "bold"),
             (f" (audio restarted {s.audio_restarts}×)" if s.audio_restarts else "", "bold red"),
+            (" │ audio out waiting" if s.audio_out == "waiting" else "", "bold red"),
             (f" │ faults {s.faults_total}" if s.faults_total else "", "bold red"),
             f" │ cpu {s.cpu:.0f}%",
             f" │ MIDI out {s.midi_out or 'none'} │ in {midi_in} │ ui {fps:.0f} fps")
