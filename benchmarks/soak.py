@@ -17,7 +17,9 @@ What runs, all at once, on a JACK server of the soak's own (dummy backend, 128 f
   the soak's own) is crashed by an injected exception or SIGKILLed; the JACK server itself stops
   and starts again once (every client of the old server is dead: the engine opens its ports and its
   mixer's stream anew);
-- a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame;
+- a reference: `jack_simple_client` (C, a sine) in the same graph, to compare jackd's blame; and a
+  second one SIGKILLed and started again as often as the mixer (``TWIN``), so the mixer's blame
+  around its kills has a C client's beside it under the same treatment, at other moments;
 - a reference for the MIDI timing: a player of its own (``REFERENCE_PLAYER``: a sleeping loop that
   hands a note to drummachine's own JACK MIDI client every 16th at 100 bpm, due as far ahead as the
   engine hands its notes, on MIDI channel 16) into the same recorder: what the host's stalls do to
@@ -72,19 +74,23 @@ TIMING_WINDOW_S = 300.0  #: the issue's first and last 5 minutes (a third of a s
 #: SIGKILLed ran 2-4 s before (noted at the kill); a port is noted gone and back (3-6 s apart,
 #: the engine's watches look once a second)
 FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1.0), "mixer_sigkill": (0.0, 3.0),
+               "twin_sigkill": (0.0, 3.0),
                "midi_out_gone": (0.0, 6.5), "midi_out_back": (0.0, 2.5), "midi_in_gone": (0.0, 6.5),
                "midi_in_back": (0.0, 2.5), "jack_stop": (0.0, 10.0), "jack_back": (0.0, 4.0)}
 #: the faults whose spans are counted apart in jackd's blame: a client SIGKILLed mid-period is
 #: unfinished until jackd drops it; a restarting server blames whoever is there; a MIDI port gone
 #: or back is a client leaving or joining the graph, and while the graph changes jackd finds the
 #: clients already in it unfinished (the mixer more often than a C client: benchmarks/jack_corpse.py)
-BLAME_FAULTS = ("mixer_sigkill", "jack_stop", "jack_back", "midi_out_gone", "midi_out_back", "midi_in_gone",
+BLAME_FAULTS = ("mixer_sigkill", "twin_sigkill", "jack_stop", "jack_back", "midi_out_gone", "midi_out_back", "midi_in_gone",
                 "midi_in_back")
 #: the MIDI timing reference player: a note every 16th at 100 bpm, handed out this far ahead of
 #: when it is due (the engine hands a step out half a step plus its 30 ms margin before the grid,
 #: its notes then due up to half a step either side), on a channel the engine does not play
 REFERENCE_EVERY_S, REFERENCE_AHEAD_S, REFERENCE_CHANNEL = 0.15, 0.105, 15
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
+#: the C client killed as the mixer is (its JACK name), and how long after its kill it starts again
+#: (the engine's watchdog looks every 0.25 s and a new mixer takes about a second to open)
+TWIN, TWIN_RESTART_S = "simple_killed", 1.0
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -186,6 +192,21 @@ class JackServer:
                                                                   text)).most_common()),
                 "periods_given_up": text.count("ProcessGraphAsyncMaster: Process error"),
                 "driver_late_wakeups": len(late), "driver_late_ms_max": round(max(late, default=0) / 1000, 2)}
+
+
+def killed_alike(blame: dict) -> dict:
+    """The mixer beside the C twin killed as often (``TWIN``): each one's blame (periods it alone
+    was unfinished) after its own SIGKILLs, per kill, and in steady play."""
+    by_window = blame["not_finished_alone_by_client_by_window"]
+    kills = blame["fault_windows"]
+    out = {}
+    for who, client, window in (("mixer", "PortAudio", "mixer_sigkill"), ("c_twin", TWIN, "twin_sigkill")):
+        n = sum(v for c, v in by_window.get(window, {}).items() if c.split("-")[0] == client)
+        out[who] = {"kills": kills.get(window, 0), "blamed_after_its_kills": n,
+                    "per_kill": round(n / kills[window], 2) if kills.get(window) else None,
+                    "steady": sum(v for c, v in by_window.get("steady", {}).items() if c.split("-")[0] == client)}
+    out["reference_steady"] = by_window.get("steady", {}).get("jack_simple_client", 0)
+    return out
 
 
 #: the engine's memory settles within its first minute: the model's KV cache fills up to its
@@ -670,12 +691,27 @@ class Soak:
         self.reconnects.append(back)
 
     def start_reference(self) -> None:
-        if self.reference is not None and self.reference.poll() is None:
-            self.reference.terminate()
-            self.reference.wait(5)
+        """The two C clients: the reference, never killed, and the twin, killed as the mixer is."""
+        for proc in (self.reference, self.twin):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(5)
         if shutil.which("jack_simple_client"):
             self.reference = subprocess.Popen(["jack_simple_client"], stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL)
+            self.start_twin()
+
+    def start_twin(self) -> None:
+        self.twin = subprocess.Popen(["jack_simple_client", TWIN], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill_twin(self) -> None:
+        if self.twin is None or self.twin.poll() is not None:
+            return
+        self.twin.send_signal(signal.SIGKILL)
+        self.twin.wait(5)
+        self.note("twin_sigkill", str(self.twin.pid))
+        time.sleep(TWIN_RESTART_S)
+        self.start_twin()
 
     def midi_in_gone(self) -> None:
         self.controller.gone()
@@ -736,7 +772,7 @@ class Soak:
         restarts once, in the middle)."""
         span = end - 12 - start
         first_within = min(span, TIMING_WINDOW_S)
-        kinds = [("ui_crash", 0.05, 60), ("spam", 0.15, 30), ("mixer", 0.25, 90), ("midi_out", 0.4, 120),
+        kinds = [("ui_crash", 0.05, 60), ("spam", 0.15, 30), ("mixer", 0.25, 90), ("twin", 0.3, 90), ("midi_out", 0.4, 120),
                  ("midi_in", 0.6, 150), ("ui_kill", 0.8, 60), ("jack", 0.5, 1e9)]  # the server restarts once
         plan = []
         for kind, frac, period in kinds:
@@ -756,7 +792,7 @@ class Soak:
         result: dict = {"minutes": a.minutes, "seed": a.seed, "model": "stand-in" if a.fake_model else "shipped int8",
                         "jack": {"server": jack_name, "rate": JACK_RATE, "period": JACK_PERIOD}}
         with JackServer(jack_name, self.work / "jackd.log") as jack:
-            self.jack, self.reference = jack, None
+            self.jack, self.reference, self.twin = jack, None, None
             self.start_reference()
             self.recorder = Recorder(f"{self.tag}-rec", self.work)
             self.controller = Controller(f"{self.tag}-ctl")
@@ -784,6 +820,8 @@ class Soak:
                             self.spam()
                         elif kind == "mixer":
                             self.kill_mixer()
+                        elif kind == "twin":
+                            self.kill_twin()
                         elif kind == "midi_out":
                             self.midi_out_gone()
                         elif kind == "midi_in":
@@ -807,15 +845,17 @@ class Soak:
                 subprocess.run([*self.tmux, "kill-server"], capture_output=True)
                 if self.engine.poll() is None:
                     self.engine.kill()
-                if self.reference is not None:
-                    self.reference.terminate()
-                    self.reference.wait(5)
+                for proc in (self.reference, self.twin):
+                    if proc is not None:
+                        proc.terminate()
+                        proc.wait(5)
                 self.reference_player.stop()
                 self.recorder.stop()
                 if self.controller.port is not None:
                     self.controller.gone()
             result["jackd"] = jack.blame(self.fault_spans(BLAME_FAULTS))
             result["jackd"]["reference_client"] = "simple" if self.reference is not None else None
+            result["jackd"]["killed_alike"] = killed_alike(result["jackd"])
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
         return result
 

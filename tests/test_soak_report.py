@@ -57,13 +57,13 @@ def test_every_fault_kind_starts_within_the_first_timing_window_of_an_hour():
     first = {}
     for t, kind in plan:
         first.setdefault(kind, t)
-    assert set(first) == {"ui_crash", "spam", "mixer", "midi_out", "midi_in", "ui_kill", "jack"}
+    assert set(first) == {"ui_crash", "spam", "mixer", "twin", "midi_out", "midi_in", "ui_kill", "jack"}
     assert all(t < soak.TIMING_WINDOW_S for kind, t in first.items() if kind != "jack"), first
     assert 1500 < first["jack"] < 2100 and [k for _, k in plan].count("jack") == 1
     last = {kind for t, kind in plan if t > 3600 - 12 - soak.TIMING_WINDOW_S}
     assert last >= {"ui_crash", "spam", "mixer", "midi_out", "midi_in", "ui_kill"}, last
     short = {kind for _, kind in soak.Soak.schedule_faults(run, 0.0, 180.0)}
-    assert len(short) == 7, short  # the 3-minute soak still sees every kind
+    assert len(short) == 8, short  # the 3-minute soak still sees every kind
 
 
 def test_steady_timing_leaves_out_each_fault_span(tmp_path):
@@ -122,3 +122,17 @@ def test_blame_windows_are_the_fault_spans_of_the_graphs_changes():
     spans = soak.Soak.fault_spans(run, soak.BLAME_FAULTS)
     assert spans == [(110.0, 113.0, "mixer_sigkill"), (130.0, 140.0, "jack_stop"), (133.0, 137.0, "jack_back"),
                      (150.0, 156.5, "midi_out_gone"), (154.0, 156.5, "midi_out_back")]
+
+
+def test_the_mixer_and_its_c_twin_are_each_blamed_after_their_own_kills():
+    """The mixer beside the C client killed as often: each one's blame after its own kills (a
+    restarted client's "-01" name included), per kill, and in steady play."""
+    blame = {"not_finished_alone_by_client_by_window": {
+        "mixer_sigkill": {"PortAudio": 3, "PortAudio-01": 1, soak.TWIN: 1},
+        "twin_sigkill": {soak.TWIN: 1, f"{soak.TWIN}-01": 1},
+        "steady": {"PortAudio": 5, soak.TWIN: 2, "jack_simple_client": 4}},
+        "fault_windows": {"mixer_sigkill": 2, "twin_sigkill": 4}}
+    alike = soak.killed_alike(blame)
+    assert alike["mixer"] == {"kills": 2, "blamed_after_its_kills": 4, "per_kill": 2.0, "steady": 5}
+    assert alike["c_twin"] == {"kills": 4, "blamed_after_its_kills": 2, "per_kill": 0.5, "steady": 2}
+    assert alike["reference_steady"] == 4
