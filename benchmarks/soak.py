@@ -79,8 +79,8 @@ FAULT_SPANS = {"ui_crash": (0.0, 6.0), "ui_sigkill": (4.5, 1.0), "spam": (2.5, 1
                "midi_in_back": (0.0, 2.5), "jack_stop": (0.0, 10.0), "jack_back": (0.0, 4.0)}
 #: the faults whose spans are counted apart in jackd's blame: a client SIGKILLed mid-period is
 #: unfinished until jackd drops it; a restarting server blames whoever is there; a MIDI port gone
-#: or back is a client leaving or joining the graph, and while the graph changes jackd finds the
-#: clients already in it unfinished (the mixer more often than a C client: benchmarks/jack_corpse.py)
+#: or back is a client leaving or joining the graph: a join soon after a SIGKILL finds the clients
+#: already in it unfinished (benchmarks/jack_corpse.py), a join alone next to never (jack_join.py)
 BLAME_FAULTS = ("mixer_sigkill", "twin_sigkill", "jack_stop", "jack_back", "midi_out_gone", "midi_out_back", "midi_in_gone",
                 "midi_in_back")
 #: the MIDI timing reference player: a note every 16th at 100 bpm, handed out this far ahead of
