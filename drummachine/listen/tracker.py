@@ -61,6 +61,20 @@ JITTER_OK = 0.02
 #: to 0.70-0.84 (median; 0.47-0.74 at p5): 0.5 to 0.75 was tried, and cost the lock (docs/follow.md)
 CONTRAST_NOISE = 0.0
 CONTRAST_SURE = 0.625
+#: is a beat there at all: the autocorrelation's comb (the lag of the beat and its 3 multiples) at
+#: the tempo chosen, smoothed over updates (PERIODICITY_SMOOTHING), from PERIODICITY_NOISE (no
+#: beat: the confidence is 0) to PERIODICITY_SURE (no doubt). The fold alone is sure of a room's
+#: noise (its contrast 0.53 at the median, confidence 1.0 within a second): there the comb reads
+#: 0.08-0.10 (median; 0.12-0.32 at p95), a band's drum-less mix 0.30-0.57 (median; 0.18-0.36 at
+#: p5), on 4 validation clips (docs/follow.md). Both are for a full window: on fewer frames the
+#: comb of noise reads higher (its spread goes as one over the root of the frames), so they are
+#: raised by sqrt(window / frames heard) (the band's first seconds, the room's). Only until the
+#: band's entry is heard (a rise of its loudness, ``loudness.ENTRY_RISE_DB``): that says a band is
+#: there, and testing it again after the entry cost a bar of the count-in (waiting for the band:
+#: in after 16 band beats instead of 12). PERIODICITY_SURE 0: off
+PERIODICITY_NOISE = 0.10
+PERIODICITY_SURE = 0.20
+PERIODICITY_SMOOTHING = 0.1
 #: the loop's |error| when it (re)starts: 2 * JITTER_OK (0.04, as before) is "not sure at all"
 #: (it had to earn its confidence over ~1 s of agreeing folds); at 0.03 it starts half sure, and
 #: with the follower's 4 sure readings the machine locked in 7 beats instead of 14 (validation)
@@ -165,6 +179,8 @@ class BeatTracker:
         self.period = 0.0  # the loop's beat period, seconds
         self.confidence = 0.0
         self.confidence_was = 0.0
+        self.periodicity = 0.0  # the comb at the chosen tempo, smoothed
+        self.periodicity_floor = 1.0  # PERIODICITY_* are raised this much for a window not yet full
         self.jitter = 0.0  # the loop's mean |error|, seconds
         self.record = record_beats
         self.beats: list[float] = []
@@ -234,6 +250,7 @@ class BeatTracker:
         self.playing_level = 1e-6
         self.bpm = self.period = self.next_beat = 0.0
         self.confidence = self.confidence_was = 0.0
+        self.periodicity = 0.0
         self.jitter = 0.0
         self._onset_times = [t for t in self._onset_times if t >= self.frame_time(self.frames - keep)]
         self.profile[:] = 0.0
@@ -302,6 +319,15 @@ class BeatTracker:
             # too little heard for the autocorrelation to say a tempo this near the song's: the
             # song's. A band clearly elsewhere (a count-in 4% faster than the song) is taken as heard
             bpm = self.prior_bpm
+        comb = float(score[best])  # over a full window, the comb the tempo was chosen by
+        heard = max(1, min(n, self.frames - self.started))
+        if heard < n:
+            # the window is not full yet: the frames before the band (or before anything) are
+            # zeros, a step the mean removal turns into an autocorrelation high at every lag, as
+            # sure of a room's first seconds as of a band. The beat test reads the heard frames alone
+            comb = self._comb(self.history[-heard:], 60.0 * fps / bpm)
+        self.periodicity_floor = math.sqrt(n / heard)
+        self.periodicity += PERIODICITY_SMOOTHING * (comb - self.periodicity)
         if activity > 0.5:
             self.bpm = bpm if self.bpm == 0 else self.bpm + 0.5 * (bpm - self.bpm)
         if self.bpm == 0:
@@ -355,7 +381,7 @@ class BeatTracker:
         while next_beat <= now:
             next_beat += period
         self.confidence = float(np.clip((contrast - CONTRAST_NOISE) / (CONTRAST_SURE - CONTRAST_NOISE), 0.0, 1.0)
-                                * activity)
+                                * activity * self._beat_is_there())
         if self.next_beat > 0 and (self.confidence < 0.2 or activity < LOOP_ACTIVITY):
             # unsure: go on by the last tempo (the follower holds); the loop keeps its jitter
             while self.next_beat <= now:
@@ -363,6 +389,31 @@ class BeatTracker:
             self.confidence *= float(np.clip(1.0 - (self.jitter - JITTER_OK) / JITTER_OK, 0.0, 1.0))
             return
         self._lock_loop(next_beat, period, now)
+
+    @staticmethod
+    def _comb(x: np.ndarray, period: float) -> float:
+        """The normalized autocorrelation of ``x`` at ``period`` frames and its 3 multiples (those inside ``x``)."""
+        x = x.astype(np.float64) - float(x.mean())
+        spec = np.fft.rfft(x, 2 * x.size)
+        acf = np.fft.irfft(spec * np.conj(spec))[:x.size]
+        if acf[0] <= 0:
+            return 0.0
+        # unbiased (each lag over the frames it overlaps), and the 4 lags' sum however many fit,
+        # so a short window reads what a full one would, only noisier
+        acf = acf / acf[0] * x.size / np.maximum(x.size - np.arange(x.size), 1)
+        lags = period * np.arange(1, 5)
+        lags = lags[lags < 0.75 * x.size]
+        if not lags.size:
+            return 0.0
+        return float(np.interp(lags, np.arange(x.size), acf).mean() * 4)
+
+    def _beat_is_there(self) -> float:
+        """0..1: how far the smoothed comb is above a room's noise (PERIODICITY_*); 1 once the
+        band's entry was heard."""
+        if PERIODICITY_SURE <= 0 or self.entries:
+            return 1.0
+        noise, sure = PERIODICITY_NOISE * self.periodicity_floor, PERIODICITY_SURE * self.periodicity_floor
+        return float(np.clip((self.periodicity - noise) / (sure - noise), 0.0, 1.0))
 
     def _lock_loop(self, measured: float, period: float, now: float) -> None:
         """A phase-locked loop over the fold's beats: each measurement moves the predicted beat
