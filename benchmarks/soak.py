@@ -1023,10 +1023,18 @@ def main(argv=None) -> int:
             shutil.rmtree(soak.work, ignore_errors=True)
     result["work"] = str(soak.work) if args.keep else None
     text = json.dumps(result, indent=1, default=str)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    if args.json:  # the file may be committed: no path of this machine in it (the printout keeps them)
+        Path(args.json).write_text(portable(text, soak.work) + "\n")
     print(text)
     return 0
+
+
+def portable(text: str, work: Path) -> str:
+    """``text`` with this machine's paths made general: the work folder ``<work>``, the home ``~``,
+    the repository ``.``."""
+    for path, name in ((str(work), "<work>"), (str(ROOT), "."), (str(Path.home()), "~")):
+        text = text.replace(path, name)
+    return text
 
 
 if __name__ == "__main__":
