@@ -136,3 +136,9 @@ def test_the_mixer_and_its_c_twin_are_each_blamed_after_their_own_kills():
     assert alike["mixer"] == {"kills": 2, "blamed_after_its_kills": 4, "per_kill": 2.0, "steady": 5}
     assert alike["c_twin"] == {"kills": 4, "blamed_after_its_kills": 2, "per_kill": 0.5, "steady": 2}
     assert alike["reference_steady"] == 4
+
+
+def test_the_json_names_no_path_of_this_machine(tmp_path):
+    work = tmp_path / "soak-x"
+    text = f'{{"log": "{work}/play.log", "db": "{Path.home()}/.cache/x.db", "model": "{soak.ROOT}/models/m.onnx"}}'
+    assert soak.portable(text, work) == '{"log": "<work>/play.log", "db": "~/.cache/x.db", "model": "./models/m.onnx"}'
