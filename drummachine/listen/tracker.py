@@ -3,7 +3,8 @@
 Three stages, each one screen of numpy:
 
 1. **Onset strength** — log-magnitude spectral flux every 5 ms (a 32 ms window at ~16 kHz),
-   the low band (bass, kick) counted twice: a band's beat lives in the bass and the backbeat.
+   the low bands (bass, kick) counted twice: a band's beat lives in the bass and the backbeat
+   (``listen.onsets``), less its recent mean.
 2. **Tempo** — the autocorrelation of the last 6 s of onset strength, read through a comb (the
    lag and its multiples), over tempi within a window around the tempo the instrument plays,
    weighted by a prior there and by the last estimate: a blind tracker picks the wrong metrical
@@ -28,18 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from drummachine.listen.loudness import BandLoudness
+from drummachine.listen.onsets import WINDOW, SpectralFlux
 
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
-WINDOW = 512  #: FFT window at the analysis rate (32 ms)
-#: the flux is summed over log-spaced bands, so that the few bins of a kick count as much as the
-#: many of a snare's wires; each band weighted by its frequency (BAND_HZ -> BAND_WEIGHT): the beat
-#: lives in the kick, the bass and the backbeat more than in the hats, which play the off-beats
-#: as much as the beats (with plain per-bin flux, 2 of 8 drummers were tracked on the off-beat)
-N_BANDS = 16
-BAND_EDGES = (40.0, 8000.0)
-BAND_HZ = (60.0, 200.0, 2000.0, 6000.0)
-BAND_WEIGHT = (2.0, 2.0, 1.0, 0.5)
 HISTORY_SECONDS = 8.0
 TEMPO_SECONDS = 6.0  #: autocorrelation window
 PHASE_BEATS = 6  #: beats folded for the phase
@@ -151,24 +144,11 @@ class BeatTracker:
         self.window = float(window)
         self.prior_bpm = float(bpm)
         self.prior_width = PRIOR_WIDTH
-        self.hann = np.hanning(WINDOW).astype(np.float32)
-        freqs = np.fft.rfftfreq(WINDOW, 1.0 / self.arate)
-        edges = np.geomspace(BAND_EDGES[0], min(BAND_EDGES[1], self.arate / 2), N_BANDS + 1)
-        band_of = np.searchsorted(edges, freqs, side="right") - 1
-        self.bands = np.zeros((freqs.size, N_BANDS), np.float32)  # mean magnitude per band
-        for b in range(N_BANDS):
-            inside = band_of == b
-            if not inside.any():  # a band narrower than a bin: the nearest bin
-                inside = np.arange(freqs.size) == int(np.argmin(np.abs(freqs - np.sqrt(edges[b] * edges[b + 1]))))
-            self.bands[inside, b] = 1.0 / inside.sum()
-        centres = np.sqrt(edges[:-1] * edges[1:])
-        self.band_weight = np.interp(np.log2(centres), np.log2(BAND_HZ), BAND_WEIGHT).astype(np.float32)
+        self.flux = SpectralFlux(self.arate, self.hop)
         self.history = np.zeros(int(HISTORY_SECONDS * self.fps), np.float32)  # onset strength, newest last
         self.frames = 0  # frames computed so far
-        self.pending = np.zeros(0, np.float32)  # decimated samples not yet framed
         self.carry = np.zeros(0, np.float32)  # raw samples not yet decimated
         self.samples = 0  # raw samples taken in
-        self.prev_spec = None
         self.flux_mean = 0.0
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
         self.loudness = BandLoudness(int(0.4 * self.arate), gate_db)
@@ -211,19 +191,7 @@ class BeatTracker:
             self.carry = x[usable:]
             x = x[:usable].reshape(-1, self.factor).mean(axis=1)
         self.loudness.add(x)
-        buf = np.concatenate([self.pending, x])
-        n = (buf.size - WINDOW) // self.hop + 1 if buf.size >= WINDOW else 0
-        if n <= 0:
-            self.pending = buf
-            return
-        idx = np.arange(WINDOW)[None, :] + self.hop * np.arange(n)[:, None]
-        frames = buf[idx] * self.hann
-        self.pending = buf[n * self.hop:]
-        spec = np.log1p(100.0 * (np.abs(np.fft.rfft(frames, axis=1)) @ self.bands)).astype(np.float32)
-        prev = np.concatenate([[self.prev_spec if self.prev_spec is not None else spec[0]], spec[:-1]])
-        self.prev_spec = spec[-1]
-        flux = (np.maximum(spec - prev, 0.0) * self.band_weight).sum(axis=1)
-        for value in flux.tolist():
+        for value in self.flux.frames(x).tolist():
             self._frame(value)
 
     def _frame(self, flux: float) -> None:
