@@ -808,7 +808,7 @@ class Soak:
                 faults = self.schedule_faults(t_start, end)
                 cues = threading.Thread(target=self.cue_loop, args=(end - 8,), daemon=True)
                 cues.start()
-                threading.Thread(target=self.sample_rss, args=(end,), daemon=True).start()
+                threading.Thread(target=self.sample_rss, args=(end, a.rss_every), daemon=True).start()
                 ui_turn = 0
                 for when, kind in faults:
                     time.sleep(max(0.0, when - time.monotonic()))
@@ -1011,6 +1011,8 @@ def main(argv=None) -> int:
     p.add_argument("--fake-model", action="store_true", help="the stand-in generator instead of the shipped model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, schedule)")
+    p.add_argument("--rss-every", type=float, default=15.0, metavar="S",
+                   help="sample the engine's memory this often (seconds)")
     args = p.parse_args(argv)
     if not shutil.which("jackd") or not shutil.which("tmux"):
         print("soak: needs jackd and tmux", file=sys.stderr)

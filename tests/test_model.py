@@ -221,6 +221,20 @@ def test_generator_context_slides_without_a_glitch(exported):
     assert (np.stack(start + first)[:, 0, 4:7].sum(axis=0) > 0).all()  # each tom asked for came in the bar
 
 
+def test_warm_up_leaves_the_groove_and_the_dice_as_they_were(exported):
+    """The live session warms the generator through a full cache before playing (its memory is
+    taken then, not over the first bars): what it then plays is what a cold generator plays."""
+    from drummachine.model.generator import Generator
+
+    path = str(exported) + ".int8.onnx"
+    cold, warm = Generator(path, seed=3), Generator(path, seed=3)
+    warm.warm_up()
+    assert warm.cached_steps == 0 and warm.step_count == 0 and not warm.bar_played.any()
+    cont = cold.cond.cont(100, cold.cond.defaults("any"))
+    played = [np.stack([g.step(1, i % 16, (i // 16) % 4, cont) for i in range(40)]) for g in (cold, warm)]
+    np.testing.assert_array_equal(*played)
+
+
 def test_saved_states_share_the_cache_and_keep_what_they_read(exported):
     """The engine saves a state before every step it keeps ahead: the states share the cache's
     storage (not half a megabyte each), and a step generated after going back to an older state

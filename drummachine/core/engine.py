@@ -45,6 +45,9 @@ from drummachine.core.transport import STEPS_PER_BAR, Clock, TapTempo, Transport
 
 log = logging.getLogger("drummachine")
 MISSES_LOGGED = 50  #: generator misses logged one by one (then only counted)
+#: the longest the threads' start waits for the generator's warm-up (~40 ms here): a slow host
+#: starts playing on time and the warm-up's memory comes later
+WARM_UP_WAIT_S = 2.0
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
 #: an event for the cue bus alone (audio.process plays its section-cue sound): never sent to other outputs
 CUE = "cue"
@@ -393,9 +396,15 @@ class Engine(GeneratorLoop, CommandHandlers):
                     wait = 0.001
                 sleep(wait if wait > 0 else 0.0005)
 
+        warmed = threading.Event()
+
         def gen_loop():
             if generator_priority:
                 real_time_thread("generator", generator_priority)
+            try:
+                self._warm_up()
+            finally:
+                warmed.set()
             while not stop.is_set():
                 try:
                     busy = self.pump_generator(max_steps=4)
@@ -409,7 +418,19 @@ class Engine(GeneratorLoop, CommandHandlers):
                    threading.Thread(target=gen_loop, name="generate", daemon=True)]
         for t in threads:
             t.start()
+        warmed.wait(WARM_UP_WAIT_S)
         return threads
+
+    def _warm_up(self) -> None:
+        """The generator's memory taken before the first step (see Generator.warm_up), in the
+        generator's thread, whose heap it is; only before it has generated anything."""
+        warm_up = getattr(self.gen, "warm_up", None)
+        if warm_up is None or self.stats.generated or self.gen_cursor:
+            return
+        try:
+            warm_up(keep=self.lookahead + 1)
+        except Exception:
+            self._fault("generator", "warm-up")
 
 
 def real_time_thread(name: str, priority: int) -> bool:
