@@ -1,4 +1,6 @@
-"""The engine on a manual clock (the shared harness of conftest): no sleeps, no wall time."""
+"""The engine on a manual clock (the shared harness of conftest); the tests of run_threads on the wall clock."""
+
+import time
 
 import numpy as np
 import pytest
@@ -428,6 +430,44 @@ def test_the_real_threads_survive_a_failing_output(harness):
     for t in threads:
         t.join(2)
     assert good.notes() and h.engine.stats.faults["output"] > 10
+
+
+def test_the_generator_warms_up_in_its_own_thread_before_its_first_step_and_the_start_waits_for_it(harness):
+    """Generator.warm_up takes a full cache's memory from the heap of the thread that will
+    generate: run_threads calls it there, before any step, once, and returns when it is done."""
+    import threading
+
+    from drummachine.core.transport import MonotonicClock
+
+    h = harness(SONG.replace("count_in = 1", "count_in = 0"))
+    seen = []
+    step = h.engine.gen.step
+
+    def warm_up(keep):
+        time.sleep(0.2)  # returning before this ends would start the groove on a cold generator
+        seen.append(("warm_up", threading.current_thread().name, keep))
+
+    def stepping(*args, **kwargs):
+        seen.append(("step", threading.current_thread().name))
+        return step(*args, **kwargs)
+
+    h.engine.gen.warm_up, h.engine.gen.step = warm_up, stepping
+    h.engine.clock = MonotonicClock()
+    stop = threading.Event()
+    threads = h.engine.run_threads(stop)
+    assert seen[:1] == [("warm_up", "generate", h.engine.lookahead + 1)]  # done when run_threads returned
+    h.engine.command("start")
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(2)
+    assert seen[1:] and all(s == ("step", "generate") for s in seen[1:])
+    stop = threading.Event()
+    threads = h.engine.run_threads(stop)  # a generator that has played is not warmed again
+    stop.set()
+    for t in threads:
+        t.join(2)
+    assert sum(s[0] == "warm_up" for s in seen) == 1
 
 
 def test_a_fill_the_foot_asks_for_pushes_toms_and_snare_until_one_sounds(harness):
