@@ -71,9 +71,10 @@ def test_fds_and_threads_are_back_to_their_start(soak):
     assert reference["first"]["n"] > 50 and reference["last"]["n"] > 50, reference
 
 
-def test_memory_settles_after_the_first_minute(soak):
-    """The engine's RssAnon after its first minute (the model's cache filling to its whole context,
-    the first of each fault path) grows by less than the issue's 5 MB for a whole hour."""
+def test_memory_stays_within_the_hours_bound_from_the_first_seconds(soak):
+    """The engine's RssAnon from its first seconds grows by less than the issue's 5 MB for a whole
+    hour (the generator takes a full cache's memory before playing: Generator.warm_up); the 3
+    minutes hold the first of each fault path, where most of an hour's growth came."""
     growth = soak["engine_rss_anon_growth_kb"]
-    assert growth["warm_up_at_s"] >= 60, growth
-    assert growth["from_warm_up"] < 5 * 1024, (growth, soak["engine_rss_anon_shmem_kb_over_time"])
+    samples = soak["engine_rss_anon_shmem_kb_over_time"]
+    assert growth["first_at_s"] < 10 and growth["from_first"] < 5 * 1024, (growth, samples)
