@@ -45,8 +45,8 @@ from drummachine.core.transport import STEPS_PER_BAR, Clock, TapTempo, Transport
 
 log = logging.getLogger("drummachine")
 MISSES_LOGGED = 50  #: generator misses logged one by one (then only counted)
-#: the longest the threads' start waits for the generator's warm-up (~40 ms here): a slow host
-#: starts playing on time and the warm-up's memory comes later
+#: the longest the threads' start waits for the generator's warm-up (~40 ms here): past it the
+#: start goes on, and the first steps come when the warm-up is done
 WARM_UP_WAIT_S = 2.0
 LOGGED_FAULTS = 20  #: tracebacks logged per loop; later ones are only counted (a stuck fault must not flood the log)
 #: an event for the cue bus alone (audio.process plays its section-cue sound): never sent to other outputs

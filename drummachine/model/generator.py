@@ -117,12 +117,13 @@ class Generator:
         self.bar_played = np.zeros(N_VOICES, bool)
 
     def warm_up(self, keep: int = 9) -> None:
-        """Step once through a whole context and one slide of it, holding the last ``keep`` steps'
-        saved states and the first one as the engine does (its lookahead, a section's start), then forget the groove: the memory a full
-        cache takes (ONNX Runtime's buffers for the longest cache, the stores a slide keeps, the
-        heap around them) is taken before playing instead of over the first eight bars, and a long
-        set's memory stays where it started. Call it from the thread that will generate (glibc
-        gives each thread its own heap). The dice are left where they were. ~40 ms."""
+        """Step once through a whole context and one slide of it, holding the saved states the
+        engine holds (the last ``keep`` steps', its lookahead, and a section's first), then forget
+        the groove: the memory a full cache takes (ONNX Runtime's buffers for the longest cache,
+        the stores a slide keeps, the heap around them) is taken before playing instead of over
+        the first eight bars, and a long set's memory stays where it started. Call it from the
+        thread that will generate: glibc gives each thread a heap of its own (run from another
+        thread, it changed nothing). The dice are left where they were. ~40 ms here."""
         dice = self.rng.bit_generator.state
         cont = self.cond.cont(120.0, self.cond.defaults(self.styles[0]))
         held: deque[GeneratorState] = deque(maxlen=keep)
