@@ -272,7 +272,8 @@ def lock_memory() -> str | None:
     them (ONFAULT: pages never touched, as OpenBLAS's 32 MB buffer, stay unmapped instead of
     resident). None when locked, else the one line saying why not (a Pi's default limit is 8 MB:
     the user joins the audio group, see docs/raspberry-pi.md). ``DRUMMACHINE_MIXER_MLOCK=0`` leaves
-    it unlocked (a killed mixer then leaves the JACK graph ~2 ms sooner: benchmarks/jack_kill.py)."""
+    it unlocked (a SIGKILLed mixer then leaves the JACK graph ~1.7 ms sooner: the kernel unmaps a dying
+    process's memory before closing its JACK socket; benchmarks/jack_kill.py)."""
     import ctypes
     import resource
 
