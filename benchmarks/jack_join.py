@@ -204,6 +204,15 @@ def run(joins: int, rounds: int, work: Path, subjects: tuple[str, ...]) -> dict:
             "alone_blame_per_join": per_join, "jackd": blame}
 
 
+def chosen_subjects(ap: argparse.ArgumentParser, given: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The comma-separated subjects of ``--subjects``; an unknown one ends the run with a usage error."""
+    subjects = tuple(s for s in given.split(",") if s)
+    unknown = [s for s in subjects if s not in allowed]
+    if unknown:
+        ap.error(f"unknown subject {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    return subjects
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--joins", type=int, default=20, help="joins per subject per round")
@@ -211,10 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default=",".join(SUBJECTS), help=f"comma-separated, of {', '.join(SUBJECTS)}")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    subjects = tuple(s for s in args.subjects.split(",") if s)
-    unknown = [s for s in subjects if s not in SUBJECTS]
-    if unknown:
-        ap.error(f"unknown subject {unknown[0]!r}; allowed: {', '.join(SUBJECTS)}")
+    subjects = chosen_subjects(ap, args.subjects, SUBJECTS)
     with tempfile.TemporaryDirectory() as tmp:
         result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args.joins, args.rounds, Path(tmp), subjects)}
     print(json.dumps(result["alone_blame_per_join"], indent=1))

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from jack_join import Subject, c_client  # noqa: E402
+from jack_join import Subject, c_client, chosen_subjects  # noqa: E402
 from soak import JackServer  # noqa: E402
 
 SETTLE_S = 2.0  #: the subject playing before it is killed
@@ -146,10 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default=",".join(SUBJECTS), help=f"comma-separated, of {', '.join(SUBJECTS)}")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    subjects = tuple(s for s in args.subjects.split(",") if s)
-    unknown = [s for s in subjects if s not in SUBJECTS]
-    if unknown:
-        ap.error(f"unknown subject {unknown[0]!r}; allowed: {', '.join(SUBJECTS)}")
+    subjects = chosen_subjects(ap, args.subjects, SUBJECTS)
     with tempfile.TemporaryDirectory() as tmp:
         result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args.kills, args.rounds, Path(tmp), subjects)}
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "gone_after_kill_ms"}
