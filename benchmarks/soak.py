@@ -87,6 +87,8 @@ BLAME_FAULTS = ("mixer_sigkill", "twin_sigkill", "jack_stop", "jack_back", "midi
 #: when it is due (the engine hands a step out half a step plus its 30 ms margin before the grid,
 #: its notes then due up to half a step either side), on a channel the engine does not play
 REFERENCE_EVERY_S, REFERENCE_AHEAD_S, REFERENCE_CHANNEL = 0.15, 0.105, 15
+#: the recorder process's exit code when JACK has stopped calling it: the soak starts another
+RECORDER_UNSCHEDULED_EXIT = 3
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
 #: the C client killed as the mixer is (its JACK name), and how long after its kill it starts again
 #: (the engine's watchdog looks every 0.25 s and a new mixer takes about a second to open)
@@ -299,7 +301,7 @@ def fd_holders(pid: int, targets: set[str]) -> dict[str, list[str]]:
 
 
 RECORDER = """
-import faulthandler, signal, sys, time
+import faulthandler, os, signal, sys, time
 faulthandler.enable()  # a crash leaves its stack in recorder.err, not nothing
 client, out = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
@@ -313,10 +315,12 @@ def wants(what):
 signal.signal(signal.SIGUSR1, wants("gone")); signal.signal(signal.SIGUSR2, wants("open"))
 signal.signal(signal.SIGTERM, wants("done"))
 IGNORED = (0xF0, 0xF8, 0xFE)  # SysEx, clock, active sensing: not what the soak measures
+UNSCHEDULED_S, UNSCHEDULED_EXIT = 2.0, int(sys.argv[4])
 def open_port():
     got = []
     return Recorder(client, "rx", sink=got), got
 (rec, got), taken, rows, flushed = open_port(), 0, [], time.monotonic()
+seen_periods, advanced = 0, time.monotonic()
 print("ready", flush=True)
 def take():
     global taken
@@ -339,6 +343,15 @@ while state["want"] != "done":
             print(f"recorder: {exc}", file=sys.stderr, flush=True)
             time.sleep(1.0)
     now = time.monotonic()
+    if rec is not None and rec.periods != seen_periods:
+        seen_periods, advanced = rec.periods, now
+    elif rec is not None and now - advanced > UNSCHEDULED_S:
+        # a client JACK has stopped calling (seen once on a restarted server: the recorder lost the
+        # rest of the run) leaves with UNSCHEDULED_EXIT, unclosed (closing such a client can hang),
+        # and the soak starts a new recorder; its bars stay counted as stalled
+        print(f"recorder: its callback has not run for {now - advanced:.1f} s: leaving", file=sys.stderr, flush=True)
+        take(); rows.sort(); flush()
+        os._exit(UNSCHEDULED_EXIT)
     if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
         rows.sort()
         # the periods its callback ran so far: a silent stretch while they did not advance is the
@@ -430,27 +443,44 @@ class Recorder:
         self.periods: list[tuple[float, int]] = []
         self.port = True  # there (for the clean-up)
         self.ended: set = set()  #: recorder processes ended by the soak
+        self.revived = 0  #: recorders started again after JACK had stopped calling the last one
+        self.lock = threading.Lock()  # the fault thread's signals and restarts, the watcher's revivals
         self.start()
 
     def start(self) -> None:
         with open(self.out.with_name("recorder.err"), "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-c", RECORDER, self.client, str(self.out),
-                                          str(Path(__file__).resolve().parent)],
+                                          str(Path(__file__).resolve().parent), str(RECORDER_UNSCHEDULED_EXIT)],
                                          stdout=subprocess.PIPE, stderr=err, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the recorder did not start")
 
     def gone(self) -> None:
-        self.proc.send_signal(signal.SIGUSR1)
+        with self.lock:
+            self.proc.send_signal(signal.SIGUSR1)
         time.sleep(0.2)
 
     def back(self) -> None:
-        self.proc.send_signal(signal.SIGUSR2)
+        with self.lock:
+            self.proc.send_signal(signal.SIGUSR2)
         time.sleep(0.2)
 
     def restart(self) -> None:
-        self.end_process()
-        self.start()
+        with self.lock:
+            self.end_process()
+            self.start()
+
+    def revive(self) -> bool:
+        """A new recorder where the last one left because JACK had stopped calling it (see
+        RECORDER); True if one was started."""
+        with self.lock:
+            if self.proc.poll() != RECORDER_UNSCHEDULED_EXIT or self.proc in self.ended:
+                return False
+            self.ended.add(self.proc)
+            self.revived += 1
+            time.sleep(0.3)  # jackd removes its client first: the new one takes the same name
+            self.start()
+            return True
 
     def end_process(self) -> None:
         self.ended.add(self.proc)  # ended on purpose: not a recorder that died
@@ -621,6 +651,10 @@ class Soak:
             if self.died_at is None and self.engine.poll() is not None:
                 self.died_at = time.monotonic()
                 self.note("ENGINE_DIED", f"exit code {self.engine.returncode}")
+            try:
+                self.recorder.revive()
+            except RuntimeError as exc:  # the new one did not start: the next turn tries again
+                self.note("RECORDER_DIED", str(exc))
             recorder = self.recorder.proc
             if recorder.poll() is not None and recorder not in self.recorder.ended | set(self.recorders_lost):
                 # the soak's own instrument: what the engine sent after this is not measured
@@ -875,7 +909,8 @@ class Soak:
                      "silent_examples": silent[:5], "handed_out_with_no_hits": len(no_hits),
                      "no_hits_examples": no_hits[:5],
                      "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
-                     "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars)},
+                     "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars),
+                     "recorder_started_again": self.recorder.revived},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
             "underruns": last.underruns if last else None, "audio_restarts": last.audio_restarts if last else None,
             "faults_caught_per_loop": dict(last.faults) if last else None,

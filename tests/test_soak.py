@@ -68,7 +68,7 @@ def test_fds_and_threads_are_back_to_their_start(soak):
     assert soak["midi_timing_error_ms"]["matched"] > 50
     # the timing's reference player played through the same faults, the JACK restart too
     reference = soak["midi_timing_error_ms"]["reference"]
-    assert reference["first"]["n"] > 50 and reference["last"]["n"] > 50, reference
+    assert reference["first"]["n"] > 50 and reference["last"]["n"] > 50, (reference, soak["bars"])
 
 
 def test_memory_stays_within_the_hours_bound_from_the_first_seconds(soak):
