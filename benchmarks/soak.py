@@ -465,15 +465,21 @@ class Recorder:
             self.proc.send_signal(signal.SIGUSR2)
         time.sleep(0.2)
 
-    def restart(self) -> None:
+    def restart_across(self, server_restart) -> None:
+        """A new recorder process after ``server_restart()`` (the JACK server stopped and started
+        again: libjack in the old one holds the dead server's client). The old one, not called
+        meanwhile, may leave on its own (see RECORDER): it is not revived on the stopped server."""
         with self.lock:
+            server_restart()
             self.end_process()
             self.start()
 
     def revive(self) -> bool:
         """A new recorder where the last one left because JACK had stopped calling it (see
-        RECORDER); True if one was started."""
-        with self.lock:
+        RECORDER); True if one was started. Never waits: during a server restart it is not asked."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
             if self.proc.poll() != RECORDER_UNSCHEDULED_EXIT or self.proc in self.ended:
                 return False
             self.ended.add(self.proc)
@@ -481,6 +487,8 @@ class Recorder:
             time.sleep(0.3)  # jackd removes its client first: the new one takes the same name
             self.start()
             return True
+        finally:
+            self.lock.release()
 
     def end_process(self) -> None:
         self.ended.add(self.proc)  # ended on purpose: not a recorder that died
@@ -653,10 +661,12 @@ class Soak:
                 self.note("ENGINE_DIED", f"exit code {self.engine.returncode}")
             try:
                 self.recorder.revive()
-            except RuntimeError as exc:  # the new one did not start: the next turn tries again
-                self.note("RECORDER_DIED", str(exc))
+            except RuntimeError:  # the new one did not start: reported just below, as a recorder lost
+                pass
             recorder = self.recorder.proc
-            if recorder.poll() is not None and recorder not in self.recorder.ended | set(self.recorders_lost):
+            # one that left for JACK not calling it (RECORDER_UNSCHEDULED_EXIT) is started again, not lost
+            if (recorder.poll() not in (None, RECORDER_UNSCHEDULED_EXIT)
+                    and recorder not in self.recorder.ended | set(self.recorders_lost)):
                 # the soak's own instrument: what the engine sent after this is not measured
                 self.recorders_lost.append(recorder)
                 err = self.recorder.out.with_name("recorder.err")
@@ -711,10 +721,13 @@ class Soak:
         server, and play on meanwhile by the wall clock. The soak's own clients start again too."""
         t = time.monotonic()
         self.note("jack_stop")
-        self.jack.stop()
-        time.sleep(2.0)
-        self.jack.start()
-        self.recorder.restart()  # a new process: the old one's libjack holds the dead server's client
+
+        def server_restart() -> None:
+            self.jack.stop()
+            time.sleep(2.0)
+            self.jack.start()
+
+        self.recorder.restart_across(server_restart)
         self.controller.gone()  # deleted, made again on the new server
         self.controller.back()
         self.start_reference()
