@@ -89,6 +89,8 @@ BLAME_FAULTS = ("mixer_sigkill", "twin_sigkill", "jack_stop", "jack_back", "midi
 REFERENCE_EVERY_S, REFERENCE_AHEAD_S, REFERENCE_CHANNEL = 0.15, 0.105, 15
 #: the recorder process's exit code when JACK has stopped calling it: the soak starts another
 RECORDER_UNSCHEDULED_EXIT = 3
+#: a port's return measured from a recorder started again this soon after it (RECORDER_UNSCHEDULED_EXIT)
+REVIVED_WITHIN_S = 10.0
 LOG_MARK_EVERY = 0.25  #: s between notes of jackd's log size (how well a blamed period is placed in time)
 #: the C client killed as the mixer is (its JACK name), and how long after its kill it starts again
 #: (the engine's watchdog looks every 0.25 s and a new mixer takes about a second to open)
@@ -443,7 +445,8 @@ class Recorder:
         self.periods: list[tuple[float, int]] = []
         self.port = True  # there (for the clean-up)
         self.ended: set = set()  #: recorder processes ended by the soak
-        self.revived = 0  #: recorders started again after JACK had stopped calling the last one
+        #: when each recorder started again after JACK had stopped calling the last one was ready
+        self.revived_at: list[float] = []
         self.lock = threading.Lock()  # the fault thread's signals and restarts, the watcher's revivals
         self.start()
 
@@ -483,9 +486,9 @@ class Recorder:
             if self.proc.poll() != RECORDER_UNSCHEDULED_EXIT or self.proc in self.ended:
                 return False
             self.ended.add(self.proc)
-            self.revived += 1
             time.sleep(0.3)  # jackd removes its client first: the new one takes the same name
             self.start()
+            self.revived_at.append(time.monotonic())
             return True
         finally:
             self.lock.release()
@@ -915,6 +918,9 @@ class Soak:
         timing = self.timing(t_start, end)
         reconnect = []
         for back in self.reconnects:
+            # a recorder started again soon after (JACK had stopped calling the one just made): its
+            # port is back when the new one is
+            back = max([back] + [r for r in self.recorder.revived_at if back < r < back + REVIVED_WITHIN_S])
             first = next((t for t, m in self.recorder.got if t > back and m[0] & 0xF0 == 0x90), None)
             reconnect.append(round(first - back, 2) if first else None)
         return {
@@ -923,7 +929,7 @@ class Soak:
                      "no_hits_examples": no_hits[:5],
                      "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
                      "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars),
-                     "recorder_started_again": self.recorder.revived},
+                     "recorder_started_again": len(self.recorder.revived_at)},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
             "underruns": last.underruns if last else None, "audio_restarts": last.audio_restarts if last else None,
             "faults_caught_per_loop": dict(last.faults) if last else None,
