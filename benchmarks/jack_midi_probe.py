@@ -86,12 +86,20 @@ def monotonic_minus_jack() -> float:
 class Recorder:
     """A JACK MIDI input ``CLIENT:rx``; ``events``: (frame, wall_us, dll_us, bytes, the period's first
     frame) per event. ``sink``: a list that also gets ``(time.monotonic() of the event's frame,
-    [bytes...])`` per event, as they arrive (for tests that compare with when they asked).
+    [bytes...])`` per event, as they arrive (for tests that compare with when they asked); with
+    ``server_clock``, ``(that, [bytes...], the frame's time on the server's clock)``.
+
+    The two readings of a frame's time: "wall" is when this callback woke plus the frame's offset
+    (what the tests have always compared), "server" is where JACK's clock (its DLL, the one every
+    client of the period is given) puts the frame: where a sound card would play it. A sender that
+    places its messages by the server's clock lands on it to the frame; the wall reading adds how
+    late this recorder woke in the period, which is the host's and the graph's order's, not the
+    sender's (an hour's soak saw it step by 1 ms for 200 s, for every sender at once).
 
     The tests' and benchmarks' recorder (not python-rtmidi's MidiIn: its JACK input crashed the
     process now and then, SIGSEGV in JACK's thread, in CI and in the hour's soak)."""
 
-    def __init__(self, name: str, port: str = "rx", sink: list | None = None):
+    def __init__(self, name: str, port: str = "rx", sink: list | None = None, server_clock: bool = False):
         import jack
 
         self.client = jack.Client(name, no_start_server=True)
@@ -126,8 +134,13 @@ class Recorder:
             to_monotonic = monotonic_minus_jack()
             for offset, data in events:
                 wall = wake + offset * 1e6 / self.rate
-                self.events.append((f0.value + offset, wall, t0.value + offset * us_per_frame, bytes(data), f0.value))
-                if sink is not None:
+                server = t0.value + offset * us_per_frame
+                self.events.append((f0.value + offset, wall, server, bytes(data), f0.value))
+                if sink is None:
+                    continue
+                if server_clock:
+                    sink.append((wall / 1e6 + to_monotonic, list(bytes(data)), server / 1e6 + to_monotonic))
+                else:
                     sink.append((wall / 1e6 + to_monotonic, list(bytes(data))))
 
         @self.client.set_xrun_callback

@@ -31,7 +31,10 @@ xrun lines, faults caught per loop, commands refused, threads (alive, dead), RSS
 threads of the engine at the start and the end, MIDI timing error (arrival at the recorder
 against the time the engine scheduled) p50/p99 in the first and the last 5 minutes (a third of a
 shorter run), all of it and in steady play (outside each injected fault's span), the reference
-player's beside it and the ratio of the two p99s. Every fault kind
+player's beside it and the ratio of the two p99s; each twice: as the recorder woke to read the
+note (``midi_timing_error_ms``: adds where the host put the recorder in the period) and where
+the server's clock puts the frame it landed on (``midi_timing_error_on_server_clock_ms``: where
+a sound card plays it). Every fault kind
 starts within the first 5 minutes, so both windows are measured under the same storm; jackd's
 blame is also counted apart in the aftermath of each mixer SIGKILL and of the JACK restart.
 """
@@ -320,18 +323,22 @@ IGNORED = (0xF0, 0xF8, 0xFE)  # SysEx, clock, active sensing: not what the soak 
 UNSCHEDULED_S, UNSCHEDULED_EXIT = 2.0, int(sys.argv[4])
 def open_port():
     got = []
-    return Recorder(client, "rx", sink=got), got
+    return Recorder(client, "rx", sink=got, server_clock=True), got
 (rec, got), taken, rows, flushed = open_port(), 0, [], time.monotonic()
 seen_periods, advanced = 0, time.monotonic()
 print("ready", flush=True)
 def take():
     global taken
     n = len(got)  # the callback only appends
-    rows.extend(row for row in got[taken:n] if row[1] and row[1][0] not in IGNORED)
+    rows.extend(row for row in got[taken:n] if row[1] and row[1][0] not in IGNORED)  # (wall, bytes, server)
     taken = n
+def first(row):
+    return row[0]
 def flush():
     with open(out, "a") as f:
-        f.write("".join(f"{t:.6f} {' '.join(map(str, m))}\\n" for t, m in rows))
+        # a message's line: its time as the recorder woke, its bytes, "@" and its time on the server's clock
+        f.write("".join(f"{r[0]:.6f} {' '.join(map(str, r[1]))}{f' @{r[2]:.6f}' if len(r) > 2 else ''}\\n"
+                        for r in rows))
     rows.clear()
 while state["want"] != "done":
     if rec is not None:
@@ -352,10 +359,10 @@ while state["want"] != "done":
         # rest of the run) leaves with UNSCHEDULED_EXIT, unclosed (closing such a client can hang),
         # and the soak starts a new recorder; its bars stay counted as stalled
         print(f"recorder: its callback has not run for {now - advanced:.1f} s: leaving", file=sys.stderr, flush=True)
-        take(); rows.sort(); flush()
+        take(); rows.sort(key=first); flush()
         os._exit(UNSCHEDULED_EXIT)
     if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
-        rows.sort()
+        rows.sort(key=first)
         # the periods its callback ran so far: a silent stretch while they did not advance is the
         # recorder's (a new recorder on a restarted server has been left unscheduled), not the engine's
         rows.append((now, ["#", "periods", rec.periods if rec is not None else -1]))
@@ -364,7 +371,7 @@ while state["want"] != "done":
     time.sleep(0.005)
 if rec is not None:
     rec.close(); take()
-rows.sort()
+rows.sort(key=first)
 flush()
 """
 
@@ -440,6 +447,10 @@ class Recorder:
         self.out = work / "recorded.txt"
         self.got: list[tuple[float, list[int]]] = []
         self.reference_got: list[tuple[float, list[int]]] = []
+        #: the same on the server's clock (see jack_midi_probe.Recorder): where the frame they
+        #: landed on is, not when the recorder woke to read it
+        self.got_on_server_clock: list[tuple[float, list[int]]] = []
+        self.reference_got_on_server_clock: list[tuple[float, list[int]]] = []
         #: (monotonic time, periods its process callback ran so far, -1 while its port is away),
         #: every half second of its own process
         self.periods: list[tuple[float, int]] = []
@@ -511,8 +522,13 @@ class Recorder:
                 if m[:2] == ["#", "periods"]:
                     self.periods.append((float(t), int(m[2])))
                 else:
+                    server = m.pop()[1:] if m[-1].startswith("@") else None
                     message = [int(b) for b in m]
-                    (self.reference_got if is_reference(message) else self.got).append((float(t), message))
+                    reference = is_reference(message)
+                    (self.reference_got if reference else self.got).append((float(t), message))
+                    if server is not None:
+                        (self.reference_got_on_server_clock if reference
+                         else self.got_on_server_clock).append((float(server), message))
         self.port = None
 
 
@@ -938,6 +954,7 @@ class Soak:
                         "expected": h1 and h1["expected"]},
             "engine_process": {"start": p0, "end": p1},
             "midi_timing_error_ms": timing,
+            "midi_timing_error_on_server_clock_ms": self.timing(t_start, end, server_clock=True),
             "midi_out_back_after_s": reconnect,
             "cues": {"sent": sum(self.cues.values()), "bad_values": self.bad_cues, "by_name": dict(self.cues)},
             "spam_messages": self.spam_sent,
@@ -1005,15 +1022,20 @@ class Soak:
         return [(self.t0 + t - FAULT_SPANS[what][0], self.t0 + t + FAULT_SPANS[what][1], what)
                 for t, what, _ in self.events if what in kinds]
 
-    def timing(self, t_start: float, end: float) -> dict:
+    def timing(self, t_start: float, end: float, server_clock: bool = False) -> dict:
         """Each note-on that arrived against the nearest scheduled time of the same message: the
-        engine's, and beside it the reference player's (``reference``) and the ratio of the p99s."""
+        engine's, and beside it the reference player's (``reference``) and the ratio of the p99s.
+        Its arrival as the recorder woke to read it, or with ``server_clock`` where the server's
+        clock puts the frame it landed on (see jack_midi_probe.Recorder)."""
         spans = self.fault_spans(FAULT_SPANS)
-        engine = note_timing(self.schedule, self.recorder.got, t_start, end, spans)
+        rec = self.recorder
+        got, reference_got = ((rec.got_on_server_clock, rec.reference_got_on_server_clock) if server_clock
+                              else (rec.got, rec.reference_got))
+        engine = note_timing(self.schedule, got, t_start, end, spans)
         player = getattr(self, "reference_player", None)
         if player is None:
             return engine
-        reference = note_timing(player.schedule, self.recorder.reference_got, t_start, end, spans)
+        reference = note_timing(player.schedule, reference_got, t_start, end, spans)
         engine["reference"] = reference
         engine["p99_over_reference"] = {
             window: round(engine[window]["p99"] / reference[window]["p99"], 2)

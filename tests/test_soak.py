@@ -69,6 +69,9 @@ def test_fds_and_threads_are_back_to_their_start(soak):
     # the timing's reference player played through the same faults, the JACK restart too
     reference = soak["midi_timing_error_ms"]["reference"]
     assert reference["first"]["n"] > 50 and reference["last"]["n"] > 50, (reference, soak["bars"])
+    # and each note read on the server's clock too (the frame it landed on), as it was given
+    on_server_clock = soak["midi_timing_error_on_server_clock_ms"]
+    assert on_server_clock["matched"] >= 0.95 * soak["midi_timing_error_ms"]["matched"], on_server_clock
 
 
 def test_memory_stays_within_the_hours_bound_from_the_first_seconds(soak):
