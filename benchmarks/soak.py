@@ -34,7 +34,7 @@ shorter run), all of it and in steady play (outside each injected fault's span),
 player's beside it and the ratio of the two p99s; each twice: as the recorder woke to read the
 note (``midi_timing_error_ms``: adds where the host put the recorder in the period) and where
 the server's clock puts the frame it landed on (``midi_timing_error_on_server_clock_ms``: where
-a sound card plays it). Every fault kind
+a sound card plays it), and every 5-minute window's p50/p99 in turn (``by_window``). Every fault kind
 starts within the first 5 minutes, so both windows are measured under the same storm; jackd's
 blame is also counted apart in the aftermath of each mixer SIGKILL and of the JACK restart.
 """
@@ -1074,10 +1074,17 @@ def note_timing(schedule: Path, got: list, t_start: float, end: float, spans: li
 
     first = [r for r in errors if r[0] < t_start + window]
     last = [r for r in errors if end - 8 - window <= r[0] < end - 8]
+    # each window's p50 and p99 in turn: what moved, when, and whether it came back
+    windows = [(a, [e for t, e in errors if a <= t < a + window])
+               for a in np.arange(t_start, end - 8 - window / 2, window)]
     return {"window_s": round(window, 1), "matched": len(errors),
             "first": stats(first), "last": stats(last),
             "first_steady": stats([r for r in first if steady(r[0])]),
-            "last_steady": stats([r for r in last if steady(r[0])])}
+            "last_steady": stats([r for r in last if steady(r[0])]),
+            "by_window": [[round(float(a - t_start), 1), len(x),
+                           round(float(np.percentile(np.abs(x), 50)) * 1000, 3) if x else None,
+                           round(float(np.percentile(np.abs(x), 99)) * 1000, 3) if x else None]
+                          for a, x in windows]}
 
 
 def main(argv=None) -> int:
