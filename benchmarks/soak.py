@@ -1029,13 +1029,14 @@ class Soak:
         clock puts the frame it landed on (see jack_midi_probe.Recorder)."""
         spans = self.fault_spans(FAULT_SPANS)
         rec = self.recorder
-        got, reference_got = ((rec.got_on_server_clock, rec.reference_got_on_server_clock) if server_clock
-                              else (rec.got, rec.reference_got))
-        engine = note_timing(self.schedule, got, t_start, end, spans)
+        engine = note_timing(self.schedule, rec.got_on_server_clock if server_clock else rec.got,
+                             t_start, end, spans)
         player = getattr(self, "reference_player", None)
         if player is None:
             return engine
-        reference = note_timing(player.schedule, reference_got, t_start, end, spans)
+        reference = note_timing(player.schedule,
+                                rec.reference_got_on_server_clock if server_clock else rec.reference_got,
+                                t_start, end, spans)
         engine["reference"] = reference
         engine["p99_over_reference"] = {
             window: round(engine[window]["p99"] / reference[window]["p99"], 2)
@@ -1075,7 +1076,7 @@ def note_timing(schedule: Path, got: list, t_start: float, end: float, spans: li
     first = [r for r in errors if r[0] < t_start + window]
     last = [r for r in errors if end - 8 - window <= r[0] < end - 8]
     # each window's p50 and p99 in turn: what moved, when, and whether it came back
-    windows = [(a, [e for t, e in errors if a <= t < a + window])
+    windows = [(a, [e for t, e in errors if a <= t < min(a + window, end - 8)])
                for a in np.arange(t_start, end - 8 - window / 2, window)]
     return {"window_s": round(window, 1), "matched": len(errors),
             "first": stats(first), "last": stats(last),

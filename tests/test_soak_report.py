@@ -111,6 +111,45 @@ def test_the_reference_players_notes_are_apart_from_the_engines_and_its_p99_besi
     assert timing["p99_over_reference"]["last"] == 2.0
 
 
+def test_each_note_is_also_read_on_the_servers_clock_and_timed_window_by_window(tmp_path):
+    """A recorded line carries the note's time as the recorder woke and, after "@", where the
+    server's clock puts its frame: the two readings are timed apart, each every window too."""
+    from types import SimpleNamespace
+
+    rows = []
+    for i in range(1, 1200):
+        t = i * 0.5
+        woke_late = 0.003 if t >= 300 else 0.0001  # the recorder woke late for the second half
+        rows.append(f"{t + woke_late:.6f} 153 36 100 @{t + 0.00001:.6f}")
+        rows.append(f"{t + 0.25 + woke_late:.6f} 159 60 100 @{t + 0.25 + 0.00002:.6f}")
+    rows.append("300.000000 # periods 5000")
+    recorded = tmp_path / "recorded.txt"
+    recorded.write_text("\n".join(rows) + "\n")
+    recorder = soak.Recorder.__new__(soak.Recorder)
+    recorder.out, recorder.periods = recorded, []
+    recorder.got, recorder.reference_got = [], []
+    recorder.got_on_server_clock, recorder.reference_got_on_server_clock = [], []
+    recorder.end_process = lambda: None
+    recorder.stop()
+    assert len(recorder.got_on_server_clock) == len(recorder.reference_got_on_server_clock) == 1199
+    assert recorder.periods == [(300.0, 5000)]
+    (tmp_path / "schedule.txt").write_text("".join(f"{i * 0.5:.3f} 153 36 100\n" for i in range(1, 1200)))
+    (tmp_path / "reference.txt").write_text("".join(f"{i * 0.5 + 0.25:.3f} 159 60 100\n" for i in range(1, 1200)))
+    run = SimpleNamespace(schedule=tmp_path / "schedule.txt", recorder=recorder, t0=0.0, events=[],
+                          reference_player=SimpleNamespace(schedule=tmp_path / "reference.txt"))
+    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
+    woke = soak.Soak.timing(run, 0.0, 600.0)
+    server = soak.Soak.timing(run, 0.0, 600.0, server_clock=True)
+    assert woke["first"]["p99"] == 0.1 and woke["last"]["p99"] == 3.0
+    assert server["first"]["p99"] == server["last"]["p99"] == 0.01
+    assert server["reference"]["last"]["p99"] == 0.02 and server["p99_over_reference"]["last"] == 0.5
+    # a third of a run this short: 0-200 s, 200-400 s (late from 300 s), 400-592 s (the last 8 s left out)
+    assert [w[0] for w in woke["by_window"]] == [0.0, 200.0, 400.0]
+    assert [w[1] for w in woke["by_window"]] == [399, 400, 384]
+    assert [w[3] for w in woke["by_window"]] == [0.1, 3.0, 3.0]
+    assert [w[3] for w in server["by_window"]] == [0.01, 0.01, 0.01]
+
+
 def test_blame_windows_are_the_fault_spans_of_the_graphs_changes():
     """A mixer SIGKILL, the JACK restart and a MIDI port gone and back change the graph; a spam
     burst does not."""
