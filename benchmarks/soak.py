@@ -34,7 +34,9 @@ shorter run), all of it and in steady play (outside each injected fault's span),
 player's beside it and the ratio of the two p99s; each twice: as the recorder woke to read the
 note (``midi_timing_error_ms``: adds where the host put the recorder in the period) and where
 the server's clock puts the frame it landed on (``midi_timing_error_on_server_clock_ms``: where
-a sound card plays it), and every 5-minute window's p50/p99 in turn (``by_window``). Every fault kind
+a sound card plays it), and every 5-minute window's p50/p99 in turn (``by_window``); beside
+them the engine's own MIDI out counts per window (``midi_out_by_window``: notes written, handed
+over late, left out as stale, periods placed by the wake-up). Every fault kind
 starts within the first 5 minutes, so both windows are measured under the same storm; jackd's
 blame is also counted apart in the aftermath of each mixer SIGKILL and of the JACK restart.
 """
@@ -717,7 +719,7 @@ class Soak:
             self.note("ui_sigkill", out[0])
 
     def kill_mixer(self) -> None:
-        h = self.monitor.ask_health()
+        h = self.ask_health()
         if h and h.get("mixer_pid"):
             os.kill(h["mixer_pid"], signal.SIGKILL)
             self.note("mixer_sigkill", str(h["mixer_pid"]))
@@ -792,13 +794,21 @@ class Soak:
         self.note("spam", str(n))
 
     # the cues
-    def sample_rss(self, end: float, every: float = 15.0) -> None:
-        """The engine's RSS over the run: growth that levels off is warming up, a slope is a leak."""
+    def ask_health(self) -> dict | None:
+        with self.health_lock:  # the sampler and the mixer's killer: one question at a time
+            return self.monitor.ask_health()
+
+    def sample_engine(self, end: float, every: float = 15.0) -> None:
+        """The engine's RSS over the run (growth that levels off is warming up, a slope is a
+        leak), and its MIDI out's counts (the notes it handed over late)."""
         while time.monotonic() < end:
             stats = proc_stats(self.engine.pid)
             if stats:
                 self.rss_samples.append((round(time.monotonic() - self.t0, 1), stats["rss_anon_kb"],
                                          stats["rss_shmem_kb"]))
+            health = self.ask_health()
+            if health is not None:
+                self.midi_out_samples.append((time.monotonic(), health.get("midi_out", {})))
             time.sleep(every)
 
     def cue_loop(self, end: float) -> None:
@@ -855,6 +865,8 @@ class Soak:
         os.environ["JACK_DEFAULT_SERVER"] = jack_name
         self.reconnects: list[float] = []
         self.rss_samples: list[tuple[float, int, int]] = []  #: (s, RssAnon kB, RssShmem kB)
+        self.midi_out_samples: list[tuple[float, dict]] = []  #: (monotonic, the engine's MIDI out counts)
+        self.health_lock = threading.Lock()
         result: dict = {"minutes": a.minutes, "seed": a.seed, "model": "stand-in" if a.fake_model else "shipped int8",
                         "jack": {"server": jack_name, "rate": JACK_RATE, "period": JACK_PERIOD}}
         with JackServer(jack_name, self.work / "jackd.log") as jack:
@@ -867,14 +879,14 @@ class Soak:
             try:
                 self.start_engine()
                 time.sleep(3.0)
-                start_health = self.monitor.ask_health()
+                start_health = self.ask_health()
                 start_proc = proc_stats(self.engine.pid)
                 t_start = time.monotonic()
                 end = self.t0 + seconds
                 faults = self.schedule_faults(t_start, end)
                 cues = threading.Thread(target=self.cue_loop, args=(end - 8,), daemon=True)
                 cues.start()
-                threading.Thread(target=self.sample_rss, args=(end, a.rss_every), daemon=True).start()
+                threading.Thread(target=self.sample_engine, args=(end, a.rss_every), daemon=True).start()
                 ui_turn = 0
                 for when, kind in faults:
                     time.sleep(max(0.0, when - time.monotonic()))
@@ -901,7 +913,7 @@ class Soak:
                 time.sleep(max(0.0, end - time.monotonic()))
                 subprocess.run([*self.tmux, "kill-server"], capture_output=True)
                 time.sleep(1.0)
-                end_health = self.monitor.ask_health()
+                end_health = self.ask_health()
                 end_proc = settled_proc_stats(self.engine.pid, start_proc)
                 last = self.monitor.latest()
                 self.watching = False
@@ -955,6 +967,7 @@ class Soak:
             "engine_process": {"start": p0, "end": p1},
             "midi_timing_error_ms": timing,
             "midi_timing_error_on_server_clock_ms": self.timing(t_start, end, server_clock=True),
+            "midi_out_by_window": midi_out_windows(self.midi_out_samples, t_start, end),
             "midi_out_back_after_s": reconnect,
             "cues": {"sent": sum(self.cues.values()), "bad_values": self.bad_cues, "by_name": dict(self.cues)},
             "spam_messages": self.spam_sent,
@@ -1043,6 +1056,30 @@ class Soak:
             if engine[window].get("p99") and reference[window].get("p99") else None
             for window in ("first", "last", "first_steady", "last_steady")}
         return engine
+
+
+MIDI_OUT_COUNTS = ("written", "late", "stale", "periods", "off_dll")
+
+
+def midi_out_windows(samples: list[tuple[float, dict]], t_start: float, end: float) -> list[list]:
+    """The engine's MIDI out counts (health's ``midi_out``, sampled through the run) per timing
+    window: [start s, notes written, handed over late, left out as stale, the share of periods
+    the C callback placed by its wake-up instead of JACK's clock]. A count that went down was
+    started again (the port or the client opened anew): it counts from 0."""
+    window = min(TIMING_WINDOW_S, (end - t_start) / 3)
+    deltas, before = [], None
+    for t, counts in samples:
+        if before is not None:
+            deltas.append((t, {k: counts.get(k, 0) - before.get(k, 0) if counts.get(k, 0) >= before.get(k, 0)
+                               else counts.get(k, 0) for k in MIDI_OUT_COUNTS}))
+        before = counts
+    rows = []
+    for a in np.arange(t_start, end - window / 2, window):
+        inside = [d for t, d in deltas if a <= t < a + window]
+        total = {k: sum(d[k] for d in inside) for k in MIDI_OUT_COUNTS}
+        rows.append([round(float(a - t_start), 1), total["written"], total["late"], total["stale"],
+                     round(total["off_dll"] / total["periods"], 4) if total["periods"] else None])
+    return rows
 
 
 def note_timing(schedule: Path, got: list, t_start: float, end: float, spans: list) -> dict:

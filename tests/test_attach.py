@@ -268,6 +268,11 @@ def test_headless_engine_takes_any_line_and_answers_health(stage, tmp_path):
         health = client.ask_health()
         assert health is not None and health["dead"] == [] and health["bad_lines"] == 3
         assert {"commit", "generate", "midi-out-watch"} <= set(health["expected"])  # "midi-out": rtmidi's only
+        from drummachine.midi import jack_midi
+
+        if jack_midi.available():  # the own JACK client's counts: the soak's per-window lateness
+            assert health["midi_out"]["written"] > 0 and health["midi_out"]["periods"] > 0, health["midi_out"]
+            assert {"late", "stale", "off_dll"} <= set(health["midi_out"])
         s = client.latest()
         assert s.refused == 3 and s.bpm == pytest.approx(90.0) and s.playing
         raw.close()

@@ -72,6 +72,8 @@ def test_fds_and_threads_are_back_to_their_start(soak):
     # and each note read on the server's clock too (the frame it landed on), as it was given
     on_server_clock = soak["midi_timing_error_on_server_clock_ms"]
     assert on_server_clock["matched"] >= 0.95 * soak["midi_timing_error_ms"]["matched"], on_server_clock
+    # the engine's own MIDI out counts, every window (what it handed over late)
+    assert soak["midi_out_by_window"] and all(w[1] > 0 for w in soak["midi_out_by_window"]), soak["midi_out_by_window"]
 
 
 def test_memory_stays_within_the_hours_bound_from_the_first_seconds(soak):

@@ -150,6 +150,24 @@ def test_each_note_is_also_read_on_the_servers_clock_and_timed_window_by_window(
     assert [w[3] for w in server["by_window"]] == [0.01, 0.01, 0.01]
 
 
+def test_the_engines_midi_out_counts_are_summed_per_window_across_a_reopened_client():
+    """health's MIDI out counts, sampled every 15 s: each window gets what was counted in it; a
+    count that went down (the client opened again after a JACK restart) counts from 0."""
+    def counts(i):
+        if i < 20:
+            return {"written": 10 * i, "late": i // 10, "stale": 0, "periods": 100 * i, "off_dll": i}
+        if i == 20:
+            return {}  # the server away: no counts
+        j = i - 21  # opened again: from 0
+        return {"written": 10 * j + 5, "late": j // 10, "stale": 0, "periods": 100 * j + 50, "off_dll": 0}
+
+    rows = soak.midi_out_windows([(100.0 + 15 * i, counts(i)) for i in range(40)], 100.0, 700.0)
+    assert [r[0] for r in rows] == [0.0, 200.0, 400.0]  # a third of a run this short
+    assert [r[1] for r in rows] == [130, 60 + 5 + 50, 130]
+    assert [r[2] for r in rows] == [1, 0, 1]
+    assert rows[0][4] == 0.01 and rows[1][4] == round(6 / 1150, 4) and rows[2][4] == 0.0
+
+
 def test_blame_windows_are_the_fault_spans_of_the_graphs_changes():
     """A mixer SIGKILL, the JACK restart and a MIDI port gone and back change the graph; a spam
     burst does not."""

@@ -274,7 +274,8 @@ class EngineHost:
 
 
 def health(session, host: EngineHost | None = None) -> dict:
-    """What a soak run checks from outside: the session's threads, alive or not; memory and fds."""
+    """What a soak run checks from outside: the session's threads, alive or not; memory and fds;
+    the MIDI out's counts (notes handed over late: the engine's own share of the MIDI timing)."""
     expected = {t.name: t for t in session.threads}
     if session.midi is not None:
         if session.midi.thread is not None:  # rtmidi's dispatcher; drummachine's JACK client sends from C
@@ -301,7 +302,8 @@ def health(session, host: EngineHost | None = None) -> dict:
             "expected": sorted(expected), "os_threads": tasks, "fds": fds, "rss_kb": rss,
             "mixer_pid": audio.proc.pid if audio is not None and audio.alive else None,
             "attached": len(host.clients) if host else 0, "attaches": host.attaches if host else 0,
-            "bad_lines": host.bad_lines if host else 0}
+            "bad_lines": host.bad_lines if host else 0,
+            "midi_out": session.midi.stats() if session.midi is not None else {}}
 
 
 #: how long the engine process may take to end once it stops playing. Its children get 3 s each
