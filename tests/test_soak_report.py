@@ -83,10 +83,33 @@ def test_steady_timing_leaves_out_each_fault_span(tmp_path):
     assert timing["last_steady"] == timing["last"]
 
 
+def loaded_recorder(recorded):
+    """The soak's Recorder as its ``stop()`` leaves it, from a recorded file (no process)."""
+    recorder = soak.Recorder.__new__(soak.Recorder)
+    recorder.out, recorder.periods = recorded, []
+    recorder.got, recorder.reference_got = [], []
+    recorder.got_on_server_clock, recorder.reference_got_on_server_clock = [], []
+    recorder.end_process = lambda: None
+    recorder.stop()
+    return recorder
+
+
+def run_beside_the_reference(tmp_path, recorder):
+    """A soak run's timing inputs: the engine's kick every half second, the reference player's
+    note a quarter of a second after each, for ten minutes."""
+    from types import SimpleNamespace
+
+    (tmp_path / "schedule.txt").write_text("".join(f"{i * 0.5:.3f} 153 36 100\n" for i in range(1, 1200)))
+    (tmp_path / "reference.txt").write_text("".join(f"{i * 0.5 + 0.25:.3f} 159 60 100\n" for i in range(1, 1200)))
+    run = SimpleNamespace(schedule=tmp_path / "schedule.txt", recorder=recorder, t0=0.0, events=[],
+                          reference_player=SimpleNamespace(schedule=tmp_path / "reference.txt"))
+    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
+    return run
+
+
 def test_the_reference_players_notes_are_apart_from_the_engines_and_its_p99_beside_them(tmp_path):
     """The reference player's notes (channel 16) arrive at the same recorder: they count neither as
     the engine's notes (a silent bar stays silent) nor in its timing, and the p99s are compared."""
-    from types import SimpleNamespace
 
     rows = []
     for i in range(1, 1200):
@@ -95,17 +118,10 @@ def test_the_reference_players_notes_are_apart_from_the_engines_and_its_p99_besi
         rows.append(f"{t + 0.25 + 0.001:.6f} 159 60 100")  # the reference, 1 ms late
     recorded = tmp_path / "recorded.txt"
     recorded.write_text("\n".join(rows) + "\n")
-    recorder = soak.Recorder.__new__(soak.Recorder)
-    recorder.out, recorder.got, recorder.reference_got, recorder.periods = recorded, [], [], []
-    recorder.end_process = lambda: None
-    recorder.stop()
+    recorder = loaded_recorder(recorded)
     assert len(recorder.got) == len(recorder.reference_got) == 1199
     assert all(m[0] == 153 for _, m in recorder.got)
-    (tmp_path / "schedule.txt").write_text("".join(f"{i * 0.5:.3f} 153 36 100\n" for i in range(1, 1200)))
-    (tmp_path / "reference.txt").write_text("".join(f"{i * 0.5 + 0.25:.3f} 159 60 100\n" for i in range(1, 1200)))
-    run = SimpleNamespace(schedule=tmp_path / "schedule.txt", recorder=recorder, t0=0.0, events=[],
-                          reference_player=SimpleNamespace(schedule=tmp_path / "reference.txt"))
-    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
+    run = run_beside_the_reference(tmp_path, recorder)
     timing = soak.Soak.timing(run, 0.0, 600.0)
     assert timing["first"]["p99"] == 2.0 and timing["reference"]["first"]["p99"] == 1.0
     assert timing["p99_over_reference"]["last"] == 2.0
@@ -114,7 +130,6 @@ def test_the_reference_players_notes_are_apart_from_the_engines_and_its_p99_besi
 def test_each_note_is_also_read_on_the_servers_clock_and_timed_window_by_window(tmp_path):
     """A recorded line carries the note's time as the recorder woke and, after "@", where the
     server's clock puts its frame: the two readings are timed apart, each every window too."""
-    from types import SimpleNamespace
 
     rows = []
     for i in range(1, 1200):
@@ -125,19 +140,10 @@ def test_each_note_is_also_read_on_the_servers_clock_and_timed_window_by_window(
     rows.append("300.000000 # periods 5000")
     recorded = tmp_path / "recorded.txt"
     recorded.write_text("\n".join(rows) + "\n")
-    recorder = soak.Recorder.__new__(soak.Recorder)
-    recorder.out, recorder.periods = recorded, []
-    recorder.got, recorder.reference_got = [], []
-    recorder.got_on_server_clock, recorder.reference_got_on_server_clock = [], []
-    recorder.end_process = lambda: None
-    recorder.stop()
+    recorder = loaded_recorder(recorded)
     assert len(recorder.got_on_server_clock) == len(recorder.reference_got_on_server_clock) == 1199
     assert recorder.periods == [(300.0, 5000)]
-    (tmp_path / "schedule.txt").write_text("".join(f"{i * 0.5:.3f} 153 36 100\n" for i in range(1, 1200)))
-    (tmp_path / "reference.txt").write_text("".join(f"{i * 0.5 + 0.25:.3f} 159 60 100\n" for i in range(1, 1200)))
-    run = SimpleNamespace(schedule=tmp_path / "schedule.txt", recorder=recorder, t0=0.0, events=[],
-                          reference_player=SimpleNamespace(schedule=tmp_path / "reference.txt"))
-    run.fault_spans = lambda kinds: soak.Soak.fault_spans(run, kinds)
+    run = run_beside_the_reference(tmp_path, recorder)
     woke = soak.Soak.timing(run, 0.0, 600.0)
     server = soak.Soak.timing(run, 0.0, 600.0, server_clock=True)
     assert woke["first"]["p99"] == 0.1 and woke["last"]["p99"] == 3.0
