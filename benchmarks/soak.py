@@ -328,6 +328,7 @@ def open_port():
     return Recorder(client, "rx", sink=got, server_clock=True), got
 (rec, got), taken, rows, flushed = open_port(), 0, [], time.monotonic()
 seen_periods, advanced = 0, time.monotonic()
+told = set()
 print("ready", flush=True)
 def take():
     global taken
@@ -354,20 +355,26 @@ while state["want"] != "done":
             print(f"recorder: {exc}", file=sys.stderr, flush=True)
             time.sleep(1.0)
     now = time.monotonic()
+    if rec is not None and rec.scheduling is not None and rec not in told:
+        told.add(rec)  # is JACK's thread for it real-time (SCHED_FIFO 1, SCHED_RR 2)? what a stall is read against
+        print(f"recorder: {now:.3f} called by a thread of policy {rec.scheduling[0]} priority {rec.scheduling[1]}",
+              file=sys.stderr, flush=True)
     if rec is not None and rec.periods != seen_periods:
         seen_periods, advanced = rec.periods, now
     elif rec is not None and now - advanced > UNSCHEDULED_S:
         # a client JACK has stopped calling (seen once on a restarted server: the recorder lost the
         # rest of the run) leaves with UNSCHEDULED_EXIT, unclosed (closing such a client can hang),
         # and the soak starts a new recorder; its bars stay counted as stalled
-        print(f"recorder: its callback has not run for {now - advanced:.1f} s: leaving", file=sys.stderr, flush=True)
+        print(f"recorder: {now:.3f} its callback has not run for {now - advanced:.1f} s: leaving", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(sys.stderr)  # where each of its threads is (a callback waiting?)
         take(); rows.sort(key=first); flush()
         os._exit(UNSCHEDULED_EXIT)
     if now - flushed > 0.5:  # on disk within half a second: a recorder that dies loses no more
         rows.sort(key=first)
         # the periods its callback ran so far: a silent stretch while they did not advance is the
         # recorder's (a new recorder on a restarted server has been left unscheduled), not the engine's
-        rows.append((now, ["#", "periods", rec.periods if rec is not None else -1]))
+        # (and, after them, the periods it missed: called late by a period or more)
+        rows.append((now, ["#", "periods"] + ([rec.periods, rec.skipped] if rec is not None else [-1])))
         flush()
         flushed = now
     time.sleep(0.005)
@@ -515,6 +522,23 @@ class Recorder:
             except subprocess.TimeoutExpired:  # stuck in a dead server's client: what it wrote is kept
                 self.proc.kill()
                 self.proc.wait()
+
+    def said(self, t0: float) -> list[str]:
+        """What the recorder processes said of themselves (the thread JACK calls them in, a stall
+        and where their threads were then), their times from ``t0``: the suite's soak folder is
+        removed, and a stall seen in CI is read from the JSON."""
+        err = self.out.with_name("recorder.err")
+        lines = err.read_text(errors="replace").splitlines() if err.exists() else []
+        said = []
+        for line in lines:
+            words = line.split(maxsplit=2)
+            if words[:1] == ["recorder:"] and len(words) == 3:
+                try:
+                    line = f"recorder: {float(words[1]) - t0:.1f} s {words[2]}"
+                except ValueError:
+                    pass
+            said.append(line)
+        return said[-40:]
 
     def stop(self) -> None:
         self.end_process()
@@ -957,7 +981,8 @@ class Soak:
                      "no_hits_examples": no_hits[:5],
                      "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
                      "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars),
-                     "recorder_started_again": len(self.recorder.revived_at)},
+                     "recorder_started_again": len(self.recorder.revived_at),
+                     "recorder_said": self.recorder.said(self.t0)},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
             "underruns": last.underruns if last else None, "audio_restarts": last.audio_restarts if last else None,
             "faults_caught_per_loop": dict(last.faults) if last else None,
