@@ -457,10 +457,17 @@ def main(argv=None) -> int:
     ap.add_argument("--pop909-skip", type=int, default=24, metavar="N",
                     help="--pop909: skip its first N songs (the first 24 are where the tracker's beat/off-beat "
                          "check was developed and its settings chosen; the songs after them are the check)")
+    ap.add_argument("--tightness", type=float, default=None,
+                    help="the own tracker's path tightness (listen.tracker.TIGHTNESS; 0: the fold's peak, as before 2026-12-04)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.tightness is not None:
+        import drummachine.listen.tracker as tracker_module
+
+        tracker_module.TIGHTNESS = args.tightness
+        result["tightness"] = args.tightness
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),
                                           args.trackers.split(","))
