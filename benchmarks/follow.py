@@ -458,7 +458,7 @@ def main(argv=None) -> int:
                     help="--pop909: skip its first N songs (the first 24 are where the tracker's beat/off-beat "
                          "check was developed and its settings chosen; the songs after them are the check)")
     ap.add_argument("--tightness", type=float, default=None,
-                    help="the own tracker's path tightness (listen.tracker.TIGHTNESS; 0: the fold's peak, as before 2026-12-04)")
+                    help="the own tracker's path tightness (listen.tracker.TIGHTNESS; 0: the fold's peak, the shipped default; 1000: the path as tuned)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)

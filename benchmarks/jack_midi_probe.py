@@ -120,7 +120,7 @@ class Recorder:
         self.skipped = 0
         self._last_first: int | None = None
         #: (policy, priority) of the thread JACK calls this recorder in, read in its first call: a
-        #: recorder whose thread is not real-time is late under load (what the soak's stalls may be)
+        #: recorder whose thread is not real-time is late under load (the soak reports it beside a stall)
         self.scheduling: tuple[int, int] | None = None
         self._ptr = _pointer(self.client)
         lib = libjack()

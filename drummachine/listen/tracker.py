@@ -116,17 +116,17 @@ FLIP_RATIO = 1.25
 #: run forward only: a frame's cumulative score is its onset strength (over its running RMS) plus
 #: PATH_DECAY times the best cumulative score of a frame 0.5 to 2 periods back, less TIGHTNESS times
 #: the squared log of that spacing over the period; the last beat is the best score within the last
-#: period. It replaced the fold's peak as the loop's measurement: the fold is a strict comb over 6
+#: period. Tried as the loop's measurement in the fold's place: the fold is a strict comb over 6
 #: beats and wandered 40-80 ms from the band's beat for seconds on some drummers. On the train
 #: split's 12 performances (replay, medians of the p95 phase error) it took the steady playing from
 #: 47 to 31 ms; tightness 100 bent the path to every fill (the accelerando 115 ms), 3000 and more
 #: held it to the lagging period through a ramp (73-171 ms), 1000 gave 31, 41, 67, 58 and 199 ms on
-#: the five scenarios against 47, 76, 134, 61 and 228 (as shipped, the jitter below: 25, 42, 122, 61,
+#: the five scenarios against 47, 76, 134, 61 and 228 (with the jitter below: 25, 42, 122, 61,
 #: 199; the jump's median swings by tens of ms run to run). On quantized songs it is further from
-#: the beat than the fold (it follows each beat's attack; docs/follow.md, a trade). The loop's jitter, its
-#: confidence, stays the fold's disagreement with it: a path is as steady on a room's noise as on a
-#: band (its own jitter made a room sure in 6% of the readings, the test's bound 5%), the fold's
-#: peak on noise jumps. It is off (TIGHTNESS 0: the fold's peak is the measurement too): on the
+#: the beat than the fold (it follows each beat's attack). The loop's jitter, its confidence,
+#: stays the fold's disagreement with it: a path is as steady on a room's noise as on a band (its
+#: own jitter made a room sure in 6% of the readings, the test's bound 5%), the fold's peak on
+#: noise jumps. It is off (TIGHTNESS 0: the fold's peak is the measurement too): on the
 #: real instrument over JACK, alternating with the fold, it was no nearer the band's played beat
 #: (6 rounds: median 57.9 against 57.3 ms at p95, two runs sitting ~37 ms off), and on quantized
 #: songs it is further than the fold (docs/follow.md, "The beat as a path of beats")
@@ -436,11 +436,11 @@ class BeatTracker:
         return float(np.clip((self.periodicity - noise) / (sure - noise), 0.0, 1.0))
 
     def _lock_loop(self, measured: float, period: float, now: float, fold: float) -> None:
-        """A phase-locked loop over the measured beats (the path's): each measurement moves the
-        predicted beat by a share of its error, and the period by a smaller share, so the published
-        beat and tempo are steady where one measurement is noisy (human timing, a fill's extra
-        notes). The autocorrelation's tempo keeps the period from wandering off. Its jitter is the
-        fold's next beat (``fold``) against it: how sure it is."""
+        """A phase-locked loop over the measured beats (the fold's, or the path's where TIGHTNESS
+        is set): each measurement moves the predicted beat by a share of its error, and the period
+        by a smaller share, so the published beat and tempo are steady where one measurement is
+        noisy (human timing, a fill's extra notes). The autocorrelation's tempo keeps the period
+        from wandering off. Its jitter is the fold's next beat (``fold``) against it: how sure it is."""
         if self.next_beat <= 0 or self.period <= 0 or self.confidence_was < 0.2:
             self.next_beat, self.period = measured, period
             self.jitter = JITTER_START
