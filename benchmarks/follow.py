@@ -458,16 +458,21 @@ def main(argv=None) -> int:
                     help="--pop909: skip its first N songs (the first 24 are where the tracker's beat/off-beat "
                          "check was developed and its settings chosen; the songs after them are the check)")
     ap.add_argument("--tightness", type=float, default=None,
-                    help="the own tracker's path tightness (listen.tracker.TIGHTNESS; 0: the fold's peak, the shipped default; 1000: the path as tuned)")
+                    help="the own tracker with a path of beats of this tightness in its fold's place "
+                         "(benchmarks/follow_path.py, not shipped; 1000 as tuned; 0: the shipped tracker)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.tightness is not None:
+        result["tightness"] = args.tightness
+    if args.tightness:  # every tracker made here is the module's at call time: the path's from now on
+        import follow_path
+
         import drummachine.listen.tracker as tracker_module
 
-        tracker_module.TIGHTNESS = args.tightness
-        result["tightness"] = args.tightness
+        follow_path.TIGHTNESS = args.tightness
+        tracker_module.BeatTracker = follow_path.PathTracker
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),
                                           args.trackers.split(","))

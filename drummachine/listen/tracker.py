@@ -11,10 +11,7 @@ Three stages, each one screen of numpy:
    level (double or half), the instrument knows the song's tempo.
 3. **Beat phase** — the onset strength folded on the beat period over the last 6 beats (newer
    beats count more), each phase weighted by the tracker's own grid (where it predicted the
-   beat): the phase that rises above the others is the last beat; a phase-locked loop over those
-   measurements publishes the next beat. (Or, with ``TIGHTNESS`` set, the last beat of the best
-   path of beats, a dynamic programme run forward frame by frame, the fold saying how sure: off,
-   see TIGHTNESS.)
+   beat): the phase that rises above the others is the last beat; the next is one period on.
 
 The confidence says how sure that fold is (its peak against its mean) and whether the band plays
 at all (recent onset strength against what it was while playing): a break, a stop or a fill
@@ -112,28 +109,6 @@ PROFILE_BINS = 16
 PROFILE_SECONDS = 6.0
 FLIP_AFTER = 3.0
 FLIP_RATIO = 1.25
-#: the beat's phase by dynamic programming (Ellis, "Beat tracking by dynamic programming", 2007),
-#: run forward only: a frame's cumulative score is its onset strength (over its running RMS) plus
-#: PATH_DECAY times the best cumulative score of a frame 0.5 to 2 periods back, less TIGHTNESS times
-#: the squared log of that spacing over the period; the last beat is the best score within the last
-#: period. Tried as the loop's measurement in the fold's place: the fold is a strict comb over 6
-#: beats and wandered 40-80 ms from the band's beat for seconds on some drummers. On the train
-#: split's 12 performances (replay, medians of the p95 phase error) it took the steady playing from
-#: 47 to 31 ms; tightness 100 bent the path to every fill (the accelerando 115 ms), 3000 and more
-#: held it to the lagging period through a ramp (73-171 ms), 1000 gave 31, 41, 67, 58 and 199 ms on
-#: the five scenarios against 47, 76, 134, 61 and 228 (with the jitter below: 25, 42, 122, 61,
-#: 199; the jump's median swings by tens of ms run to run). On quantized songs it is further from
-#: the beat than the fold (it follows each beat's attack). The loop's jitter, its confidence,
-#: stays the fold's disagreement with it: a path is as steady on a room's noise as on a band (its
-#: own jitter made a room sure in 6% of the readings, the test's bound 5%), the fold's peak on
-#: noise jumps. It is off (TIGHTNESS 0: the fold's peak is the measurement too): on the
-#: real instrument over JACK, alternating with the fold, it was no nearer the band's played beat
-#: (6 rounds: median 57.9 against 57.3 ms at p95, two runs sitting ~37 ms off), and on quantized
-#: songs it is further than the fold (docs/follow.md, "The beat as a path of beats")
-PATH_TIGHTNESS = 1000.0  #: the tightness the path was tuned to, where it is turned on
-TIGHTNESS = 0.0
-PATH_DECAY = 0.999
-PATH_RMS_FRAMES = 1000  #: the onset strength's running RMS, over about this many frames (5 s)
 #: where a frame's onset strength is put in time, against the middle of its window: the flux
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
@@ -197,9 +172,6 @@ class BeatTracker:
         self._profiled_frame = 0  # the frames before this one are in the profile
         self.flips = 0  # half-beat moves made (the off-beat was the beat)
         self.flip_ratio = FLIP_RATIO
-        self.tightness = TIGHTNESS
-        self.path = np.zeros(self.history.size)  # the best path's cumulative score ending at each frame
-        self.path_ms = 1e-6  # the onset strength's running mean square
 
     # --- the prior -------------------------------------------------------------------------------
 
@@ -224,7 +196,6 @@ class BeatTracker:
 
     def _frame(self, flux: float) -> None:
         value = self._onset_strength(flux)
-        self._extend_path(value)
         self.history[:-1] = self.history[1:]
         self.history[-1] = value
         self.frames += 1
@@ -253,26 +224,6 @@ class BeatTracker:
         self.profile[:] = 0.0
         self.profile_seconds = 0.0
         self._profiled_frame = self.frames
-        self.path[:] = 0.0
-
-    def _extend_path(self, value: float) -> None:
-        """The best path of beats ending at the new frame (TIGHTNESS)."""
-        if self.tightness <= 0:
-            return
-        self.path_ms += (value * value - self.path_ms) / PATH_RMS_FRAMES
-        period = (self.period if self.period > 0 else 60.0 / self.prior_bpm) * self.fps
-        lags = np.arange(max(1, int(0.5 * period)), min(int(2.0 * period), self.path.size - 1) + 1)
-        before = self.path[-lags]  # the frames those lags before the new one (path[-1] is the newest so far)
-        best = float((before - self.tightness * np.log(lags / period) ** 2).max()) if lags.size else 0.0
-        self.path[:-1] = self.path[1:]
-        self.path[-1] = value / math.sqrt(max(self.path_ms, 1e-12)) + PATH_DECAY * max(best, 0.0)
-
-    def _path_last_beat(self, period: float) -> float:
-        """The frame (counted as ``self.frames``) where the best path's last beat is: the best
-        cumulative score in the last period, the newest 2 frames left out (an onset not yet at its peak)."""
-        n = max(1, int(round(period * self.fps)))
-        recent = self.path[-n - 2:-2]
-        return self.frames - (n + 2) + int(np.argmax(recent))
 
     def _onset_strength(self, flux: float) -> float:
         """A causal high-pass: flux above its recent mean is onset strength (of frame ``self.frames``)."""
@@ -391,11 +342,9 @@ class BeatTracker:
             den = a - 2 * b + c
             if den < 0:
                 offset += 0.5 * (a - c) / den
-        last_beat = self.frame_time(now_frame - offset)
+        fold_last_beat = self.frame_time(now_frame - offset)
         period = tau / fps
-        fold_last_beat = last_beat
-        if self.tightness > 0:
-            last_beat = self.frame_time(self._path_last_beat(period))
+        last_beat = self._measured_last_beat(fold_last_beat, period)
         next_beat = last_beat + period
         now = self.frame_time(self.frames)  # roughly "now" in stream time
         while next_beat <= now:
@@ -435,12 +384,18 @@ class BeatTracker:
         noise, sure = PERIODICITY_NOISE * self.periodicity_floor, PERIODICITY_SURE * self.periodicity_floor
         return float(np.clip((self.periodicity - noise) / (sure - noise), 0.0, 1.0))
 
+    def _measured_last_beat(self, fold_last_beat: float, period: float) -> float:
+        """The last beat the loop is given: the fold's. (benchmarks/follow_path.py gives it a
+        path of beats' instead, measured and not shipped: docs/follow.md.)"""
+        return fold_last_beat
+
     def _lock_loop(self, measured: float, period: float, now: float, fold: float) -> None:
-        """A phase-locked loop over the measured beats (the fold's, or the path's where TIGHTNESS
-        is set): each measurement moves the predicted beat by a share of its error, and the period
-        by a smaller share, so the published beat and tempo are steady where one measurement is
-        noisy (human timing, a fill's extra notes). The autocorrelation's tempo keeps the period
-        from wandering off. Its jitter is the fold's next beat (``fold``) against it: how sure it is."""
+        """A phase-locked loop over the measured beats: each measurement moves the predicted beat
+        by a share of its error, and the period by a smaller share, so the published beat and
+        tempo are steady where one fold is noisy (human timing, a fill's extra notes). The
+        autocorrelation's tempo keeps the period from wandering off. Its jitter (how sure it is)
+        is the fold's next beat ``fold`` against it: the measurement itself unless
+        ``_measured_last_beat`` is another's."""
         if self.next_beat <= 0 or self.period <= 0 or self.confidence_was < 0.2:
             self.next_beat, self.period = measured, period
             self.jitter = JITTER_START
@@ -487,12 +442,6 @@ class BeatTracker:
             if self.next_beat - self.period > now:
                 self.next_beat -= self.period
             self.profile = np.roll(self.profile, half)
-            # the path's beats move with it: its scores half a beat later (or its off-beat path,
-            # still the best for a while, would take the loop back)
-            shift = int(round(self.period * self.fps / 2))
-            if 0 < shift < self.path.size:
-                self.path[shift:] = self.path[:-shift].copy()
-                self.path[:shift] = 0.0
             self.profile_seconds = 0.0
             self.jitter = 2 * JITTER_OK  # start over unsure: the follower holds, then re-locks
             self.confidence = 0.0
