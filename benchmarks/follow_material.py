@@ -202,6 +202,18 @@ def room_noise(size: int, rng: np.random.Generator, rms: float) -> np.ndarray:
     return noise * (rms / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12))
 
 
+def with_keys_on_the_off_beat(clip: Clip) -> np.ndarray:
+    """The clip's audio with a keyboard stab on every "and": alone (the band at -34 dB) for the
+    first 3 s, then softer than the band: a lock that starts on the off-beat."""
+    period = 60.0 / clip.bpm
+    audio = clip.audio.copy()
+    audio[:int(3.0 * clip.rate)] *= 0.02
+    stab = sum(_tone(_hz(60 + s), 0.25, clip.rate, 0.1, (1.0, 0.5, 0.3)) for s in (0, 4, 7)) / 3
+    for beat in clip.beats:
+        _add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else 0.15, clip.rate)
+    return audio
+
+
 def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 20.0) -> Clip:
     """``clip`` with ``seconds`` of the room alone before it (its noise, ``snr_db`` under the band's
     playing level, as ``with_room_noise`` puts under the band): a machine waiting for the band

@@ -52,11 +52,7 @@ def test_a_flip_off_the_off_beat_moves_the_path_with_the_loop(performance):
     the path moved with it (unmoved, it took the loop back to the off-beat for 5 beats)."""
     clip = material.make_clip(*performance, "steady", "band", bars=16)
     period = 60.0 / clip.bpm
-    audio = clip.audio.copy()
-    audio[:int(3.0 * clip.rate)] *= 0.02
-    stab = sum(material._tone(material._hz(60 + s), 0.25, clip.rate, 0.1, (1.0, 0.5, 0.3)) for s in (0, 4, 7)) / 3
-    for beat in clip.beats:
-        material._add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else 0.15, clip.rate)
+    audio = material.with_keys_on_the_off_beat(clip)
     tracker = follow_path.PathTracker(clip.rate, clip.bpm, record_beats=True)
     for i in range(0, audio.size, 160):
         tracker.process(audio[i:i + 160])

@@ -166,11 +166,7 @@ def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
     profile over the beat finds the beat stronger and the loop moves half a beat once."""
     clip = material.make_clip(*performance, "steady", "band", bars=16)
     period = 60.0 / clip.bpm
-    audio = clip.audio.copy()
-    audio[:int(3.0 * clip.rate)] *= 0.02
-    stab = sum(material._tone(material._hz(60 + s), 0.25, clip.rate, 0.1, (1.0, 0.5, 0.3)) for s in (0, 4, 7)) / 3
-    for beat in clip.beats:
-        material._add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else 0.15, clip.rate)
+    audio = material.with_keys_on_the_off_beat(clip)
 
     def on_the_beat(flip_ratio):
         tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True)
