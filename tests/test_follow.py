@@ -386,3 +386,25 @@ def test_the_knob_and_the_bands_dynamics_add_up(harness):
     h.run(0.01)
     assert h.engine.knobs["intensity"] == pytest.approx(0.3)
     assert h.engine.conductor.intensity_offset == pytest.approx(0.0)
+
+
+def test_each_beat_is_decided_on_a_reading_from_just_before_it(harness):
+    """The follower's correction for a beat comes from the first reading once at most one step is
+    left to commit before it: at most two steps and the commit horizon ahead of the beat (deciding
+    as soon as the beat before was committed, more than a beat ahead, trailed a drifting band)."""
+    h = harness()
+    h.engine.follower = follower = Follower(FollowConfig(mode="beat"), 120.0)
+    asked = []
+    on_beat = follower.on_beat
+
+    def recording(our_beat, our_bpm, now, bar_line=False):
+        asked.append(our_beat - now)
+        return on_beat(our_beat, our_bpm, now, bar_line)
+
+    follower.on_beat = recording
+    h.engine.command("start")
+    feed(h, band_beats(lambda b: 120.0, 60, start=100.3), 10.0)
+    e = h.engine
+    step = e.transport.step_seconds(e.commit_cursor)
+    assert len(asked) >= 15  # a decision for every beat (10 s at 120 bpm: 20 beats)
+    assert max(asked) <= 2 * step + e.horizon(e.commit_cursor) + READING_EVERY
