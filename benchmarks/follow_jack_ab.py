@@ -22,14 +22,14 @@ KEYS = ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95", "phase
         "underruns", "misses")
 
 
-def run_in(repo: str) -> dict:
+def run_in(repo: str, performance: int = 1) -> dict:
     for name in [k for k in sys.modules if k.startswith(("follow", "drummachine"))]:
         del sys.modules[name]
     sys.path[:] = [p for p in sys.path if p not in (repo, repo + "/benchmarks", HERE, HERE + "/benchmarks")]
     sys.path[:0] = [repo, repo + "/benchmarks"]
     instrument = importlib.import_module("follow_instrument")
     material = importlib.import_module("follow_material")
-    path, bpm = material.validation_performances(1)[0]
+    path, bpm = material.validation_performances(performance)[performance - 1]
     clip = material.make_clip(path, bpm, "steady", "band", rate=instrument.RATE)
     raw = instrument.run_one(clip, "beat", wait_for_band=False, lead_in=2.0, start_offset=0.137)
     row = instrument.measure(raw, clip, "steady")
@@ -40,12 +40,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the other checkout's folder")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--performance", type=int, default=1,
+                    help="which of the validation split's longest 4/4 beats (1: the rock at 115)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = []
     for r in range(args.rounds):
         for label, repo in (("before", str(Path(args.before).resolve())), ("this", HERE)):
-            row = {"code": label, "round": r, **run_in(repo)}
+            row = {"code": label, "round": r, **run_in(repo, args.performance)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
