@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ KEYS = ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95", "phase
         "underruns", "misses")
 
 
-def run_in(repo: str, performance: int = 1) -> dict:
+def run_in(repo: str, performance: int = 1, tightness: float = 0.0) -> dict:
     for name in [k for k in sys.modules if k.startswith(("follow", "drummachine"))]:
         del sys.modules[name]
     sys.path[:] = [p for p in sys.path if p not in (repo, repo + "/benchmarks", HERE, HERE + "/benchmarks")]
@@ -31,7 +32,12 @@ def run_in(repo: str, performance: int = 1) -> dict:
     material = importlib.import_module("follow_material")
     path, bpm = material.validation_performances(performance)[performance - 1]
     clip = material.make_clip(path, bpm, "steady", "band", rate=instrument.RATE)
-    raw = instrument.run_one(clip, "beat", wait_for_band=False, lead_in=2.0, start_offset=0.137)
+    env = None
+    if tightness:  # the path of beats in play's processes (benchmarks/path_site/sitecustomize.py)
+        site = str(Path(HERE) / "benchmarks" / "path_site")
+        env = {"DRUMMACHINE_BENCH_TIGHTNESS": str(tightness),
+               "PYTHONPATH": os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)}
+    raw = instrument.run_one(clip, "beat", wait_for_band=False, lead_in=2.0, start_offset=0.137, env_extra=env)
     row = instrument.measure(raw, clip, "steady")
     return {k: row.get(k) for k in KEYS}
 
@@ -40,6 +46,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the other checkout's folder")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--this-tightness", type=float, default=0.0,
+                    help="this checkout's runs with the path of beats of this tightness (benchmarks/follow_path.py)")
     ap.add_argument("--performance", type=int, default=1,
                     help="which of the validation split's longest 4/4 beats (1: the rock at 115)")
     ap.add_argument("--out", default=None)
@@ -47,7 +55,8 @@ def main(argv=None) -> int:
     rows = []
     for r in range(args.rounds):
         for label, repo in (("before", str(Path(args.before).resolve())), ("this", HERE)):
-            row = {"code": label, "round": r, **run_in(repo, args.performance)}
+            row = {"code": label, "round": r,
+                   **run_in(repo, args.performance, args.this_tightness if label == "this" else 0.0)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
