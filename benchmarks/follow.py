@@ -469,10 +469,7 @@ def main(argv=None) -> int:
     if args.tightness:  # every tracker made here is the module's at call time: the path's from now on
         import follow_path
 
-        import drummachine.listen.tracker as tracker_module
-
-        follow_path.TIGHTNESS = args.tightness
-        tracker_module.BeatTracker = follow_path.PathTracker
+        follow_path.install(args.tightness)
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),
                                           args.trackers.split(","))

@@ -33,6 +33,16 @@ PATH_DECAY = 0.999  #: per beat (0.9 was no better)
 PATH_RMS_FRAMES = 1000  #: the onset strength's running RMS, over about this many frames (5 s)
 
 
+def install(tightness: float) -> None:
+    """Every tracker made from now on in this process (the runtime's ``BeatTracker`` looked up at
+    call time) is a ``PathTracker`` of this tightness: the benchmarks' switch, none in the runtime."""
+    import drummachine.listen.tracker as tracker_module
+
+    global TIGHTNESS
+    TIGHTNESS = float(tightness)
+    tracker_module.BeatTracker = PathTracker
+
+
 class PathTracker(BeatTracker):
     def __init__(self, *args, tightness: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)

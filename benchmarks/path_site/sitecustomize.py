@@ -11,7 +11,4 @@ if _tightness:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import follow_path
 
-    import drummachine.listen.tracker as _tracker
-
-    follow_path.TIGHTNESS = float(_tightness)
-    _tracker.BeatTracker = follow_path.PathTracker
+    follow_path.install(float(_tightness))
