@@ -36,10 +36,17 @@ class MidiRecorder:
         self.client = jack.Client(name, no_start_server=True)
         self.port = self.client.midi_inports.register("in")
         self.events: list[tuple[int, bytes]] = []
+        #: (first, end) frames of periods JACK did not call this client for (a busy host): the
+        #: messages in them are lost to the recorder, not to the engine
+        self.unheard: list[tuple[int, int]] = []
+        self.next_frame = None
 
         @self.client.set_process_callback
         def process(frames):
             base = self.client.last_frame_time
+            if self.next_frame is not None and base != self.next_frame:
+                self.unheard.append((self.next_frame, base))
+            self.next_frame = base + frames
             for offset, data in self.port.incoming_midi_events():
                 self.events.append((base + offset, bytes(data)))
 

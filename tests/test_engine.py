@@ -209,6 +209,35 @@ def test_midi_clock_pulses_24_per_quarter():
     assert len(pulses) > 100 and np.allclose(gaps, 0.5 / 24, atol=1e-9)
 
 
+def test_midi_start_goes_out_with_the_first_clock_and_before_it():
+    """One batch, Start first, at the first clock's time: a MIDI out puts each batch on its clock by
+    its own reading of the engine's, so a Start sent on its own could land after the first clock
+    (a slaved device then counts the whole song one clock late)."""
+    batches = []
+    engine, clock, sink = make(midi_clock=True)
+    send = sink.send
+    sink.send = lambda events: (batches.append(list(events)), send(events))
+    for _ in range(2):  # a start, and a start again from the top
+        engine.command("start")
+        run(engine, clock, 1.0)
+        engine.command("stop")
+        run(engine, clock, 0.1)
+    with_start = [b for b in batches if any(e.kind == "start" for e in b)]
+    assert len(with_start) == 2
+    for b in with_start:
+        assert b[0].kind == "start" and b[1].kind == "clock" and b[0].time == b[1].time
+    starts = [i for i, e in enumerate(sink.events) if e.kind == "start"]
+    assert all(sink.events[i + 1].kind == "clock" for i in starts)
+
+
+def test_stopped_before_the_first_step_sends_no_start():
+    engine, clock, sink = make(midi_clock=True)
+    engine.command("start")
+    engine.command("stop")
+    run(engine, clock, 1.0)
+    assert not [e for e in sink.events if e.kind in ("start", "clock")]
+
+
 def test_mute_solo_swing_humanize_apply_as_steps_are_handed_out():
     engine, clock, sink = make(SONG.replace("count_in = 1", "count_in = 0"))
     engine.command("start")

@@ -121,6 +121,9 @@ def test_midi_out_notes_arrive_on_time(jack_server):
     gaps = np.diff(clocks)
     assert abs(np.median(gaps) - 0.5 / 24) < 0.001  # 24 pulses per quarter at 120 bpm
     assert [m[0] for _, m in got if m[0] in (0xFA, 0xFC)][:1] == [0xFA]
+    # the Start before the first clock (a slaved device ignores a clock before Start)
+    kinds = [m[0] for _, m in got if m[0] in (0xFA, 0xF8)]
+    assert kinds[0] == 0xFA, kinds[:3]
     assert any(m[0] == 0xB9 and m[1] == 123 for _, m in got), "all notes off (channel 10) on stop"
 
 

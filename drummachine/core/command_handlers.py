@@ -13,7 +13,7 @@ import logging
 from drummachine.core import commands
 from drummachine.core.commands import Command
 from drummachine.core.conditioning import OFF
-from drummachine.core.events import START, STOP, Event
+from drummachine.core.events import STOP, Event
 from drummachine.core.follow import MODES as FOLLOW_MODES
 from drummachine.core.sampling import Steering
 from drummachine.core.transport import BPM_RANGE, STEPS_PER_BAR, Transport, next_bar, next_beat
@@ -304,11 +304,16 @@ class CommandHandlers:
         self.playing = True
         self.paused = False
         self.resume_step = None  # an unpause's step belongs to the run before: this one plays at once
-        self._send([Event(start, START)])
+        # the Start goes out in one batch with the first step's clock, before it: sent on its own,
+        # a MIDI out puts each batch on its clock by its own reading of the engine's, and on a busy
+        # host the first clock (the "one") could land a few frames before the Start: a slaved
+        # device ignores a clock before Start and counts every beat of the song one clock late
+        self.start_pending = True
 
     def _stop(self) -> None:
         if self.playing:
             self.playing = False
+            self.start_pending = False  # stopped before its first step: no Start (the Stop is harmless)
             self._send([Event(self.clock.now(), STOP)])
             self._panic()
             if self.commit_cursor:  # the next start is from the top (_start resets the song);

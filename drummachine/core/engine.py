@@ -34,7 +34,7 @@ from drummachine.core.command_handlers import CLICK_LEVEL, CommandHandlers
 from drummachine.core.commands import Command
 from drummachine.core.conductor import COUNT_IN, FINAL, GROOVE, SILENT, BarPlan, Conductor, announces_change
 from drummachine.core.errors import DrumMachineError
-from drummachine.core.events import CLOCK, STOP, Event, Sink
+from drummachine.core.events import CLOCK, START, STOP, Event, Sink
 from drummachine.core.follow import FollowConfig, Follower
 from drummachine.core.generation import GeneratorLoop
 from drummachine.core.sampling import Steering
@@ -108,6 +108,9 @@ class Engine(GeneratorLoop, CommandHandlers):
         self.playing = False
         self.paused = False
         self.resume_step: int | None = None
+        #: a run started and its first step not yet handed out: the MIDI Start goes out with it
+        #: (see CommandHandlers._start)
+        self.start_pending = False
         self.knobs = {"intensity": 0.0, "density": 0.0, "swing": 0.0, "humanize": 1.0,
                       "temperature": steering.temperature}
         self.muted: set[int] = set()
@@ -317,8 +320,10 @@ class Engine(GeneratorLoop, CommandHandlers):
             self.played[c] = hvo
             self.played.pop(c - 4 * STEPS_PER_BAR, None)
             self.commit_cursor = c + 1
+            start, self.start_pending = self.start_pending, False
         self.stats.steps += 1
-        self._send(events)
+        # the Start at the first step's time (the band's "one" when waiting for the band moved it)
+        self._send([Event(self.transport.time_of(c), START), *events] if start else events)
 
     def _cue_bus_step(self, c: int, plan: BarPlan, events: list[Event]) -> None:
         """The cue bus's part of step ``c``: the count-in clicks even with the click off; a section
