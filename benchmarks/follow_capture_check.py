@@ -123,7 +123,7 @@ class Recorder(instrument.MidiRecorder):
         self.client.activate()
 
 
-def check_one(clip, folder: Path) -> dict:
+def check_one(clip, folder: Path, scenario: str = "steady") -> dict:
     """One run of ``play --listen`` with the capture site; what it kept goes to ``folder``."""
     made = {}
 
@@ -153,19 +153,20 @@ def check_one(clip, folder: Path) -> dict:
              clocks=np.array([f for f, d in rec.events if d[:1] == b"\xf8"], np.float64),
              starts=np.array([f for f, d in rec.events if d[:1] == b"\xfa"], np.float64),
              unheard=np.array(rec.unheard, np.float64).reshape(-1, 2))
-    return analyse(clip, folder)
+    return analyse(clip, folder, scenario)
 
 
-def analyse(clip, folder: Path) -> dict:
+def analyse(clip, folder: Path, scenario: str = "steady") -> dict:
     """The figures of one run from what ``check_one`` kept in ``folder``."""
     saved = np.load(folder / "run.npz")
     rate = instrument.RATE
     raw = {"band_frames": saved["band_frames"], "played_frames": saved["played_frames"],
            "drummer_frames": saved["drummer_frames"], "audible": clip.audible, "tempo": clip.tempo,
            "misses": None, "underruns": int(saved["underruns"]), "listener_cpu_share": None, "summary": ""}
-    row = instrument.measure(raw, clip, "steady")
+    row = instrument.measure(raw, clip, scenario)
     out = {k: row.get(k) for k in ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
-                                   "phase_error_vs_played_ms_p95", "underruns")}
+                                   "phase_error_vs_played_ms_p95", "underruns", "break_tempo_drift_pct",
+                                   "beats_to_relock_after_break") if k in row}
     sent_rows = saved["player_times"]  # the player's (monotonic, samples done, frame at block end)
     pad = int(saved["pad"])
     sent_audio = np.concatenate([np.zeros(pad, np.float32), np.asarray(clip.audio, np.float32)])
@@ -264,12 +265,13 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--performance", type=int, default=1,
                     help="which of the validation split's longest 4/4 beats (1: the rock at 115)")
+    ap.add_argument("--scenario", default="steady", choices=tuple(material.SCENARIOS))
     ap.add_argument("--keep", default=None, help="keep each run's captures in a folder here")
     ap.add_argument("--analyse", default=None, help="only analyse the runs kept in this folder")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     path, bpm = material.validation_performances(args.performance)[args.performance - 1]
-    clip = material.make_clip(path, bpm, "steady", "band", rate=instrument.RATE)
+    clip = material.make_clip(path, bpm, args.scenario, "band", rate=instrument.RATE)
     if args.analyse:
         folders = sorted(Path(args.analyse).glob("run*"))
     else:
@@ -280,7 +282,8 @@ def main(argv=None) -> int:
             folders.append(folder)
     rows = []
     for r, folder in enumerate(folders):
-        row = {"run": r, **(analyse(clip, folder) if args.analyse else check_one(clip, folder))}
+        row = {"run": r, "scenario": args.scenario,
+               **(analyse(clip, folder, args.scenario) if args.analyse else check_one(clip, folder, args.scenario))}
         print(json.dumps({k: v for k, v in row.items() if k != "per_4s_vs_click"}), flush=True)
         rows.append(row)
     if args.out:

@@ -58,15 +58,36 @@ class MidiRecorder:
 
     def beats(self) -> np.ndarray:
         """JACK frames of the drummer's beats: every 24th clock from the last start."""
-        clocks = [f for f, d in self.events if d[:1] == b"\xf8"]
-        starts = [f for f, d in self.events if d[:1] == b"\xfa"]
-        if starts:
-            clocks = [f for f in clocks if f >= starts[-1]]
-        return np.array(clocks[::CLOCKS_PER_BEAT], dtype=np.float64)
+        return beats_from_clocks([f for f, d in self.events if d[:1] == b"\xf8"],
+                                 [f for f, d in self.events if d[:1] == b"\xfa"], self.unheard)
 
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+def beats_from_clocks(clocks, starts, unheard=()) -> np.ndarray:
+    """Every 24th MIDI clock from the last Start (JACK frames), counting the clocks the recorder
+    lost: a gap between two clocks that holds a period JACK did not call the recorder for is
+    as many clocks as it is long (the spacing of the clocks around it). Elsewhere every gap is
+    one clock, however long (a beat moved by the follower). A lost beat clock is put between
+    its neighbours."""
+    clocks = np.asarray(clocks, np.float64)
+    if len(starts):
+        clocks = clocks[clocks >= starts[-1]]
+    if clocks.size < 3:
+        return clocks[::CLOCKS_PER_BEAT]
+    gaps = np.diff(clocks)
+    counts = np.ones(gaps.size)
+    for first, _end in unheard:
+        i = int(np.searchsorted(clocks, first)) - 1  # the gap the unheard period begins in
+        if 0 <= i < gaps.size:
+            around = gaps[max(0, i - 12):i + 12]
+            spacing = float(np.median(around))
+            counts[i] = max(1.0, round(gaps[i] / spacing))
+    index = np.concatenate([[0.0], np.cumsum(counts)])
+    wanted = np.arange(0.0, index[-1] + 1, CLOCKS_PER_BEAT)
+    return np.interp(wanted, index, clocks)
 
 
 def cpu_ticks(pid: int) -> int:

@@ -1,0 +1,45 @@
+"""The follow benchmarks' MIDI recorder: the drummer's beats from its MIDI clock."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from follow_instrument import beats_from_clocks  # noqa: E402
+
+TICK = 1040.0  # frames between clocks at 115 bpm and 48 kHz
+
+
+def ticks(n, start=1000.0):
+    return start + TICK * np.arange(n)
+
+
+def test_every_24th_clock_from_the_start():
+    clocks = ticks(24 * 5 + 1)
+    got = beats_from_clocks(list(clocks) + [0.0], [clocks[0]])  # a clock before the Start: not counted
+    assert np.allclose(got, clocks[::24])
+
+
+def test_a_clock_the_recorder_lost_in_a_period_it_was_not_called_for_is_counted():
+    clocks = ticks(24 * 4 + 1)
+    lost = 30  # between two beats
+    kept = np.delete(clocks, lost)
+    unheard = [(clocks[lost] - 50, clocks[lost] + 78)]
+    assert np.allclose(beats_from_clocks(kept, [clocks[0]], unheard), clocks[::24])
+    # without knowing of the unheard period every later beat is a clock late
+    assert np.allclose(beats_from_clocks(kept, [clocks[0]])[2:], clocks[25::24][1:])
+
+
+def test_a_lost_beat_clock_is_put_between_its_neighbours():
+    clocks = ticks(24 * 4 + 1)
+    kept = np.delete(clocks, 48)
+    got = beats_from_clocks(kept, [clocks[0]], [(clocks[48] - 10, clocks[48] + 118)])
+    assert np.allclose(got, clocks[::24])
+
+
+def test_a_beat_moved_by_the_follower_is_not_taken_for_lost_clocks():
+    clocks = ticks(24 * 4 + 1)
+    clocks[40:] += 1.9 * TICK  # the follower snapped onto the band: one long gap, no clock lost
+    assert np.allclose(beats_from_clocks(clocks, [clocks[0]]), clocks[::24])
