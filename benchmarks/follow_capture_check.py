@@ -93,36 +93,6 @@ def tracker_beats(audio: np.ndarray, rate: int, bpm: float, chunk: int = 480) ->
     return np.array(out).reshape(-1, 2)
 
 
-class Recorder(instrument.MidiRecorder):
-    """``follow_instrument.MidiRecorder`` that also notes JACK's microseconds of each message's frame."""
-
-    def __init__(self, name: str = "rec"):
-        import ctypes
-
-        import jack
-
-        libjack = ctypes.CDLL("libjack.so.0")  # JACK-Client has no frames_to_time
-        libjack.jack_frames_to_time.restype = ctypes.c_uint64
-        libjack.jack_frames_to_time.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-        self.client = jack.Client(name, no_start_server=True)
-        pointer = int(jack._ffi.cast("uintptr_t", self.client._ptr))
-        per_frame = 1e6 / self.client.samplerate
-        self.port = self.client.midi_inports.register("in")
-        self.events, self.usecs, self.unheard, self.next_frame = [], {}, [], None
-
-        @self.client.set_process_callback
-        def process(frames):
-            base = self.client.last_frame_time
-            if self.next_frame is not None and base != self.next_frame:
-                self.unheard.append((self.next_frame, base))
-            self.next_frame = base + frames
-            for offset, data in self.port.incoming_midi_events():
-                self.events.append((base + offset, bytes(data)))
-                self.usecs[base + offset] = libjack.jack_frames_to_time(pointer, base) + offset * per_frame
-
-        self.client.activate()
-
-
 def check_one(clip, folder: Path, scenario: str = "steady") -> dict:
     """One run of ``play --listen`` with the capture site; what it kept goes to ``folder``."""
     made = {}
@@ -132,9 +102,9 @@ def check_one(clip, folder: Path, scenario: str = "steady") -> dict:
             super().__init__(*a, **kw)
             made["player"] = self
 
-    class Kept(Recorder):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
+    class Kept(instrument.MidiRecorder):
+        def __init__(self, name: str = "rec"):
+            super().__init__(name, usecs=True)
             made["recorder"] = self
 
     plain_player, plain_recorder = material.BandPlayer, instrument.MidiRecorder

@@ -28,18 +28,21 @@ CLOCKS_PER_BEAT = 24
 
 
 class MidiRecorder:
-    """A JACK MIDI input that stamps each message with its JACK frame."""
+    """A JACK MIDI input that stamps each message with its JACK frame (and, with ``usecs``, JACK's
+    microseconds of that frame: benchmarks/follow_capture_check.py)."""
 
-    def __init__(self, name: str = "rec"):
+    def __init__(self, name: str = "rec", usecs: bool = False):
         import jack
 
         self.client = jack.Client(name, no_start_server=True)
         self.port = self.client.midi_inports.register("in")
         self.events: list[tuple[int, bytes]] = []
+        self.usecs: dict[int, float] = {}  #: frame -> JACK's microseconds (with ``usecs``)
         #: (first, end) frames of periods JACK did not call this client for (a busy host): the
         #: messages in them are lost to the recorder, not to the engine
         self.unheard: list[tuple[int, int]] = []
         self.next_frame = None
+        frame_usecs = _frame_usecs(self.client) if usecs else None
 
         @self.client.set_process_callback
         def process(frames):
@@ -49,6 +52,8 @@ class MidiRecorder:
             self.next_frame = base + frames
             for offset, data in self.port.incoming_midi_events():
                 self.events.append((base + offset, bytes(data)))
+                if frame_usecs is not None:
+                    self.usecs[base + offset] = frame_usecs(base, offset)
 
         self.client.activate()
 
@@ -64,6 +69,21 @@ class MidiRecorder:
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+def _frame_usecs(client):
+    """(period's first frame, offset) -> JACK's microseconds of that frame (JACK-Client has no
+    ``jack_frames_to_time``: libjack's, on the client's pointer)."""
+    import ctypes
+
+    import jack
+
+    libjack = ctypes.CDLL("libjack.so.0")
+    libjack.jack_frames_to_time.restype = ctypes.c_uint64
+    libjack.jack_frames_to_time.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    pointer = int(jack._ffi.cast("uintptr_t", client._ptr))
+    per_frame = 1e6 / client.samplerate
+    return lambda base, offset: libjack.jack_frames_to_time(pointer, base) + offset * per_frame
 
 
 def beats_from_clocks(clocks, starts, unheard=()) -> np.ndarray:
