@@ -8,7 +8,9 @@ beat the engine decided and every MIDI clock it sent. Per run:
 
 - the capture: each second of the captured audio found in what the player sent (cross
   correlation), and the capture's frame stamp (what ``Timing`` maps to time) against the frame
-  the player sent it in;
+  the player sent it in (about -2.5 ms is the two sides' conventions, not an error: the player
+  stamps a block by its end, the capture's reads by the period they came in; both map that to
+  the period's start in time);
 - the readings: the listener's next beat against the band's beat (on the monotonic clock, the
   player's frames carried there by its callbacks' times);
 - the MIDI chain: each beat as the engine decided it (its clock carried to JACK's microseconds at

@@ -1,8 +1,9 @@
-"""What the listening process heard, written as it heard it (benchmarks/follow_capture_check.py):
-with DRUMMACHINE_BENCH_CAPTURE_DIR set and this folder on PYTHONPATH, every block the capture
-takes (its samples, and the monotonic time, samples so far and input frame at its end) and every
-reading the listener publishes are appended to files in that folder. Benchmark-only: no switch in
-the runtime."""
+"""A JACK follow run traced end to end (benchmarks/follow_capture_check.py): with
+DRUMMACHINE_BENCH_CAPTURE_DIR set and this folder on PYTHONPATH, every process of ``play`` appends
+to files in that folder (named by what and the process id) every block the listener's capture
+takes (its samples; the monotonic time, samples so far and input frame at its end), every reading
+the listener publishes, every beat the engine's follower decides and every MIDI clock the JACK MIDI
+out is handed. Benchmark-only: no switch in the runtime."""
 
 import os
 
@@ -51,7 +52,9 @@ if _folder:
     def _on_band_traced(self, reading, now):
         before = self.followed_beat
         _on_band(self, reading, now)
-        if self.followed_beat != before:  # a beat decided: (monotonic, engine now, its time, band's next)
+        # a beat decided: (monotonic, engine clock, the command's now, beat, its time, the band's
+        # next beat, the reading's time), the engine's times on its clock
+        if self.followed_beat != before:
             beat = self.followed_beat
             _file("decided").write(np.array([time.monotonic(), self.clock.now(), now, float(beat),
                                              self.transport.time_of(beat), reading.next_beat, reading.time],
