@@ -38,8 +38,10 @@ class MidiRecorder:
         self.port = self.client.midi_inports.register("in")
         self.events: list[tuple[int, bytes]] = []
         self.usecs: dict[int, float] = {}  #: frame -> JACK's microseconds (with ``usecs``)
-        #: (first, end) frames of periods JACK did not call this client for (a busy host): the
-        #: messages in them are lost to the recorder, not to the engine
+        #: (expected, got) where a period's first frame did not follow on from the last one's end
+        #: (a busy host): a period JACK did not call this client for (its messages lost to the
+        #: recorder, not to the engine), or ``last_frame_time`` read a period late (then back:
+        #: the pairs seen in runs so far were mostly these, a few frames of stamping, no loss)
         self.unheard: list[tuple[int, int]] = []
         self.next_frame = None
         frame_usecs = _frame_usecs(self.client) if usecs else None
@@ -88,10 +90,11 @@ def _frame_usecs(client):
 
 def beats_from_clocks(clocks, starts, unheard=()) -> np.ndarray:
     """Every 24th MIDI clock from the last Start (JACK frames), counting the clocks the recorder
-    lost: a gap between two clocks that holds a period JACK did not call the recorder for is
-    as many clocks as it is long (the spacing of the clocks around it). Elsewhere every gap is
-    one clock, however long (a beat moved by the follower). A lost beat clock is put between
-    its neighbours."""
+    lost: a gap between two clocks in which the recorder's periods did not follow on is as many
+    clocks as it is long (the spacing of the clocks around it; a period read late leaves a gap of
+    one). Elsewhere every gap is one clock, however long (a beat moved by the follower). A lost
+    beat clock is put between its neighbours. (Checked on made-up clocks, tests/test_follow_instrument.py;
+    no real run with a lost clock has been looked at since.)"""
     clocks = np.asarray(clocks, np.float64)
     if len(starts):
         clocks = clocks[clocks >= starts[-1]]

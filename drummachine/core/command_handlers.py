@@ -304,16 +304,14 @@ class CommandHandlers:
         self.playing = True
         self.paused = False
         self.resume_step = None  # an unpause's step belongs to the run before: this one plays at once
-        # the Start goes out in one batch with the first step's clock, before it: sent on its own,
-        # a MIDI out puts each batch on its clock by its own reading of the engine's, and on a busy
-        # host the first clock (the "one") could land a few frames before the Start: a slaved
-        # device ignores a clock before Start and counts every beat of the song one clock late
-        self.start_pending = True
+        # no MIDI Start here: it goes out with step 0 (Engine._hand_out). Sent on its own, a MIDI
+        # out puts each batch on its clock by its own reading of the engine's, and on a busy host
+        # the first clock (the "one") could land a few frames before the Start: a slaved device
+        # ignores a clock before Start and counts every beat of the song one clock late
 
     def _stop(self) -> None:
         if self.playing:
             self.playing = False
-            self.start_pending = False  # stopped before its first step: no Start (the Stop is harmless)
             self._send([Event(self.clock.now(), STOP)])
             self._panic()
             if self.commit_cursor:  # the next start is from the top (_start resets the song);

@@ -108,9 +108,6 @@ class Engine(GeneratorLoop, CommandHandlers):
         self.playing = False
         self.paused = False
         self.resume_step: int | None = None
-        #: a run started and its first step not yet handed out: the MIDI Start goes out with it
-        #: (see CommandHandlers._start)
-        self.start_pending = False
         self.knobs = {"intensity": 0.0, "density": 0.0, "swing": 0.0, "humanize": 1.0,
                       "temperature": steering.temperature}
         self.muted: set[int] = set()
@@ -320,10 +317,10 @@ class Engine(GeneratorLoop, CommandHandlers):
             self.played[c] = hvo
             self.played.pop(c - 4 * STEPS_PER_BAR, None)
             self.commit_cursor = c + 1
-            start, self.start_pending = self.start_pending, False
         self.stats.steps += 1
-        # the Start at the first step's time (the band's "one" when waiting for the band moved it)
-        self._send([Event(self.transport.time_of(c), START), *events] if start else events)
+        # every run starts at step 0 (a start again is from the top): its MIDI Start goes out in
+        # the first step's batch, before its first clock and at its time (see CommandHandlers._start)
+        self._send([Event(self.transport.time_of(c), START), *events] if c == 0 else events)
 
     def _cue_bus_step(self, c: int, plan: BarPlan, events: list[Event]) -> None:
         """The cue bus's part of step ``c``: the count-in clicks even with the click off; a section
