@@ -146,6 +146,30 @@ def test_under_the_listen_gate_nothing_is_heard(performance):
     assert material.scored_beats(clip, beats[beats > clip.beats[0]]) > 0.9
 
 
+@pytest.mark.parametrize("which", [0, 6])  # the rock at 115, the pop at 142
+def test_a_band_heard_from_the_first_sample_is_sure_within_6_beats(which):
+    """The band already playing when listening starts (no entry to start over at, so the beat
+    test holds): the tracker gives the follower its 4 sure readings within 6 band beats (4.9 and
+    5.6). The test's comb on the first seconds was read at the song's tempo, which the tracker
+    takes for its first 5 s, not at the tempo its autocorrelation heard: the rock read 0.2 at 115
+    and 0.77 at the 115.5 it was heard at, and was sure after 10 beats, the pop after 8.9."""
+    from drummachine.core.follow import FollowConfig
+
+    lock = FollowConfig()
+    path, bpm = material.validation_performances(8)[which]
+    clip = material.make_clip(path, bpm, "steady", "band", bars=6)
+    tracker = BeatTracker(clip.rate, clip.bpm)
+    hop, run, sure_at = clip.rate // 20, 0, None
+    for i in range(0, clip.audio.size, hop):  # a reading every 50 ms, as the listener sends them
+        tracker.process(clip.audio[i:i + hop])
+        run = run + 1 if tracker.estimate().confidence >= lock.lock_confidence else 0
+        if run >= lock.lock_readings:
+            sure_at = (i + hop) / clip.rate
+            break
+    assert sure_at is not None
+    assert (sure_at - clip.beats[0]) / (60.0 / bpm) < 6.0
+
+
 def test_a_band_away_from_the_songs_tempo_is_heard_there_from_the_start(performance):
     """The tracker takes the song's tempo for its first 5 s (its autocorrelation, on a window still
     mostly empty, was 2% off a drummer at the song's tempo), unless the band is clearly elsewhere:

@@ -61,7 +61,11 @@ CONTRAST_SURE = 0.625
 #: 0.08-0.10 (median; 0.12-0.32 at p95), a band's drum-less mix 0.30-0.57 (median; 0.18-0.36 at
 #: p5), on 4 validation clips (docs/follow.md). Both are for a full window: on fewer frames the
 #: comb of noise reads higher (its spread goes as one over the root of the frames), so they are
-#: raised by sqrt(window / frames heard) (the band's first seconds, the room's). Only until the
+#: raised by sqrt(window / frames heard) (the band's first seconds, the room's); on those the comb
+#: is read at the tempo the autocorrelation heard, not the song's that the tracker takes for its
+#: first seconds (AUTOCORRELATION_AFTER): onsets are a frame or two wide, and a lag 0.8 frames off
+#: reads little (a rock at 115 read 0.2 at the song's tempo, 0.77 at the 115.5 it was heard at; a
+#: band heard from the first sample was sure after 14 band beats, now 6.5: docs/follow.md). Only until the
 #: band's entry is heard (a rise of its loudness, ``loudness.ENTRY_RISE_DB``): that says a band is
 #: there, and testing it again after the entry cost a bar of the count-in (waiting for the band:
 #: in after 16 band beats instead of 12). PERIODICITY_SURE 0: off
@@ -283,6 +287,7 @@ class BeatTracker:
             den = a - 2 * b + c
             if den < 0:
                 bpm += 0.1 * 0.5 * (a - c) / den
+        heard_bpm = bpm
         if self.frames - self.started < self.fps * AUTOCORRELATION_AFTER and abs(bpm / self.prior_bpm - 1) < PRIOR_FIRST_WITHIN:
             # too little heard for the autocorrelation to say a tempo this near the song's: the
             # song's. A band clearly elsewhere (a count-in 4% faster than the song) is taken as heard
@@ -293,7 +298,7 @@ class BeatTracker:
             # the window is not full yet: the frames before the band (or before anything) are
             # zeros, a step the mean removal turns into an autocorrelation high at every lag, as
             # sure of a room's first seconds as of a band. The beat test reads the heard frames alone
-            comb = self._comb(self.history[-heard:], 60.0 * fps / bpm)
+            comb = self._comb(self.history[-heard:], 60.0 * fps / heard_bpm)
         self.periodicity_floor = math.sqrt(n / heard)
         self.periodicity += PERIODICITY_SMOOTHING * (comb - self.periodicity)
         if activity > 0.5:
