@@ -12,7 +12,7 @@ from drummachine.core.engine import Engine
 from drummachine.core.fake_generator import FakeGenerator, FakeKicks
 from drummachine.core.song import jam
 
-from .conftest import midi_recorder, wait_for
+from .conftest import midi_recorder, own_jack_server, wait_for
 
 pytestmark = pytest.mark.jack
 
@@ -416,6 +416,57 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     text = log.read_text()
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns;", text)  # no "audio restarts"
     assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
+
+
+@pytest.fixture
+def jack_at_44k(monkeypatch):
+    yield from own_jack_server(monkeypatch, 2, "rate", rate=44100)
+
+
+def test_a_jack_server_at_44k_gets_the_kit_at_44k_and_the_tempo_asked(jack_at_44k, tmp_path):
+    """An interface set to 44.1 kHz: JACK plays at its own rate only, and `play` asked it for
+    48 kHz and went on with MIDI alone ("Invalid sample rate"). The mixer now plays at the output's
+    own rate when --rate is not given: the kit is heard there, and the engine's clock (the mixer's
+    frames) runs at the tempo asked. An explicit --rate the output cannot play is one line naming
+    both rates, and MIDI goes on."""
+    import sys
+
+    from drummachine.audio.wavfile import read_wav
+
+    log, wav = tmp_path / "play.log", tmp_path / "out.wav"
+    port, got = midi_recorder("rec-44k")
+    try:
+        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
+                                 "--audio-api", "JACK", "--midi-out", "rec-44k:rx", "--clock-out", "--style", "rock",
+                                 "--bpm", "120", "--duration", "6", "--log", str(log)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_for(lambda: log.exists() and "first beat" in log.read_text(), 15), \
+                log.read_text() if log.exists() else "no log"
+            subprocess.run(["jack_rec", "-f", str(wav), "-d", "2", "PortAudio:out_0"], check=True,
+                           capture_output=True, timeout=20)
+            _, err = play.communicate(timeout=30)
+        finally:
+            if play.poll() is None:
+                play.kill()
+    finally:
+        port.close()
+    assert play.returncode == 0, err
+    text = log.read_text()
+    assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in text and "MIDI alone" not in err, text + err
+    audio, rate = read_wav(wav)
+    assert rate == 44100 and np.abs(audio).max() > 0.05, "the kit is heard at the server's rate"
+    clocks = np.array([t for t, m in got if m[0] == 0xF8])
+    assert clocks.size > 200
+    # 24 clocks a beat at 120 bpm; a clock counting 44.1 kHz frames as 48 kHz ones runs 8.8% slow
+    assert np.median(np.diff(clocks)) == pytest.approx(60.0 / 120 / 24, rel=0.005)
+
+    asked = subprocess.run([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--audio-api",
+                            "JACK", "--rate", "48000", "--duration", "2"], capture_output=True, text=True, timeout=60)
+    assert asked.returncode == 0, asked.stderr
+    said = [line for line in asked.stderr.splitlines() if "Hz" in line]
+    assert said == ["drummachine: warning: sample rate: system plays at 44100 Hz, not at 48000 Hz; "
+                    "--rate 44100 plays there: going on with MIDI alone"], asked.stderr
 
 
 def test_midi_threads_outlive_their_faults(jack_server):

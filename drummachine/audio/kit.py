@@ -21,6 +21,7 @@ from drummachine.core.voices import CHOKES, N_VOICES, VOICE_NAMES, VOICES
 from drummachine.audio.wavfile import read_wav
 
 SAMPLE_RATES = (44100, 48000)
+DEFAULT_SAMPLE_RATE = 48000  #: where the output plays any rate
 LAYERS = 4
 #: pan per voice, -1 left .. +1 right (drummer's perspective, hats on the right)
 PANS = (0.0, 0.0, 0.35, 0.35, -0.45, -0.15, 0.2, 0.4, -0.4)

@@ -253,6 +253,16 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
     if info["max_output_channels"] < channels:
         raise DrumMachineError("--outs", f"{channels} output channels needed; {info['name']} has "
                                f"{info['max_output_channels']} (under JACK: as many as the server's playback ports)")
+    own_rate = int(round(info["default_samplerate"]))
+    if own_rate != rate:
+        try:
+            sd.check_output_settings(device=device, samplerate=rate, channels=channels, dtype="float32")
+        except Exception:
+            # a JACK server plays at its own rate only (an interface set to 44.1 kHz): PortAudio's
+            # "Invalid sample rate" says neither what the device plays at nor what to do
+            exc = DrumMachineError("audio", f"{info['name']} plays at {own_rate} Hz, not at {rate} Hz")
+            exc.device_rate = own_rate
+            raise exc from None
     if ring:
         from drummachine.audio.ring_out import open_ring_stream
 
@@ -414,7 +424,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
             mixing = mixer.start_mixing()
             stream.start()
     except DrumMachineError as exc:
-        answer({"error": exc.what, "where": exc.where})
+        answer({"error": exc.what, "where": exc.where, "device_rate": getattr(exc, "device_rate", None)})
         return 2
     except Exception as exc:
         answer({"error": f"no audio output ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"})

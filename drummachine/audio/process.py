@@ -165,6 +165,7 @@ class AudioProcessSink(Sink):
                 self.proc.kill()
             exc = DrumMachineError(reply.get("where", "audio"), reply["error"])
             exc.kit = bool(reply.get("kit"))  # the user's kit is broken: not a reason to go on silently
+            exc.device_rate = reply.get("device_rate")  # the output plays at this rate only
             raise exc
         self.latency = float(reply.get("latency", 0.0))
         self.notes = list(reply.get("notes", ()))

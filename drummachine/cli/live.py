@@ -397,7 +397,8 @@ def register(sub) -> None:
     p.add_argument("--audio-device", help="output device name (part) or number; see drummachine ports")
     p.add_argument("--audio-api", help="host API, e.g. JACK, ALSA (default: the system's default device)")
     p.add_argument("--blocksize", type=int, default=128, help="audio frames per buffer (default 128)")
-    p.add_argument("--rate", type=int, default=48000, choices=(44100, 48000))
+    p.add_argument("--rate", type=int, choices=(44100, 48000),
+                   help="sample rate (default: the output's own; 48000 where it plays any)")
     p.add_argument("--outs", default="stereo", choices=("stereo", "groups", "voices"),
                    help="audio outputs: stereo (default); groups: kick, snare, toms L/R, overheads L/R, hats; "
                    "voices: one per voice (as JACK ports out_0.., or a multichannel device's channels)")

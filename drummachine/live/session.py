@@ -47,7 +47,7 @@ class Options:
     audio_device: str | None = None
     audio_api: str | None = None
     blocksize: int = 128
-    rate: int = 48000
+    rate: int | None = None  #: the output's sample rate; None: its own (DEFAULT_SAMPLE_RATE where it plays any)
     kit: str | None = None
     outs: str = "stereo"  #: audio outputs: stereo, groups or voices (audio.mixing.OUTS)
     #: the cue bus for the in-ears (audio.cue_out): one or two JACK ports, or "channels" (the
@@ -149,10 +149,13 @@ class Session:
             return load_song(find("songs", name), self.generator.cond.styles)
         return choose_song(self.generator, self.styles, None, self.opts.style, self.opts.bpm, self.opts.intensity)
 
-    def _start_audio(self, cue: bool | None = None):
+    def _start_audio(self, cue: bool | None = None, rate: int | None = None):
         """The audio process, starting (None without audio): see audio_process. ``cue``: with the
-        cue bus (default: when --cue-out asks for it)."""
+        cue bus (default: when --cue-out asks for it); ``rate``: default --rate, else DEFAULT_SAMPLE_RATE."""
+        from drummachine.audio.kit import DEFAULT_SAMPLE_RATE
+
         o = self.opts
+        rate = rate or o.rate or DEFAULT_SAMPLE_RATE
         if o.cue_out:
             from drummachine.audio.cue_out import cue_ports
 
@@ -163,30 +166,51 @@ class Session:
 
         cue = bool(o.cue_out) if cue is None else cue
         try:
-            return AudioProcessSink(o.kit, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+            return AudioProcessSink(o.kit, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
                                     cue=cue)
         except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
             if not getattr(exc, "kit", False):
                 raise
             self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
-            return AudioProcessSink(None, o.rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+            return AudioProcessSink(None, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
                                     cue=cue)
+
+    def _start_audio_again(self, failed, exc: DrumMachineError):
+        """The audio process once more, where what its output said tells how: at the output's own
+        sample rate when --rate was not given (a JACK server plays at its own only: an interface
+        set to 44.1 kHz), without the cue bus when there are too few channels for it too. Raises
+        where neither helps."""
+        from drummachine.audio.kit import SAMPLE_RATES
+
+        o = self.opts
+        device_rate = getattr(exc, "device_rate", None)
+        if device_rate and device_rate != failed.rate:
+            failed.close()
+            if o.rate is None and device_rate in SAMPLE_RATES:
+                log.info("audio: %s: playing at %d Hz", exc.what, device_rate)
+                return self._start_audio(cue=failed.cue, rate=device_rate)
+            how = (f"--rate {device_rate} plays there" if device_rate in SAMPLE_RATES else
+                   f"drummachine plays at {' or '.join(map(str, SAMPLE_RATES))} Hz: set the device (or JACK) to one")
+            # not "audio": that one waits for an output to come, and this one is there
+            raise DrumMachineError("sample rate", f"{exc.what}; {how}") from None
+        if failed.cue and exc.where == "--outs":
+            # too few channels for the cue bus too: the main outputs alone, the in-ears without
+            failed.close()
+            self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
+            return self._start_audio(cue=False, rate=failed.rate)
+        raise exc
 
     def _outputs(self, starting=None) -> None:
         o = self.opts
         if starting is not None:
             pending = starting
             try:
-                try:
-                    self.audio = starting.wait_ready(close_on_error=False)
-                except DrumMachineError as exc:
-                    if not (starting.cue and exc.where == "--outs"):
-                        raise
-                    # too few channels for the cue bus too: the main outputs alone, the in-ears without
-                    starting.close()
-                    self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
-                    pending = self._start_audio(cue=False)
-                    self.audio = pending.wait_ready(close_on_error=False)
+                while True:
+                    try:
+                        self.audio = pending.wait_ready(close_on_error=False)
+                        break
+                    except DrumMachineError as exc:
+                        pending = self._start_audio_again(pending, exc)
                 self.sinks.append(self.audio)
                 self._connect_cue()
             except DrumMachineError as exc:
