@@ -25,6 +25,16 @@ def sender(name):
     return port
 
 
+def beat_seconds(audio: np.ndarray, rate: int) -> float:
+    """The recorded kit's beat (0.4-0.6 s): the strongest lag of its 1-ms peak envelope's autocorrelation."""
+    x = np.abs(audio if audio.ndim == 1 else audio[:, 0])
+    k = rate // 1000
+    envelope = x[:len(x) // k * k].reshape(-1, k).max(axis=1)
+    envelope = envelope - envelope.mean()
+    ac = np.correlate(envelope, envelope, "full")[envelope.size - 1:]
+    return (400 + int(np.argmax(ac[400:600]))) / 1000
+
+
 def run_engine(engine, seconds):
     stop = threading.Event()
     threads = engine.run_threads(stop)
@@ -375,7 +385,9 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     """`play` with MIDI out started before its JACK server (a Pi whose jackd comes up after the
     service, an interface switched on late): MIDI alone meanwhile on the wall clock, the mixer
     tried again every 2 s, and within seconds of the server the kit plays there, on a clock that
-    went on (a first mixer counting from frame 0 would have stalled the engine for as long)."""
+    went on (a first mixer counting from frame 0 would have stalled the engine for as long). The
+    server plays at 44.1 kHz, not the 48 kHz the sink was made for: the sink takes its rate (before,
+    the mixer was tried at 48 kHz for as long as play ran)."""
     import os
     import shutil
     import sys
@@ -397,9 +409,10 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
             log.read_text() if log.exists() else "no log"
         assert "MIDI alone until the audio output is there" in log.read_text()
         time.sleep(1.0)
-        jackd = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+        jackd = subprocess.Popen(["jackd", "-d", "dummy", "-r", "44100", "-p", "128"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_for(lambda: "the output is there at last" in log.read_text(), 10), log.read_text()
+        assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in log.read_text()
         subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "PortAudio:out_0"], env=env, check=True,
                        capture_output=True, timeout=20)
         _, err = play.communicate(timeout=40)
@@ -411,8 +424,10 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
             jackd.wait(10)
     assert play.returncode == 0, err
     audio, rate = read_wav(wav)
-    assert rate == 48000 and len(audio) >= 2 * rate
+    assert rate == 44100 and len(audio) >= 2 * rate
     assert np.abs(audio).max() > 0.05, "the kit is heard on the server that came late"
+    # 120 bpm: a sink still counting 48 kHz frames would play its beat every 0.544 s
+    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
     text = log.read_text()
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns;", text)  # no "audio restarts"
     assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
@@ -456,6 +471,7 @@ def test_a_jack_server_at_44k_gets_the_kit_at_44k_and_the_tempo_asked(jack_at_44
     assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in text and "MIDI alone" not in err, text + err
     audio, rate = read_wav(wav)
     assert rate == 44100 and np.abs(audio).max() > 0.05, "the kit is heard at the server's rate"
+    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
     clocks = np.array([t for t, m in got if m[0] == 0xF8])
     assert clocks.size > 200
     # 24 clocks a beat at 120 bpm; a clock counting 44.1 kHz frames as 48 kHz ones runs 8.8% slow

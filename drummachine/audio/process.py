@@ -74,6 +74,7 @@ class AudioProcessSink(Sink):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
+        self.kit_path = kit_path
         self.kit = None
         self.cue = cue
         self.click = click  #: the click on the cue bus (needs the engine's clock events: midi_clock=True)
@@ -146,6 +147,27 @@ class AudioProcessSink(Sink):
         self.wait_ready(close_on_error=False)
         self.restarts += played_before  # the first mixer to play, late, is no restart
         return True
+
+    def play_at(self, rate: int) -> None:
+        """Before any mixer has played (an output that came late, at a rate of its own): the sink,
+        its clock and its kit at ``rate``, the clock going on from where it is. Events already in
+        the ring are dropped by the next ``restart_if_gone``."""
+        from drummachine.audio.kit import SharedKit, built_in, decode
+
+        if self.opened:
+            raise DrumMachineError("audio", "the sample rate changes only before the first mixer plays")
+        kit = SharedKit(decode(self.kit_path, rate) if self.kit_path else built_in(rate))
+        h = self.block.header
+        now = self.clock.now()
+        h[SEQ] += 1
+        h[FRAMES] = round(now * rate)
+        h[AT_NS] = time.monotonic_ns()
+        h[SEQ] += 1
+        self.rate = self.clock.rate = rate
+        old, self.kit = self.kit, kit
+        self.setup.update(rate=rate, kit=kit.name, kit_layout=kit.layout)
+        if old is not None:
+            old.close()
 
     def wait_ready(self, timeout: float = 20.0, close_on_error: bool = True) -> "AudioProcessSink":
         if self.ready:

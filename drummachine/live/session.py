@@ -200,6 +200,22 @@ class Session:
             return self._start_audio(cue=False, rate=failed.rate)
         raise exc
 
+    def _play_at_the_outputs_rate(self, exc: DrumMachineError) -> bool:
+        """An output that came late (JACK started after play) plays at a rate of its own: before
+        any mixer has played, and --rate not given, the sink takes it. True when it did."""
+        from drummachine.audio.kit import SAMPLE_RATES
+
+        rate = getattr(exc, "device_rate", None)
+        if not rate or self.opts.rate or self.audio.opened or rate == self.audio.rate or rate not in SAMPLE_RATES:
+            return False
+        try:
+            self.audio.play_at(rate)
+        except Exception as failed:  # the kit at that rate: said, and tried again with the mixer
+            log.warning("audio: %s; the kit at %d Hz: %s", exc.what, rate, failed)
+            return False
+        log.warning("audio: %s: playing at %d Hz", exc.what, rate)
+        return True
+
     def _outputs(self, starting=None) -> None:
         o = self.opts
         if starting is not None:
@@ -412,6 +428,8 @@ class Session:
                     counted, since = self.audio.callbacks, time.monotonic()
                     failed_since, said = None, ""
             except DrumMachineError as exc:
+                if self._play_at_the_outputs_rate(exc):
+                    continue  # tried again at once, at that rate
                 # said once per reason, not on every try; tried less often after the first minute
                 failed_since = failed_since or time.monotonic()
                 if str(exc) != said:
