@@ -126,16 +126,17 @@ def midi_recorder(name: str, port: str = "rx"):
     return jack_probe().RecorderProcess(name, port=port, sink=got), got
 
 
-def own_jack_server(monkeypatch, ports: int, label: str, rate: int = 48000):
+def own_jack_server(monkeypatch, ports: int, label: str, rate: int = 48000, period: int = 128):
     """A JACK server of the test's own with ``ports`` ports a side (the shared one has two), at
-    ``rate``, named for this process; the mixer process and jack_connect find it through JACK_DEFAULT_SERVER.
+    ``rate`` and ``period`` frames, named for this process; the mixer process and jack_connect
+    find it through JACK_DEFAULT_SERVER.
     A generator for a fixture: ``yield from own_jack_server(monkeypatch, 4, "cue")``."""
     import shutil
 
     if not shutil.which("jackd"):
         pytest.skip("jackd is not installed")
     name = f"drummachine-{label}-{os.getpid()}-{ports}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", "128", "-P", str(ports),
+    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period), "-P", str(ports),
                                "-C", str(ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     try:

@@ -434,16 +434,17 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
 
 
 @pytest.fixture
-def jack_at_44k(monkeypatch):
-    yield from own_jack_server(monkeypatch, 2, "rate", rate=44100)
+def jack_at_44k_1024(monkeypatch):
+    yield from own_jack_server(monkeypatch, 2, "rate", rate=44100, period=1024)
 
 
-def test_a_jack_server_at_44k_gets_the_kit_at_44k_and_the_tempo_asked(jack_at_44k, tmp_path):
-    """An interface set to 44.1 kHz: JACK plays at its own rate only, and `play` asked it for
-    48 kHz and went on with MIDI alone ("Invalid sample rate"). The mixer now plays at the output's
-    own rate when --rate is not given: the kit is heard there, and the engine's clock (the mixer's
-    frames) runs at the tempo asked. An explicit --rate the output cannot play is one line naming
-    both rates, and MIDI goes on."""
+def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_at_44k_1024, tmp_path):
+    """A Pi's usual JACK settings, an interface at 44.1 kHz and 1,024 frames a period. At 44.1 kHz
+    `play` asked JACK for 48 kHz and went on with MIDI alone ("Invalid sample rate"); the mixer now
+    plays at the output's own rate when --rate is not given. At 1,024 frames the mixer's ring held
+    512 and ran dry every period: the clock (the frames played) went at half speed, and so did the
+    groove. The kit is heard, its beat and the MIDI clock's at the tempo asked, no block missed.
+    An explicit --rate the output cannot play is one line naming both rates, and MIDI goes on."""
     import sys
 
     from drummachine.audio.wavfile import read_wav
@@ -469,6 +470,7 @@ def test_a_jack_server_at_44k_gets_the_kit_at_44k_and_the_tempo_asked(jack_at_44
     assert play.returncode == 0, err
     text = log.read_text()
     assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in text and "MIDI alone" not in err, text + err
+    assert "not mixed in time" not in text, text
     audio, rate = read_wav(wav)
     assert rate == 44100 and np.abs(audio).max() > 0.05, "the kit is heard at the server's rate"
     assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)

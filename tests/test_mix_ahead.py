@@ -389,6 +389,38 @@ def test_the_ring_writer_keeps_its_depth_plays_onsets_on_their_sample_and_restar
         owner.close()
 
 
+def test_the_ring_writer_keeps_a_hosts_whole_period_waiting():
+    """A host that takes 8 blocks at once (JACK at 1,024 frames, the blocks 128): the writer keeps
+    a period and a block waiting, so the ring never runs dry, and the clock stays between the
+    frames taken and a period more. (With 4 blocks it ran dry every period: the clock, the frames
+    taken, went at half speed.)"""
+    from drummachine.audio.mixer import Mixer
+    from drummachine.audio.ring_out import RingPlayer
+    from drummachine.audio.wire import FRAMES
+
+    owner = SharedBlock()
+    try:
+        mixer = Mixer(owner, Voices(synth_kit(48000)), ahead=2)
+        ring, stream = FakeRing(2), FakeRingStream()
+        period = 8 * BLOCK
+        player = RingPlayer(mixer, stream, ring, period=period)
+        assert player.depth == period + BLOCK
+        player.fill()
+        player.action = stream.play_ringbuffer(ring)
+        for cycle in range(30):
+            got = ring.take(period)  # the whole period in one go, as PortAudio's blocks back to back
+            if len(got) < period:
+                stream.playing = set()
+            stream.time += period / 48000
+            for _ in range(3):  # the writer wakes a few times a period
+                player.run_once()
+                taken = player.written - ring.read_available
+                assert taken <= owner.header[FRAMES] <= taken + period
+        assert owner.header[NOT_READY] == 0 and stream.started == 1
+    finally:
+        owner.close()
+
+
 def test_a_block_the_mixing_thread_missed_is_mixed_in_the_callback_unless_the_thread_is_mid_turn():
     """The fallback: a block not ready is mixed by the callback itself, as before, on its sample
     (counted as not ready); while the mixing thread holds its turn the callback never waits for

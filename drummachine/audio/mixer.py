@@ -241,7 +241,7 @@ class Mixer:
 
 
 def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None, blocksize: int = 128,
-                latency="low", ring: bool = False):
+                latency="low", ring: bool = False, depth_blocks: int = 0):
     """A sounddevice stream (not started) whose callback is the mixer's: duplex when the mixer's
     block keeps a recording (the loopback tests), else output only; with ``ring``, rtmixer's
     stream and its ring instead (``audio.ring_out``)."""
@@ -264,9 +264,9 @@ def open_stream(mixer: Mixer, rate: int, device=None, hostapi: str | None = None
             exc.device_rate = own_rate
             raise exc from None
     if ring:
-        from drummachine.audio.ring_out import open_ring_stream
+        from drummachine.audio.ring_out import DEPTH_BLOCKS, open_ring_stream
 
-        return open_ring_stream(device, rate, blocksize, channels, latency)
+        return open_ring_stream(device, rate, blocksize, channels, latency, depth_blocks or DEPTH_BLOCKS)
     common = dict(samplerate=rate, blocksize=blocksize, channels=channels, dtype="float32", latency=latency)
     if mixer.block.recording is not None:
         return sd.Stream(device=(device, device), callback=mixer.duplex, **common)
@@ -404,8 +404,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
                       blocksize=blocksize)
         if how == "ring":
+            depth_blocks = int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS)
             stream, ring = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"],
-                                       ring=True)
+                                       ring=True, depth_blocks=depth_blocks)
         else:
             stream = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"])
         gc.collect()
@@ -418,7 +419,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
                 notes.append(note)
         if how == "ring":
             stream.start()
-            player = ring_out.RingPlayer(mixer, stream, ring, int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS))
+            player = ring_out.RingPlayer(mixer, stream, ring, depth_blocks, ring_out.host_period(stream, rate))
             player.begin()
         else:
             mixing = mixer.start_mixing()

@@ -15,9 +15,9 @@ engine hands its steps out 30 ms or more ahead). rtmixer ends a playback whose r
 writer counts it (``NOT_READY``: the ring ran dry) and starts another.
 
 The clock: the frames the C callback has taken (written less what waits in the ring) jump a
-block per period; PortAudio's stream time (JACK's frame time) runs smoothly. The clock published
-is the stream time less its smallest lead over the frames taken in the last polls, kept between
-the frames taken and one block more.
+period's frames per period; PortAudio's stream time (JACK's frame time) runs smoothly. The clock
+published is the stream time less its smallest lead over the frames taken in the last polls, kept
+between the frames taken and one period more.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from drummachine.audio.wire import AT_NS, CALLBACKS, FAULTS, FRAMES, NOT_READY, SEQ, UNDERRUNS
 
-RING_FRAMES = 1024  #: the ring's size (a power of two, as PortAudio's ring buffer needs)
+RING_FRAMES = 1024  #: the ring's smallest size (a power of two, as PortAudio's ring buffer needs)
 #: blocks kept waiting in the ring: the writer may be this many periods late, less one. 4 rather
 #: than 3: the ring ran dry 8 against 19 times in 90 s at the same host noise (benchmarks/mixer_rt_ring_depth.json)
 DEPTH_BLOCKS = 4
@@ -44,25 +44,44 @@ def available() -> bool:
     return True
 
 
-def open_ring_stream(device, rate: int, blocksize: int, channels: int, latency):
-    """An rtmixer output stream (not started) on the device, its ring and the ring's frame size."""
+def depth_frames(block: int, period: int, depth_blocks: int = DEPTH_BLOCKS) -> int:
+    """Frames the writer keeps waiting in the ring: ``depth_blocks`` blocks, and at least the
+    host's period (``period`` frames) and a block more. A JACK server at 1,024 frames takes a
+    period's frames in one go (PortAudio calls the callback for each block of it back to back):
+    a ring holding fewer ran dry every period, and the clock, the frames taken, went at half speed."""
+    return max(depth_blocks * block, -(-(period + block) // block) * block)
+
+
+def host_period(stream, rate: int) -> int:
+    """The most frames the stream's host takes at once: PortAudio's output latency (over JACK, the
+    server's period: 128, 256, 1,024 frames at -p 128, 256, 1024)."""
+    latency = stream.latency
+    return int(round(float(latency[1] if isinstance(latency, tuple) else latency) * rate))
+
+
+def open_ring_stream(device, rate: int, blocksize: int, channels: int, latency, depth_blocks: int = DEPTH_BLOCKS):
+    """An rtmixer output stream (not started) on the device and its ring, big enough for the
+    writer's depth at the host's period."""
     import rtmixer
 
     stream = rtmixer.Mixer(device=device, samplerate=rate, blocksize=blocksize, channels=channels,
                            latency=latency)
-    ring = rtmixer.RingBuffer(4 * channels, RING_FRAMES)
+    depth = depth_frames(blocksize, host_period(stream, rate), depth_blocks)
+    ring = rtmixer.RingBuffer(4 * channels, max(RING_FRAMES, 1 << (depth + 2 * blocksize - 1).bit_length()))
     return stream, ring
 
 
 class RingPlayer:
     """Keeps rtmixer's ring ``depth`` blocks full from the mixer's voices; publishes the clock."""
 
-    def __init__(self, mixer, stream, ring, depth: int = DEPTH_BLOCKS):
+    def __init__(self, mixer, stream, ring, depth: int = DEPTH_BLOCKS, period: int = 0):
         self.mixer = mixer
         self.stream = stream
         self.ring = ring
         self.block = mixer.ahead.block
-        self.depth = min(depth, RING_FRAMES // self.block - 1) * self.block
+        #: the most frames the callback takes in one go (the host's period, at least a block)
+        self.period = max(self.block, period)
+        self.depth = depth_frames(self.block, self.period, depth)
         self.out = np.zeros((self.block, mixer.voices.channels), np.float32)
         h = mixer.h
         self.start = 0
@@ -101,7 +120,7 @@ class RingPlayer:
         self.leads[self.polls % LEAD_POLLS] = now_frames - taken
         self.polls += 1
         frames = int(now_frames - self.leads.min())
-        frames = min(max(frames, taken), taken + self.block)
+        frames = min(max(frames, taken), taken + self.period)
         h[SEQ] += 1
         h[FRAMES] = frames
         h[AT_NS] = time.monotonic_ns()

@@ -1,0 +1,65 @@
+"""How far ahead of the clock a hit must reach the mixer to play on its sample, on the JACK server
+running (JACK_DEFAULT_SERVER): the real audio process (the ring writer, ``audio.ring_out``), a hit
+every 50 ms handed to it ``--ahead-ms`` before its time on the process's own clock, for
+``--seconds``; the hits that came for frames already in the ring are counted late (they play at
+the first frame not yet written). The engine hands its hits out 30 ms or more ahead
+(``Engine.margin``).
+
+    jackd -n p1024 -d dummy -r 48000 -p 1024 &
+    JACK_DEFAULT_SERVER=p1024 python benchmarks/hits_ahead.py --ahead-ms 30,26,20 --json OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def one_turn(ahead_s: float, seconds: float, blocksize: int) -> dict:
+    from drummachine.audio.process import AudioProcessSink
+
+    sink = AudioProcessSink(None, 48000, hostapi="JACK", blocksize=blocksize).wait_ready()
+    try:
+        time.sleep(0.5)
+        pushed = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sink.events.push(round((sink.clock.now() + ahead_s) * sink.rate), 0, 0.8)
+            pushed += 1
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return {"ahead_ms": round(ahead_s * 1000, 1), "hits": pushed, "late": sink.late_events,
+                "blocks_not_ready": sink.not_ready, "output_latency_ms": round(sink.latency * 1000, 2)}
+    finally:
+        sink.close()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ahead-ms", default="30,26,20,12,8")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--blocksize", type=int, default=128)
+    p.add_argument("--json", metavar="OUT")
+    args = p.parse_args(argv)
+    rows = []
+    for ms in (float(x) for x in args.ahead_ms.split(",")):
+        rows.append(one_turn(ms / 1000, args.seconds, args.blocksize))
+        print(json.dumps(rows[-1]), flush=True)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "server": os.environ.get("JACK_DEFAULT_SERVER", "default"),
+           "blocksize": args.blocksize, "turns": rows}
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
