@@ -429,7 +429,7 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     # 120 bpm: a sink still counting 48 kHz frames would play its beat every 0.544 s
     assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
     text = log.read_text()
-    m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns;", text)  # no "audio restarts"
+    m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns( \(\d+ hits came after[^)]*\))?;", text)  # no "audio restarts"
     assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
 
 

@@ -137,6 +137,8 @@ def _run_engine(opts, args, print_bars: bool = False, ready=None) -> int:
     restarts = f" ({s.audio_restarts} audio restarts)" if s.audio_restarts else ""
     not_ready = session.audio.not_ready if session.audio is not None else 0
     restarts += f" ({not_ready} blocks the mixer had not mixed in time)" if not_ready else ""
+    late = session.audio.late_events if session.audio is not None else 0
+    restarts += f" ({late} hits came after their frames were mixed: played up to a period late)" if late else ""
     restarts += f" ({s.faults_total} faults caught and played through: {s.faults})" if s.faults_total else ""
     summary = (f"played {s.steps} steps, {s.misses} generator misses, {s.underruns} underruns{restarts}; "
                f"ready in {took:.2f} s" + (f", first beat after {first_beat:.2f} s" if first_beat else "")
