@@ -442,8 +442,11 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         if note:
             notes.append(note)
     lat = stream.latency
+    # how far ahead of the clock a hit must come to be mixed on its sample: what the ring keeps
+    # waiting, else about a block and the host's period
+    ahead = player.depth if player is not None else max(blocksize, ring_out.host_period(stream, rate)) + blocksize
     answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat), "notes": notes,
-            "mixing": how})
+            "mixing": how, "ahead_s": ahead / rate})
     try:
         while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
             pass

@@ -76,6 +76,7 @@ class AudioProcessSink(Sink):
         self.rate = rate
         self.kit_path = kit_path
         self.kit = None
+        self.ahead_s = 0.0
         self.cue = cue
         self.click = click  #: the click on the cue bus (needs the engine's clock events: midi_clock=True)
         self._beat_step = -1
@@ -190,6 +191,7 @@ class AudioProcessSink(Sink):
             exc.device_rate = reply.get("device_rate")  # the output plays at this rate only
             raise exc
         self.latency = float(reply.get("latency", 0.0))
+        self.ahead_s = float(reply.get("ahead_s", 0.0))  #: how far ahead of the clock a hit must come
         self.notes = list(reply.get("notes", ()))
         self.mixing = reply.get("mixing", self.setup["mixing"])  #: how the mixer feeds the stream, as it started
         for note in self.notes:

@@ -75,11 +75,23 @@ class Stats:
     faults: dict = field(default_factory=dict)  #: loop -> exceptions caught
 
 
+#: how long before its earliest hit a step is handed out (beyond half a step of offsets): enough
+#: for the mixer's ring at 128 frames with 19 ms to spare for a late commit
+HAND_OUT_MARGIN_S = 0.03
+RING_AT_128_FRAMES_S = 4 * 128 / 48000  #: what the mixer's ring keeps at 128 frames (audio.ring_out)
+
+
+def hand_out_margin(audio_ahead_s: float) -> float:
+    """The margin for an audio output that needs hits ``audio_ahead_s`` ahead of its clock: the same
+    room to spare as at 128 frames (a JACK server at 1,024 frames needs 24 ms: 43 ms)."""
+    return max(HAND_OUT_MARGIN_S, audio_ahead_s + HAND_OUT_MARGIN_S - RING_AT_128_FRAMES_S)
+
+
 class Engine(GeneratorLoop, CommandHandlers):
     """Song conductor + generator + transport + outputs."""
 
     def __init__(self, generator, song: Song, clock: Clock, sinks: list[Sink], *, lookahead: int = 8,
-                 margin: float = 0.03, start_delay: float = 0.25, steering: Steering = Steering(),
+                 margin: float = HAND_OUT_MARGIN_S, start_delay: float = 0.25, steering: Steering = Steering(),
                  midi_clock: bool = False, max_commands: int = 256, performer=None, cue_bus: bool = False,
                  click: bool = True):
         """``midi_clock``: clock pulses to every output (MIDI clock out). ``cue_bus``: the outputs with

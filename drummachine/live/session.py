@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from drummachine.core import commands
 from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, PresetControl
-from drummachine.core.engine import Engine
+from drummachine.core.engine import Engine, hand_out_margin
 from drummachine.core.snapshot import Snapshot
 from drummachine.core.errors import DrumMachineError
 from drummachine.live.offline import choose_song, shipped_performer, starting_commands
@@ -124,7 +124,8 @@ class Session:
         if self.midi is not None:
             self.midi.clock = clock
         performer = shipped_performer(opts.seed, self.warnings) if opts.performer else None
-        self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
+        margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0))
+        self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead, margin=margin,
                              midi_clock=opts.clock_out and opts.clock != "midi", performer=performer,
                              cue_bus=any(getattr(s, "cue", False) for s in self.sinks), click=opts.click)
         for name, value in starting_commands(self.styles, self.song, opts.bpm):
@@ -425,6 +426,7 @@ class Session:
                     else:
                         log.warning("audio: the output is there at last; the kit plays from now")
                     self._connect_cue()  # a new mixer: PortAudio connected its ports anew
+                    self.engine.margin = hand_out_margin(self.audio.ahead_s)  # its ring, at the server's period
                     counted, since = self.audio.callbacks, time.monotonic()
                     failed_since, said = None, ""
             except DrumMachineError as exc:
