@@ -8,9 +8,9 @@ beat the engine decided and every MIDI clock it sent. Per run:
 
 - the capture: each second of the captured audio found in what the player sent (cross
   correlation), and the capture's frame stamp (what ``Timing`` maps to time) against the frame
-  the player sent it in (about -2.5 ms is the two sides' conventions, not an error: the player
-  stamps a block by its end, the capture's reads by the period they came in; both map that to
-  the period's start in time);
+  the player sent it in (-1 period is the two sides' conventions: the player stamps a block by its
+  end, the capture's reads by the period they came in; the listening process adds the period
+  back for a port with no capture latency, as the player's is);
 - the readings: the listener's next beat against the band's beat (on the monotonic clock, the
   player's frames carried there by its callbacks' times);
 - the MIDI chain: each beat as the engine decided it (its clock carried to JACK's microseconds at
@@ -142,9 +142,12 @@ def analyse(clip, folder: Path, scenario: str = "steady") -> dict:
     sent_rows = saved["player_times"]  # the player's (monotonic, samples done, frame at block end)
     pad = int(saved["pad"])
     sent_audio = np.concatenate([np.zeros(pad, np.float32), np.asarray(clip.audio, np.float32)])
-    # frames -> monotonic: a line through the player's callback times, moved down to its lowest point
-    slope = float(np.polyfit(sent_rows[:, 2], sent_rows[:, 0], 1)[0])
-    origin = float(np.min(sent_rows[:, 0] - sent_rows[:, 2] * slope))
+    # frames -> monotonic: a line through the player's callback times against its blocks' first
+    # frames (a callback runs as its period starts), moved down to its lowest point
+    period = float(np.median(np.diff(sent_rows[:, 2])))
+    starts = sent_rows[:, 2] - period
+    slope = float(np.polyfit(starts, sent_rows[:, 0], 1)[0])
+    origin = float(np.min(sent_rows[:, 0] - starts * slope))
     band_mono = origin + slope * raw["band_frames"]
     played_mono = origin + slope * raw["played_frames"]
     ours_mono = origin + slope * raw["drummer_frames"]

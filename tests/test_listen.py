@@ -241,9 +241,20 @@ def test_a_missing_port_is_one_clear_line(jack_server):
     assert "no-such-band" in str(err.value) and "ports:" in str(err.value)
 
 
+@pytest.fixture
+def jack_at_1024(monkeypatch):
+    from .conftest import own_jack_server
+
+    yield from own_jack_server(monkeypatch, 2, "listen", period=1024)
+
+
 @pytest.mark.jack
 @pytest.mark.slow
-def test_the_listening_process_hears_the_band_and_notices_when_it_goes(jack_server, performance):
+def test_the_listening_process_hears_the_band_and_notices_when_it_goes(jack_at_1024, performance):
+    """On JACK at 1,024 frames a period (a Pi's usual), the band's beat where the band plays it:
+    a read is stamped with the period it came in, and a client's port (no capture latency) wrote
+    its samples for that very period, a period later than the stamp: the readings were 21 ms
+    early here (the tracker's own bias on this drummer is about -5 ms)."""
     from drummachine.core.transport import MonotonicClock
     from drummachine.listen.listener import Listener
 
@@ -277,8 +288,9 @@ def test_the_listening_process_hears_the_band_and_notices_when_it_goes(jack_serv
             player.close()
     late = [r for r in readings if r.time > truth[12] and r.time < truth[-2] and r.confidence > 0.5]
     assert len(late) > 20
-    near = [np.min(np.abs(truth - r.next_beat)) for r in late]
-    assert np.mean(np.array(near) < 0.07) > 0.8
+    near = np.array([(r.next_beat - truth)[np.argmin(np.abs(truth - r.next_beat))] for r in late])
+    assert np.mean(np.abs(near) < 0.07) > 0.8
+    assert abs(np.median(near)) < 0.012, np.median(near)
     assert np.median([r.bpm for r in late]) == pytest.approx(clip.bpm, rel=0.02)
 
 
