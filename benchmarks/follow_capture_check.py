@@ -9,8 +9,8 @@ beat the engine decided and every MIDI clock it sent. Per run:
 - the capture: each second of the captured audio found in what the player sent (cross
   correlation), and the capture's frame stamp (what ``Timing`` maps to time) against the frame
   the player sent it in (-1 period is the two sides' conventions: the player stamps a block by its
-  end, the capture's reads by the period they came in; the listening process adds the period
-  back for a port with no capture latency, as the player's is);
+  end, the capture's reads by the period they came in; what the listener times a block by is its
+  period's start, and it adds the period back for a port with no capture latency, as the player's is);
 - the readings: the listener's next beat against the band's beat (on the monotonic clock, the
   player's frames carried there by its callbacks' times);
 - the MIDI chain: each beat as the engine decided it (its clock carried to JACK's microseconds at

@@ -300,12 +300,12 @@ def run(setup: dict, stdin, answer) -> int:
                     answer({"error": f"cannot listen to {setup['port']} ({exc})"})
                     return 2
                 rate, blocksize = client.samplerate, client.blocksize
-            # a read is stamped with the period it came in, its last sample at the period's start:
-            # right for a sound card's capture port, whose capture latency (a period and more)
-            # says the samples were captured in the period before. A client's port in the graph
-            # (a player, a software mixer: no capture latency) wrote them for this period: their
-            # last sample is a period later than the stamp (at 1,024 frames the machine played
-            # 21 ms early on a player's band)
+            # a block's last sample is timed at its read's (or callback's) time, the start of the
+            # period it came in: right for a sound card's capture port, whose capture latency (a
+            # period and more) says the samples were captured in the period before; a client's
+            # port in the graph (a player, a software mixer: no capture latency) wrote them for
+            # that very period, its last sample a period later (at 1,024 frames the machine played
+            # 21 ms early on a player's band while this was held at 0 or more)
             latency = (capture_latency(setup["port"]) - blocksize) / rate
         else:
             import sounddevice as sd
