@@ -16,6 +16,7 @@ from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, Clock
 from drummachine.core.engine import Engine, hand_out_margin
 from drummachine.core.snapshot import Snapshot
 from drummachine.core.errors import DrumMachineError
+from drummachine.live.audio_output import AUDIO_RETRY_S, AudioOutput
 from drummachine.live.offline import choose_song, shipped_performer, starting_commands
 from drummachine.live.presets import controller_stack, find, learn_binding
 from drummachine.core.song import Song, load_song
@@ -24,16 +25,10 @@ from drummachine.core.transport import MonotonicClock
 log = logging.getLogger("drummachine")
 
 
-#: seconds without a callback from a live mixer after which its stream is taken for dead (a
-#: period is 2.7 ms; a loaded host stalls JACK for a few hundred ms at worst)
-STREAM_STALLED_S = 2.0
 #: SCHED_FIFO priority of the engine's commit loop: under JACK's (10) and its clients', above
 #: everything not real-time. Under 4 CPU hogs on the 2 cores it handed steps out at most 0.41 ms
 #: past their deadline, against 3.3-4.0 ms as a normal thread (benchmarks/commit_priority.json)
 COMMIT_PRIORITY = 3
-#: seconds between tries to start a mixer that cannot start (no device, no sound server): the
-#: first, then the longest after a minute of tries (each try starts a Python process)
-AUDIO_RETRY_S = (2.0, 10.0)
 
 
 @dataclass
@@ -105,7 +100,8 @@ class Session:
         self.schedule: list = []  # (scheduled time, message) of what the MIDI out sent, until poll writes it
         self.schedule_file = open(opts.midi_schedule, "a") if opts.midi_schedule else None
         t0 = time.perf_counter()
-        starting = None if sinks else self._start_audio()  # the mixer sets itself up while the model loads
+        self.audio_output = AudioOutput(opts, self.warnings)
+        starting = None if sinks else self.audio_output.start()  # the mixer sets itself up while the model loads
         try:
             self.generator = self._generator()
             from drummachine.live.presets import load_styles
@@ -150,90 +146,18 @@ class Session:
             return load_song(find("songs", name), self.generator.cond.styles)
         return choose_song(self.generator, self.styles, None, self.opts.style, self.opts.bpm, self.opts.intensity)
 
-    def _start_audio(self, cue: bool | None = None, rate: int | None = None):
-        """The audio process, starting (None without audio): see audio_process. ``cue``: with the
-        cue bus (default: when --cue-out asks for it); ``rate``: default --rate, else DEFAULT_SAMPLE_RATE."""
-        from drummachine.audio.kit import DEFAULT_SAMPLE_RATE
-
-        o = self.opts
-        rate = rate or o.rate or DEFAULT_SAMPLE_RATE
-        if o.cue_out:
-            from drummachine.audio.cue_out import cue_ports
-
-            cue_ports(o.cue_out)  # a malformed --cue-out is one line before anything starts
-        if not o.audio:
-            return None
-        from drummachine.audio.process import AudioProcessSink
-
-        cue = bool(o.cue_out) if cue is None else cue
-        try:
-            return AudioProcessSink(o.kit, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
-                                    cue=cue)
-        except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
-            if not getattr(exc, "kit", False):
-                raise
-            self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
-            return AudioProcessSink(None, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
-                                    cue=cue)
-
-    def _start_audio_again(self, failed, exc: DrumMachineError):
-        """The audio process once more, where what its output said tells how: at the output's own
-        sample rate when --rate was not given (a JACK server plays at its own only: an interface
-        set to 44.1 kHz), without the cue bus when there are too few channels for it too. Raises
-        where neither helps."""
-        from drummachine.audio.kit import SAMPLE_RATES
-
-        o = self.opts
-        device_rate = getattr(exc, "device_rate", None)
-        if device_rate and device_rate != failed.rate:
-            failed.close()
-            if o.rate is None and device_rate in SAMPLE_RATES:
-                log.info("audio: %s: playing at %d Hz", exc.what, device_rate)
-                return self._start_audio(cue=failed.cue, rate=device_rate)
-            how = (f"--rate {device_rate} plays there" if device_rate in SAMPLE_RATES else
-                   f"drummachine plays at {' or '.join(map(str, SAMPLE_RATES))} Hz: set the device (or JACK) to one")
-            # not "audio": that one waits for an output to come, and this one is there
-            raise DrumMachineError("sample rate", f"{exc.what}; {how}") from None
-        if failed.cue and exc.where == "--outs":
-            # too few channels for the cue bus too: the main outputs alone, the in-ears without
-            failed.close()
-            self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
-            return self._start_audio(cue=False, rate=failed.rate)
-        raise exc
-
-    def _play_at_the_outputs_rate(self, exc: DrumMachineError) -> bool:
-        """An output that came late (JACK started after play) plays at a rate of its own: before
-        any mixer has played, and --rate not given, the sink takes it. True when it did."""
-        from drummachine.audio.kit import SAMPLE_RATES
-
-        rate = getattr(exc, "device_rate", None)
-        if not rate or self.opts.rate or self.audio.opened or rate == self.audio.rate or rate not in SAMPLE_RATES:
-            return False
-        try:
-            self.audio.play_at(rate)
-        except Exception as failed:  # the kit at that rate: said, and tried again with the mixer
-            log.warning("audio: %s; the kit at %d Hz: %s", exc.what, rate, failed)
-            return False
-        log.warning("audio: %s: playing at %d Hz", exc.what, rate)
-        return True
-
     def _outputs(self, starting=None) -> None:
         o = self.opts
         if starting is not None:
-            pending = starting
-            try:
-                while True:
-                    try:
-                        self.audio = pending.wait_ready(close_on_error=False)
-                        break
-                    except DrumMachineError as exc:
-                        pending = self._start_audio_again(pending, exc)
+            pending, exc = self.audio_output.ready(starting)
+            if exc is None:
+                self.audio = pending
                 self.sinks.append(self.audio)
-                self._connect_cue()
-            except DrumMachineError as exc:
+                self.audio_output.connect_cue(self.audio)
+            else:
                 if getattr(exc, "kit", False):
                     pending.close()
-                    raise
+                    raise exc
                 if exc.where == "audio" and (o.midi_out or o.midi_virtual):
                     # no output device or sound server yet (an interface plugged in late, JACK
                     # started after drummachine): MIDI plays meanwhile on the sink's clock, which
@@ -268,23 +192,6 @@ class Session:
                 log.warning("%s", exc)
         if not self.sinks:
             raise DrumMachineError("play", "no audio device and no MIDI output: nothing to play through")
-
-    def _connect_cue(self) -> None:
-        """--cue-out's JACK ports: the cue bus connected there (again after a mixer restart); a port
-        that is not there is a warning, and the cue bus stays where PortAudio put it."""
-        o = self.opts
-        if self.audio is None or not self.audio.cue:
-            return
-        from drummachine.audio.cue_out import connect_cue
-
-        try:
-            pairs = connect_cue(o.cue_out, len(self.audio.channels))
-            if pairs:
-                log.info("cue bus: %s", ", ".join(f"{a} -> {b}" for a, b in pairs))
-        except DrumMachineError as exc:
-            self.warnings.append(f"{exc}; the cue bus plays on the device's channels after the main ones")
-            if self.threads:  # after a mixer restart: the caller logged the warnings at the start only
-                log.warning("%s", self.warnings[-1])
 
     def _inputs(self) -> None:
         o = self.opts
@@ -398,49 +305,10 @@ class Session:
     def start_threads(self) -> None:
         self.threads = self.engine.run_threads(self.stop_event, commit_priority=COMMIT_PRIORITY)
         if self.audio is not None:
-            watchdog = threading.Thread(target=self._watch_audio, name="audio-watchdog", daemon=True)
+            watchdog = threading.Thread(target=self.audio_output.watch, args=(self.audio, self.stop_event, self.engine),
+                                        name="audio-watchdog", daemon=True)
             watchdog.start()
             self.threads.append(watchdog)
-
-    def _watch_audio(self) -> None:
-        """The audio process died (killed, crashed), or lives on with a stream the sound server no
-        longer runs (JACK stopped or restarted: PortAudio says nothing, its callbacks just stop):
-        start another mixer; the groove goes on meanwhile on MIDI and the wall clock, and the sound
-        comes back within about a second of the server."""
-        counted, since = self.audio.callbacks, time.monotonic()
-        failed_since, said = None, ""
-        while not self.stop_event.wait(0.25):
-            try:
-                now, callbacks = time.monotonic(), self.audio.callbacks
-                if callbacks != counted:
-                    counted, since = callbacks, now
-                elif self.audio.alive and now - since > STREAM_STALLED_S:
-                    log.warning("audio: no block asked for in %.1f s (the sound server stopped or restarted?); "
-                                "starting the mixer again", now - since)
-                    self.audio.proc.kill()
-                    self.audio.proc.wait()
-                played_before = self.audio.opened
-                if self.audio.restart_if_gone():
-                    if played_before:
-                        log.warning("audio process stopped; restarted (%d so far)", self.audio.restarts)
-                    else:
-                        log.warning("audio: the output is there at last; the kit plays from now")
-                    self._connect_cue()  # a new mixer: PortAudio connected its ports anew
-                    self.engine.margin = hand_out_margin(self.audio.ahead_s)  # its ring, at the server's period
-                    counted, since = self.audio.callbacks, time.monotonic()
-                    failed_since, said = None, ""
-            except DrumMachineError as exc:
-                if self._play_at_the_outputs_rate(exc):
-                    continue  # tried again at once, at that rate
-                # said once per reason, not on every try; tried less often after the first minute
-                failed_since = failed_since or time.monotonic()
-                if str(exc) != said:
-                    said = str(exc)
-                    log.warning("audio process %s: %s; trying again", "stopped and cannot restart"
-                                if self.audio.opened else "cannot start", exc)
-                first, longest = AUDIO_RETRY_S
-                self.stop_event.wait(first if time.monotonic() - failed_since < 60.0 else longest)
-                counted, since = self.audio.callbacks, time.monotonic()
 
     def poll(self) -> None:
         """Housekeeping from the main thread: a song waiting for the current one to end; foot-switch

@@ -1,0 +1,170 @@
+"""The kit's audio output of a live session: the audio process started the way the output can
+play it (its own sample rate, with or without the cue bus), and kept playing by a watchdog (a
+mixer that died or whose sound server went is started again; an output that comes late is
+taken when it comes, at its rate)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from drummachine.core.errors import DrumMachineError
+
+log = logging.getLogger("drummachine")
+
+#: seconds without a callback from a live mixer after which its stream is taken for dead (a
+#: period is 2.7 ms; a loaded host stalls JACK for a few hundred ms at worst)
+STREAM_STALLED_S = 2.0
+#: seconds between tries to start a mixer that cannot start (no device, no sound server): the
+#: first, then the longest after a minute of tries (each try starts a Python process)
+AUDIO_RETRY_S = (2.0, 10.0)
+
+
+class AudioOutput:
+    """Starts the session's audio process from its options; ``warnings`` is the session's list
+    (what the musician is told at the start)."""
+
+    def __init__(self, opts, warnings: list[str]):
+        self.opts = opts
+        self.warnings = warnings
+
+    def start(self, cue: bool | None = None, rate: int | None = None):
+        """The audio process, starting (None without audio): see audio_process. ``cue``: with the
+        cue bus (default: when --cue-out asks for it); ``rate``: default --rate, else DEFAULT_SAMPLE_RATE."""
+        from drummachine.audio.kit import DEFAULT_SAMPLE_RATE
+
+        o = self.opts
+        rate = rate or o.rate or DEFAULT_SAMPLE_RATE
+        if o.cue_out:
+            from drummachine.audio.cue_out import cue_ports
+
+            cue_ports(o.cue_out)  # a malformed --cue-out is one line before anything starts
+        if not o.audio:
+            return None
+        from drummachine.audio.process import AudioProcessSink
+
+        cue = bool(o.cue_out) if cue is None else cue
+        try:
+            return AudioProcessSink(o.kit, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+                                    cue=cue)
+        except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
+            if not getattr(exc, "kit", False):
+                raise
+            self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
+            return AudioProcessSink(None, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
+                                    cue=cue)
+
+    def ready(self, starting):
+        """``(sink, None)`` once the audio process plays, started again where its output said how
+        (``_start_again``); ``(the sink last started, the error)`` where that did not help."""
+        pending = starting
+        while True:
+            try:
+                return pending.wait_ready(close_on_error=False), None
+            except DrumMachineError as exc:
+                try:
+                    pending = self._start_again(pending, exc)
+                except DrumMachineError as final:
+                    return pending, final
+
+    def _start_again(self, failed, exc: DrumMachineError):
+        """The audio process once more, where what its output said tells how: at the output's own
+        sample rate when --rate was not given (a JACK server plays at its own only: an interface
+        set to 44.1 kHz), without the cue bus when there are too few channels for it too. Raises
+        where neither helps."""
+        from drummachine.audio.kit import SAMPLE_RATES
+
+        o = self.opts
+        device_rate = getattr(exc, "device_rate", None)
+        if device_rate and device_rate != failed.rate:
+            failed.close()
+            if o.rate is None and device_rate in SAMPLE_RATES:
+                log.info("audio: %s: playing at %d Hz", exc.what, device_rate)
+                return self.start(cue=failed.cue, rate=device_rate)
+            how = (f"--rate {device_rate} plays there" if device_rate in SAMPLE_RATES else
+                   f"drummachine plays at {' or '.join(map(str, SAMPLE_RATES))} Hz: set the device (or JACK) to one")
+            # not "audio": that one waits for an output to come, and this one is there
+            raise DrumMachineError("sample rate", f"{exc.what}; {how}") from None
+        if failed.cue and exc.where == "--outs":
+            # too few channels for the cue bus too: the main outputs alone, the in-ears without
+            failed.close()
+            self.warnings.append(f"--cue-out: {exc.what}; playing without the cue bus")
+            return self.start(cue=False, rate=failed.rate)
+        raise exc
+
+    def connect_cue(self, sink, say: bool = False) -> None:
+        """--cue-out's JACK ports: the cue bus connected there (again after a mixer restart); a port
+        that is not there is a warning, and the cue bus stays where PortAudio put it. ``say``: log
+        it too (after the start, when the warnings were logged already)."""
+        if sink is None or not sink.cue:
+            return
+        from drummachine.audio.cue_out import connect_cue
+
+        try:
+            pairs = connect_cue(self.opts.cue_out, len(sink.channels))
+            if pairs:
+                log.info("cue bus: %s", ", ".join(f"{a} -> {b}" for a, b in pairs))
+        except DrumMachineError as exc:
+            self.warnings.append(f"{exc}; the cue bus plays on the device's channels after the main ones")
+            if say:
+                log.warning("%s", self.warnings[-1])
+
+    def _take_the_outputs_rate(self, sink, exc: DrumMachineError) -> bool:
+        """An output that came late (JACK started after play) plays at a rate of its own: before
+        any mixer has played, and --rate not given, the sink takes it. True when it did."""
+        from drummachine.audio.kit import SAMPLE_RATES
+
+        rate = getattr(exc, "device_rate", None)
+        if not rate or self.opts.rate or sink.opened or rate == sink.rate or rate not in SAMPLE_RATES:
+            return False
+        try:
+            sink.play_at(rate)
+        except Exception as failed:  # the kit at that rate: said, and tried again with the mixer
+            log.warning("audio: %s; the kit at %d Hz: %s", exc.what, rate, failed)
+            return False
+        log.warning("audio: %s: playing at %d Hz", exc.what, rate)
+        return True
+
+    def watch(self, sink, stop: threading.Event, engine) -> None:
+        """The audio process died (killed, crashed), or lives on with a stream the sound server no
+        longer runs (JACK stopped or restarted: PortAudio says nothing, its callbacks just stop):
+        start another mixer; the groove goes on meanwhile on MIDI and the wall clock, and the sound
+        comes back within about a second of the server. A new mixer sets the engine's hand-out
+        margin (its ring at the server's period)."""
+        from drummachine.core.engine import hand_out_margin
+
+        counted, since = sink.callbacks, time.monotonic()
+        failed_since, said = None, ""
+        while not stop.wait(0.25):
+            try:
+                now, callbacks = time.monotonic(), sink.callbacks
+                if callbacks != counted:
+                    counted, since = callbacks, now
+                elif sink.alive and now - since > STREAM_STALLED_S:
+                    log.warning("audio: no block asked for in %.1f s (the sound server stopped or restarted?); "
+                                "starting the mixer again", now - since)
+                    sink.proc.kill()
+                    sink.proc.wait()
+                played_before = sink.opened
+                if sink.restart_if_gone():
+                    if played_before:
+                        log.warning("audio process stopped; restarted (%d so far)", sink.restarts)
+                    else:
+                        log.warning("audio: the output is there at last; the kit plays from now")
+                    self.connect_cue(sink, say=True)  # a new mixer: PortAudio connected its ports anew
+                    engine.margin = hand_out_margin(sink.ahead_s)
+                    counted, since = sink.callbacks, time.monotonic()
+                    failed_since, said = None, ""
+            except DrumMachineError as exc:
+                if self._take_the_outputs_rate(sink, exc):
+                    continue  # tried again at once, at that rate
+                # said once per reason, not on every try; tried less often after the first minute
+                failed_since = failed_since or time.monotonic()
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning("audio process %s: %s; trying again", "stopped and cannot restart"
+                                if sink.opened else "cannot start", exc)
+                first, longest = AUDIO_RETRY_S
+                stop.wait(first if time.monotonic() - failed_since < 60.0 else longest)
+                counted, since = sink.callbacks, time.monotonic()
