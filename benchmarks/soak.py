@@ -981,6 +981,10 @@ class Soak:
                      "no_hits_examples": no_hits[:5],
                      "excluded_midi_out_gone": sum(b["excluded"] for b in bars),
                      "excluded_recorder_stalled": sum(b["recorder_stalled"] for b in bars),
+                     "of_which_reference_unheard": sum(b["reference_unheard"] for b in bars),
+                     # bars whose engine notes arrived while the reference's did not: the
+                     # reference player was late, not the recorder deaf
+                     "reference_unheard_engine_heard": sum(b["reference_unheard"] and b["notes"] > 0 for b in bars),
                      "recorder_started_again": len(self.recorder.revived_at),
                      "recorder_said": self.recorder.said(self.t0)},
             "generator_misses": last.misses if last else None, "steps": last.steps if last else None,
@@ -1018,6 +1022,10 @@ class Soak:
         not paused, nothing muted, MIDI out connected, not in a window where the soak took the
         port away), and how many note-ons arrived while it was the bar handed out."""
         notes = sorted(t for t, m in self.recorder.got if m[0] & 0xF0 == 0x90 and len(m) > 2 and m[2] > 0)
+        # the control: the reference player's notes (one every REFERENCE_EVERY_S) reach the same
+        # recorder by the same kind of path; a bar in which they did not arrive either is a bar the
+        # recorder (or JACK) did not hear, whatever the engine did
+        reference = sorted(t for t, m in self.recorder.reference_got if m[0] & 0xF0 == 0x90)
         runs: list[tuple[int, list]] = []
         for t, bar, ok, connected, hits, steps, step in self.snaps:
             if not runs or runs[-1][0] != bar:
@@ -1029,11 +1037,15 @@ class Soak:
                 continue
             t0, t1 = rows[0][0], next_rows[0][0]
             excluded = any(a <= t1 + BAR_SLACK and t0 <= b for a, b, _ in self.exclude)
-            stalled = not excluded and self.recorder_stalled(t0, t1 + BAR_SLACK)
+            heard = bisect_left(reference, t1 + BAR_SLACK) - bisect_left(reference, t0)
+            expected = (t1 + BAR_SLACK - t0) / REFERENCE_EVERY_S
+            unheard = heard < 0.5 * expected
+            stalled = not excluded and (self.recorder_stalled(t0, t1 + BAR_SLACK) or unheard)
             counted = all(r[1] and r[2] for r in rows) and not excluded and not stalled and t1 - t0 > 0.5
             n = bisect_left(notes, t1 + BAR_SLACK) - bisect_left(notes, t0)
             out.append({"bar": bar, "t": round(t0 - self.t0, 2), "seconds": round(t1 - t0, 2), "counted": counted,
                         "excluded": excluded, "recorder_stalled": stalled, "notes": n,
+                        "reference_notes": [heard, round(expected)], "reference_unheard": unheard and not excluded,
                         "hits": max(r[3] for r in rows),
                         # the steps its snapshots showed: a bar seen only at its first steps (the
                         # monitor stalled) shows fewer hits than it played
