@@ -1022,10 +1022,13 @@ class Soak:
         not paused, nothing muted, MIDI out connected, not in a window where the soak took the
         port away), and how many note-ons arrived while it was the bar handed out."""
         notes = sorted(t for t, m in self.recorder.got if m[0] & 0xF0 == 0x90 and len(m) > 2 and m[2] > 0)
-        # the control: the reference player's notes (one every REFERENCE_EVERY_S) reach the same
-        # recorder by the same kind of path; a bar in which they did not arrive either is a bar the
-        # recorder (or JACK) did not hear, whatever the engine did
+        # the control: the reference player's notes reach the same recorder by the same kind of
+        # path; a bar in which fewer than half of those it handed over (its schedule: a starved
+        # player hands over fewer, and is no reason) arrived is a bar the recorder (or JACK) did
+        # not hear, whatever the engine did
         reference = sorted(t for t, m in self.recorder.reference_got if m[0] & 0xF0 == 0x90)
+        player = getattr(self, "reference_player", None)
+        handed = sorted(t for times in (read_schedule(player.schedule).values() if player else ()) for t in times)
         runs: list[tuple[int, list]] = []
         for t, bar, ok, connected, hits, steps, step in self.snaps:
             if not runs or runs[-1][0] != bar:
@@ -1038,14 +1041,14 @@ class Soak:
             t0, t1 = rows[0][0], next_rows[0][0]
             excluded = any(a <= t1 + BAR_SLACK and t0 <= b for a, b, _ in self.exclude)
             heard = bisect_left(reference, t1 + BAR_SLACK) - bisect_left(reference, t0)
-            expected = (t1 + BAR_SLACK - t0) / REFERENCE_EVERY_S
-            unheard = heard < 0.5 * expected
+            expected = bisect_left(handed, t1 + BAR_SLACK) - bisect_left(handed, t0)
+            unheard = expected >= 3 and heard < 0.5 * expected
             stalled = not excluded and (self.recorder_stalled(t0, t1 + BAR_SLACK) or unheard)
             counted = all(r[1] and r[2] for r in rows) and not excluded and not stalled and t1 - t0 > 0.5
             n = bisect_left(notes, t1 + BAR_SLACK) - bisect_left(notes, t0)
             out.append({"bar": bar, "t": round(t0 - self.t0, 2), "seconds": round(t1 - t0, 2), "counted": counted,
                         "excluded": excluded, "recorder_stalled": stalled, "notes": n,
-                        "reference_notes": [heard, round(expected)], "reference_unheard": unheard and not excluded,
+                        "reference_notes": [heard, expected], "reference_unheard": unheard and not excluded,
                         "hits": max(r[3] for r in rows),
                         # the steps its snapshots showed: a bar seen only at its first steps (the
                         # monitor stalled) shows fewer hits than it played
