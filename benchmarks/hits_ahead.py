@@ -36,7 +36,7 @@ def one_turn(ahead_s: float, seconds: float, blocksize: int) -> dict:
             time.sleep(0.05)
         time.sleep(0.3)
         return {"ahead_ms": round(ahead_s * 1000, 1), "hits": pushed, "late": sink.late_events,
-                "blocks_not_ready": sink.not_ready, "output_latency_ms": round(sink.latency * 1000, 2)}
+                "blocks_not_ready": sink.not_ready, "output_latency_ms": round(sink.output_latency_s * 1000, 2)}
     finally:
         sink.close()
 

@@ -1,7 +1,7 @@
 """The mixer process: ``python -m drummachine.audio.mixer``, started by ``audio.process``'s sink.
 
 Set up by one JSON line on its standard input, it answers one JSON line (ready, with the stream's
-latency and what it could not get: real-time priority, locked memory; or the error) and stops when
+output latency and what it could not get: real-time priority, locked memory; or the error) and stops when
 that pipe closes, so it never outlives the engine. It maps the shared block (``audio.wire``) and
 the kit, and feeds the stream one of three ways (``MIXINGS``; ``audio.process`` says why).
 """
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from drummachine.audio.ahead import AHEAD_BLOCKS, MixAhead
-from drummachine.audio.devices import find_output
+from drummachine.audio.devices import find_output, playback_latency
 from drummachine.audio.mixing import Voices
 from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
                                     NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
@@ -441,12 +441,15 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         note = realtime_below(player.thread.native_id, ring_out.jack_thread())
         if note:
             notes.append(note)
-    lat = stream.latency
+    try:
+        output_latency, latency_from = playback_latency(stream, rate)
+    except Exception as exc:  # noqa: BLE001 - a figure it could not read is no reason not to play
+        output_latency, latency_from = 0.0, f"not read ({exc.__class__.__name__})"
     # how far ahead of the clock a hit must come to be mixed on its sample: what the ring keeps
     # waiting, else about a block and the host's period
     ahead = player.depth if player is not None else max(blocksize, ring_out.host_period(stream, rate)) + blocksize
-    answer({"ready": True, "latency": float(lat[1] if isinstance(lat, tuple) else lat), "notes": notes,
-            "mixing": how, "ahead_s": ahead / rate})
+    answer({"ready": True, "output_latency_s": output_latency, "output_latency_from": latency_from,
+            "notes": notes, "mixing": how, "ahead_s": ahead / rate})
     try:
         while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
             pass

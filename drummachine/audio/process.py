@@ -9,9 +9,15 @@ synthesis too), into a second block of shared memory (``kit.SharedKit``) that th
 without a copy; a restarted mixer maps it again instead of decoding.
 
 The mixer process is ``python -m drummachine.audio.mixer`` (``audio.mixer``), set up by one JSON line on its
-standard input and answering one JSON line (ready, with the stream's latency and what it could
+standard input and answering one JSON line (ready, with the output's latency and what it could
 not get: real-time priority, locked memory; or the error). It stops when that pipe closes — so it
 never outlives the engine. Nothing is pickled.
+
+The clock is the frames the stream's callback has taken; a frame taken reaches the sound card's
+output the output's latency later (over JACK, the server's periods: 2 × 1,024 frames is 43 ms).
+The sink hands each hit to the mixer that much earlier, so a hit timed at ``t`` on the clock
+sounds at ``t``: where the listener places the band's beat (its capture latency taken off), and
+where a tapped tempo was heard. The engine hands steps out that much sooner (``ahead_s``).
 
 In the mixer process no Python mixes in JACK's real-time thread (``MIXINGS``, measured side by
 side by ``benchmarks/mixer_rt.py``):
@@ -66,6 +72,8 @@ class AudioProcessSink(Sink):
     """
 
     click_level = CLICK_LEVEL  #: the click's level on the cue bus; the engine sets it (its click_level)
+    output_latency_s = 0.0  #: from the callback to the sound card's output (``devices.playback_latency``)
+    output_latency_from = ""  #: whose figure that is: JACK's, or PortAudio's
 
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
@@ -84,7 +92,6 @@ class AudioProcessSink(Sink):
         self.block = SharedBlock(record_frames=int(record_seconds * rate), channels=len(self.channels))
         self.clock = SharedAudioClock(self.block.header, rate)
         self.events = EventRing(self.block)
-        self.latency = 0.0
         self.restarts = 0
         self.opened = False  #: a mixer has played (False: the output was not there yet)
         self._recording = None
@@ -190,8 +197,11 @@ class AudioProcessSink(Sink):
             exc.kit = bool(reply.get("kit"))  # the user's kit is broken: not a reason to go on silently
             exc.device_rate = reply.get("device_rate")  # the output plays at this rate only
             raise exc
-        self.latency = float(reply.get("latency", 0.0))
-        self.ahead_s = float(reply.get("ahead_s", 0.0))  #: how far ahead of the clock a hit must come
+        self.output_latency_s = float(reply.get("output_latency_s", 0.0))
+        self.output_latency_from = reply.get("output_latency_from", "")
+        #: how far ahead of the clock a hit must come: the mixer's ring, and the output latency
+        #: it is handed over before its time
+        self.ahead_s = float(reply.get("ahead_s", 0.0)) + self.output_latency_s
         self.notes = list(reply.get("notes", ()))
         self.mixing = reply.get("mixing", self.setup["mixing"])  #: how the mixer feeds the stream, as it started
         for note in self.notes:
@@ -199,24 +209,29 @@ class AudioProcessSink(Sink):
         self.ready = self.opened = True
         return self
 
+    @property
+    def early_frames(self) -> int:
+        """Frames each hit goes to the mixer before its time: the output latency."""
+        return round(self.output_latency_s * self.rate)
+
     # --- Sink -----------------------------------------------------------------------------
     def send(self, events: list[Event]) -> None:
         for e in events:
             if e.kind == "note":
-                self.events.push(round(e.time * self.rate), e.voice, e.velocity)
+                self.events.push(round(e.time * self.rate) - self.early_frames, e.voice, e.velocity)
             elif e.kind == "clock" and self.cue and self.click and e.step != self._beat_step:
                 # a step's first clock pulse is its start: on a beat, a click (the bar's first: accented)
                 self._beat_step = e.step
                 if e.step % STEPS_PER_BEAT == 0:
-                    self.events.push(round(e.time * self.rate), CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK,
-                                     self.click_level)
+                    self.events.push(round(e.time * self.rate) - self.early_frames,
+                                 CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK, self.click_level)
             elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
-                self.events.push(round(e.time * self.rate), CUE, e.velocity or 1.0)
+                self.events.push(round(e.time * self.rate) - self.early_frames, CUE, e.velocity or 1.0)
 
     def cue_sound(self, time: float, level: float = 1.0) -> None:
         """The section cue on the cue bus at ``time`` (clock seconds): one bar before a section change."""
         if self.cue:
-            self.events.push(round(time * self.rate), CUE, level)
+            self.events.push(round(time * self.rate) - self.early_frames, CUE, level)
 
     def set_level(self, bus: str, level: float) -> None:
         """``main`` or ``cue`` bus level, 0..1 (MIDI CC 108 / 109), from the mixer's next block.

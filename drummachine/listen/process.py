@@ -406,17 +406,10 @@ def run(setup: dict, stdin, answer) -> int:
 
 
 def capture_latency(port: str) -> int:
-    """The source port's capture latency in frames (JACK-Client has no call for it; jackd2's
-    jack_lsp prints it). 0 when unknown: a player client's port has none."""
-    import re
-    import subprocess
+    """The source port's capture latency in frames; 0 when unknown: a player client's port has none."""
+    from drummachine.audio.devices import jack_latencies
 
-    try:
-        out = subprocess.run(["jack_lsp", "-l", port], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    m = re.search(r"capture latency = \[ *(\d+) +(\d+) *\]", out)
-    return int(m.group(2)) if m else 0
+    return jack_latencies(port).get(port, {}).get("capture", 0)
 
 
 def _check_jack(client, port, source: str) -> int:

@@ -110,6 +110,12 @@ class AudioOutput:
             if say:
                 log.warning("%s", self.warnings[-1])
 
+    @staticmethod
+    def say_latency(sink) -> None:
+        """The output latency the kit's hits are handed over early by, and whose figure it is."""
+        log.info("audio: output latency %.1f ms (%s): the kit's hits go to the mixer that much before "
+                 "their time", sink.output_latency_s * 1000, sink.output_latency_from or "not known")
+
     def _take_the_outputs_rate(self, sink, exc: DrumMachineError) -> bool:
         """An output that came late (JACK started after play) plays at a rate of its own: before
         any mixer has played, and --rate not given, the sink takes it. True when it did."""
@@ -153,6 +159,7 @@ class AudioOutput:
                     else:
                         log.warning("audio: the output is there at last; the kit plays from now")
                     self.connect_cue(sink, say=True)  # a new mixer: PortAudio connected its ports anew
+                    self.say_latency(sink)
                     engine.margin = hand_out_margin(sink.ahead_s)
                     counted, since = sink.callbacks, time.monotonic()
                     failed_since, said = None, ""

@@ -154,6 +154,7 @@ class Session:
                 self.audio = pending
                 self.sinks.append(self.audio)
                 self.audio_output.connect_cue(self.audio)
+                self.audio_output.say_latency(self.audio)
             else:
                 if getattr(exc, "kit", False):
                     pending.close()
