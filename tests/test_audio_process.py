@@ -308,30 +308,3 @@ def test_the_sink_turns_clock_pulses_into_clicks_and_cue_events_into_the_cue_sou
     sink.cue, sink._beat_step = False, -1
     sink.send(events)
     assert pushed == [(24000, 0, 0.9)]
-
-
-def test_jack_latencies_reads_each_ports_ranges_as_jack_lsp_prints_them(monkeypatch):
-    """The most of each range, per port (a port jack_lsp printed no latency for has 0); no
-    jack_lsp or no server: nothing, never an exception."""
-    import subprocess as sp
-
-    from drummachine.audio import devices
-
-    printed = ("system:playback_1\n\tport playback latency = [ 2048 2048 ] frames\n"
-               "\tport capture latency = [ 0 0 ] frames\n"
-               "PortAudio-01:out_0\n\tport playback latency = [ 1024 3072 ] frames\n"
-               "\tport capture latency = [ 0 0 ] frames\n"
-               "system:capture_1\n\tport playback latency = [ 0 0 ] frames\n"
-               "\tport capture latency = [ 1024 1024 ] frames\n"
-               "player:out\n")
-    monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 0, printed, ""))
-    assert devices.jack_latencies() == {"system:playback_1": {"capture": 0, "playback": 2048},
-                                        "PortAudio-01:out_0": {"capture": 0, "playback": 3072},
-                                        "system:capture_1": {"capture": 1024, "playback": 0},
-                                        "player:out": {"capture": 0, "playback": 0}}
-
-    def missing(*a, **k):
-        raise FileNotFoundError("jack_lsp")
-
-    monkeypatch.setattr(sp, "run", missing)
-    assert devices.jack_latencies() == {}

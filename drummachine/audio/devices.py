@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.jack_latency import jack_lsp_latencies
 
 
 def outputs() -> list[dict]:
@@ -41,32 +42,6 @@ def find_output(device, hostapi: str | None):
     return hits[0]
 
 
-def jack_latencies(port: str | None = None) -> dict[str, dict[str, int]]:
-    """Each JACK port's latencies in frames, the most of each range: ``{name: {"capture": n,
-    "playback": n}}``, as jackd2's jack_lsp prints them (JACK-Client has no call for them); of
-    ``port`` alone when given. {} with no server or no jack_lsp. A port's playback latency is the
-    server's count from it to the sound card's output (2 periods on a server at -n 2), and its
-    capture latency from the sound card's input to it."""
-    import re
-    import subprocess
-
-    try:
-        out = subprocess.run(["jack_lsp", "-l", *([port] if port else [])], capture_output=True, text=True,
-                             timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    ports: dict[str, dict[str, int]] = {}
-    name = None
-    for line in out.splitlines():
-        m = re.match(r"\s+port (capture|playback) latency = \[ *(\d+) +(\d+) *\]", line)
-        if m and name is not None:
-            ports[name][m.group(1)] = int(m.group(3))
-        elif line and not line[0].isspace():
-            name = line.strip()
-            ports[name] = {"capture": 0, "playback": 0}
-    return ports
-
-
 def playback_latency(stream, rate: int) -> tuple[float, str]:
     """Seconds from the stream's callback to the sound card's output, and whose figure it is. Over
     JACK, the most JACK gives for the stream's own ports: the server's periods to the sound card
@@ -88,5 +63,5 @@ def playback_latency(stream, rate: int) -> tuple[float, str]:
         client = name.value.decode()
     except (OSError, AttributeError):
         return own, "PortAudio"
-    frames = [v["playback"] for k, v in jack_latencies().items() if k.startswith(f"{client}:out_")]
+    frames = [v["playback"] for k, v in jack_lsp_latencies().items() if k.startswith(f"{client}:out_")]
     return (max(frames) / rate, "JACK") if frames else (own, "PortAudio")

@@ -407,9 +407,9 @@ def run(setup: dict, stdin, answer) -> int:
 
 def capture_latency(port: str) -> int:
     """The source port's capture latency in frames; 0 when unknown: a player client's port has none."""
-    from drummachine.audio.devices import jack_latencies
+    from drummachine.core.jack_latency import jack_lsp_latencies
 
-    return jack_latencies(port).get(port, {}).get("capture", 0)
+    return jack_lsp_latencies(port).get(port, {}).get("capture", 0)
 
 
 def _check_jack(client, port, source: str) -> int:
