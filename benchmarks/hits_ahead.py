@@ -3,7 +3,9 @@ running (JACK_DEFAULT_SERVER): the real audio process (the ring writer, ``audio.
 every 50 ms handed to it ``--ahead-ms`` before its time on the process's own clock, for
 ``--seconds``; the hits that came for frames already in the ring are counted late (they play at
 the first frame not yet written). The engine hands its hits out 30 ms or more ahead
-(``Engine.margin``).
+(``Engine.margin``). ``playback_latency_ms``: the output latency the sink hands the engine's hits
+over early by (JACK's figure since 2026-12-05; the JSON's older ``output_latency_ms`` is
+PortAudio's, one period); the hits here are pushed to the mixer directly, not moved by it.
 
     jackd -n p1024 -d dummy -r 48000 -p 1024 &
     JACK_DEFAULT_SERVER=p1024 python benchmarks/hits_ahead.py --ahead-ms 30,26,20 --json OUT
@@ -36,7 +38,7 @@ def one_turn(ahead_s: float, seconds: float, blocksize: int) -> dict:
             time.sleep(0.05)
         time.sleep(0.3)
         return {"ahead_ms": round(ahead_s * 1000, 1), "hits": pushed, "late": sink.late_events,
-                "blocks_not_ready": sink.not_ready, "output_latency_ms": round(sink.output_latency_s * 1000, 2)}
+                "blocks_not_ready": sink.not_ready, "playback_latency_ms": round(sink.output_latency_s * 1000, 2)}
     finally:
         sink.close()
 
