@@ -224,7 +224,7 @@ class AudioProcessSink(Sink):
                 self._beat_step = e.step
                 if e.step % STEPS_PER_BEAT == 0:
                     self.events.push(round(e.time * self.rate) - self.early_frames,
-                                 CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK, self.click_level)
+                                     CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK, self.click_level)
             elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
                 self.events.push(round(e.time * self.rate) - self.early_frames, CUE, e.velocity or 1.0)
 

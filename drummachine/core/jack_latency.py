@@ -28,12 +28,13 @@ def read_jack_lsp_latencies(printed: str) -> dict[str, dict[str, int]]:
 
 def jack_lsp_latencies(port: str | None = None) -> dict[str, dict[str, int]]:
     """Every JACK port's latencies (of ``port`` alone when given), from jack_lsp; {} with no
-    server or no jack_lsp."""
+    server or no jack_lsp, or a server that does not answer within 2 s (the mixer's ready waits
+    for this)."""
     import subprocess
 
     try:
         printed = subprocess.run(["jack_lsp", "-l", *([port] if port else [])], capture_output=True, text=True,
-                                 timeout=5).stdout
+                                 timeout=2).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     return read_jack_lsp_latencies(printed)
