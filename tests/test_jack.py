@@ -493,6 +493,16 @@ def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_
                     "--rate 44100 plays there: going on with MIDI alone"], asked.stderr
 
 
+def test_doctor_says_the_output_latency_the_kit_is_handed_over_early_by(jack_server):
+    """JACK's two periods to the sound card at -p 128: what `play` hands the kit's hits over early by."""
+    import sys
+
+    doctor = subprocess.run([sys.executable, "-m", "drummachine", "doctor"], capture_output=True, text=True,
+                            timeout=60)
+    said = [line.strip() for line in doctor.stdout.splitlines() if "output latency" in line]
+    assert said == ["JACK's output latency 5.3 ms: the kit's hits go to the mixer that much early"], doctor.stdout
+
+
 def test_midi_threads_outlive_their_faults(jack_server):
     """A dispatcher step and a controller message that raise are counted and logged; the notes after
     them still go out and the messages after them still arrive."""

@@ -335,6 +335,17 @@ def cmd_doctor(args) -> int:
         report(False, "audio", f"{exc}: restart the JACK server")
     except Exception as exc:
         report(False, "audio", f"PortAudio is missing or broken ({exc}); apt-get install libportaudio2")
+    else:
+        if any("JACK" in d["api"] for d in outs):
+            from drummachine.core.jack_latency import jack_lsp_latencies
+
+            # the sound card's outputs (what PortAudio connects the kit to): JACK's periods to them
+            frames = [v["playback"] for k, v in jack_lsp_latencies().items() if k.startswith("system:playback_")]
+            rate = next(int(d["rate"]) for d in outs if "JACK" in d["api"])
+            if frames and rate:
+                ms = max(frames) / rate * 1000
+                print(f"     JACK's output latency {ms:.1f} ms: the kit's hits go to the mixer that much early"
+                      + ("; a shorter period (jackd -p) brings the foot's cues in sooner" if ms > 25 else ""))
     from drummachine.midi.ports import APIS, list_ports
 
     reachable = []
