@@ -49,8 +49,8 @@ def run_in(repo: str, performance: int = 1, tightness: float = 0.0) -> dict:
     early = re.search(r"audio: output latency ([\d.]+) ms", said)
     out = subprocess.run(["jack_lsp", "-l", "system:playback_1"], capture_output=True, text=True).stdout
     playback = re.search(r"playback latency = \[ *\d+ +(\d+) *\]", out)
-    late_frames = (int(playback.group(1)) if playback else 0) - round(float(early.group(1)) / 1000 * instrument.RATE
-                                                                      if early else 0)
+    handed_early = round(float(early.group(1)) / 1000 * instrument.RATE) if early else 0
+    late_frames = (int(playback.group(1)) if playback else 0) - handed_early
     kit = instrument.measure(dict(raw, drummer_frames=raw["drummer_frames"] + late_frames), clip, "steady")
     return {**{k: row.get(k) for k in KEYS}, "kit_at_sound_card_ms_late": round(late_frames / instrument.RATE * 1000, 1),
             **{f"kit_at_sound_card_{k}": kit.get(k) for k in ("phase_error_ms_p50", "phase_error_ms_p95")}}

@@ -16,8 +16,8 @@ never outlives the engine. Nothing is pickled.
 The clock is the frames the stream's callback has taken; a frame taken reaches the sound card's
 output the output's latency later (over JACK, the server's periods: 2 × 1,024 frames is 43 ms).
 The sink hands each hit to the mixer that much earlier, so a hit timed at ``t`` on the clock
-sounds at ``t``: where the listener places the band's beat (its capture latency taken off), and
-where a tapped tempo was heard. The engine hands steps out that much sooner (``ahead_s``).
+sounds at ``t`` at the sound card: where the listener places the band's beat (its capture latency
+taken off). The engine hands steps out that much sooner (``ahead_s``).
 
 In the mixer process no Python mixes in JACK's real-time thread (``MIXINGS``, measured side by
 side by ``benchmarks/mixer_rt.py``):
@@ -216,17 +216,18 @@ class AudioProcessSink(Sink):
 
     # --- Sink -----------------------------------------------------------------------------
     def send(self, events: list[Event]) -> None:
+        early = self.early_frames
         for e in events:
             if e.kind == "note":
-                self.events.push(round(e.time * self.rate) - self.early_frames, e.voice, e.velocity)
+                self.events.push(round(e.time * self.rate) - early, e.voice, e.velocity)
             elif e.kind == "clock" and self.cue and self.click and e.step != self._beat_step:
                 # a step's first clock pulse is its start: on a beat, a click (the bar's first: accented)
                 self._beat_step = e.step
                 if e.step % STEPS_PER_BEAT == 0:
-                    self.events.push(round(e.time * self.rate) - self.early_frames,
+                    self.events.push(round(e.time * self.rate) - early,
                                      CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK, self.click_level)
             elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
-                self.events.push(round(e.time * self.rate) - self.early_frames, CUE, e.velocity or 1.0)
+                self.events.push(round(e.time * self.rate) - early, CUE, e.velocity or 1.0)
 
     def cue_sound(self, time: float, level: float = 1.0) -> None:
         """The section cue on the cue bus at ``time`` (clock seconds): one bar before a section change."""
