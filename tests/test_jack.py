@@ -437,6 +437,71 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
 
 
+
+def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path):
+    """JACK restarted mid-set at 44.1 kHz after playing at 48 kHz (the interface swapped for
+    another): the mixer comes back at the server's new rate, on the clock that went on, and the
+    kit plays the tempo asked (before, the kit stayed silent for the rest of the set: "system
+    plays at 44100 Hz, not at 48000 Hz; trying again" every few seconds, MIDI alone). The
+    listening process, whose libjack held the dead server's client, is started again on the new
+    server (before, it stayed "input gone" for the rest of the set: the machine never followed
+    the band again)."""
+    import os
+    import shutil
+    import sys
+
+    from drummachine.audio.wavfile import read_wav
+
+    if not shutil.which("jackd") or not shutil.which("jack_rec"):
+        pytest.skip("jackd and jack_rec are not installed")
+    name = f"rerate{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "DRUMMACHINE_MIDI_API": "jack"}
+    log = tmp_path / "play.log"
+    wav = tmp_path / "out.wav"
+
+    def server(rate):
+        return subprocess.Popen(["jackd", "-d", "dummy", "-r", str(rate), "-p", "128"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    jackd = server(48000)
+    play = None
+    try:
+        time.sleep(1.0)
+        play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model",
+                                 "--midi-virtual", "--audio-api", "JACK", "--style", "rock", "--bpm", "120",
+                                 "--listen", "system:capture_1", "--duration", "24", "--log", str(log)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: log.exists() and "first beat" in log.read_text(), 15), \
+            log.read_text() if log.exists() else "no log"
+        time.sleep(2.0)
+        jackd.terminate()
+        jackd.wait(10)
+        time.sleep(1.0)
+        jackd = server(44100)
+        assert wait_for(lambda: "audio process stopped; restarted (1 so far)" in log.read_text(), 15), log.read_text()
+        assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in log.read_text()
+        assert wait_for(lambda: "listening to system:capture_1 again (44100 Hz" in log.read_text(), 15), \
+            log.read_text()
+        listening = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True, timeout=10).stdout
+        assert "drummachine-listen" in listening, listening
+        subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "PortAudio:out_0"], env=env, check=True,
+                       capture_output=True, timeout=20)
+        _, err = play.communicate(timeout=40)
+    finally:
+        if play is not None and play.poll() is None:
+            play.kill()
+        jackd.terminate()
+        jackd.wait(10)
+    assert play.returncode == 0, err
+    audio, rate = read_wav(wav)
+    assert rate == 44100 and len(audio) >= 2 * rate
+    assert np.abs(audio).max() > 0.05, "the kit is heard on the server back at another rate"
+    # 120 bpm: a sink still counting 48 kHz frames would play its beat every 0.544 s
+    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
+    text = log.read_text()
+    m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns", text)
+    assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
+
 @pytest.fixture
 def jack_at_44k_1024(monkeypatch):
     yield from own_jack_server(monkeypatch, 2, "rate", rate=44100, period=1024)

@@ -241,6 +241,35 @@ def test_a_missing_port_is_one_clear_line(jack_server):
     assert "no-such-band" in str(err.value) and "ports:" in str(err.value)
 
 
+@pytest.mark.jack
+def test_a_listening_process_that_died_is_started_again(jack_server):
+    """The listening process killed (SIGKILL: a crash, the OOM killer) mid-song: the link finds
+    no block captured for STALLED_SECONDS, starts another on the same input and block, and the
+    readings go on (before, the follower held for the rest of the set: "listener stopped")."""
+    import os
+    import signal
+
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.listen.listener import STALLED_SECONDS, Listener
+
+    readings = []
+    with Listener("system:capture_1", 120.0, MonotonicClock()) as band:
+        band.link(readings.append)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(readings) < 5:
+            time.sleep(0.05)
+        assert len(readings) >= 5
+        first = band.proc.pid
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        while time.monotonic() < killed + STALLED_SECONDS + 15 and not band.restarts:
+            time.sleep(0.1)
+        assert band.restarts == 1 and band.alive and band.proc.pid != first
+        before = len(readings)
+        time.sleep(1.0)
+        assert len(readings) > before + 5, "readings go on from the new listening process"
+        assert readings[-1].seq > readings[before - 1].seq
+
 @pytest.fixture
 def jack_at_1024(monkeypatch):
     from .conftest import own_jack_server

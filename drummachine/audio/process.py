@@ -157,15 +157,17 @@ class AudioProcessSink(Sink):
         return True
 
     def play_at(self, rate: int) -> None:
-        """Before any mixer has played (an output that came late, at a rate of its own): the sink,
-        its clock and its kit at ``rate``, the clock going on from where it is. Events already in
-        the ring are dropped by the next ``restart_if_gone``."""
+        """While no mixer plays (an output that came late, or a sound server back at another rate):
+        the sink, its clock and its kit at ``rate``, the clock going on from where it is. Events
+        already in the ring are dropped by the next ``restart_if_gone``."""
         from drummachine.audio.kit import SharedKit, built_in, decode
 
-        if self.opened:
-            raise DrumMachineError("audio", "the sample rate changes only before the first mixer plays")
+        if self.alive:
+            raise DrumMachineError("audio", "the sample rate changes only while no mixer plays")
         kit = SharedKit(decode(self.kit_path, rate) if self.kit_path else built_in(rate))
         h = self.block.header
+        # the frame count first, the rate after: a clock read between the two sees time stand
+        # still a moment (it never goes back), not jump ahead by the ratio of the rates
         now = self.clock.now()
         h[SEQ] += 1
         h[FRAMES] = round(now * rate)
@@ -193,6 +195,10 @@ class AudioProcessSink(Sink):
                 self.close()
             else:
                 self.proc.kill()
+                try:
+                    self.proc.wait(5)  # gone before anyone asks whether a mixer plays
+                except subprocess.TimeoutExpired:
+                    pass
             exc = DrumMachineError(reply.get("where", "audio"), reply["error"])
             exc.kit = bool(reply.get("kit"))  # the user's kit is broken: not a reason to go on silently
             exc.device_rate = reply.get("device_rate")  # the output plays at this rate only
@@ -216,18 +222,20 @@ class AudioProcessSink(Sink):
 
     # --- Sink -----------------------------------------------------------------------------
     def send(self, events: list[Event]) -> None:
-        early = self.early_frames
+        # the rate read once: a sound server back at another rate changes it from the watchdog
+        rate = self.rate
+        early = round(self.output_latency_s * rate)
         for e in events:
             if e.kind == "note":
-                self.events.push(round(e.time * self.rate) - early, e.voice, e.velocity)
+                self.events.push(round(e.time * rate) - early, e.voice, e.velocity)
             elif e.kind == "clock" and self.cue and self.click and e.step != self._beat_step:
                 # a step's first clock pulse is its start: on a beat, a click (the bar's first: accented)
                 self._beat_step = e.step
                 if e.step % STEPS_PER_BEAT == 0:
-                    self.events.push(round(e.time * self.rate) - early,
+                    self.events.push(round(e.time * rate) - early,
                                      CLICK_ACCENT if e.step % STEPS_PER_BAR == 0 else CLICK, self.click_level)
             elif e.kind == "cue" and self.cue:  # an engine that announces a section change a bar ahead
-                self.events.push(round(e.time * self.rate) - early, CUE, e.velocity or 1.0)
+                self.events.push(round(e.time * rate) - early, CUE, e.velocity or 1.0)
 
     def cue_sound(self, time: float, level: float = 1.0) -> None:
         """The section cue on the cue bus at ``time`` (clock seconds): one bar before a section change."""

@@ -5,11 +5,17 @@ The readings' times are on the monotonic clock; the engine's clock is the mixer'
 (or the monotonic clock itself). A reading is put on the engine's clock from where both clocks
 are when it is read, at the rate the engine's clock runs against the monotonic one (measured:
 a sound card's clock is not the computer's), and its tempo in beats per engine-clock minute.
+
+A listening process whose input stopped (the JACK server stopped or restarted: libjack in that
+process holds the dead server's client; a USB interface unplugged) or that died is started again,
+tried every few seconds until it listens; the follower holds meanwhile (its last readings said
+"input gone", confidence 0).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import subprocess
@@ -31,6 +37,13 @@ HAND_SECONDS = 0.05
 #: the engine's clock (the mixer's sample counter) may run at another rate than the computer's:
 #: measured from this long on (JACK's dummy driver on a busy machine: 0.5% slow)
 RATE_AFTER_SECONDS = 5.0
+#: no block captured for this long (the process alive or not): the input stopped; start it again
+STALLED_SECONDS = 3.0
+#: a listening process that could not start is tried again after this long
+RETRY_SECONDS = 2.0
+READY_SECONDS = 10.0
+
+log = logging.getLogger("drummachine")
 
 
 class Listener:
@@ -47,10 +60,9 @@ class Listener:
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self.proc.stdin.write(json.dumps(setup) + "\n")
-        self.proc.stdin.flush()
+        self.setup = setup
+        self._spawn()
+        self.restarts = 0  #: listening processes started again (the input stopped, or the process died)
         self.rate = 0
         self.latency = 0.0
         self.capture = ""  #: how the listening process captures: portaudio, callback or sounddevice
@@ -60,19 +72,66 @@ class Listener:
         self._origin = None  # (engine clock, monotonic) at the first reading
         self.clock_rate = 1.0  #: engine-clock seconds per monotonic second
 
-    def wait_ready(self, timeout: float = 10.0) -> "Listener":
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if r else ""
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write(json.dumps(self.setup) + "\n")
+        self.proc.stdin.flush()
+
+    def _answer(self, timeout: float) -> dict:
+        """The listening process's first line, waited for in short turns (``close`` may stop it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.25)
+            if r:
+                line = self.proc.stdout.readline()
+                break
+            if self._stop.is_set() or time.monotonic() > deadline or self.proc.poll() is not None:
+                line = ""
+                break
         try:
-            reply = json.loads(line) if line else {"error": "the listening process did not answer"}
+            return json.loads(line) if line else {"error": "the listening process did not answer"}
         except json.JSONDecodeError:
-            reply = {"error": f"the listening process said {line.strip()[:120]!r}"}
+            return {"error": f"the listening process said {line.strip()[:120]!r}"}
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> "Listener":
+        reply = self._answer(timeout)
         if "error" in reply:
             self.close()
             raise DrumMachineError("--listen", reply["error"])
         self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
         self.capture = reply.get("capture", "")
         return self
+
+    def _end_process(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(3.0)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def start_again(self) -> None:
+        """A new listening process on the same input and the same readings' block (its tracker
+        starts cold); raises DrumMachineError when it cannot listen (the server not back yet)."""
+        self._end_process()
+        s = self.block.slots
+        s[shared.SEQ] += int(s[shared.SEQ]) & 1  # a process killed mid-reading: the lock is free again
+        s[shared.STATUS] = shared.STARTING
+        self._spawn()
+        reply = self._answer(READY_SECONDS)
+        if "error" in reply:
+            self._end_process()
+            raise DrumMachineError("--listen", reply["error"])
+        self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
+        self.capture = reply.get("capture", "")
+        self.restarts += 1
 
     def set_tempo(self, bpm: float) -> None:
         """The tempo the engine plays: the tracker looks for the band around it."""
@@ -113,12 +172,47 @@ class Listener:
         return self.proc.poll() is None
 
     # --- the link to the engine -------------------------------------------------------------
+    def stalled(self, now: float) -> bool:
+        """No block captured for STALLED_SECONDS, or the process died: ``now`` monotonic. Call it
+        often (it keeps when the block count last moved)."""
+        blocks = self.block.read()[shared.BLOCKS]
+        if blocks != self._blocks or self._blocks_since is None:
+            self._blocks, self._blocks_since = blocks, now
+        return not self.alive or now - self._blocks_since > STALLED_SECONDS
+
+    _blocks, _blocks_since = -1.0, None
+
+    def _watch(self) -> None:
+        """The link thread's turn at the input: a stalled one is started again, said in the log
+        once per reason, tried every RETRY_SECONDS."""
+        said, retry_at = "", 0.0
+        log.warning("listen: no sound from %s in %.0f s (the sound server stopped or restarted?); "
+                    "listening again", self.input.name, STALLED_SECONDS)
+        while not self._stop.is_set():
+            if time.monotonic() >= retry_at:
+                try:
+                    self.start_again()
+                    log.warning("listen: listening to %s again (%d Hz, %s capture); the follower holds "
+                                "until it is sure of the band", self.input.name, self.rate, self.capture)
+                    self._blocks_since = None
+                    return
+                except DrumMachineError as exc:
+                    if str(exc) != said:
+                        said = str(exc)
+                        log.warning("listen: %s; trying again", exc)
+                    retry_at = time.monotonic() + RETRY_SECONDS
+            self._stop.wait(0.25)
+
     def link(self, send) -> None:
-        """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``)."""
+        """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``),
+        and start the listening process again when its input stopped."""
         def loop():
             last, handed = -1, 0.0
             while not self._stop.wait(LINK_SECONDS):
                 try:
+                    if self.stalled(time.monotonic()):
+                        self._watch()
+                        continue
                     if time.monotonic() - handed < HAND_SECONDS - LINK_SECONDS / 2:
                         continue
                     r = self.reading()
@@ -134,14 +228,8 @@ class Listener:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(1.0)
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(3.0)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+            self._thread.join(4.0)
+        self._end_process()
         if self.block.slots is not None:
             self.block.close()
 

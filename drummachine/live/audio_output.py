@@ -117,12 +117,13 @@ class AudioOutput:
                  "their time", sink.output_latency_s * 1000, sink.output_latency_from or "not known")
 
     def _take_the_outputs_rate(self, sink, exc: DrumMachineError) -> bool:
-        """An output that came late (JACK started after play) plays at a rate of its own: before
-        any mixer has played, and --rate not given, the sink takes it. True when it did."""
+        """An output that plays at a rate of its own (JACK started after play, or restarted at
+        another rate mid-set: another interface): with --rate not given, the sink takes it and the
+        next mixer plays there. True when it did."""
         from drummachine.audio.kit import SAMPLE_RATES
 
         rate = getattr(exc, "device_rate", None)
-        if not rate or self.opts.rate or sink.opened or rate == sink.rate or rate not in SAMPLE_RATES:
+        if not rate or self.opts.rate or rate == sink.rate or rate not in SAMPLE_RATES:
             return False
         try:
             sink.play_at(rate)
