@@ -24,6 +24,7 @@ from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, 
                                     NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, WRITTEN, SharedBlock)
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.parent_pipe import end_with_parent
 
 #: how the mixer process feeds the stream: name -> blocks its MixAhead keeps (0: none), in words
 MIXINGS = {
@@ -359,6 +360,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     except Exception as exc:
         answer({"error": f"bad set-up ({exc.__class__.__name__})"})
         return 2
+    # the engine's pipe closed (it quit or died): stop, and leave within the grace however the
+    # stream's start or close goes (PortAudio's can hang on a JACK server that died)
+    ended = end_with_parent(stdin)
     stream = None
     shared_kit = None
     try:
@@ -450,11 +454,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     ahead = player.depth if player is not None else max(blocksize, ring_out.host_period(stream, rate)) + blocksize
     answer({"ready": True, "output_latency_s": output_latency, "output_latency_from": latency_from,
             "notes": notes, "mixing": how, "ahead_s": ahead / rate})
-    try:
-        while stdin.readline():  # nothing is sent after the set-up: this waits for the pipe to close
-            pass
-    except (OSError, KeyboardInterrupt):
-        pass
+    ended.wait()  # nothing is sent after the set-up: the pipe closes
     try:
         if player is not None:
             player.end()

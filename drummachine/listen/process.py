@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.tracker import BeatTracker
 
@@ -262,7 +263,9 @@ class PortAudioCapture:
 def run(setup: dict, stdin, answer) -> int:
     block = shared.ReadingBlock(setup["shm"])
     client = stream = pa = None
-    stop = threading.Event()
+    # the engine's pipe closed (it quit or died): stop, and leave within the grace however the
+    # input's close goes (PortAudio's and libjack's can hang on a server that died)
+    stop = end_with_parent(stdin)
     try:
         if setup["backend"] == "jack":
             try:
@@ -332,16 +335,6 @@ def run(setup: dict, stdin, answer) -> int:
         return 2
     answer({"ready": True, "rate": rate, "latency": latency,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
-
-    def watch_stdin():
-        try:
-            while stdin.readline():
-                pass
-        except (OSError, ValueError):
-            pass
-        stop.set()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
     gate = setup.get("gate_db")
     tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)),
                           gate_db=None if gate is None else float(gate))
