@@ -7,6 +7,7 @@ nothing is shipped as audio.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -353,6 +354,47 @@ def test_play_with_an_input_that_is_not_there_plays_on(jack_server, tmp_path):
     assert "Traceback" not in r.stderr
     assert "played" in r.stderr.splitlines()[-1]
 
+
+@pytest.mark.jack
+def test_an_input_that_comes_after_play_is_listened_to_from_then_on(jack_server, tmp_path):
+    """`--listen` names a port that is not there at the start (the band's interface, or its
+    bridge, switched on after `play`): the machine plays by its own tempo, looks for the port every
+    2 s, and listens once it is there (before, it played without following for the whole set).
+    The band here is jack_metro's click at 120, started 3 s in; the machine, asked for 116,
+    follows it there."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("jack_metro"):
+        pytest.skip("jack_metro is not installed (jackd2's example clients)")
+    log = tmp_path / "play.log"
+    play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
+                             "--midi-virtual", "--listen", "lateband", "--bpm", "116", "--duration", "16",
+                             "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metro = None
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (log.exists() and "first beat" in log.read_text()):
+            time.sleep(0.1)
+        assert "listening for it every few seconds" in log.read_text(), log.read_text()
+        time.sleep(3.0)
+        metro = subprocess.Popen(["jack_metro", "-n", "lateband", "-b", "120"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        _, err = play.communicate(timeout=40)
+    finally:
+        if play.poll() is None:
+            play.kill()
+        if metro is not None:
+            metro.terminate()
+            metro.wait(10)
+    assert play.returncode == 0, err
+    text = log.read_text()
+    assert "listening to lateband:120_bpm" in text and "(the input is there now)" in text, text
+    assert "Traceback" not in err + text
+    m = re.search(r"played (\d+) steps, 0 generator misses", text)
+    assert m and int(m.group(1)) >= 16 * 7.7 * 0.9, text  # 7.7-8 steps a second throughout: nothing waited
+    tempos = [float(t) for t in re.findall(r"\| rock ([\d.]+) bpm \|", text)]
+    assert tempos[0] == pytest.approx(116, abs=0.1) and tempos[-1] == pytest.approx(120, abs=0.6), tempos
 
 @pytest.mark.jack
 @pytest.mark.slow

@@ -162,30 +162,40 @@ def _listen(session, opts, quiet: bool = False):
     if not opts.listen:
         return None
     from drummachine.core.follow import FollowConfig, Follower
-    from drummachine.listen.listener import Listener
+    from drummachine.listen.listener import InputWhenThere, Listener
 
     engine = session.engine
     bpm = engine.transport.bpm_at(0)
     engine.follower = Follower(FollowConfig(mode=opts.follow, window=opts.follow_range), bpm)
     engine.wait_for_band = bool(opts.wait_for_band)
-    try:
-        band = Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
+
+    def make():
+        return Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
                         gate_db=opts.listen_gate).wait_ready()
+
+    def link(band, came: str = "") -> None:
+        def send(reading) -> None:
+            engine.command("band", reading)
+            band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
+
+        band.link(send)
+        logging.info("listening to %s (%d Hz, %s capture), following: %s%s", band.input.name, band.rate,
+                     band.capture or "?", opts.follow, came)
+
+    try:
+        band = make()
     except DrumMachineError as exc:
-        logging.warning("%s; playing without following", exc)
-        session.warnings.append(f"{exc}; playing without following")
+        engine.wait_for_band = False  # the machine plays by its own tempo meanwhile
+        missing = getattr(exc, "missing", False)
+        said = f"{exc}; playing without following" + (", listening for it every few seconds" if missing else "")
+        logging.warning("%s", said)
+        session.warnings.append(said)
         if not quiet:
-            print(f"drummachine: warning: {exc}; playing without following", file=sys.stderr)
-        engine.wait_for_band = False
-        return None
-
-    def send(reading) -> None:
-        engine.command("band", reading)
-        band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
-
-    band.link(send)
-    logging.info("listening to %s (%d Hz, %s capture), following: %s", band.input.name, band.rate,
-                 band.capture or "?", opts.follow)
+            print(f"drummachine: warning: {said}", file=sys.stderr)
+        if not missing:
+            return None
+        return InputWhenThere(make, lambda band: link(band, " (the input is there now)"))
+    link(band)
     return band
 
 

@@ -46,6 +46,56 @@ READY_SECONDS = 10.0
 log = logging.getLogger("drummachine")
 
 
+#: an input not there at the start is looked for this often (each look lists JACK's ports through a
+#: client of its own), and after the first minute less often
+LOOK_AGAIN_SECONDS = (2.0, 10.0)
+
+
+class InputWhenThere:
+    """``--listen PORT`` whose port is not there at the start (another interface switched on, or
+    its bridge, after `play`): looked for in a thread of its own until it is, then ``on_ready``
+    takes the Listener ``make()`` returned (and links it). ``make`` raises DrumMachineError while
+    the port is not there. Closing closes the Listener if it came."""
+
+    def __init__(self, make, on_ready, looks=LOOK_AGAIN_SECONDS):
+        self.make, self.on_ready, self.looks = make, on_ready, looks
+        self.band: Listener | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._look, name="listen-wait", daemon=True)
+        self._thread.start()
+
+    def _look(self) -> None:
+        started, said = time.monotonic(), ""
+        first, later = self.looks
+        while not self._stop.wait(first if time.monotonic() - started < 60.0 else later):
+            try:
+                band = self.make()
+            except DrumMachineError as exc:
+                if getattr(exc, "missing", False) or str(exc) == said:
+                    continue
+                said = str(exc)  # there, but it cannot be opened: said once per reason
+                log.warning("%s; looking again", exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the groove goes on; the next look may do
+                log.warning("listen: %s: %s; looking again", exc.__class__.__name__, exc)
+                continue
+            if self._stop.is_set():
+                band.close()
+                return
+            self.band = band
+            try:
+                self.on_ready(band)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("listen: %s: %s", exc.__class__.__name__, exc)
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(READY_SECONDS + 5.0)
+        if self.band is not None:
+            self.band.close()
+
+
 class Listener:
     """``--listen PORT``: a listening process and its readings. A context manager."""
 
