@@ -5,6 +5,8 @@ Driven by hand: one loop plays the callback and the mixing thread in turn, no th
 
 from types import SimpleNamespace
 
+import time
+
 import numpy as np
 import pytest
 
@@ -420,6 +422,38 @@ def test_the_ring_writer_keeps_a_hosts_whole_period_waiting():
     finally:
         owner.close()
 
+
+def test_a_stream_that_stopped_taking_blocks_leaves_the_clock_to_the_wall():
+    """The C callback takes nothing any more (the JACK server stopped or restarted): after a few
+    periods the writer stops publishing the clock, and the engine's clock runs on by the wall from
+    the last block taken. Before, it stood at the frames taken (a period more at most) until the
+    watchdog started another mixer 2 s later: the groove stopped for those 2 s."""
+    from drummachine.audio.mixer import Mixer
+    from drummachine.audio.ring_out import STALLED_MIN_S, RingPlayer
+    from drummachine.audio.wire import SharedAudioClock
+
+    owner = SharedBlock()
+    try:
+        mixer = Mixer(owner, Voices(synth_kit(48000)), ahead=2)
+        ring, stream = FakeRing(2), FakeRingStream()
+        player = RingPlayer(mixer, stream, ring, depth=3)
+        player.fill()
+        player.action = stream.play_ringbuffer(ring)
+        clock = SharedAudioClock(owner.header, 48000)
+        for _ in range(20):  # playing: a period taken, the writer's turn
+            ring.take(BLOCK)
+            stream.time += BLOCK / 48000
+            player.run_once()
+        stopped = clock.now()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.3:  # the stream takes nothing; the writer wakes on
+            player.run_once()
+            time.sleep(0.001)
+        went = clock.now() - stopped
+        assert went > 0.3 - STALLED_MIN_S - 0.05, went
+        assert went < 0.3 + 0.05, went
+    finally:
+        owner.close()
 
 def test_a_block_the_mixing_thread_missed_is_mixed_in_the_callback_unless_the_thread_is_mid_turn():
     """The fallback: a block not ready is mixed by the callback itself, as before, on its sample

@@ -34,6 +34,9 @@ RING_FRAMES = 1024  #: the ring's smallest size (a power of two, as PortAudio's 
 #: than 3: the ring ran dry 8 against 19 times in 90 s at the same host noise (benchmarks/mixer_rt_ring_depth.json)
 DEPTH_BLOCKS = 4
 LEAD_POLLS = 64  #: polls the clock's lead is the smallest of (about 85 ms at 128 frames)
+#: the callback took nothing for this many periods (and at least this long): the stream stopped
+#: (its server gone, or hung), and the clock is no longer published
+STALLED_PERIODS, STALLED_MIN_S = 4, 0.05
 
 
 def available() -> bool:
@@ -93,6 +96,9 @@ class RingPlayer:
         mixer.ahead.rendered = mixer.ahead.valid_from = self.start
         self.leads = np.full(LEAD_POLLS, np.inf)
         self.polls = 0
+        self.taken = self.start  #: frames the C callback had taken at the last look, and when it moved
+        self.taken_at_ns = time.monotonic_ns()
+        self.stalled_ns = int(max(STALLED_PERIODS * self.period / mixer.rate, STALLED_MIN_S) * 1e9)
         self.action = None
         self.running = False
         self.thread: threading.Thread | None = None
@@ -113,9 +119,18 @@ class RingPlayer:
         return done
 
     def publish(self) -> None:
-        """The clock from what the C callback has taken and the stream's (JACK's) time."""
+        """The clock from what the C callback has taken and the stream's (JACK's) time; nothing
+        while the callback has taken nothing for a few periods (the server stopped or hangs): the
+        engine's clock then runs on by the wall from the last block taken (``SharedAudioClock``)
+        instead of standing still at it, and the groove with it (it stood 2 s, until the watchdog
+        started another mixer, at each JACK restart)."""
         h = self.mixer.h
         taken = self.written - self.ring.read_available
+        now_ns = time.monotonic_ns()
+        if taken != self.taken:
+            self.taken, self.taken_at_ns = taken, now_ns
+        elif now_ns - self.taken_at_ns > self.stalled_ns:
+            return
         now_frames = self.stream.time * self.mixer.rate
         self.leads[self.polls % LEAD_POLLS] = now_frames - taken
         self.polls += 1
@@ -123,7 +138,7 @@ class RingPlayer:
         frames = min(max(frames, taken), taken + self.period)
         h[SEQ] += 1
         h[FRAMES] = frames
-        h[AT_NS] = time.monotonic_ns()
+        h[AT_NS] = now_ns
         h[SEQ] += 1
         h[CALLBACKS] = self.callbacks0 + (taken - self.start) // self.block  # blocks played
         h[UNDERRUNS] = self.underruns0 + int(self.stream._state.stats.output_underflows)  # PortAudio's flag, counted in C
