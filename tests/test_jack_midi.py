@@ -121,6 +121,60 @@ def test_notes_land_on_their_frames(jack_server):
     assert any(e[3] == bytes([0xB9, 123, 0]) for e in rec.events), "all notes off"
 
 
+def test_notes_go_out_the_modules_latency_early_and_the_clock_on_time(jack_server):
+    """``--midi-latency`` 20 ms: each note lands 20 ms before its time by its frame, so a module
+    that takes 20 ms sounds it on the beat; the clock pulses due at the same moments land on them."""
+    own_client()
+    from drummachine.midi.ports import MidiOutSink
+
+    rec = probe.RecorderProcess("jm-early")
+    clock = probe.JackClock()
+    sink = MidiOutSink("jack", "jm-early:rx", clock, send_clock=True, latency_s=0.020)
+    try:
+        time.sleep(0.2)
+        start = clock.now() + 0.15
+        due = [start + 0.05 * k for k in range(20)]
+        sink.send([e for k, t in enumerate(due) for e in (Event(t, "note", 0, 0.8, k), Event(t, "clock", step=k))])
+        time.sleep(1.4)
+    finally:
+        sink.close()
+        rec.stop()
+    ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    pulses = [e for e in rec.events if e[3] == bytes([0xF8])]
+    assert len(ons) >= 17 and len(pulses) >= 17, (len(ons), len(pulses), rec.skipped)
+
+    def on_grid(events):  # each on its frame, the grid anchored at the least late wake-up (as above)
+        frames = np.array([e[0] for e in events])
+        wall = np.array([e[1] for e in events]) / 1e6
+        return (wall - frames / rec.rate).min() + frames / rec.rate
+
+    def nearest(times):
+        return np.array([min(due, key=lambda d: abs(d - t)) for t in times])
+
+    notes, ticks = on_grid(ons), on_grid(pulses)
+    period = 128 / rec.rate
+    early = np.median(notes - nearest(notes + 0.020))
+    assert abs(early + 0.020) < period, early
+    assert abs(np.median(ticks - nearest(ticks))) < period
+
+def test_play_hands_notes_out_early_enough_for_the_modules_latency(jack_server, tmp_path):
+    """`play --midi-latency 100` at 240 bpm: the engine hands each step out the 100 ms sooner on
+    top of its margin, so no note reaches the MIDI out after the time it must leave at (with the
+    usual margin, half a step and 30 ms, 61 ms here, every one would: counted "late" by the client)."""
+    from .conftest import run_cli
+
+    log = tmp_path / "play.log"
+    rec = probe.RecorderProcess("jm-late")
+    try:
+        r = run_cli("play", "--headless", "--fake-model", "--no-audio", "--midi-out", "jm-late:rx", "--midi-latency",
+                    "100", "--style", "rock", "--bpm", "240", "--duration", "4", "--log", log, timeout=60)
+    finally:
+        rec.stop()
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(log.read_text().split("MIDI out (own JACK client): ", 1)[1].splitlines()[0])
+    ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    assert len(ons) >= 12 and stats["late"] == 0, (stats, len(ons))
+
 def test_midi_in_arrives_at_its_frames_time(jack_server):
     """Three messages in one period at frames 0, 40 and 100 come to the handler 40 and 100 frames'
     time apart, on the engine's clock, within two periods of the sender's own time for them."""

@@ -73,6 +73,7 @@ def _options(args):
                    audio_api=args.audio_api, blocksize=args.blocksize, rate=args.rate, kit=args.kit, outs=args.outs,
                    cue_out=args.cue_out, click=args.click == "on",
                    midi_out=args.midi_out, midi_virtual=args.midi_virtual, midi_in=args.midi_in,
+                   midi_latency=args.midi_latency,
                    midi_api=args.midi_api, clock=args.clock, clock_out=args.clock_out, notemap=args.notemap,
                    model=args.model, fake_model=args.fake_model, seed=args.seed, controller=args.controller,
                    performer=args.performer, midi_schedule=args.midi_schedule,
@@ -405,6 +406,21 @@ def _fraction(text: str) -> float:
     return value
 
 
+MIDI_LATENCY_MS = (0.0, 200.0)  #: --midi-latency's range
+
+
+def _midi_latency(text: str) -> float:
+    """--midi-latency: milliseconds, 0..200."""
+    lo, hi = MIDI_LATENCY_MS
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: {lo:g}..{hi:g} (ms)") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range; allowed: {lo:g}..{hi:g} (ms)")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("play", help="play live (audio and/or MIDI, songs, controller)", description=cmd_play.__doc__)
     p.add_argument("--song", help="song file or name (presets/songs or your config folder); default: a jam")
@@ -434,6 +450,9 @@ def register(sub) -> None:
                    "folder of WAV samples named by voice (default: the built-in kit)")
     p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")
     p.add_argument("--midi-virtual", action="store_true", help="open a virtual MIDI out port for others to connect")
+    p.add_argument("--midi-latency", type=_midi_latency, default=0.0, metavar="MS",
+                   help="how long your drum module (and MIDI interface) takes from a note to its sound: notes go "
+                   "out that much early, so they sound on the beat (default 0; the MIDI clock keeps its time)")
     p.add_argument("--midi-in", metavar="PORT", help="controller input port (name or a unique part)")
     p.add_argument("--midi-api", choices=("jack", "alsa"), help="MIDI system (default: $DRUMMACHINE_MIDI_API, "
                    "else JACK when running, else ALSA)")

@@ -63,6 +63,7 @@ class Options:
     controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
     performer: bool = True  #: bar-by-bar cues as drummers move them (False: the sections' cues held)
     midi_schedule: str | None = None  #: write each MIDI message's scheduled time here (timing benchmarks)
+    midi_latency: float = 0.0  #: ms from a note-on to the drum module's sound: notes go out that much early
     # following the band (docs/follow.md): started by the caller (cli.live._listen), here so that
     # the engine behind the stage UI, which gets only these options, can start it too
     listen: str | None = None  #: the band's input: a JACK capture port, or sd:N / a sounddevice input name
@@ -120,7 +121,7 @@ class Session:
         if self.midi is not None:
             self.midi.clock = clock
         performer = shipped_performer(opts.seed, self.warnings) if opts.performer else None
-        margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0))
+        margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0), self.midi_ahead_s)
         self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead, margin=margin,
                              midi_clock=opts.clock_out and opts.clock != "midi", performer=performer,
                              cue_bus=any(getattr(s, "cue", False) for s in self.sinks), click=opts.click)
@@ -181,7 +182,8 @@ class Session:
                 on_sent = (lambda t, msg: self.schedule.append((t + time.monotonic() - self.clock.now(), msg))) \
                     if self.schedule_file else None
                 self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
-                                        send_clock=o.clock_out, strict=not self.sinks, on_sent=on_sent)
+                                        send_clock=o.clock_out, strict=not self.sinks, on_sent=on_sent,
+                                        latency_s=o.midi_latency / 1000.0)
                 self.sinks.append(self.midi)
                 if not self.midi.connected:
                     self.warnings.append(f"{self.midi.port.message}; playing on, watching for it")
@@ -272,6 +274,11 @@ class Session:
             self.engine.command(cmd.name, cmd.value)
 
     @property
+    def midi_ahead_s(self) -> float:
+        """How long before its time the MIDI out sends a note (``--midi-latency``; 0 without MIDI out)."""
+        return self.midi.latency_s if self.midi is not None else 0.0
+
+    @property
     def session_handlers(self):
         return {"learn": self._on_learn, "program": self.select_song,
                 "next_song": lambda _: self.select_song(self.song_index + 1),
@@ -306,7 +313,8 @@ class Session:
     def start_threads(self) -> None:
         self.threads = self.engine.run_threads(self.stop_event, commit_priority=COMMIT_PRIORITY)
         if self.audio is not None:
-            watchdog = threading.Thread(target=self.audio_output.watch, args=(self.audio, self.stop_event, self.engine),
+            watchdog = threading.Thread(target=self.audio_output.watch,
+                                        args=(self.audio, self.stop_event, self.engine, self.midi_ahead_s),
                                         name="audio-watchdog", daemon=True)
             watchdog.start()
             self.threads.append(watchdog)

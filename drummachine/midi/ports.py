@@ -229,12 +229,19 @@ class MidiOutSink(Sink):
     time as it is handed out, and the C callback writes it at its frame (no thread of ours sends).
     Through rtmidi: a dispatcher thread sleeps until just before each event and sends it; it asks
     for real-time scheduling when the system allows it.
+
+    ``latency_s`` (``--midi-latency``): how long the drum module (and its MIDI interface) takes from
+    a note-on to its sound; each note goes out that much before its time, so it sounds on it, as
+    the kit's hits go to the mixer its output latency early. The MIDI clock and the transport's
+    messages keep their times: they are timing, for whatever else listens to them.
     """
 
     def __init__(self, api: str, port: str | None, clock, notemap: NoteMap = GM_NOTEMAP,
                  channel: int | None = None, send_clock: bool = False, realtime: bool = True,
-                 on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True):
+                 on_sent: Callable[[float, list[int]], None] | None = None, strict: bool = True,
+                 latency_s: float = 0.0):
         self.jack = own_jack_client(api)
+        self.latency_s = float(latency_s)
         label = "drums out" if port else "out"
         self.port = JackPort("out", port, label) if self.jack else _Port("out", api, port, label)
         self.clock = clock
@@ -271,12 +278,13 @@ class MidiOutSink(Sink):
         """Each event's messages with their times: a note's on and off; the clock and the
         transport's start, stop and continue when it sends clock."""
         rows = []
+        early = self.latency_s
         for e in events:
             if e.kind == "note":
                 note = self.notemap.notes[e.voice]
                 vel = max(1, min(127, int(round(e.velocity * 127))))
-                rows.append((e.time, [0x90 | self.channel, note, vel]))
-                rows.append((e.time + NOTE_SECONDS, [0x80 | self.channel, note, 0]))
+                rows.append((e.time - early, [0x90 | self.channel, note, vel]))
+                rows.append((e.time - early + NOTE_SECONDS, [0x80 | self.channel, note, 0]))
             elif self.send_clock and e.kind in CLOCK_STATUS:
                 rows.append((e.time, [CLOCK_STATUS[e.kind]]))
         return rows
