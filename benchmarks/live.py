@@ -329,21 +329,24 @@ def cue_latency(trials: int = 12) -> dict:
     return out
 
 
-def fill_onset_live(trials: int = 24, bpm: float = 120.0) -> dict:
+def fill_onset_live(trials: int = 24, bpm: float = 120.0, period: int = 128, audio: bool = False) -> dict:
     """The shipped model, live over JACK MIDI: the fill pedal (CC 112) at a random moment -> the
     first note that belongs to the fill and not to the groove (``sounds_fill``: a tom, or a snare
-    where the bar before had none), in steps from the step open at the cue and in ms."""
+    where the bar before had none), in steps from the step open at the cue and in ms. ``audio``:
+    the kit plays too (the engine then hands steps out its output latency sooner: later cues at a
+    long ``period``); the ms are then until the kit sounds the note."""
     import rtmidi
 
     from drummachine.core.steps import empty_step, sounds_fill
     from drummachine.core.voices import HITS, SNARE, TOMS
     from drummachine.live.session import Options, Session
 
-    with Jack(128):
+    with Jack(period):
         tx = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "bench-pedal")
         tx.open_virtual_port("tx")
         notes = []
-        opts = Options(audio=False, midi_virtual=True, midi_in="bench-pedal:tx", style="rock", bpm=bpm)
+        opts = Options(audio=audio, audio_api="JACK" if audio else None, midi_virtual=True,
+                       midi_in="bench-pedal:tx", style="rock", bpm=bpm)
         with Session(opts) as session:
             orig = session.midi.send
             session.midi.send = lambda ev: (notes.extend(e for e in ev if e.kind == "note"), orig(ev))
@@ -354,7 +357,7 @@ def fill_onset_live(trials: int = 24, bpm: float = 120.0) -> dict:
             ms, steps = [], []
             for _ in range(trials):
                 time.sleep(2.0 + rng.uniform(0, 4.0))  # past the last fill, at a random step
-                t_cue = time.monotonic()
+                t_cue = session.clock.now()  # the engine's clock: the mixer's with the kit, else monotonic
                 step_at_cue = int(session.engine.transport.step_at(t_cue))
                 tx.send_message([0xB0, 112, 127])
                 time.sleep(2.5)
@@ -368,14 +371,16 @@ def fill_onset_live(trials: int = 24, bpm: float = 120.0) -> dict:
                     ms.append(min(e.time for e in notes if e.step == first and
                                   (e.voice in TOMS or e.voice == SNARE)) - t_cue)
             stats = session.engine.stats
+            margin = session.engine.margin
         tx.close_port()
     steps = np.array(steps)
     return {"trials": trials, "heard": len(steps), "steps_p50": float(np.percentile(steps, 50)),
             "steps_p90": float(np.percentile(steps, 90)), "within_2_steps": round(float(np.mean(steps <= 2)), 3),
             "to_first_fill_note_ms": stats_ms(ms), "generator_misses": stats.misses,
-            "tempo": f"{bpm:g} bpm (a 16th = {15000 / bpm:.0f} ms)",
+            "tempo": f"{bpm:g} bpm (a 16th = {15000 / bpm:.0f} ms)", "jack_period": period, "kit": audio,
+            "hand_out_margin_ms": round(margin * 1000, 1),
             "note": "steps counted from the step open at the cue; a cue is handled on the next step not yet handed "
-                    "to the outputs, committed half a step + 30 ms before it sounds"}
+                    "to the outputs, committed half a step + the hand-out margin before it sounds"}
 
 
 def drift() -> dict:
@@ -455,6 +460,8 @@ def main() -> None:
         "midi_out_128": lambda: midi_out(128),
         "cue_latency": cue_latency,
         "fill_onset_live": fill_onset_live,
+        "fill_onset_live_kit_128": lambda: fill_onset_live(period=128, audio=True),
+        "fill_onset_live_kit_1024": lambda: fill_onset_live(period=1024, audio=True),
         "headless": headless,
         "underruns": lambda: underruns(args.underrun_minutes),
         "underruns_in_process": lambda: underruns(args.underrun_minutes, "in_process"),

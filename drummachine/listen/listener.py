@@ -77,7 +77,9 @@ class InputWhenThere:
                 log.warning("%s; looking again", exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - the groove goes on; the next look may do
-                log.warning("listen: %s: %s; looking again", exc.__class__.__name__, exc)
+                if f"{exc.__class__.__name__}: {exc}" != said:
+                    said = f"{exc.__class__.__name__}: {exc}"
+                    log.warning("listen: %s; looking again", said)
                 continue
             if self._stop.is_set():
                 band.close()
@@ -119,6 +121,7 @@ class Listener:
         self._thread = None
         self._stop = threading.Event()
         self.sent = 0
+        self._blocks, self._blocks_since = -1.0, None  # blocks captured, and since when (``stalled``)
         self._origin = None  # (engine clock, monotonic) at the first reading
         self.clock_rate = 1.0  #: engine-clock seconds per monotonic second
 
@@ -230,14 +233,15 @@ class Listener:
             self._blocks, self._blocks_since = blocks, now
         return not self.alive or now - self._blocks_since > STALLED_SECONDS
 
-    _blocks, _blocks_since = -1.0, None
-
     def _watch(self) -> None:
         """The link thread's turn at the input: a stalled one is started again, said in the log
         once per reason, tried every RETRY_SECONDS."""
         said, retry_at = "", 0.0
-        log.warning("listen: no sound from %s in %.0f s (the sound server stopped or restarted?); "
-                    "listening again", self.input.name, STALLED_SECONDS)
+        if self.alive:
+            log.warning("listen: no audio from %s in %.0f s (the sound server stopped or restarted?); "
+                        "listening again", self.input.name, STALLED_SECONDS)
+        else:
+            log.warning("listen: the listening process stopped (exit %s); listening again", self.proc.returncode)
         while not self._stop.is_set():
             if time.monotonic() >= retry_at:
                 try:
