@@ -159,21 +159,29 @@ def test_notes_go_out_the_modules_latency_early_and_the_clock_on_time(jack_serve
     assert abs(early + 0.020) < period, early
     assert abs(np.median(ticks - nearest(ticks))) < period
 
-def test_play_hands_notes_out_early_enough_for_the_modules_latency(jack_server, tmp_path):
-    """`play --midi-latency 100` at 240 bpm: the engine hands each step out the 100 ms sooner on
-    top of its margin, so no note reaches the MIDI out after the time it must leave at (with the
-    usual margin, half a step and 30 ms, 61 ms here, every one would: counted "late" by the client)."""
+@pytest.mark.parametrize("given", ["option", "notemap"])
+def test_play_hands_notes_out_early_enough_for_the_modules_latency(jack_server, tmp_path, given):
+    """`play --midi-latency 100` (or a note map with ``latency_ms = 100``) at 240 bpm: the engine
+    hands each step out the 100 ms sooner on top of its margin, so no note reaches the MIDI out
+    after the time it must leave at (with the usual margin, half a step and 30 ms, 61 ms here,
+    every one would: counted "late" by the client)."""
     from .conftest import run_cli
 
     log = tmp_path / "play.log"
+    notemap = tmp_path / "module.toml"
+    notemap.write_text('name = "a slow module"\nlatency_ms = 100\n')
+    latency = ["--midi-latency", "100"] if given == "option" else ["--notemap", notemap]
     rec = probe.RecorderProcess("jm-late")
     try:
-        r = run_cli("play", "--headless", "--fake-model", "--no-audio", "--midi-out", "jm-late:rx", "--midi-latency",
-                    "100", "--style", "rock", "--bpm", "240", "--duration", "4", "--log", log, timeout=60)
+        r = run_cli("play", "--headless", "--fake-model", "--no-audio", "--midi-out", "jm-late:rx", *latency,
+                    "--style", "rock", "--bpm", "240", "--duration", "4", "--log", log, timeout=60)
     finally:
         rec.stop()
     assert r.returncode == 0, r.stderr
-    stats = json.loads(log.read_text().split("MIDI out (own JACK client): ", 1)[1].splitlines()[0])
+    text = log.read_text()
+    whose = "--midi-latency" if given == "option" else "a slow module's latency_ms"
+    assert f"MIDI out: each note sent 100.0 ms before its time, for the module ({whose})" in text, text
+    stats = json.loads(text.split("MIDI out (own JACK client): ", 1)[1].splitlines()[0])
     ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
     assert len(ons) >= 12 and stats["late"] == 0, (stats, len(ons))
 

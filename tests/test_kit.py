@@ -60,12 +60,19 @@ def test_shipped_notemaps_load():
     ("channel = 17\n", "allowed: 1-16"),
     ("name = 'x'\ncolor = 'red'\n", "unknown key"),
     ("name = \n", "malformed TOML"),
+    ("latency_ms = 300\n", "300 is out of range; allowed: 0-200 (ms)"),
+    ("latency_ms = 'fast'\n", "'fast' is out of range; allowed: 0-200 (ms)"),
 ])
 def test_bad_notemap_is_one_clear_line(text, message):
     with pytest.raises(DrumMachineError) as exc:
         notemap_from_toml(text, "my.toml")
     assert message in str(exc.value) and "my.toml" in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_a_notemap_carries_its_modules_latency():
+    assert notemap_from_toml("name = 'x'\nlatency_ms = 6.5\n", "my.toml").latency_ms == 6.5
+    assert notemap_from_toml("name = 'x'\n", "my.toml").latency_ms == 0.0
 
 
 def test_notemap_error_names_the_line():

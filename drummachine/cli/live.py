@@ -406,12 +406,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-MIDI_LATENCY_MS = (0.0, 200.0)  #: --midi-latency's range
-
-
 def _midi_latency(text: str) -> float:
-    """--midi-latency: milliseconds, 0..200."""
-    lo, hi = MIDI_LATENCY_MS
+    """--midi-latency: milliseconds (``core.notemap.LATENCY_MS``)."""
+    from drummachine.core.notemap import LATENCY_MS
+
+    lo, hi = LATENCY_MS
     try:
         value = float(text)
     except ValueError:
@@ -450,9 +449,10 @@ def register(sub) -> None:
                    "folder of WAV samples named by voice (default: the built-in kit)")
     p.add_argument("--midi-out", metavar="PORT", help="send notes to this MIDI port (name or a unique part)")
     p.add_argument("--midi-virtual", action="store_true", help="open a virtual MIDI out port for others to connect")
-    p.add_argument("--midi-latency", type=_midi_latency, default=0.0, metavar="MS",
+    p.add_argument("--midi-latency", type=_midi_latency, default=None, metavar="MS",
                    help="how long your drum module (and MIDI interface) takes from a note to its sound: notes go "
-                   "out that much early, so they sound on the beat (default 0; the MIDI clock keeps its time)")
+                   "out that much early, so they sound on the beat (default: the note map's latency_ms, else 0; "
+                   "the MIDI clock keeps its time)")
     p.add_argument("--midi-in", metavar="PORT", help="controller input port (name or a unique part)")
     p.add_argument("--midi-api", choices=("jack", "alsa"), help="MIDI system (default: $DRUMMACHINE_MIDI_API, "
                    "else JACK when running, else ALSA)")

@@ -63,7 +63,8 @@ class Options:
     controller: str | None = None  #: controller preset name or file (default: the pedal CC map)
     performer: bool = True  #: bar-by-bar cues as drummers move them (False: the sections' cues held)
     midi_schedule: str | None = None  #: write each MIDI message's scheduled time here (timing benchmarks)
-    midi_latency: float = 0.0  #: ms from a note-on to the drum module's sound: notes go out that much early
+    #: ms from a note-on to the drum module's sound: notes go out that much early (None: the note map's)
+    midi_latency: float | None = None
     # following the band (docs/follow.md): started by the caller (cli.live._listen), here so that
     # the engine behind the stage UI, which gets only these options, can start it too
     listen: str | None = None  #: the band's input: a JACK capture port, or sd:N / a sounddevice input name
@@ -181,9 +182,13 @@ class Session:
                 # the time each message was due, on the monotonic clock (the sink runs on the audio clock)
                 on_sent = (lambda t, msg: self.schedule.append((t + time.monotonic() - self.clock.now(), msg))) \
                     if self.schedule_file else None
+                latency_ms, whose = ((notemap.latency_ms, f"{notemap.name}'s latency_ms") if o.midi_latency is None
+                                     else (o.midi_latency, "--midi-latency"))
                 self.midi = MidiOutSink(api_name(o.midi_api), o.midi_out, MonotonicClock(), notemap,
                                         send_clock=o.clock_out, strict=not self.sinks, on_sent=on_sent,
-                                        latency_s=o.midi_latency / 1000.0)
+                                        latency_s=latency_ms / 1000.0)
+                if latency_ms:
+                    log.info("MIDI out: each note sent %.1f ms before its time, for the module (%s)", latency_ms, whose)
                 self.sinks.append(self.midi)
                 if not self.midi.connected:
                     self.warnings.append(f"{self.midi.port.message}; playing on, watching for it")
