@@ -396,8 +396,6 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     import shutil
     import sys
 
-    from drummachine.audio.wavfile import read_wav
-
     if not shutil.which("jackd") or not shutil.which("jack_rec"):
         pytest.skip("jackd and jack_rec are not installed")
     name = f"late{os.getpid()}"
@@ -427,11 +425,7 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
             jackd.terminate()
             jackd.wait(10)
     assert play.returncode == 0, err
-    audio, rate = read_wav(wav)
-    assert rate == 44100 and len(audio) >= 2 * rate
-    assert np.abs(audio).max() > 0.05, "the kit is heard on the server that came late"
-    # 120 bpm: a sink still counting 48 kHz frames would play its beat every 0.544 s
-    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
+    assert_the_kit_plays_120_bpm_at_44k(wav, "on the server that came late")
     text = log.read_text()
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns( \(\d+ hits came after[^)]*\))?;", text)  # no "audio restarts"
     assert m and int(m.group(1)) >= 24 * 8 * 0.9, text  # ~8 steps a second for the whole 24 s: no stall
@@ -450,8 +444,6 @@ def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path)
     import shutil
     import signal
     import sys
-
-    from drummachine.audio.wavfile import read_wav
 
     if not shutil.which("jackd") or not shutil.which("jack_rec"):
         pytest.skip("jackd and jack_rec are not installed")
@@ -497,14 +489,21 @@ def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path)
         jackd.terminate()
         jackd.wait(10)
     assert play.returncode == 0, err
-    audio, rate = read_wav(wav)
-    assert rate == 44100 and len(audio) >= 2 * rate
-    assert np.abs(audio).max() > 0.05, "the kit is heard on the server back at another rate"
-    # 120 bpm: a sink still counting 48 kHz frames would play its beat every 0.544 s
-    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
+    assert_the_kit_plays_120_bpm_at_44k(wav, "on the server back at another rate")
     text = log.read_text()
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns", text)
     assert m and int(m.group(1)) >= played_for * 8 * 0.9, text  # ~8 steps a second throughout: no stall
+
+
+def assert_the_kit_plays_120_bpm_at_44k(wav, where: str) -> None:
+    """jack_rec's recording of the kit: at 44.1 kHz, heard, its beat 0.5 s apart (a sink still
+    counting 48 kHz frames would play it every 0.544 s)."""
+    from drummachine.audio.wavfile import read_wav
+
+    audio, rate = read_wav(wav)
+    assert rate == 44100 and len(audio) >= 2 * rate
+    assert np.abs(audio).max() > 0.05, f"the kit is heard {where}"
+    assert beat_seconds(audio, rate) == pytest.approx(0.5, abs=0.01)
 
 @pytest.fixture
 def jack_at_44k_1024(monkeypatch):

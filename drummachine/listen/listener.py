@@ -147,13 +147,18 @@ class Listener:
         except json.JSONDecodeError:
             return {"error": f"the listening process said {line.strip()[:120]!r}"}
 
-    def wait_ready(self, timeout: float = READY_SECONDS) -> "Listener":
+    def _take_answer(self, timeout: float, on_error) -> None:
+        """The listening process's answer: its rate, latency and capture; DrumMachineError after
+        ``on_error()`` when it could not listen."""
         reply = self._answer(timeout)
         if "error" in reply:
-            self.close()
+            on_error()
             raise DrumMachineError("--listen", reply["error"])
         self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
         self.capture = reply.get("capture", "")
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> "Listener":
+        self._take_answer(timeout, self.close)
         return self
 
     def _end_process(self) -> None:
@@ -178,12 +183,7 @@ class Listener:
         s[shared.SEQ] += int(s[shared.SEQ]) & 1  # a process killed mid-reading: the lock is free again
         s[shared.STATUS] = shared.STARTING
         self._spawn()
-        reply = self._answer(READY_SECONDS)
-        if "error" in reply:
-            self._end_process()
-            raise DrumMachineError("--listen", reply["error"])
-        self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
-        self.capture = reply.get("capture", "")
+        self._take_answer(READY_SECONDS, self._end_process)
         self.restarts += 1
 
     def set_tempo(self, bpm: float) -> None:
