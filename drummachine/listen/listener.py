@@ -7,7 +7,7 @@ are when it is read, at the rate the engine's clock runs against the monotonic o
 a sound card's clock is not the computer's), and its tempo in beats per engine-clock minute.
 
 A listening process whose input stopped (the JACK server stopped or restarted: libjack in that
-process holds the dead server's client; a USB interface unplugged) or that died is started again,
+process holds the dead server's client; a sounddevice input that stopped) or that died is started again,
 tried every few seconds until it listens; the follower holds meanwhile (its last readings said
 "input gone", confidence 0).
 """
