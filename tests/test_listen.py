@@ -245,8 +245,9 @@ def test_a_missing_port_is_one_clear_line(jack_server):
 @pytest.mark.jack
 def test_a_listening_process_that_died_is_started_again(jack_server):
     """The listening process killed (SIGKILL: a crash, the OOM killer) mid-song: the link finds
-    no block captured for STALLED_SECONDS, starts another on the same input and block, and the
-    readings go on (before, the follower held for the rest of the set: "listener stopped")."""
+    it gone (or, alive, capturing nothing for STALLED_SECONDS), starts another on the same input
+    and block, and the readings go on (before, the follower held for the rest of the set:
+    "listener stopped")."""
     import os
     import signal
 
@@ -270,6 +271,7 @@ def test_a_listening_process_that_died_is_started_again(jack_server):
         time.sleep(1.0)
         assert len(readings) > before + 5, "readings go on from the new listening process"
         assert readings[-1].seq > readings[before - 1].seq
+
 
 @pytest.fixture
 def jack_at_1024(monkeypatch):
@@ -395,6 +397,7 @@ def test_an_input_that_comes_after_play_is_listened_to_from_then_on(jack_server,
     assert m and int(m.group(1)) >= 16 * 7.7 * 0.9, text  # 7.7-8 steps a second throughout: nothing waited
     tempos = [float(t) for t in re.findall(r"\| rock ([\d.]+) bpm \|", text)]
     assert tempos[0] == pytest.approx(116, abs=0.1) and tempos[-1] == pytest.approx(120, abs=0.6), tempos
+
 
 @pytest.mark.jack
 @pytest.mark.slow
