@@ -334,7 +334,8 @@ def fill_onset_live(trials: int = 24, bpm: float = 120.0, period: int = 128, aud
     first note that belongs to the fill and not to the groove (``sounds_fill``: a tom, or a snare
     where the bar before had none), in steps from the step open at the cue and in ms. ``audio``:
     the kit plays too (the engine then hands steps out its output latency sooner: later cues at a
-    long ``period``); the ms are then until the kit sounds the note."""
+    long ``period``); the ms are until the note's time on the engine's clock (the kit is handed it
+    its output latency early to sound then; not recorded at an output)."""
     import rtmidi
 
     from drummachine.core.steps import empty_step, sounds_fill

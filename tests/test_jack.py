@@ -385,6 +385,17 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
     assert m and int(m.group(1)) >= 7 * 8 * 0.9, text  # ~8 steps a second for the whole 8 s: no stall
 
 
+def env_of_a_server_to_come(prefix: str) -> dict:
+    """The environment of a JACK server of the test's own that the test starts (and restarts)
+    itself, under `play`; skips when jackd or jack_rec is missing."""
+    import os
+    import shutil
+
+    if not shutil.which("jackd") or not shutil.which("jack_rec"):
+        pytest.skip("jackd and jack_rec are not installed")
+    return {**os.environ, "JACK_DEFAULT_SERVER": f"{prefix}{os.getpid()}", "JACK_NO_START_SERVER": "1",
+            "DRUMMACHINE_MIDI_API": "jack"}
+
 def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path):
     """`play` with MIDI out started before its JACK server (a Pi whose jackd comes up after the
     service, an interface switched on late): MIDI alone meanwhile on the wall clock, the mixer
@@ -392,14 +403,9 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     went on (a first mixer counting from frame 0 would have stalled the engine for as long). The
     server plays at 44.1 kHz, not the 48 kHz the sink was made for: the sink takes its rate (before,
     the mixer was tried at 48 kHz for as long as play ran)."""
-    import os
-    import shutil
     import sys
 
-    if not shutil.which("jackd") or not shutil.which("jack_rec"):
-        pytest.skip("jackd and jack_rec are not installed")
-    name = f"late{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "DRUMMACHINE_MIDI_API": "jack"}
+    env = env_of_a_server_to_come("late")
     log = tmp_path / "play.log"
     wav = tmp_path / "out.wav"
     jackd = None
@@ -440,15 +446,10 @@ def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path)
     listening process, whose libjack held the dead server's client, is started again on the new
     server (before, it stayed "input gone" for the rest of the set: the machine never followed
     the band again)."""
-    import os
-    import shutil
     import signal
     import sys
 
-    if not shutil.which("jackd") or not shutil.which("jack_rec"):
-        pytest.skip("jackd and jack_rec are not installed")
-    name = f"rerate{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "DRUMMACHINE_MIDI_API": "jack"}
+    env = env_of_a_server_to_come("rerate")
     log = tmp_path / "play.log"
     wav = tmp_path / "out.wav"
 

@@ -179,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_model_commands(sub):
     from drummachine.cli import live as cli_live
     from drummachine.cli import model as cli_model
+    from drummachine.cli import system as cli_system
 
     cli_model.register(sub)
     cli_live.register(sub)
+    cli_system.register(sub)
 
 
 _EXTRA_COMMANDS: list = [_register_model_commands]
