@@ -6,11 +6,23 @@ of one; or ``sd:N`` / ``sd:NAME`` for a sounddevice input device. The listening 
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from drummachine.core.errors import DrumMachineError
 
 SOUNDDEVICE_PREFIX = "sd:"
+#: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
+#: listed by a process of its own (niced: it runs every few seconds while an input is awaited)
+LIST_INPUTS = ("import json, os, sounddevice as sd; os.nice(10); print(json.dumps([(i, d['name']) for i, d in "
+               "enumerate(sd.query_devices()) if d['max_input_channels'] > 0]))")
+LIST_SECONDS = 10.0
+#: ALSA's card and device numbers at the end of a PortAudio device's name: an interface plugged
+#: back in may come back as another card
+ALSA_NUMBERS = re.compile(r"\s*\(hw:\d+,\d+\)$")
 
 
 @dataclass(frozen=True)
@@ -18,6 +30,7 @@ class AudioInput:
     backend: str  #: "jack" or "sounddevice"
     name: str  #: the JACK port's full name, or the device's name
     index: int | None = None  #: sounddevice's device index
+    words: str | None = None  #: the part of a device's name the musician gave (``sd:NAME``)
 
 
 def jack_sources() -> list[str]:
@@ -36,13 +49,46 @@ def jack_sources() -> list[str]:
         client.close()
 
 
-def sounddevice_inputs() -> list[tuple[int, str]]:
+def sounddevice_inputs(fresh: bool = False) -> list[tuple[int, str]]:
+    """sounddevice's input devices, numbered; ``fresh``: as a process starting now lists them (a
+    device plugged in since this process's PortAudio started is there too)."""
+    if fresh:
+        try:
+            listed = subprocess.run([sys.executable, "-c", LIST_INPUTS], capture_output=True, text=True,
+                                    timeout=LIST_SECONDS)
+            return [(int(i), str(n)) for i, n in json.loads(listed.stdout)]
+        except (OSError, ValueError, TypeError, subprocess.SubprocessError):
+            return []
     try:
         import sounddevice as sd
 
         return [(i, d["name"]) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
     except Exception:
         return []
+
+
+def matching_devices(devices: list[tuple[int, str]], want: str) -> list[tuple[int, str]]:
+    """The devices ``sd:WANT`` names: by number, or by a part of the name."""
+    return [(i, n) for i, n in devices if (want.isdigit() and i == int(want)) or
+            (not want.isdigit() and want.lower() in n.lower())]
+
+
+def same_device(devices: list[tuple[int, str]], chosen: AudioInput) -> int | None:
+    """The number of the device ``--listen`` chose, in a list made since (a listening process
+    started again): a device unplugged and plugged back, or others come or gone, may be at another
+    number, and its ALSA card number may have changed. The same name at the same number, else the
+    same name elsewhere, else the one device the musician's words match; None when it is not there."""
+    def bare(name: str) -> str:
+        return ALSA_NUMBERS.sub("", name)
+
+    if (chosen.index, chosen.name) in devices:
+        return chosen.index
+    for same in (lambda n: n == chosen.name, lambda n: bare(n) == bare(chosen.name)):
+        hits = [i for i, n in devices if same(n)]
+        if hits:
+            return hits[0]
+    hits = matching_devices(devices, chosen.words) if chosen.words else []
+    return hits[0][0] if len(hits) == 1 else None
 
 
 def inputs() -> list[AudioInput]:
@@ -56,13 +102,14 @@ def find_input(spec: str) -> AudioInput:
     spec = str(spec)
     if spec.startswith(SOUNDDEVICE_PREFIX):
         want = spec[len(SOUNDDEVICE_PREFIX):]
-        devices = sounddevice_inputs()
-        hits = [(i, n) for i, n in devices if (want.isdigit() and i == int(want)) or
-                (not want.isdigit() and want.lower() in n.lower())]
+        devices = sounddevice_inputs(fresh=True)
+        hits = matching_devices(devices, want)
         if len(hits) != 1:
             names = ", ".join(f"sd:{i} {n}" for i, n in devices) or "none"
-            raise DrumMachineError("--listen", f"{spec!r} matches {len(hits)} input devices; inputs: {names}")
-        return AudioInput("sounddevice", hits[0][1], hits[0][0])
+            exc = DrumMachineError("--listen", f"{spec!r} matches {len(hits)} input devices; inputs: {names}")
+            exc.missing = not hits
+            raise exc
+        return AudioInput("sounddevice", hits[0][1], hits[0][0], None if want.isdigit() else want)
     ports = jack_sources()
     if spec in ports:
         return AudioInput("jack", spec)

@@ -29,6 +29,7 @@ import numpy as np
 
 from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
+from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
 from drummachine.listen.tracker import BeatTracker
 
 RING_SECONDS = 4.0
@@ -36,6 +37,8 @@ POLL_SECONDS = 0.01
 SILENCE_DB = -70.0
 CLIP_LEVEL = 0.999
 CHECK_PORT_SECONDS = 0.5
+#: an input latency past this is no figure (PortAudio's JACK devices say 2**32 frames: -1 unsigned)
+MAX_INPUT_LATENCY = 1.0
 SWITCH_INTERVAL = 0.0002  #: seconds (see run)
 TIMING_CALLBACKS = 4096  #: callbacks the input's clock is measured over (about 10 s)
 READ_FRAMES = 256  #: PortAudio's blocking reads: samples per read (5.3 ms at 48 kHz)
@@ -313,7 +316,12 @@ def run(setup: dict, stdin, answer) -> int:
         else:
             import sounddevice as sd
 
-            info = sd.query_devices(setup["device"])
+            chosen = AudioInput("sounddevice", setup["port"], setup["device"], setup.get("words"))
+            device = same_device(sounddevice_inputs(), chosen)  # this process's PortAudio lists them now
+            if device is None:
+                answer({"error": f"input {setup['port']!r} is not there"})
+                return 2
+            info = sd.query_devices(device)
             rate = int(info["default_samplerate"])
             capture = Capture(rate)
 
@@ -323,13 +331,17 @@ def run(setup: dict, stdin, answer) -> int:
                 capture.take(indata[:, 0])
 
             try:
-                stream = sd.InputStream(device=setup["device"], channels=1, samplerate=rate, dtype="float32",
+                stream = sd.InputStream(device=device, channels=1, samplerate=rate, dtype="float32",
                                         callback=callback, latency="low")
                 stream.start()
             except Exception as exc:
                 answer({"error": f"cannot open input {info['name']!r} ({str(exc).splitlines()[0]})"})
                 return 2
             latency = float(stream.latency)
+            if not 0.0 <= latency <= MAX_INPUT_LATENCY:  # not a figure to time the band's beats by
+                print(f"listen: {info['name']!r} says its input latency is {latency:.6g} s; taken as 0",
+                      file=sys.stderr)
+                latency = 0.0
     except Exception as exc:  # whatever the input's library raises: one line, never a traceback
         answer({"error": f"cannot open the input ({exc.__class__.__name__}: {exc})"})
         return 2
