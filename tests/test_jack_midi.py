@@ -159,6 +159,50 @@ def test_notes_go_out_the_modules_latency_early_and_the_clock_on_time(jack_serve
     assert abs(early + 0.020) < period, early
     assert abs(np.median(ticks - nearest(ticks))) < period
 
+def test_notes_go_out_jacks_latency_for_the_port_early(jack_server):
+    """A synth client in the graph (jack_midisine: MIDI in, its audio out to the sound card) sounds
+    a note the sound card's playback latency after it gets it, and JACK says so for our port (256
+    frames at 128 a period, 2 periods): once connected, each note goes out that much earlier by its
+    frame, and the sink says its lead changed. Connected only to a recorder, the port's figure is 0."""
+    own_client()
+    from drummachine.midi.ports import MidiOutSink
+
+    if not shutil.which("jack_midisine"):
+        pytest.skip("jack_midisine is not installed (jackd2's example clients)")
+    synth = subprocess.Popen(["jack_midisine"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rec = probe.RecorderProcess("jm-graph")
+    clock = probe.JackClock()
+    sink = MidiOutSink("jack", "jm-graph:rx", clock)
+    told = []
+    sink.on_ahead = lambda: told.append(sink.ahead_s)
+    try:
+        wait_for(lambda: "midisine:audio_out" in subprocess.run(["jack_lsp"], capture_output=True,
+                                                                   text=True).stdout, 5)
+        time.sleep(1.5)
+        assert sink.graph_latency_s == 0.0  # the recorder alone: nothing after it
+        subprocess.run(["jack_connect", "midisine:audio_out", "system:playback_1"], check=True)
+        subprocess.run(["jack_connect", sink.port.full_name, "midisine:midi_in"], check=True)
+        wait_for(lambda: told, 5)
+        expected = 256 / rec.rate
+        assert sink.graph_latency_s == pytest.approx(expected) and told[-1] == pytest.approx(expected)
+        start = clock.now() + 0.5
+        due = [start + 0.05 * k for k in range(20)]
+        sink.send([Event(t, "note", 0, 0.8, k) for k, t in enumerate(due)])
+        time.sleep(1.8)
+    finally:
+        sink.close()
+        rec.stop()
+        synth.terminate()
+        synth.wait(10)
+    ons = [e for e in rec.events if e[3][0] == 0x99 and e[3][2] > 0]
+    assert len(ons) >= (17 if not rec.skipped else 6), (len(ons), rec.skipped)
+    frames = np.array([e[0] for e in ons])
+    wall = np.array([e[1] for e in ons]) / 1e6
+    notes = (wall - frames / rec.rate).min() + frames / rec.rate  # on the grid, as above
+    nearest = np.array([min(due, key=lambda d: abs(d - t - expected)) for t in notes])
+    assert abs(np.median(notes - nearest) + expected) < 128 / rec.rate
+
+
 @pytest.mark.parametrize("given", ["option", "notemap"])
 def test_play_hands_notes_out_early_enough_for_the_modules_latency(jack_server, tmp_path, given):
     """`play --midi-latency 100` (or a note map with ``latency_ms = 100``) at 240 bpm: the engine

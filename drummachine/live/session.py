@@ -189,6 +189,7 @@ class Session:
                                         latency_s=latency_ms / 1000.0)
                 if latency_ms:
                     log.info("MIDI out: each note sent %.1f ms before its time, for the module (%s)", latency_ms, whose)
+                self.midi.on_ahead = self._midi_ahead_changed
                 self.sinks.append(self.midi)
                 if not self.midi.connected:
                     self.warnings.append(f"{self.midi.port.message}; playing on, watching for it")
@@ -280,8 +281,14 @@ class Session:
 
     @property
     def midi_ahead_s(self) -> float:
-        """How long before its time the MIDI out sends a note (``--midi-latency``; 0 without MIDI out)."""
-        return self.midi.latency_s if self.midi is not None else 0.0
+        """How long before its time the MIDI out sends a note (``--midi-latency`` and JACK's figure
+        for its port; 0 without MIDI out)."""
+        return self.midi.ahead_s if self.midi is not None else 0.0
+
+    def _midi_ahead_changed(self) -> None:
+        """JACK's figure for the MIDI out's path changed (a port connected): hand steps out as much sooner."""
+        if getattr(self, "engine", None) is not None:  # (the port may be read before the engine is made)
+            self.engine.margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0), self.midi_ahead_s)
 
     @property
     def session_handlers(self):
@@ -319,7 +326,7 @@ class Session:
         self.threads = self.engine.run_threads(self.stop_event, commit_priority=COMMIT_PRIORITY)
         if self.audio is not None:
             watchdog = threading.Thread(target=self.audio_output.watch,
-                                        args=(self.audio, self.stop_event, self.engine, self.midi_ahead_s),
+                                        args=(self.audio, self.stop_event, self.engine, lambda: self.midi_ahead_s),
                                         name="audio-watchdog", daemon=True)
             watchdog.start()
             self.threads.append(watchdog)

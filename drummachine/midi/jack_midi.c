@@ -38,6 +38,11 @@ typedef struct {
     unsigned char *buffer;
 } jack_midi_event_t;
 typedef struct _jack_ringbuffer jack_ringbuffer_t; /* only handled through libjack's functions */
+typedef struct {
+    jack_nframes_t min;
+    jack_nframes_t max;
+} jack_latency_range_t;
+enum { JackCaptureLatency = 0, JackPlaybackLatency = 1 }; /* jack_latency_callback_mode_t */
 
 enum { JackNoStartServer = 0x01 };
 enum { JackPortIsInput = 0x1, JackPortIsOutput = 0x2 };
@@ -79,6 +84,7 @@ static struct {
     size_t (*rb_peek)(jack_ringbuffer_t *, char *, size_t);
     size_t (*rb_write)(jack_ringbuffer_t *, const char *, size_t);
     int (*rb_mlock)(jack_ringbuffer_t *);
+    void (*port_get_latency_range)(jack_port_t *, int, jack_latency_range_t *);
 } J;
 
 static void *libjack;
@@ -103,6 +109,7 @@ static const struct { void **slot; const char *name; int required; } SYMBOLS[] =
     SYM(rb_read_space, "jack_ringbuffer_read_space", 1), SYM(rb_write_space, "jack_ringbuffer_write_space", 1),
     SYM(rb_read, "jack_ringbuffer_read", 1), SYM(rb_peek, "jack_ringbuffer_peek", 1),
     SYM(rb_write, "jack_ringbuffer_write", 1), SYM(rb_mlock, "jack_ringbuffer_mlock", 1),
+    SYM(port_get_latency_range, "jack_port_get_latency_range", 0),
 };
 
 /* Load libjack; 0 when every required symbol is there, else -1 with the reason in err. */
@@ -579,6 +586,19 @@ int dm_port_connect(dm_client *c, int slot, const char *other, int connect)
     const char *src = c->ports[slot].is_input ? other : mine;
     const char *dst = c->ports[slot].is_input ? mine : other;
     return connect ? J.connect(c->client, src, dst) : J.disconnect(c->client, src, dst);
+}
+
+/* How long JACK reckons the port's messages take to reach the outside world (the ports it feeds,
+ * and whatever those feed: a MIDI interface's buffering, a synth's audio output), in frames: the
+ * longest of its playback latency range; -1 when this libjack cannot say. */
+long dm_port_playback_latency(dm_client *c, int slot)
+{
+    jack_port_t *port = port_of(c, slot);
+    if (!port || !J.port_get_latency_range)
+        return -1;
+    jack_latency_range_t range = {0, 0};
+    J.port_get_latency_range(port, JackPlaybackLatency, &range);
+    return (long)range.max;
 }
 
 int dm_port_connected_to(dm_client *c, int slot, const char *other)

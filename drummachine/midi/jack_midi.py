@@ -88,6 +88,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_port_name": (c.c_char_p, [c.c_void_p, c.c_int]),
         "dm_port_connect": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p, c.c_int]),
         "dm_port_connected_to": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p]),
+        "dm_port_playback_latency": (c.c_long, [c.c_void_p, c.c_int]),
         "dm_port_connections": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
         "dm_list_ports": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
         "dm_send": (c.c_int, [c.c_void_p, c.c_int, c.c_int64, u8p, c.c_int]),

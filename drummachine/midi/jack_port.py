@@ -19,6 +19,9 @@ from drummachine.midi.jack_midi import IN_MESSAGE_MAX, STATS, JackMidiClient, _l
 
 log = logging.getLogger("drummachine")
 
+#: a port's playback latency is said again when it moves by this much
+LATENCY_CHANGE_S = 0.0001
+
 
 class WatchedPort:
     """What both kinds of port (this client's and python-rtmidi's, ``midi.ports``) do in their
@@ -58,6 +61,10 @@ class JackPort(WatchedPort):
         self.restore: set[str] = set()  #: connections to make again after the server came back
         self.restore_until = 0.0
         self.dropped = 0  #: messages that found no port or a full ring
+        #: an output's: how long JACK reckons its messages take to reach the outside world (the
+        #: ports it feeds and what they feed), read once a second; ``on_latency(seconds)`` when it changes
+        self.playback_latency_s = 0.0
+        self.on_latency = None
         self._lock = threading.Lock()  # the watch's, as _Port's
         PORTS.add(self)
 
@@ -174,6 +181,20 @@ class JackPort(WatchedPort):
                 return
             self._connect()
             self._look_at_connections()
+            if self.direction == "out":
+                self._read_latency()
+
+    def _read_latency(self) -> None:
+        """(Admin lock held.) JACK's playback latency of this output: 0 unconnected or not known."""
+        handle, slot = self.client.handle, self.slot
+        if handle is None or slot is None:
+            return
+        frames, rate = self.lib.dm_port_playback_latency(handle, slot), self.lib.dm_sample_rate(handle)
+        seconds = frames / rate if frames > 0 and rate > 0 else 0.0
+        if abs(seconds - self.playback_latency_s) >= LATENCY_CHANGE_S:
+            self.playback_latency_s = seconds
+            if self.on_latency is not None:
+                self.on_latency(seconds)
 
     def server_gone(self) -> None:
         """From ``midi.jack_server``: the server's socket changed."""

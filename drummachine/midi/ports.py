@@ -232,8 +232,11 @@ class MidiOutSink(Sink):
 
     ``latency_s`` (``--midi-latency``): how long the drum module (and its MIDI interface) takes from
     a note-on to its sound; each note goes out that much before its time, so it sounds on it, as
-    the kit's hits go to the mixer its output latency early. The MIDI clock and the transport's
-    messages keep their times: they are timing, for whatever else listens to them.
+    the kit's hits go to the mixer its output latency early. Over JACK, JACK's own figure for the
+    path from the port on (``graph_latency_s``: a MIDI interface's buffering, or a synth client's
+    audio out to the sound card) is added, read once a second; ``on_ahead()`` when it changes. The
+    MIDI clock and the transport's messages keep their times: they are timing, for whatever else
+    listens to them.
     """
 
     def __init__(self, api: str, port: str | None, clock, notemap: NoteMap = GM_NOTEMAP,
@@ -244,6 +247,9 @@ class MidiOutSink(Sink):
         self.latency_s = float(latency_s)
         label = "drums out" if port else "out"
         self.port = JackPort("out", port, label) if self.jack else _Port("out", api, port, label)
+        self.on_ahead: Callable[[], None] | None = None
+        if self.jack:
+            self.port.on_latency = self._graph_latency_changed
         self.clock = clock
         self.notemap = notemap
         self.channel = (channel or notemap.channel) - 1
@@ -270,6 +276,23 @@ class MidiOutSink(Sink):
     def connected(self) -> bool:
         return self.port.connected
 
+    @property
+    def graph_latency_s(self) -> float:
+        """JACK's playback latency of the port: from the port to the outside world."""
+        return self.port.playback_latency_s if self.jack else 0.0
+
+    @property
+    def ahead_s(self) -> float:
+        """How long before its time each note is sent: the module's latency and JACK's path to it."""
+        return self.latency_s + self.graph_latency_s
+
+    def _graph_latency_changed(self, seconds: float) -> None:
+        log.info("MIDI out: JACK reckons %.1f ms from the port to the outside world (its playback latency, "
+                 "through %s); each note sent %.1f ms before its time", seconds * 1000,
+                 self.port.target or "its connections", self.ahead_s * 1000)
+        if self.on_ahead is not None:
+            self.on_ahead()
+
     def _push(self, t: float, msg: list[int]) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, msg))
@@ -278,7 +301,7 @@ class MidiOutSink(Sink):
         """Each event's messages with their times: a note's on and off; the clock and the
         transport's start, stop and continue when it sends clock."""
         rows = []
-        early = self.latency_s
+        early = self.ahead_s
         for e in events:
             if e.kind == "note":
                 note = self.notemap.notes[e.voice]
