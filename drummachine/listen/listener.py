@@ -39,8 +39,10 @@ HAND_SECONDS = 0.05
 RATE_AFTER_SECONDS = 5.0
 #: no block captured for this long (the process alive or not): the input stopped; start it again
 STALLED_SECONDS = 3.0
-#: a listening process that could not start is tried again after this long
-RETRY_SECONDS = 2.0
+#: a listening process that could not start is tried again after this long, and after the first
+#: minute less often: each try starts a Python process (about 0.25 s of a core here, a second on a
+#: Pi) for an input that may be away for the rest of the set
+RETRY_SECONDS = (2.0, 10.0)
 READY_SECONDS = 10.0
 
 log = logging.getLogger("drummachine")
@@ -235,8 +237,8 @@ class Listener:
 
     def _watch(self) -> None:
         """The link thread's turn at the input: a stalled one is started again, said in the log
-        once per reason, tried every RETRY_SECONDS."""
-        said, retry_at = "", 0.0
+        once per reason, tried every 2 s, every 10 s after the first minute (RETRY_SECONDS)."""
+        said, retry_at, stalled_at = "", 0.0, time.monotonic()
         if self.alive:
             log.warning("listen: no audio from %s in %.0f s (the sound server stopped or restarted?); "
                         "listening again", self.input.name, STALLED_SECONDS)
@@ -254,7 +256,8 @@ class Listener:
                     if str(exc) != said:
                         said = str(exc)
                         log.warning("listen: %s; trying again", exc)
-                    retry_at = time.monotonic() + RETRY_SECONDS
+                    first, later = RETRY_SECONDS
+                    retry_at = time.monotonic() + (first if time.monotonic() - stalled_at < 60.0 else later)
             self._stop.wait(0.25)
 
     def link(self, send) -> None:
