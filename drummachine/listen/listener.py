@@ -110,7 +110,8 @@ class Listener:
         self.block = shared.ReadingBlock()
         self.block.slots[shared.PRIOR] = bpm
         setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
-                 "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window, "client": client, "gate_db": gate_db,
+                 "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
+                 "client": client, "gate_db": gate_db,
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
