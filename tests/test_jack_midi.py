@@ -69,6 +69,36 @@ def test_no_jack_server_is_one_clear_line(tmp_path):
     assert lines[1].startswith("False control in: JACK: no server") and "will connect" in lines[1], r.stdout
 
 
+def test_a_ports_latency_longer_than_any_module_is_not_taken(caplog):
+    """JACK's figure for the MIDI out's path is taken as it comes, but not past 200 ms (the
+    longest ``--midi-latency``): a client's figure gone wrong (PortAudio's JACK devices say
+    2**32 - 1 frames for their inputs) would send every note that long early. Said once."""
+    from drummachine.midi.jack_port import JackPort
+
+    class Lib:
+        frames = 0
+
+        def dm_port_playback_latency(self, handle, slot):
+            return self.frames
+
+        def dm_sample_rate(self, handle):
+            return 48000
+
+    class Client:
+        lib, handle = Lib(), 1
+
+    port = JackPort("out", None, "drums out", client=Client())
+    port.slot = 0
+    told = []
+    port.on_latency = told.append
+    for frames in (256, 256, 2**32 - 1, 2**32 - 1, 0):
+        Client.lib.frames = frames
+        port._read_latency()
+    assert told == [256 / 48000, 0.0]
+    assert [r.message for r in caplog.records].count(
+        "MIDI: drums out: JACK says 4294967295 frames (89478485 ms) from the port on; not taken (more than 200 ms)") == 1
+
+
 # --- over the test server ----------------------------------------------------------------------
 
 def test_notes_land_on_their_frames(jack_server):

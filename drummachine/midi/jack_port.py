@@ -15,6 +15,7 @@ import threading
 import time
 
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.notemap import LATENCY_MS
 from drummachine.midi.jack_midi import IN_MESSAGE_MAX, STATS, JackMidiClient, _lines, find_port, shared_client
 
 log = logging.getLogger("drummachine")
@@ -65,6 +66,7 @@ class JackPort(WatchedPort):
         #: ports it feeds and what they feed), read once a second; ``on_latency(seconds)`` when it changes
         self.playback_latency_s = 0.0
         self.on_latency = None
+        self.latency_refused = 0  # a figure said to be too long, once
         self._lock = threading.Lock()  # the watch's, as _Port's
         PORTS.add(self)
 
@@ -191,6 +193,12 @@ class JackPort(WatchedPort):
             return
         frames, rate = self.lib.dm_port_playback_latency(handle, slot), self.lib.dm_sample_rate(handle)
         seconds = frames / rate if frames > 0 and rate > 0 else 0.0
+        if seconds > LATENCY_MS[1] / 1000.0:  # no module takes that long: a client's figure gone wrong
+            if frames != self.latency_refused:
+                log.warning("MIDI: %s: JACK says %d frames (%.0f ms) from the port on; not taken (more than %.0f ms)",
+                            self.label, frames, seconds * 1000, LATENCY_MS[1])
+                self.latency_refused = frames
+            seconds = 0.0
         if abs(seconds - self.playback_latency_s) >= LATENCY_CHANGE_S:
             self.playback_latency_s = seconds
             if self.on_latency is not None:
