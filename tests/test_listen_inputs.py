@@ -50,7 +50,7 @@ def test_a_sounddevice_input_that_comes_after_play_is_found_and_found_again_when
         pytest.skip("jack_metro is not installed (jackd2's example clients)")
     log = tmp_path / "play.log"
     play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
-                             "--midi-virtual", "--listen", "sd:lateband", "--bpm", "116", "--duration", "22",
+                             "--midi-virtual", "--listen", "sd:lateband", "--bpm", "116", "--duration", "17",
                              "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     clients = []
 
