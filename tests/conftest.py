@@ -117,6 +117,20 @@ def wait_for(condition, seconds: float) -> bool:
     return condition()
 
 
+def play_listening_for_a_late_band(listen: str, log: Path, duration: int) -> subprocess.Popen:
+    """`play` (headless, the stand-in model, MIDI only) at 116 bpm listening to ``listen``, a band
+    that is not there yet: the tests start jack_metro's click under that name later (skipped where
+    jackd2's example clients are not installed)."""
+    import shutil
+
+    if not shutil.which("jack_metro"):
+        pytest.skip("jack_metro is not installed (jackd2's example clients)")
+    return subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
+                             "--midi-virtual", "--listen", listen, "--bpm", "116", "--duration", str(duration),
+                             "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def midi_recorder(name: str, port: str = "rx"):
     """A JACK MIDI input ``name:port`` in a process of its own (out of this one's interpreter lock):
     ``(recorder, got)``, ``got`` filling with ``(time.monotonic() of the event's frame, [bytes...])``;

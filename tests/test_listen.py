@@ -364,15 +364,12 @@ def test_an_input_that_comes_after_play_is_listened_to_from_then_on(jack_server,
     2 s, and listens once it is there (before, it played without following for the whole set).
     The band here is jack_metro's click at 120, started 3 s in; the machine, asked for 116,
     follows it there."""
-    import shutil
     import subprocess
 
-    if not shutil.which("jack_metro"):
-        pytest.skip("jack_metro is not installed (jackd2's example clients)")
+    from .conftest import play_listening_for_a_late_band
+
     log = tmp_path / "play.log"
-    play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
-                             "--midi-virtual", "--listen", "lateband", "--bpm", "116", "--duration", "16",
-                             "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    play = play_listening_for_a_late_band("lateband", log, 16)
     metro = None
     try:
         deadline = time.monotonic() + 15

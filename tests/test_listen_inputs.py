@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from drummachine.listen.inputs import AudioInput, same_device
 
-from .conftest import ROOT
+from .conftest import play_listening_for_a_late_band
 
 USB = "USB Audio CODEC: - (hw:1,0)"
 
@@ -46,12 +44,8 @@ def test_a_sounddevice_input_that_comes_after_play_is_found_and_found_again_when
     before it went away: the new one finds the device at its new number (before, it opened the old
     number: "trying again" for the rest of the set). The band is jack_metro's click at 120; the
     machine, asked for 116, follows it."""
-    if not shutil.which("jack_metro"):
-        pytest.skip("jack_metro is not installed (jackd2's example clients)")
     log = tmp_path / "play.log"
-    play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--no-audio",
-                             "--midi-virtual", "--listen", "sd:lateband", "--bpm", "116", "--duration", "17",
-                             "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    play = play_listening_for_a_late_band("sd:lateband", log, 17)
     clients = []
 
     def text() -> str:

@@ -17,8 +17,8 @@ from drummachine.core.errors import DrumMachineError
 SOUNDDEVICE_PREFIX = "sd:"
 #: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
 #: listed by a process of its own (niced: it runs every few seconds while an input is awaited)
-LIST_INPUTS = ("import json, os, sounddevice as sd; os.nice(10); print(json.dumps([(i, d['name']) for i, d in "
-               "enumerate(sd.query_devices()) if d['max_input_channels'] > 0]))")
+LIST_INPUTS = ("import json, os; os.nice(10); from drummachine.listen.inputs import sounddevice_inputs; "
+               "print(json.dumps(sounddevice_inputs()))")
 LIST_SECONDS = 10.0
 #: ALSA's card and device numbers at the end of a PortAudio device's name: an interface plugged
 #: back in may come back as another card

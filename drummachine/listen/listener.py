@@ -40,8 +40,8 @@ RATE_AFTER_SECONDS = 5.0
 #: no block captured for this long (the process alive or not): the input stopped; start it again
 STALLED_SECONDS = 3.0
 #: a listening process that could not start is tried again after this long, and after the first
-#: minute less often: each try starts a Python process (about 0.25 s of a core here, a second on a
-#: Pi) for an input that may be away for the rest of the set
+#: minute less often: each try starts a Python process (about 0.25 s of a core here, more on a Pi)
+#: for an input that may be away for the rest of the set
 RETRY_SECONDS = (2.0, 10.0)
 READY_SECONDS = 10.0
 

@@ -133,14 +133,12 @@ class AudioOutput:
         log.warning("audio: %s: playing at %d Hz", exc.what, rate)
         return True
 
-    def watch(self, sink, stop: threading.Event, engine, midi_ahead=lambda: 0.0) -> None:
+    def watch(self, sink, stop: threading.Event, engine, margin) -> None:
         """The audio process died (killed, crashed), or lives on with a stream the sound server no
         longer runs (JACK stopped or restarted: PortAudio says nothing, its callbacks just stop):
         start another mixer; the groove goes on meanwhile on MIDI and the wall clock, and the sound
         comes back within about a second of the server. A new mixer sets the engine's hand-out
-        margin (its ring at the server's period; ``midi_ahead()``: the MIDI out's latency now)."""
-        from drummachine.core.engine import hand_out_margin
-
+        margin (``margin()``: for its ring at the server's period and the MIDI out's lead)."""
         counted, since = sink.callbacks, time.monotonic()
         failed_since, said = None, ""
         while not stop.wait(0.25):
@@ -161,7 +159,7 @@ class AudioOutput:
                         log.warning("audio: the output is there at last; the kit plays from now")
                     self.connect_cue(sink, say=True)  # a new mixer: PortAudio connected its ports anew
                     self.say_latency(sink)
-                    engine.margin = hand_out_margin(sink.ahead_s, midi_ahead())
+                    engine.margin = margin()
                     counted, since = sink.callbacks, time.monotonic()
                     failed_since, said = None, ""
             except DrumMachineError as exc:

@@ -122,8 +122,8 @@ class Session:
         if self.midi is not None:
             self.midi.clock = clock
         performer = shipped_performer(opts.seed, self.warnings) if opts.performer else None
-        margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0), self.midi_ahead_s)
-        self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead, margin=margin,
+        self.engine = Engine(self.generator, self.song, clock, self.sinks, lookahead=opts.lookahead,
+                             margin=self.hand_out_margin(),
                              midi_clock=opts.clock_out and opts.clock != "midi", performer=performer,
                              cue_bus=any(getattr(s, "cue", False) for s in self.sinks), click=opts.click)
         for name, value in starting_commands(self.styles, self.song, opts.bpm):
@@ -285,10 +285,15 @@ class Session:
         for its port; 0 without MIDI out)."""
         return self.midi.ahead_s if self.midi is not None else 0.0
 
+    def hand_out_margin(self) -> float:
+        """How far ahead the engine hands its steps out: for the audio output's mixer as it is now
+        (its ring, its output latency) and the MIDI out's lead."""
+        return hand_out_margin(getattr(self.audio, "ahead_s", 0.0), self.midi_ahead_s)
+
     def _midi_ahead_changed(self) -> None:
         """JACK's figure for the MIDI out's path changed (a port connected): hand steps out as much sooner."""
         if getattr(self, "engine", None) is not None:  # (the port may be read before the engine is made)
-            self.engine.margin = hand_out_margin(getattr(self.audio, "ahead_s", 0.0), self.midi_ahead_s)
+            self.engine.margin = self.hand_out_margin()
 
     @property
     def session_handlers(self):
@@ -326,7 +331,7 @@ class Session:
         self.threads = self.engine.run_threads(self.stop_event, commit_priority=COMMIT_PRIORITY)
         if self.audio is not None:
             watchdog = threading.Thread(target=self.audio_output.watch,
-                                        args=(self.audio, self.stop_event, self.engine, lambda: self.midi_ahead_s),
+                                        args=(self.audio, self.stop_event, self.engine, self.hand_out_margin),
                                         name="audio-watchdog", daemon=True)
             watchdog.start()
             self.threads.append(watchdog)
