@@ -203,17 +203,28 @@ class JackServer:
                 "driver_late_wakeups": len(late), "driver_late_ms_max": round(max(late, default=0) / 1000, 2)}
 
 
-def killed_alike(blame: dict) -> dict:
+#: the JACK client that plays the kit, by the engine's log: its own client (the mixer process
+#: only writes the ring it plays), else PortAudio's in the mixer process
+KIT_CLIENTS = (("the kit plays through drummachine's own JACK client", "drummachine"), ("", "PortAudio"))
+
+
+def kit_client(engine_log: str) -> str:
+    return next(client for said, client in KIT_CLIENTS if said in engine_log)
+
+
+def killed_alike(blame: dict, mixer_client: str = "PortAudio") -> dict:
     """The mixer beside the C twin killed as often (``TWIN``): each one's blame (periods it alone
-    was unfinished) after its own SIGKILLs, per kill, and in steady play."""
+    was unfinished) after its own SIGKILLs, per kill, and in steady play. ``mixer_client``: the
+    JACK client the kit plays through (``kit_client``)."""
     by_window = blame["not_finished_alone_by_client_by_window"]
     kills = blame["fault_windows"]
-    out = {}
-    for who, client, window in (("mixer", "PortAudio", "mixer_sigkill"), ("c_twin", TWIN, "twin_sigkill")):
-        n = sum(v for c, v in by_window.get(window, {}).items() if c.split("-")[0] == client)
+    out = {"mixer_client": mixer_client}
+    for who, client, window in (("mixer", mixer_client, "mixer_sigkill"), ("c_twin", TWIN, "twin_sigkill")):
+        same = lambda c: re.fullmatch(rf"{re.escape(client)}(-\d+)?", c) is not None  # noqa: E731 - PortAudio-01
+        n = sum(v for c, v in by_window.get(window, {}).items() if same(c))
         out[who] = {"kills": kills.get(window, 0), "blamed_after_its_kills": n,
                     "per_kill": round(n / kills[window], 2) if kills.get(window) else None,
-                    "steady": sum(v for c, v in by_window.get("steady", {}).items() if c.split("-")[0] == client)}
+                    "steady": sum(v for c, v in by_window.get("steady", {}).items() if same(c))}
     out["reference_steady"] = by_window.get("steady", {}).get("jack_simple_client", 0)
     return out
 
@@ -957,7 +968,8 @@ class Soak:
                     self.controller.gone()
             result["jackd"] = jack.blame(self.fault_spans(BLAME_FAULTS))
             result["jackd"]["reference_client"] = "simple" if self.reference is not None else None
-            result["jackd"]["killed_alike"] = killed_alike(result["jackd"])
+            engine_log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            result["jackd"]["killed_alike"] = killed_alike(result["jackd"], kit_client(engine_log))
         result.update(self.report(start_health, end_health, start_proc, end_proc, last, err, t_start, end))
         return result
 

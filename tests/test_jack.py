@@ -373,7 +373,10 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
                     if "drummachine.audio.mixer" in Path(f"/proc/{c}/cmdline").read_text()]
         assert len(children) == 1, children  # the audio process
         time.sleep(1.0)
+        before = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10).stdout.split()
         os.kill(int(children[0]), signal.SIGKILL)
+        time.sleep(0.5)
+        after = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10).stdout.split()
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -381,6 +384,9 @@ def test_play_goes_on_when_the_audio_process_is_killed(jack_server, tmp_path):
     assert proc.returncode == 0, err
     text = log.read_text()
     assert "audio process stopped; restarted (1 so far)" in text, text
+    # the kit's ports are the engine's JACK client's: the mixer's death changes nothing in JACK's graph
+    assert "drummachine:out_0" in before and "drummachine:out_1" in before, before
+    assert after == before and not [p for p in before if p.startswith("PortAudio")], (before, after)
     m = re.search(r"played (\d+) steps, 0 generator misses, \d+ underruns \(1 audio restarts\)", text)
     assert m and int(m.group(1)) >= 7 * 8 * 0.9, text  # ~8 steps a second for the whole 8 s: no stall
 
@@ -479,7 +485,9 @@ def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path)
             log.read_text()
         listening = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True, timeout=10).stdout
         assert "drummachine-listen" in listening, listening
-        subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "PortAudio:out_0"], env=env, check=True,
+        # the kit's ports are the engine's own JACK client's (it plays the mixer's ring), the same
+        # client before and after the restart
+        subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "drummachine:out_0"], env=env, check=True,
                        capture_output=True, timeout=20)
         played_for = time.monotonic() - started
         play.send_signal(signal.SIGTERM)  # done: no need to wait out a --duration long enough for a slow host
@@ -532,7 +540,7 @@ def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_
         try:
             assert wait_for(lambda: log.exists() and "first beat" in log.read_text(), 15), \
                 log.read_text() if log.exists() else "no log"
-            subprocess.run(["jack_rec", "-f", str(wav), "-d", "2", "PortAudio:out_0"], check=True,
+            subprocess.run(["jack_rec", "-f", str(wav), "-d", "2", "drummachine:out_0"], check=True,
                            capture_output=True, timeout=20)
             _, err = play.communicate(timeout=30)
         finally:
@@ -558,7 +566,7 @@ def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_
                             "JACK", "--rate", "48000", "--duration", "2"], capture_output=True, text=True, timeout=60)
     assert asked.returncode == 0, asked.stderr
     said = [line for line in asked.stderr.splitlines() if "Hz" in line]
-    assert said == ["drummachine: warning: sample rate: system plays at 44100 Hz, not at 48000 Hz; "
+    assert said == ["drummachine: warning: sample rate: JACK plays at 44100 Hz, not at 48000 Hz; "
                     "--rate 44100 plays there: going on with MIDI alone"], asked.stderr
 
 

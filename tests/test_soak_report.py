@@ -199,6 +199,13 @@ def test_the_mixer_and_its_c_twin_are_each_blamed_after_their_own_kills():
     assert alike["mixer"] == {"kills": 2, "blamed_after_its_kills": 4, "per_kill": 2.0, "steady": 5}
     assert alike["c_twin"] == {"kills": 4, "blamed_after_its_kills": 2, "per_kill": 0.5, "steady": 2}
     assert alike["reference_steady"] == 4
+    # where the kit plays through the engine's own JACK client, that client is the mixer's (not the
+    # listening process's, drummachine-listen)
+    blame["not_finished_alone_by_client_by_window"]["mixer_sigkill"].update({"drummachine": 1, "drummachine-listen": 7})
+    assert soak.kit_client("audio: the kit plays through drummachine's own JACK client (drummachine:out_0, "
+                           "drummachine:out_1)") == "drummachine"
+    assert soak.kit_client("audio: output latency 5.3 ms (JACK)") == "PortAudio"
+    assert soak.killed_alike(blame, "drummachine")["mixer"]["blamed_after_its_kills"] == 1
 
 
 def test_the_json_names_no_path_of_this_machine(tmp_path):

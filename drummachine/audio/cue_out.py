@@ -108,15 +108,17 @@ def find_port(name: str, inputs: dict[str, bool]) -> str:
     return hits[0]
 
 
-def connect_cue(spec: str, channels: int) -> tuple[tuple[str, str], ...]:
+def connect_cue(spec: str, channels: int, ports: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
     """Send the cue bus (the last two of the mixer's ``channels`` outputs) to the ports ``spec``
     names, and nowhere else; returns the (mixer port, port) pairs connected. ``channels``: nothing
-    to do. A port that is not there is one line (DrumMachineError); nothing is changed then."""
+    to do. ``ports``: the kit's output ports where known (the engine's own JACK client's), else
+    PortAudio's found in the graph. A port that is not there is one line (DrumMachineError);
+    nothing is changed then."""
     targets = cue_ports(spec)
     if not targets:
         return ()
     inputs, links = _graph()
-    ours = mixer_ports(channels, inputs)[-2:]
+    ours = (tuple(ports) if ports else mixer_ports(channels, inputs))[-2:]
     found = [find_port(t, inputs) for t in targets]
     pairs = tuple(zip(ours, found if len(found) == 2 else found * 2))
     for port, _ in pairs:

@@ -28,6 +28,8 @@ from drummachine.core.parent_pipe import end_with_parent
 
 #: how the mixer process feeds the stream: name -> blocks its MixAhead keeps (0: none), in words
 MIXINGS = {
+    "jack": (2, "the engine's JACK client's C callback plays a ring a writer thread here keeps full: no Python "
+                "in JACK's thread, and the mixer's death leaves the JACK graph as it was"),
     "ring": (2, "rtmixer's C callback plays a ring a writer thread keeps full: no Python in JACK's thread"),
     "ahead": (AHEAD_BLOCKS, "the Python callback copies blocks a mixing thread mixed ahead"),
     "callback": (0, "the Python callback reads the events and mixes (before; for comparison)"),
@@ -330,8 +332,10 @@ def realtime_below(thread_id: int, callback_thread: int) -> str | None:
         return why + "; it runs at normal priority (allow rtprio for the audio group: docs/raspberry-pi.md)"
 
 
-def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
-    """The mixer process: set up from one JSON line, answer, play until stdin closes."""
+def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
+    """The mixer process: set up from one JSON line, answer, play until stdin closes.
+    ``portaudio``: False where the engine's JACK client plays (``mixing = "jack"``): PortAudio is
+    never loaded then (its JACK host API would open a client of this process's own)."""
     import gc
     import signal
 
@@ -341,10 +345,11 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         stdout.write(json.dumps(d) + "\n")
         stdout.flush()
 
-    try:  # while the engine sends the set-up (it may be decoding a kit): PortAudio's start-up
-        import sounddevice  # noqa: F401
-    except Exception:
-        pass  # open_stream says what is wrong, in the answer
+    if portaudio:
+        try:  # while the engine sends the set-up (it may be decoding a kit): PortAudio's start-up
+            import sounddevice  # noqa: F401
+        except Exception:
+            pass  # open_stream says what is wrong, in the answer
     try:
         setup = json.loads(stdin.readline())
         from drummachine.audio.mixing import out_channels
@@ -403,11 +408,15 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
             # a recording (the tests' loopback) needs a duplex callback; mixing in it keeps the
             # recording whole however late the host runs the threads (what it checks is the mix)
             how = "callback"
-        if not blocksize:
+        if not blocksize and how != "jack":
             how = "callback"  # PortAudio's own (varying) block size: mix in the callback
+        if how == "jack" and portaudio:
+            raise DrumMachineError("mixing", "the JACK ring's mixer is started with --jack")
         mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
                       blocksize=blocksize)
-        if how == "ring":
+        if how == "jack":
+            ring = open_jack_ring(setup, mixer.voices.channels)
+        elif how == "ring":
             depth_blocks = int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS)
             stream, ring = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"],
                                        ring=True, depth_blocks=depth_blocks)
@@ -421,7 +430,12 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
             note = lock_memory()
             if note:
                 notes.append(note)
-        if how == "ring":
+        if how == "jack":
+            from drummachine.audio.jack_ring import JackRingPlayer
+
+            player = JackRingPlayer(mixer, ring, int(setup.get("ring_blocks") or 0))
+            player.begin()
+        elif how == "ring":
             stream.start()
             player = ring_out.RingPlayer(mixer, stream, ring, depth_blocks, ring_out.host_period(stream, rate))
             player.begin()
@@ -441,12 +455,13 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
         note = realtime_below(mixing.native_id, mixer.callback_thread)
         if note:
             notes.append(note)
-    if player is not None:
-        note = realtime_below(player.thread.native_id, ring_out.jack_thread())
+    if player is not None:  # JACK's thread: the engine's, where its client plays the ring
+        note = realtime_below(player.thread.native_id, ring_out.jack_thread(os.getppid() if how == "jack" else 0))
         if note:
             notes.append(note)
     try:
-        output_latency, latency_from = playback_latency(stream, rate)
+        # over the engine's JACK client, the engine reads its ports' latency itself
+        output_latency, latency_from = (0.0, "") if how == "jack" else playback_latency(stream, rate)
     except Exception as exc:  # noqa: BLE001 - a figure it could not read is no reason not to play
         output_latency, latency_from = 0.0, f"not read ({exc.__class__.__name__})"
     # how far ahead of the clock a hit must come to be mixed on its sample: what the ring keeps
@@ -458,10 +473,13 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     try:
         if player is not None:
             player.end()
-        stream.stop()
-        stream.close()
+        if stream is not None:
+            stream.stop()
+            stream.close()
         mixer.stop_mixing(mixing)
     finally:
+        if how == "jack":
+            ring.close()
         block.close()
         if shared_kit is not None:
             del kit, mixer
@@ -469,5 +487,29 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
     return 0
 
 
+def open_jack_ring(setup: dict, channels: int):
+    """The engine's ring for its JACK client (``audio.jack_ring``), checked against the mix: ports
+    there (a JACK server), at the mix's rate, enough channels."""
+    from drummachine.audio.jack_ring import AudioRing
+
+    try:
+        ring = AudioRing(name=setup["jack_ring"])
+    except (KeyError, FileNotFoundError, OSError) as exc:
+        raise DrumMachineError("audio", f"the JACK ring is gone ({exc.__class__.__name__})") from None
+    state = ring.state()
+    problem = None
+    if not state["ports"]:
+        problem = DrumMachineError("audio", "JACK: drummachine's client has no audio ports (no server?)")
+    elif state["rate"] != int(setup["rate"]):
+        problem = DrumMachineError("audio", f"JACK plays at {state['rate']} Hz, not at {setup['rate']} Hz")
+        problem.device_rate = state["rate"]
+    elif ring.channels < channels:
+        problem = DrumMachineError("--outs", f"{channels} output channels needed; the JACK ring has {ring.channels}")
+    if problem is not None:
+        ring.close()
+        raise problem
+    return ring
+
+
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(serve(portaudio="--jack" not in sys.argv))

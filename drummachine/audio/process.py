@@ -69,6 +69,9 @@ class AudioProcessSink(Sink):
     rtmixer is missing, and to "callback" where a recording is kept (the loopback tests record
     through a duplex callback).
     ``ring_blocks``: blocks the ring keeps waiting (0: ``ring_out.DEPTH_BLOCKS``).
+    ``jack_ports``: ``(ring address, channels) -> ports`` (``midi.jack_audio.JackAudioPorts``): the
+    kit plays through the engine's own JACK client, from a ring the mixer writes (``mixing =
+    "jack"``, ``audio.jack_ring``), and the mixer process never touches JACK.
     """
 
     click_level = CLICK_LEVEL  #: the click's level on the cue bus; the engine sets it (its click_level)
@@ -78,7 +81,7 @@ class AudioProcessSink(Sink):
     def __init__(self, kit_path: str | None = None, rate: int = 48000, device=None, blocksize: int = 128,
                  hostapi: str | None = None, record_seconds: float = 0.0, latency: str = "low",
                  outs: str = "stereo", cue: bool = False, click: bool = True, mixing: str = "ring",
-                 ring_blocks: int = 0):
+                 ring_blocks: int = 0, jack_ports=None):
         from drummachine.audio.mixing import out_channels
 
         self.rate = rate
@@ -92,13 +95,21 @@ class AudioProcessSink(Sink):
         self.block = SharedBlock(record_frames=int(record_seconds * rate), channels=len(self.channels))
         self.clock = SharedAudioClock(self.block.header, rate)
         self.events = EventRing(self.block)
+        self.jack_ring = self.jack_ports = None
+        if jack_ports is not None:
+            from drummachine.audio.jack_ring import AudioRing
+
+            mixing = "jack"
+            self.jack_ring = AudioRing(len(self.channels))
+            self.jack_ports = jack_ports(self.jack_ring.address, len(self.channels))
+            self.jack_ports.open()  # no server yet: the mixer says so, and the watch tries again
         self.restarts = 0
         self.opened = False  #: a mixer has played (False: the output was not there yet)
         self._recording = None
         self.setup = {"shm": self.block.name, "kit": None, "kit_layout": None, "rate": rate, "device": device,
                       "blocksize": blocksize, "hostapi": hostapi, "record_frames": int(record_seconds * rate),
                       "outs": outs, "cue": cue, "mixing": mixing, "ring_blocks": int(ring_blocks),
-                      "latency": latency}
+                      "latency": latency, "jack_ring": self.jack_ring.name if self.jack_ring else None}
         self.notes: list[str] = []  #: what the mixer could not get (real-time priority, locked memory)
         self._spawn_process()  # its interpreter starts and imports while the kit decodes here
         from drummachine.audio.kit import SharedKit, built_in, decode
@@ -119,7 +130,8 @@ class AudioProcessSink(Sink):
     def _spawn_process(self) -> None:
         # the mixer needs no BLAS threads and no malloc arena per thread: less memory to lock
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.audio.mixer"], stdin=subprocess.PIPE,
+        jack = ["--jack"] if self.jack_ring is not None else []  # PortAudio never loaded there
+        self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.audio.mixer", *jack], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         self.ready = False
 
@@ -205,6 +217,9 @@ class AudioProcessSink(Sink):
             raise exc
         self.output_latency_s = float(reply.get("output_latency_s", 0.0))
         self.output_latency_from = reply.get("output_latency_from", "")
+        if self.jack_ports is not None:  # the engine's own JACK client: its ports' figure
+            self.jack_ports.check()
+            self.output_latency_s, self.output_latency_from = self.jack_ports.playback_latency_s, "JACK"
         #: how far ahead of the clock a hit must come: the mixer's ring, and the output latency
         #: it is handed over before its time
         self.ahead_s = float(reply.get("ahead_s", 0.0)) + self.output_latency_s
@@ -335,6 +350,26 @@ class AudioProcessSink(Sink):
     def kit_name(self) -> str:
         return self.kit.layout["name"]
 
+    @property
+    def output_ports(self) -> tuple[str, ...]:
+        """The kit's JACK output ports where the engine's own client plays them, else ()."""
+        return tuple(self.jack_ports.names) if self.jack_ports is not None and self.jack_ports.slot is not None else ()
+
+    def keep_up(self) -> None:
+        """From the audio watch, once a second: the engine's JACK client's ports (the server gone
+        and back, their connections, their latency)."""
+        if self.jack_ports is None:
+            return
+        self.jack_ports.check()
+        jack_rate = self.jack_ring.state()["rate"] if self.jack_ports.slot is not None else 0
+        if jack_rate and jack_rate != self.rate and self.alive:
+            # a server back at another rate (another interface) plays the ring at once: the mixer
+            # goes, and the next one is told the rate (restart_if_gone, then the watch's play_at)
+            log.warning("audio: JACK plays at %d Hz now, the mixer at %d Hz: starting the mixer again",
+                        jack_rate, self.rate)
+            self.proc.kill()
+            self.proc.wait()
+
     def close(self) -> None:
         if self.block.header is None:
             return
@@ -353,6 +388,10 @@ class AudioProcessSink(Sink):
         if self.block.recording is not None:
             self._recording = self.block.recording.copy()
         self.clock.header = self._final  # time goes on by the wall clock from the last callback
+        if self.jack_ports is not None:  # the ports first: JACK's callback reads the ring until they go
+            self.jack_ports.close()
+            if not self.jack_ports.left_allocated:  # else left mapped: a late callback may still read it
+                self.jack_ring.close()
         self.block.close()
         if self.kit is not None:
             self.kit.close()

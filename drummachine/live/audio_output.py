@@ -21,6 +21,29 @@ STREAM_STALLED_S = 2.0
 AUDIO_RETRY_S = (2.0, 10.0)
 
 
+def jack_audio_ports(opts):
+    """How the kit reaches JACK: ``JackAudioPorts`` (the engine's own JACK client plays it from the
+    mixer's ring: ``audio.jack_ring``) where a JACK server runs at the start, no device or another
+    host API is asked for, the client is built here and ``DRUMMACHINE_JACK_AUDIO`` is not
+    ``portaudio``; else None (PortAudio in the mixer process, which also waits for an output that
+    is not there yet)."""
+    import os
+
+    if os.environ.get("DRUMMACHINE_JACK_AUDIO", "").lower() == "portaudio":
+        return None
+    if opts.audio_device is not None or not opts.blocksize or (opts.audio_api and "jack" not in opts.audio_api.lower()):
+        return None
+    from drummachine.audio import jack_ring
+    from drummachine.midi import jack_midi
+    from drummachine.midi.jack_server import jack_server_identity
+
+    if jack_server_identity() is None or not jack_ring.available() or jack_midi.library() is None:
+        return None
+    from drummachine.midi.jack_audio import JackAudioPorts
+
+    return JackAudioPorts
+
+
 class AudioOutput:
     """Starts the session's audio process from its options; ``warnings`` is the session's list
     (what the musician is told at the start)."""
@@ -45,15 +68,16 @@ class AudioOutput:
         from drummachine.audio.process import AudioProcessSink
 
         cue = bool(o.cue_out) if cue is None else cue
+        jack_ports = jack_audio_ports(o)
         try:
             return AudioProcessSink(o.kit, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
-                                    cue=cue)
+                                    cue=cue, jack_ports=jack_ports)
         except DrumMachineError as exc:  # a broken kit (missing sample, bad XML, bad FLAC): on stage, play on
             if not getattr(exc, "kit", False):
                 raise
             self.warnings.append(f"{exc}; the built-in kit plays instead")  # shown and logged by the caller
             return AudioProcessSink(None, rate, o.audio_device, o.blocksize, hostapi=o.audio_api, outs=o.outs,
-                                    cue=cue)
+                                    cue=cue, jack_ports=jack_ports)
 
     def ready(self, starting):
         """``(sink, None)`` once the audio process plays, started again where its output said how
@@ -102,7 +126,7 @@ class AudioOutput:
         from drummachine.audio.cue_out import connect_cue
 
         try:
-            pairs = connect_cue(self.opts.cue_out, len(sink.channels))
+            pairs = connect_cue(self.opts.cue_out, len(sink.channels), sink.output_ports)
             if pairs:
                 log.info("cue bus: %s", ", ".join(f"{a} -> {b}" for a, b in pairs))
         except DrumMachineError as exc:
@@ -112,7 +136,12 @@ class AudioOutput:
 
     @staticmethod
     def say_latency(sink) -> None:
-        """The output latency the kit's hits are handed over early by, and whose figure it is."""
+        """Where the kit plays (the first time), the output latency its hits are handed over early
+        by, and whose figure that is."""
+        if sink.output_ports and not getattr(sink, "said_ports", False):
+            sink.said_ports = True
+            log.info("audio: the kit plays through drummachine's own JACK client (%s); the mixer process "
+                     "writes its ring", ", ".join(sink.output_ports))
         log.info("audio: output latency %.1f ms (%s): the kit's hits go to the mixer that much before "
                  "their time", sink.output_latency_s * 1000, sink.output_latency_from or "not known")
 
@@ -141,8 +170,12 @@ class AudioOutput:
         margin (``margin()``: for its ring at the server's period and the MIDI out's lead)."""
         counted, since = sink.callbacks, time.monotonic()
         failed_since, said = None, ""
+        kept_up = 0.0
         while not stop.wait(0.25):
             try:
+                if time.monotonic() - kept_up >= 1.0:  # the engine's JACK ports, where they play the kit
+                    kept_up = time.monotonic()
+                    sink.keep_up()
                 now, callbacks = time.monotonic(), sink.callbacks
                 if callbacks != counted:
                     counted, since = callbacks, now

@@ -1,6 +1,6 @@
-/* drummachine's own JACK MIDI client: one client for every MIDI port of the engine (notes and
- * clock out, controller and clock in), with the process callback in C, so no Python ever runs in
- * JACK's real-time thread.
+/* drummachine's own JACK client: one client for every MIDI port of the engine (notes and clock
+ * out, controller and clock in) and for the kit's audio outputs, with the process callback in C,
+ * so no Python ever runs in JACK's real-time thread.
  *
  * Python (drummachine/midi/jack_midi.py, through ctypes) and the process callback talk only
  * through lock-free single-reader single-writer rings (libjack's jack_ringbuffer):
@@ -10,6 +10,9 @@
  *        frame 0 and is counted late);
  *   in:  the callback writes each event with its frame time and the time of that frame; Python's
  *        reader thread puts it on the engine's clock.
+ * The kit's audio comes from the mixer process through a ring in shared memory (dm_ring: the
+ * mixer writes frames, the callback copies them to the audio ports), so a mixer that dies leaves
+ * the JACK graph as it was: the ports stay, silent until the next mixer writes.
  *
  * libjack is opened with dlopen("libjack.so.0") at run time and the few prototypes used are
  * declared here, so building needs no JACK headers (a Raspberry Pi with jackd2 has the library,
@@ -45,8 +48,9 @@ typedef struct {
 enum { JackCaptureLatency = 0, JackPlaybackLatency = 1 }; /* jack_latency_callback_mode_t */
 
 enum { JackNoStartServer = 0x01 };
-enum { JackPortIsInput = 0x1, JackPortIsOutput = 0x2 };
+enum { JackPortIsInput = 0x1, JackPortIsOutput = 0x2, JackPortIsPhysical = 0x4 };
 #define JACK_DEFAULT_MIDI_TYPE "8 bit raw midi"
+#define JACK_DEFAULT_AUDIO_TYPE "32 bit float mono audio"
 
 static struct {
     jack_client_t *(*client_open)(const char *, int, int *, ...);
@@ -190,6 +194,7 @@ typedef struct {
     jack_nframes_t last_f0, last_n; /* the callback's own: the period before */
     jack_time_t last_t1;
     dm_port ports[MAX_PORTS];
+    struct dm_audio *audio; /* the kit's outputs, or NULL */
 } dm_client;
 
 static inline uint64_t st_get(dm_port *p, int k) { return atomic_load_explicit(&p->stats[k], memory_order_relaxed); }
@@ -380,6 +385,162 @@ static void process_in(dm_port *p, jack_nframes_t nframes, jack_nframes_t f0, ja
     }
 }
 
+/* --- the kit's audio out --------------------------------------------------------------------
+ * The ring lives in shared memory the engine creates (Python's SharedMemory) and the mixer process
+ * maps: this header, then `capacity` frames of `channels` interleaved floats. One writer (the
+ * mixer: dm_ring_write), one reader (this callback); positions count frames from the ring's
+ * creation and never wrap. A mixer that starts skips what a dead one left (dm_ring_skip): those
+ * frames were mixed for a time long gone. */
+#define MAX_AUDIO 16
+typedef struct {
+    _Atomic uint64_t write;   /* frames written (the mixer) */
+    _Atomic uint64_t read;    /* frames taken (the callback) */
+    _Atomic uint64_t skip_to; /* frames before this are stale, never played (the mixer asks) */
+    _Atomic uint64_t fed;     /* set by each write, cleared by the callback when the ring runs dry */
+    _Atomic uint64_t dry;     /* periods the ring had fewer frames than asked while it was fed */
+    _Atomic uint64_t seq;     /* the latest period's seqlock (odd while it is written) */
+    _Atomic uint64_t cycle_read, cycle_ns, cycle_frames; /* that period: read at its start, its start
+                                                            on CLOCK_MONOTONIC, its frames */
+    _Atomic uint64_t rate, period, ports; /* the engine's: JACK's rate and period, ports registered (0: none) */
+    _Atomic uint64_t periods;  /* periods the callback ran with the ring */
+    uint64_t channels, capacity; /* set at creation; capacity a power of two */
+    uint64_t spare;
+} dm_ring;
+enum { RING_STATE_COUNT = 11 }; /* dm_ring_state's fields, in its order */
+
+struct dm_audio {
+    _Atomic int state;
+    int n;
+    dm_ring *ring;
+    jack_port_t *ports[MAX_AUDIO];
+};
+
+size_t dm_ring_bytes(uint32_t channels, uint32_t capacity)
+{
+    return sizeof(dm_ring) + (size_t)channels * capacity * sizeof(float);
+}
+
+static inline float *ring_frames(dm_ring *r) { return (float *)(r + 1); }
+
+/* A new ring in `base` (dm_ring_bytes long); -1 when capacity is not a power of two. */
+int dm_ring_init(void *base, uint32_t channels, uint32_t capacity)
+{
+    if (!capacity || (capacity & (capacity - 1)) || !channels || channels > MAX_AUDIO)
+        return -1;
+    memset(base, 0, dm_ring_bytes(channels, capacity));
+    dm_ring *r = base;
+    r->channels = channels;
+    r->capacity = capacity;
+    atomic_thread_fence(memory_order_release);
+    return 0;
+}
+
+/* Frames that fit now. */
+uint32_t dm_ring_space(void *base)
+{
+    dm_ring *r = base;
+    uint64_t used = atomic_load_explicit(&r->write, memory_order_relaxed) -
+                    atomic_load_explicit(&r->read, memory_order_acquire);
+    return used >= r->capacity ? 0 : (uint32_t)(r->capacity - used);
+}
+
+/* Append n interleaved frames; -1 (nothing written) when they do not fit. */
+int dm_ring_write(void *base, const float *frames, uint32_t n)
+{
+    dm_ring *r = base;
+    if (n > dm_ring_space(base))
+        return -1;
+    uint64_t w = atomic_load_explicit(&r->write, memory_order_relaxed), mask = r->capacity - 1;
+    size_t ch = r->channels;
+    float *dst = ring_frames(r);
+    uint64_t first = (w & mask), run = r->capacity - first < n ? r->capacity - first : n;
+    memcpy(dst + first * ch, frames, run * ch * sizeof(float));
+    if (run < n)
+        memcpy(dst, frames + run * ch, (n - run) * ch * sizeof(float));
+    atomic_store_explicit(&r->write, w + n, memory_order_release); /* the frames before the count */
+    atomic_store_explicit(&r->fed, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* What a new mixer does first: what waits in the ring is not played, and its own frames follow. */
+uint64_t dm_ring_skip(void *base)
+{
+    dm_ring *r = base;
+    uint64_t w = atomic_load_explicit(&r->write, memory_order_relaxed);
+    atomic_store_explicit(&r->skip_to, w, memory_order_release);
+    return w;
+}
+
+/* write, read, skip_to, dry, rate, period, ports, periods, and the latest period (read at its
+ * start, its start in CLOCK_MONOTONIC ns, its frames) read whole. */
+void dm_ring_state(void *base, uint64_t *out)
+{
+    dm_ring *r = base;
+    for (int tries = 0; tries < 1000; tries++) {
+        uint64_t s0 = atomic_load_explicit(&r->seq, memory_order_acquire);
+        if (s0 & 1)
+            continue;
+        out[8] = atomic_load_explicit(&r->cycle_read, memory_order_relaxed);
+        out[9] = atomic_load_explicit(&r->cycle_ns, memory_order_relaxed);
+        out[10] = atomic_load_explicit(&r->cycle_frames, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s0)
+            break;
+    }
+    out[0] = atomic_load(&r->write);
+    out[1] = atomic_load(&r->read);
+    out[2] = atomic_load(&r->skip_to);
+    out[3] = atomic_load(&r->dry);
+    out[4] = atomic_load(&r->rate);
+    out[5] = atomic_load(&r->period);
+    out[6] = atomic_load(&r->ports);
+    out[7] = atomic_load(&r->periods);
+}
+
+static void process_audio(struct dm_audio *a, jack_nframes_t nframes, uint64_t start_ns)
+{
+    float *buf[MAX_AUDIO];
+    for (int k = 0; k < a->n; k++)
+        buf[k] = J.port_get_buffer(a->ports[k], nframes);
+    dm_ring *r = a->ring;
+    uint64_t w = atomic_load_explicit(&r->write, memory_order_acquire);
+    uint64_t rd = atomic_load_explicit(&r->read, memory_order_relaxed);
+    uint64_t skip = atomic_load_explicit(&r->skip_to, memory_order_acquire);
+    if (rd < skip && skip <= w)
+        rd = skip;
+    uint64_t avail = w >= rd ? w - rd : 0, mask = r->capacity - 1;
+    if (avail > r->capacity) /* cannot happen with one writer that checks the space */
+        rd = w, avail = 0;
+    jack_nframes_t take = avail < nframes ? (jack_nframes_t)avail : nframes;
+    size_t ch = r->channels;
+    const float *src = ring_frames(r);
+    for (int k = 0; k < a->n; k++) {
+        float *out = buf[k];
+        if (!out)
+            continue;
+        if ((size_t)k < ch)
+            for (jack_nframes_t i = 0; i < take; i++)
+                out[i] = src[((rd + i) & mask) * ch + k];
+        else
+            memset(out, 0, take * sizeof(float));
+        memset(out + take, 0, (nframes - take) * sizeof(float));
+    }
+    uint64_t s = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    atomic_store_explicit(&r->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&r->cycle_read, rd, memory_order_relaxed);
+    atomic_store_explicit(&r->cycle_ns, start_ns, memory_order_relaxed);
+    atomic_store_explicit(&r->cycle_frames, nframes, memory_order_relaxed);
+    atomic_store_explicit(&r->seq, s + 2, memory_order_release);
+    atomic_store_explicit(&r->read, rd + take, memory_order_release);
+    if (take < nframes && atomic_load_explicit(&r->fed, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&r->dry, 1, memory_order_relaxed);
+        if (!take) /* dry a whole period: the writer is gone or very late; counted once */
+            atomic_store_explicit(&r->fed, 0, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&r->periods, 1, memory_order_relaxed);
+}
+
 /* JACK's real-time thread: no allocation, no lock, no system call of ours.
  *
  * Where this period lies in time: JACK's DLL says when it began (t0) and when the next begins (t1),
@@ -426,6 +587,14 @@ static int process(jack_nframes_t nframes, void *arg)
             process_in(p, nframes, f0, t0, t1);
         else
             process_out(p, nframes, t0, t1);
+    }
+    struct dm_audio *a = c->audio;
+    if (a && atomic_load_explicit(&a->state, memory_order_acquire) == SLOT_ACTIVE) {
+        struct timespec mono; /* the period's start on the clock the mixer process reads */
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        uint64_t mono_ns = (uint64_t)mono.tv_sec * 1000000000ull + (uint64_t)mono.tv_nsec;
+        uint64_t behind_ns = now > t0 ? (now - t0) * 1000ull : 0;
+        process_audio(a, nframes, mono_ns > behind_ns ? mono_ns - behind_ns : mono_ns);
     }
     atomic_fetch_add_explicit(&c->cycles, 1, memory_order_release);
     return 0;
@@ -494,6 +663,7 @@ void dm_close(dm_client *c)
     for (int i = 0; i < MAX_PORTS; i++)
         if (c->ports[i].ring || c->ports[i].pending)
             free_port(&c->ports[i]);
+    free(c->audio); /* the ring is the engine's shared memory, not ours */
     free(c);
 }
 
@@ -703,4 +873,121 @@ void dm_port_stats(dm_client *c, int slot, uint64_t *out)
 {
     for (int k = 0; k < ST_COUNT; k++)
         out[k] = (slot >= 0 && slot < MAX_PORTS) ? atomic_load(&c->ports[slot].stats[k]) : 0;
+}
+
+/* --- the kit's audio ports ------------------------------------------------------------------- */
+
+/* Register `channels` audio outputs named prefix0, prefix1, ... played from the ring at `ring`
+ * (dm_ring_init'ed; the engine keeps it mapped while the ports exist), and tell the ring JACK's
+ * rate and period. 0, or -1 (already there, no memory), -2 (JACK refused a port: none kept). */
+int dm_audio_open(dm_client *c, void *ring, const char *prefix, int channels)
+{
+    if (c->audio || channels < 1 || channels > MAX_AUDIO)
+        return -1;
+    struct dm_audio *a = calloc(1, sizeof *a);
+    if (!a)
+        return -1;
+    a->ring = ring;
+    for (int k = 0; k < channels; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s%d", prefix, k);
+        a->ports[k] = J.port_register(c->client, name, JACK_DEFAULT_AUDIO_TYPE, JackPortIsOutput, 0);
+        if (!a->ports[k]) {
+            for (int j = 0; j < k; j++)
+                J.port_unregister(c->client, a->ports[j]);
+            free(a);
+            return -2;
+        }
+        a->n = k + 1;
+    }
+    dm_ring *r = ring;
+    atomic_store(&r->rate, J.get_sample_rate(c->client));
+    atomic_store(&r->period, J.get_buffer_size(c->client));
+    atomic_store(&r->ports, (uint64_t)channels);
+    c->audio = a;
+    atomic_store_explicit(&a->state, SLOT_ACTIVE, memory_order_release);
+    return 0;
+}
+
+/* Take the audio ports away, as dm_port_remove a MIDI port: 0 done, 1 left allocated (the server
+ * ran no callback within wait_ms). The ring says no ports from then on. */
+int dm_audio_close(dm_client *c, int wait_ms)
+{
+    struct dm_audio *a = c->audio;
+    if (!a)
+        return 0;
+    atomic_store(&a->state, SLOT_CLOSING);
+    atomic_store(&a->ring->ports, 0);
+    uint64_t start = atomic_load(&c->cycles);
+    struct timespec nap = {0, 1000000};
+    for (int waited = 0; atomic_load(&c->cycles) < start + 2; waited++) {
+        if (atomic_load(&c->gone))
+            break;
+        if (waited >= wait_ms)
+            return 1;
+        nanosleep(&nap, NULL);
+    }
+    if (!atomic_load(&c->gone))
+        for (int k = 0; k < a->n; k++)
+            J.port_unregister(c->client, a->ports[k]);
+    c->audio = NULL;
+    free(a);
+    return 0;
+}
+
+static jack_port_t *audio_port(dm_client *c, int k)
+{
+    struct dm_audio *a = c->audio;
+    return a && k >= 0 && k < a->n ? a->ports[k] : NULL;
+}
+
+const char *dm_audio_port_name(dm_client *c, int k)
+{
+    jack_port_t *port = audio_port(c, k);
+    return port ? J.port_name(port) : NULL;
+}
+
+int dm_audio_connect(dm_client *c, int k, const char *other, int connect)
+{
+    jack_port_t *port = audio_port(c, k);
+    if (!port)
+        return -1;
+    return connect ? J.connect(c->client, J.port_name(port), other)
+                   : J.disconnect(c->client, J.port_name(port), other);
+}
+
+int dm_audio_connected_to(dm_client *c, int k, const char *other)
+{
+    jack_port_t *port = audio_port(c, k);
+    return port ? J.port_connected_to(port, other) : 0;
+}
+
+size_t dm_audio_connections(dm_client *c, int k, char *out, size_t outlen)
+{
+    jack_port_t *port = audio_port(c, k);
+    return join_names(port ? J.port_get_all_connections(c->client, port) : NULL, out, outlen);
+}
+
+/* The longest playback latency of the audio ports, in frames: the server's periods to the sound
+ * card and whatever they are routed through; -1 when this libjack cannot say. */
+long dm_audio_latency(dm_client *c)
+{
+    struct dm_audio *a = c->audio;
+    if (!a || !J.port_get_latency_range)
+        return -1;
+    long most = 0;
+    for (int k = 0; k < a->n; k++) {
+        jack_latency_range_t range = {0, 0};
+        J.port_get_latency_range(a->ports[k], JackPlaybackLatency, &range);
+        if ((long)range.max > most)
+            most = (long)range.max;
+    }
+    return most;
+}
+
+/* The physical audio outputs (the sound card's playback ports, that take input), in order. */
+size_t dm_list_playback(dm_client *c, char *out, size_t outlen)
+{
+    return join_names(J.get_ports(c->client, NULL, JACK_DEFAULT_AUDIO_TYPE, JackPortIsInput | JackPortIsPhysical),
+                      out, outlen);
 }

@@ -96,6 +96,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_receive": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p, c.c_int, c.POINTER(c.c_uint64),
                                  c.POINTER(c.c_uint32)]),
         "dm_port_stats": (None, [c.c_void_p, c.c_int, c.POINTER(c.c_uint64)]),
+        "dm_audio_open": (c.c_int, [c.c_void_p, c.c_void_p, c.c_char_p, c.c_int]),
+        "dm_audio_close": (c.c_int, [c.c_void_p, c.c_int]),
+        "dm_audio_port_name": (c.c_char_p, [c.c_void_p, c.c_int]),
+        "dm_audio_connect": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p, c.c_int]),
+        "dm_audio_connected_to": (c.c_int, [c.c_void_p, c.c_int, c.c_char_p]),
+        "dm_audio_connections": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
+        "dm_audio_latency": (c.c_long, [c.c_void_p]),
+        "dm_list_playback": (c.c_size_t, [c.c_void_p, c.c_char_p, c.c_size_t]),
     }
     for name, (restype, argtypes) in table.items():
         fn = getattr(lib, name)
@@ -317,7 +325,9 @@ class JackMidiClient:
             with self.lock:
                 handle, slot, port.slot = self.handle, port.slot, None
             if handle and slot is not None:
-                if self.lib.dm_port_remove(handle, slot, REMOVE_WAIT_MS):
+                left = (port._unregister(handle) if hasattr(port, "_unregister")
+                        else self.lib.dm_port_remove(handle, slot, REMOVE_WAIT_MS))
+                if left:
                     self.left_allocated += 1
                     log.warning("MIDI: the JACK server ran no period for %d ms; port %s left allocated",
                                 REMOVE_WAIT_MS, port.label)
