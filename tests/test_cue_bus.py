@@ -274,8 +274,11 @@ def test_play_with_cue_out_opens_the_cue_bus_and_connects_it_to_the_ports(jack4)
     with Session(Options(fake_model=True, cue_out="playback_4", performer=False)) as session:
         assert session.audio.cue and session.engine.cue_bus and not session.warnings
         links = connections()
-        assert links["PortAudio:out_2"] == ["system:playback_4"] == links["PortAudio:out_3"]  # only there
-        assert links["PortAudio:out_0"] == ["system:playback_1"]  # the main bus stays where it was
+        # the kit's ports: the engine's own JACK client's, which plays the mixer's ring
+        out = session.audio.output_ports
+        assert out == tuple(f"drummachine:out_{k}" for k in range(4))
+        assert links[out[2]] == ["system:playback_4"] == links[out[3]]  # only there
+        assert links[out[0]] == ["system:playback_1"]  # the main bus stays where it was
         session.command("cue_level", 0.5)
         session.engine.pump()
         assert session.engine.levels["cue"] == 0.5
@@ -297,13 +300,13 @@ def test_a_restarted_mixer_has_its_cue_bus_connected_again(jack4):
         while (session.audio.restarts == 0 or session.audio.proc.pid == pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert session.audio.restarts == 1
+        out = session.audio.output_ports  # the engine's JACK client's: the mixer's death leaves them as they were
         for _ in range(20):  # the watchdog connects right after the restart
             links = connections()
-            if links.get("PortAudio:out_2") == ["system:playback_4"] and \
-                    links.get("PortAudio:out_3") == ["system:playback_3"]:
+            if links.get(out[2]) == ["system:playback_4"] and links.get(out[3]) == ["system:playback_3"]:
                 break
             time.sleep(0.1)
-        assert links["PortAudio:out_2"] == ["system:playback_4"] and links["PortAudio:out_3"] == ["system:playback_3"]
+        assert links[out[2]] == ["system:playback_4"] and links[out[3]] == ["system:playback_3"]
 
 
 @pytest.mark.jack

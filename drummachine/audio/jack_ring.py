@@ -29,7 +29,7 @@ from drummachine.core.errors import DrumMachineError
 
 #: ``dm_ring_state``'s fields, in its order
 STATE = ("write", "read", "skip_to", "dry", "rate", "period", "ports", "periods", "cycle_read", "cycle_ns",
-         "cycle_frames")
+         "cycle_frames", "outputs")
 CAPACITY = 8192  #: frames the ring holds (a power of two): 170 ms at 48 kHz, above any depth the writer keeps
 
 _library: ctypes.CDLL | None = None

@@ -503,8 +503,11 @@ def open_jack_ring(setup: dict, channels: int):
     elif state["rate"] != int(setup["rate"]):
         problem = DrumMachineError("audio", f"JACK plays at {state['rate']} Hz, not at {setup['rate']} Hz")
         problem.device_rate = state["rate"]
-    elif ring.channels < channels:
-        problem = DrumMachineError("--outs", f"{channels} output channels needed; the JACK ring has {ring.channels}")
+    elif ring.channels < channels or state["outputs"] < channels:
+        # as PortAudio's JACK device has as many channels as the server's playback ports: a layout
+        # the sound card cannot take whole is refused (and the cue bus dropped first, by the engine)
+        problem = DrumMachineError("--outs", f"{channels} output channels needed; system has {state['outputs']} "
+                                   "(under JACK: as many as the server's playback ports)")
     if problem is not None:
         ring.close()
         raise problem

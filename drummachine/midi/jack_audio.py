@@ -59,6 +59,7 @@ class JackAudioPorts:
             self.message = "audio out: JACK refused the ports" if done == -2 else "audio out: no memory for the ports"
             return
         self.slot = 0
+        self.lib.dm_ring_set_outputs(self.ring_address, len(_lines(self.lib.dm_list_playback, handle)))
         self.names = [(self.lib.dm_audio_port_name(handle, k) or b"").decode(errors="replace")
                       for k in range(self.channels)]
         if self.restore is None:
@@ -93,6 +94,7 @@ class JackAudioPorts:
 
     def _connect_to_the_sound_card(self, handle: int) -> None:
         playback = _lines(self.lib.dm_list_playback, handle)
+        self.lib.dm_ring_set_outputs(self.ring_address, len(playback))
         for k, other in zip(range(self.channels), playback):
             self.lib.dm_audio_connect(handle, k, other.encode(), 1)
         self.connected = bool(playback)

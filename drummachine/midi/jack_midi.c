@@ -404,9 +404,8 @@ typedef struct {
     _Atomic uint64_t rate, period, ports; /* the engine's: JACK's rate and period, ports registered (0: none) */
     _Atomic uint64_t periods;  /* periods the callback ran with the ring */
     uint64_t channels, capacity; /* set at creation; capacity a power of two */
-    uint64_t spare;
+    _Atomic uint64_t outputs;    /* the engine's: the sound card's playback ports on the server */
 } dm_ring;
-enum { RING_STATE_COUNT = 11 }; /* dm_ring_state's fields, in its order */
 
 struct dm_audio {
     _Atomic int state;
@@ -471,8 +470,14 @@ uint64_t dm_ring_skip(void *base)
     return w;
 }
 
-/* write, read, skip_to, dry, rate, period, ports, periods, and the latest period (read at its
- * start, its start in CLOCK_MONOTONIC ns, its frames) read whole. */
+/* The sound card's playback ports on the server the ports are on (the engine says). */
+void dm_ring_set_outputs(void *base, uint32_t outputs)
+{
+    atomic_store(&((dm_ring *)base)->outputs, outputs);
+}
+
+/* write, read, skip_to, dry, rate, period, ports, periods, the latest period (read at its start,
+ * its start in CLOCK_MONOTONIC ns, its frames) read whole, and the sound card's outputs. */
 void dm_ring_state(void *base, uint64_t *out)
 {
     dm_ring *r = base;
@@ -495,6 +500,7 @@ void dm_ring_state(void *base, uint64_t *out)
     out[5] = atomic_load(&r->period);
     out[6] = atomic_load(&r->ports);
     out[7] = atomic_load(&r->periods);
+    out[11] = atomic_load(&r->outputs);
 }
 
 static void process_audio(struct dm_audio *a, jack_nframes_t nframes, uint64_t start_ns)

@@ -104,6 +104,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_audio_connections": (c.c_size_t, [c.c_void_p, c.c_int, c.c_char_p, c.c_size_t]),
         "dm_audio_latency": (c.c_long, [c.c_void_p]),
         "dm_list_playback": (c.c_size_t, [c.c_void_p, c.c_char_p, c.c_size_t]),
+        "dm_ring_set_outputs": (None, [c.c_void_p, c.c_uint32]),
     }
     for name, (restype, argtypes) in table.items():
         fn = getattr(lib, name)
