@@ -20,7 +20,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.events import CLOCK, MemorySink
 from drummachine.core.song import song_from_toml
 
-from .conftest import ROOT, Harness, own_jack_server
+from .conftest import ROOT, Harness, own_jack_server, wait_for
 
 #: 240 bpm: a bar a second. Bars: 0 count-in, 1-2 intro, 3-4 verse, 5 the final hit
 SHORT = """
@@ -252,12 +252,17 @@ def test_play_refuses_a_malformed_cue_out_in_one_line(tmp_path):
 @pytest.fixture
 def jack4(monkeypatch):
     """Four ports a side: the main bus and the cue bus."""
+    # the tests' Sessions run in this process: the kit through PortAudio in the mixer process, not
+    # through drummachine's own JACK client here (libjack in one process takes one server: this
+    # process has clients on the shared one); that path is `play`'s, in a process of its own, below
+    monkeypatch.setenv("DRUMMACHINE_JACK_AUDIO", "portaudio")
     yield from own_jack_server(monkeypatch, 4, "cue")
 
 
 @pytest.fixture
 def jack2(monkeypatch):
     """Two ports a side: a stereo interface, no room for the cue bus."""
+    monkeypatch.setenv("DRUMMACHINE_JACK_AUDIO", "portaudio")  # as jack4's
     yield from own_jack_server(monkeypatch, 2, "cue")
 
 
@@ -274,11 +279,8 @@ def test_play_with_cue_out_opens_the_cue_bus_and_connects_it_to_the_ports(jack4)
     with Session(Options(fake_model=True, cue_out="playback_4", performer=False)) as session:
         assert session.audio.cue and session.engine.cue_bus and not session.warnings
         links = connections()
-        # the kit's ports: the engine's own JACK client's, which plays the mixer's ring
-        out = session.audio.output_ports
-        assert out == tuple(f"drummachine:out_{k}" for k in range(4))
-        assert links[out[2]] == ["system:playback_4"] == links[out[3]]  # only there
-        assert links[out[0]] == ["system:playback_1"]  # the main bus stays where it was
+        assert links["PortAudio:out_2"] == ["system:playback_4"] == links["PortAudio:out_3"]  # only there
+        assert links["PortAudio:out_0"] == ["system:playback_1"]  # the main bus stays where it was
         session.command("cue_level", 0.5)
         session.engine.pump()
         assert session.engine.levels["cue"] == 0.5
@@ -300,13 +302,13 @@ def test_a_restarted_mixer_has_its_cue_bus_connected_again(jack4):
         while (session.audio.restarts == 0 or session.audio.proc.pid == pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert session.audio.restarts == 1
-        out = session.audio.output_ports  # the engine's JACK client's: the mixer's death leaves them as they were
         for _ in range(20):  # the watchdog connects right after the restart
             links = connections()
-            if links.get(out[2]) == ["system:playback_4"] and links.get(out[3]) == ["system:playback_3"]:
+            if links.get("PortAudio:out_2") == ["system:playback_4"] and \
+                    links.get("PortAudio:out_3") == ["system:playback_3"]:
                 break
             time.sleep(0.1)
-        assert links[out[2]] == ["system:playback_4"] and links[out[3]] == ["system:playback_3"]
+        assert links["PortAudio:out_2"] == ["system:playback_4"] and links["PortAudio:out_3"] == ["system:playback_3"]
 
 
 @pytest.mark.jack
@@ -317,6 +319,46 @@ def test_with_too_few_channels_for_the_cue_bus_play_goes_on_without_it(jack2):
         assert session.audio is not None and not session.audio.cue and not session.engine.cue_bus
         assert [w for w in session.warnings if w.startswith("--cue-out: 4 output channels needed") and
                 w.endswith("playing without the cue bus")]
+
+
+@pytest.mark.jack
+def test_play_through_its_own_jack_client_sends_the_cue_bus_where_asked(jack4, monkeypatch, tmp_path):
+    """`play` as on stage: the kit's ports are the engine's own JACK client's (drummachine:out_N),
+    the cue bus on them connected where --cue-out says and nowhere else."""
+    import sys
+
+    monkeypatch.delenv("DRUMMACHINE_JACK_AUDIO")
+    log = tmp_path / "play.log"
+    play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--cue-out",
+                             "playback_4", "--duration", "5", "--log", str(log)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: log.exists() and "cue bus: " in log.read_text(), 15), \
+            log.read_text() if log.exists() else "no log"
+        links = connections()
+        _, err = play.communicate(timeout=30)
+    finally:
+        if play.poll() is None:
+            play.kill()
+    assert play.returncode == 0, err
+    assert "the kit plays through drummachine's own JACK client" in log.read_text()
+    assert links["drummachine:out_2"] == ["system:playback_4"] == links["drummachine:out_3"]  # only there
+    assert links["drummachine:out_0"] == ["system:playback_1"]  # the main bus stays where it was
+    assert not [p for p in links if p.startswith("PortAudio")], links
+
+
+@pytest.mark.jack
+def test_through_its_own_jack_client_too_few_playback_ports_drop_the_cue_bus(jack2, monkeypatch):
+    """As PortAudio's JACK device had as many channels as the server's playback ports, the
+    engine's own client refuses a layout the sound card cannot take whole: the cue bus goes first."""
+    import sys
+
+    monkeypatch.delenv("DRUMMACHINE_JACK_AUDIO")
+    play = subprocess.run([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--cue-out",
+                           "channels", "--duration", "2"], capture_output=True, text=True, timeout=60)
+    assert play.returncode == 0, play.stderr
+    assert "--cue-out: 4 output channels needed; system has 2" in play.stderr
+    assert "playing without the cue bus" in play.stderr
 
 
 @pytest.mark.jack

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
+import os
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from drummachine.core.errors import DrumMachineError
 
 #: ``dm_ring_state``'s fields, in its order
 STATE = ("write", "read", "skip_to", "dry", "rate", "period", "ports", "periods", "cycle_read", "cycle_ns",
-         "cycle_frames", "outputs")
+         "cycle_frames", "outputs", "opens")
+EXIT_NEW_CLIENT = 3  #: the mixer's exit status when the ports it played went to a new client
 CAPACITY = 8192  #: frames the ring holds (a power of two): 170 ms at 48 kHz, above any depth the writer keeps
 
 _library: ctypes.CDLL | None = None
@@ -156,6 +158,7 @@ class JackRingPlayer:
         mixer.ahead.rendered = mixer.ahead.valid_from = self.start
         self.taken = self.start
         self.taken_at_ns = time.monotonic_ns()
+        self.opens = state["opens"]  #: the client whose ports this mixer plays
         self.stalled_ns = int(max(STALLED_PERIODS * self.period / mixer.rate, STALLED_MIN_S) * 1e9)
         self.running = False
         self.thread = None
@@ -230,6 +233,11 @@ class JackRingPlayer:
         while self.running:
             try:
                 state = self.ring.state()
+                if state["opens"] != self.opens:
+                    # the ports are on a new client (the JACK server came back): what waits in the
+                    # ring, and the clock counted from it, are from before the outage, while the
+                    # engine's clock ran on by the wall; the next mixer goes on from there
+                    os._exit(EXIT_NEW_CLIENT)
                 self.fill(state)
                 self.publish(state)
             except Exception:

@@ -357,18 +357,12 @@ class AudioProcessSink(Sink):
 
     def keep_up(self) -> None:
         """From the audio watch, once a second: the engine's JACK client's ports (the server gone
-        and back, their connections, their latency)."""
+        and back, their connections, their latency). A mixer whose ports went to a new client
+        (the server back, perhaps at another rate) exits by itself (``jack_ring.EXIT_NEW_CLIENT``),
+        and the watch starts the next from the clock, at the server's rate."""
         if self.jack_ports is None:
             return
         self.jack_ports.check()
-        jack_rate = self.jack_ring.state()["rate"] if self.jack_ports.slot is not None else 0
-        if jack_rate and jack_rate != self.rate and self.alive:
-            # a server back at another rate (another interface) plays the ring at once: the mixer
-            # goes, and the next one is told the rate (restart_if_gone, then the watch's play_at)
-            log.warning("audio: JACK plays at %d Hz now, the mixer at %d Hz: starting the mixer again",
-                        jack_rate, self.rate)
-            self.proc.kill()
-            self.proc.wait()
 
     def close(self) -> None:
         if self.block.header is None:

@@ -405,6 +405,7 @@ typedef struct {
     _Atomic uint64_t periods;  /* periods the callback ran with the ring */
     uint64_t channels, capacity; /* set at creation; capacity a power of two */
     _Atomic uint64_t outputs;    /* the engine's: the sound card's playback ports on the server */
+    _Atomic uint64_t opens;      /* clients the ports were registered on: a mixer plays one client's */
 } dm_ring;
 
 struct dm_audio {
@@ -477,7 +478,7 @@ void dm_ring_set_outputs(void *base, uint32_t outputs)
 }
 
 /* write, read, skip_to, dry, rate, period, ports, periods, the latest period (read at its start,
- * its start in CLOCK_MONOTONIC ns, its frames) read whole, and the sound card's outputs. */
+ * its start in CLOCK_MONOTONIC ns, its frames) read whole, the sound card's outputs, the opens. */
 void dm_ring_state(void *base, uint64_t *out)
 {
     dm_ring *r = base;
@@ -501,6 +502,7 @@ void dm_ring_state(void *base, uint64_t *out)
     out[6] = atomic_load(&r->ports);
     out[7] = atomic_load(&r->periods);
     out[11] = atomic_load(&r->outputs);
+    out[12] = atomic_load(&r->opens);
 }
 
 static void process_audio(struct dm_audio *a, jack_nframes_t nframes, uint64_t start_ns)
@@ -669,7 +671,10 @@ void dm_close(dm_client *c)
     for (int i = 0; i < MAX_PORTS; i++)
         if (c->ports[i].ring || c->ports[i].pending)
             free_port(&c->ports[i]);
-    free(c->audio); /* the ring is the engine's shared memory, not ours */
+    if (c->audio) { /* the ring is the engine's shared memory, not ours: it only hears the ports went */
+        atomic_store(&c->audio->ring->ports, 0);
+        free(c->audio);
+    }
     free(c);
 }
 
@@ -910,6 +915,7 @@ int dm_audio_open(dm_client *c, void *ring, const char *prefix, int channels)
     atomic_store(&r->rate, J.get_sample_rate(c->client));
     atomic_store(&r->period, J.get_buffer_size(c->client));
     atomic_store(&r->ports, (uint64_t)channels);
+    atomic_fetch_add(&r->opens, 1);
     c->audio = a;
     atomic_store_explicit(&a->state, SLOT_ACTIVE, memory_order_release);
     return 0;

@@ -304,7 +304,13 @@ class JackMidiClient:
     def add(self, port: "JackPort", strict: bool) -> None:
         """Register the port (opening the client if it is the first). No server: an error if
         ``strict``, else the port waits in the list and registers when a server is there."""
+        from drummachine.midi.jack_server import jack_server_identity
+
         with self.admin:
+            if self.handle is not None and (self.lib.dm_gone(self.handle) or self.server != jack_server_identity()):
+                # the server went (or was replaced) since the client opened, and no watch has
+                # looked yet: a port registered on that dead client would never play
+                self.server_gone()
             self.ports.append(port)
             if self.handle is None:
                 if not self._open():
