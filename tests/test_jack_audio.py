@@ -94,6 +94,18 @@ def test_hits_play_on_their_frames_and_a_killed_mixer_changes_nothing_in_the_gra
         assert 4 <= len(found) <= 6 and np.abs(np.diff(found) - RATE // 4).max() <= 2, found
         assert subprocess.run(["jack_lsp", "-c"], capture_output=True, text=True, timeout=10).stdout == graph
         assert wait_for(lambda: sink.callbacks > 0, 2)
+
+        # JACK's latency for the ports, read again once a second: unrouted, the hits need not go
+        # early (nothing plays them); routed again, the two periods to the sound card once more
+        for k in (0, 1):
+            subprocess.run(["jack_disconnect", f"drummachine:out_{k}", f"system:playback_{k + 1}"], check=True)
+        assert sink.keep_up() and sink.output_latency_s == 0.0
+        assert not sink.keep_up()  # said once
+        for k in (0, 1):
+            subprocess.run(["jack_connect", f"drummachine:out_{k}", f"system:playback_{k + 1}"], check=True)
+        ahead = sink.ahead_s
+        assert sink.keep_up() and round(sink.output_latency_s * RATE) == 256
+        assert sink.ahead_s == pytest.approx(ahead + 256 / RATE)
     finally:
         sink.close()
     gone = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10).stdout

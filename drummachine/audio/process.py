@@ -55,6 +55,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.transport import STEPS_PER_BAR, STEPS_PER_BEAT
 
 log = logging.getLogger("drummachine")
+LATENCY_CHANGE_S = 0.0001  #: a change in JACK's latency for the kit's ports smaller than this is not taken
 
 
 class AudioProcessSink(Sink):
@@ -355,14 +356,22 @@ class AudioProcessSink(Sink):
         """The kit's JACK output ports where the engine's own client plays them, else ()."""
         return tuple(self.jack_ports.names) if self.jack_ports is not None and self.jack_ports.slot is not None else ()
 
-    def keep_up(self) -> None:
+    def keep_up(self) -> bool:
         """From the audio watch, once a second: the engine's JACK client's ports (the server gone
         and back, their connections, their latency). A mixer whose ports went to a new client
         (the server back, perhaps at another rate) exits by itself (``jack_ring.EXIT_NEW_CLIENT``),
-        and the watch starts the next from the clock, at the server's rate."""
+        and the watch starts the next from the clock, at the server's rate. True when JACK's
+        latency for the ports changed (routed through another client, or to nothing): the hits
+        go that much earlier from now on, and the engine's hand-out margin is to be reckoned again."""
         if self.jack_ports is None:
-            return
+            return False
         self.jack_ports.check()
+        latency = self.jack_ports.playback_latency_s
+        if not self.ready or self.jack_ports.slot is None or abs(latency - self.output_latency_s) < LATENCY_CHANGE_S:
+            return False
+        self.ahead_s += latency - self.output_latency_s
+        self.output_latency_s = latency
+        return True
 
     def close(self) -> None:
         if self.block.header is None:

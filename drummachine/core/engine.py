@@ -220,6 +220,11 @@ class Engine(GeneratorLoop, CommandHandlers):
             step = max(step, self.commit_cursor)
             self.rewind = step if self.rewind is None else min(self.rewind, step)
 
+    def caught(self, loop: str, what: str) -> None:
+        """An exception a loop outside the engine caught and lived through (the audio watchdog):
+        counted and shown with the engine's own."""
+        self._fault(loop, what)
+
     def _fault(self, loop: str, what: str) -> None:
         """An exception caught in a loop that goes on: logged with its traceback, and counted."""
         n = self.stats.faults.get(loop, 0) + 1

@@ -175,7 +175,9 @@ class AudioOutput:
             try:
                 if time.monotonic() - kept_up >= 1.0:  # the engine's JACK ports, where they play the kit
                     kept_up = time.monotonic()
-                    sink.keep_up()
+                    if sink.keep_up():  # JACK's latency for them changed: the hits go that much early
+                        self.say_latency(sink)
+                        engine.margin = margin()
                 now, callbacks = time.monotonic(), sink.callbacks
                 if callbacks != counted:
                     counted, since = callbacks, now
@@ -207,3 +209,6 @@ class AudioOutput:
                 first, longest = AUDIO_RETRY_S
                 stop.wait(first if time.monotonic() - failed_since < 60.0 else longest)
                 counted, since = sink.callbacks, time.monotonic()
+            except Exception:  # the watch never dies: counted, and the next look goes on
+                engine.caught("audio-watchdog", "watch")
+                stop.wait(1.0)
