@@ -12,7 +12,12 @@ here watching the graph's registrations), with jackd's blame in the second after
 - ``c_client``: ``jack_simple_client``;
 - ``rtmixer_idle``: rtmixer's C callback in a Python process doing nothing else (no locked memory);
 - ``mixer``: the mixer process (``audio.process.AudioProcessSink``: the kit, the ring, its memory locked);
-- ``mixer_unlocked``: the same with ``DRUMMACHINE_MIXER_MLOCK=0`` (memory not locked).
+- ``mixer_unlocked``: the same with ``DRUMMACHINE_MIXER_MLOCK=0`` (memory not locked);
+- ``mixer_own_client``: the mixer process behind the engine's own JACK client (``play``'s way over
+  JACK since 2026-12-05: ``audio.jack_ring``, ``midi.jack_audio``): the kit's ports are this
+  process's client's, the mixer only writes their ring, so its SIGKILL takes no client out of the
+  graph (the client, ``drummachine``, stays: no time to leave); a new mixer is started after the
+  window, as the engine's watchdog starts one.
 
     python benchmarks/jack_kill.py --kills 10 --rounds 2 --json benchmarks/jack_kill.json
 """
@@ -40,10 +45,26 @@ from soak import JackServer  # noqa: E402
 SETTLE_S = 2.0  #: the subject playing before it is killed
 AFTER_S = 1.0  #: the blame window after a kill
 GONE_WITHIN_S = 5.0  #: a client not gone by then is reported as such
-SUBJECTS = ("c_client", "rtmixer_idle", "mixer", "mixer_unlocked")
+SUBJECTS = ("c_client", "rtmixer_idle", "mixer", "mixer_unlocked", "mixer_own_client")
 #: the name each kind has in the graph: PortAudio's JACK client is named "PortAudio"
 CLIENT_NAME = {"c_client": "subject", "rtmixer_idle": "PortAudio", "mixer": "PortAudio",
-               "mixer_unlocked": "PortAudio"}
+               "mixer_unlocked": "PortAudio", "mixer_own_client": "drummachine"}
+
+
+class OwnClientMixer:
+    """The mixer behind this process's own JACK client, kept across kills (as the engine keeps it)."""
+
+    def __init__(self):
+        from drummachine.audio.process import AudioProcessSink
+        from drummachine.midi.jack_audio import JackAudioPorts
+
+        self.sink = AudioProcessSink(jack_ports=JackAudioPorts).wait_ready()
+        assert self.sink.mixing == "jack", self.sink.mixing
+        self.proc = None  # a Subject's surface: the process to kill is the sink's
+
+    def next_mixer(self) -> None:
+        if self.sink.restart_if_gone():
+            assert self.sink.mixing == "jack"
 
 
 class Registrations:
@@ -66,7 +87,12 @@ class Registrations:
         self.client.close()
 
 
-def start(kind: str, work: Path) -> Subject:
+def start(kind: str, work: Path, kept: dict) -> Subject:
+    if kind == "mixer_own_client":
+        if kind not in kept:
+            kept[kind] = OwnClientMixer()
+        kept[kind].next_mixer()
+        return kept[kind]
     if kind == "mixer_unlocked":
         os.environ["DRUMMACHINE_MIXER_MLOCK"] = "0"
         try:
@@ -92,6 +118,7 @@ def run(kills: int, rounds: int, work: Path, subjects: tuple[str, ...]) -> dict:
     windows: list[tuple[float, float, str]] = []
     gone_ms: dict[str, list[float]] = {kind: [] for kind in subjects}
     locked: dict[str, list[int]] = {kind: [] for kind in subjects}
+    kept: dict = {}  # subjects that outlive their kills (the mixer behind the engine's own client)
     with JackServer(server, work / "jackd.log") as jack:
         reference = c_client("reference")
         watch = Registrations()
@@ -100,7 +127,7 @@ def run(kills: int, rounds: int, work: Path, subjects: tuple[str, ...]) -> dict:
             for _ in range(rounds):
                 for _ in range(kills):
                     for kind in subjects:  # in turns: the host's drift falls on every kind alike
-                        subject = start(kind, work)
+                        subject = start(kind, work, kept)
                         proc = subject.sink.proc if subject.sink is not None else subject.proc
                         name = CLIENT_NAME[kind]
                         time.sleep(SETTLE_S)
@@ -109,15 +136,19 @@ def run(kills: int, rounds: int, work: Path, subjects: tuple[str, ...]) -> dict:
                         killed = time.monotonic()
                         os.kill(proc.pid, signal.SIGKILL)
                         windows.append((killed, killed + AFTER_S, f"{kind}_kill"))
-                        while name not in watch.gone and time.monotonic() < killed + GONE_WITHIN_S:
+                        # a client that outlives its mixer is looked for through the window only
+                        until = killed + (AFTER_S if kind in kept else GONE_WITHIN_S)
+                        while name not in watch.gone and time.monotonic() < until:
                             time.sleep(0.0005)
                         gone = watch.gone.get(name)
                         gone_ms[kind].append(round((gone - killed) * 1000, 2) if gone else float("inf"))
                         proc.wait(10)
-                        if subject.sink is not None:
+                        if subject.sink is not None and kind not in kept:
                             subject.sink.close()
                         time.sleep(AFTER_S)
         finally:
+            for subject in kept.values():
+                subject.sink.close()
             watch.close()
             reference.terminate()
             reference.wait(10)
@@ -128,6 +159,13 @@ def run(kills: int, rounds: int, work: Path, subjects: tuple[str, ...]) -> dict:
     for kind in subjects:
         counts = Counter(per_window.get(f"{kind}_kill", {}))
         times = gone_ms[kind]
+        if kind in kept:  # its client stays: how often it left the graph in a window (never, if all is well)
+            per_kind[kind] = {"left_the_graph": sum(t != float("inf") for t in times),
+                              "gone_after_kill_ms_median": None,
+                              "blamed_per_kill": round(counts.get(CLIENT_NAME[kind], 0) / n, 2),
+                              "reference_blamed_per_kill": round(counts.get("reference", 0) / n, 2),
+                              "locked_kb_median": int(statistics.median(locked[kind]))}
+            continue
         per_kind[kind] = {
             "gone_after_kill_ms_median": round(statistics.median(times), 2),
             "gone_after_kill_ms_p10_p90": [round(statistics.quantiles(times, n=10)[i], 2) for i in (0, 8)]

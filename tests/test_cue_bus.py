@@ -330,7 +330,7 @@ def test_play_through_its_own_jack_client_sends_the_cue_bus_where_asked(jack4, m
     monkeypatch.delenv("DRUMMACHINE_JACK_AUDIO")
     log = tmp_path / "play.log"
     play = subprocess.Popen([sys.executable, "-m", "drummachine", "play", "--headless", "--fake-model", "--cue-out",
-                             "playback_4", "--duration", "5", "--log", str(log)],
+                             "playback_4", "--duration", "3", "--log", str(log)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: log.exists() and "cue bus: " in log.read_text(), 15), \

@@ -98,10 +98,11 @@ class AudioProcessSink(Sink):
         self.events = EventRing(self.block)
         self.jack_ring = self.jack_ports = None
         if jack_ports is not None:
-            from drummachine.audio.jack_ring import AudioRing
+            from drummachine.audio.jack_ring import CAPACITY, AudioRing
 
             mixing = "jack"
-            self.jack_ring = AudioRing(len(self.channels))
+            # room for the writer's depth at a long JACK period (4,096 frames) with large blocks too
+            self.jack_ring = AudioRing(len(self.channels), capacity=max(CAPACITY, 1 << (16 * blocksize - 1).bit_length()))
             self.jack_ports = jack_ports(self.jack_ring.address, len(self.channels))
             self.jack_ports.open()  # no server yet: the mixer says so, and the watch tries again
         self.restarts = 0
@@ -355,6 +356,10 @@ class AudioProcessSink(Sink):
     def output_ports(self) -> tuple[str, ...]:
         """The kit's JACK output ports where the engine's own client plays them, else ()."""
         return tuple(self.jack_ports.names) if self.jack_ports is not None and self.jack_ports.slot is not None else ()
+
+    def jack_ports_there(self) -> bool:
+        """Where the engine's own JACK client plays the kit: its ports are registered (a server is there)."""
+        return self.jack_ports is not None and self.jack_ports.slot is not None
 
     def keep_up(self) -> bool:
         """From the audio watch, once a second: the engine's JACK client's ports (the server gone

@@ -162,6 +162,20 @@ class AudioOutput:
         log.warning("audio: %s: playing at %d Hz", exc.what, rate)
         return True
 
+    @staticmethod
+    def _wait_to_try_again(sink, stop: threading.Event, seconds: float) -> None:
+        """Before the next try at a mixer: ``seconds``, or less where the engine's own JACK client
+        plays the kit and its ports come back meanwhile (the server back: looked at once a second,
+        as the watch does), so the kit is back as soon as the server is."""
+        had_ports = sink.jack_ports_there()
+        until, looked = time.monotonic() + seconds, time.monotonic()
+        while not stop.wait(0.1) and time.monotonic() < until:
+            if time.monotonic() - looked >= 1.0:
+                looked = time.monotonic()
+                sink.keep_up()
+            if not had_ports and sink.jack_ports_there():
+                return
+
     def watch(self, sink, stop: threading.Event, engine, margin) -> None:
         """The audio process died (killed, crashed), or lives on with a stream the sound server no
         longer runs (JACK stopped or restarted: PortAudio says nothing, its callbacks just stop):
@@ -207,7 +221,7 @@ class AudioOutput:
                     log.warning("audio process %s: %s; trying again", "stopped and cannot restart"
                                 if sink.opened else "cannot start", exc)
                 first, longest = AUDIO_RETRY_S
-                stop.wait(first if time.monotonic() - failed_since < 60.0 else longest)
+                self._wait_to_try_again(sink, stop, first if time.monotonic() - failed_since < 60.0 else longest)
                 counted, since = sink.callbacks, time.monotonic()
             except Exception:  # the watch never dies: counted, and the next look goes on
                 engine.caught("audio-watchdog", "watch")

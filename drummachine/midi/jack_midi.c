@@ -194,7 +194,7 @@ typedef struct {
     jack_nframes_t last_f0, last_n; /* the callback's own: the period before */
     jack_time_t last_t1;
     dm_port ports[MAX_PORTS];
-    struct dm_audio *audio; /* the kit's outputs, or NULL */
+    struct dm_audio *_Atomic audio; /* the kit's outputs, or NULL (the callback reads it each period) */
 } dm_client;
 
 static inline uint64_t st_get(dm_port *p, int k) { return atomic_load_explicit(&p->stats[k], memory_order_relaxed); }
