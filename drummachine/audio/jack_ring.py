@@ -30,7 +30,7 @@ from drummachine.core.errors import DrumMachineError
 
 #: ``dm_ring_state``'s fields, in its order
 STATE = ("write", "read", "skip_to", "dry", "rate", "period", "ports", "periods", "cycle_read", "cycle_ns",
-         "cycle_frames", "outputs", "opens")
+         "cycle_frames", "outputs", "opens", "xruns")
 EXIT_NEW_CLIENT = 3  #: the mixer's exit status when the ports it played went to a new client
 CAPACITY = 8192  #: frames the ring holds (a power of two): 170 ms at 48 kHz, above any depth the writer keeps
 
@@ -136,7 +136,7 @@ class JackRingPlayer:
         import time
 
         from drummachine.audio.ring_out import DEPTH_BLOCKS, STALLED_MIN_S, STALLED_PERIODS, depth_frames
-        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY
+        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY, UNDERRUNS
 
         self.mixer, self.ring = mixer, ring
         self.block = mixer.ahead.block
@@ -155,6 +155,7 @@ class JackRingPlayer:
         self.offset = self.start - self.skipped_to  #: the clock's frame = the ring's frame + offset
         self.written = self.start
         self.callbacks0, self.not_ready0, self.dry0 = int(h[CALLBACKS]), int(h[NOT_READY]), state["dry"]
+        self.underruns0, self.xruns0 = int(h[UNDERRUNS]), state["xruns"]
         mixer.ahead.rendered = mixer.ahead.valid_from = self.start
         self.taken = self.start
         self.taken_at_ns = time.monotonic_ns()
@@ -193,7 +194,7 @@ class JackRingPlayer:
         ``ring_out.RingPlayer.publish``)."""
         import time
 
-        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY, SEQ
+        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY, SEQ, UNDERRUNS
 
         h = self.mixer.h
         taken = self._taken(state)
@@ -214,6 +215,7 @@ class JackRingPlayer:
         h[SEQ] += 1
         h[CALLBACKS] = self.callbacks0 + (taken - self.start) // self.block  # blocks played
         h[NOT_READY] = self.not_ready0 + state["dry"] - self.dry0  # periods the ring ran short
+        h[UNDERRUNS] = self.underruns0 + state["xruns"] - self.xruns0  # JACK's xruns, as PortAudio's flag counted them
 
     def begin(self) -> None:
         import threading

@@ -89,6 +89,7 @@ static struct {
     size_t (*rb_write)(jack_ringbuffer_t *, const char *, size_t);
     int (*rb_mlock)(jack_ringbuffer_t *);
     void (*port_get_latency_range)(jack_port_t *, int, jack_latency_range_t *);
+    int (*set_xrun_callback)(jack_client_t *, int (*)(void *), void *);
 } J;
 
 static void *libjack;
@@ -114,6 +115,7 @@ static const struct { void **slot; const char *name; int required; } SYMBOLS[] =
     SYM(rb_read, "jack_ringbuffer_read", 1), SYM(rb_peek, "jack_ringbuffer_peek", 1),
     SYM(rb_write, "jack_ringbuffer_write", 1), SYM(rb_mlock, "jack_ringbuffer_mlock", 1),
     SYM(port_get_latency_range, "jack_port_get_latency_range", 0),
+    SYM(set_xrun_callback, "jack_set_xrun_callback", 0),
 };
 
 /* Load libjack; 0 when every required symbol is there, else -1 with the reason in err. */
@@ -195,6 +197,8 @@ typedef struct {
     jack_time_t last_t1;
     dm_port ports[MAX_PORTS];
     struct dm_audio *_Atomic audio; /* the kit's outputs, or NULL (the callback reads it each period) */
+    _Atomic uint64_t xruns;    /* JACK's xruns (its notification thread) */
+    uint64_t xruns_told;       /* the callback's own: how many of them the ring has heard of */
 } dm_client;
 
 static inline uint64_t st_get(dm_port *p, int k) { return atomic_load_explicit(&p->stats[k], memory_order_relaxed); }
@@ -406,6 +410,7 @@ typedef struct {
     uint64_t channels, capacity; /* set at creation; capacity a power of two */
     _Atomic uint64_t outputs;    /* the engine's: the sound card's playback ports on the server */
     _Atomic uint64_t opens;      /* clients the ports were registered on: a mixer plays one client's */
+    _Atomic uint64_t xruns;      /* JACK's xruns while the ports were there (what PortAudio flags as underflows) */
 } dm_ring;
 
 struct dm_audio {
@@ -478,7 +483,8 @@ void dm_ring_set_outputs(void *base, uint32_t outputs)
 }
 
 /* write, read, skip_to, dry, rate, period, ports, periods, the latest period (read at its start,
- * its start in CLOCK_MONOTONIC ns, its frames) read whole, the sound card's outputs, the opens. */
+ * its start in CLOCK_MONOTONIC ns, its frames) read whole, the sound card's outputs, the opens,
+ * JACK's xruns. */
 void dm_ring_state(void *base, uint64_t *out)
 {
     dm_ring *r = base;
@@ -503,6 +509,7 @@ void dm_ring_state(void *base, uint64_t *out)
     out[7] = atomic_load(&r->periods);
     out[11] = atomic_load(&r->outputs);
     out[12] = atomic_load(&r->opens);
+    out[13] = atomic_load(&r->xruns);
 }
 
 static void process_audio(struct dm_audio *a, jack_nframes_t nframes, uint64_t start_ns)
@@ -603,6 +610,11 @@ static int process(jack_nframes_t nframes, void *arg)
         uint64_t mono_ns = (uint64_t)mono.tv_sec * 1000000000ull + (uint64_t)mono.tv_nsec;
         uint64_t behind_ns = now > t0 ? (now - t0) * 1000ull : 0;
         process_audio(a, nframes, mono_ns > behind_ns ? mono_ns - behind_ns : mono_ns);
+        uint64_t xruns = atomic_load_explicit(&c->xruns, memory_order_relaxed);
+        if (xruns != c->xruns_told) {
+            atomic_fetch_add_explicit(&a->ring->xruns, xruns - c->xruns_told, memory_order_relaxed);
+            c->xruns_told = xruns;
+        }
     }
     atomic_fetch_add_explicit(&c->cycles, 1, memory_order_release);
     return 0;
@@ -611,6 +623,14 @@ static int process(jack_nframes_t nframes, void *arg)
 static void shutdown_cb(void *arg)
 {
     atomic_store(&((dm_client *)arg)->gone, 1);
+}
+
+/* JACK's notification thread: a period the graph did not finish in time (counted here; the
+ * process callback, which alone may touch the ring, tells the ring) */
+static int xrun_cb(void *arg)
+{
+    atomic_fetch_add(&((dm_client *)arg)->xruns, 1);
+    return 0;
 }
 
 /* Open and activate a client (never starts a server). NULL on failure, JACK's status in *status. */
@@ -629,6 +649,8 @@ dm_client *dm_open(const char *name, int *status)
     }
     J.set_process_callback(c->client, process, c);
     J.on_shutdown(c->client, shutdown_cb, c);
+    if (J.set_xrun_callback)
+        J.set_xrun_callback(c->client, xrun_cb, c);
     if (J.activate(c->client) != 0) {
         J.client_close(c->client);
         free(c);
@@ -916,6 +938,7 @@ int dm_audio_open(dm_client *c, void *ring, const char *prefix, int channels)
     atomic_store(&r->period, J.get_buffer_size(c->client));
     atomic_store(&r->ports, (uint64_t)channels);
     atomic_fetch_add(&r->opens, 1);
+    c->xruns_told = atomic_load(&c->xruns); /* the ring hears of the xruns from now on */
     c->audio = a;
     atomic_store_explicit(&a->state, SLOT_ACTIVE, memory_order_release);
     return 0;
