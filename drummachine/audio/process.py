@@ -102,7 +102,8 @@ class AudioProcessSink(Sink):
 
             mixing = "jack"
             # room for the writer's depth at a long JACK period (4,096 frames) with large blocks too
-            self.jack_ring = AudioRing(len(self.channels), capacity=max(CAPACITY, 1 << (16 * blocksize - 1).bit_length()))
+            capacity = max(CAPACITY, 1 << (16 * blocksize - 1).bit_length())
+            self.jack_ring = AudioRing(len(self.channels), capacity=capacity)
             self.jack_ports = jack_ports(self.jack_ring.address, len(self.channels))
             self.jack_ports.open()  # no server yet: the mixer says so, and the watch tries again
         self.restarts = 0
@@ -355,7 +356,7 @@ class AudioProcessSink(Sink):
     @property
     def output_ports(self) -> tuple[str, ...]:
         """The kit's JACK output ports where the engine's own client plays them, else ()."""
-        return tuple(self.jack_ports.names) if self.jack_ports is not None and self.jack_ports.slot is not None else ()
+        return tuple(self.jack_ports.names) if self.jack_ports_there() else ()
 
     def jack_ports_there(self) -> bool:
         """Where the engine's own JACK client plays the kit: its ports are registered (a server is there)."""

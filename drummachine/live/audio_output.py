@@ -172,7 +172,10 @@ class AudioOutput:
         while not stop.wait(0.1) and time.monotonic() < until:
             if time.monotonic() - looked >= 1.0:
                 looked = time.monotonic()
-                sink.keep_up()
+                try:
+                    sink.keep_up()
+                except Exception:  # noqa: BLE001 - the watch's own look, next, counts it; this wait must not end the watch
+                    return
             if not had_ports and sink.jack_ports_there():
                 return
 
