@@ -43,6 +43,8 @@ def test_the_ring_takes_what_fits_and_skips_what_a_dead_mixer_left():
         ring.close()
     with pytest.raises(DrumMachineError, match="no ring"):
         jack_ring.AudioRing(2, capacity=1000)  # not a power of two
+    with pytest.raises(DrumMachineError, match="the JACK ring is gone"):  # a mixer after the engine went
+        jack_ring.open_for_mix("psm_no_such_ring", RATE, 2)
 
 
 def onsets(x: np.ndarray, threshold: float = 0.02, gap: int = RATE // 10) -> np.ndarray:

@@ -21,11 +21,15 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import os
+import threading
+import time
 from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
 
+from drummachine.audio.ring_out import DEPTH_BLOCKS, STALLED_MIN_S, STALLED_PERIODS, depth_frames
+from drummachine.audio.wire import AT_NS, CALLBACKS, FAULTS, FRAMES, NOT_READY, SEQ, UNDERRUNS
 from drummachine.core.errors import DrumMachineError
 
 #: ``dm_ring_state``'s fields, in its order
@@ -133,11 +137,6 @@ class JackRingPlayer:
     engine's JACK callback took and when its period began."""
 
     def __init__(self, mixer, ring: AudioRing, depth_blocks: int = 0):
-        import time
-
-        from drummachine.audio.ring_out import DEPTH_BLOCKS, STALLED_MIN_S, STALLED_PERIODS, depth_frames
-        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY, UNDERRUNS
-
         self.mixer, self.ring = mixer, ring
         self.block = mixer.ahead.block
         state = ring.state()
@@ -170,8 +169,6 @@ class JackRingPlayer:
 
     def fill(self, state: dict | None = None) -> int:
         """Mix and write blocks until ``depth`` frames wait in the ring; returns how many blocks."""
-        from drummachine.audio.wire import FAULTS
-
         mixer, ahead, out, block = self.mixer, self.mixer.ahead, self.out, self.block
         taken = self._taken(state or self.ring.state())
         done = 0
@@ -192,10 +189,6 @@ class JackRingPlayer:
         then; nothing while the callback has taken nothing for a few periods or the engine's client
         has no ports (the server gone): the engine's clock then runs on by the wall (as
         ``ring_out.RingPlayer.publish``)."""
-        import time
-
-        from drummachine.audio.wire import AT_NS, CALLBACKS, FRAMES, NOT_READY, SEQ, UNDERRUNS
-
         h = self.mixer.h
         taken = self._taken(state)
         now_ns = time.monotonic_ns()
@@ -218,8 +211,6 @@ class JackRingPlayer:
         h[UNDERRUNS] = self.underruns0 + state["xruns"] - self.xruns0  # JACK's xruns, as PortAudio's flag counted them
 
     def begin(self) -> None:
-        import threading
-
         self.fill()
         self.running = True
         self.thread = threading.Thread(target=self.run, name="jack-ring-writer", daemon=True)
@@ -227,10 +218,6 @@ class JackRingPlayer:
 
     def run(self) -> None:
         """Every half period: fill, publish; a turn that fails is counted and the next goes on."""
-        import time
-
-        from drummachine.audio.wire import FAULTS
-
         pause = self.block / self.mixer.rate / 2
         while self.running:
             try:
@@ -250,3 +237,30 @@ class JackRingPlayer:
         self.running = False
         if self.thread is not None:
             self.thread.join(1.0)
+
+
+def open_for_mix(name: str | None, rate: int, channels: int) -> AudioRing:
+    """The engine's ring (``name``), in the mixer process, checked against its mix: ports there (a
+    JACK server), at the mix's ``rate``, enough ``channels`` on the ring and on the sound card."""
+    try:
+        if not name:
+            raise FileNotFoundError(name)
+        ring = AudioRing(name=name)
+    except OSError as exc:  # FileNotFoundError: the engine's block is gone
+        raise DrumMachineError("audio", f"the JACK ring is gone ({exc.__class__.__name__})") from None
+    state = ring.state()
+    problem = None
+    if not state["ports"]:
+        problem = DrumMachineError("audio", "JACK: drummachine's client has no audio ports (no server?)")
+    elif state["rate"] != rate:
+        problem = DrumMachineError("audio", f"JACK plays at {state['rate']} Hz, not at {rate} Hz")
+        problem.device_rate = state["rate"]
+    elif ring.channels < channels or state["outputs"] < channels:
+        # as PortAudio's JACK device has as many channels as the server's playback ports: a layout
+        # the sound card cannot take whole is refused (and the cue bus dropped first, by the engine)
+        problem = DrumMachineError("--outs", f"{channels} output channels needed; system has {state['outputs']} "
+                                   "(under JACK: as many as the server's playback ports)")
+    if problem is not None:
+        ring.close()
+        raise problem
+    return ring

@@ -415,7 +415,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
         mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
                       blocksize=blocksize)
         if how == "jack":
-            ring = open_jack_ring(setup, mixer.voices.channels)
+            from drummachine.audio.jack_ring import open_for_mix
+
+            ring = open_for_mix(setup.get("jack_ring"), rate, mixer.voices.channels)
         elif how == "ring":
             depth_blocks = int(setup.get("ring_blocks") or ring_out.DEPTH_BLOCKS)
             stream, ring = open_stream(mixer, rate, setup["device"], setup["hostapi"], blocksize, setup["latency"],
@@ -485,33 +487,6 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
             del kit, mixer
             shared_kit.close()
     return 0
-
-
-def open_jack_ring(setup: dict, channels: int):
-    """The engine's ring for its JACK client (``audio.jack_ring``), checked against the mix: ports
-    there (a JACK server), at the mix's rate, enough channels."""
-    from drummachine.audio.jack_ring import AudioRing
-
-    try:
-        ring = AudioRing(name=setup["jack_ring"])
-    except (KeyError, FileNotFoundError, OSError) as exc:
-        raise DrumMachineError("audio", f"the JACK ring is gone ({exc.__class__.__name__})") from None
-    state = ring.state()
-    problem = None
-    if not state["ports"]:
-        problem = DrumMachineError("audio", "JACK: drummachine's client has no audio ports (no server?)")
-    elif state["rate"] != int(setup["rate"]):
-        problem = DrumMachineError("audio", f"JACK plays at {state['rate']} Hz, not at {setup['rate']} Hz")
-        problem.device_rate = state["rate"]
-    elif ring.channels < channels or state["outputs"] < channels:
-        # as PortAudio's JACK device has as many channels as the server's playback ports: a layout
-        # the sound card cannot take whole is refused (and the cue bus dropped first, by the engine)
-        problem = DrumMachineError("--outs", f"{channels} output channels needed; system has {state['outputs']} "
-                                   "(under JACK: as many as the server's playback ports)")
-    if problem is not None:
-        ring.close()
-        raise problem
-    return ring
 
 
 if __name__ == "__main__":

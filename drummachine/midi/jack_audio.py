@@ -59,11 +59,12 @@ class JackAudioPorts:
             self.message = "audio out: JACK refused the ports" if done == -2 else "audio out: no memory for the ports"
             return
         self.slot = 0
-        self.lib.dm_ring_set_outputs(self.ring_address, len(_lines(self.lib.dm_list_playback, handle)))
+        playback = _lines(self.lib.dm_list_playback, handle)
+        self.lib.dm_ring_set_outputs(self.ring_address, len(playback))
         self.names = [(self.lib.dm_audio_port_name(handle, k) or b"").decode(errors="replace")
                       for k in range(self.channels)]
         if self.restore is None:
-            self._connect_to_the_sound_card(handle)
+            self._connect_to_the_sound_card(handle, playback)
         self._read_latency(handle)
 
     def _unregister(self, handle: int) -> int:
@@ -92,9 +93,8 @@ class JackAudioPorts:
             self.added = True
         return self.slot is not None
 
-    def _connect_to_the_sound_card(self, handle: int) -> None:
-        playback = _lines(self.lib.dm_list_playback, handle)
-        self.lib.dm_ring_set_outputs(self.ring_address, len(playback))
+    def _connect_to_the_sound_card(self, handle: int, playback: list[str]) -> None:
+        """Each port to the sound card's playback port of its number (``playback``: in order)."""
         for k, other in zip(range(self.channels), playback):
             self.lib.dm_audio_connect(handle, k, other.encode(), 1)
         self.connected = bool(playback)
@@ -122,7 +122,7 @@ class JackAudioPorts:
                 if time.monotonic() > self.restore_until:
                     self.restore = None
                     if not any(self.known):  # what they fed never came back: the sound card, as at the start
-                        self._connect_to_the_sound_card(handle)
+                        self._connect_to_the_sound_card(handle, _lines(self.lib.dm_list_playback, handle))
                 else:
                     for k, names in enumerate(self.restore):
                         for name in sorted(names):
