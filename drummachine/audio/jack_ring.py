@@ -185,8 +185,8 @@ class JackRingPlayer:
         return done
 
     def publish(self, state: dict) -> None:
-        """The clock: the frames taken when the callback's latest period began, and the time since
-        then; nothing while the callback has taken nothing for a few periods or the engine's client
+        """The clock: the frame the callback's latest period began with, and the time since the
+        period began; nothing while the callback has taken nothing for a few periods or the engine's client
         has no ports (the server gone): the engine's clock then runs on by the wall (as
         ``ring_out.RingPlayer.publish``)."""
         h = self.mixer.h
@@ -196,12 +196,15 @@ class JackRingPlayer:
             self.taken, self.taken_at_ns = taken, now_ns
         elif now_ns - self.taken_at_ns > self.stalled_ns or not state["ports"]:
             return
-        if state["cycle_ns"] and state["cycle_read"] + self.offset + state["cycle_frames"] >= self.start:
+        if state["cycle_ns"] and state["cycle_read"] + self.offset >= self.start:
+            # the frame the period began with sounds at the period's start by JACK's clock, the
+            # one the MIDI port places its notes by (counted from the period's last frame, the kit
+            # would sound a period after its notes: 2.7 ms at 128 frames, 21 ms at 1,024)
             since = max(0, now_ns - state["cycle_ns"]) * self.mixer.rate // 1_000_000_000
-            frames = state["cycle_read"] + self.offset + state["cycle_frames"] + since
+            frames = state["cycle_read"] + self.offset + since
         else:
             frames = taken
-        frames = min(max(frames, taken), taken + self.period)
+        frames = min(max(frames, taken - state["cycle_frames"]), taken + self.period)
         h[SEQ] += 1
         h[FRAMES] = frames
         h[AT_NS] = now_ns

@@ -109,12 +109,16 @@ class Mixer:
         if status.output_underflow:
             h[UNDERRUNS] += 1
 
-    def _publish(self, frame: int, started: int) -> None:
+    def _publish(self, frame: int, frames: int, started: int) -> None:
+        """The clock: the block's first frame at the callback's start. The block begins to sound
+        as its period begins, which the callback starts just after; the frame after the block,
+        stamped as the callback ends, would put the kit a block behind the clock (and behind the
+        MIDI notes placed by it)."""
         h = self.h
-        self.frame = frame
+        self.frame = frame + frames
         h[SEQ] += 1
         h[FRAMES] = frame
-        h[AT_NS] = time.monotonic_ns()
+        h[AT_NS] = started
         h[SEQ] += 1
         h[CALLBACKS] += 1
         took = time.monotonic_ns() - started
@@ -142,7 +146,7 @@ class Mixer:
                 outdata.fill(0.0)
                 self.h[SILENT] += 1
         ahead.playhead = frame + frames
-        self._publish(frame + frames, started)
+        self._publish(frame, frames, started)
         if self.wake.locked():  # only this thread releases it: never twice
             self.wake.release()
 
@@ -172,7 +176,7 @@ class Mixer:
             self.panic = panic
         voices.mix(outdata, block_start)
         voices.limit(outdata)
-        self._publish(block_start + frames, started)
+        self._publish(block_start, frames, started)
 
     # --- the mixing thread (with ahead) ---------------------------------------------------
     def mix_turn(self, limit: int | None = None) -> int:

@@ -15,9 +15,11 @@ engine hands its steps out 30 ms or more ahead). rtmixer ends a playback whose r
 writer counts it (``NOT_READY``: the ring ran dry) and starts another.
 
 The clock: the frames the C callback has taken (written less what waits in the ring) jump a
-period's frames per period; PortAudio's stream time (JACK's frame time) runs smoothly. The clock
-published is the stream time less its smallest lead over the frames taken in the last polls, kept
-between the frames taken and one period more.
+period's frames per period; PortAudio's stream time (JACK's frame time) runs smoothly. The stream
+time less its smallest lead over the frames taken in the last polls is where the frames taken end,
+at the period's start; the clock published is a period's take less (the frame the period began
+with sounds at its start, by the clock JACK's MIDI ports place their notes by), kept within a
+period of the frames taken.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class RingPlayer:
         mixer.ahead.rendered = mixer.ahead.valid_from = self.start
         self.leads = np.full(LEAD_POLLS, np.inf)
         self.polls = 0
+        #: how far the frames taken moved at each of the last changes seen: a period's take (a
+        #: block's, or the JACK period's where PortAudio calls back for each block of it at once)
+        self.takes = np.zeros(LEAD_POLLS, np.int64)
+        self.changes = 0
         self.taken = self.start  #: frames the C callback had taken at the last look, and when it moved
         self.taken_at_ns = time.monotonic_ns()
         self.stalled_ns = int(max(STALLED_PERIODS * self.period / mixer.rate, STALLED_MIN_S) * 1e9)
@@ -128,6 +134,8 @@ class RingPlayer:
         taken = self.written - self.ring.read_available
         now_ns = time.monotonic_ns()
         if taken != self.taken:
+            self.takes[self.changes % LEAD_POLLS] = taken - self.taken
+            self.changes += 1
             self.taken, self.taken_at_ns = taken, now_ns
         elif now_ns - self.taken_at_ns > self.stalled_ns:
             return
@@ -135,13 +143,20 @@ class RingPlayer:
         self.leads[self.polls % LEAD_POLLS] = now_frames - taken
         self.polls += 1
         frames = int(now_frames - self.leads.min())
-        frames = min(max(frames, taken), taken + self.period)
+        frames = min(max(frames, taken), taken + self.period) - self.period_take()
         h[SEQ] += 1
         h[FRAMES] = frames
         h[AT_NS] = now_ns
         h[SEQ] += 1
         h[CALLBACKS] = self.callbacks0 + (taken - self.start) // self.block  # blocks played
         h[UNDERRUNS] = self.underruns0 + int(self.stream._state.stats.output_underflows)  # PortAudio's flag, counted in C
+
+    def period_take(self) -> int:
+        """The frames the callback takes a period: the median of the last moves of the frames
+        taken (a writer late by a period sees two at once; a look between PortAudio's calls of one
+        JACK period, part of one)."""
+        seen = self.takes[:min(self.changes, LEAD_POLLS)]
+        return int(np.median(seen)) if seen.size else self.block
 
     def begin(self) -> None:
         """Fill the ring, start playing it (call after the stream started), start the writer."""
