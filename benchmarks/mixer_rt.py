@@ -144,7 +144,7 @@ def busy(stop_at: float) -> None:
 
 
 def summarize(turns: list[dict]) -> dict:
-    from drummachine.audio.mixer import timing_summary
+    from drummachine.audio.wire import timing_summary
 
     ok = [t for t in turns if "error" not in t]
     counts = np.sum([np.array(t["timings"], np.int64) for t in ok], axis=0) if ok else np.zeros(1, np.int64)

@@ -6,7 +6,6 @@ periods a kill in the hour's soak)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -115,72 +114,16 @@ def test_hits_play_on_their_frames_and_a_killed_mixer_changes_nothing_in_the_gra
     assert "drummachine:" not in gone, gone  # the ports (and the client with its last port) went with the sink
 
 
-#: a recorder of its own process: an audio and a MIDI input on one JACK client, each hit and each
-#: note-on stamped with its frame on the server's frame clock (the same count for both)
-RECORD_AUDIO_AND_MIDI = r"""
-import json, sys, time
-import numpy as np, jack
-client = jack.Client(sys.argv[1], no_start_server=True)
-audio_in, midi_in = client.inports.register("audio"), client.midi_inports.register("midi")
-seconds, rate = float(sys.argv[2]), client.samplerate
-audio, first, notes = np.zeros(int(seconds * rate) + 8192, np.float32), [], []
-@client.set_process_callback
-def process(frames):
-    f0 = client.last_frame_time
-    first[:] = first or [f0]
-    at = (f0 - first[0]) % 2**32  # by frame, not by call: a period JACK skipped leaves its gap
-    if at + frames <= audio.size:
-        audio[at:at + frames] = audio_in.get_array()
-    notes.extend(f0 + offset for offset, data in midi_in.incoming_midi_events()
-                 if len(data) == 3 and bytes(data)[0] & 0xF0 == 0x90 and bytes(data)[2])
-client.activate()
-print("ready", flush=True)
-time.sleep(seconds)
-client.deactivate()
-loud = np.nonzero(np.abs(audio) > 0.02)[0]
-hits = loud[np.concatenate(([True], np.diff(loud) > rate // 10))] if loud.size else loud
-print(json.dumps({"audio": [int(first[0] + k) for k in hits], "midi": notes}), flush=True)
-"""
-
-
 @pytest.mark.parametrize("path", ["jack", "ring", "ahead", "callback"])
 def test_the_kit_and_the_midi_notes_of_a_hit_leave_together(jack_server, path):
-    """The kit on the engine's JACK client and the MIDI out on the same client, given the same hits:
-    on JACK's frame clock each hit's audio leaves its port exactly JACK's playback latency before
-    its note (the kit is handed over that early to sound at the sound card on the beat; the MIDI
-    port, to a recorder, has none), so the PA's kit and a module's kit sound together."""
-    from drummachine.audio.process import AudioProcessSink
-    from drummachine.midi.jack_audio import JackAudioPorts
-    from drummachine.midi.ports import MidiOutSink
+    """The kit and the MIDI out on the engine's one JACK client, given the same hits: on JACK's
+    frame clock each hit's audio leaves its port exactly JACK's playback latency before its note
+    (the kit is handed over that early to sound at the sound card on the beat; the MIDI port, to
+    a recorder, has none), so the PA's kit and a module's kit sound together. On every way of
+    mixing (the kit sounded a period behind its notes on all four: each mixer's clock stamped the
+    frame after the period's last at the period's start). 1,024 frames a period: test_jack.py."""
+    from .kit_and_notes import kit_and_notes
 
-    recorder = subprocess.Popen([sys.executable, "-c", RECORD_AUDIO_AND_MIDI, "kit-and-notes", "3.5"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sink = midi = None
-    try:
-        assert recorder.stdout.readline().strip() == "ready", recorder.stderr.read()
-        sink = AudioProcessSink(None, RATE, blocksize=128, mixing=path if path != "jack" else "ring",
-                                jack_ports=JackAudioPorts if path == "jack" else None).wait_ready()
-        assert sink.mixing == path, sink.mixing
-        midi = MidiOutSink("jack", "kit-and-notes:midi", sink.clock)
-        assert midi.connected and midi.ahead_s == 0.0
-        port = sink.output_ports[0] if path == "jack" else "PortAudio:out_0"
-        subprocess.run(["jack_connect", port, "kit-and-notes:audio"], check=True, timeout=10)
-        t0 = round((sink.clock.now() + 0.8) * RATE) / RATE
-        hits = [Event(t0 + k * 0.25 + 0.0003 * k, voice=VOICE_INDEX["closed_hat"], velocity=1.0) for k in range(8)]
-        sink.send(hits)
-        midi.send(hits)
-        out, err = recorder.communicate(timeout=30)
-    finally:
-        for s in (midi, sink):
-            if s is not None:
-                s.close()
-        if recorder.poll() is None:
-            recorder.kill()
-    got = json.loads(out.splitlines()[-1])
-    kit, notes = np.array(got["audio"]), np.array(got["midi"])
-    assert len(kit) == len(notes) == 8, (got, err)
-    early = round(sink.output_latency_s * RATE)
+    lead, early = kit_and_notes(path, RATE)
     assert early == 256, early  # the dummy server's two periods at 128 frames
-    # each hit's sample starts on its frame; the note on the frame JACK's clock gives its time
-    lead = notes - kit
     assert np.abs(lead - early).max() <= 24, lead  # half a millisecond at 48 kHz

@@ -38,16 +38,6 @@ SWITCH_INTERVAL = 0.0005  #: s; how long the callback may wait for the interpret
 log = logging.getLogger("drummachine")
 
 
-def timing_summary(counts: np.ndarray, worst_ns: int) -> dict:
-    """p50/p99 (upper edge of the 5 µs bin) and max (exact) of a callback-duration histogram, µs."""
-    total = int(counts.sum())
-    if not total:
-        return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0}
-    cum = np.cumsum(counts)
-    edge = lambda q: float((int(np.searchsorted(cum, q * total)) + 1) * TIMING_BIN_NS / 1000)  # noqa: E731
-    return {"count": total, "p50_us": edge(0.5), "p99_us": edge(0.99), "max_us": round(worst_ns / 1000, 1)}
-
-
 class Mixer:
     """The callback side: publishes the clock and plays the voices.
 
@@ -67,6 +57,9 @@ class Mixer:
         self.frame = 0
         self.panic = int(self.h[PANIC])
         self.started = 0
+        self.time_info = None  #: PortAudio's times for the block in hand
+        self.dac_leads = np.full(64, np.inf)  #: each last block's DAC time less the stream's time then
+        self.dac_calls = 0
         self.ahead = MixAhead(voices, blocksize, ahead) if ahead > 0 else None
         self.wake = threading.Lock()  # released by each callback: the mixing thread's turn
         self.wake.acquire()
@@ -78,6 +71,7 @@ class Mixer:
         """The stream's callback: copy (or mix), and never raise (PortAudio would stop the stream):
         a block that fails plays silence, the clock goes on, and the fault is counted in the header."""
         block_start = self.frame
+        self.time_info = time_info
         try:
             if self.ahead is None:
                 self._mix_block(outdata, frames, status)
@@ -94,7 +88,11 @@ class Mixer:
             if self.ahead is not None:
                 self.ahead.playhead = self.frame
 
-    def _begin(self, started: int, status) -> None:
+    def _begin(self, started: int, status) -> int:
+        """The callback's start; returns when its block's first frame begins its period: later by
+        the block's place in the host's period (PortAudio calls back for each block of a JACK
+        period at once, each block's DAC time a block after the one before; the least lead of the
+        DAC time on the stream's time in the last calls is a period's first block)."""
         h = self.h
         if not self.started:
             self.callback_thread = threading.get_native_id()
@@ -108,17 +106,23 @@ class Mixer:
         self.started = started
         if status.output_underflow:
             h[UNDERRUNS] += 1
+        t = self.time_info
+        if t is None or not t.outputBufferDacTime:  # a host without DAC times: the callback's start
+            return started
+        lead = t.outputBufferDacTime - t.currentTime
+        self.dac_leads[self.dac_calls % self.dac_leads.size] = lead
+        self.dac_calls += 1
+        return started + int(min(lead - self.dac_leads.min(), 0.2) * 1e9)
 
-    def _publish(self, frame: int, frames: int, started: int) -> None:
-        """The clock: the block's first frame at the callback's start. The block begins to sound
-        as its period begins, which the callback starts just after; the frame after the block,
-        stamped as the callback ends, would put the kit a block behind the clock (and behind the
-        MIDI notes placed by it)."""
+    def _publish(self, frame: int, frames: int, started: int, sounds_ns: int) -> None:
+        """The clock: the block's first frame when it begins its period (``_begin``). The frame
+        after the block, stamped as the callback ends, would put the kit a period behind the clock
+        (and behind the MIDI notes placed by it)."""
         h = self.h
         self.frame = frame + frames
         h[SEQ] += 1
         h[FRAMES] = frame
-        h[AT_NS] = started
+        h[AT_NS] = sounds_ns
         h[SEQ] += 1
         h[CALLBACKS] += 1
         took = time.monotonic_ns() - started
@@ -128,7 +132,7 @@ class Mixer:
 
     def _copy_block(self, outdata, frames, status) -> None:
         started = time.monotonic_ns()
-        self._begin(started, status)
+        sounds_ns = self._begin(started, status)
         frame, ahead = self.frame, self.ahead
         if not ahead.copy_out(outdata, frame, frames):
             # not mixed in time (the mixing thread was late): mix this one block here, as before,
@@ -146,13 +150,13 @@ class Mixer:
                 outdata.fill(0.0)
                 self.h[SILENT] += 1
         ahead.playhead = frame + frames
-        self._publish(frame, frames, started)
+        self._publish(frame, frames, started, sounds_ns)
         if self.wake.locked():  # only this thread releases it: never twice
             self.wake.release()
 
     def _mix_block(self, outdata, frames, status) -> None:
         started = time.monotonic_ns()
-        self._begin(started, status)
+        sounds_ns = self._begin(started, status)
         h, ring, voices = self.h, self.ring, self.voices
         block_start = self.frame
         written = int(h[WRITTEN])
@@ -176,7 +180,7 @@ class Mixer:
             self.panic = panic
         voices.mix(outdata, block_start)
         voices.limit(outdata)
-        self._publish(block_start, frames, started)
+        self._publish(block_start, frames, started, sounds_ns)
 
     # --- the mixing thread (with ahead) ---------------------------------------------------
     def mix_turn(self, limit: int | None = None) -> int:

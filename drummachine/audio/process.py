@@ -44,11 +44,11 @@ import time
 
 import numpy as np
 
-from drummachine.audio.mixer import timing_summary
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE
 from drummachine.audio.wire import (AT_NS, CALLBACKS, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
                                     NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, UNDERRUNS,
-                                    WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock)
+                                    WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock,
+                                    timing_summary)
 from drummachine.core.command_handlers import CLICK_LEVEL  # the click's level when no song sets one
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError

@@ -126,3 +126,13 @@ class SharedAudioClock:
             t = self.last
         self.last = t
         return t
+
+
+def timing_summary(counts: np.ndarray, worst_ns: int) -> dict:
+    """p50/p99 (upper edge of the 5 µs bin) and max (exact) of a callback-duration histogram, µs."""
+    total = int(counts.sum())
+    if not total:
+        return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0}
+    cum = np.cumsum(counts)
+    edge = lambda q: float((int(np.searchsorted(cum, q * total)) + 1) * TIMING_BIN_NS / 1000)  # noqa: E731
+    return {"count": total, "p50_us": edge(0.5), "p99_us": edge(0.99), "max_us": round(worst_ns / 1000, 1)}
