@@ -126,4 +126,7 @@ def test_the_kit_and_the_midi_notes_of_a_hit_leave_together(jack_server, path):
 
     lead, early = kit_and_notes(path, RATE)
     assert early == 256, early  # the dummy server's two periods at 128 frames
-    assert np.abs(lead - early).max() <= 24, lead  # half a millisecond at 48 kHz
+    # the engine's client places the kit and the notes by one period start (JACK's DLL): within
+    # 0.5 ms; PortAudio's ways time a period by its callback's wake-up, late by the host's latency
+    # in waking JACK's thread, so their kit leaves that much early: within 1.5 ms (a period before)
+    assert np.abs(lead - early).max() <= (24 if path == "jack" else 72), lead
