@@ -1,5 +1,6 @@
 """How far ahead of the clock a hit must reach the mixer to play on its sample, on the JACK server
-running (JACK_DEFAULT_SERVER): the real audio process (the ring writer, ``audio.ring_out``), a hit
+running (JACK_DEFAULT_SERVER): the real audio process (``--way ring``: rtmixer's ring writer,
+``audio.ring_out``; ``--way jack``: the ring the engine's own JACK client plays, ``audio.jack_ring``), a hit
 every 50 ms handed to it ``--ahead-ms`` before its time on the process's own clock, for
 ``--seconds``; the hits that came for frames already in the ring are counted late (they play at
 the first frame not yet written). The engine hands its hits out 30 ms or more ahead
@@ -9,6 +10,9 @@ PortAudio's, one period); the hits here are pushed to the mixer directly, not mo
 
     jackd -n p1024 -d dummy -r 48000 -p 1024 &
     JACK_DEFAULT_SERVER=p1024 python benchmarks/hits_ahead.py --ahead-ms 30,26,20 --json OUT
+
+The clock's frame is a period's first at the period's start since 2026-12-05 (it was the frame
+after the period): a hit must come a period sooner than before for the same sample.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def one_turn(ahead_s: float, seconds: float, blocksize: int) -> dict:
+def one_turn(ahead_s: float, seconds: float, blocksize: int, way: str = "ring") -> dict:
     from drummachine.audio.process import AudioProcessSink
+    from drummachine.midi.jack_audio import JackAudioPorts
 
-    sink = AudioProcessSink(None, 48000, hostapi="JACK", blocksize=blocksize).wait_ready()
+    sink = AudioProcessSink(None, 48000, hostapi="JACK", blocksize=blocksize,
+                            jack_ports=JackAudioPorts if way == "jack" else None).wait_ready()
     try:
         time.sleep(0.5)
         pushed = 0
@@ -37,7 +43,8 @@ def one_turn(ahead_s: float, seconds: float, blocksize: int) -> dict:
             pushed += 1
             time.sleep(0.05)
         time.sleep(0.3)
-        return {"ahead_ms": round(ahead_s * 1000, 1), "hits": pushed, "late": sink.late_events,
+        return {"way": sink.mixing, "ahead_ms": round(ahead_s * 1000, 1), "needs_ms": round(sink.ahead_s * 1000, 1),
+                "hits": pushed, "late": sink.late_events,
                 "blocks_not_ready": sink.not_ready, "playback_latency_ms": round(sink.output_latency_s * 1000, 2)}
     finally:
         sink.close()
@@ -48,12 +55,14 @@ def main(argv=None) -> int:
     p.add_argument("--ahead-ms", default="30,26,20,12,8")
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--blocksize", type=int, default=128)
+    p.add_argument("--way", default="ring", help="ring, jack or both (comma-separated)")
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
     rows = []
-    for ms in (float(x) for x in args.ahead_ms.split(",")):
-        rows.append(one_turn(ms / 1000, args.seconds, args.blocksize))
-        print(json.dumps(rows[-1]), flush=True)
+    for way in args.way.split(","):
+        for ms in (float(x) for x in args.ahead_ms.split(",")):
+            rows.append(one_turn(ms / 1000, args.seconds, args.blocksize, way))
+            print(json.dumps(rows[-1]), flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "server": os.environ.get("JACK_DEFAULT_SERVER", "default"),
            "blocksize": args.blocksize, "turns": rows}
     if args.json:

@@ -475,8 +475,10 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
     except Exception as exc:  # noqa: BLE001 - a figure it could not read is no reason not to play
         output_latency, latency_from = 0.0, f"not read ({exc.__class__.__name__})"
     # how far ahead of the clock a hit must come to be mixed on its sample: what the ring keeps
-    # waiting, else about a block and the host's period
-    ahead = player.depth if player is not None else max(blocksize, ring_out.host_period(stream, rate)) + blocksize
+    # waiting and the period the clock's frame (a period's first) trails the frames taken by; else
+    # about a block and the host's period
+    ahead = (player.depth + player.period if player is not None
+             else max(blocksize, ring_out.host_period(stream, rate)) + blocksize)
     answer({"ready": True, "output_latency_s": output_latency, "output_latency_from": latency_from,
             "notes": notes, "mixing": how, "ahead_s": ahead / rate})
     ended.wait()  # nothing is sent after the set-up: the pipe closes

@@ -83,7 +83,8 @@ RING_AT_128_FRAMES_S = 4 * 128 / 48000  #: what the mixer's ring keeps at 128 fr
 
 def hand_out_margin(audio_ahead_s: float, midi_ahead_s: float = 0.0) -> float:
     """The margin for an audio output that needs hits ``audio_ahead_s`` ahead of its clock: the same
-    room to spare as at 128 frames (a JACK server at 1,024 frames needs 24 ms: 43 ms); and for a
+    room to spare as at 128 frames (a JACK server at 1,024 frames needs 45 ms: 64 ms, with the
+    kit's output latency on top); and for a
     MIDI out that sends notes ``midi_ahead_s`` before their time (``--midi-latency``), the usual
     margin on top of that."""
     return max(HAND_OUT_MARGIN_S + midi_ahead_s, audio_ahead_s + HAND_OUT_MARGIN_S - RING_AT_128_FRAMES_S)
