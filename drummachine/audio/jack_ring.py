@@ -185,10 +185,10 @@ class JackRingPlayer:
         return done
 
     def publish(self, state: dict) -> None:
-        """The clock: the frame the callback's latest period began with, and the time since the
-        period began; nothing while the callback has taken nothing for a few periods or the engine's client
-        has no ports (the server gone): the engine's clock then runs on by the wall (as
-        ``ring_out.RingPlayer.publish``)."""
+        """The clock: the frame the callback's latest period began with, and the time since that
+        period began; nothing while the callback has taken nothing for a few periods or the
+        engine's client has no ports (the server gone): the engine's clock then runs on by the wall
+        (as ``ring_out.RingPlayer.publish``)."""
         h = self.mixer.h
         taken = self._taken(state)
         now_ns = time.monotonic_ns()
