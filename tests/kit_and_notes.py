@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -18,7 +19,7 @@ import json, sys, time
 import numpy as np, jack
 client = jack.Client(sys.argv[1], no_start_server=True)
 audio_in, midi_in = client.inports.register("audio"), client.midi_inports.register("midi")
-seconds, rate = float(sys.argv[2]), client.samplerate
+seconds, rate = float(sys.argv[2]), client.samplerate  # at most
 audio, first, notes = np.zeros(int(seconds * rate) + 8192, np.float32), [], []
 @client.set_process_callback
 def process(frames):
@@ -31,7 +32,7 @@ def process(frames):
                  if len(data) == 3 and bytes(data)[0] & 0xF0 == 0x90 and bytes(data)[2])
 client.activate()
 print("ready", flush=True)
-time.sleep(seconds)
+sys.stdin.read()  # until told: its standard input closed
 client.deactivate()
 loud = np.nonzero(np.abs(audio) > 0.02)[0]
 hits = loud[np.concatenate(([True], np.diff(loud) > rate // 10))] if loud.size else loud
@@ -39,7 +40,7 @@ print(json.dumps({"audio": [int(first[0] + k) for k in hits], "midi": notes}), f
 """
 
 
-def kit_and_notes(path: str, rate: int, hits: int = 8) -> tuple[np.ndarray, int]:
+def kit_and_notes(path: str, rate: int, hits: int = 6) -> tuple[np.ndarray, int]:
     """Plays ``hits`` closed hats a quarter second apart through the kit (``path``: "jack", the
     engine's client's ports, or a way of PortAudio's mixer: "ring", "ahead", "callback") and the
     MIDI out of the engine's JACK client, on the kit's clock as `play` does; returns each hit's
@@ -51,8 +52,8 @@ def kit_and_notes(path: str, rate: int, hits: int = 8) -> tuple[np.ndarray, int]
     from drummachine.midi.jack_audio import JackAudioPorts
     from drummachine.midi.ports import MidiOutSink
 
-    recorder = subprocess.Popen([sys.executable, "-c", RECORD_AUDIO_AND_MIDI, "kit-and-notes", "3.5"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorder = subprocess.Popen([sys.executable, "-c", RECORD_AUDIO_AND_MIDI, "kit-and-notes", "10"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sink = midi = None
     try:
         assert recorder.stdout.readline().strip() == "ready", recorder.stderr.read()
@@ -69,6 +70,7 @@ def kit_and_notes(path: str, rate: int, hits: int = 8) -> tuple[np.ndarray, int]
                   for k in range(hits)]
         sink.send(played)
         midi.send(played)
+        time.sleep(played[-1].time + 0.2 - sink.clock.now())  # the last hit played out
         out, err = recorder.communicate(timeout=30)
     finally:
         for s in (midi, sink):
