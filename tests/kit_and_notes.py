@@ -40,7 +40,7 @@ print(json.dumps({"audio": [int(first[0] + k) for k in hits], "midi": notes}), f
 """
 
 
-def kit_and_notes(path: str, rate: int, hits: int = 6) -> tuple[np.ndarray, int]:
+def kit_and_notes(path: str, rate: int, hits: int = 4) -> tuple[np.ndarray, int]:
     """Plays ``hits`` closed hats a quarter second apart through the kit (``path``: "jack", the
     engine's client's ports, or a way of PortAudio's mixer: "ring", "ahead", "callback") and the
     MIDI out of the engine's JACK client, on the kit's clock as `play` does; returns each hit's
@@ -64,7 +64,7 @@ def kit_and_notes(path: str, rate: int, hits: int = 6) -> tuple[np.ndarray, int]
         assert midi.connected and midi.ahead_s == 0.0
         port = sink.output_ports[0] if path == "jack" else "PortAudio:out_0"
         subprocess.run(["jack_connect", port, "kit-and-notes:audio"], check=True, timeout=10)
-        t0 = round((sink.clock.now() + 0.8) * rate) / rate
+        t0 = round((sink.clock.now() + 0.3) * rate) / rate  # (a hit must come 0.1 s ahead at most)
         # each a little further off the period's grid than the one before
         played = [Event(t0 + k * 0.25 + 0.0003 * k, voice=VOICE_INDEX["closed_hat"], velocity=1.0)
                   for k in range(hits)]
@@ -84,6 +84,7 @@ def kit_and_notes(path: str, rate: int, hits: int = 6) -> tuple[np.ndarray, int]
     return notes - kit, round(sink.output_latency_s * rate)
 
 
-if __name__ == "__main__":
-    lead, early = kit_and_notes(sys.argv[1], int(sys.argv[2]))
-    print(json.dumps({"lead": lead.tolist(), "early": early}))
+if __name__ == "__main__":  # python -m tests.kit_and_notes WAY[,WAY...] RATE: a JSON line a way
+    for way in sys.argv[1].split(","):
+        lead, early = kit_and_notes(way, int(sys.argv[2]))
+        print(json.dumps({"way": way, "lead": lead.tolist(), "early": early}), flush=True)
