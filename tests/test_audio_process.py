@@ -52,6 +52,34 @@ def test_the_clock_is_the_mixers_sample_counter(parts):
     assert clock.now() >= a  # never backwards
 
 
+def test_blocks_of_one_long_period_are_stamped_at_their_place_in_it(parts):
+    """PortAudio calls back for each 128-frame block of a 1,024-frame JACK period at once, each
+    block's DAC time a block after the one before and the stream's time the period's: each block's
+    first frame is stamped a block after the one before, not at the (same) moment of its call;
+    times a host cannot give (0, NaN) leave the call's moment."""
+    import time
+
+    block, _, mixer, _ = parts
+    out = np.zeros((128, 2), np.float32)
+    for period in range(3):
+        now, stamps = time.monotonic_ns(), []
+        for k in range(8):
+            times = SimpleNamespace(currentTime=10.0 + period * 1024 / 48000,
+                                    outputBufferDacTime=10.0 + period * 1024 / 48000 + (2048 + 128 * k) / 48000)
+            mixer.callback(out, 128, times, OK)
+            stamps.append((int(block.header[FRAMES]), int(block.header[AT_NS]) - now))
+        frames = [f for f, _ in stamps]
+        assert frames == [(period * 8 + k) * 128 for k in range(8)]
+        offsets = np.array([ns for _, ns in stamps]) - stamps[0][1]
+        # a block (2.67 ms) apart, less the few microseconds between the calls
+        assert np.abs(offsets - np.arange(8) * 128 / 48000 * 1e9).max() < 0.3e6, offsets
+    for bad in (SimpleNamespace(currentTime=1.0, outputBufferDacTime=0.0),
+                SimpleNamespace(currentTime=1.0, outputBufferDacTime=float("nan"))):
+        before = time.monotonic_ns()
+        mixer.callback(out, 128, bad, OK)
+        assert before <= block.header[AT_NS] <= time.monotonic_ns() and block.header[FAULTS] == 0
+
+
 def test_a_half_written_slot_waits_for_the_next_block(parts):
     block, ring, mixer, _ = parts
     ring.push(10, 0, 1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -107,9 +108,9 @@ class Mixer:
         if status.output_underflow:
             h[UNDERRUNS] += 1
         t = self.time_info
-        if t is None or not t.outputBufferDacTime:  # a host without DAC times: the callback's start
+        lead = t.outputBufferDacTime - t.currentTime if t is not None and t.outputBufferDacTime else 0.0
+        if not math.isfinite(lead) or not lead:  # a host without DAC times: the callback's start
             return started
-        lead = t.outputBufferDacTime - t.currentTime
         self.dac_leads[self.dac_calls % self.dac_leads.size] = lead
         self.dac_calls += 1
         return started + int(min(lead - self.dac_leads.min(), 0.2) * 1e9)
