@@ -52,7 +52,7 @@ def kit_and_notes(path: str, rate: int, hits: int = 4) -> tuple[np.ndarray, int]
     from drummachine.midi.jack_audio import JackAudioPorts
     from drummachine.midi.ports import MidiOutSink
 
-    recorder = subprocess.Popen([sys.executable, "-c", RECORD_AUDIO_AND_MIDI, "kit-and-notes", "10"],
+    recorder = subprocess.Popen([sys.executable, "-c", RECORD_AUDIO_AND_MIDI, "kit-and-notes", "30"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sink = midi = None
     try:
