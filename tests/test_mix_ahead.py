@@ -233,14 +233,14 @@ def test_without_the_rights_the_mixer_says_in_one_line_what_it_could_not_get(mon
     import resource
     import threading
 
-    from drummachine.audio import mixer
+    from drummachine.audio import realtime
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (8 * 1024 * 1024, 8 * 1024 * 1024))
-    line = mixer.lock_memory()
+    line = realtime.lock_memory()
     assert line.startswith("memory not locked: the memlock limit is 8192 kB") and "limits.d" in line
     said = []
-    worker = threading.Thread(target=lambda: said.append(mixer.realtime_below(threading.get_native_id(), 0)))
+    worker = threading.Thread(target=lambda: said.append(realtime.realtime_below(threading.get_native_id(), 0)))
     worker.start()
     worker.join()
     assert said[0].startswith("no real-time priority for the mixing thread") and "\n" not in said[0]

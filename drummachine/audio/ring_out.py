@@ -191,21 +191,3 @@ class RingPlayer:
         self.running = False
         if self.thread is not None:
             self.thread.join(1.0)
-
-
-def jack_thread(process_id: int = 0) -> int:
-    """The OS thread id of this process's highest real-time thread (JACK's, running the C
-    callback), or 0 if none."""
-    import os
-
-    best, tid_best = 0, 0
-    base = f"/proc/{process_id or os.getpid()}/task"
-    for tid in os.listdir(base):
-        try:
-            fields = open(f"{base}/{tid}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        rt_priority, policy = int(fields[37]), int(fields[38])  # stat fields 40 and 41
-        if policy in (1, 2) and rt_priority > best:  # SCHED_FIFO, SCHED_RR
-            best, tid_best = rt_priority, int(tid)
-    return tid_best
