@@ -107,14 +107,16 @@ def performances_of(mix: str, count: int, split: str = "validation") -> list[tup
 ROOM_BEFORE_BAND = 2.0
 
 
-def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin", lead_in_bars: int = 0):
+def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin", lead_in_bars: int = 0,
+            rate: int = 16000):
     """``lead_in_bars``: the clip starts that many bars before its first bar line (what the band
-    played there: a pickup, or nothing)."""
+    played there: a pickup, or nothing). ``rate``: 16 kHz, the tracker's own rate (the material's
+    windowed-sinc decimation), or the input's (48 kHz: the tracker decimates, as it does live)."""
     if mix == "pop909":
         import follow_outside
 
-        return follow_outside.cached_clip(path, bpm, scenario, lead_in_bars=lead_in_bars)
-    return material.cached_clip(path, bpm, scenario, mix, rate=16000, kit=kit, lead_in_bars=lead_in_bars)
+        return follow_outside.cached_clip(path, bpm, scenario, rate=rate, lead_in_bars=lead_in_bars)
+    return material.cached_clip(path, bpm, scenario, mix, rate=rate, kit=kit, lead_in_bars=lead_in_bars)
 
 
 def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
@@ -206,7 +208,7 @@ def oracle_tracker(clip, at: str):
 
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
            readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None,
-           lead_in_bars: int = 0, room_before: float | None = None, **config) -> dict:
+           lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -226,7 +228,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     whether the machine comes in on the band's "one" is then counted from where the band began.
 
     ``room_before``: seconds of the room alone before the band begins (the machine listening, or
-    playing alone from cold); default ROOM_BEFORE_BAND waiting for the band, else none."""
+    playing alone from cold); default ROOM_BEFORE_BAND waiting for the band, else none.
+
+    ``rate``: the clip's sample rate (``clip_of``): 48000 is what the tracker hears live."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -238,14 +242,14 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     from drummachine.listen.tracker import BeatTracker
 
     path, bpm = performance or performances_of(mix, 1)[0]
-    clip = clip_of(path, bpm, scenario, mix, kit, lead_in_bars)
+    clip = clip_of(path, bpm, scenario, mix, kit, lead_in_bars, rate)
     room_before = (ROOM_BEFORE_BAND if wait_for_band else 0.0) if room_before is None else room_before
     if room_before > 0:  # the machine listens (or plays alone) before the band begins
         clip = material.with_room_before(clip, room_before)
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
-    key = (str(path), scenario, mix, kit)
+    key = (str(path), scenario, mix, kit, rate)
     cached = readings.get(key) if readings is not None else None
     tracker = None
     if cached is None:
@@ -290,7 +294,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
     row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle,
-                "lead_in_bars": lead_in_bars, "room_before_seconds": room_before})
+                "lead_in_bars": lead_in_bars, "room_before_seconds": room_before, "rate": rate})
     return row
 
 
@@ -349,16 +353,16 @@ def decompose(clip, tracker_beats: np.ndarray, ours: np.ndarray, lock_error: flo
 
 def replays(performances: int, split: str = "validation", mix: str = "band", kit: str = "builtin",
             scenarios=tuple(material.SCENARIOS), wait_for_band: bool = False, oracle: str | None = None,
-            lead_in_bars: int = 0, room_before: float | None = None) -> dict:
+            lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000) -> dict:
     rows = []
     for perf in performances_of(mix, performances, split):
         for scenario in scenarios:
             rows.append(replay(scenario, perf, mix=mix, kit=kit, wait_for_band=wait_for_band, oracle=oracle,
-                               lead_in_bars=lead_in_bars, room_before=room_before))
+                               lead_in_bars=lead_in_bars, room_before=room_before, rate=rate))
             rows[-1]["split"] = split
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "phase_errors_ms"}), flush=True)
     return {"split": split, "performances": performances, "mix": mix, "kit": kit, "wait_for_band": wait_for_band,
-            "oracle": oracle, "lead_in_bars": lead_in_bars, "room_before": room_before,
+            "oracle": oracle, "lead_in_bars": lead_in_bars, "room_before": room_before, "rate": rate,
             "clips": rows,
             "summary_median_over_performances": summarize(rows, scenarios)}
 
@@ -419,6 +423,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tracker", action="store_true", help="compare the beat trackers on the clips")
     ap.add_argument("--instrument", action="store_true", help="the whole instrument on a JACK server")
     ap.add_argument("--dynamics", action="store_true", help="the band 10 dB down for 8 bars: the intensity")
+    ap.add_argument("--instrument-dynamics", action="store_true",
+                    help="the band 10 dB down for 8 bars, play --follow all on a JACK server: the machine's MIDI "
+                         "velocities bar by bar (the shipped model and the stand-in)")
     ap.add_argument("--replay", action="store_true", help="tracker + follower through the engine, no JACK")
     ap.add_argument("--oracle", default=None, choices=("played", "click"),
                     help="--replay: the tracker hears an ideal beat detector (at the band's beats as played, "
@@ -438,6 +445,9 @@ def main(argv=None) -> int:
     ap.add_argument("--room-before", type=float, default=None, metavar="SECONDS",
                     help=f"--replay: seconds of the room alone before the band begins (default {ROOM_BEFORE_BAND:g} "
                          "with --wait-for-band, else 0)")
+    ap.add_argument("--rate", type=int, default=16000,
+                    help="--replay: the clips' sample rate: 16000 (the tracker's own, decimated by the material's "
+                         "windowed sinc) or the input's, 48000 (the tracker decimates it, as live)")
     ap.add_argument("--trackers", default=",".join(TRACKERS))
     ap.add_argument("--underruns", action="store_true",
                     help="underruns without --listen, with it (PortAudio capture) and with the Python callback "
@@ -477,7 +487,7 @@ def main(argv=None) -> int:
     if args.replay:
         result["replay"] = replays(args.performances, args.split, (args.mixes or "band").split(",")[0], args.kit,
                                    args.scenarios.split(","), args.wait_for_band, args.oracle, args.lead_in_bars,
-                                   args.room_before)
+                                   args.room_before, args.rate)
         print(json.dumps(result["replay"]["summary_median_over_performances"], indent=1))
     if args.floor:
         result["floor"] = played_floor(args.performances, args.split, args.scenarios.split(","))
@@ -489,6 +499,11 @@ def main(argv=None) -> int:
 
         result["instrument"] = follow_instrument.run(args)
         print(json.dumps(result["instrument"]["summary"], indent=1))
+    if args.instrument_dynamics:
+        import follow_instrument
+
+        result["instrument_dynamics"] = follow_instrument.dynamics(args.performances)
+        print(json.dumps(result["instrument_dynamics"]["summary"], indent=1))
     if args.underruns:
         import follow_instrument
 

@@ -68,6 +68,11 @@ class MidiRecorder:
         return beats_from_clocks([f for f, d in self.events if d[:1] == b"\xf8"],
                                  [f for f, d in self.events if d[:1] == b"\xfa"], self.unheard)
 
+    def note_ons(self) -> np.ndarray:
+        """(JACK frame, note, velocity) of every note-on (velocity above 0), one row each."""
+        rows = [(f, d[1], d[2]) for f, d in self.events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0]
+        return np.array(rows, np.int64).reshape(-1, 3)
+
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
@@ -186,10 +191,43 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
     said = log.read_text(errors="replace") if log.exists() else ""
     capture = re.search(r"Hz, (\S+) capture\)", said)
     return {"capture": capture.group(1) if capture else None, "band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
+            "note_ons": rec.note_ons(),
             "returncode": proc.returncode, "summary": summary, "log": str(log),
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
             if listen and lpid and cpu1 >= cpu0 > 0 else None}
+
+
+def velocity_by_bar(run: dict) -> list[float | None]:
+    """The mean velocity of the machine's notes in each of the band's bars (between its bar lines,
+    JACK frames; None: no note). What the dynamics move, as the drum module hears it."""
+    return [round(float(v.mean()), 1) if v.size else None for v in _velocities_by_bar(run)]
+
+
+def notes_by_bar(run: dict) -> list[int]:
+    """How many notes the machine played in each of the band's bars."""
+    return [int(v.size) for v in _velocities_by_bar(run)]
+
+
+def _velocities_by_bar(run: dict) -> list[np.ndarray]:
+    bars = run["band_frames"][::4]
+    notes = run["note_ons"]
+    return [notes[(notes[:, 0] >= a) & (notes[:, 0] < b), 2] for a, b in zip(bars[:-1], bars[1:])]
+
+
+def dynamics_steps(velocity: list, down_bar: int, up_bar: int, settle: int = 3) -> dict:
+    """Bars after the band went down (at ``down_bar``) until the machine's velocity was below half
+    way from its loud level (the mean of the ``settle`` bars before the step) to its quiet one (the
+    mean of the last ``settle`` bars before ``up_bar``), and after the band came back until it was
+    above half way again. None: never."""
+    v = np.array([np.nan if x is None else x for x in velocity], np.float64)
+    loud = float(np.nanmean(v[down_bar - settle:down_bar]))
+    quiet = float(np.nanmean(v[up_bar - settle:up_bar]))
+    half = (loud + quiet) / 2
+    down = next((b - down_bar for b in range(down_bar, up_bar) if v[b] < half), None)
+    up = next((b - up_bar for b in range(up_bar, v.size) if v[b] > half), None)
+    return {"loud_velocity": round(loud, 1), "quiet_velocity": round(quiet, 1),
+            "bars_to_lower": down, "bars_to_recover": up}
 
 
 def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
@@ -307,6 +345,33 @@ LATE_CLIENT = re.compile(r"JackEngine::XRun: client = (\S+) was not finished")
 DRIVER_LATE = "JackTimedDriver::Process XRun"  #: the dummy driver itself woke up late: host noise
 TURNS = (("without --listen", False, None), ("--listen, PortAudio capture", True, "portaudio"),
          ("--listen, Python callback capture", True, "callback"))
+
+
+def dynamics(performances: int = 4, generators=("shipped model", "stand-in")) -> dict:
+    """The band 10 dB down from bar 8 to bar 16 of 24 (band mix, steady), ``play --listen --follow
+    all`` on JACK, from cold 2 s before the band: the mean velocity of the machine's MIDI notes in
+    each of the band's bars, and how many bars after each step it moved half way (``dynamics_steps``).
+    Issue 13's target: lower within 2 bars, back within 2. Both generators: the shipped model (what
+    a musician hears) and the stand-in (velocities straight from the intensity)."""
+    rows = []
+    for path, bpm in material.validation_performances(performances):
+        for generator in generators:
+            clip = material.make_clip(path, bpm, "steady", "band", rate=RATE, bars=24,
+                                      gains_db=((8, -10.0), (16, 0.0)))
+            raw = run_one(clip, "all", lead_in=2.0, fake_model=generator == "stand-in")
+            velocity = velocity_by_bar(raw)
+            row = {"performance": clip.name, "bpm": bpm, "generator": generator, **dynamics_steps(velocity, 8, 16),
+                   "velocity_by_bar": velocity, "notes_by_bar": notes_by_bar(raw), "misses": raw["misses"], "underruns": raw["underruns"],
+                   "returncode": raw["returncode"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = {}
+    for generator in generators:
+        mine = [r for r in rows if r["generator"] == generator]
+        summary[generator] = {
+            "bars_to_lower": [r["bars_to_lower"] for r in mine], "bars_to_recover": [r["bars_to_recover"] for r in mine],
+            "loud_velocity": [r["loud_velocity"] for r in mine], "quiet_velocity": [r["quiet_velocity"] for r in mine]}
+    return {"step_db": -10.0, "down_bar": 8, "up_bar": 16, "clips": rows, "summary": summary}
 
 
 def client_kind(name: str) -> str:

@@ -1,4 +1,5 @@
-"""The follow benchmarks' MIDI recorder: the drummer's beats from its MIDI clock."""
+"""The follow benchmarks' MIDI recorder: the drummer's beats from its MIDI clock, its notes' velocity
+bar by bar."""
 
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from follow_instrument import beats_from_clocks  # noqa: E402
+from follow_instrument import beats_from_clocks, dynamics_steps, velocity_by_bar  # noqa: E402
 
 TICK = 1040.0  # frames between clocks at 115 bpm and 48 kHz
 
@@ -43,3 +44,20 @@ def test_a_beat_moved_by_the_follower_is_not_taken_for_lost_clocks():
     clocks = ticks(24 * 4 + 1)
     clocks[40:] += 1.9 * TICK  # the follower snapped onto the band: one long gap, no clock lost
     assert np.allclose(beats_from_clocks(clocks, [clocks[0]]), clocks[::24])
+
+
+def test_velocity_by_bar_is_the_mean_of_the_notes_between_the_bands_bar_lines():
+    band = 1000 + 500 * np.arange(13)  # 3 bars of 4 beats
+    notes = np.array([[999, 36, 127], [1000, 36, 80], [2999, 38, 60], [3000, 42, 90], [7100, 36, 50]])
+    got = velocity_by_bar({"band_frames": band, "note_ons": notes})
+    assert got == [70.0, 90.0, None]  # the note before the first bar line and after the last: no bar's
+
+
+def test_the_steps_are_counted_from_the_bar_the_band_changed_to_half_way():
+    loud, quiet = 80.0, 50.0
+    velocity = [loud] * 8 + [loud, 70.0, 52.0, quiet, quiet, quiet, quiet, quiet] + [55.0, 60.0, 72.0, loud]
+    steps = dynamics_steps(velocity, 8, 16)
+    # half way is 65: bar 10 is the first under it (2 bars after), bar 18 the first over (2 after)
+    assert steps == {"loud_velocity": loud, "quiet_velocity": quiet, "bars_to_lower": 2, "bars_to_recover": 2}
+    assert dynamics_steps([loud] * 20, 8, 16)["bars_to_lower"] is None  # it never went down
+    assert dynamics_steps(velocity[:8] + [None] + velocity[9:], 8, 16)["bars_to_lower"] == 2  # a bar without notes
