@@ -371,7 +371,8 @@ REPLAY_KEYS = ("phase_error_vs_played_ms_p95", "phase_error_ms_p95", "tempo_erro
                "band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_vs_played_ms_p50",
                "phase_error_ms_p50", "break_tempo_drift_pct", "beats_to_relock_after_break",
                "came_in_after_band_beats", "own_beats_to_lock_after_coming_in", "sounds_after_ms",
-               "phase_error_vs_sound_ms_p50", "phase_error_vs_sound_ms_p95")
+               "phase_error_vs_sound_ms_p50", "phase_error_vs_sound_ms_p95", "largest_beat_move_ms",
+               "beat_moves_over_20ms")
 
 
 def played_floor(performances: int, split: str = "validation", scenarios=("steady",), skip_beats: int = 8) -> dict:

@@ -5,10 +5,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from follow_instrument import beats_from_clocks, dynamics_steps, velocity_by_bar  # noqa: E402
+from follow_instrument import beat_moves, beats_from_clocks, dynamics_steps, velocity_by_bar  # noqa: E402
 
 TICK = 1040.0  # frames between clocks at 115 bpm and 48 kHz
 
@@ -61,3 +62,14 @@ def test_the_steps_are_counted_from_the_bar_the_band_changed_to_half_way():
     assert steps == {"loud_velocity": loud, "quiet_velocity": quiet, "bars_to_lower": 2, "bars_to_recover": 2}
     assert dynamics_steps([loud] * 20, 8, 16)["bars_to_lower"] is None  # it never went down
     assert dynamics_steps(velocity[:8] + [None] + velocity[9:], 8, 16)["bars_to_lower"] == 2  # a bar without notes
+
+
+def test_a_beat_moved_in_one_go_is_one_move_and_a_ramp_or_small_steps_are_not_moves():
+    beats = 0.5 * np.arange(40)
+    beats[20:] -= 0.060  # a re-lock onto the band's beat 60 ms earlier, in one go
+    moves = beat_moves(beats, lock=2)
+    assert (moves > 0.020).sum() == 1 and moves.max() == pytest.approx(0.060)
+    ramp = np.cumsum(0.5 * (1 - 0.003) ** np.arange(40))  # 0.3% faster each beat, no jump
+    stepped = 0.5 * np.arange(40) + 0.005 * np.clip(np.arange(40) - 10, 0, 10)  # 5 ms a beat for 10 beats
+    assert beat_moves(ramp, lock=2).max() < 0.005 and beat_moves(stepped, lock=2).max() <= 0.005 + 1e-9
+    assert beat_moves(beats, lock=None).size == 0  # never locked: nothing counted
