@@ -1,5 +1,5 @@
-"""The follow benchmarks' MIDI recorder: the drummer's beats from its MIDI clock, its notes' velocity
-bar by bar."""
+"""The follow benchmarks' measures: the drummer's beats from the MIDI recorder's clock, its notes'
+velocity bar by bar, how far each beat moved against the beats before it."""
 
 import sys
 from pathlib import Path
