@@ -201,15 +201,11 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
 def velocity_by_bar(run: dict) -> list[float | None]:
     """The mean velocity of the machine's notes in each of the band's bars (between its bar lines,
     JACK frames; None: no note). What the dynamics move, as the drum module hears it."""
-    return [round(float(v.mean()), 1) if v.size else None for v in _velocities_by_bar(run)]
+    return [round(float(v.mean()), 1) if v.size else None for v in velocities_by_bar(run)]
 
 
-def notes_by_bar(run: dict) -> list[int]:
-    """How many notes the machine played in each of the band's bars."""
-    return [int(v.size) for v in _velocities_by_bar(run)]
-
-
-def _velocities_by_bar(run: dict) -> list[np.ndarray]:
+def velocities_by_bar(run: dict) -> list[np.ndarray]:
+    """The velocities of the machine's notes in each of the band's bars."""
     bars = run["band_frames"][::4]
     notes = run["note_ons"]
     return [notes[(notes[:, 0] >= a) & (notes[:, 0] < b), 2] for a, b in zip(bars[:-1], bars[1:])]
@@ -373,10 +369,11 @@ def dynamics(performances: int = 4, generators=("shipped model", "stand-in")) ->
             clip = material.make_clip(path, bpm, "steady", "band", rate=RATE, bars=24,
                                       gains_db=((8, -10.0), (16, 0.0)))
             raw = run_one(clip, "all", lead_in=2.0, fake_model=generator == "stand-in")
+            bars = velocities_by_bar(raw)
             velocity = velocity_by_bar(raw)
             row = {"performance": clip.name, "bpm": bpm, "generator": generator, **dynamics_steps(velocity, 8, 16),
-                   "velocity_by_bar": velocity, "notes_by_bar": notes_by_bar(raw), "misses": raw["misses"], "underruns": raw["underruns"],
-                   "returncode": raw["returncode"]}
+                   "velocity_by_bar": velocity, "notes_by_bar": [int(v.size) for v in bars],
+                   "misses": raw["misses"], "underruns": raw["underruns"], "returncode": raw["returncode"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {}
