@@ -471,6 +471,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tightness", type=float, default=None,
                     help="the own tracker with a path of beats of this tightness in its fold's place "
                          "(benchmarks/follow_path.py, not shipped; 1000 as tuned; 0: the shipped tracker)")
+    ap.add_argument("--learned-onsets", default=None, metavar="WEIGHTS",
+                    help="the own tracker's onset strength weighted by a learned activation "
+                         "(benchmarks/follow_learned_onsets.py, not shipped)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     OUTSIDE.update(pop909=args.pop909, skip=args.pop909_skip)
@@ -481,6 +484,11 @@ def main(argv=None) -> int:
         import follow_path
 
         follow_path.install(args.tightness)
+    if args.learned_onsets:
+        import follow_learned_onsets
+
+        result["learned_onsets"] = args.learned_onsets
+        follow_learned_onsets.install(args.learned_onsets)
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),
                                           args.trackers.split(","))
