@@ -487,7 +487,7 @@ def main(argv=None) -> int:
     if args.learned_onsets:
         import follow_learned_onsets
 
-        result["learned_onsets"] = args.learned_onsets
+        result["learned_onsets"] = Path(args.learned_onsets).name  # the weights are made, not kept
         follow_learned_onsets.install(args.learned_onsets)
     if args.tracker:
         result["tracker"] = tracker_table(args.performances, (args.mixes or ",".join(material.MIXES)).split(","), args.scenarios.split(","),

@@ -58,19 +58,42 @@ def test_the_numpy_network_is_the_trained_one_block_by_block(weights):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_the_weighted_tracker_hears_a_click(weights):
-    """The benchmark's tracker runs on audio and finds a 120 bpm click's tempo."""
+def test_the_weighted_tracker_weights_each_frames_onset_strength_by_its_activation(weights):
+    """The benchmark's tracker (installed as the runtime's, as ``follow.py --learned-onsets`` does)
+    takes each frame's onset strength times FLOOR plus that frame's activation: against the shipped
+    tracker on the same audio, every frame's ratio is within [FLOOR, FLOOR + 1] and follows the
+    network's output frame by frame (a missing or shifted weight fails)."""
     from drummachine.listen import tracker as tracker_module
 
     shipped = tracker_module.BeatTracker
     learned.install(weights)
     try:
-        tracker = tracker_module.BeatTracker(16000, 120.0)
-        assert isinstance(tracker, learned.WeightedTracker)
-        audio = np.zeros(16000 * 12, np.float32)
-        audio[::8000] = 1.0
-        for i in range(0, audio.size, 160):
-            tracker.process(audio[i:i + 160])
-        assert abs(tracker.estimate().bpm - 120.0) < 2.0
+        weighted = tracker_module.BeatTracker(16000, 120.0)
+        assert isinstance(weighted, learned.WeightedTracker)
     finally:
         tracker_module.BeatTracker = shipped
+    plain = shipped(16000, 120.0)
+    rng = np.random.default_rng(2)
+    audio = 0.01 * rng.standard_normal(16000 * 4).astype(np.float32)
+    audio[::8000] += 1.0  # a click at 120
+    a, b = (onset_strengths(tracker, audio) for tracker in (plain, weighted))
+    network = learned.LearnedActivation(weights, learned.RATE / learned.HOP)
+    expected = learned.FLOOR + network.frames(learned.band_magnitudes(audio))
+    sure = a > 1e-6
+    assert a.size == b.size == expected.size and sure.sum() > 20
+    np.testing.assert_allclose(b[sure] / a[sure], expected[sure], rtol=1e-4)
+
+
+def onset_strengths(tracker, audio: np.ndarray) -> np.ndarray:
+    """Every frame's onset strength as the tracker takes it, the audio fed in 10 ms blocks."""
+    taken = []
+    strength = tracker._onset_strength
+
+    def kept(flux):
+        taken.append(strength(flux))
+        return taken[-1]
+
+    tracker._onset_strength = kept
+    for i in range(0, audio.size, 160):
+        tracker.process(audio[i:i + 160])
+    return np.array(taken)
