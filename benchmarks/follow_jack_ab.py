@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = str(Path(__file__).resolve().parents[1])
 KEYS = ("band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95", "phase_error_vs_played_ms_p95", "tempo_error_pct_p95",
-        "underruns", "misses")
+        "largest_beat_move_ms", "beat_moves_over_20ms", "underruns", "misses")
 
 
 def run_in(repo: str, performance: int = 1, tightness: float = 0.0) -> dict:

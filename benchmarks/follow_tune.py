@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 KEYS = ("band_beats_to_lock", "band_beats_to_lock_vs_played", "phase_error_ms_p95", "phase_error_vs_played_ms_p95",
-        "tempo_error_pct_p95", "largest_bar_tempo_change_pct", "break_tempo_drift_pct", "beats_to_relock_after_break")
+        "tempo_error_pct_p95", "largest_bar_tempo_change_pct", "break_tempo_drift_pct", "beats_to_relock_after_break",
+        "largest_beat_move_ms", "beat_moves_over_20ms")
 
 
 def one(split: str, performances: int, scenarios: list[str], name: str, pairs: list[str],
@@ -59,6 +60,8 @@ def one(split: str, performances: int, scenarios: list[str], name: str, pairs: l
         out[s] = {k: round(float(np.median([r[k] for r in rr if r.get(k) is not None])), 2)
                   if any(r.get(k) is not None for r in rr) else None for k in KEYS}
         out[s]["lock_max"] = max((r.get("band_beats_to_lock") or 99) for r in rr)  # 99: never locked
+        out[s]["clips_with_moves_over_20ms"] = sum(1 for r in rr if r.get("beat_moves_over_20ms"))
+        out[s]["moves_over_20ms"] = sum(r.get("beat_moves_over_20ms") or 0 for r in rr)
         for k in ("tracker_error_ms_p5_p50_p95", "follower_adds_ms_p5_p50_p95"):
             vals = [r[k] for r in rr if r.get(k)]
             out[s][k] = [round(float(v), 1) for v in np.median(np.array(vals), axis=0)] if vals else None

@@ -28,8 +28,9 @@ def band_beats(tempo, beats: int, start: float = 0.0) -> np.ndarray:
 
 def play(follower: Follower, band: np.ndarray, *, our_start: float = 0.0, our_bpm: float = SONG,
          confidence=lambda t: 0.9, loudness=lambda t: -20.0, reading_lag: float = 0.0, stop_readings_at=None,
-         bpm_bias: float = 1.0, beat_offset=lambda t: 0.0):
+         bpm_bias: float = 1.0, beat_offset=lambda t: 0.0, tracker_bpm=None):
     """Run the engine's beats against the band's: readings every 50 ms, a correction per beat.
+    ``tracker_bpm(t)``: the readings' tempo (default: the band's beats' spacing there).
     Returns per beat: (our beat time, our bpm, band's nearest beat minus ours, correction)."""
     our, bpm = our_start, our_bpm
     t = 0.0
@@ -43,6 +44,7 @@ def play(follower: Follower, band: np.ndarray, *, our_start: float = 0.0, our_bp
                 k = int(np.searchsorted(band, t - reading_lag, side="right"))
                 seq += 1
                 local = 60.0 / (band[k] - band[k - 1]) * bpm_bias if 0 < k < band.size else 0.0
+                local = tracker_bpm(t) if tracker_bpm is not None and local else local
                 follower.hear(BandReading(t, local, band[min(k, band.size - 1)] + beat_offset(t), confidence(t),
                                           loudness(t), 4.0, seq))
             t += READING_EVERY
@@ -408,3 +410,55 @@ def test_each_beat_is_decided_on_a_reading_from_just_before_it(harness):
     step = e.transport.step_seconds(e.commit_cursor)
     assert len(asked) >= 15  # a decision for every beat (10 s at 120 bpm: 20 beats)
     assert max(asked) <= 2 * step + e.horizon(e.commit_cursor) + READING_EVERY
+
+
+def test_back_from_a_moments_doubt_a_misread_beat_is_caught_up_a_few_ms_a_beat_not_in_one_go():
+    """The tracker loses the beat for a moment (a fill: one beat unsure) and comes back reading it
+    60 ms late for a while. Re-locking, the machine once jumped 60 ms in one go, a jump the band
+    hears; now it moves at most ``doubt_phase_step`` a beat. The same with the step at 0 jumps
+    (the test's own check that it can tell them apart)."""
+    band = band_beats(lambda b: SONG, 100)
+    fill = (band[40], band[41])
+    misread = lambda t: 0.06 if fill[1] <= t < band[56] else 0.0  # noqa: E731
+    for step, jumps in ((FollowConfig().doubt_phase_step, False), (0.0, True)):
+        f = Follower(FollowConfig(mode="beat", doubt_phase_step=step), SONG)
+        run = play(f, band, confidence=lambda t: 0.1 if fill[0] <= t < fill[1] else 0.9, beat_offset=misread)
+        ours = np.array([r[0] for r in run])
+        bpm = np.array([r[1] for r in run])
+        moves = np.abs(np.diff(ours) - 60.0 / bpm[:-1])
+        later = moves[np.where(ours[:-1] > band[20])[0]]  # long after the first lock
+        assert (later.max() > 0.05) == jumps, (step, later.max())
+        if not jumps:
+            assert later.max() <= step + 1e-9
+
+
+def test_back_from_a_doubt_a_band_that_moved_is_still_joined_in_one_go():
+    """The band speeds up 3% and the tracker's tempo is slow to show it: only the phase error,
+    growing beat by beat before the doubt, says the band moved. That is no misread: the re-lock
+    still takes the whole error at once. Without the growth read as the band moving, the same run
+    is 45 ms behind the band at the re-lock and falling further (the test's own check)."""
+    band = band_beats(lambda b: SONG if b < 40 else SONG * 1.03, 100)
+    doubt = (band[45], band[46])
+    for gap, joined in ((FollowConfig().doubt_tempo_gap, True), (1.0, False)):
+        f = Follower(FollowConfig(mode="beat", doubt_tempo_gap=gap), SONG)
+        run = play(f, band, confidence=lambda t: 0.1 if doubt[0] <= t < doubt[1] else 0.9,
+                   tracker_bpm=lambda t: SONG if t < band[60] else SONG * 1.03)
+        ours = np.array([r[0] for r in run])
+        errors = np.abs([r[2] for r in run])
+        relock = np.where(ours > doubt[1])[0][1]
+        assert (errors[relock] < 0.005) == joined, (gap, errors[relock - 6:relock + 4])
+
+
+def test_back_from_a_doubt_far_off_the_beat_is_taken_at_once():
+    """Nearly half a beat off after a doubt (0.2 s at 120) is no misread to creep back from: the
+    machine is near the off-beat, and at 10 ms a beat it would stay there for 20 beats. Over
+    ``doubt_most`` of a beat the re-lock jumps, as it always did."""
+    band = band_beats(lambda b: SONG, 100)
+    doubt = (band[40], band[41])
+    assert 0.2 > FollowConfig().doubt_most * 60.0 / SONG
+    f = Follower(FollowConfig(mode="beat"), SONG)
+    run = play(f, band, confidence=lambda t: 0.1 if doubt[0] <= t < doubt[1] else 0.9,
+               beat_offset=lambda t: 0.2 if t >= doubt[1] else 0.0)
+    ours = np.array([r[0] for r in run])
+    relock = np.where(ours > doubt[1])[0][1]
+    assert abs(run[relock][2] + 0.2) < 0.005  # onto the beat read (0.2 s after the band's) at once

@@ -53,6 +53,18 @@ class FollowConfig:
     max_phase_step: float = 0.005  #: seconds of phase correction per beat at most
     snap_on_lock: bool = True  #: on a (re)lock, a phase error above ``snap_above`` is taken in one go
     snap_above: float = 0.02  #: (coming in with the band, or back after a break: as a drummer would)
+    #: back from a moment's doubt (held fewer than ``doubt_beats`` of our beats), once settled
+    #: (``settled_beats`` followed since the first lock) and with no sign the band moved (its
+    #: tempo jumped in the last ``jump_memory`` beats, the tracker's tempo is over ``doubt_tempo_gap``
+    #: off ours, or the phase error grew by over that share of a beat a beat: ``_drifting``), a phase
+    #: error is taken at up to this many seconds a beat, not in one go: it is mostly the tracker's
+    #: beat misread through a fill, and a jump onto it is heard (0: in one go, as on a lock)
+    doubt_phase_step: float = 0.010
+    doubt_beats: int = 4
+    settled_beats: int = 8
+    jump_memory: int = 8
+    doubt_tempo_gap: float = 0.015
+    doubt_most: float = 0.25  #: ... and the error at most this share of a beat (more: near the off-beat)
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
     #: the share of the difference to the band's tempo (its beats' spacing) taken per beat (up to
     #: the per-bar limit): 1 follows the spacing as it comes, smaller smooths its beat-to-beat noise
@@ -169,6 +181,12 @@ class Follower:
         self.band_beats: list[float] = []  # the band's last beats, engine clock
         self.grid = BandGrid(config.grid_measurement, config.grid_period_noise, config.grid_trend_noise)
         self.snap = False  # just (re)locked: the next beat may jump onto the band's
+        self.held_beats = 0  # our beats in a row not following (the doubt or break being left)
+        self.followed_beats = 0  # our beats followed since the first lock
+        self.since_jump = 10**6  # our beats since the band last jumped
+        self.catching_up = False  # back from a doubt: the phase taken a bounded step a beat
+        self.errors: list[float] = []  # the phase error at our last beats followed
+        self.moved = 0.0  # our phase moves so far
         #: our tempo at our last beats, and whether the band was sure all along each (for the hold)
         self.played: list[tuple[float, bool]] = []
         self.sure_since_beat = True  # every reading since our last beat was sure
@@ -309,8 +327,11 @@ class Follower:
         self.played.append((our_bpm, self.sure_since_beat))
         del self.played[:-16]
         self.sure_since_beat = True
+        self.since_jump += 1
         if not self.following(now):
             self.beyond = 0
+            self.held_beats += 1
+            self.catching_up = False
             if self.ever_locked and c.rollback_beats and self.held_bpm is None:
                 # holding starts: back to the tempo before the confidence first fell, and stay there
                 self.held_bpm = self._tempo_before_doubt(our_bpm)
@@ -318,6 +339,9 @@ class Follower:
                     return Correction(self.held_bpm, None, intensity)
             return None if intensity is None else Correction(our_bpm, None, intensity)
         self.held_bpm = None
+        doubt = self.followed_beats > 0 and self.held_beats < c.doubt_beats  # a re-lock, not the first lock
+        self.held_beats = 0
+        self.followed_beats += 1
         r = self.reading
         lo, hi = self.song_bpm * (1 - c.window), self.song_bpm * (1 + c.window)
         target = clamp(self.band_bpm(our_beat), lo, hi)
@@ -328,6 +352,7 @@ class Follower:
         if self.beyond >= c.jump_beats:  # the band really jumped: take its tempo at once
             bpm = clamp(r.bpm, lo, hi)
             self.beyond = 0
+            self.since_jump = 0
             del self.band_beats[:-1]  # the spacing before the jump says nothing now
         elif self.beyond:  # a jump, or a moment's wrong reading: wait and see before moving
             bpm = our_bpm
@@ -343,11 +368,41 @@ class Follower:
             self.phase_error = self._phase_error(r, our_beat, our_bpm)
             move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
             if self.snap and abs(self.phase_error) > c.snap_above:
-                move = self.phase_error  # coming in: onto the band's beat at once
-                bpm = target
+                if doubt and self._misread(now_diff, 60.0 / our_bpm):
+                    self.catching_up = True
+                else:
+                    move = self.phase_error  # coming in: onto the band's beat at once
+                    bpm = target
+            self.errors.append(self.phase_error + self.moved)  # as if we had never moved: the band's drift
+            del self.errors[:-4]
+            if self.catching_up:
+                if abs(self.phase_error) <= c.snap_above:
+                    self.catching_up = False
+                else:
+                    move = clamp(self.phase_error, -c.doubt_phase_step, c.doubt_phase_step)
             beat_time = our_beat + move
+            self.moved += move
         self.snap = False
         return Correction(bpm, beat_time, intensity)
+
+    def _misread(self, tempo_diff: float, period: float) -> bool:
+        """Re-locking after a moment's doubt: is the phase error the tracker's beat misread (caught
+        up ``doubt_phase_step`` a beat) rather than the band having moved (joined in one go)?"""
+        c = self.config
+        return bool(c.doubt_phase_step and self.followed_beats > c.settled_beats and self.since_jump > c.jump_memory
+                    and abs(tempo_diff) <= c.doubt_tempo_gap and abs(self.phase_error) <= c.doubt_most * period
+                    and not self._drifting(period))
+
+    def _drifting(self, period: float) -> bool:
+        """Over our last 4 beats followed before this one the phase error grew beat by beat, on
+        this error's side, by over ``doubt_tempo_gap`` of a beat a beat: the band moved (its tempo
+        shows in the error before the tracker's tempo does). An error that came in one step (the
+        tracker's beat misread through a fill) did not grow before."""
+        e = self.errors
+        if len(e) < 4:
+            return False
+        slope = ((e[3] - e[0]) * 3 + (e[2] - e[1])) / 10.0  # least squares over 4 beats
+        return slope * math.copysign(1.0, self.phase_error) > self.config.doubt_tempo_gap * period
 
     def _phase_error(self, r: BandReading, our_beat: float, our_bpm: float) -> float:
         """The band's beat nearest ours, minus ours."""
