@@ -174,11 +174,13 @@ def pytest_collection_modifyitems(session, config, items):
     it plays beside the rest of the suite on a JACK server of its own (a busier host than a stage:
     all the better for a soak). The real-time tests over JACK go first, on a quiet host, the soak
     starts with the first test after them (see pytest_runtest_setup), tests/test_soak.py comes last
-    and collects its report."""
+    and collects its report. A JACK test marked ``beside_soak`` (on a server of its own, waiting on
+    the wall clock with a loose limit, measuring no timing) plays beside the soak: the soak's
+    three minutes were longer than the rest of the suite, and filling them costs nothing."""
     soak = [item for item in items if item.path.name == "test_soak.py"]
     if not soak:
         return
-    realtime = [item for item in items if item not in soak and (
+    realtime = [item for item in items if item not in soak and item.get_closest_marker("beside_soak") is None and (
         "jack_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("jack") is not None)]
     others = [item for item in items if item not in soak and item not in realtime]
     items[:] = realtime + others + soak
