@@ -414,9 +414,9 @@ def test_each_beat_is_decided_on_a_reading_from_just_before_it(harness):
 
 def test_back_from_a_moments_doubt_a_misread_beat_is_caught_up_a_few_ms_a_beat_not_in_one_go():
     """The tracker loses the beat for a moment (a fill: one beat unsure) and comes back reading it
-    60 ms late for a while. Re-locking, the machine once jumped 60 ms in one go, a jump the band
-    hears; now it moves at most ``doubt_phase_step`` a beat. The same with the step at 0 jumps
-    (the test's own check that it can tell them apart)."""
+    60 ms late for a while. A jump of 60 ms onto that is heard, and wrong: re-locking, the machine
+    moves at most ``doubt_phase_step`` a beat. With the step at 0 the same run jumps (the test's
+    own check that it can tell them apart)."""
     band = band_beats(lambda b: SONG, 100)
     fill = (band[40], band[41])
     misread = lambda t: 0.06 if fill[1] <= t < band[56] else 0.0  # noqa: E731
