@@ -23,6 +23,12 @@ from outside this repository (benchmarks/follow_outside.py), for ``--tracker``, 
 
     jackd -d dummy -r 48000 -p 128 > /tmp/jackd.log 2>&1 &
     python benchmarks/follow.py --underruns --jackd-log /tmp/jackd.log --out benchmarks/follow_underruns.json
+
+``--instrument-bleed``: the machine's own kit bled into its listening input beside the band (a mic
+on stage that hears the PA), at each of ``--bleed-levels`` dB:
+
+    python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando \
+        --bleed-levels off,-12,-6,0 --out benchmarks/follow_instrument_bleed.json
 """
 
 from __future__ import annotations
@@ -433,6 +439,9 @@ def main(argv=None) -> int:
                          "or at the click): what the loop and the follower leave")
     ap.add_argument("--floor", action="store_true",
                     help="how far the band's beat as played is from the truth (what no follower can take out)")
+    ap.add_argument("--instrument-bleed", action="store_true",
+                    help="the machine's own kit bled into its listening input (a mic on stage), at each --bleed-levels")
+    ap.add_argument("--bleed-levels", default="off,-20,-12,0", help="--instrument-bleed: dB, or off")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")
@@ -513,6 +522,10 @@ def main(argv=None) -> int:
 
         result["instrument_dynamics"] = follow_instrument.dynamics(args.performances)
         print(json.dumps(result["instrument_dynamics"]["summary"], indent=1))
+    if args.instrument_bleed:
+        import follow_instrument
+
+        result["instrument_bleed"] = follow_instrument.bleed(args)
     if args.underruns:
         import follow_instrument
 

@@ -348,6 +348,94 @@ def run(args) -> dict:
     return {"clips": results, "summary": summary}
 
 
+# --- the machine hearing itself: its kit bled into its listening input ---------------------------
+
+
+class KitBleed:
+    """A JACK client standing in for a microphone on stage: what the machine's kit plays (the ports
+    feeding the sound card) goes, ``gain_db`` under and ``delay_ms`` later (the air from the
+    monitors), into the listening input beside the band (the ports ``band:out`` feeds). It wires
+    itself once both are in the graph."""
+
+    def __init__(self, gain_db: float, delay_ms: float = 8.0, band: str = "band:out"):
+        import threading
+
+        import jack
+
+        self.client = jack.Client("bleed", no_start_server=True)
+        self.inport = self.client.inports.register("in")
+        self.outport = self.client.outports.register("out")
+        self.gain = 10 ** (gain_db / 20)
+        self.pending = np.zeros(int(delay_ms * self.client.samplerate / 1000), np.float32)
+        self.band = band
+        self.wired: list[str] = []
+
+        @self.client.set_process_callback
+        def process(frames):
+            x = np.concatenate([self.pending, self.inport.get_array() * self.gain])
+            self.outport.get_array()[:] = x[:frames]
+            self.pending = x[frames:]
+
+        self.client.activate()
+        self.stop = False
+        threading.Thread(target=self._wire, daemon=True).start()
+
+    def _wire(self) -> None:
+        import jack
+
+        while not self.stop and not self.wired:
+            try:
+                kit = [p for sink in ("system:playback_1", "system:playback_2")
+                       for p in self.client.get_all_connections(sink) if not p.name.startswith("bleed:")]
+                listen = [p for p in self.client.get_all_connections(self.band) if not p.name.startswith("bleed:")]
+                if kit and listen:
+                    for p in kit:
+                        self.client.connect(p, self.inport)
+                    for p in listen:
+                        self.client.connect(self.outport, p)
+                    self.wired = [p.name for p in kit] + ["->"] + [p.name for p in listen]
+            except jack.JackError:
+                pass
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop = True
+        self.client.deactivate()
+        self.client.close()
+
+
+def bleed(args) -> dict:
+    """The rock's band mix played against ``play --listen`` with the machine's own kit bled into
+    the input at each level of ``--bleed-levels`` (dB against the kit as it leaves; "off": none).
+    Besides the usual figures (from the lock on), the second half of the clip's beats against
+    the band's, locked or not (a machine that follows itself never locks)."""
+    path, bpm = material.validation_performances(1)[0]
+    levels = [None if x == "off" else float(x) for x in args.bleed_levels.split(",")]
+    rows = []
+    for scenario in args.scenarios.split(","):
+        clip = material.make_clip(path, bpm, scenario, "band", rate=RATE)
+        for level in levels:
+            mic = KitBleed(level) if level is not None else None
+            try:
+                raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137)
+            finally:
+                if mic is not None:
+                    mic.close()
+            row = measure(raw, clip, scenario)
+            errors = np.abs(np.array(row.get("phase_errors_ms", [])))
+            late = errors[errors.size // 2:]
+            row = {k: row.get(k) for k in ("scenario", "band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
+                                           "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
+                                           "beat_moves_over_20ms", "largest_beat_move_ms", "misses")}
+            row.update({"bleed_db": level, "wired": bool(mic and mic.wired) if level is not None else None,
+                        "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
+                        "second_half_phase_error_ms_p95": round(float(np.percentile(late, 95)), 1) if late.size else None,
+                        "band_peak": round(float(np.abs(clip.audio).max()), 3)})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"performance": path, "bpm": bpm, "runs": rows}
+
+
 # --- underruns with and without --listen, side by side ------------------------------------------
 
 #: jackd's line when a client did not finish its cycle in time (it names the client)
