@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from drummachine.listen.inputs import AudioInput, same_device
+from drummachine.core.errors import DrumMachineError
+from drummachine.listen import inputs
+from drummachine.listen.inputs import AudioInput, find_input, same_device
 
 from .conftest import play_listening_for_a_late_band
 
@@ -34,6 +36,43 @@ def test_the_chosen_device_is_found_again_where_it_moved():
     by_number = AudioInput("sounddevice", USB, 3, None)
     assert same_device([(3, "pulse"), (5, "USB Audio CODEC: - (hw:4,0)")], by_number) == 5
     assert same_device([(3, "pulse")], by_number) is None
+
+
+def test_the_machines_own_ports_are_not_the_band(monkeypatch):
+    monkeypatch.setattr(inputs, "jack_ports", lambda: ["system:capture_1", "drummachine:out_0", "drummachine:out_1",
+                                                       "drummachine-01:cue_0", "band:out", "drummachinery:out"])
+    assert inputs.jack_sources() == ["system:capture_1", "band:out", "drummachinery:out"]
+    # a part of a name that would have matched the machine's own ports too names the band's
+    assert find_input("band").name == "band:out"
+    assert find_input("capture").name == "system:capture_1"
+    for spec in ("drummachine:out_0", "out_1", "cue"):
+        with pytest.raises(DrumMachineError, match="the machine's own output .*not the band") as err:
+            find_input(spec)
+        assert not err.value.missing  # not waited for: it will never be the band
+    with pytest.raises(DrumMachineError, match="matches 0 JACK audio ports") as err:
+        find_input("bass")
+    assert err.value.missing
+
+
+@pytest.mark.jack
+def test_listening_to_its_own_kit_on_jack_is_refused_in_one_line(jack_server):
+    import jack
+
+    own = jack.Client("drummachine", no_start_server=True)  # as the engine's client names itself
+    band = jack.Client("band", no_start_server=True)
+    try:
+        own.outports.register("out_0")
+        band.outports.register("out")
+        own.activate()
+        band.activate()
+        assert "band:out" in inputs.jack_sources() and "drummachine:out_0" not in inputs.jack_sources()
+        with pytest.raises(DrumMachineError, match=r"'drummachine:out_0' is the machine's own output"):
+            find_input("drummachine:out_0")
+        assert find_input("band:out") == AudioInput("jack", "band:out")
+    finally:
+        for client in (own, band):
+            client.deactivate()
+            client.close()
 
 
 @pytest.mark.jack

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from drummachine.core.errors import DrumMachineError
 
 SOUNDDEVICE_PREFIX = "sd:"
+#: the machine's JACK clients are named this (midi.jack_midi.CLIENT) or start with it and a dash
+#: (the listening process, the port lister, JACK's own renaming of a second instance)
+OWN_CLIENT = "drummachine"
 #: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
 #: listed by a process of its own (niced: it runs every few seconds while an input is awaited)
 LIST_INPUTS = ("import json, os; os.nice(10); from drummachine.listen.inputs import sounddevice_inputs; "
@@ -33,8 +36,21 @@ class AudioInput:
     words: str | None = None  #: the part of a device's name the musician gave (``sd:NAME``)
 
 
+def own_port(name: str) -> bool:
+    """A port of this machine's own clients (the engine's kit and cue bus, ``drummachine:...``; a
+    second instance's ``drummachine-01:...``): its own sound, never the band's."""
+    client = name.split(":", 1)[0]
+    return client == OWN_CLIENT or client.startswith(OWN_CLIENT + "-")
+
+
 def jack_sources() -> list[str]:
-    """The JACK audio ports that carry sound out of a client (capture ports, players' outputs)."""
+    """The JACK audio ports that carry the band's sound (capture ports, players' outputs): every
+    output port but the machine's own."""
+    return [p for p in jack_ports() if not own_port(p)]
+
+
+def jack_ports() -> list[str]:
+    """Every JACK audio port that carries sound out of a client."""
     try:
         import jack
     except (ImportError, OSError):
@@ -110,9 +126,17 @@ def find_input(spec: str) -> AudioInput:
             exc.missing = not hits
             raise exc
         return AudioInput("sounddevice", hits[0][1], hits[0][0], None if want.isdigit() else want)
-    ports = jack_sources()
+    everything = jack_ports()
+    ports = [p for p in everything if not own_port(p)]
     if spec in ports:
         return AudioInput("jack", spec)
+    own = [p for p in everything if own_port(p) and spec.lower() in p.lower()]
+    if own and not any(spec.lower() in p.lower() for p in ports):
+        # its own kit as the band: it would hear only itself and follow itself (docs/follow.md)
+        exc = DrumMachineError("--listen", f"{spec!r} is the machine's own output ({own[0]}), not the band; "
+                                           f"ports: {', '.join(ports) or 'none'}")
+        exc.missing = False
+        raise exc
     hits = [p for p in ports if spec.lower() in p.lower()]
     if len(hits) != 1:
         listed = ", ".join(ports) if ports else "none (is the JACK server running?)"
