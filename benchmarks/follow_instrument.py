@@ -406,7 +406,8 @@ class KitBleed:
 
 def bleed(args) -> dict:
     """The rock's band mix played against ``play --listen`` with the machine's own kit bled into
-    the input at each level of ``--bleed-levels`` (dB against the kit as it leaves; "off": none).
+    the input at each level of ``--bleed-levels`` (dB against the kit as it leaves; "off": none);
+    with ``--wait-for-band``, the machine silent until it has locked on the band.
     Besides the usual figures (from the lock on), the second half of the clip's beats against
     the band's, locked or not (a machine that follows itself never locks)."""
     path, bpm = material.validation_performances(1)[0]
@@ -417,7 +418,10 @@ def bleed(args) -> dict:
         for level in levels:
             mic = KitBleed(level) if level is not None else None
             try:
-                raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137)
+                if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
+                    raw = run_one(clip, "beat", wait_for_band=True)
+                else:
+                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137)
             finally:
                 if mic is not None:
                     mic.close()
@@ -427,7 +431,7 @@ def bleed(args) -> dict:
             row = {k: row.get(k) for k in ("scenario", "band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
                                            "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                                            "beat_moves_over_20ms", "largest_beat_move_ms", "misses")}
-            row.update({"bleed_db": level, "wired": bool(mic and mic.wired) if level is not None else None,
+            row.update({"bleed_db": level, "wait_for_band": bool(args.wait_for_band), "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
                         "second_half_phase_error_ms_p95": round(float(np.percentile(late, 95)), 1) if late.size else None,
                         "band_peak": round(float(np.abs(clip.audio).max()), 3)})
