@@ -10,6 +10,7 @@ the drummer's beats (every 24th clock) are compared with the band's without any 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -369,10 +370,15 @@ class KitBleed:
         self.pending = np.zeros(int(delay_ms * self.client.samplerate / 1000), np.float32)
         self.band = band
         self.wired: list[str] = []
+        self.power = [0.0, 0]  # the kit's sum of squares (its channels summed, before the gain), frames
 
         @self.client.set_process_callback
         def process(frames):
-            x = np.concatenate([self.pending, self.inport.get_array() * self.gain])
+            kit = self.inport.get_array()
+            if self.wired:
+                self.power[0] += float(np.dot(kit, kit))
+                self.power[1] += frames
+            x = np.concatenate([self.pending, kit * self.gain])
             self.outport.get_array()[:] = x[:frames]
             self.pending = x[frames:]
 
@@ -397,6 +403,10 @@ class KitBleed:
             except jack.JackError:
                 pass
             time.sleep(0.05)
+
+    def kit_rms(self) -> float | None:
+        """The kit's level as it left (both channels summed), while wired."""
+        return math.sqrt(self.power[0] / self.power[1]) if self.power[1] else None
 
     def close(self) -> None:
         self.stop = True
@@ -434,7 +444,9 @@ def bleed(args) -> dict:
             row.update({"bleed_db": level, "wait_for_band": bool(args.wait_for_band), "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
                         "second_half_phase_error_ms_p95": round(float(np.percentile(late, 95)), 1) if late.size else None,
-                        "band_peak": round(float(np.abs(clip.audio).max()), 3)})
+                        "band_peak": round(float(np.abs(clip.audio).max()), 3),
+                        "band_rms": round(float(np.sqrt(np.mean(np.square(clip.audio, dtype=np.float64)))), 4),
+                        "kit_rms_at_0db": round(mic.kit_rms(), 4) if mic and mic.kit_rms() else None})
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"performance": path, "bpm": bpm, "runs": rows}
