@@ -13,11 +13,9 @@ import sys
 from dataclasses import dataclass
 
 from drummachine.core.errors import DrumMachineError
+from drummachine.midi.jack_midi import CLIENT as OWN_CLIENT  # its own clients: this, or this and a dash
 
 SOUNDDEVICE_PREFIX = "sd:"
-#: the machine's JACK clients are named this (midi.jack_midi.CLIENT) or start with it and a dash
-#: (the listening process, the port lister, JACK's own renaming of a second instance)
-OWN_CLIENT = "drummachine"
 #: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
 #: listed by a process of its own (niced: it runs every few seconds while an input is awaited)
 LIST_INPUTS = ("import json, os; os.nice(10); from drummachine.listen.inputs import sounddevice_inputs; "
