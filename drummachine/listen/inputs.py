@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.midi.jack_midi import CLIENT as OWN_CLIENT  # its own clients: this, or this and a dash
+from drummachine.midi.jack_midi import CLIENT as OWN_CLIENT
 
 SOUNDDEVICE_PREFIX = "sd:"
 #: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
@@ -35,8 +35,9 @@ class AudioInput:
 
 
 def own_port(name: str) -> bool:
-    """A port of this machine's own clients (the engine's kit and cue bus, ``drummachine:...``; a
-    second instance's ``drummachine-01:...``): its own sound, never the band's."""
+    """A port of this machine's own clients: the engine's (``OWN_CLIENT``: its kit and cue bus), or
+    one named from it with a dash (the listening process, a second instance's ``drummachine-01``,
+    as JACK renames it): its own sound, never the band's."""
     client = name.split(":", 1)[0]
     return client == OWN_CLIENT or client.startswith(OWN_CLIENT + "-")
 
