@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from drummachine.core.errors import DrumMachineError
-from drummachine.midi.jack_midi import CLIENT as OWN_CLIENT
+from drummachine.core.jack_names import own_port
 
 SOUNDDEVICE_PREFIX = "sd:"
 #: PortAudio lists the devices once, when it starts in a process: a device plugged in later is
@@ -32,14 +32,6 @@ class AudioInput:
     name: str  #: the JACK port's full name, or the device's name
     index: int | None = None  #: sounddevice's device index
     words: str | None = None  #: the part of a device's name the musician gave (``sd:NAME``)
-
-
-def own_port(name: str) -> bool:
-    """A port of this machine's own clients: the engine's (``OWN_CLIENT``: its kit and cue bus), or
-    one named from it with a dash (the listening process, a second instance's ``drummachine-01``,
-    as JACK renames it): its own sound, never the band's."""
-    client = name.split(":", 1)[0]
-    return client == OWN_CLIENT or client.startswith(OWN_CLIENT + "-")
 
 
 def jack_sources() -> list[str]:

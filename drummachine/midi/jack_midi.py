@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from drummachine.core.asked import Asked
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.jack_names import CLIENT
 
 if TYPE_CHECKING:  # the ports (midi.jack_port) import this module
     from drummachine.midi.jack_port import JackPort
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # the ports (midi.jack_port) import this module
 log = logging.getLogger("drummachine")
 
 LIBJACK = "libjack.so.0"
-CLIENT = "drummachine"
 #: what the C callback leaves out of an input, as rtmidi's ``ignore_types(sysex=True, active_sense=True)``
 IGNORE_SYSEX, IGNORE_ACTIVE_SENSE = 1, 2
 #: the C callback's counters per port (``dm_port_stats``), in its order

@@ -20,6 +20,7 @@ from typing import Callable
 from drummachine.core.engine import real_time_thread
 from drummachine.core.events import Event, Sink
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.jack_names import CLIENT
 from drummachine.core.notemap import GM_NOTEMAP, NoteMap
 from drummachine.midi import jack_midi
 from drummachine.midi.jack_midi import find_port  # one port-name lookup for both kinds of port
@@ -28,7 +29,6 @@ from drummachine.midi.jack_server import PORTS, drop_clients_of_a_gone_server
 
 log = logging.getLogger("drummachine")
 APIS = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA"}
-CLIENT = "drummachine"
 NOTE_SECONDS = 0.05  #: note-off after 50 ms: drum modules ignore note length, samplers do not
 
 PANIC = 0x100  #: an internal marker in the send queue: all notes off now
