@@ -442,6 +442,11 @@ def main(argv=None) -> int:
     ap.add_argument("--instrument-bleed", action="store_true",
                     help="the machine's own kit bled into its listening input (a mic on stage), at each --bleed-levels")
     ap.add_argument("--bleed-levels", default="off,-20,-12,0", help="--instrument-bleed: dB, or off")
+    ap.add_argument("--own-kit", default="out",
+                    help="--instrument-bleed: 'out' (the listening process takes the kit out: the default), "
+                         "'keep' (not given the kit's ports), or both: keep,out")
+    ap.add_argument("--bleed-room", action="store_true",
+                    help="--instrument-bleed: the kit reaches the mic with a stage's reflections, not only the direct sound")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")

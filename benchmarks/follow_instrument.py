@@ -358,7 +358,7 @@ class KitBleed:
     monitors), into the listening input beside the band (the ports ``band:out`` feeds). It wires
     itself once both are in the graph."""
 
-    def __init__(self, gain_db: float, delay_ms: float = 8.0, band: str = "band:out"):
+    def __init__(self, gain_db: float, delay_ms: float = 8.0, band: str = "band:out", room: bool = False):
         import threading
 
         import jack
@@ -367,7 +367,12 @@ class KitBleed:
         self.inport = self.client.inports.register("in")
         self.outport = self.client.outports.register("out")
         self.gain = 10 ** (gain_db / 20)
-        self.pending = np.zeros(int(delay_ms * self.client.samplerate / 1000), np.float32)
+        rate = self.client.samplerate
+        # the path: the direct sound only, or with a stage's reflections (``room``: material.REFLECTIONS)
+        path = material.room_path(rate, delay_ms) if room else None
+        self.taps = [(int(delay_ms * rate / 1000), 1.0)] if path is None else \
+            [(int(k), float(path[k])) for k in np.flatnonzero(path)]
+        self.history = np.zeros(max(k for k, _ in self.taps), np.float32)  # the kit's last samples
         self.band = band
         self.wired: list[str] = []
         self.power = [0.0, 0]  # the kit's sum of squares (its channels summed, before the gain), frames
@@ -378,9 +383,13 @@ class KitBleed:
             if self.wired:
                 self.power[0] += float(np.dot(kit, kit))
                 self.power[1] += frames
-            x = np.concatenate([self.pending, kit * self.gain])
-            self.outport.get_array()[:] = x[:frames]
-            self.pending = x[frames:]
+            x = np.concatenate([self.history, kit * self.gain])
+            end = x.size
+            out = self.outport.get_array()
+            out[:] = 0.0
+            for delay, gain in self.taps:
+                out += gain * x[end - delay - frames:end - delay]
+            self.history = x[frames:]
 
         self.client.activate()
         self.stop = False
@@ -416,32 +425,39 @@ class KitBleed:
 
 def bleed(args) -> dict:
     """The rock's band mix played against ``play --listen`` with the machine's own kit bled into
-    the input at each level of ``--bleed-levels`` (dB against the kit as it leaves; "off": none);
-    with ``--wait-for-band``, the machine silent until it has locked on the band.
-    Besides the usual figures (from the lock on), the second half of the clip's beats against
-    the band's, locked or not (a machine that follows itself never locks)."""
+    the input at each level of ``--bleed-levels`` (dB against the kit as it leaves; "off": none),
+    the direct sound only or with a stage's reflections (``--bleed-room``), the kit taken out by
+    the listening process or kept (``--own-kit``); with ``--wait-for-band``, the machine silent
+    until it has locked on the band. Besides the usual figures (from the lock on), the second half
+    of the clip's beats against the band's, locked or not (a machine that follows itself never locks)."""
     path, bpm = material.validation_performances(1)[0]
     levels = [None if x == "off" else float(x) for x in args.bleed_levels.split(",")]
+    cells = [(level, own_kit) for level in levels for own_kit in args.own_kit.split(",")]
     rows = []
     for scenario in args.scenarios.split(","):
         clip = material.make_clip(path, bpm, scenario, "band", rate=RATE)
-        for level in levels:
-            mic = KitBleed(level) if level is not None else None
+        for level, own_kit in cells:
+            mic = KitBleed(level, room=args.bleed_room) if level is not None else None
+            # "keep": the listening process is not given the kit's ports (as before the canceller)
+            env = {"DRUMMACHINE_LISTEN_OWN_KIT": "keep"} if own_kit == "keep" else {}
             try:
                 if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
-                    raw = run_one(clip, "beat", wait_for_band=True)
+                    raw = run_one(clip, "beat", wait_for_band=True, env_extra=env)
                 else:
-                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137)
+                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137, env_extra=env)
             finally:
                 if mic is not None:
                     mic.close()
+            log = Path(raw["log"]).read_text(errors="replace") if Path(raw["log"]).exists() else ""
             row = measure(raw, clip, scenario)
             errors = np.abs(np.array(row.get("phase_errors_ms", [])))
             late = errors[errors.size // 2:]
             row = {k: row.get(k) for k in ("scenario", "band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
                                            "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                                            "beat_moves_over_20ms", "largest_beat_move_ms", "misses")}
-            row.update({"bleed_db": level, "wait_for_band": bool(args.wait_for_band), "wired": bool(mic and mic.wired) if level is not None else None,
+            row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
+                        "bleed_room": bool(args.bleed_room), "wait_for_band": bool(args.wait_for_band),
+                        "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
                         "second_half_phase_error_ms_p95": round(float(np.percentile(late, 95)), 1) if late.size else None,
                         "band_peak": round(float(np.abs(clip.audio).max()), 3),

@@ -326,6 +326,55 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     return clip_from_truth(path, scenario, mix, rate, audio, bpm, total, beats, np.isin(voices, (KICK, SNARE)), gains_db)
 
 
+#: a stage's path from the machine's wedges to the band's mic, after the direct sound: early
+#: reflections (ms after it, gain), the signs mixed so the path is no plain delay
+REFLECTIONS = ((3.1, 0.55), (7.7, -0.45), (11.3, 0.35), (16.9, -0.3), (23.4, 0.22), (31.0, -0.16),
+               (42.2, 0.12), (55.8, -0.08), (71.5, 0.05))
+
+
+def room_path(rate: int, delay_ms: float = 12.0) -> np.ndarray:
+    """The impulse response of the wedges-to-mic path: the direct sound ``delay_ms`` late (the
+    sound card's latency and the air), then ``REFLECTIONS``."""
+    out = np.zeros(int((delay_ms + REFLECTIONS[-1][0]) * rate / 1000) + 1, np.float32)
+    out[int(delay_ms * rate / 1000)] = 1.0
+    for ms, gain in REFLECTIONS:
+        out[int((delay_ms + ms) * rate / 1000)] += gain
+    return out
+
+
+def own_kit(path: str, bpm: float, seconds: float, offset_beats: float = 0.5, rate: int = 16000,
+            root: Path = GROOVE) -> np.ndarray:
+    """The machine's own kit as it leaves for the PA, standing in for what it plays before it has
+    the band: a drummer's performance on a steady grid at ``bpm``, ``offset_beats`` off the band's
+    beat (half a beat: the worst, its backbeat on the band's beats), through the built-in kit."""
+    from drummachine.audio.kit import synth_kit
+    from drummachine.audio.render import render
+    from drummachine.core.voices import input_map
+    from drummachine.midi.files import read_midi
+
+    perf = read_midi(Path(root) / path)
+    mapping = input_map("td11")
+    keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
+    beats = perf.seconds()[keep] * bpm / 60.0 - BEATS_PER_BAR
+    voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
+    velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
+    times = (beats + offset_beats) * 60.0 / bpm
+    inside = (times >= 0.0) & (times < seconds)
+    frames = int(seconds * RENDER_RATE)
+    audio = render(synth_kit(RENDER_RATE), np.round(times[inside] * RENDER_RATE).astype(np.int64), voices[inside],
+                   velocities[inside], frames).mean(axis=1)
+    return resample(audio.astype(np.float32), RENDER_RATE, rate)
+
+
+def with_own_kit(clip: Clip, kit: np.ndarray, level_db: float, delay_ms: float = 12.0) -> np.ndarray:
+    """The clip as a mic on stage hears it: the band and the machine's ``kit`` through
+    ``room_path``, its level ``level_db`` against the band's (RMS over the clip)."""
+    kit = np.pad(kit, (0, max(0, clip.audio.size - kit.size)))[:clip.audio.size]
+    heard = np.convolve(kit, room_path(clip.rate, delay_ms))[:kit.size]
+    gain = float(np.sqrt(np.mean(clip.audio ** 2)) / max(np.sqrt(np.mean(heard ** 2)), 1e-9)) * 10 ** (level_db / 20)
+    return (clip.audio + gain * heard).astype(np.float32)
+
+
 def cached_clip(path: str, bpm: float, scenario: str, mix: str, rate: int = 16000, kit: str = "builtin",
                 lead_in_bars: int = 0) -> Clip:
     """``make_clip`` kept in a folder (``DRUMMACHINE_CLIP_CACHE``, default a temporary one):

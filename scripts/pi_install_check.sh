@@ -221,7 +221,7 @@ check_suite() {
     local deb_rtmidi
     deb_rtmidi=$(run_in "$root" apt-cache policy python3-rtmidi | sed -n 's/^ *Candidate: *//p')
     echo "Debian's python3-rtmidi for $suite: ${deb_rtmidi:-none}" >>"$log"
-    pkgs=(libportaudio2)  # sounddevice's PortAudio; pip cannot install it
+    pkgs=(libportaudio2 libspeexdsp1)  # sounddevice's PortAudio; the listener's own-kit canceller; pip installs neither
     if [ "$RECIPE" = system ] && [ "${deb_rtmidi:-(none)}" != "(none)" ] &&
             dpkg --compare-versions "$deb_rtmidi" ge 1.5; then
         pkgs+=(python3-rtmidi); venv_opts=(--system-site-packages)

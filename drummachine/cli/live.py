@@ -168,7 +168,7 @@ def _listen(session, opts, quiet: bool = False):
 
     def make():
         return Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
-                        gate_db=opts.listen_gate).wait_ready()
+                        gate_db=opts.listen_gate, kit_ports=_kit_ports(session, opts)).wait_ready()
 
     def link(band, came: str = "") -> None:
         def send(reading) -> None:
@@ -178,6 +178,11 @@ def _listen(session, opts, quiet: bool = False):
         band.link(send)
         logging.info("listening to %s (%d Hz, %s capture), following: %s%s", band.input.name, band.rate,
                      band.capture or "?", opts.follow, came)
+        if band.own_kit == "taken out":
+            logging.info("listen: the machine's own kit (%s) is taken out of what it hears",
+                         ", ".join(band.setup["kit_ports"]))
+        elif band.own_kit:
+            logging.warning("listen: %s", band.own_kit)
 
     try:
         band = make()
@@ -194,6 +199,20 @@ def _listen(session, opts, quiet: bool = False):
         return InputWhenThere(make, lambda band: link(band, " (the input is there now)"))
     link(band)
     return band
+
+
+def _kit_ports(session, opts) -> tuple[str, ...]:
+    """The kit's main JACK ports (not the cue bus: the in-ears do not reach a mic) where the
+    engine's own client plays them: the listening process takes what they play out of what it
+    hears. () without audio over JACK, or with ``DRUMMACHINE_LISTEN_OWN_KIT=keep`` (the
+    benchmark's side-by-side)."""
+    import os
+
+    from drummachine.audio.mixing import out_channels
+
+    if os.environ.get("DRUMMACHINE_LISTEN_OWN_KIT", "").lower() == "keep" or session.audio is None:
+        return ()
+    return session.audio.output_ports[:len(out_channels(opts.outs))]
 
 
 def _setlists() -> list[str]:

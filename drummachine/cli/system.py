@@ -65,6 +65,11 @@ class SystemQuestions:
 
 def cmd_ports(args) -> int:
     """List audio output devices and MIDI ports."""
+    from drummachine.listen.own_sound import open_canceller
+
+    canceller, why = open_canceller(16000)  # not a fault: a rig without a mic never needs it
+    if canceller is None:
+        print(f"     --listen: {why}: with the machine's drums in the feed it would follow them")
     from drummachine.midi.ports import APIS, list_ports
 
     from drummachine.audio.devices import outputs

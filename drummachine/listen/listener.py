@@ -104,7 +104,7 @@ class Listener:
     """``--listen PORT``: a listening process and its readings. A context manager."""
 
     def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen",
-                 gate_db: float | None = None):
+                 gate_db: float | None = None, kit_ports: tuple[str, ...] = ()):
         self.input = find_input(port)
         self.clock = clock
         self.block = shared.ReadingBlock()
@@ -112,6 +112,8 @@ class Listener:
         setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
                  "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
                  "client": client, "gate_db": gate_db,
+                 # the machine's own kit as it leaves (JACK ports): taken out of what it hears
+                 "kit_ports": list(kit_ports),
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
@@ -121,6 +123,8 @@ class Listener:
         self.rate = 0
         self.latency = 0.0
         self.capture = ""  #: how the listening process captures: portaudio, callback or sounddevice
+        #: what is done with the machine's own kit in the input: "taken out", why not, or "" (no kit asked)
+        self.own_kit = ""
         self._thread = None
         self._stop = threading.Event()
         self.sent = 0
@@ -159,6 +163,7 @@ class Listener:
             raise DrumMachineError("--listen", reply["error"])
         self.rate, self.latency = int(reply["rate"]), float(reply["latency"])
         self.capture = reply.get("capture", "")
+        self.own_kit = reply.get("own_kit", "")
 
     def wait_ready(self, timeout: float = READY_SECONDS) -> "Listener":
         self._take_answer(timeout, self.close)
@@ -222,6 +227,11 @@ class Listener:
 
     def cpu_seconds(self) -> float:
         return float(self.block.read()[shared.CPU])
+
+    def own_kit_removed_db(self) -> float:
+        """How much quieter the input is with the machine's own kit taken out, while it plays
+        (0 without the canceller)."""
+        return float(self.block.read()[shared.OWN_KIT_REMOVED_DB])
 
     @property
     def alive(self) -> bool:

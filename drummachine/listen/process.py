@@ -30,6 +30,7 @@ import numpy as np
 from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
+from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
 RING_SECONDS = 4.0
@@ -54,6 +55,28 @@ READ_ENVELOPE = 16
 CLIENT_PREFIX = "drummachine-listen"
 
 
+def _put(ring: np.ndarray, at: int, block: np.ndarray) -> None:
+    """``block`` into ``ring`` from sample ``at`` on, round the end."""
+    n = block.shape[0]
+    start = at % ring.size
+    if start + n <= ring.size:
+        ring[start:start + n] = block
+    else:
+        cut = ring.size - start
+        ring[start:] = block[:cut]
+        ring[:n - cut] = block[cut:]
+
+
+def _got(ring: np.ndarray, read: int, written: int) -> np.ndarray:
+    """A copy of the ring's samples ``read`` to ``written``."""
+    start, n = read % ring.size, written - read
+    if n <= 0:
+        return ring[:0].copy()
+    if start + n <= ring.size:
+        return ring[start:start + n].copy()
+    return np.concatenate([ring[start:], ring[:n - (ring.size - start)]])
+
+
 class Capture:
     """Samples from the input's callback, and when they came (the callback's side allocates nothing).
 
@@ -62,26 +85,23 @@ class Capture:
     skipped (an xrun on a busy machine) leaves a gap in frames that the samples do not have.
     """
 
-    def __init__(self, rate: int, exact: bool = True):
+    def __init__(self, rate: int, exact: bool = True, kit: bool = False):
         self.rate = rate
         self.exact = exact  #: frame stamps from the callback (exact) or from a read's return (late, never early)
         self.ring = np.zeros(int(RING_SECONDS * rate), np.float32)
+        #: the machine's own kit as it left, sample for sample beside the input (``kit``)
+        self.kit_ring = np.zeros_like(self.ring) if kit else None
         self.written = 0
         self.times = np.zeros((TIMING_CALLBACKS, 3), np.float64)  # (monotonic, samples, frames) at each block's end
         self.callbacks = 0
         self.xruns = 0
 
-    def take(self, block: np.ndarray, frame_end: int | None = None) -> None:
-        """Called from the audio callback."""
+    def take(self, block: np.ndarray, frame_end: int | None = None, kit: np.ndarray | None = None) -> None:
+        """Called from the audio callback; ``kit``: the kit's samples of the same period."""
         n = block.shape[0]
-        start = self.written % self.ring.size
-        end = start + n
-        if end <= self.ring.size:
-            self.ring[start:end] = block
-        else:
-            cut = self.ring.size - start
-            self.ring[start:] = block[:cut]
-            self.ring[:n - cut] = block[cut:]
+        _put(self.ring, self.written, block)
+        if self.kit_ring is not None and kit is not None:
+            _put(self.kit_ring, self.written, kit)
         self.written += n
         row = self.times[self.callbacks % self.times.shape[0]]
         row[0] = time.monotonic()
@@ -89,17 +109,13 @@ class Capture:
         row[2] = self.written if frame_end is None else frame_end
         self.callbacks += 1
 
-    def since(self, read: int) -> tuple[np.ndarray, int]:
-        """Samples from ``read`` to what is written, and where the next read starts (the oldest
-        are lost if the reader fell behind)."""
+    def since(self, read: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Samples from ``read`` to what is written, the kit's beside them (None without), and
+        where the next read starts (the oldest are lost if the reader fell behind)."""
         written = self.written
         read = max(read, written - self.ring.size + 1024)
-        start, n = read % self.ring.size, written - read
-        if n <= 0:
-            return self.ring[:0], written
-        if start + n <= self.ring.size:
-            return self.ring[start:start + n].copy(), written
-        return np.concatenate([self.ring[start:], self.ring[:n - (self.ring.size - start)]]), written
+        kit = None if self.kit_ring is None else _got(self.kit_ring, read, written)
+        return _got(self.ring, read, written), kit, written
 
     def timing(self) -> "Timing":
         """The input clock against the monotonic clock, from the callbacks noted (see Timing)."""
@@ -156,12 +172,15 @@ def open_jack(setup: dict, capture: Capture | None):
 
     client = jack.Client(setup.get("client", "drummachine-listen"), no_start_server=True)
     rate = client.samplerate
-    capture = Capture(rate)
+    kit_ports = setup.get("kit_ports") or []
+    capture = Capture(rate, kit=bool(kit_ports))
     port = client.inports.register("in")
+    kit_port = client.inports.register("kit") if kit_ports else None
 
     @client.set_process_callback
     def process(frames):
-        capture.take(port.get_array(), client.last_frame_time + frames)
+        capture.take(port.get_array(), client.last_frame_time + frames,
+                     kit_port.get_array() if kit_port is not None else None)
 
     @client.set_xrun_callback
     def xrun(delay):
@@ -170,7 +189,27 @@ def open_jack(setup: dict, capture: Capture | None):
     client.activate()
     source = setup["port"]
     client.connect(source, port)
-    return client, capture, port
+    if kit_port is not None:
+        connect_kit(client, kit_port.name, kit_ports)
+    return client, capture, port, kit_port
+
+
+def connect_kit(client, into: str, kit_ports: list[str]) -> bool:
+    """The kit's ports (those there) into the port ``into``; True when all are connected. Its
+    ports come when the engine's mixer is ready, and again after it started over: tried at each check."""
+    done = True
+    try:
+        connected = {p.name for p in client.get_all_connections(into)}
+        for name in kit_ports:
+            if name in connected:
+                continue
+            if client.get_ports(name):
+                client.connect(name, into)
+            else:
+                done = False
+    except Exception:
+        return False
+    return done
 
 
 _CLIENT_NAME = None  #: PortAudio's JACK client name (PortAudio keeps a pointer to it)
@@ -209,7 +248,9 @@ class PortAudioCapture:
         self.control = jack.Client(f"{name}-ctl", no_start_server=True)  # never activated: no real-time thread
         self.rate = self.control.samplerate
         self.blocksize = self.control.blocksize
-        self.capture = Capture(self.rate, exact=False)
+        # the second channel (opened anyway) carries the machine's own kit, for the canceller
+        self.kit_ports = (setup.get("kit_ports") or []) if channels == 2 else []
+        self.capture = Capture(self.rate, exact=False, kit=bool(self.kit_ports))
         self.stream = sd.InputStream(device=device, channels=channels, samplerate=self.rate, dtype="float32",
                                      blocksize=self.blocksize, latency=PA_LATENCY)
         self.stream.start()
@@ -218,10 +259,13 @@ class PortAudioCapture:
             self.close()
             raise RuntimeError("PortAudio's JACK input ports were not found")
         self.port = ours[0]
+        self.kit_port = ours[1] if self.kit_ports and len(ours) > 1 else None
         for p in ours:  # PortAudio joins the system's capture ports: the band's port instead
             for other in self.control.get_all_connections(p):
                 self.control.disconnect(other, p)
         self.control.connect(setup["port"], self.port)
+        if self.kit_port is not None:
+            connect_kit(self.control, self.kit_port, self.kit_ports)
         self.stop = stop
         self.reader = threading.Thread(target=self._read, name="listen-read", daemon=True)
         self.reader.start()
@@ -232,7 +276,7 @@ class PortAudioCapture:
             try:
                 data, overflowed = stream.read(READ_FRAMES)
                 waiting = stream.read_available
-                capture.take(data[:, 0], control.frame_time - waiting)
+                capture.take(data[:, 0], control.frame_time - waiting, data[:, 1] if data.shape[1] > 1 else None)
                 if overflowed:
                     capture.xruns += 1
             except Exception as exc:  # the stream went (JACK stopped): the main loop reports the input gone
@@ -240,7 +284,9 @@ class PortAudioCapture:
                 self.stop.wait(0.5)
 
     def check(self, source: str) -> int:
-        """Is the source still there and connected? Reconnect it when it comes back."""
+        """Is the source still there and connected? Reconnect it when it comes back (the kit too)."""
+        if self.kit_port is not None:
+            connect_kit(self.control, self.kit_port, self.kit_ports)
         try:
             if source in [p.name for p in self.control.get_all_connections(self.port)]:
                 return shared.LISTENING
@@ -265,7 +311,7 @@ class PortAudioCapture:
 
 def run(setup: dict, stdin, answer) -> int:
     block = shared.ReadingBlock(setup["shm"])
-    client = stream = pa = None
+    client = stream = pa = kit_port = None
     # the engine's pipe closed (it quit or died): stop, and leave within the grace however the
     # input's close goes (PortAudio's and libjack's can hang on a server that died)
     stop = end_with_parent(stdin)
@@ -301,7 +347,7 @@ def run(setup: dict, stdin, answer) -> int:
                 # 2.7 ms period, and a late client makes the whole JACK cycle late
                 sys.setswitchinterval(SWITCH_INTERVAL)
                 try:
-                    client, capture, port = open_jack(setup, None)
+                    client, capture, port, kit_port = open_jack(setup, None)
                 except jack.JackError as exc:
                     answer({"error": f"cannot listen to {setup['port']} ({exc})"})
                     return 2
@@ -345,11 +391,12 @@ def run(setup: dict, stdin, answer) -> int:
     except Exception as exc:  # whatever the input's library raises: one line, never a traceback
         answer({"error": f"cannot open the input ({exc.__class__.__name__}: {exc})"})
         return 2
-    answer({"ready": True, "rate": rate, "latency": latency,
-            "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     gate = setup.get("gate_db")
     tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)),
                           gate_db=None if gate is None else float(gate))
+    own_kit = own_kit_taken_out(setup, capture, tracker)
+    answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
+            "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
     clipped_until = 0.0
     clipped = 0
@@ -362,15 +409,17 @@ def run(setup: dict, stdin, answer) -> int:
         time.sleep(POLL_SECONDS)
         now = time.monotonic()
         try:
-            x, read = capture.since(read)
+            x, kit, read = capture.since(read)
             if x.size:
-                tracker.process(x)
+                tracker.process(x, kit)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
                     clipped += 1
                     clipped_until = now + 1.0
             if now >= next_check and (client is not None or pa is not None):
                 next_check = now + CHECK_PORT_SECONDS
                 status = pa.check(setup["port"]) if pa is not None else _check_jack(client, port, setup["port"])
+                if pa is None and kit_port is not None:
+                    connect_kit(client, kit_port.name, setup["kit_ports"])
             est = tracker.estimate()
             if now >= next_fit:
                 next_fit = now + 0.1
@@ -388,7 +437,8 @@ def run(setup: dict, stdin, answer) -> int:
                          shared.LOUDNESS: est.loudness_db, shared.DENSITY: est.onsets_per_second,
                          shared.STATUS: status, shared.CPU: time.process_time(), shared.RATE: rate,
                          shared.CLIPPED: clipped, shared.BLOCKS: capture.callbacks, shared.STARTED: started,
-                         shared.XRUNS: capture.xruns})
+                         shared.XRUNS: capture.xruns,
+                         shared.OWN_KIT_REMOVED_DB: tracker.canceller.removed_db if tracker.canceller else 0.0})
             want = float(block.slots[shared.PRIOR])
             if want > 0 and not math.isclose(want, prior, rel_tol=1e-4):
                 prior = want
@@ -408,6 +458,20 @@ def run(setup: dict, stdin, answer) -> int:
     finally:
         block.close()
     return 0
+
+
+def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> str:
+    """The canceller on the tracker where the kit's ports come in beside the input; in words, what
+    is done with the machine's own kit ("" when there is no kit to take out)."""
+    if not setup.get("kit_ports"):
+        return ""
+    if capture.kit_ring is None:
+        return "its own kit is not taken out of this input (only a JACK input has the kit beside it)"
+    canceller, why = open_canceller(tracker.arate)
+    if canceller is None:
+        return f"its own kit is not taken out of what it hears: {why}"
+    tracker.canceller = canceller
+    return "taken out"
 
 
 def capture_latency(port: str) -> int:

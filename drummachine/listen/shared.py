@@ -16,7 +16,7 @@ SLOTS = 24
 SEQLOCK_TRIES = 10_000
 # slots (float64)
 (SEQ, HEARD, BPM, NEXT_BEAT, CONFIDENCE, LOUDNESS, DENSITY, STATUS, CPU, RATE, CLIPPED, PRIOR, BLOCKS,
- STARTED, XRUNS) = range(15)
+ STARTED, XRUNS, OWN_KIT_REMOVED_DB) = range(16)
 #: what the input is doing (STATUS), one table: code -> words on the stage
 STATUSES = {0: "listening", 1: "silence", 2: "clipping", 3: "input gone", 4: "starting"}
 LISTENING, SILENCE, CLIPPING, GONE, STARTING = range(5)

@@ -131,6 +131,13 @@ class Estimate:
     onsets_per_second: float  #: onset density over the last 2 s
 
 
+def _decimated(carry: np.ndarray, x: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` after what was carried, averaged in groups of ``factor``; and what is left over."""
+    x = np.concatenate([carry, x])
+    usable = x.size - x.size % factor
+    return x[:usable].reshape(-1, factor).mean(axis=1), x[usable:]
+
+
 class BeatTracker:
     """Feed it mono blocks with ``process``; read ``estimate``.
 
@@ -139,7 +146,7 @@ class BeatTracker:
     """
 
     def __init__(self, rate: int, bpm: float, window: float = 0.15, record_beats: bool = False,
-                 gate_db: float | None = None):
+                 gate_db: float | None = None, canceller=None):
         self.rate = int(rate)
         self.factor = max(1, int(round(rate / ANALYSIS_RATE)))
         self.arate = self.rate / self.factor
@@ -152,6 +159,9 @@ class BeatTracker:
         self.history = np.zeros(int(HISTORY_SECONDS * self.fps), np.float32)  # onset strength, newest last
         self.frames = 0  # frames computed so far
         self.carry = np.zeros(0, np.float32)  # raw samples not yet decimated
+        #: the machine's own kit taken out of the input (``listen.own_sound``), at the analysis rate
+        self.canceller = canceller
+        self.kit_carry = np.zeros(0, np.float32)
         self.samples = 0  # raw samples taken in
         self.flux_mean = 0.0
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
@@ -185,15 +195,19 @@ class BeatTracker:
 
     # --- input ------------------------------------------------------------------------------------
 
-    def process(self, block: np.ndarray) -> None:
-        """Take the next mono samples (any length)."""
+    def process(self, block: np.ndarray, kit: np.ndarray | None = None) -> None:
+        """Take the next mono samples (any length); ``kit``: the machine's own output over the same
+        samples, which the canceller (if any) takes out of them before anything else hears them
+        (the loudness too: the machine's own drums must not lift its intensity)."""
         x = np.asarray(block, np.float32).reshape(-1)
         self.samples += x.size
         if self.factor > 1:
-            x = np.concatenate([self.carry, x])
-            usable = x.size - x.size % self.factor
-            self.carry = x[usable:]
-            x = x[:usable].reshape(-1, self.factor).mean(axis=1)
+            x, self.carry = _decimated(self.carry, x, self.factor)
+        if self.canceller is not None and kit is not None:
+            k = np.asarray(kit, np.float32).reshape(-1)
+            if self.factor > 1:
+                k, self.kit_carry = _decimated(self.kit_carry, k, self.factor)
+            x = self.canceller.process(x, k)
         self.loudness.add(x)
         for value in self.flux.frames(x).tolist():
             self._frame(value)

@@ -1,0 +1,167 @@
+"""The machine's own kit taken out of what it hears (``listen.own_sound``): the canceller on a real
+drummer's kit through a stage's path, the tracker following the band and not itself, and the
+listening process on JACK taking the kit's ports in beside the band's."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from drummachine.listen import own_sound
+from drummachine.listen.own_sound import OwnSoundCanceller, open_canceller
+from drummachine.listen.process import Capture, own_kit_taken_out
+from drummachine.listen.tracker import BeatTracker
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+material = pytest.importorskip("follow_material")
+
+needs_groove = pytest.mark.skipif(not (material.GROOVE / "info.csv").exists(),
+                                  reason="the Groove MIDI Dataset is not on this machine")
+needs_speex = pytest.mark.skipif(open_canceller(16000)[0] is None, reason="libspeexdsp is not installed")
+BLOCK = 160
+
+
+@pytest.fixture(scope="module")
+def band_and_kit():
+    """A drummer's band (no drums) for 16 bars, and the machine's kit: the same drummer's groove on a
+    steady grid half a beat off the band's (its backbeat on the band's beats: the worst case)."""
+    performance = material.validation_performances(1)[0]
+    clip = material.make_clip(*performance, "steady", "band", bars=16)
+    return clip, material.own_kit(*performance, clip.seconds)
+
+
+def cleaned(heard: np.ndarray, kit: np.ndarray) -> np.ndarray:
+    canceller = OwnSoundCanceller(16000)
+    return np.concatenate([canceller.process(heard[i:i + BLOCK], kit[i:i + BLOCK]) for i in range(0, heard.size, BLOCK)])
+
+
+def tracked(heard: np.ndarray, kit: np.ndarray, bpm: float, cancel: bool) -> np.ndarray:
+    tracker = BeatTracker(16000, bpm, record_beats=True, canceller=OwnSoundCanceller(16000) if cancel else None)
+    for i in range(0, heard.size, BLOCK):
+        tracker.process(heard[i:i + BLOCK], kit[i:i + BLOCK])
+    return np.array(tracker.beats)
+
+
+@needs_groove
+@needs_speex
+def test_the_kit_alone_through_the_stage_is_taken_out(band_and_kit):
+    """The kit as a mic hears it (12 ms late, nine reflections to 84 ms): after the filter has
+    learnt the path (the clip's first half), what is left is over 20 dB under it (34 dB here)."""
+    clip, kit = band_and_kit
+    echo = material.with_own_kit(clip, kit, 0.0) - clip.audio
+    left = cleaned(echo, kit)
+    half = left.size // 2
+    removed = 10 * np.log10(np.sum(echo[half:left.size] ** 2) / np.sum(left[half:] ** 2))
+    assert removed > 20.0, removed
+
+
+@needs_groove
+@needs_speex
+@pytest.mark.parametrize("level_db", [0.0, 6.0])
+def test_with_its_kit_as_loud_as_the_band_it_follows_the_band_once_the_kit_is_taken_out(band_and_kit, level_db):
+    """Its own kit at the band's level (and 6 dB over) in the input: the tracker alone follows the
+    kit (half a beat off: no band beat found), with the kit taken out it finds the band's."""
+    clip, kit = band_and_kit
+    heard = material.with_own_kit(clip, kit, level_db)
+    assert material.scored_beats(clip, tracked(heard, kit, clip.bpm, cancel=False)) < 0.5
+    assert material.scored_beats(clip, tracked(heard, kit, clip.bpm, cancel=True)) >= 0.9
+
+
+@needs_speex
+def test_the_band_alone_is_left_as_it_was_when_the_kit_is_silent():
+    """No kit playing: the input comes out as it went in, but for SpeexDSP's DC notch (the lowest
+    bass a few dB down, and a phase shift: 5 degrees at 1 kHz): a tone at 1 kHz keeps its level
+    within 0.2 dB, and what changed is 20 dB under it."""
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    band = (0.2 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    out = cleaned(band + 0.001 * rng.standard_normal(t.size).astype(np.float32), np.zeros_like(band))
+    assert out.size == band.size // own_sound.FRAME * own_sound.FRAME
+    was, now = band[4000:out.size], out[4000:]
+    assert abs(10 * np.log10(np.sum(now ** 2) / np.sum(was ** 2))) < 0.2
+    assert 10 * np.log10(np.sum(was ** 2) / np.sum((now - was) ** 2)) > 20
+
+
+def test_without_speexdsp_the_canceller_is_one_line_and_nothing_is_taken_out(monkeypatch):
+    monkeypatch.setattr(own_sound, "_lib", False)
+    canceller, why = open_canceller(16000)
+    assert canceller is None and why == "libspeexdsp is not installed (apt-get install libspeexdsp1)"
+    tracker = BeatTracker(48000, 120.0)
+    said = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker)
+    assert said == f"its own kit is not taken out of what it hears: {why}" and tracker.canceller is None
+
+
+@needs_speex
+def test_the_kit_is_taken_out_only_where_it_comes_in_beside_the_input():
+    tracker = BeatTracker(48000, 120.0)
+    assert own_kit_taken_out({"kit_ports": []}, Capture(48000, kit=False), tracker) == ""
+    said = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=False), tracker)
+    assert said.startswith("its own kit is not taken out of this input") and tracker.canceller is None
+    assert own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker) == "taken out"
+    assert tracker.canceller is not None and tracker.canceller.rate == 16000
+
+
+def test_the_capture_keeps_the_kit_sample_for_sample_beside_the_input_round_the_ring():
+    capture = Capture(1000, kit=True)  # a 4,000-sample ring
+    read = 0
+    for k in range(13):  # 13 blocks of 700: round the ring twice
+        block = np.arange(k * 700, (k + 1) * 700, dtype=np.float32)
+        capture.take(block, None, -block)
+        if k % 3 == 2:
+            x, kit, read = capture.since(read)
+            assert np.array_equal(kit, -x) and x[-1] == (k + 1) * 700 - 1
+    assert Capture(1000).since(0)[1] is None
+
+
+@needs_speex
+@pytest.mark.jack
+def test_on_jack_the_listening_process_takes_the_kits_ports_in_and_its_sound_out(jack_server):
+    """The listening process on the suite's JACK server: a band player and a kit player whose port
+    is given as the machine's kit; the kit's port also reaches the band's input (a mic hearing
+    the wedges). The process connects the kit to its second channel and says so; with the kit
+    6 dB over the band, what it hears is over 6 dB quieter with the kit taken out (about 11 dB
+    offline)."""
+    import jack
+
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.listen.listener import Listener
+
+    if not (material.GROOVE / "info.csv").exists():
+        pytest.skip("the Groove MIDI Dataset is not on this machine")
+    performance = material.validation_performances(1)[0]
+    clip = material.make_clip(*performance, "steady", "band", rate=48000, bars=2)
+    kit = material.own_kit(*performance, clip.seconds, rate=48000)
+    band_audio = 0.25 * clip.audio
+    kit = kit * (2.0 * np.sqrt(np.mean(band_audio ** 2)) / np.sqrt(np.mean(kit ** 2)))  # 6 dB over the band
+    assert np.max(np.abs(band_audio)) + np.max(np.abs(kit)) < 0.99  # not clipping
+    band = material.BandPlayer(band_audio, "band-own")
+    own = material.BandPlayer(kit, "kit-own")
+    look = jack.Client("own-look", no_start_server=True)
+    try:
+        with Listener(band.port_name, clip.bpm, MonotonicClock(), client="listen-own",
+                      kit_ports=(own.port_name,)) as listener:
+            assert listener.own_kit == "taken out"
+            listening = [p.name for p in look.get_all_connections(band.port_name)]
+            assert listening
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and not look.get_all_connections(own.port_name):
+                time.sleep(0.05)
+            assert {p.name for p in look.get_all_connections(own.port_name)} - set(listening)
+            for port in listening:  # the wedges into the mic
+                look.connect(own.port_name, port)
+            band.start()
+            own.start()
+            while not band.done:
+                time.sleep(0.1)
+            removed = listener.own_kit_removed_db()
+            assert listener.status() == "listening"
+    finally:
+        for client in (band, own):
+            client.close()
+        look.close()
+    assert removed > 6.0, removed
