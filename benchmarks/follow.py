@@ -29,6 +29,14 @@ on stage that hears the PA), at each of ``--bleed-levels`` dB:
 
     python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando \
         --bleed-levels off,-12,-6,0 --out benchmarks/follow_instrument_bleed.json
+
+and the same with the listening process taking the kit out and keeping it, side by side, the kit
+reaching the mic with a stage's reflections; and the tracker alone on the clips with the kit in
+them, open loop (no JACK):
+
+    python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando --bleed-levels=off,-12,-6,0 \
+        --own-kit keep,out --bleed-room --out benchmarks/follow_instrument_own_kit_out.json
+    python benchmarks/follow.py --own-kit-table --scenarios steady,accelerando --out benchmarks/follow_own_kit_table.json
 """
 
 from __future__ import annotations
@@ -160,6 +168,49 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
             summary[f"{mix}/{name}"] = per
     named = {mix: [(f"POP909/{Path(path).name}" if mix == "pop909" else path, bpm) for path, bpm in v] for mix, v in perfs.items()}
     return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": named, "summary": summary, "clips": rows}
+
+
+def own_kit_table(performances: int, scenarios, levels) -> dict:
+    """The tracker on the band with the machine's own kit in the input (``material.own_kit``: a
+    drummer's groove on a steady grid at the song's tempo, half a beat off the band's; through a
+    stage's reflections, ``material.with_own_kit``) at each level against the band (dB, or "off"),
+    the kit kept in and taken out (``listen.own_sound``): beat F-measure at ±70 ms of the band's
+    beats, the canceller's CPU per second of audio, and how much quieter it made the input while
+    the kit played. Open loop: the kit does not follow (the instrument's own loop: --instrument-bleed)."""
+    from drummachine.listen.own_sound import OwnSoundCanceller
+    from drummachine.listen.tracker import BeatTracker
+
+    def beats(audio, kit, bpm, cancel, block=256):
+        tracker = BeatTracker(16000, bpm, record_beats=True, canceller=OwnSoundCanceller(16000) if cancel else None)
+        t0 = time.process_time()
+        for i in range(0, audio.size, block):
+            tracker.process(audio[i:i + block], kit[i:i + block])
+        return np.array(tracker.beats), time.process_time() - t0, tracker.canceller
+
+    rows = []
+    for scenario in scenarios:
+        for path, bpm in material.validation_performances(performances):
+            clip = material.cached_clip(path, bpm, scenario, "band", rate=16000)
+            kit = material.own_kit(path, bpm, clip.seconds)
+            kit = np.pad(kit, (0, max(0, clip.audio.size - kit.size)))[:clip.audio.size]
+            for level in levels:
+                heard = clip.audio if level == "off" else material.with_own_kit(clip, kit, float(level))
+                row = {"scenario": scenario, "performance": path, "bpm": bpm, "kit_db": level}
+                kept, cpu_kept, _ = beats(heard, kit, bpm, False)
+                out, cpu_out, canceller = beats(heard, kit, bpm, True)
+                row.update(kept=round(material.scored_beats(clip, kept), 4), out=round(material.scored_beats(clip, out), 4),
+                           canceller_cpu_per_s=round(max(cpu_out - cpu_kept, 0.0) / clip.seconds, 5),
+                           removed_db=round(canceller.removed_db, 2))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    summary = {}
+    for scenario in scenarios:
+        for level in levels:
+            cell = [r for r in rows if r["scenario"] == scenario and r["kit_db"] == level]
+            summary[f"{scenario}/{level}"] = {k: round(float(np.mean([r[k] for r in cell])), 4)
+                                               for k in ("kept", "out", "canceller_cpu_per_s", "removed_db")}
+    return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "kit_offset_beats": 0.5,
+            "reflections_ms_gain": material.REFLECTIONS, "summary": summary, "clips": rows}
 
 
 def dynamics(performances: int = 4) -> dict:
@@ -442,6 +493,10 @@ def main(argv=None) -> int:
     ap.add_argument("--instrument-bleed", action="store_true",
                     help="the machine's own kit bled into its listening input (a mic on stage), at each --bleed-levels")
     ap.add_argument("--bleed-levels", default="off,-20,-12,0", help="--instrument-bleed: dB, or off")
+    ap.add_argument("--own-kit-table", action="store_true",
+                    help="the tracker with the machine's own kit in the input, kept and taken out (no JACK), "
+                         "at each --kit-levels against the band")
+    ap.add_argument("--kit-levels", default="off,-12,-6,0,6", help="--own-kit-table: dB against the band, or off")
     ap.add_argument("--own-kit", default="out",
                     help="--instrument-bleed: 'out' (the listening process takes the kit out: the default), "
                          "'keep' (not given the kit's ports), or both: keep,out")
@@ -527,6 +582,9 @@ def main(argv=None) -> int:
 
         result["instrument_dynamics"] = follow_instrument.dynamics(args.performances)
         print(json.dumps(result["instrument_dynamics"]["summary"], indent=1))
+    if args.own_kit_table:
+        result["own_kit_table"] = own_kit_table(args.performances, args.scenarios.split(","), args.kit_levels.split(","))
+        print(json.dumps(result["own_kit_table"]["summary"], indent=1))
     if args.instrument_bleed:
         import follow_instrument
 

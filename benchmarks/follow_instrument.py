@@ -456,6 +456,7 @@ def bleed(args) -> dict:
                                            "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                                            "beat_moves_over_20ms", "largest_beat_move_ms", "misses")}
             row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
+                        "listener_cpu_share": raw["listener_cpu_share"], "underruns": raw["underruns"],
                         "bleed_room": bool(args.bleed_room), "wait_for_band": bool(args.wait_for_band),
                         "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
