@@ -65,11 +65,6 @@ class SystemQuestions:
 
 def cmd_ports(args) -> int:
     """List audio output devices and MIDI ports."""
-    from drummachine.listen.own_sound import open_canceller
-
-    canceller, why = open_canceller(16000)  # not a fault: a rig without a mic never needs it
-    if canceller is None:
-        print(f"     --listen: {why}: with the machine's drums in the feed it would follow them")
     from drummachine.midi.ports import APIS, list_ports
 
     from drummachine.audio.devices import outputs
@@ -157,6 +152,11 @@ def cmd_doctor(args) -> int:
                 ms = max(frames) / rate * 1000
                 print(f"     JACK's output latency {ms:.1f} ms: the kit's hits go to the mixer that much early"
                       + ("; a shorter period (jackd -p) brings the foot's cues in sooner" if ms > 25 else ""))
+    from drummachine.listen.own_sound import open_canceller
+
+    canceller, why = open_canceller(16000)  # not a fault: a rig without a mic never needs it
+    if canceller is None:
+        print(f"     --listen: {why}: with the machine's drums in the feed it would follow them")
     from drummachine.midi.ports import APIS, list_ports
 
     reachable = []

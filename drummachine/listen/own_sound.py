@@ -57,7 +57,6 @@ def _library():
         lib.speex_echo_state_init.restype = ctypes.c_void_p
         lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
-        lib.speex_echo_state_reset.argtypes = [ctypes.c_void_p]
         lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         pointer = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
         lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p, pointer, pointer, pointer]
@@ -121,10 +120,6 @@ class OwnSoundCanceller:
         if self.power_in <= 0.0 or self.power_out <= 0.0:
             return 0.0
         return 10.0 * float(np.log10(self.power_in / self.power_out))
-
-    def reset(self) -> None:
-        """Forget the path (the kit's output or the input moved to another port)."""
-        self.lib.speex_echo_state_reset(self.state)
 
     def close(self) -> None:
         if self.state:
