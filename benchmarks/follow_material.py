@@ -257,6 +257,20 @@ def clip_from_truth(name: str, scenario: str, mix: str, rate: int, audio: np.nda
                 bpm * sc.factor(beat_index), tuple(gains_db), lead * 60.0 / bpm, warp(beat_index + local, sc, bpm))
 
 
+def performance_hits(path: str, bpm: float, start_bar: int = 1, root: Path = GROOVE):
+    """A performance's hits: (beats from bar ``start_bar`` of the file at ``bpm``, voices,
+    velocities 0..1), the notes the TD-11 map knows."""
+    from drummachine.core.voices import input_map
+    from drummachine.midi.files import read_midi
+
+    perf = read_midi(Path(root) / path)
+    mapping = input_map("td11")
+    keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
+    beats = perf.seconds()[keep] * bpm / 60.0 - start_bar * BEATS_PER_BAR
+    voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
+    return beats, voices, perf.notes.velocities[keep].astype(np.float64) / 127.0
+
+
 def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums", rate: int = 16000,
               bars: int = BARS, seed: int = 0, snr_db: float = 20.0, start_bar: int = 1,
               gains_db: tuple[tuple[int, float], ...] = (), root: Path = GROOVE, kit: str = "builtin",
@@ -271,16 +285,10 @@ def make_clip(path: str, bpm: float, scenario: str = "steady", mix: str = "drums
     """
     from drummachine.audio.kit import open_kit, synth_kit
     from drummachine.audio.render import render
-    from drummachine.core.voices import CLOSED_HAT, KICK, OPEN_HAT, RIDE, SNARE, input_map
-    from drummachine.midi.files import read_midi
+    from drummachine.core.voices import CLOSED_HAT, KICK, OPEN_HAT, RIDE, SNARE
 
     sc = SCENARIOS[scenario]
-    perf = read_midi(Path(root) / path)
-    mapping = input_map("td11")
-    keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
-    beats = perf.seconds()[keep] * bpm / 60.0 - (start_bar - lead_in_bars) * BEATS_PER_BAR
-    voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
-    velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
+    beats, voices, velocities = performance_hits(path, bpm, start_bar - lead_in_bars, root)
     total = bars * BEATS_PER_BAR
     inside = played_in_clip(beats, sc, total)
     beats, voices, velocities = beats[inside], voices[inside], velocities[inside]
@@ -349,15 +357,8 @@ def own_kit(path: str, bpm: float, seconds: float, offset_beats: float = 0.5, ra
     beat (half a beat: the worst, its backbeat on the band's beats), through the built-in kit."""
     from drummachine.audio.kit import synth_kit
     from drummachine.audio.render import render
-    from drummachine.core.voices import input_map
-    from drummachine.midi.files import read_midi
 
-    perf = read_midi(Path(root) / path)
-    mapping = input_map("td11")
-    keep = np.array([int(p) in mapping for p in perf.notes.pitches.tolist()], bool)
-    beats = perf.seconds()[keep] * bpm / 60.0 - BEATS_PER_BAR
-    voices = np.array([mapping[int(p)] for p in perf.notes.pitches[keep].tolist()], np.int64)
-    velocities = perf.notes.velocities[keep].astype(np.float64) / 127.0
+    beats, voices, velocities = performance_hits(path, bpm, 1, root)
     times = (beats + offset_beats) * 60.0 / bpm
     inside = (times >= 0.0) & (times < seconds)
     frames = int(seconds * RENDER_RATE)
@@ -497,7 +498,7 @@ class BandPlayer:
 
     def heard(self, clip_seconds: np.ndarray) -> np.ndarray:
         """... and on the monotonic clock, by the listening process's rule (Timing)."""
-        from drummachine.listen.process import Timing
+        from drummachine.listen.capture import Timing
 
         timing = Timing(np.array(self.times, dtype=np.float64), self.rate)
         return np.array([timing.heard(s) for s in np.asarray(clip_seconds) * self.rate + self.pad])

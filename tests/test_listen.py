@@ -432,7 +432,7 @@ def test_read_times_late_by_a_wakeup_are_taken_at_their_lowest():
     (never early), and a block JACK skipped moves every later stamp up. The timing takes the
     lowest stamp over the last reads: within a fraction of a millisecond of the truth, the skip
     kept; the stamps as they came are off by the wake-up."""
-    from drummachine.listen.process import Timing
+    from drummachine.listen.capture import Timing
 
     rate, n = 48000, 256
     rng = np.random.default_rng(3)

@@ -12,7 +12,8 @@ import pytest
 
 from drummachine.listen import own_sound
 from drummachine.listen.own_sound import OwnSoundCanceller, open_canceller
-from drummachine.listen.process import Capture, own_kit_taken_out
+from drummachine.listen.capture import Capture
+from drummachine.listen.process import own_kit_taken_out
 from drummachine.listen.tracker import BeatTracker
 
 from .conftest import ROOT

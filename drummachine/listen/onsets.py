@@ -19,6 +19,13 @@ BAND_HZ = (60.0, 200.0, 2000.0, 6000.0)
 BAND_WEIGHT = (2.0, 2.0, 1.0, 0.5)
 
 
+def decimated(carry: np.ndarray, x: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """To the analysis rate: ``x`` after what was carried, averaged in groups of ``factor``; and what is left over."""
+    x = np.concatenate([carry, x])
+    usable = x.size - x.size % factor
+    return x[:usable].reshape(-1, factor).mean(axis=1), x[usable:]
+
+
 class SpectralFlux:
     """Feed it decimated mono samples (``frames``); it returns the flux of each frame completed."""
 

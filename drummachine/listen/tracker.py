@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drummachine.listen.loudness import BandLoudness
-from drummachine.listen.onsets import WINDOW, SpectralFlux
+from drummachine.listen.onsets import WINDOW, SpectralFlux, decimated
 
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
@@ -131,13 +131,6 @@ class Estimate:
     onsets_per_second: float  #: onset density over the last 2 s
 
 
-def _decimated(carry: np.ndarray, x: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` after what was carried, averaged in groups of ``factor``; and what is left over."""
-    x = np.concatenate([carry, x])
-    usable = x.size - x.size % factor
-    return x[:usable].reshape(-1, factor).mean(axis=1), x[usable:]
-
-
 class BeatTracker:
     """Feed it mono blocks with ``process``; read ``estimate``.
 
@@ -196,17 +189,16 @@ class BeatTracker:
     # --- input ------------------------------------------------------------------------------------
 
     def process(self, block: np.ndarray, kit: np.ndarray | None = None) -> None:
-        """Take the next mono samples (any length); ``kit``: the machine's own output over the same
-        samples, which the canceller (if any) takes out of them before anything else hears them
-        (the loudness too: the machine's own drums must not lift its intensity)."""
+        """Take the next mono samples (any length); ``kit``: the machine's own output over them, which
+        the canceller takes out first (the loudness too: its own drums must not lift its intensity)."""
         x = np.asarray(block, np.float32).reshape(-1)
         self.samples += x.size
         if self.factor > 1:
-            x, self.carry = _decimated(self.carry, x, self.factor)
+            x, self.carry = decimated(self.carry, x, self.factor)
         if self.canceller is not None and kit is not None:
             k = np.asarray(kit, np.float32).reshape(-1)
             if self.factor > 1:
-                k, self.kit_carry = _decimated(self.kit_carry, k, self.factor)
+                k, self.kit_carry = decimated(self.kit_carry, k, self.factor)
             x = self.canceller.process(x, k)
         self.loudness.add(x)
         for value in self.flux.frames(x).tolist():
