@@ -22,6 +22,17 @@ ENTRY_RISE_DB = 12.0
 #: 10 dB down is still the band (the dynamics). 0: off
 BREAK_DB = 16.0
 LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band is quieter
+#: before the band first came in, while the input is the machine's own kit alone
+#: (``own_sound.kit_alone``: its canceller learning the path, or taking most of the input out), no
+#: rise is the band's entry (the machine starts playing as it starts listening: its first notes
+#: were taken for the band's), the level follows what is left of the kit down at this many dB a
+#: second (it falls 15-25 dB in the kit's first 4 s), and the band's entry is heard against it for
+#: KIT_FLOOR_HOLD_SECONDS after: its 400 ms loudness rises over a few updates, each one less than
+#: ENTRY_RISE_DB, where a band coming in over a room 20 dB under it rises that much in the first.
+#: Without these the band's entry went unheard, and the tracker folded the kit's beat with the
+#: band's for 22-28 band beats (docs/follow.md, "Taking its own kit out")
+KIT_ALONE_DECAY_DB = 10.0
+KIT_FLOOR_HOLD_SECONDS = 0.6
 
 
 class BandLoudness:
@@ -33,6 +44,9 @@ class BandLoudness:
         self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
         self.gate_db = gate_db  #: under this loudness (dBFS) nothing plays (``play --listen-gate``)
         self.updates = 0
+        self.came_in = False  # the band's entry was heard once
+        self.kit_floor_db = -120.0  # the level at the last update the input was the machine's kit alone
+        self.since_kit_alone = math.inf  # seconds
 
     def add(self, x: np.ndarray) -> None:
         e = self.energy
@@ -54,12 +68,21 @@ class BandLoudness:
         rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
         return 20 * math.log10(max(rms, 1e-6))
 
-    def update(self, seconds: float) -> bool:
+    def update(self, seconds: float, kit_alone: bool = False) -> bool:
         """The playing level ``seconds`` after the last update; True: the band just came in (the
-        first update only sets the level)."""
+        first update only sets the level). ``kit_alone``: the input was the machine's kit alone."""
         loud = self.db()
-        came_in = self.updates > 0 and loud > self.level_db + ENTRY_RISE_DB
-        self.level_db = max(loud, self.level_db - LEVEL_DECAY_DB * seconds)
+        floor = self.level_db
+        self.since_kit_alone += seconds
+        if self.since_kit_alone <= KIT_FLOOR_HOLD_SECONDS:
+            floor = min(floor, self.kit_floor_db)
+        came_in = self.updates > 0 and not kit_alone and loud > floor + ENTRY_RISE_DB
+        if came_in:
+            self.came_in, self.since_kit_alone = True, math.inf
+        decay = KIT_ALONE_DECAY_DB if kit_alone and not self.came_in else LEVEL_DECAY_DB
+        self.level_db = max(loud, self.level_db - decay * seconds)
+        if kit_alone and not self.came_in:
+            self.kit_floor_db, self.since_kit_alone = self.level_db, 0.0
         self.updates += 1
         return came_in
 

@@ -33,6 +33,15 @@ FRAME = 128  #: samples per call (8 ms at 16 kHz)
 #: how long a path the filter models: the sound card's latency both ways, the air from the
 #: wedges (a few ms a metre) and the room's early reflections; the later reverb stays
 TAIL_SECONDS = 0.25
+#: the input is the kit alone, as far as the filter can tell: the cleaned signal this many dB
+#: under the input over the frames where the kit played since the last look. A band about as loud
+#: as the kit leaves 3-6 dB (SpeexDSP's DC notch takes a little of its bass too); the kit alone,
+#: 8 dB after its first 400 ms, 15-25 once the filter has learned the path
+KIT_ALONE_DB = 12.0
+#: ... and over the kit's first notes, before the filter has learnt anything (on JACK the machine
+#: starts playing as it starts listening: a rise the band's entry was taken for, and the band's
+#: own entry then went unheard): that many seconds of the kit playing
+KIT_LEARNING_SECONDS = 1.5
 SPEEX_ECHO_SET_SAMPLING_RATE = 24
 LIBRARY = "speexdsp"
 SCALE = 32767.0
@@ -89,6 +98,8 @@ class OwnSoundCanceller:
         self.pending_ref = np.zeros(0, np.float32)
         self.out = np.zeros(FRAME, np.int16)
         self.power_in = self.power_out = 0.0  # smoothed, over frames where the kit plays
+        self.since_in = self.since_out = 0.0  # summed since ``kit_alone`` last looked
+        self.kit_frames = 0  # frames the kit has played in
 
     def process(self, heard: np.ndarray, kit: np.ndarray) -> np.ndarray:
         """``heard`` less the kit; samples are framed, so the output lags by what waits for a frame."""
@@ -110,6 +121,9 @@ class OwnSoundCanceller:
         playing = np.abs(refs.reshape(n, FRAME)).max(axis=1) > 64
         before = (ins.astype(np.float32).reshape(n, FRAME) ** 2).sum(axis=1)[playing]
         after = (cleaned.reshape(n, FRAME) ** 2).sum(axis=1)[playing]
+        self.kit_frames += int(playing.sum())
+        self.since_in += float(before.sum())
+        self.since_out += float(after.sum())
         for b, a in zip(before.tolist(), after.tolist()):
             self.power_in += 0.01 * (b - self.power_in)
             self.power_out += 0.01 * (a - self.power_out)
@@ -120,6 +134,14 @@ class OwnSoundCanceller:
         if self.power_in <= 0.0 or self.power_out <= 0.0:
             return 0.0
         return 10.0 * float(np.log10(self.power_in / self.power_out))
+
+    def kit_alone(self) -> bool:
+        """Whether the input since the last look was the kit alone (``KIT_ALONE_DB``, or the kit's
+        first ``KIT_LEARNING_SECONDS``); False where the kit did not play."""
+        before, after = self.since_in, self.since_out
+        self.since_in = self.since_out = 0.0
+        learning = self.kit_frames * FRAME < KIT_LEARNING_SECONDS * self.rate
+        return before > 0.0 and (learning or before >= after * 10 ** (KIT_ALONE_DB / 10))
 
     def close(self) -> None:
         if self.state:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drummachine.listen.loudness import BandLoudness
-from drummachine.listen.onsets import WINDOW, SpectralFlux, decimated
+from drummachine.listen.onsets import WINDOW, AntiAliased, SpectralFlux, decimated
 
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
@@ -154,7 +154,7 @@ class BeatTracker:
         self.carry = np.zeros(0, np.float32)  # raw samples not yet decimated
         #: the machine's own kit taken out of the input (``listen.own_sound``), at the analysis rate
         self.canceller = canceller
-        self.kit_carry = np.zeros(0, np.float32)
+        self.to_analysis_rate = AntiAliased(self.factor)  # for the canceller: the input and the kit
         self.samples = 0  # raw samples taken in
         self.flux_mean = 0.0
         self.playing_level = 1e-6  # onset strength while the band plays (slow)
@@ -193,13 +193,10 @@ class BeatTracker:
         the canceller takes out first (the loudness too: its own drums must not lift its intensity)."""
         x = np.asarray(block, np.float32).reshape(-1)
         self.samples += x.size
-        if self.factor > 1:
-            x, self.carry = decimated(self.carry, x, self.factor)
         if self.canceller is not None and kit is not None:
-            k = np.asarray(kit, np.float32).reshape(-1)
-            if self.factor > 1:
-                k, self.kit_carry = decimated(self.kit_carry, k, self.factor)
-            x = self.canceller.process(x, k)
+            x = self.canceller.process(*self.to_analysis_rate(x, np.asarray(kit, np.float32).reshape(-1)))
+        elif self.factor > 1:
+            x, self.carry = decimated(self.carry, x, self.factor)
         self.loudness.add(x)
         for value in self.flux.frames(x).tolist():
             self._frame(value)
@@ -214,7 +211,8 @@ class BeatTracker:
         # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
         if self.frames % UPDATE_FRAMES == 0:
-            if self.loudness.update(UPDATE_FRAMES / self.fps):
+            kit_alone = self.canceller is not None and self.canceller.kit_alone()
+            if self.loudness.update(UPDATE_FRAMES / self.fps, kit_alone):
                 self._start_over()
             if self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
                 self._update()
