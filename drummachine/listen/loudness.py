@@ -23,14 +23,14 @@ ENTRY_RISE_DB = 12.0
 BREAK_DB = 16.0
 LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band is quieter
 #: before the band first came in, while the input is the machine's own kit alone
-#: (``own_sound.kit_alone``: its canceller learning the path, or taking most of the input out), no
+#: (``OwnSoundCanceller.kit_alone_since_asked``: its canceller learning the path, or taking most of the input out), no
 #: rise is the band's entry (the machine starts playing as it starts listening: its first notes
 #: were taken for the band's), the level follows what is left of the kit down at this many dB a
 #: second (it falls 15-25 dB in the kit's first 4 s), and the band's entry is heard against it for
 #: KIT_FLOOR_HOLD_SECONDS after: its 400 ms loudness rises over a few updates, each one less than
 #: ENTRY_RISE_DB, where a band coming in over a room 20 dB under it rises that much in the first.
 #: Without these the band's entry went unheard, and the tracker folded the kit's beat with the
-#: band's for 22-28 band beats (docs/follow.md, "Taking its own kit out")
+#: band's for 22-28 band beats (docs/follow.md, "The band's entry over its own kit")
 KIT_ALONE_DECAY_DB = 10.0
 KIT_FLOOR_HOLD_SECONDS = 0.6
 

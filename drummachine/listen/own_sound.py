@@ -34,7 +34,7 @@ FRAME = 128  #: samples per call (8 ms at 16 kHz)
 #: wedges (a few ms a metre) and the room's early reflections; the later reverb stays
 TAIL_SECONDS = 0.25
 #: the input is the kit alone, as far as the filter can tell: the cleaned signal this many dB
-#: under the input over the frames where the kit played since the last look. A band about as loud
+#: under the input over the frames where the kit played since the last call. A band about as loud
 #: as the kit leaves 3-6 dB (SpeexDSP's DC notch takes a little of its bass too); the kit alone,
 #: 8 dB after its first 400 ms, 15-25 once the filter has learned the path
 KIT_ALONE_DB = 12.0
@@ -98,7 +98,7 @@ class OwnSoundCanceller:
         self.pending_ref = np.zeros(0, np.float32)
         self.out = np.zeros(FRAME, np.int16)
         self.power_in = self.power_out = 0.0  # smoothed, over frames where the kit plays
-        self.since_in = self.since_out = 0.0  # summed since ``kit_alone`` last looked
+        self.since_in = self.since_out = 0.0  # summed since ``kit_alone_since_asked`` was last called
         self.kit_frames = 0  # frames the kit has played in
 
     def process(self, heard: np.ndarray, kit: np.ndarray) -> np.ndarray:
@@ -135,9 +135,9 @@ class OwnSoundCanceller:
             return 0.0
         return 10.0 * float(np.log10(self.power_in / self.power_out))
 
-    def kit_alone(self) -> bool:
-        """Whether the input since the last look was the kit alone (``KIT_ALONE_DB``, or the kit's
-        first ``KIT_LEARNING_SECONDS``); False where the kit did not play."""
+    def kit_alone_since_asked(self) -> bool:
+        """Whether the input since the last call was the kit alone (``KIT_ALONE_DB``, or the kit's
+        first ``KIT_LEARNING_SECONDS``); False where the kit did not play. Starts the next window."""
         before, after = self.since_in, self.since_out
         self.since_in = self.since_out = 0.0
         learning = self.kit_frames * FRAME < KIT_LEARNING_SECONDS * self.rate

@@ -211,7 +211,7 @@ class BeatTracker:
         # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
         if self.frames % UPDATE_FRAMES == 0:
-            kit_alone = self.canceller is not None and self.canceller.kit_alone()
+            kit_alone = self.canceller is not None and self.canceller.kit_alone_since_asked()
             if self.loudness.update(UPDATE_FRAMES / self.fps, kit_alone):
                 self._start_over()
             if self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
