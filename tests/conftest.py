@@ -162,35 +162,43 @@ def own_jack_server(monkeypatch, ports: int, label: str, rate: int = 48000, peri
         server.wait(10)
 
 
-# --- the soak runs beside the suite ----------------------------------------------------------
+# --- the soak and the waiting tests run beside the suite ---------------------------------------
 
 #: minutes of the soak that tests/test_soak.py checks (the issue's "3-minute version in the suite")
 SOAK_MINUTES = 3.0
 SOAK: dict = {}  #: the soak's process and its JSON, once started
+#: set in the second pytest process that runs the ``waiting`` tests: the file its reports go to
+LANE_REPORTS = "DRUMMACHINE_TEST_LANE_REPORTS"
+LANE: dict = {}  #: the waiting tests' node ids, their pytest process and its reports' file, once started
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The soak is three minutes of a real stage under faults, most of it waiting for time to pass:
     it plays beside the rest of the suite on a JACK server of its own (a busier host than a stage:
-    all the better for a soak). The real-time tests over JACK go first, on a quiet host, the soak
+    all the better for a soak). The real-time tests over JACK go first, on a quiet host; the soak
     starts with the first test after them (see pytest_runtest_setup), tests/test_soak.py comes last
-    and collects its report. A JACK test marked ``beside_soak`` (on a server of its own, waiting on
-    the wall clock with a loose limit, measuring no timing) plays beside the soak: the soak's
-    three minutes were longer than the rest of the suite, and filling them costs nothing."""
+    and collects its report. A test marked ``waiting`` (over JACK, waiting on the wall clock for
+    servers and inputs that come late or stall, with loose limits, measuring no timing) runs in a
+    second pytest process started with the soak, beside the CPU-bound tests: its reports are
+    replayed here, each under its own name, in its place after the others. Run without the soak
+    (a file or -k), every test runs here in its collected order."""
     soak = [item for item in items if item.path.name == "test_soak.py"]
-    if not soak:
+    if not soak or os.environ.get(LANE_REPORTS):
         return
-    realtime = [item for item in items if item not in soak and item.get_closest_marker("beside_soak") is None and (
+    waiting = [item for item in items if item.get_closest_marker("waiting") is not None]
+    realtime = [item for item in items if item not in soak and item not in waiting and (
         "jack_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("jack") is not None)]
-    others = [item for item in items if item not in soak and item not in realtime]
-    items[:] = realtime + others + soak
-    SOAK["starts_at"] = (others or soak)[0].nodeid
+    others = [item for item in items if item not in soak and item not in realtime and item not in waiting]
+    items[:] = realtime + others + waiting + soak
+    SOAK["starts_at"] = (others or waiting or soak)[0].nodeid
+    LANE["nodeids"] = [item.nodeid for item in waiting]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.nodeid == SOAK.get("starts_at") and "proc" not in SOAK:
         start_soak()
+        start_waiting_lane()
 
 
 def start_soak() -> None:
@@ -209,19 +217,85 @@ def start_soak() -> None:
     SOAK.update(proc=proc, out=out, folder=folder)
 
 
+def start_waiting_lane() -> None:
+    if not LANE.get("nodeids"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="drummachine-lane-"))
+    reports = folder / "reports.jsonl"
+    reports.touch()
+    with open(folder / "output", "w") as output:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LANE["nodeids"]],
+                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+                                env={**os.environ, LANE_REPORTS: str(reports)})
+    LANE.update(proc=proc, reports=reports, folder=folder)
+
+
+def pytest_configure(config):
+    LANE["config"] = config
+
+
+def pytest_runtest_logreport(report):
+    """In the waiting tests' process: each report to the file the suite's process replays."""
+    path = os.environ.get(LANE_REPORTS)
+    if path:
+        import json
+
+        data = LANE["config"].hook.pytest_report_to_serializable(config=LANE["config"], report=report)
+        with open(path, "a") as out:
+            out.write(json.dumps(data) + "\n")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A waiting test's reports, from its own process, in its place here (as pytest-xdist hands a
+    worker's reports to the main process)."""
+    if item.nodeid not in LANE.get("nodeids", ()) or "proc" not in LANE:
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in waiting_test_reports(item):
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    # what runtestprotocol's teardown does: the last test run here left its module's and package's
+    # set-up for this one, which set up nothing; the next test needs them torn down as for any other
+    item.session._setupstate.teardown_exact(nextitem)
+    return True
+
+
+def waiting_test_reports(item) -> list:
+    """The reports of ``item`` once its process wrote its teardown, or once that process ended
+    (then a failure saying so, with the end of its output, if the test's reports are not all
+    there)."""
+    import json
+
+    config = item.config
+    while True:
+        ended = LANE["proc"].poll() is not None
+        found = [json.loads(line) for line in LANE["reports"].read_text().splitlines() if line.strip()]
+        mine = [data for data in found if data.get("nodeid") == item.nodeid]
+        if any(data.get("when") == "teardown" for data in mine):
+            return [config.hook.pytest_report_from_serializable(config=config, data=data) for data in mine]
+        if ended:
+            output = (LANE["folder"] / "output").read_text()[-3000:]
+            return [pytest.TestReport(item.nodeid, item.location, {}, "failed",
+                                      f"the waiting tests' process ended (code {LANE['proc'].returncode}) without "
+                                      f"finishing this test; its output's end:\n{output}", "call")]
+        time.sleep(0.2)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """A run that ended early (-x, ^C) does not leave the soak playing."""
+    """A run that ended early (-x, ^C) does not leave the soak or the waiting tests playing."""
     import shutil
 
-    proc = SOAK.get("proc")
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if SOAK.get("folder"):
-        shutil.rmtree(SOAK["folder"], ignore_errors=True)
+    for started in (SOAK, LANE):
+        proc = started.get("proc")
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if started.get("folder"):
+            shutil.rmtree(started["folder"], ignore_errors=True)
 
 
 # --- a host that stalls JACK itself voids a real-time measurement --------------------------------

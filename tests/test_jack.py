@@ -402,6 +402,8 @@ def env_of_a_server_to_come(prefix: str) -> dict:
     return {**os.environ, "JACK_DEFAULT_SERVER": f"{prefix}{os.getpid()}", "JACK_NO_START_SERVER": "1",
             "DRUMMACHINE_MIDI_API": "jack"}
 
+
+@pytest.mark.waiting
 def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path):
     """`play` with MIDI out started before its JACK server (a Pi whose jackd comes up after the
     service, an interface switched on late): MIDI alone meanwhile on the wall clock, the mixer
@@ -443,7 +445,7 @@ def test_a_sound_server_that_comes_after_play_gets_the_kit_from_then_on(tmp_path
     assert m and int(m.group(1)) >= 16 * 8 * 0.9, text  # ~8 steps a second for the whole 16 s: no stall
 
 
-
+@pytest.mark.waiting
 def test_a_sound_server_back_at_another_rate_gets_the_kit_at_that_rate(tmp_path):
     """JACK restarted mid-set at 44.1 kHz after playing at 48 kHz (the interface swapped for
     another): the mixer comes back at the server's new rate, on the clock that went on, and the

@@ -594,7 +594,7 @@ def play_headless(env, log, *more: str) -> subprocess.Popen:
 
 @pytest.mark.jack
 @pytest.mark.slow
-@pytest.mark.beside_soak
+@pytest.mark.waiting
 def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_path):
     """A JACK server that stalls (here SIGSTOPped while `play` plays) answers no request: libjack's
     client close waits for its answer with no time limit, and quitting hung for good, SIGTERM too.
@@ -625,7 +625,7 @@ def test_quitting_while_the_jack_server_stopped_answering_ends_in_seconds(tmp_pa
 
 @pytest.mark.jack
 @pytest.mark.slow
-@pytest.mark.beside_soak
+@pytest.mark.waiting
 def test_play_started_on_a_jack_server_that_does_not_answer_plays_and_connects_when_it_does(tmp_path):
     """`play` started while the JACK server is stalled (SIGSTOPped): libjack's open waited for
     good, and `play` never started. Now it waits 5 s, says the server does not answer, plays on by
@@ -652,6 +652,7 @@ def test_play_started_on_a_jack_server_that_does_not_answer_plays_and_connects_w
 
 @pytest.mark.jack
 @pytest.mark.slow
+@pytest.mark.waiting
 def test_ports_and_doctor_on_a_jack_server_that_does_not_answer_say_so_and_end(tmp_path):
     """`ports` and `doctor` ask PortAudio, JACK-Client and python-rtmidi, which wait for a stalled
     server with no time limit (rtmidi holding the interpreter's lock): both hung for good. Now the

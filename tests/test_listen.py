@@ -358,6 +358,7 @@ def test_play_with_an_input_that_is_not_there_plays_on(jack_server, tmp_path):
 
 
 @pytest.mark.jack
+@pytest.mark.waiting
 def test_an_input_that_comes_after_play_is_listened_to_from_then_on(jack_server, tmp_path):
     """`--listen` names a port that is not there at the start (the band's interface, or its
     bridge, switched on after `play`): the machine plays by its own tempo, looks for the port every

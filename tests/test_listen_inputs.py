@@ -77,6 +77,7 @@ def test_listening_to_its_own_kit_on_jack_is_refused_in_one_line(jack_server):
 
 
 @pytest.mark.jack
+@pytest.mark.waiting
 def test_a_sounddevice_input_that_comes_after_play_is_found_and_found_again_when_it_moved(jack_server, tmp_path):
     """`--listen sd:NAME` whose device is not there at the start is looked for every 2 s, through
     a process of its own (this process's PortAudio lists the devices it saw when it started);
