@@ -270,7 +270,8 @@ def waiting_test_reports(item) -> list:
     config = item.config
     while True:
         ended = LANE["proc"].poll() is not None
-        found = [json.loads(line) for line in LANE["reports"].read_text().splitlines() if line.strip()]
+        lines = LANE["reports"].read_text().split("\n")[:-1]  # the last: a line still being written, or ""
+        found = [json.loads(line) for line in lines if line.strip()]
         mine = [data for data in found if data.get("nodeid") == item.nodeid]
         if any(data.get("when") == "teardown" for data in mine):
             return [config.hook.pytest_report_from_serializable(config=config, data=data) for data in mine]
