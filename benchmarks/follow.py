@@ -529,7 +529,8 @@ def main(argv=None) -> int:
     ap.add_argument("--turns", default="", help="--underruns: only the turns whose label holds one of these "
                                                 "(comma-separated: without,PortAudio,Python)")
     ap.add_argument("--real-model", action="store_true",
-                    help="--underruns: the shipped model instead of the stand-in (generator misses mean something)")
+                    help="--underruns, --instrument-bleed: the shipped model instead of the stand-in (generator "
+                         "misses mean something; its own playing, fills and all, is what reaches the input)")
     ap.add_argument("--jackd-log", default=None, help="--underruns: the JACK server's log (who jackd blamed)")
     ap.add_argument("--pop909", default=None, metavar="DIR",
                     help="the POP909-Dataset's POP909 folder: its songs, rendered, are the mix pop909 "

@@ -442,9 +442,10 @@ def bleed(args) -> dict:
             env = {"DRUMMACHINE_LISTEN_OWN_KIT": "keep"} if own_kit == "keep" else {}
             try:
                 if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
-                    raw = run_one(clip, "beat", wait_for_band=True, env_extra=env)
+                    raw = run_one(clip, "beat", wait_for_band=True, env_extra=env, fake_model=not args.real_model)
                 else:
-                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137, env_extra=env)
+                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137, env_extra=env,
+                                  fake_model=not args.real_model)
             finally:
                 if mic is not None:
                     mic.close()
@@ -458,6 +459,7 @@ def bleed(args) -> dict:
             row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
                         "listener_cpu_share": raw["listener_cpu_share"], "underruns": raw["underruns"],
                         "bleed_room": bool(args.bleed_room), "wait_for_band": bool(args.wait_for_band),
+                        "model": "shipped int8" if args.real_model else "stand-in",
                         "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,
                         "second_half_phase_error_ms_p95": round(float(np.percentile(late, 95)), 1) if late.size else None,

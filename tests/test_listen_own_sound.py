@@ -212,3 +212,44 @@ def test_on_jack_the_listening_process_takes_the_kits_ports_in_and_its_sound_out
             client.close()
         look.close()
     assert removed > 6.0, removed
+
+
+@needs_speex
+@pytest.mark.jack
+@pytest.mark.waiting
+def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server):
+    """The kit's JACK ports not there when the listening process started (after a JACK restart the
+    band's port can be back before the engine's client): listening goes on without them, and once
+    they are there the listening process starts again with them and takes the kit out (before, the
+    kit's ports were those of when listening began, looked up once)."""
+    import jack
+
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.listen.listener import KIT_LOOK_SECONDS, Listener
+
+    band = material.BandPlayer(np.zeros(48000, np.float32), "band-first")
+    kit_ports: list[str] = []
+    look = jack.Client("kit-late-look", no_start_server=True)
+    own = None
+    try:
+        with Listener(band.port_name, 120.0, MonotonicClock(), client="listen-kit-late",
+                      kit_ports=lambda: tuple(kit_ports)) as listener:
+            listener.link(lambda reading: None)
+            assert listener.own_kit == "" and listener.setup["kit_ports"] == []
+            time.sleep(2 * KIT_LOOK_SECONDS)
+            assert listener.restarts == 0
+            own = material.BandPlayer(np.zeros(48000, np.float32), "kit-late")
+            kit_ports.append(own.port_name)
+            deadline = time.monotonic() + 4 * KIT_LOOK_SECONDS + 10.0
+            while time.monotonic() < deadline and not (listener.restarts and look.get_all_connections(own.port_name)):
+                time.sleep(0.05)
+            assert listener.restarts == 1 and listener.own_kit == "taken out", (listener.restarts, listener.own_kit)
+            assert listener.setup["kit_ports"] == [own.port_name]
+            assert look.get_all_connections(own.port_name), "the kit's port into the listening process"
+            time.sleep(2 * KIT_LOOK_SECONDS)
+            assert listener.restarts == 1 and listener.status() in ("listening", "silence"), listener.status()
+    finally:
+        for client in (band, own):
+            if client is not None:
+                client.close()
+        look.close()

@@ -168,7 +168,7 @@ def _listen(session, opts, quiet: bool = False):
 
     def make():
         return Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
-                        gate_db=opts.listen_gate, kit_ports=_kit_ports(session, opts)).wait_ready()
+                        gate_db=opts.listen_gate, kit_ports=lambda: _kit_ports(session, opts)).wait_ready()
 
     def link(band, came: str = "") -> None:
         def send(reading) -> None:
@@ -178,11 +178,7 @@ def _listen(session, opts, quiet: bool = False):
         band.link(send)
         logging.info("listening to %s (%d Hz, %s capture), following: %s%s", band.input.name, band.rate,
                      band.capture or "?", opts.follow, came)
-        if band.own_kit == "taken out":
-            logging.info("listen: the machine's own kit (%s) is taken out of what it hears",
-                         ", ".join(band.setup["kit_ports"]))
-        elif band.own_kit:
-            logging.warning("listen: %s", band.own_kit)
+        band.say_own_kit()
 
     try:
         band = make()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.follow import BandReading
@@ -44,6 +45,11 @@ STALLED_SECONDS = 3.0
 #: for an input that may be away for the rest of the set
 RETRY_SECONDS = (2.0, 10.0)
 READY_SECONDS = 10.0
+#: listening without the machine's kit (its JACK ports not there when the listening process
+#: started: the band's port back before the engine's client after a JACK restart), its ports are
+#: looked for this often; once there, the listening process starts again with them, to take the
+#: kit out of what it hears
+KIT_LOOK_SECONDS = 1.0
 
 log = logging.getLogger("drummachine")
 
@@ -101,10 +107,15 @@ class InputWhenThere:
 
 
 class Listener:
-    """``--listen PORT``: a listening process and its readings. A context manager."""
+    """``--listen PORT``: a listening process and its readings. A context manager.
+
+    ``kit_ports``: the machine's own kit's JACK ports, or what gives them now (asked at each start
+    of a listening process, and once a second while there are none: after a JACK restart the
+    band's port can be back before the engine's client)."""
 
     def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen",
-                 gate_db: float | None = None, kit_ports: tuple[str, ...] = ()):
+                 gate_db: float | None = None, kit_ports: Callable[[], tuple[str, ...]] | tuple[str, ...] = ()):
+        self.kit_ports = kit_ports if callable(kit_ports) else (lambda: tuple(kit_ports))
         self.input = find_input(port)
         self.clock = clock
         self.block = shared.ReadingBlock()
@@ -113,7 +124,7 @@ class Listener:
                  "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
                  "client": client, "gate_db": gate_db,
                  # the machine's own kit as it leaves (JACK ports): taken out of what it hears
-                 "kit_ports": list(kit_ports),
+                 "kit_ports": list(self.kit_ports()),
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
@@ -190,9 +201,32 @@ class Listener:
         s = self.block.slots
         s[shared.SEQ] += int(s[shared.SEQ]) & 1  # a process killed mid-reading: the lock is free again
         s[shared.STATUS] = shared.STARTING
+        self.setup["kit_ports"] = list(self.kit_ports())
         self._spawn()
         self._take_answer(READY_SECONDS, self._end_process)
         self.restarts += 1
+
+    def say_own_kit(self) -> None:
+        """In the log: what is done with the machine's own kit in what it hears."""
+        if self.own_kit == "taken out":
+            log.info("listen: the machine's own kit (%s) is taken out of what it hears",
+                     ", ".join(self.setup["kit_ports"]))
+        elif self.own_kit:
+            log.warning("listen: %s", self.own_kit)
+
+    def _take_the_kit_in(self) -> None:
+        """The kit's ports came after listening began: the listening process starts again with
+        them (its tracker starts cold: the follower holds until it is sure of the band again)."""
+        ports = self.kit_ports()
+        log.warning("listen: the machine's kit plays on JACK now (%s): listening again to take it out of "
+                    "what it hears", ", ".join(ports))
+        try:
+            self.start_again()
+        except DrumMachineError as exc:  # the link's watch tries again, as for any input that stopped
+            log.warning("listen: %s", exc)
+            return
+        self._blocks_since = None
+        self.say_own_kit()
 
     def set_tempo(self, bpm: float) -> None:
         """The tempo the engine plays: the tracker looks for the band around it."""
@@ -261,6 +295,7 @@ class Listener:
                     self.start_again()
                     log.warning("listen: listening to %s again (%d Hz, %s capture); the follower holds "
                                 "until it is sure of the band", self.input.name, self.rate, self.capture)
+                    self.say_own_kit()
                     self._blocks_since = None
                     return
                 except DrumMachineError as exc:
@@ -275,12 +310,17 @@ class Listener:
         """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``),
         and start the listening process again when its input stopped."""
         def loop():
-            last, handed = -1, 0.0
+            last, handed, kit_looked = -1, 0.0, time.monotonic()
             while not self._stop.wait(LINK_SECONDS):
                 try:
                     if self.stalled(time.monotonic()):
                         self._watch()
                         continue
+                    if not self.setup["kit_ports"] and time.monotonic() - kit_looked >= KIT_LOOK_SECONDS:
+                        kit_looked = time.monotonic()
+                        if self.kit_ports():
+                            self._take_the_kit_in()
+                            continue
                     if time.monotonic() - handed < HAND_SECONDS - LINK_SECONDS / 2:
                         continue
                     r = self.reading()
