@@ -175,9 +175,13 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
         lpid = listener_pid(proc.pid) if listen else None
         cpu0, wall0 = (cpu_ticks(lpid) if lpid else 0), time.monotonic()
         player.start()
+        cpu1, wall1 = cpu0, wall0
         while not player.done and proc.poll() is None:
             time.sleep(0.1)
-        cpu1, wall1 = (cpu_ticks(lpid) if lpid else 0), time.monotonic()
+            # read while the listening process lives: `play` may end before the clip does
+            ticks = cpu_ticks(lpid) if lpid else 0
+            if ticks:
+                cpu1, wall1 = ticks, time.monotonic()
         out, err = proc.communicate(timeout=seconds + 30)
     finally:
         if proc.poll() is None:
@@ -196,7 +200,7 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
             "returncode": proc.returncode, "summary": summary, "log": str(log),
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
-            if listen and lpid and cpu1 >= cpu0 > 0 else None}
+            if listen and lpid and cpu0 > 0 and wall1 > wall0 else None}
 
 
 def velocity_by_bar(run: dict) -> list[float | None]:
