@@ -227,6 +227,8 @@ def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server
     from drummachine.core.transport import MonotonicClock
     from drummachine.listen.listener import KIT_LOOK_SECONDS, Listener
 
+    from .conftest import wait_for
+
     band = material.BandPlayer(np.zeros(48000, np.float32), "band-first")
     kit_ports: list[str] = []
     look = jack.Client("kit-late-look", no_start_server=True)
@@ -240,9 +242,7 @@ def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server
             assert listener.restarts == 0
             own = material.BandPlayer(np.zeros(48000, np.float32), "kit-late")
             kit_ports.append(own.port_name)
-            deadline = time.monotonic() + 4 * KIT_LOOK_SECONDS + 10.0
-            while time.monotonic() < deadline and not (listener.restarts and look.get_all_connections(own.port_name)):
-                time.sleep(0.05)
+            wait_for(lambda: listener.restarts and look.get_all_connections(own.port_name), 4 * KIT_LOOK_SECONDS + 10.0)
             assert listener.restarts == 1 and listener.own_kit == "taken out", (listener.restarts, listener.own_kit)
             assert listener.setup["kit_ports"] == [own.port_name]
             assert look.get_all_connections(own.port_name), "the kit's port into the listening process"
