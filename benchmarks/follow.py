@@ -37,6 +37,11 @@ them, open loop (no JACK):
     python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando --bleed-levels=off,-12,-6,0 \
         --own-kit keep,out --bleed-room --out benchmarks/follow_instrument_own_kit_out.json
     python benchmarks/follow.py --own-kit-table --scenarios steady,accelerando --out benchmarks/follow_own_kit_table.json
+
+and with the kit through PortAudio's JACK client, read from the mixer by time (``listen.kit_tap``):
+
+    python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando --bleed-levels=off,-12,0 \
+        --own-kit keep,out --bleed-room --kit-through portaudio --out benchmarks/follow_instrument_kit_by_time.json
 """
 
 from __future__ import annotations
@@ -500,6 +505,10 @@ def main(argv=None) -> int:
     ap.add_argument("--own-kit", default="out",
                     help="--instrument-bleed: 'out' (the listening process takes the kit out: the default), "
                          "'keep' (not given the kit's ports), or both: keep,out")
+    ap.add_argument("--kit-through", default="jack", choices=("jack", "portaudio"),
+                    help="--instrument-bleed: the kit through the engine's own JACK ports (the default where "
+                         "JACK runs at the start), or through PortAudio's client (as where the server came "
+                         "after play; as over ALSA): the listening process then reads it from the mixer by time")
     ap.add_argument("--bleed-room", action="store_true",
                     help="--instrument-bleed: the kit reaches the mic with a stage's reflections, not only the direct sound")
     ap.add_argument("--performances", type=int, default=8)

@@ -444,6 +444,8 @@ def bleed(args) -> dict:
             mic = KitBleed(level, room=args.bleed_room) if level is not None else None
             # "keep": the listening process is not given the kit's ports (as before the canceller)
             env = {"DRUMMACHINE_LISTEN_OWN_KIT": "keep"} if own_kit == "keep" else {}
+            if args.kit_through == "portaudio":  # the mixer's own stream: the kit read from it by time
+                env["DRUMMACHINE_JACK_AUDIO"] = "portaudio"
             try:
                 if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
                     raw = run_one(clip, "beat", wait_for_band=True, env_extra=env, fake_model=not args.real_model)
@@ -463,6 +465,8 @@ def bleed(args) -> dict:
             row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
                         "listener_cpu_share": raw["listener_cpu_share"], "underruns": raw["underruns"],
                         "bleed_room": bool(args.bleed_room), "wait_for_band": bool(args.wait_for_band),
+                        "kit_through": args.kit_through,
+                        "kit_read_by_time": "read from the mixer by time" in log,
                         "model": "shipped int8" if args.real_model else "stand-in",
                         "wired": bool(mic and mic.wired) if level is not None else None,
                         "second_half_phase_error_ms_p50": round(float(np.percentile(late, 50)), 1) if late.size else None,

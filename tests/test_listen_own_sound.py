@@ -139,18 +139,38 @@ def test_without_speexdsp_the_canceller_is_one_line_and_nothing_is_taken_out(mon
     canceller, why = open_canceller(16000)
     assert canceller is None and why == "libspeexdsp is not installed (apt-get install libspeexdsp1)"
     tracker = BeatTracker(48000, 120.0)
-    said = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker)
-    assert said == f"its own kit is not taken out of what it hears: {why}" and tracker.canceller is None
+    said, tap = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker)
+    assert said == f"its own kit is not taken out of what it hears: {why}" and tracker.canceller is None and tap is None
 
 
 @needs_speex
-def test_the_kit_is_taken_out_only_where_it_comes_in_beside_the_input():
+def test_the_kit_is_taken_out_where_it_comes_in_beside_the_input_or_the_mixer_gives_it():
+    """The kit's ports beside the input first; else the mixer's block, read by time
+    (``listen.kit_tap``); else nothing; a block that is gone is one line."""
+    from drummachine.audio.wire import SharedBlock
+    from drummachine.listen.process import TAKEN_OUT_BY_TIME
+
     tracker = BeatTracker(48000, 120.0)
-    assert own_kit_taken_out({"kit_ports": []}, Capture(48000, kit=False), tracker) == ""
-    said = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=False), tracker)
+    assert own_kit_taken_out({"kit_ports": []}, Capture(48000, kit=False), tracker) == ("", None)
+    said, tap = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=False), tracker)
     assert said.startswith("its own kit is not taken out of this input") and tracker.canceller is None
-    assert own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker) == "taken out"
+    said, tap = own_kit_taken_out({"kit_ports": ["drummachine:out_0"]}, Capture(48000, kit=True), tracker)
+    assert said == "taken out" and tap is None
     assert tracker.canceller is not None and tracker.canceller.rate == 16000
+    mixer_block = SharedBlock()
+    try:
+        tracker = BeatTracker(48000, 120.0)
+        said, tap = own_kit_taken_out({"kit_ports": ["drummachine:out_0"], "kit_tap": mixer_block.name},
+                                      Capture(48000, kit=False), tracker)
+        assert said == TAKEN_OUT_BY_TIME and tap is not None and tracker.canceller is not None
+        tap.block.owner = False
+        tap.close()
+    finally:
+        mixer_block.close()
+    tracker = BeatTracker(48000, 120.0)
+    said, tap = own_kit_taken_out({"kit_tap": "psm_no_such_block"}, Capture(48000), tracker)
+    assert said.startswith("its own kit is not taken out of what it hears: the mixer's block is gone"), said
+    assert tap is None
 
 
 def test_the_capture_keeps_the_kit_sample_for_sample_beside_the_input_round_the_ring():

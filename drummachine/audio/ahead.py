@@ -54,6 +54,7 @@ class MixAhead:
         self.remixed = 0  #: blocks mixed again because an event came for a frame already mixed
         self.late = 0  #: events that came for the block playing next or earlier (played at the block after)
         self.behind = 0  #: times the mixing fell behind the playhead and started again from it
+        self.tap = None  #: each block mixed also goes here (``wire.KitTap``: the listening process's)
 
     # --- the mixing thread ----------------------------------------------------------------
     def schedule(self, frame: int, voice: int, value: float) -> None:
@@ -120,6 +121,8 @@ class MixAhead:
         voices.mix(out, start)
         voices.limit(out)
         self._write(out, start)
+        if self.tap is not None:
+            self.tap.write(out, start)
         self.history.append((start, state, added))
         if len(self.history) > self.ahead + 1:
             del self.history[0]

@@ -24,7 +24,7 @@ from drummachine.audio.devices import find_output, playback_latency
 from drummachine.audio.mixing import Voices
 from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
                                     NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, TIMING_BIN_NS, TIMING_BINS, UNDERRUNS,
-                                    WORST_GAP_NS, WORST_NS, WRITTEN, SharedBlock)
+                                    WORST_GAP_NS, WORST_NS, WRITTEN, KitTap, SharedBlock)
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.parent_pipe import end_with_parent
 
@@ -68,6 +68,14 @@ class Mixer:
         self.turn_lock = threading.Lock()  # held by a mixing turn: the callback never mixes during one
         self.mixing = False
         self.callback_thread = 0  #: the callback's OS thread id (its real-time priority is JACK's)
+        #: the kit as mixed, for the listening process (``wire.KitTap``); set with ``tap_into``
+        self.tap = None
+
+    def tap_into(self, tap) -> None:
+        """Each block mixed (here or ahead) also into ``tap``."""
+        self.tap = tap
+        if self.ahead is not None:
+            self.ahead.tap = tap
 
     def callback(self, outdata, frames, time_info, status) -> None:
         """The stream's callback: copy (or mix), and never raise (PortAudio would stop the stream):
@@ -182,6 +190,8 @@ class Mixer:
             self.panic = panic
         voices.mix(outdata, block_start)
         voices.limit(outdata)
+        if self.tap is not None:
+            self.tap.write(outdata, block_start)
         self._publish(block_start, frames, started, sounds_ns)
 
     # --- the mixing thread (with ahead) ---------------------------------------------------
@@ -368,6 +378,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
             raise DrumMachineError("mixing", "the JACK ring's mixer is started with --jack")
         mixer = Mixer(block, Voices(kit, block_max=8192, outs=outs, cue=cue), rate, ahead=MIXINGS[how][0],
                       blocksize=blocksize)
+        mixer.tap_into(KitTap(block, rate, len(out_channels(outs))))
         if how == "jack":
             from drummachine.audio.jack_ring import open_for_mix
 

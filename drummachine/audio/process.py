@@ -46,7 +46,7 @@ import numpy as np
 
 from drummachine.audio.mixing import CLICK, CLICK_ACCENT, CUE
 from drummachine.audio.wire import (AT_NS, CALLBACKS, FAULTS, FRAMES, LATE_EVENTS, LEVEL, MIX_WORST_NS,
-                                    NOT_READY, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, UNDERRUNS,
+                                    NOT_READY, OUT_LATENCY_NS, OVERLAPS, PANIC, SILENT, READ, REMIXED, SEQ, UNDERRUNS,
                                     WORST_GAP_NS, WORST_NS, EventRing, SharedAudioClock, SharedBlock,
                                     timing_summary)
 from drummachine.core.command_handlers import CLICK_LEVEL  # the click's level when no song sets one
@@ -223,6 +223,7 @@ class AudioProcessSink(Sink):
         if self.jack_ports is not None:  # the engine's own JACK client: its ports' figure
             self.jack_ports.check()
             self.output_latency_s, self.output_latency_from = self.jack_ports.playback_latency_s, "JACK"
+        self.block.header[OUT_LATENCY_NS] = round(self.output_latency_s * 1e9)  # for the listening process
         #: how far ahead of the clock a hit must come: the mixer's ring, and the output latency
         #: it is handed over before its time
         self.ahead_s = float(reply.get("ahead_s", 0.0)) + self.output_latency_s
@@ -358,6 +359,11 @@ class AudioProcessSink(Sink):
         """The kit's JACK output ports where the engine's own client plays them, else ()."""
         return tuple(self.jack_ports.names) if self.jack_ports_there() else ()
 
+    @property
+    def kit_tap(self) -> str:
+        """The shared block holding the kit as mixed (``wire.KitTap``), for the listening process."""
+        return self.block.name if self.block.header is not None else ""
+
     def jack_ports_there(self) -> bool:
         """Where the engine's own JACK client plays the kit: its ports are registered (a server is there)."""
         return self.jack_ports is not None and self.jack_ports.slot is not None
@@ -377,6 +383,7 @@ class AudioProcessSink(Sink):
             return False
         self.ahead_s += latency - self.output_latency_s
         self.output_latency_s = latency
+        self.block.header[OUT_LATENCY_NS] = round(latency * 1e9)
         return True
 
     def close(self) -> None:

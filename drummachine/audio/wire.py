@@ -7,7 +7,11 @@ ever waits on the other:
 - the stream's sample clock comes back as (frames done, monotonic time of that callback) under a
   sequence lock, so the engine's clock is the audio clock, read without a system call;
 - counters (callbacks, underruns, faults, blocks not mixed in time, blocks mixed again), a panic
-  generation number, and a histogram of the callback's durations (``TIMING_BIN_NS`` bins).
+  generation number, and a histogram of the callback's durations (``TIMING_BIN_NS`` bins);
+- the kit as mixed (``KitTap``): each block's main channels summed, at its frame, for the listening
+  process to take the machine's own sound out of what it hears where the kit does not play through
+  the engine's JACK ports (``listen.kit_tap`` reads it by time, with the clock above and the output
+  latency the engine writes in ``OUT_LATENCY_NS``).
 """
 
 from __future__ import annotations
@@ -25,25 +29,32 @@ HEADER = 24
 SEQLOCK_TRIES = 10_000
 # header slots (int64)
 (WRITTEN, READ, SEQ, FRAMES, AT_NS, UNDERRUNS, CALLBACKS, PANIC, DROPPED, WORST_NS, WORST_GAP_NS,
- FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS, OVERLAPS, SILENT) = range(18)
+ FAULTS, NOT_READY, REMIXED, LATE_EVENTS, MIX_WORST_NS, OVERLAPS, SILENT, TAPPED, TAP_RATE,
+ OUT_LATENCY_NS) = range(21)
 # NOT_READY: blocks the callback found not mixed (it played silence); REMIXED: blocks mixed again for an
 # event that came after they were mixed; LATE_EVENTS: hits that came for the block playing next or
 # earlier; MIX_WORST_NS: the mixing thread's longest turn (audio.ahead); OVERLAPS: its turns that a
 # callback came during (the two then took turns at the interpreter lock); SILENT: blocks not ready
-# that the callback could not mix itself either (the mixing thread was mid-turn): played as silence
+# that the callback could not mix itself either (the mixing thread was mid-turn): played as silence;
+# TAPPED: the kit tap holds frames up to this one (exclusive); TAP_RATE: its rate (the mixer's);
+# OUT_LATENCY_NS: from a frame's place on the clock to the sound card's output (the engine's figure)
 TIMING_BINS = 512
 TIMING_BIN_NS = 5_000  #: the callback's durations, 5 µs bins; the last bin holds everything longer
+#: frames of the kit as mixed kept for the listening process (5.5 s at 48 kHz): it reads a sample
+#: the input's latency, PortAudio's input ring (up to 0.5 s) and its own poll after it sounded
+TAP_FRAMES = 1 << 18
 
 
 class SharedBlock:
     """The shared memory: header (int64), event ring (float64 rows), the callback's timings
-    (int64 counts), optional recording (float32)."""
+    (int64 counts), the kit tap (float32, mono), optional recording (float32)."""
 
     def __init__(self, name: str | None = None, record_frames: int = 0, channels: int = 2):
         from multiprocessing import shared_memory
 
         timings_at = HEADER * 8 + CAPACITY * 4 * 8
-        recording_at = timings_at + TIMING_BINS * 8
+        tap_at = timings_at + TIMING_BINS * 8
+        recording_at = tap_at + TAP_FRAMES * 4
         size = recording_at + record_frames * channels * 4
         if name is None:
             self.shm = shared_memory.SharedMemory(create=True, size=size)
@@ -55,6 +66,7 @@ class SharedBlock:
         self.header = np.ndarray((HEADER,), np.int64, buf, 0)
         self.ring = np.ndarray((CAPACITY, 4), np.float64, buf, HEADER * 8)
         self.timings = np.ndarray((TIMING_BINS,), np.int64, buf, timings_at)
+        self.tap = np.ndarray((TAP_FRAMES,), np.float32, buf, tap_at)
         self.recording = np.ndarray((record_frames, channels), np.float32, buf, recording_at) \
             if record_frames else None
         if self.owner:
@@ -67,7 +79,7 @@ class SharedBlock:
         return self.shm.name
 
     def close(self) -> None:
-        self.header = self.ring = self.timings = self.recording = None
+        self.header = self.ring = self.timings = self.tap = self.recording = None
         release(self.shm, self.owner)
 
 
@@ -91,6 +103,32 @@ class EventRing:
         self.written += 1
         h[WRITTEN] = self.written
         return True
+
+
+class KitTap:
+    """The mixer's end of the kit tap: each block as it leaves (after the limiter), its main
+    channels summed (not the cue bus: the in-ears reach no mic), written at its frame. A block
+    mixed again overwrites its frames. Allocates nothing per block (the mixing thread is real-time)."""
+
+    def __init__(self, block: SharedBlock, rate: int, mains: int, block_max: int = 8192):
+        self.header, self.tap = block.header, block.tap
+        self.mains = mains
+        self.mono = np.zeros(block_max, np.float32)
+        self.tap[:] = 0.0  # a mixer started again (perhaps at another rate): nothing of the last one's
+        self.header[TAPPED] = 0
+        self.header[TAP_RATE] = rate
+
+    def write(self, out: np.ndarray, start: int) -> None:
+        n = out.shape[0]
+        mono = self.mono[:n]
+        np.sum(out[:, :self.mains], axis=1, out=mono)
+        i = start % TAP_FRAMES
+        k = min(n, TAP_FRAMES - i)
+        self.tap[i:i + k] = mono[:k]
+        if k < n:
+            self.tap[:n - k] = mono[k:]
+        if start + n > self.header[TAPPED]:
+            self.header[TAPPED] = start + n
 
 
 class SharedAudioClock:

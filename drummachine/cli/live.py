@@ -168,7 +168,8 @@ def _listen(session, opts, quiet: bool = False):
 
     def make():
         return Listener(opts.listen, bpm, session.clock, window=opts.follow_range + 0.05,
-                        gate_db=opts.listen_gate, kit_ports=lambda: _kit_ports(session, opts)).wait_ready()
+                        gate_db=opts.listen_gate, kit_ports=lambda: _kit_ports(session, opts),
+                        kit_tap=_kit_tap(session)).wait_ready()
 
     def link(band, came: str = "") -> None:
         def send(reading) -> None:
@@ -209,6 +210,17 @@ def _kit_ports(session, opts) -> tuple[str, ...]:
     if os.environ.get("DRUMMACHINE_LISTEN_OWN_KIT", "").lower() == "keep" or session.audio is None:
         return ()
     return session.audio.output_ports[:len(out_channels(opts.outs))]
+
+
+def _kit_tap(session) -> str:
+    """The mixer's shared block, whose kit as mixed the listening process reads by time where the
+    kit does not play through the engine's JACK ports (PortAudio, ALSA; a sounddevice input). ""
+    without a kit, or with ``DRUMMACHINE_LISTEN_OWN_KIT=keep``."""
+    import os
+
+    if os.environ.get("DRUMMACHINE_LISTEN_OWN_KIT", "").lower() == "keep" or session.audio is None:
+        return ""
+    return getattr(session.audio, "kit_tap", "")
 
 
 def _setlists() -> list[str]:

@@ -98,6 +98,7 @@ class Timing:
             rows = np.array([[time.monotonic(), 0.0, 0.0]])
         rows = rows[np.argsort(rows[:, 1])]
         self.samples, self.frames = rows[:, 1], rows[:, 2]
+        self.times = rows[:, 0]  #: each callback's (or read's) monotonic time, as noted
         if not exact and rows.shape[0] > 1:
             # a blocking read's frame stamp is when it returned: late by the reader's wake-up, never
             # early; frames minus samples is constant but for blocks JACK skipped (a step up), so
@@ -114,10 +115,13 @@ class Timing:
         self.per_frame = slope
         self.origin = float(np.min(rows[:, 0] - self.frames * slope))
 
-    def heard(self, sample: float) -> float:
+    def frame(self, sample: float) -> float:
+        """The input clock's frame a sample came at."""
         k = min(int(np.searchsorted(self.samples, sample)), self.samples.size - 1)
-        frame = self.frames[k] - (self.samples[k] - sample)
-        return self.origin + frame * self.per_frame
+        return self.frames[k] - (self.samples[k] - sample)
+
+    def heard(self, sample: float) -> float:
+        return self.origin + self.frame(sample) * self.per_frame
 
     @property
     def speed(self) -> float:

@@ -111,10 +111,12 @@ class Listener:
 
     ``kit_ports``: the machine's own kit's JACK ports, or what gives them now (asked at each start
     of a listening process, and once a second while there are none: after a JACK restart the
-    band's port can be back before the engine's client)."""
+    band's port can be back before the engine's client). ``kit_tap``: the mixer's shared block,
+    whose kit as mixed the listening process reads by time where no kit ports come in (``listen.kit_tap``)."""
 
     def __init__(self, port: str, bpm: float, clock, window: float = 0.15, client: str = "drummachine-listen",
-                 gate_db: float | None = None, kit_ports: Callable[[], tuple[str, ...]] | tuple[str, ...] = ()):
+                 gate_db: float | None = None, kit_ports: Callable[[], tuple[str, ...]] | tuple[str, ...] = (),
+                 kit_tap: str = ""):
         self.kit_ports = kit_ports if callable(kit_ports) else (lambda: tuple(kit_ports))
         self.input = find_input(port)
         self.clock = clock
@@ -124,7 +126,7 @@ class Listener:
                  "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
                  "client": client, "gate_db": gate_db,
                  # the machine's own kit as it leaves (JACK ports): taken out of what it hears
-                 "kit_ports": list(self.kit_ports()),
+                 "kit_ports": list(self.kit_ports()), "kit_tap": kit_tap,
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
                  # "callback": JACK-Client's Python callback (the benchmark compares the two)
                  "capture": os.environ.get("DRUMMACHINE_LISTEN_CAPTURE", "portaudio")}
@@ -211,6 +213,8 @@ class Listener:
         if self.own_kit == "taken out":
             log.info("listen: the machine's own kit (%s) is taken out of what it hears",
                      ", ".join(self.setup["kit_ports"]))
+        elif self.own_kit.startswith("taken out"):
+            log.info("listen: the machine's own kit, read from the mixer by time, is taken out of what it hears")
         elif self.own_kit:
             log.warning("listen: %s", self.own_kit)
 

@@ -31,6 +31,7 @@ from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.capture import Capture
 from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
+from drummachine.listen.kit_tap import KitTapReader
 from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -50,6 +51,8 @@ READ_FRAMES = 256  #: PortAudio's blocking reads: samples per read (5.3 ms at 48
 #: the readings ~60 ms late in one check. Neither is settled on this host's noise (docs/follow.md)
 PA_LATENCY = 0.5
 CLIENT_PREFIX = "drummachine-listen"
+#: what is done with the kit where it is read from the mixer's tap by time (``listen.kit_tap``)
+TAKEN_OUT_BY_TIME = "taken out, read from the mixer by time"
 
 
 def open_jack(setup: dict, capture: Capture | None):
@@ -280,7 +283,7 @@ def run(setup: dict, stdin, answer) -> int:
     gate = setup.get("gate_db")
     tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)),
                           gate_db=None if gate is None else float(gate))
-    own_kit = own_kit_taken_out(setup, capture, tracker)
+    own_kit, tap = own_kit_taken_out(setup, capture, tracker)
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
@@ -296,6 +299,11 @@ def run(setup: dict, stdin, answer) -> int:
         now = time.monotonic()
         try:
             x, kit, read = capture.since(read)
+            if tap is not None:  # the kit by time: samples whose kit is not mixed yet wait
+                tap.note_clock(now)
+                kit = tap.beside(read - x.size, x.size, timing, latency, now)
+                read -= x.size - kit.size
+                x = x[:kit.size]
             if x.size:
                 tracker.process(x, kit)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
@@ -343,21 +351,31 @@ def run(setup: dict, stdin, answer) -> int:
             stream.close()
     finally:
         block.close()
+        if tap is not None:
+            tap.close()
     return 0
 
 
-def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> str:
-    """The canceller on the tracker where the kit's ports come in beside the input; in words, what
-    is done with the machine's own kit ("" when there is no kit to take out)."""
-    if not setup.get("kit_ports"):
-        return ""
-    if capture.kit_ring is None:
-        return "its own kit is not taken out of this input (only a JACK input has the kit beside it)"
+def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> tuple[str, KitTapReader | None]:
+    """The canceller on the tracker where the machine's own kit can be had beside the input: its
+    JACK ports in the capture's second channel, else the mixer's kit tap read by time
+    (``listen.kit_tap``; returned, for the loop to read). In words, what is done with the kit
+    ("" when there is no kit to take out)."""
+    ports = bool(setup.get("kit_ports")) and capture.kit_ring is not None
+    if not ports and not setup.get("kit_tap"):
+        return ("its own kit is not taken out of this input (only a JACK input has the kit beside it)"
+                if setup.get("kit_ports") else ""), None
     canceller, why = open_canceller(tracker.arate)
     if canceller is None:
-        return f"its own kit is not taken out of what it hears: {why}"
+        return f"its own kit is not taken out of what it hears: {why}", None
+    tap = None
+    if not ports:
+        try:
+            tap = KitTapReader(setup["kit_tap"])
+        except (OSError, ValueError) as exc:
+            return f"its own kit is not taken out of what it hears: the mixer's block is gone ({exc})", None
     tracker.canceller = canceller
-    return "taken out"
+    return ("taken out" if ports else TAKEN_OUT_BY_TIME), tap
 
 
 def capture_latency(port: str) -> int:

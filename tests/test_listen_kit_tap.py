@@ -1,0 +1,205 @@
+"""The machine's own kit read from the mixer by time (``audio.wire.KitTap``, ``listen.kit_tap``):
+where the kit does not play through the engine's JACK ports, the listening process reads the kit
+as mixed at the moments its input's samples were heard, for the canceller."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from drummachine.audio.wire import AT_NS, FRAMES, OUT_LATENCY_NS, SEQ, TAP_FRAMES, TAPPED, KitTap, SharedBlock
+from drummachine.listen.capture import Timing
+from drummachine.listen.kit_tap import HOLD_SECONDS, LEAD_SECONDS, KitTapReader
+from drummachine.listen.own_sound import OwnSoundCanceller, open_canceller
+from drummachine.listen.tracker import BeatTracker
+
+needs_speex = pytest.mark.skipif(open_canceller(16000)[0] is None, reason="libspeexdsp is not installed")
+
+OUT_RATE, IN_RATE = 48000, 44100
+OUT_LATENCY = 0.0107
+IN_BLOCK = 256
+
+
+def kit_signal(frames: int) -> np.ndarray:
+    """A kit-like signal with no two stretches alike: noise bursts decaying, one every 50 ms."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(frames).astype(np.float32) * 0.3
+    envelope = np.exp(-(np.arange(frames) % 2400) / 300.0).astype(np.float32)
+    return x * envelope
+
+
+def publish(header: np.ndarray, frame: int, at_s: float) -> None:
+    header[SEQ] += 1
+    header[FRAMES] = frame
+    header[AT_NS] = round(at_s * 1e9)
+    header[SEQ] += 1
+
+
+def late(rng) -> float:
+    """A callback's (or a read's) wake-up: mostly a fraction of a millisecond, now and then 5 ms more."""
+    return rng.exponential(0.0003) + (0.005 if rng.random() < 0.01 else 0.0)
+
+
+def removed_db(heard: np.ndarray, kit: np.ndarray, seconds: float) -> float:
+    """How much quieter the canceller leaves ``heard`` over its last ``seconds``, fed ``kit`` beside
+    it, both brought to the analysis rate as the tracker brings them (an input at 44.1 kHz)."""
+    tracker = BeatTracker(IN_RATE, 120.0)
+    canceller = OwnSoundCanceller(tracker.arate)
+    before, after = [], []
+    for i in range(0, heard.size, 441):
+        x, k = tracker.to_analysis_rate(heard[i:i + 441], kit[i:i + 441])
+        before.append(x)
+        after.append(canceller.process(x, k))
+    after_all = np.concatenate(after)
+    before_all = np.concatenate(before)[:after_all.size]
+    tail = int(seconds * tracker.arate)
+    return float(10 * np.log10(np.mean(before_all[-tail:] ** 2) / np.mean(after_all[-tail:] ** 2)))
+
+
+@needs_speex
+def test_the_kit_read_by_time_is_as_good_to_the_canceller_as_the_kit_in_time():
+    """A mixer at 48 kHz, an input at 44.1 kHz on a clock 0.02% fast against it, both noted late
+    by their wake-ups: the kit read beside each input sample is the kit that left the output
+    ``LEAD_SECONDS`` after it was heard, near enough that the canceller takes the kit's echo out
+    of the input by over 12 dB after 9 s (about 14 here; fed the kit exactly in time, about 30:
+    what is left of the wake-ups in the map bounds it; least-squares lines through the same times
+    moved the map by samples a second, and left 0-4 dB under a harsher jitter)."""
+    owner = SharedBlock()
+    rng = np.random.default_rng(1)
+    try:
+        tap = KitTap(owner, OUT_RATE, mains=2)
+        owner.header[OUT_LATENCY_NS] = round(OUT_LATENCY * 1e9)
+        seconds = 12.0
+        kit = kit_signal(int(seconds * OUT_RATE) + OUT_RATE)
+        reader = KitTapReader(owner.name, untrack=False)
+        out_zero = 100.0  # monotonic time the mixer's frame 0 begins its period
+        in_zero = out_zero + 0.3  # the input's sample 0 heard then
+        in_speed = 1.0002  # input samples per second over IN_RATE
+        mixed = 0
+        in_rows = []
+        read = 0
+        got, want = [], []
+        for turn in range(int(seconds / 0.01)):
+            now = out_zero + 0.3 + 0.01 * turn
+            # the mixer: blocks of 128 mixed 4 blocks ahead of the frame that begins its period now
+            playing = int((now - out_zero) * OUT_RATE) // 128 * 128
+            while mixed < playing + 4 * 128:
+                block = np.stack([kit[mixed:mixed + 128], kit[mixed:mixed + 128]], axis=1) * 0.5
+                tap.write(block, mixed)
+                mixed += 128
+            publish(owner.header, playing, out_zero + playing / OUT_RATE + late(rng))
+            reader.note_clock(now)
+            heard_until = int((now - in_zero) * IN_RATE * in_speed)  # the input: what was heard until now
+            if heard_until <= read:
+                continue
+            in_rows.append((now + late(rng), heard_until, heard_until))
+            timing = Timing(np.array(in_rows[-1000:]), IN_RATE)
+            beside = reader.beside(read, heard_until - read, timing, 0.0, now)
+            samples = np.arange(read, read + beside.size)
+            read += beside.size
+            t = in_zero + samples / (IN_RATE * in_speed) + LEAD_SECONDS - OUT_LATENCY
+            got.append(beside)
+            want.append(np.interp((t - out_zero) * OUT_RATE, np.arange(kit.size), kit).astype(np.float32))
+        reader.close()
+    finally:
+        owner.close()
+    got, want = np.concatenate(got), np.concatenate(want)
+    assert got.size > (seconds - 0.5) * IN_RATE  # every sample came through (none held for good)
+    room = np.zeros(2000)
+    room[[220, 600, 1400]] = 0.8, -0.3, 0.15  # the wedges 5 ms away, two reflections
+    echo = np.convolve(want, room)[:want.size].astype(np.float32)
+    in_time, by_time = removed_db(echo, want, 3.0), removed_db(echo, got, 3.0)
+    assert in_time > 20.0, in_time
+    assert by_time > 12.0, (by_time, in_time)
+
+
+def test_input_waits_for_its_kit_to_be_mixed_but_not_for_a_mixer_that_is_gone():
+    """Samples whose kit is not mixed yet wait for the next read; where the mixer stopped
+    mixing, they wait ``HOLD_SECONDS`` at most and come with no kit."""
+    owner = SharedBlock()
+    try:
+        tap = KitTap(owner, OUT_RATE, mains=1)
+        tap.write(np.ones((4800, 1), np.float32), 0)  # 100 ms mixed, then nothing
+        reader = KitTapReader(owner.name, untrack=False)
+        for k in range(50):
+            publish(owner.header, 128 * k, 10.0 + 128 * k / OUT_RATE)
+            reader.note_clock(10.0 + k * 0.01)
+        timing = Timing(np.array([[10.0 + s / OUT_RATE, s, s] for s in range(0, 48000, 480)]), OUT_RATE)
+        # 4,600 samples heard by now; the kit of the first 4,319 (read LEAD_SECONDS after them) is mixed
+        beside = reader.beside(0, 4600, timing, 0.0, 10.0 + 4600 / OUT_RATE)
+        assert beside.size == 4800 - round(LEAD_SECONDS * OUT_RATE) - 1 and np.all(beside > 0.99), beside.size
+        later = reader.beside(beside.size, 4600 - beside.size, timing, 0.0, 10.0 + 4600 / OUT_RATE + 0.01)
+        assert later.size == 0  # still waiting for the mixer
+        rest = reader.beside(beside.size, 24000 - beside.size, timing, 0.0, 10.1 + HOLD_SECONDS)
+        assert rest.size == 24000 - beside.size and np.all(rest == 0.0)  # held no longer: no kit where none was mixed
+        reader.close()
+    finally:
+        owner.close()
+
+
+def test_the_tap_keeps_the_main_channels_summed_round_its_end():
+    owner = SharedBlock()
+    try:
+        tap = KitTap(owner, OUT_RATE, mains=2)
+        block = np.ones((128, 3), np.float32) * np.array([0.25, 0.5, 4.0], np.float32)  # the third: the cue bus
+        tap.write(block, TAP_FRAMES - 64)
+        assert np.allclose(owner.tap[-64:], 0.75) and np.allclose(owner.tap[:64], 0.75)
+        assert owner.header[TAPPED] == TAP_FRAMES + 64
+    finally:
+        owner.close()
+
+
+@needs_speex
+@pytest.mark.jack
+@pytest.mark.waiting
+def test_on_jack_a_kit_played_through_portaudio_is_read_by_time_and_taken_out(jack_server):
+    """The mixer process playing through PortAudio's JACK client (as where the JACK server came
+    after ``play``; as over ALSA), not the engine's own ports: the listening process is given the
+    mixer's block, reads the kit by time, and takes it out of an input that hears it (the kit's
+    ports into the listening input: a mic hearing the wedges). Without the block nothing is taken out."""
+    import threading
+    import time
+
+    import jack
+
+    from drummachine.audio.process import AudioProcessSink
+    from drummachine.core.engine import Engine
+    from drummachine.core.fake_generator import FakeGenerator
+    from drummachine.core.song import jam
+    from drummachine.listen.listener import Listener
+    from drummachine.listen.process import TAKEN_OUT_BY_TIME
+
+    from .conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    material = pytest.importorskip("follow_material")
+    sink = AudioProcessSink(None, 48000, blocksize=128).wait_ready()
+    look = jack.Client("tap-look", no_start_server=True)
+    band = material.BandPlayer(np.zeros(48000 * 12, np.float32), "band-tap")
+    engine = Engine(FakeGenerator(), jam("rock", 110), sink.clock, [sink], start_delay=0.3)
+    stop = threading.Event()
+    threads = engine.run_threads(stop)
+    removed = []
+    try:
+        kit_ports = [p.name for p in look.get_ports("PortAudio", is_audio=True, is_output=True)]
+        assert kit_ports, "the mixer's PortAudio ports"
+        engine.command("start")
+        for kit_tap in (sink.kit_tap, ""):
+            with Listener(band.port_name, 110.0, sink.clock, client="listen-tap", kit_tap=kit_tap) as listener:
+                assert listener.own_kit == (TAKEN_OUT_BY_TIME if kit_tap else ""), listener.own_kit
+                for port in {p.name for p in look.get_all_connections(band.port_name)}:
+                    for kit in kit_ports:
+                        look.connect(kit, port)
+                time.sleep(8.0 if kit_tap else 3.0)
+                removed.append(listener.own_kit_removed_db())
+    finally:
+        engine.command("stop")
+        stop.set()
+        for t in threads:
+            t.join(2)
+        band.close()
+        look.close()
+        sink.close()
+    assert removed[0] > 12.0 and removed[1] == 0.0, removed  # 25-31 dB after 8 s in four runs here
