@@ -18,7 +18,7 @@ ALLOWED = {
     "audio": {"core"},
     "midi": {"core"},
     "corpus": {"core", "midi"},
-    "listen": {"core"},
+    "listen": {"core", "audio"},  # audio.wire only: the mixer's shared block, whose kit tap it reads
     "live": {"core", "model", "audio", "midi"},
     "ui": {"core", "live"},
     "cli": {"core", "model", "audio", "midi", "live", "ui", "corpus", "listen"},

@@ -43,28 +43,42 @@ JUMP_SECONDS = 0.002  #: farther than this, the map is taken at once
 #: (but for a jump) at the nominal rates' ratio: a line along a fraction of a second tilts, and a
 #: map that followed it moved by tens of samples (the canceller learnt less in its first seconds)
 SETTLE_SECONDS = 2.0
+#: the most two sound cards' clocks are taken to differ (200 ppm is a poor crystal's)
+MOST_DRIFT = 0.001
 #: input samples wait at most this long for the kit beside them to be mixed (the mixer mixes a
 #: few blocks ahead of its output; a mixer gone or starting again mixes nothing)
 HOLD_SECONDS = 0.1
 
 
 def lower_line(x: np.ndarray, t: np.ndarray, per: float) -> tuple[float, float]:
-    """The line ``t = origin + per * x`` along the lowest of the points: the lowest point of each
-    ``LINE_POINTS`` in a row along ``x`` (times less ``per`` first, the nominal slope), and the least
-    squares line through those. Times noted late by a varying wake-up, never early, lie on or above
-    their clock's true line, the lowest of a few nearly on it, and as near with the same number of
-    points whatever the window holds (a window that fills does not move the line); a line through
-    two of them alone (the lower hull's edge) tilted with whichever two they were."""
+    """The line ``t = origin + per * x`` along the lowest of the points. Times noted late by a
+    varying wake-up, never early, lie on or above their clock's true line: the lowest of each
+    ``LINE_POINTS`` in a row (times less ``per`` first, the nominal slope) is nearly on it, unless
+    the whole stretch came late (a reader that fell behind a busy host and caught up); the lower
+    hull of those lowest points leaves such stretches out, and its edge over the middle is the line.
+    A least-squares line through all the lowest points tilted with the late stretches (0.4% on a
+    busy host); a hull of the single points, with whichever two lay nearest the middle."""
     order = np.argsort(x, kind="stable")
     x, residual = x[order], t[order] - per * x[order]
     whole = x.size // LINE_POINTS * LINE_POINTS  # the newest are kept: the oldest whole stretch left out
     stretches = residual[x.size - whole:].reshape(-1, LINE_POINTS)
     lowest = x.size - whole + np.arange(0, whole, LINE_POINTS) + np.argmin(stretches, axis=1)
-    xs, rs = x[lowest], residual[lowest]
-    if xs.size < 2 or np.ptp(xs) <= 0:
-        raise ValueError("fewer than two distinct points")
-    tilt, origin = np.polyfit(xs - xs.mean(), rs, 1)
-    return float(origin - tilt * xs.mean()), per + float(tilt)
+    xs, rs = x[lowest].tolist(), residual[lowest].tolist()
+    hull: list[int] = []
+    for i in range(len(xs)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (rs[b] - rs[a]) * (xs[i] - xs[a]) >= (rs[i] - rs[a]) * (xs[b] - xs[a]):  # b not under a-i
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    middle = 0.5 * (xs[0] + xs[-1]) if xs else 0.0
+    for a, b in zip(hull, hull[1:]):
+        if xs[b] >= middle and xs[b] > xs[a]:
+            tilt = (rs[b] - rs[a]) / (xs[b] - xs[a])
+            return rs[a] - tilt * xs[a], per + tilt
+    raise ValueError("fewer than two distinct points")
 
 
 class KitTapReader:
@@ -125,7 +139,9 @@ class KitTapReader:
         if now - self.input_fitted_at >= FIT_SECONDS and heard.frames.size >= 2 * LINE_POINTS:
             self.input_line = lower_line(heard.frames, heard.times, 1.0 / heard.rate)
             self.input_fitted_at = now
-        if self.line is None or self.input_line is None or n == 0:
+        if n == 0:
+            return np.zeros(0, np.float32)
+        if self.line is None or self.input_line is None:
             self.position = None
             return np.zeros(n, np.float32)
         (out_origin, out_per), (in_origin, in_per) = self.line, self.input_line
@@ -134,6 +150,8 @@ class KitTapReader:
         settled = min(np.ptp(heard.times), self.rows_seconds()) >= SETTLE_SECONDS
         # kit frames per input sample: the lines' while they are young would drift the map
         step = in_per / out_per if settled else self.rate / heard.rate
+        if abs(step * heard.rate / self.rate - 1.0) > MOST_DRIFT:  # a line that tilted: no sound card drifts so
+            step = self.rate / heard.rate
         position = self.position
         if position is None or first != self.next_sample or abs(start - position) > JUMP_SECONDS * self.rate:
             self.jumps += position is not None and settled
