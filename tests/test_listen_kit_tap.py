@@ -59,11 +59,11 @@ def removed_db(heard: np.ndarray, kit: np.ndarray, seconds: float) -> float:
 
 
 @needs_speex
-def test_the_kit_read_by_time_is_as_good_to_the_canceller_as_the_kit_in_time():
+def test_the_canceller_takes_out_the_kit_read_by_time():
     """A mixer at 48 kHz, an input at 44.1 kHz on a clock 0.02% fast against it, both noted late
     by their wake-ups: the kit read beside each input sample is the kit that left the output
     ``LEAD_SECONDS`` after it was heard, near enough that the canceller takes the kit's echo out
-    of the input by over 12 dB after 9 s (about 14 here; fed the kit exactly in time, about 30:
+    of the input by over 12 dB after 9 s (14 here; fed the kit exactly in time, 32:
     what is left of the wake-ups in the map bounds it; least-squares lines through the same times
     moved the map by samples a second, and left 0-4 dB under a harsher jitter)."""
     owner = SharedBlock()
@@ -202,4 +202,4 @@ def test_on_jack_a_kit_played_through_portaudio_is_read_by_time_and_taken_out(ja
         band.close()
         look.close()
         sink.close()
-    assert removed[0] > 12.0 and removed[1] == 0.0, removed  # 25-31 dB after 8 s in four runs here
+    assert removed[0] > 12.0 and removed[1] == 0.0, removed  # 21-31 dB after 8 s in the runs here
