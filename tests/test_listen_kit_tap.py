@@ -203,3 +203,17 @@ def test_on_jack_a_kit_played_through_portaudio_is_read_by_time_and_taken_out(ja
         look.close()
         sink.close()
     assert removed[0] > 12.0 and removed[1] == 0.0, removed  # 21-31 dB after 8 s in the runs here
+
+
+def test_a_block_the_tap_cannot_take_is_counted_and_the_mix_goes_on():
+    """The tap is written from the mixing thread after the block is mixed: it never raises there
+    (a raise would leave the block unmarked as mixed, and the mixer mixing it again and again)."""
+    owner = SharedBlock()
+    try:
+        tap = KitTap(owner, OUT_RATE, mains=2, block_max=128)
+        tap.write(np.ones((256, 2), np.float32), TAP_FRAMES - 64)  # round the end, over its scratch
+        assert tap.failed == 1 and owner.header[TAPPED] == 0
+        tap.write(np.ones((128, 2), np.float32), 0)
+        assert tap.failed == 1 and owner.header[TAPPED] == 128
+    finally:
+        owner.close()

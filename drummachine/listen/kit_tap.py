@@ -123,8 +123,11 @@ class KitTapReader:
             self.last_frame = frame
         if self.rate and self.count >= 2 * LINE_POINTS and now - self.fitted_at >= FIT_SECONDS:
             rows = self.rows[:min(self.count, CLOCK_ROWS)]
-            self.line = lower_line(rows[:, 1], rows[:, 0], 1.0 / self.rate)
             self.fitted_at = now
+            try:
+                self.line = lower_line(rows[:, 1], rows[:, 0], 1.0 / self.rate)
+            except ValueError:  # no two frames apart yet: the line there was
+                pass
 
     def rows_seconds(self) -> float:
         """How long a stretch of the mixer's clock its line is drawn along."""
@@ -137,8 +140,11 @@ class KitTapReader:
         after the moment heard may not be mixed yet, and those samples wait for the next call
         (held at most ``HOLD_SECONDS``; then with no kit). Zeros where there is no kit (no mixer)."""
         if now - self.input_fitted_at >= FIT_SECONDS and heard.frames.size >= 2 * LINE_POINTS:
-            self.input_line = lower_line(heard.frames, heard.times, 1.0 / heard.rate)
             self.input_fitted_at = now
+            try:
+                self.input_line = lower_line(heard.frames, heard.times, 1.0 / heard.rate)
+            except ValueError:
+                pass
         if n == 0:
             return np.zeros(0, np.float32)
         if self.line is None or self.input_line is None:
