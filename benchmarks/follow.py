@@ -38,10 +38,12 @@ them, open loop (no JACK):
         --own-kit keep,out --bleed-room --out benchmarks/follow_instrument_own_kit_out.json
     python benchmarks/follow.py --own-kit-table --scenarios steady,accelerando --out benchmarks/follow_own_kit_table.json
 
-and with the kit through PortAudio's JACK client, read from the mixer by time (``listen.kit_tap``):
+and with the kit through PortAudio's JACK client, read from the mixer by time (``listen.kit_tap``),
+against its JACK ports (each cell of ``benchmarks/follow_instrument_kit_by_time.json`` ran alone on
+a fresh server, LEVEL each of off,-12,0,6):
 
-    python benchmarks/follow.py --instrument-bleed --scenarios steady,accelerando --bleed-levels=off,-12,0 \
-        --own-kit keep,out --bleed-room --kit-through portaudio --out benchmarks/follow_instrument_kit_by_time.json
+    python benchmarks/follow.py --instrument-bleed --scenarios steady --bleed-levels=LEVEL --own-kit out \
+        --bleed-room --kit-through portaudio|jack --out RUN.json
 """
 
 from __future__ import annotations

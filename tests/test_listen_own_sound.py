@@ -163,7 +163,6 @@ def test_the_kit_is_taken_out_where_it_comes_in_beside_the_input_or_the_mixer_gi
         said, tap = own_kit_taken_out({"kit_ports": ["drummachine:out_0"], "kit_tap": mixer_block.name},
                                       Capture(48000, kit=False), tracker)
         assert said == TAKEN_OUT_BY_TIME and tap is not None and tracker.canceller is not None
-        tap.block.owner = False
         tap.close()
     finally:
         mixer_block.close()
