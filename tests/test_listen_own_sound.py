@@ -164,6 +164,10 @@ def test_the_kit_is_taken_out_where_it_comes_in_beside_the_input_or_the_mixer_gi
                                       Capture(48000, kit=False), tracker)
         assert said == TAKEN_OUT_BY_TIME and tap is not None and tracker.canceller is not None
         tap.close()
+        from multiprocessing import resource_tracker
+
+        # the reader let go of the tracker's hold, as in the listening process; here it was the owner's
+        resource_tracker.register(mixer_block.shm._name, "shared_memory")
     finally:
         mixer_block.close()
     tracker = BeatTracker(48000, 120.0)
