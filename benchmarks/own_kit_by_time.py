@@ -3,7 +3,8 @@ the kit read from the mixer by time (``listen.kit_tap``) against the kit's JACK 
 input, sample for sample, and nothing, side by side in turns on a running JACK server.
 
 Each turn: the mixer process plays the built-in kit through PortAudio's JACK client (the stand-in
-generator's rock groove at 110 bpm, from the engine), the kit's ports go straight into the
+generator's rock groove at 110 bpm, from the engine driven directly: not ``play``, whose whole path
+``follow.py --instrument-bleed --kit-through portaudio`` measures), the kit's ports go straight into the
 listening input (a mic hearing nothing but the wedges), and the listening process is given the
 mixer's shared block (``time``), the kit's ports (``ports``) or neither (``none``). Each second it
 reads how much quieter the cleaned input is than the input where the kit plays (the canceller's

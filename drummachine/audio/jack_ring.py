@@ -31,6 +31,7 @@ import numpy as np
 from drummachine.audio.ring_out import DEPTH_BLOCKS, STALLED_MIN_S, STALLED_PERIODS, depth_frames
 from drummachine.audio.wire import AT_NS, CALLBACKS, FAULTS, FRAMES, NOT_READY, SEQ, UNDERRUNS
 from drummachine.core.errors import DrumMachineError
+from drummachine.core.shared_block import untrack
 
 #: ``dm_ring_state``'s fields, in its order
 STATE = ("write", "read", "skip_to", "dry", "rate", "period", "ports", "periods", "cycle_read", "cycle_ns",
@@ -86,12 +87,7 @@ class AudioRing:
         else:
             self.shm = shared_memory.SharedMemory(name=name)
             self.owner = False
-            try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at this one's exit
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.shm._name, "shared_memory")
-            except Exception:
-                pass
+            untrack(self.shm)
         self._bytes = np.frombuffer(self.shm.buf, np.uint8)
         self.address = self._bytes.ctypes.data
         if self.owner and lib.dm_ring_init(self.address, channels, capacity) != 0:

@@ -27,6 +27,7 @@ from drummachine.audio.wire import (AT_NS, CALLBACKS, CAPACITY, FAULTS, FRAMES, 
                                     WORST_GAP_NS, WORST_NS, WRITTEN, KitTap, SharedBlock)
 from drummachine.core.errors import DrumMachineError
 from drummachine.core.parent_pipe import end_with_parent
+from drummachine.core.shared_block import untrack
 
 #: how the mixer process feeds the stream: name -> blocks its MixAhead keeps (0: none), in words
 MIXINGS = {
@@ -320,12 +321,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
 
         outs, cue = setup.get("outs", "stereo"), bool(setup.get("cue"))
         block = SharedBlock(setup["shm"], setup["record_frames"], len(out_channels(outs, cue)))
-        try:  # Python < 3.13 tracks attached blocks too, and would unlink the engine's at exit
-            from multiprocessing import resource_tracker
-
-            resource_tracker.unregister(block.shm._name, "shared_memory")
-        except Exception:
-            pass
+        untrack(block.shm)
     except Exception as exc:
         answer({"error": f"bad set-up ({exc.__class__.__name__})"})
         return 2
@@ -340,12 +336,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout, portaudio: bool = True) -> int:
         rate = int(setup["rate"])
         if setup["kit"]:  # decoded by the engine process: mapped, not copied
             shared_kit = SharedKit(name=setup["kit"], layout=setup["kit_layout"])
-            try:  # as the event block: Python < 3.13 would unlink the engine's kit at this one's exit
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(shared_kit.shm._name, "shared_memory")
-            except Exception:
-                pass
+            untrack(shared_kit.shm)
             kit = shared_kit.kit()
         else:
             kit = synth_kit(rate)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drummachine.audio.wire import OUT_LATENCY_NS, TAP_FRAMES, TAP_RATE, TAPPED, SharedAudioClock
+from drummachine.audio.wire import OUT_LATENCY_NS, TAP_FRAMES, TAP_RATE, TAPPED, SharedAudioClock, SharedBlock
+from drummachine.core import shared_block
 from drummachine.listen.capture import Timing
 
 #: the kit is read this much after the moment an input sample was heard: an input or output latency
@@ -87,19 +88,12 @@ class KitTapReader:
     tracks attached blocks too, and would unlink the engine's at this one's exit."""
 
     def __init__(self, name: str, untrack: bool = True):
-        from drummachine.audio.wire import SharedBlock
-
         self.block = SharedBlock(name)
         if untrack:
-            try:
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.block.shm._name, "shared_memory")
-            except Exception:
-                pass
+            shared_block.untrack(self.block.shm)
         self.header, self.tap = self.block.header, self.block.tap
         self.clock = SharedAudioClock(self.header, 1)
-        self.rows = np.zeros((CLOCK_ROWS, 3), np.float64)  # (monotonic, frame, frame) per new clock reading
+        self.rows = np.zeros((CLOCK_ROWS, 2), np.float64)  # (monotonic, frame) per new clock reading
         self.count = 0
         self.last_frame = -1
         self.rate = 0
@@ -118,7 +112,7 @@ class KitTapReader:
             self.rate, self.count, self.line, self.position = rate, 0, None, None
         frame, at = self.clock.sample()
         if at and frame != self.last_frame:
-            self.rows[self.count % CLOCK_ROWS] = (at * 1e-9, frame, frame)
+            self.rows[self.count % CLOCK_ROWS] = (at * 1e-9, frame)
             self.count += 1
             self.last_frame = frame
         if self.rate and self.count >= 2 * LINE_POINTS and now - self.fitted_at >= FIT_SECONDS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drummachine.core.shared_block import release
+from drummachine.core.shared_block import release, untrack
 
 SLOTS = 24
 SEQLOCK_TRIES = 10_000
@@ -34,12 +34,7 @@ class ReadingBlock:
         else:
             self.shm = shared_memory.SharedMemory(name=name)
             self.owner = False
-            try:  # Python < 3.13 would unlink the engine's block when this process exits
-                from multiprocessing import resource_tracker
-
-                resource_tracker.unregister(self.shm._name, "shared_memory")
-            except Exception:
-                pass
+            untrack(self.shm)
         self.slots = np.ndarray((SLOTS,), np.float64, self.shm.buf, 0)
         if self.owner:
             self.slots[:] = 0.0
