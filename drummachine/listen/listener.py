@@ -28,6 +28,7 @@ from drummachine.core.errors import DrumMachineError
 from drummachine.core.follow import BandReading
 from drummachine.listen import shared
 from drummachine.listen.inputs import find_input
+from drummachine.listen.process import TAKEN_OUT_BY_TIME
 
 LINK_SECONDS = 0.01
 #: the engine gets a reading at most this often: the listening process publishes one every ~10 ms
@@ -213,7 +214,7 @@ class Listener:
         if self.own_kit == "taken out":
             log.info("listen: the machine's own kit (%s) is taken out of what it hears",
                      ", ".join(self.setup["kit_ports"]))
-        elif self.own_kit.startswith("taken out"):
+        elif self.own_kit == TAKEN_OUT_BY_TIME:
             log.info("listen: the machine's own kit, read from the mixer by time, is taken out of what it hears")
         elif self.own_kit:
             log.warning("listen: %s", self.own_kit)
