@@ -66,6 +66,7 @@ def _library():
         lib.speex_echo_state_init.restype = ctypes.c_void_p
         lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
+        lib.speex_echo_state_reset.argtypes = [ctypes.c_void_p]
         lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         pointer = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
         lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p, pointer, pointer, pointer]
@@ -128,6 +129,14 @@ class OwnSoundCanceller:
             self.power_in += 0.01 * (b - self.power_in)
             self.power_out += 0.01 * (a - self.power_out)
         return (cleaned / SCALE).astype(np.float32)
+
+    def restart(self) -> None:
+        """Learn the path afresh (the kit is now read elsewhere against the input); the kit's
+        first seconds (``KIT_LEARNING_SECONDS``) are not counted again."""
+        self.lib.speex_echo_state_reset(self.state)
+        self.pending_in = np.zeros(0, np.float32)
+        self.pending_ref = np.zeros(0, np.float32)
+        self.power_in = self.power_out = 0.0
 
     @property
     def removed_db(self) -> float:

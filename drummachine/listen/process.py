@@ -31,7 +31,7 @@ from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.capture import Capture
 from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
-from drummachine.listen.kit_tap import KitTapReader
+from drummachine.listen.kit_tap import NEAR_SECONDS, EchoDelay, KitTapReader
 from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -287,6 +287,7 @@ def run(setup: dict, stdin, answer) -> int:
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
+    echo = (0, None)  # the mixer start the kit's echo is looked for after, and where (listen.kit_tap.EchoDelay)
     clipped_until = 0.0
     clipped = 0
     next_check = next_fit = 0.0
@@ -304,6 +305,7 @@ def run(setup: dict, stdin, answer) -> int:
                 kit = tap.beside(read - x.size, x.size, timing, latency, now)
                 read -= x.size - kit.size
                 x = x[:kit.size]
+                echo = _echo_found(tap, echo, x, kit, rate, tracker)
             if x.size:
                 tracker.process(x, kit)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
@@ -376,6 +378,23 @@ def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> tu
             return f"its own kit is not taken out of what it hears: the mixer's block is gone ({exc})", None
     tracker.canceller = canceller
     return ("taken out" if ports else TAKEN_OUT_BY_TIME), tap
+
+
+def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:
+    """The kit by time: look for its echo in the input after each mixer's start; once found, read
+    the kit just before it and let the canceller learn the path afresh (``kit_tap.NEAR_SECONDS``)."""
+    starts, finder = echo
+    if tap.mixer_starts != starts:
+        starts, finder = tap.mixer_starts, EchoDelay(rate)
+    if finder is not None:
+        lag = finder.add(x, kit)
+        if lag is not None:
+            tap.bring_near(lag)
+            tracker.canceller.restart()
+            print(f"listen: the kit's echo is {lag * 1000:.1f} ms after the kit as read; read "
+                  f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
+            finder = None
+    return starts, finder
 
 
 def capture_latency(port: str) -> int:
