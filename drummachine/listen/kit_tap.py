@@ -21,7 +21,7 @@ path from the kit to the input up to 250 ms long and needs the kit before its ec
 ``LEAD_SECONDS`` after the moment heard until its echo is found in the input (``EchoDelay``), then
 ``NEAR_SECONDS`` before its echo, where the canceller learns fastest. Read between the mixer's
 frames (an input at another rate, a drift) by a cubic, not a straight line: offline, with an input
-0.02% fast, 34 dB taken out against 27.
+0.02% fast, 33-34 dB taken out against 27 (a truth read by a windowed sinc).
 """
 
 from __future__ import annotations
