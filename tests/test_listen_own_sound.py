@@ -134,6 +134,22 @@ def test_the_band_alone_is_left_as_it_was_when_the_kit_is_silent():
     assert 10 * np.log10(np.sum(was ** 2) / np.sum((now - was) ** 2)) > 20
 
 
+@needs_speex
+def test_learning_afresh_keeps_every_sample_in_its_place():
+    """``restart`` (the kit read elsewhere against the input) forgets the path, not the samples
+    waiting for a frame: what comes out is the input as it went in, none dropped (a dropped one
+    would put every onset after it early)."""
+    rng = np.random.default_rng(1)
+    heard = rng.standard_normal(16000).astype(np.float32) * 0.1
+    canceller = OwnSoundCanceller(16000)
+    out = [canceller.process(heard[:1000], np.zeros(1000, np.float32))]
+    canceller.restart()
+    out.append(canceller.process(heard[1000:], np.zeros(15000, np.float32)))
+    out = np.concatenate(out)
+    assert out.size == 16000 // own_sound.FRAME * own_sound.FRAME
+    assert np.corrcoef(out[2000:], heard[2000:out.size])[0, 1] > 0.95  # sample for sample
+
+
 def test_without_speexdsp_the_canceller_is_one_line_and_nothing_is_taken_out(monkeypatch):
     monkeypatch.setattr(own_sound, "_lib", False)
     canceller, why = open_canceller(16000)

@@ -132,10 +132,9 @@ class OwnSoundCanceller:
 
     def restart(self) -> None:
         """Learn the path afresh (the kit is now read elsewhere against the input); the kit's
-        first seconds (``KIT_LEARNING_SECONDS``) are not counted again."""
+        first seconds (``KIT_LEARNING_SECONDS``) are not counted again, and the samples waiting for
+        a frame are kept (dropped, every onset after would be heard that much early)."""
         self.lib.speex_echo_state_reset(self.state)
-        self.pending_in = np.zeros(0, np.float32)
-        self.pending_ref = np.zeros(0, np.float32)
         self.power_in = self.power_out = 0.0
 
     @property
