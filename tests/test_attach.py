@@ -185,13 +185,15 @@ def test_sigkill_of_the_ui_leaves_the_groove_playing_and_attach_shows_it(stage):
     ui.wait_for("bar 2:")
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
-    time.sleep(2.0)
+    time.sleep(3.0)
     os.kill(ui.pid(), signal.SIGKILL)  # as a crash would, or the OOM killer
     killed = time.monotonic()
-    time.sleep(3.0)
-    before, after = notes_between(got, killed - 2.5, killed), notes_between(got, killed + 0.5, killed + 3.0)
-    assert len(before) >= 3 and len(after) >= 0.7 * len(before), \
-        f"the groove stopped with the UI: {len(before)} notes in the 2.5 s before the kill, {len(after)} after"
+    time.sleep(4.5)
+    # 4 s either side: at about a note a beat, one note the performer leaves out is a large share
+    # of a shorter window (2.5 s: 6 before, 4 after, with the groove playing on)
+    before, after = notes_between(got, killed - 4.0, killed), notes_between(got, killed + 0.5, killed + 4.5)
+    assert len(before) >= 5 and len(after) >= 0.7 * len(before), \
+        f"the groove stopped with the UI: {len(before)} notes in the 4 s before the kill, {len(after)} after"
     assert "UI detached (pid" in engine_log(sock) and "playing on headless" in engine_log(sock)
     ui.kill()
 
