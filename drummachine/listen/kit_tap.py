@@ -51,7 +51,8 @@ MOST_DRIFT = 0.001
 #: once settled, the map is a line through the lines' maps of about the last two minutes (one each
 #: ``FIT_SECONDS``), not the lines' latest: theirs moved by 4-7 frames within seconds on one JACK
 #: server, a path the canceller learns again (offline, ``tests/test_listen_kit_tap.py``: an input
-#: 0.02% fast, the canceller took out 14 dB fed the lines' latest, 33 fed this; on one clock 17-24, 26)
+#: 0.02% fast, the canceller took out 14 dB fed the lines' latest, 29 fed this; with a truth read by
+#: a windowed sinc, on one clock 16.5-24.0 and 26.4)
 MAP_POINTS = 240
 #: a drift is taken only when the slope of the lines' maps is over its error times
 #: 2 + ``FEW_MAPS`` / (maps - 2), counting ``POINTS_TOGETHER`` maps in a row as one (each shares most
@@ -65,8 +66,9 @@ FEW_MAPS = 8.0
 SLACK_SECONDS = 0.0005
 #: once the kit's echo is found in the input (``EchoDelay``), the kit is read this long before it
 #: instead of ``LEAD_SECONDS`` (less the latencies' error): the canceller learns a path that starts
-#: at once faster and deeper (JACK's dummy server, the kit alone, its echo 4.6 ms after the kit as
-#: read: 29-38 dB out after 10 s; read 1 ms before its echo, 36-39; at once, 41)
+#: at once faster and deeper (three recordings on JACK's dummy server, the kit alone, its echo 4.6
+#: ms after the kit as read: 28.6-38.2 dB out after 10 s; read 1 ms before its echo, 36.2-38.6; at
+#: once, on one of them, 41.3 against 38.2)
 NEAR_SECONDS = 0.001
 ECHO_SECONDS = 0.5  #: the kit's echo is looked for over this much of the kit playing
 ECHO_LONGEST = 0.1  #: ... up to this long after the kit as read (a mic across the stage, the latencies' error)
