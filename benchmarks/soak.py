@@ -980,13 +980,16 @@ class Soak:
         silent = [b for b in bars if b["counted"] and b["notes"] == 0]
         no_hits = [b for b in bars if b["counted"] and b["hits"] == 0]
         timing = self.timing(t_start, end)
-        reconnect = []
+        reconnect, reconnect_recorder_stalled = [], []
         for back in self.reconnects:
             # a recorder started again soon after (JACK had stopped calling the one just made): its
             # port is back when the new one is
             back = max([back] + [r for r in self.recorder.revived_at if back < r < back + REVIVED_WITHIN_S])
             first = next((t for t, m in self.recorder.got if t > back and m[0] & 0xF0 == 0x90), None)
             reconnect.append(round(first - back, 2) if first else None)
+            # the recorder's callback ran in under half the periods until the first note came (as
+            # for the bars): the wait is the recorder's, not the engine's
+            reconnect_recorder_stalled.append(first is not None and self.recorder_stalled(back, first))
         return {
             "bars": {"seen": len(bars), "counted": sum(b["counted"] for b in bars), "silent": len(silent),
                      "silent_examples": silent[:5], "handed_out_with_no_hits": len(no_hits),
@@ -1010,6 +1013,7 @@ class Soak:
             "midi_timing_error_on_server_clock_ms": self.timing(t_start, end, server_clock=True),
             "midi_out_by_window": midi_out_windows(self.midi_out_samples, t_start, end),
             "midi_out_back_after_s": reconnect,
+            "midi_out_back_recorder_stalled": reconnect_recorder_stalled,
             "cues": {"sent": sum(self.cues.values()), "bad_values": self.bad_cues, "by_name": dict(self.cues)},
             "spam_messages": self.spam_sent,
             "faults_injected": Counter(e[1] for e in self.events),
