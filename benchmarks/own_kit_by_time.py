@@ -8,7 +8,8 @@ generator's rock groove at 110 bpm, from the engine driven directly: not ``play`
 listening input (a mic hearing nothing but the wedges), and the listening process is given the
 mixer's shared block (``time``), the kit's ports (``ports``) or neither (``none``). Each second it
 reads how much quieter the cleaned input is than the input where the kit plays (the canceller's
-``removed_db``: a smoothed figure, so it lags), and the listening process's CPU share from the
+``removed_db``: a smoothed figure, so it lags; it starts again at 0 where the kit's echo is found
+and the canceller learns afresh, 0.5-1 s in by time), and the listening process's CPU share from the
 third second on. JSON on stdout (or ``--out``).
 
     jackd -n fw -d dummy -r 48000 -p 128 &

@@ -58,7 +58,7 @@ MAP_POINTS = 240
 #: 2 + ``FEW_MAPS`` / (maps - 2), counting ``POINTS_TOGETHER`` maps in a row as one (each shares most
 #: of its clocks' readings with the next); under that the two clocks are taken as one (one sound
 #: card both ways, or JACK's server), and the map does not move. On the maps of 4 runs of 10 s on
-#: one JACK server, twice its error with 2 maps as one took a drift of 10-66 ppm for moments
+#: one JACK server, twice its error with 2 maps as one took a drift of 9-66 ppm for moments
 POINTS_TOGETHER = 10
 FEW_MAPS = 8.0
 #: the map is steered only when it is further than this from the fitted line (the kit is read
