@@ -11,7 +11,7 @@ import pytest
 
 from drummachine.audio.wire import AT_NS, FRAMES, OUT_LATENCY_NS, SEQ, TAP_FRAMES, TAPPED, KitTap, SharedBlock
 from drummachine.listen.capture import Timing
-from drummachine.listen.kit_tap import HOLD_SECONDS, LEAD_SECONDS, NEAR_SECONDS, EchoDelay, KitTapReader
+from drummachine.listen.kit_tap import FIRST_LINE_SECONDS, HOLD_SECONDS, LEAD_SECONDS, NEAR_SECONDS, EchoDelay, KitTapReader
 from drummachine.listen.own_sound import OwnSoundCanceller, open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -153,6 +153,57 @@ def test_the_kits_echo_is_found_at_its_direct_sound_and_the_kit_read_just_before
         owner.close()
 
 
+def test_the_kits_echo_is_found_at_its_direct_sound_under_a_kick_and_a_rooms_reflections():
+    """A kit whose kick's low notes make the plain cross-correlation as broad as the room's first
+    reflections (its first peak within half of the highest fell 41 samples after the direct sound
+    here, 5.5 ms before it on JACK): the echo is found at the direct sound, within a sample."""
+    rate = 48000
+    rng = np.random.default_rng(5)
+    t = np.arange(rate) / rate
+    kit = np.zeros(rate, np.float32)
+    for start in range(0, rate, 12000):  # a kick each 250 ms: 55 Hz, decaying
+        kit[start:] += (0.8 * np.sin(2 * np.pi * 55 * t[:rate - start]) * np.exp(-t[:rate - start] / 0.12)).astype(np.float32)
+    kit += (rng.standard_normal(rate) * 0.02 * np.exp(-(np.arange(rate) % 6000) / 400.0)).astype(np.float32)  # hats
+    room = np.zeros(4000)
+    room[220] = 1.0
+    for ms, gain in ((3.1, 0.55), (7.7, -0.45), (11.3, 0.35), (16.9, -0.3), (23.4, 0.22)):
+        room[220 + int(ms * rate / 1000)] += gain
+    heard = (np.convolve(kit, room)[:rate] + rng.standard_normal(rate) * 0.05).astype(np.float32)
+    finder = EchoDelay(rate)
+    lags = [f for f in (finder.add(heard[i:i + 512], kit[i:i + 512]) for i in range(0, rate, 512)) if f is not None]
+    assert lags and abs(lags[0] * rate - 220) <= 1, lags
+
+
+def test_a_map_taken_afresh_reads_the_kit_ahead_of_its_echo_again():
+    """Once the echo is found the kit is read just before it; where the map is then taken afresh
+    (a jump, input lost) the kit is read ``LEAD_SECONDS`` ahead again, as a fresh reader reads it,
+    and the take is counted (the listening process looks for the echo again: read after its echo,
+    the kit cannot be taken out)."""
+    owner = SharedBlock()
+    try:
+        KitTap(owner, OUT_RATE, mains=1).write(np.ones((48000, 1), np.float32), 0)
+        readers = [KitTapReader(owner.name, untrack=False) for _ in range(2)]
+        for k in range(50):
+            publish(owner.header, 128 * k, 10.0 + 128 * k / OUT_RATE)
+            for reader in readers:
+                reader.note_clock(10.0 + k * 0.01)
+        timing = Timing(np.array([[10.0 + s / OUT_RATE, s, s] for s in range(0, 48000, 480)]), OUT_RATE)
+        moved, fresh = readers
+        moved.beside(0, 480, timing, 0.0, 10.5)
+        assert moved.takes == 1
+        moved.bring_near(0.005)
+        moved.beside(480, 480, timing, 0.0, 10.51)
+        assert moved.takes == 1 and moved.nearer > 0  # the same map, the kit just before its echo
+        moved.beside(4800, 480, timing, 0.0, 10.52)  # not the sample that was next: taken afresh
+        fresh.beside(4800, 480, timing, 0.0, 10.52)
+        assert moved.takes == 2 and moved.nearer == 0.0
+        assert moved.position == pytest.approx(fresh.position)
+        for reader in readers:
+            reader.close()
+    finally:
+        owner.close()
+
+
 def test_input_waits_for_its_kit_to_be_mixed_but_not_for_a_mixer_that_is_gone():
     """Samples whose kit is not mixed yet wait for the next read; where the mixer stopped
     mixing, they wait ``HOLD_SECONDS`` at most and come with no kit."""
@@ -174,6 +225,40 @@ def test_input_waits_for_its_kit_to_be_mixed_but_not_for_a_mixer_that_is_gone():
         rest = reader.beside(beside.size, 24000 - beside.size, timing, 0.0, 10.1 + HOLD_SECONDS)
         assert rest.size == 24000 - beside.size and np.all(rest == 0.0)  # held no longer: no kit where none was mixed
         reader.close()
+    finally:
+        owner.close()
+
+
+def test_input_heard_before_the_mixers_line_is_drawn_waits_for_it_and_gets_its_kit():
+    """A mixer's first moments: its clock's line is not drawn yet, and the samples heard meanwhile
+    wait for it (``FIRST_LINE_SECONDS`` at most) and then come with their kit; passed on with no
+    kit, the kit's first notes were in the input with nothing to take them out by, and were taken
+    for the band's entry."""
+    owner = SharedBlock()
+    try:
+        tap = KitTap(owner, OUT_RATE, mains=1)
+        tap.write(np.ones((48000, 1), np.float32), 0)  # a second of the kit mixed
+        reader = KitTapReader(owner.name, untrack=False)
+        timing = Timing(np.array([[10.0 + s / OUT_RATE, s, s] for s in range(0, 48000, 480)]), OUT_RATE)
+        for k in range(5):  # a few of the mixer's clock readings: too few for its line
+            publish(owner.header, 128 * k, 10.0 + 128 * k / OUT_RATE)
+            reader.note_clock(10.0 + k * 0.01)
+        assert reader.beside(0, 4800, timing, 0.0, 10.1).size == 0  # waits for the line
+        for k in range(5, 60):
+            publish(owner.header, 128 * k, 10.0 + 128 * k / OUT_RATE)
+            reader.note_clock(10.0 + k * 0.01)
+        beside = reader.beside(0, 4800, timing, 0.0, 10.6)
+        assert beside.size == 4800 and np.all(beside > 0.99)  # the samples that waited, with their kit
+        reader.close()
+
+        late = KitTapReader(owner.name, untrack=False)  # a mixer whose line never comes
+        owner.header[SEQ] += 2
+        late.note_clock(10.0)
+        assert late.rate == OUT_RATE and late.line is None
+        assert late.beside(0, 4800, timing, 0.0, 10.1 + FIRST_LINE_SECONDS / 2).size == 0
+        held = late.beside(0, 4800, timing, 0.0, 10.1 + FIRST_LINE_SECONDS)
+        assert held.size == 4800 and np.all(held == 0.0)  # held no longer: on with no kit
+        late.close()
     finally:
         owner.close()
 

@@ -287,7 +287,7 @@ def run(setup: dict, stdin, answer) -> int:
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
-    echo = (0, None)  # the mixer start the kit's echo is looked for after, and where (listen.kit_tap.EchoDelay)
+    echo = (0, None)  # the map's take the kit's echo is looked for after, and where (listen.kit_tap.EchoDelay)
     clipped_until = 0.0
     clipped = 0
     next_check = next_fit = 0.0
@@ -381,11 +381,12 @@ def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> tu
 
 
 def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:
-    """The kit by time: look for its echo in the input after each mixer's start; once found, read
-    the kit just before it and let the canceller learn the path afresh (``kit_tap.NEAR_SECONDS``)."""
-    starts, finder = echo
-    if tap.mixer_starts != starts:
-        starts, finder = tap.mixer_starts, EchoDelay(rate)
+    """The kit by time: look for its echo in the input each time the map is taken afresh (the
+    first, a jump, a mixer's start); once found, read the kit just before it and let the canceller
+    learn the path afresh (``kit_tap.NEAR_SECONDS``)."""
+    takes, finder = echo
+    if tap.takes != takes:
+        takes, finder = tap.takes, EchoDelay(rate)
     if finder is not None:
         lag = finder.add(x, kit)
         if lag is not None:
@@ -394,7 +395,7 @@ def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, 
             print(f"listen: the kit's echo is {lag * 1000:.1f} ms after the kit as read; read "
                   f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
             finder = None
-    return starts, finder
+    return takes, finder
 
 
 def capture_latency(port: str) -> int:
