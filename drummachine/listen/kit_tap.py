@@ -209,7 +209,7 @@ class KitTapReader:
             # the kit moved against the input: read it ``LEAD_SECONDS`` ahead again, where its
             # echo can be found again (a kit read after its echo cannot be taken out, and its
             # direct sound is not looked for there). On JACK the map was taken again 2.4 ms off
-            # in the first half second of 2 runs in 5, after the echo was found on the first map:
+            # in the first second of 2 runs in 4, after the echo was looked for on the first map:
             # the kit was then read 1.3 ms after its echo, and little of it taken out
             start += self.nearer / out_per
             self.nearer = 0.0
