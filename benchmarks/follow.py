@@ -513,6 +513,10 @@ def main(argv=None) -> int:
                          "after play; as over ALSA): the listening process then reads it from the mixer by time")
     ap.add_argument("--bleed-room", action="store_true",
                     help="--instrument-bleed: the kit reaches the mic with a stage's reflections, not only the direct sound")
+    ap.add_argument("--bleed-lead-in", type=float, default=2.0,
+                    help="--instrument-bleed: the band comes in this long after the 4 s play is given to start "
+                         "(its kit starts about 1.5 s after play does, with the host: 2 puts the band about 4.5 s "
+                         "after the machine's first notes, -1.6 about 1 s after, in its kit's first 1.5 s)")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")

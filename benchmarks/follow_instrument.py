@@ -450,7 +450,7 @@ def bleed(args) -> dict:
                 if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
                     raw = run_one(clip, "beat", wait_for_band=True, env_extra=env, fake_model=not args.real_model)
                 else:
-                    raw = run_one(clip, "beat", lead_in=2.0, start_offset=0.137, env_extra=env,
+                    raw = run_one(clip, "beat", lead_in=args.bleed_lead_in, start_offset=0.137, env_extra=env,
                                   fake_model=not args.real_model)
             finally:
                 if mic is not None:
@@ -465,6 +465,7 @@ def bleed(args) -> dict:
             row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
                         "listener_cpu_share": raw["listener_cpu_share"], "underruns": raw["underruns"],
                         "bleed_room": bool(args.bleed_room), "wait_for_band": bool(args.wait_for_band),
+                        "lead_in": args.bleed_lead_in,
                         "kit_through": args.kit_through,
                         "kit_read_by_time": "read from the mixer by time" in log,
                         "model": "shipped int8" if args.real_model else "stand-in",
