@@ -177,13 +177,15 @@ def tracker_table(performances: int, mixes, scenarios, trackers) -> dict:
     return {"f_measure_tolerance_s": 0.07, "skip_beats": 8, "performances": named, "summary": summary, "clips": rows}
 
 
-def own_kit_table(performances: int, scenarios, levels) -> dict:
+def own_kit_table(performances: int, scenarios, levels, quieter_db: float = 0.0) -> dict:
     """The tracker on the band with the machine's own kit in the input (``material.own_kit``: a
     drummer's groove on a steady grid at the song's tempo, half a beat off the band's; through a
     stage's reflections, ``material.with_own_kit``) at each level against the band (dB, or "off"),
     the kit kept in and taken out (``listen.own_sound``): beat F-measure at ±70 ms of the band's
     beats, the canceller's CPU per second of audio, and how much quieter it made the input while
-    the kit played. Open loop: the kit does not follow (the instrument's own loop: --instrument-bleed)."""
+    the kit played. Open loop: the kit does not follow (the instrument's own loop: --instrument-bleed).
+    ``quieter_db``: the kit as it leaves the mixer (the canceller's reference) is that much quieter
+    than the kit in the input (a quiet kit the desk makes up the level of)."""
     from drummachine.listen.own_sound import OwnSoundCanceller
     from drummachine.listen.tracker import BeatTracker
 
@@ -200,14 +202,17 @@ def own_kit_table(performances: int, scenarios, levels) -> dict:
             clip = material.cached_clip(path, bpm, scenario, "band", rate=16000)
             kit = material.own_kit(path, bpm, clip.seconds)
             kit = np.pad(kit, (0, max(0, clip.audio.size - kit.size)))[:clip.audio.size]
+            reference = (kit * 10 ** (-quieter_db / 20)).astype(np.float32)
             for level in levels:
                 heard = clip.audio if level == "off" else material.with_own_kit(clip, kit, float(level))
-                row = {"scenario": scenario, "performance": path, "bpm": bpm, "kit_db": level}
-                kept, cpu_kept, _ = beats(heard, kit, bpm, False)
-                out, cpu_out, canceller = beats(heard, kit, bpm, True)
+                row = {"scenario": scenario, "performance": path, "bpm": bpm, "kit_db": level,
+                       "reference_quieter_db": quieter_db}
+                kept, cpu_kept, _ = beats(heard, reference, bpm, False)
+                out, cpu_out, canceller = beats(heard, reference, bpm, True)
                 row.update(kept=round(material.scored_beats(clip, kept), 4), out=round(material.scored_beats(clip, out), 4),
                            canceller_cpu_per_s=round(max(cpu_out - cpu_kept, 0.0) / clip.seconds, 5),
-                           removed_db=round(canceller.removed_db, 2))
+                           removed_db=round(canceller.removed_db, 2),
+                           reference_gain_steps=getattr(canceller, "gain_steps", None))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = {}
@@ -504,6 +509,9 @@ def main(argv=None) -> int:
                     help="the tracker with the machine's own kit in the input, kept and taken out (no JACK), "
                          "at each --kit-levels against the band")
     ap.add_argument("--kit-levels", default="off,-12,-6,0,6", help="--own-kit-table: dB against the band, or off")
+    ap.add_argument("--kit-quieter", type=float, default=0.0, metavar="DB",
+                    help="--own-kit-table: the kit as it leaves the mixer (the canceller's reference) this many dB "
+                         "quieter than the kit in the input (the desk makes up its level)")
     ap.add_argument("--own-kit", default="out",
                     help="--instrument-bleed: 'out' (the listening process takes the kit out: the default), "
                          "'keep' (not given the kit's ports), or both: keep,out")
@@ -513,6 +521,10 @@ def main(argv=None) -> int:
                          "after play; as over ALSA): the listening process then reads it from the mixer by time")
     ap.add_argument("--bleed-room", action="store_true",
                     help="--instrument-bleed: the kit reaches the mic with a stage's reflections, not only the direct sound")
+    ap.add_argument("--bleed-quiet-kit", type=float, default=0.0, metavar="DB",
+                    help="--instrument-bleed: the machine plays a kit this many dB quieter than the built-in "
+                         "(its loudest layers, as WAVs: play --kit DIR), bled into the input as loud as the "
+                         "built-in would be (the desk makes up its level)")
     ap.add_argument("--bleed-lead-in", type=float, default=2.0,
                     help="--instrument-bleed: the band comes in this long after the 4 s play is given to start "
                          "(its kit starts about 1.5 s after play does, with the host: 2 puts the band about 4.5 s "
@@ -599,7 +611,8 @@ def main(argv=None) -> int:
         result["instrument_dynamics"] = follow_instrument.dynamics(args.performances)
         print(json.dumps(result["instrument_dynamics"]["summary"], indent=1))
     if args.own_kit_table:
-        result["own_kit_table"] = own_kit_table(args.performances, args.scenarios.split(","), args.kit_levels.split(","))
+        result["own_kit_table"] = own_kit_table(args.performances, args.scenarios.split(","), args.kit_levels.split(","),
+                                                args.kit_quieter)
         print(json.dumps(result["own_kit_table"]["summary"], indent=1))
     if args.instrument_bleed:
         import follow_instrument

@@ -70,6 +70,54 @@ def test_the_kit_alone_through_the_stage_is_taken_out(band_and_kit):
 
 @needs_groove
 @needs_speex
+@pytest.mark.parametrize("kit_peak_db", [-36.0, -24.0, 0.0])
+def test_a_quiet_kit_is_taken_out_as_deep_as_a_loud_one(band_and_kit, kit_peak_db):
+    """SpeexDSP takes out as much as its reference is loud: the kit leaving the mixer with its
+    loudest hits at -36 dBFS (a soft intro, a kit recorded low) was taken out by 2-3 dB, at -24 by
+    about 19, at 0 by 31, wherever the echo was in the input. Its gain into the filter is set from
+    its own peaks: over 25 dB out at each level (31-40 here). The echo is as loud in each (its
+    peaks at -12 dBFS): only the kit's level as the mixer gives it changes."""
+    clip, kit = band_and_kit
+    kit = kit * (10 ** (kit_peak_db / 20) / float(np.abs(kit).max()))
+    echo = np.convolve(kit, material.room_path(16000))[:kit.size].astype(np.float32)
+    echo *= 10 ** (-12 / 20) / float(np.abs(echo).max())
+    left = cleaned(echo, kit)
+    half = left.size // 2
+    removed = 10 * np.log10(np.sum(echo[half:left.size] ** 2) / np.sum(left[half:] ** 2))
+    assert removed > 25.0, removed
+
+
+@needs_speex
+def test_the_kits_gain_into_the_filter_is_set_from_its_first_notes_and_moves_only_where_it_must():
+    """A kit at a usual level is given as it is. A quiet one (a shaker at -40 dBFS) is raised after
+    its first half second to 6 dB under full scale, and the filter learns the path again (the
+    input taken for the kit alone meanwhile, as over its first notes: the echo's rise is not the
+    band's entry); a hit 6 dB past full scale steps it down at once (to 6 dB under that hit), never
+    under 1 (a usual kit's rare hit past full scale is clipped); every hit 24 dB under full scale
+    for 8 s of the kit playing steps it up 6 dB; silence does not."""
+    loud = OwnSoundCanceller(16000)
+    noise = np.random.default_rng(1).uniform(-1.0, 1.0, 16000 * 8).astype(np.float32)
+    hits = lambda peak, seconds: noise[:int(seconds * 16000)] * np.float32(peak)  # noqa: E731
+    loud.process(np.zeros(32000, np.float32), hits(0.3, 2.0))
+    loud.process(np.zeros(128, np.float32), hits(3.0, 0.008))  # a mixer's sum 10 dB past full scale
+    assert loud.ref_gain == 1.0 and loud.gain_steps == 0
+    canceller = OwnSoundCanceller(16000)
+    canceller.process(np.zeros(16000, np.float32), hits(0.01, 1.0))
+    assert canceller.ref_gain == 32.0 and canceller.gain_steps == 1 and canceller.learning
+    while canceller.learning:
+        canceller.process(np.zeros(1600, np.float32), hits(0.01, 0.1))
+    canceller.process(np.zeros(128, np.float32), hits(0.1, 0.008))  # a hit 20 dB louder
+    assert canceller.ref_gain == 4.0 and canceller.gain_steps == 2 and canceller.learning
+    canceller.process(np.zeros(16000 * 30, np.float32), np.zeros(16000 * 30, np.float32))
+    assert canceller.ref_gain == 4.0  # silence is not a quiet kit
+    canceller.process(np.zeros(16000 * 7, np.float32), hits(0.01, 7.0))  # back at -40 dBFS for 7 s
+    assert canceller.ref_gain == 4.0
+    canceller.process(np.zeros(32000, np.float32), hits(0.01, 2.0))
+    assert canceller.ref_gain == 8.0 and canceller.gain_steps == 3
+
+
+@needs_groove
+@needs_speex
 @pytest.mark.parametrize("level_db", [0.0, 6.0])
 def test_with_its_kit_as_loud_as_the_band_it_follows_the_band_once_the_kit_is_taken_out(band_and_kit, level_db):
     """Its own kit at the band's level (and 6 dB over) in the input: the tracker alone follows the

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 
 import numpy as np
 
@@ -42,6 +43,21 @@ KIT_ALONE_DB = 12.0
 #: starts playing as it starts listening: a rise the band's entry was taken for, and the band's
 #: own entry then went unheard): that many seconds of the kit playing
 KIT_LEARNING_SECONDS = 1.5
+#: the kit's output is handed to the filter with its loudest hits within 24 dB of full scale:
+#: SpeexDSP takes out as much as the reference is loud, whatever the input's level (its kit, a
+#: room's path away: 31 dB with the reference's peaks at 0 dBFS, 27 at -12, 19 at -24, 2 at -36, the
+#: echo in the input anywhere from -42 to 0 dBFS; docs/follow.md, "A quiet kit"). The kit leaves the
+#: mixer at its own level (a soft intro, a Hydrogen kit recorded low), so its gain is set here, each
+#: change a path the filter learns again: REF_FIRST_SECONDS after the kit's first note, its loudest
+#: hit so far put 6 dB under full scale if it was under -18 dBFS; down at once (to 6 dB under it)
+#: where a hit would pass full scale by 6 dB; up 6 dB where every hit stays under -24 dBFS for
+#: REF_RAISE_SECONDS of the kit playing; never under 1. A kit at a usual level is left as it is: its
+#: first learning undisturbed, and a rare hit past full scale (a mixer's sum) clipped as before
+#: rather than the path learnt again in the middle of a song
+REF_FIRST_SECONDS = 0.5
+REF_RAISE_SECONDS = 8.0
+REF_GAIN_LEAST, REF_GAIN_MOST = 1.0, 256.0
+PLAYING = 64 / 32767.0  #: the kit plays in a frame: its peak over -54 dBFS as the filter gets it
 SPEEX_ECHO_SET_SAMPLING_RATE = 24
 LIBRARY = "speexdsp"
 SCALE = 32767.0
@@ -101,6 +117,42 @@ class OwnSoundCanceller:
         self.power_in = self.power_out = 0.0  # smoothed, over frames where the kit plays
         self.since_in = self.since_out = 0.0  # summed since ``kit_alone_since_asked`` was last called
         self.kit_frames = 0  # frames the kit has played in
+        self.ref_gain = 1.0  # the kit's gain into the filter
+        self.learning_from = 0  # ``kit_frames`` when the filter began learning (its first notes, a gain step)
+        self.quiet_seconds = 0.0  # of the kit playing with every hit quiet enough to raise it
+        self.first_peak: float | None = 0.0  # the loudest of its first notes (None: the gain is set)
+        self.first_frames = 0
+        self.gain_steps = 0  # changes of that gain (each one re-learnt)
+
+    def _reference_gain(self, peak: float) -> float:
+        """The kit's gain into the filter for a frame whose loudest sample is ``peak``; a change
+        starts the filter's learning again."""
+        g = self.ref_gain
+        first = self.first_peak is not None and (self.first_frames > 0 or peak * g > PLAYING)
+        self.first_frames += first  # frames since its first note, until its gain is set from them
+        if peak * g <= PLAYING and not first:
+            return g
+        if first:
+            self.first_peak = max(self.first_peak, peak)
+        if peak * g > 2.0 and g > 1.0:  # a hit 6 dB past full scale: 6 dB of room over it
+            g = 2.0 ** math.floor(math.log2(0.5 / peak))
+        elif first and self.first_frames * FRAME >= REF_FIRST_SECONDS * self.rate:
+            if self.first_peak * g <= 0.125:  # 6 dB of room over the loudest of its first notes
+                g = 2.0 ** math.floor(math.log2(0.5 / self.first_peak))
+            self.first_peak = None
+        elif self.first_peak is None and peak * g <= 0.0625:
+            self.quiet_seconds += FRAME / self.rate
+            if self.quiet_seconds >= REF_RAISE_SECONDS:
+                g *= 2.0
+        else:
+            self.quiet_seconds = 0.0
+        g = min(max(g, REF_GAIN_LEAST), REF_GAIN_MOST)
+        if g != self.ref_gain:
+            self.lib.speex_echo_state_reset(self.state)
+            self.learning_from = self.kit_frames
+            self.gain_steps += 1
+            self.ref_gain, self.quiet_seconds = g, 0.0
+        return g
 
     def process(self, heard: np.ndarray, kit: np.ndarray) -> np.ndarray:
         """``heard`` less the kit; samples are framed, so the output lags by what waits for a frame."""
@@ -111,18 +163,23 @@ class OwnSoundCanceller:
         if n == 0:
             return np.zeros(0, np.float32)
         ins = np.clip(heard_all[:n * FRAME] * SCALE, -32768, 32767).astype(np.int16)
-        refs = np.clip(kit_all[:n * FRAME] * SCALE, -32768, 32767).astype(np.int16)
+        kits = kit_all[:n * FRAME].reshape(n, FRAME)
+        peaks = np.abs(kits).max(axis=1)
+        refs = np.empty((n, FRAME), np.int16)
         outs = np.empty_like(ins)
-        for i in range(n):
+        playing = np.zeros(n, bool)
+        for i, peak in enumerate(peaks.tolist()):
+            gain = self._reference_gain(peak)
+            refs[i] = np.clip(kits[i] * (gain * SCALE), -32768, 32767)
             part = slice(i * FRAME, (i + 1) * FRAME)
-            self.lib.speex_echo_cancellation(self.state, ins[part], refs[part], self.out)
+            self.lib.speex_echo_cancellation(self.state, ins[part], refs[i], self.out)
             outs[part] = self.out
+            playing[i] = peak * gain > PLAYING  # as the filter gets it: a quiet kit's tails play too
+            self.kit_frames += playing[i]
         cleaned = outs.astype(np.float32)
         # how much quieter, over the frames where the kit plays (over -54 dBFS)
-        playing = np.abs(refs.reshape(n, FRAME)).max(axis=1) > 64
         before = (ins.astype(np.float32).reshape(n, FRAME) ** 2).sum(axis=1)[playing]
         after = (cleaned.reshape(n, FRAME) ** 2).sum(axis=1)[playing]
-        self.kit_frames += int(playing.sum())
         self.since_in += float(before.sum())
         self.since_out += float(after.sum())
         for b, a in zip(before.tolist(), after.tolist()):
@@ -138,6 +195,11 @@ class OwnSoundCanceller:
         self.power_in = self.power_out = 0.0
 
     @property
+    def learning(self) -> bool:
+        """The filter has not yet learnt over ``KIT_LEARNING_SECONDS`` of the kit playing."""
+        return (self.kit_frames - self.learning_from) * FRAME < KIT_LEARNING_SECONDS * self.rate
+
+    @property
     def removed_db(self) -> float:
         if self.power_in <= 0.0 or self.power_out <= 0.0:
             return 0.0
@@ -148,8 +210,7 @@ class OwnSoundCanceller:
         first ``KIT_LEARNING_SECONDS``); False where the kit did not play. Starts the next window."""
         before, after = self.since_in, self.since_out
         self.since_in = self.since_out = 0.0
-        learning = self.kit_frames * FRAME < KIT_LEARNING_SECONDS * self.rate
-        return before > 0.0 and (learning or before >= after * 10 ** (KIT_ALONE_DB / 10))
+        return before > 0.0 and (self.learning or before >= after * 10 ** (KIT_ALONE_DB / 10))
 
     def close(self) -> None:
         if self.state:

@@ -288,6 +288,7 @@ def run(setup: dict, stdin, answer) -> int:
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
     echo = (0, None)  # the map's take the kit's echo is looked for after, and where (listen.kit_tap.EchoDelay)
+    kit_gain = 1.0  # the kit's gain into the canceller, as last said (listen.own_sound.REF_*)
     clipped_until = 0.0
     clipped = 0
     next_check = next_fit = 0.0
@@ -308,6 +309,7 @@ def run(setup: dict, stdin, answer) -> int:
                 echo = _echo_found(tap, echo, x, kit, rate, tracker)
             if x.size:
                 tracker.process(x, kit)
+                kit_gain = _kit_gain_said(tracker.canceller, kit_gain)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
                     clipped += 1
                     clipped_until = now + 1.0
@@ -378,6 +380,16 @@ def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> tu
             return f"its own kit is not taken out of what it hears: the mixer's block is gone ({exc})", None
     tracker.canceller = canceller
     return ("taken out" if ports else TAKEN_OUT_BY_TIME), tap
+
+
+def _kit_gain_said(canceller, said: float) -> float:
+    """One line each time the kit's gain into the canceller moves (``own_sound.REF_FIRST_SECONDS``)."""
+    if canceller is None or canceller.ref_gain == said:
+        return said
+    print(f"listen: the kit is handed to its canceller {20 * math.log10(canceller.ref_gain):+.0f} dB from how it "
+          f"leaves the mixer (its loudest hits kept within 24 dB of full scale; the path learnt again)",
+          file=sys.stderr, flush=True)
+    return canceller.ref_gain
 
 
 def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:
