@@ -92,8 +92,8 @@ def test_the_kits_gain_into_the_filter_is_set_from_its_first_notes_and_moves_onl
     """A kit at a usual level is given as it is. A quiet one (a shaker at -40 dBFS) is raised after
     its first half second to 6 dB under full scale, and the filter learns the path again (the
     input taken for the kit alone meanwhile, as over its first notes: the echo's rise is not the
-    band's entry); a hit 6 dB past full scale steps it down at once (to 6 dB under that hit), never
-    under 1 (a usual kit's rare hit past full scale is clipped); every hit 24 dB under full scale
+    band's entry); a hit it would put past full scale steps it down at once (to 6 dB under that
+    hit), never under 1 (a usual kit's rare hit past full scale is clipped); every hit 24 dB under full scale
     for 8 s of the kit playing steps it up 6 dB; silence does not."""
     loud = OwnSoundCanceller(16000)
     noise = np.random.default_rng(1).uniform(-1.0, 1.0, 16000 * 8).astype(np.float32)

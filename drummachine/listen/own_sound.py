@@ -50,7 +50,7 @@ KIT_LEARNING_SECONDS = 1.5
 #: mixer at its own level (a soft intro, a Hydrogen kit recorded low), so its gain is set here, each
 #: change a path the filter learns again: REF_FIRST_SECONDS after the kit's first note, its loudest
 #: hit so far put 6 dB under full scale if it was under -18 dBFS; down at once (to 6 dB under it)
-#: where a hit would pass full scale by 6 dB; up 6 dB where every hit stays under -24 dBFS for
+#: where a hit would pass full scale; up 6 dB where every hit stays under -24 dBFS for
 #: REF_RAISE_SECONDS of the kit playing; never under 1. A kit at a usual level is left as it is: its
 #: first learning undisturbed, and a rare hit past full scale (a mixer's sum) clipped as before
 #: rather than the path learnt again in the middle of a song
@@ -134,7 +134,7 @@ class OwnSoundCanceller:
             return g
         if first:
             self.first_peak = max(self.first_peak, peak)
-        if peak * g > 2.0 and g > 1.0:  # a hit 6 dB past full scale: 6 dB of room over it
+        if peak * g > 1.0 and g > 1.0:  # past full scale by the gain given here: 6 dB of room over it
             g = 2.0 ** math.floor(math.log2(0.5 / peak))
         elif first and self.first_frames * FRAME >= REF_FIRST_SECONDS * self.rate:
             if self.first_peak * g <= 0.125:  # 6 dB of room over the loudest of its first notes
