@@ -148,7 +148,7 @@ class OwnSoundCanceller:
             self.quiet_seconds = 0.0
         g = min(max(g, REF_GAIN_LEAST), REF_GAIN_MOST)
         if g != self.ref_gain:
-            self.lib.speex_echo_state_reset(self.state)
+            self.restart()
             self.learning_from = self.kit_frames
             self.gain_steps += 1
             self.ref_gain, self.quiet_seconds = g, 0.0
