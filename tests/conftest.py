@@ -54,17 +54,20 @@ def jack_server():
 
     if not shutil.which("jackd"):
         pytest.skip("jackd is not installed (the README's set-up installs jackd2)")
+    global JACKD_LOG
     running = subprocess.run(["jack_wait", "-c"], capture_output=True, text=True).stdout
     proc = None
     if "not running" in running or not running:
-        global JACKD_LOG
         JACKD_LOG = Path(tempfile.mkdtemp(prefix="drummachine-tests-")) / "jackd.log"
+        os.environ[JACKD_LOG_ENV] = str(JACKD_LOG)  # the waiting tests' process counts its stalls too
         log = open(JACKD_LOG, "w")
         proc = subprocess.Popen(["jackd", "-d", "dummy", "-r", "48000", "-p", "128"],
                                 stdout=log, stderr=subprocess.STDOUT)
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
         assert "available" in r.stdout, f"JACK did not start: {r.stdout} {r.stderr}"
         time.sleep(0.2)
+    elif os.environ.get(JACKD_LOG_ENV):  # the waiting tests' process, on the suite's server
+        JACKD_LOG = Path(os.environ[JACKD_LOG_ENV])
     os.environ["DRUMMACHINE_MIDI_API"] = "jack"
     yield "jack"
     release_portaudio()
@@ -76,6 +79,7 @@ def jack_server():
             proc.kill()
             proc.wait()
         shutil.rmtree(JACKD_LOG.parent, ignore_errors=True)
+        os.environ.pop(JACKD_LOG_ENV, None)
 
 
 def release_portaudio(within_s: float = 10.0) -> None:
@@ -150,9 +154,13 @@ def own_jack_server(monkeypatch, ports: int, label: str, rate: int = 48000, peri
     if not shutil.which("jackd"):
         pytest.skip("jackd is not installed")
     name = f"drummachine-{label}-{os.getpid()}-{ports}"
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period), "-P", str(ports),
-                               "-C", str(ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = Path(tempfile.mkdtemp(prefix="drummachine-jackd-"))
+    log = folder / "jackd.log"
+    with open(log, "w") as out:  # its stalls void a failing test as the suite's server's do
+        server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period), "-P",
+                                   str(ports), "-C", str(ports)], stdout=out, stderr=subprocess.STDOUT)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    OWN_JACKD_LOGS.add(log)
     try:
         r = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, text=True)
         assert "available" in r.stdout, r.stdout + r.stderr
@@ -160,6 +168,8 @@ def own_jack_server(monkeypatch, ports: int, label: str, rate: int = 48000, peri
     finally:
         server.terminate()
         server.wait(10)
+        OWN_JACKD_LOGS.discard(log)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the soak and the waiting tests run beside the suite ---------------------------------------
@@ -301,20 +311,33 @@ def pytest_sessionfinish(session, exitstatus):
 
 # --- a host that stalls JACK itself voids a real-time measurement --------------------------------
 
-#: the log of the JACK server the tests started (None: one was already running)
+#: the log of the JACK server the tests started (None: one was already running, not the suite's)
 JACKD_LOG: Path | None = None
+#: where the suite's process tells the waiting tests' process that log is
+JACKD_LOG_ENV = "DRUMMACHINE_TEST_JACKD_LOG"
+#: the JACK servers of a test's own (``own_jack_server``) running now: their logs, counted too
+OWN_JACKD_LOGS: set[Path] = set()
 #: the dummy driver's own late wake-ups during one test above which the host, not the code under
 #: test, decided the timing: a quiet machine has none (``jack_simple_client`` alone shows the same)
 HOST_STALLS_VOID = 5
-DRIVER_LATE = "JackTimedDriver::Process XRun"
+DRIVER_LATE = b"JackTimedDriver::Process XRun"
 
 
-def driver_late_wakeups(since: int = 0) -> tuple[int, int]:
-    """(late wake-ups of the dummy driver logged after byte ``since``, the log's size now)."""
-    if JACKD_LOG is None or not JACKD_LOG.exists():
-        return 0, 0
-    data = JACKD_LOG.read_bytes()
-    return data[since:].count(DRIVER_LATE.encode()), len(data)
+def _jackd_logs() -> list[Path]:
+    return [log for log in ([JACKD_LOG] if JACKD_LOG is not None else []) + sorted(OWN_JACKD_LOGS) if log.exists()]
+
+
+def driver_late_wakeups(since: dict | None = None) -> tuple[int, dict]:
+    """(late wake-ups of the dummy drivers logged after ``since`` (each log's size then), each
+    log's size now). The figure each line gives is no use: a 20 ms stall here logged 10 us, and
+    put the JACK clock 17 ms behind the monotonic clock."""
+    count = 0
+    sizes = {}
+    for log in _jackd_logs():
+        data = log.read_bytes()
+        count += data[(since or {}).get(log, 0):].count(DRIVER_LATE)
+        sizes[log] = len(data)
+    return count, sizes
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -322,7 +345,7 @@ def pytest_runtest_makereport(item, call):
     """A real-time test over JACK that fails while the host stalled JACK's own driver is reported
     as skipped, with both the stalls and the failure in the reason: on such a host every client
     is late, the code's own timing cannot be told from the host's. On a quiet host it fails."""
-    if call.when == "setup" and "jack_server" in item.fixturenames:
+    if call.when == "setup" and ("jack_server" in item.fixturenames or OWN_JACKD_LOGS):
         item.jack_log_mark = driver_late_wakeups()[1]
     outcome = yield
     report = outcome.get_result()
@@ -333,8 +356,8 @@ def pytest_runtest_makereport(item, call):
         failure = str(call.excinfo.value).splitlines()[0][:200] if call.excinfo else "failed"
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0,
-                           f"Skipped: the host stalled JACK's own dummy driver {stalls} times during this "
-                           f"test, so its real-time measurement is void here (it failed: {failure})")
+                           f"Skipped: the host stalled JACK's own dummy driver {stalls} times during this test, so "
+                           f"its real-time measurement is void here (it failed: {failure})")
 
 
 # --- the one engine harness: an engine on a manual clock, a fake generator, a recording sink ---
