@@ -11,7 +11,8 @@ import pytest
 
 from drummachine.audio.wire import AT_NS, FRAMES, OUT_LATENCY_NS, SEQ, TAP_FRAMES, TAPPED, KitTap, SharedBlock
 from drummachine.listen.capture import Timing
-from drummachine.listen.kit_tap import FIRST_LINE_SECONDS, HOLD_SECONDS, LEAD_SECONDS, NEAR_SECONDS, EchoDelay, KitTapReader
+from drummachine.listen.kit_tap import (ECHO_BEFORE, FIRST_LINE_SECONDS, FOUND_JUMP_SECONDS, HOLD_SECONDS, JUMP_SECONDS,
+                                       LEAD_SECONDS, NEAR_SECONDS, EchoDelay, KitTapReader)
 from drummachine.listen.own_sound import OwnSoundCanceller, open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -202,6 +203,91 @@ def test_a_map_taken_afresh_reads_the_kit_ahead_of_its_echo_again():
             reader.close()
     finally:
         owner.close()
+
+
+def test_once_its_echo_is_found_the_kit_is_read_where_the_echo_put_it_not_where_the_clocks_lines_wander():
+    """The mixer's clock line moving 5 ms (a busy host stepping JACK's dummy clock) took the map
+    afresh: the kit read ahead again, its echo looked for again and the canceller's path learnt
+    again, 4-6 times a second on a busy server. Once the echo is found, such a move is not taken
+    (the echo, looked for again, says where the kit is); before it, and past
+    ``FOUND_JUMP_SECONDS`` after it, the map is taken afresh as before."""
+    owner = SharedBlock()
+    try:
+        KitTap(owner, OUT_RATE, mains=1).write(np.ones((48000, 1), np.float32), 0)
+        found, fresh = readers = [KitTapReader(owner.name, untrack=False) for _ in range(2)]
+        for k in range(50):
+            publish(owner.header, 128 * k, 10.0 + 128 * k / OUT_RATE)
+            for reader in readers:
+                reader.note_clock(10.0 + k * 0.01)
+        timing = Timing(np.array([[10.0 + s / OUT_RATE, s, s] for s in range(0, 48000, 480)]), OUT_RATE)
+        for reader in readers:
+            reader.beside(0, 480, timing, 0.0, 10.5)
+        found.bring_near(0.005)
+        kept = found.position
+        assert 2 * JUMP_SECONDS < 0.005 < FOUND_JUMP_SECONDS
+        for reader in readers:  # the mixer's line now 5 ms later (not drawn again meanwhile)
+            origin, per = reader.line
+            reader.line = (origin + 0.005, per)
+            reader.beside(480, 480, timing, 0.0, 10.51)
+        assert found.takes == 1 and found.position == pytest.approx(kept + 480)
+        assert fresh.takes == 2  # not found yet: taken afresh
+        origin, per = found.line
+        found.line = (origin + 0.025, per)  # 30 ms in all: taken afresh, and looked for again
+        found.beside(960, 480, timing, 0.0, 10.52)
+        assert found.takes == 2 and not found.found
+        for reader in readers:
+            reader.close()
+    finally:
+        owner.close()
+
+
+def test_the_kits_echo_is_found_before_the_kit_as_read_when_looked_for_there():
+    """Looked for again once found (``ECHO_BEFORE``), the echo is found where the kit is read after
+    it (1.7 ms here: nothing of the kit can be taken out there), within a sample."""
+    rate = 48000
+    kit = kit_signal(rate)
+    heard = np.concatenate([kit[80:], np.zeros(80, np.float32)]) * 0.5
+    finder = EchoDelay(rate, before=ECHO_BEFORE)
+    lags = [f for f in (finder.add(heard[i:i + 512], kit[i:i + 512]) for i in range(0, rate, 512)) if f is not None]
+    assert lags and abs(lags[0] * rate + 80) <= 1, lags
+
+
+def test_the_listening_process_brings_the_kit_near_its_echo_again_where_the_echo_moved():
+    """The kit by time (``listen.process._echo_found``): the echo found 5 ms after the kit as read,
+    the kit is brought near it and the canceller learns afresh; while the echo stays near, nothing
+    more; once it is 1.7 ms before the kit as read (a host's stall moved the kit against the input),
+    it is brought near again and learnt afresh."""
+    from drummachine.listen.process import _echo_found
+
+    class Tap:
+        takes, moves = 1, []
+
+        def bring_near(self, lag):
+            self.moves.append(round(lag * OUT_RATE))
+
+    class Canceller:
+        restarts = 0
+
+        def restart(self):
+            self.restarts += 1
+
+    class Tracker:
+        canceller = Canceller()
+
+    tap, tracker = Tap(), Tracker()
+    half = OUT_RATE // 2  # the echo is looked for over each half second of the kit playing
+    kit = kit_signal(4 * half) + np.random.default_rng(2).standard_normal(4 * half).astype(np.float32) * 0.01
+    echo = (0, None, False)  # (the hats' floor: no block of it too quiet to count)
+    for lag, turn in ((240, 0), (48, 1), (48, 2), (-80, 3)):  # the echo's lag behind the kit as read, in samples
+        heard = np.roll(kit, lag)[turn * half:(turn + 1) * half]
+        part = kit[turn * half:(turn + 1) * half]
+        for i in range(0, half, 480):
+            echo = _echo_found(tap, echo, heard[i:i + 480], part[i:i + 480], OUT_RATE, tracker)
+        if turn == 0:
+            assert tap.moves == [240] and tracker.canceller.restarts == 1 and echo[2]
+        elif turn < 3:
+            assert tap.moves == [240] and tracker.canceller.restarts == 1  # near: left alone
+    assert tap.moves == [240, -80] and tracker.canceller.restarts == 2
 
 
 def test_input_waits_for_its_kit_to_be_mixed_but_not_for_a_mixer_that_is_gone():

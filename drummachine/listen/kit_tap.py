@@ -42,6 +42,11 @@ FIT_SECONDS = 0.5
 LINE_POINTS = 16  #: a clock's readings a row whose lowest the line is drawn through
 STEER_FRAMES = 0.05  #: the most the map moves a block while near: a frame in 20 blocks
 JUMP_SECONDS = 0.002  #: farther than this, the map is taken at once
+#: ... but once the kit's echo is found, only farther than this: the echo, looked for again (see
+#: ``ECHO_BEFORE``), says where the kit is; the lines moved 2 ms and more 4-6 times a second on a busy
+#: JACK server, and each move took the map afresh, the kit read ahead again and the echo looked for
+#: again (37 takes in 10 s, nothing taken out)
+FOUND_JUMP_SECONDS = 0.02
 #: until both lines are drawn along this much of their clocks, the map keeps where it was first put
 #: (but for a jump) at the nominal rates' ratio: a line along a fraction of a second tilts, and a
 #: map that followed it moved by tens of samples (the canceller learnt less in its first seconds)
@@ -76,6 +81,16 @@ ECHO_LONGEST = 0.1  #: ... up to this long after the kit as read (a mic across t
 #: highest), at the earliest peak within half of the highest of their phase-transform correlation
 #: (the direct sound, before the room's reflections). The kit alone: 0.98; a band over it leaves less
 ECHO_SURE = 0.2
+#: once found, the echo is looked for again over each ``ECHO_SECONDS`` of the kit playing, from
+#: this long before the kit as read on: the map follows the two clocks' lines, and where they wander
+#: (a busy host steps JACK's dummy clock against the monotonic one: 17 ms for a 20 ms stall here) the
+#: kit slid after its echo with nothing to say so (on JACK through PortAudio: 1.0 ms before it at
+#: the find, 0.2 ms 9 s later, then nothing taken out; 5 of 7 suite runs once)
+ECHO_BEFORE = 0.01
+#: ... and brought ``NEAR_SECONDS`` before it again where it is nearer than the first (or after
+#: it) or farther than the second: a kit read a little earlier costs the canceller nothing, one
+#: read after its echo cannot be taken out, one far before it is a path learnt again anyway
+ECHO_KEPT_WITHIN = (0.0001, 0.003)
 #: input samples wait at most this long for the kit beside them to be mixed (the mixer mixes a
 #: few blocks ahead of its output; a mixer gone or starting again mixes nothing)
 HOLD_SECONDS = 0.1
@@ -154,6 +169,7 @@ class KitTapReader:
         #: times the map was taken afresh (the first, after a jump, a mixer's start): each puts the
         #: kit elsewhere against the input, and its echo is looked for again
         self.takes = 0
+        self.found = False  #: the kit's echo was found since the map was last taken (``bring_near``)
 
     def note_clock(self, now: float) -> None:
         """A reading of the mixer's clock (each poll: its callbacks come every few ms)."""
@@ -203,9 +219,11 @@ class KitTapReader:
         settled = min(np.ptp(heard.times), self.rows_seconds()) >= SETTLE_SECONDS
         nominal = self.rate / heard.rate
         position = self.position
-        if position is None or first != self.next_sample or abs(start - position) > JUMP_SECONDS * self.rate:
+        jump = (FOUND_JUMP_SECONDS if self.found else JUMP_SECONDS) * self.rate
+        if position is None or first != self.next_sample or abs(start - position) > jump:
             self.jumps += position is not None and settled
             self.takes += 1
+            self.found = False
             # the kit moved against the input: read it ``LEAD_SECONDS`` ahead again, where its
             # echo can be found again (a kit read after its echo cannot be taken out, and its
             # direct sound is not looked for there). On JACK the map was taken again 2.4 ms off
@@ -243,6 +261,7 @@ class KitTapReader:
         before its echo from now on."""
         move = echo_seconds - NEAR_SECONDS
         self.nearer += move
+        self.found = True
         if self.position is not None and self.rate:
             self.position -= move * self.rate
             self.map_count, self.drift = 0, 0.0
@@ -260,7 +279,7 @@ class KitTapReader:
             self.map_count += 1
         m = self.maps[:min(self.map_count, MAP_POINTS)]
         if m.shape[0] < 3:
-            return track + (m[:, 1].mean() if m.shape[0] else 0.0)
+            return track + (m[:, 1].mean() if m.shape[0] and not self.found else 0.0)
         x, y = m[:, 0] - m[:, 0].mean(), m[:, 1] - m[:, 1].mean()
         spread = float(x @ x)
         slope = float(x @ y) / spread if spread > 0 else 0.0
@@ -268,6 +287,8 @@ class KitTapReader:
         error = np.sqrt(float(residual @ residual) / (m.shape[0] - 2) / spread * POINTS_TOGETHER)
         sure = abs(slope) > (2 + FEW_MAPS / (m.shape[0] - 2)) * error
         self.drift = slope if sure and abs(slope) < MOST_DRIFT * nominal else 0.0
+        if self.found:  # the echo put the kit where it is read: the lines say only how fast it moves
+            return track + self.drift * (first - origin_sample)
         return track + m[:, 1].mean() + self.drift * (first - origin_sample - m[:, 0].mean())
 
     def close(self) -> None:
@@ -281,14 +302,16 @@ class EchoDelay:
     cross-correlation with every frequency weighed alike (GCC-PHAT: the direct sound); not sure
     (``ECHO_SURE``), it looks again over the next stretch."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, before: float = 0.0):
         self.rate = rate
+        self.before = int(before * rate)  #: samples of lag looked at before the kit as read
         self.heard: list[np.ndarray] = []
         self.kit: list[np.ndarray] = []
         self.samples = 0
 
     def add(self, heard: np.ndarray, kit: np.ndarray) -> float | None:
-        """The echo's lag behind the kit as read, seconds, once found; else None."""
+        """The echo's lag behind the kit as read, seconds (under 0: before it), once found; else
+        None. Each answer (or a stretch not sure) starts the next stretch."""
         n = min(heard.size, kit.size)
         if n == 0 or not np.any(np.abs(kit[:n]) > 1e-3):
             return None
@@ -301,19 +324,24 @@ class EchoDelay:
         self.heard, self.kit, self.samples = [], [], 0
         size = 1 << int(np.ceil(np.log2(2 * x.size)))
         longest = min(int(ECHO_LONGEST * self.rate), x.size - 1)
+        before = min(self.before, x.size - 1)
         cross = np.fft.rfft(x, size) * np.conj(np.fft.rfft(k, size))
         energy = np.sqrt(float(x @ x) * float(k @ k))
         if energy <= 0:
             return None
-        if np.abs(np.fft.irfft(cross, size)[:longest + 1]).max() / energy < ECHO_SURE:
+
+        def lags(c: np.ndarray) -> np.ndarray:  # from ``before`` samples before the kit to ``longest`` after
+            return np.concatenate([c[size - before:], c[:longest + 1]]) if before else c[:longest + 1]
+
+        if np.abs(lags(np.fft.irfft(cross, size))).max() / energy < ECHO_SURE:
             return None
         # where: the cross-correlation with every frequency weighed alike (the phase transform,
         # GCC-PHAT), a sharp peak at each path's delay; the plain one is as broad as the kick's
         # low notes, and its first peak within half of the highest came 5.5 ms before the direct
         # sound in 2 of 4 runs on JACK, a room's reflections after it
         magnitude = np.abs(cross)
-        c = np.abs(np.fft.irfft(cross / np.maximum(magnitude, 1e-9 * magnitude.max()), size)[:longest + 1])
+        c = np.abs(lags(np.fft.irfft(cross / np.maximum(magnitude, 1e-9 * magnitude.max()), size)))
         first = int(np.argmax(c >= 0.5 * c.max()))
         while first + 1 < c.size and c[first + 1] > c[first]:
             first += 1  # up to the top of that first peak
-        return first / self.rate
+        return (first - before) / self.rate

@@ -147,8 +147,12 @@ class Listener:
         self.clock_rate = 1.0  #: engine-clock seconds per monotonic second
 
     def _spawn(self) -> None:
+        # one BLAS thread, as the mixer's: OpenBLAS's own threads spin-wait after each call, and
+        # its dot products over the kit's echo (two each half second) tripled this process's CPU
+        # (a share of 0.12-0.14 of a core to 0.33-0.36 on JACK, benchmarks/own_kit_by_time.py)
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=env)
         self.proc.stdin.write(json.dumps(self.setup) + "\n")
         self.proc.stdin.flush()
 

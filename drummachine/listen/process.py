@@ -31,7 +31,7 @@ from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.capture import Capture
 from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
-from drummachine.listen.kit_tap import NEAR_SECONDS, EchoDelay, KitTapReader
+from drummachine.listen.kit_tap import ECHO_BEFORE, ECHO_KEPT_WITHIN, NEAR_SECONDS, EchoDelay, KitTapReader
 from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -287,7 +287,7 @@ def run(setup: dict, stdin, answer) -> int:
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
-    echo = (0, None)  # the map's take the kit's echo is looked for after, and where (listen.kit_tap.EchoDelay)
+    echo = (0, None, False)  # the map's take, the kit's echo looked for since, and whether found (_echo_found)
     kit_gain = 1.0  # the kit's gain into the canceller, as last said (listen.own_sound.REF_*)
     clipped_until = 0.0
     clipped = 0
@@ -395,19 +395,23 @@ def _kit_gain_said(canceller, said: float) -> float:
 def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:
     """The kit by time: look for its echo in the input each time the map is taken afresh (the
     first, a jump, a mixer's start); once found, read the kit just before it and let the canceller
-    learn the path afresh (``kit_tap.NEAR_SECONDS``)."""
-    takes, finder = echo
+    learn the path afresh (``kit_tap.NEAR_SECONDS``). Then go on looking, before the kit as read
+    too, and bring it near again where the echo has moved (``kit_tap.ECHO_KEPT_WITHIN``)."""
+    takes, finder, found = echo
     if tap.takes != takes:
-        takes, finder = tap.takes, EchoDelay(rate)
-    if finder is not None:
-        lag = finder.add(x, kit)
-        if lag is not None:
-            tap.bring_near(lag)
-            tracker.canceller.restart()
-            print(f"listen: the kit's echo is {lag * 1000:.1f} ms after the kit as read; read "
-                  f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
-            finder = None
-    return takes, finder
+        takes, finder, found = tap.takes, EchoDelay(rate), False
+    if finder is None:
+        return echo
+    lag = finder.add(x, kit)
+    nearest, farthest = ECHO_KEPT_WITHIN
+    if lag is None or (found and nearest <= lag <= farthest):
+        return takes, finder, found
+    tap.bring_near(lag)
+    tracker.canceller.restart()
+    where = f"{lag * 1000:.1f} ms after" if lag >= 0 else f"{-lag * 1000:.1f} ms before"
+    print(f"listen: the kit's echo is {where} the kit as read{' now' if found else ''}; read "
+          f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
+    return takes, EchoDelay(rate, before=ECHO_BEFORE), True
 
 
 def capture_latency(port: str) -> int:
