@@ -14,12 +14,18 @@ third second on. JSON on stdout (or ``--out``).
 
     jackd -n fw -d dummy -r 48000 -p 128 &
     JACK_DEFAULT_SERVER=fw python benchmarks/own_kit_by_time.py --rounds 3 --out benchmarks/own_kit_by_time.json
+
+``--busy N``: N processes spinning beside each turn (the suite's CPU-bound tests beside its waiting
+ones, on 2 cores); ``--jackd-log PATH``: the server's log (``jackd ... > PATH 2>&1``), each turn's
+late wake-ups of its dummy driver counted from it (each one steps JACK's clock against the
+monotonic clock, the clock the kit is read by).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -33,7 +39,7 @@ import follow_material as material  # noqa: E402
 TURNS = ("time", "ports", "none")
 
 
-def one_turn(how: str, seconds: float) -> dict:
+def one_turn(how: str, seconds: float, busy: int = 0, jackd_log: str | None = None) -> dict:
     import jack
 
     from drummachine.audio.process import AudioProcessSink
@@ -49,6 +55,8 @@ def one_turn(how: str, seconds: float) -> dict:
     stop = threading.Event()
     threads = engine.run_threads(stop)
     removed, cpu_share, said = [], None, ""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    log_from = Path(jackd_log).stat().st_size if jackd_log else 0
     try:
         kit_ports = [p.name for p in look.get_ports("PortAudio", is_audio=True, is_output=True)]
         listener = Listener(band.port_name, 110.0, sink.clock, client="listen-own-kit",
@@ -71,6 +79,9 @@ def one_turn(how: str, seconds: float) -> dict:
             cpu_share = round((listener.cpu_seconds() - cpu_from[0]) / (time.monotonic() - cpu_from[1]), 4)
         listener.close()
     finally:
+        for proc in spinning:
+            proc.kill()
+            proc.wait()
         engine.command("stop")
         stop.set()
         for t in threads:
@@ -78,8 +89,9 @@ def one_turn(how: str, seconds: float) -> dict:
         band.close()
         look.close()
         sink.close()
+    late = Path(jackd_log).read_bytes()[log_from:].count(b"JackTimedDriver::Process XRun") if jackd_log else None
     return {"turn": how, "own_kit": said, "removed_db_each_second": removed, "listener_cpu_share": cpu_share,
-            "underruns": sink.underruns}
+            "underruns": sink.underruns, "busy": busy, "driver_late_wakeups": late}
 
 
 def main() -> int:
@@ -87,12 +99,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--turns", default=",".join(TURNS))
+    ap.add_argument("--busy", type=int, default=0, help="processes spinning beside each turn")
+    ap.add_argument("--jackd-log", help="the JACK server's log: its driver's late wake-ups counted a turn")
     ap.add_argument("--out")
     args = ap.parse_args()
     rows = []
     for _ in range(args.rounds):
         for how in args.turns.split(","):
-            row = one_turn(how, args.seconds)
+            row = one_turn(how, args.seconds, args.busy, args.jackd_log)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
     summary = {}
@@ -101,7 +115,10 @@ def main() -> int:
         at = lambda s: [r["removed_db_each_second"][s - 1] for r in mine if len(r["removed_db_each_second"]) >= s]  # noqa: E731
         summary[how] = {f"removed_db_at_{s}s": at(s) for s in (1, 2, 4, int(args.seconds))}
         summary[how]["listener_cpu_share"] = [r["listener_cpu_share"] for r in mine]
+        summary[how]["underruns"] = [r["underruns"] for r in mine]
+        summary[how]["driver_late_wakeups"] = [r["driver_late_wakeups"] for r in mine]
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": args.seconds, "rounds": args.rounds,
+              "busy": args.busy,
               "summary": summary, "runs": rows}
     text = json.dumps(result, indent=1)
     if args.out:

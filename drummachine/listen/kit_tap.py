@@ -41,12 +41,13 @@ CLOCK_ROWS = 1024  #: the mixer's clock readings the line is fitted to (about 10
 FIT_SECONDS = 0.5
 LINE_POINTS = 16  #: a clock's readings a row whose lowest the line is drawn through
 STEER_FRAMES = 0.05  #: the most the map moves a block while near: a frame in 20 blocks
-JUMP_SECONDS = 0.002  #: farther than this, the map is taken at once
-#: ... but once the kit's echo is found, only farther than this: the echo, looked for again (see
-#: ``ECHO_BEFORE``), says where the kit is; the lines moved 2 ms and more 4-6 times a second on a busy
-#: JACK server, and each move took the map afresh, the kit read ahead again and the echo looked for
-#: again (37 takes in 10 s, nothing taken out)
-FOUND_JUMP_SECONDS = 0.02
+#: farther than this, the map is taken at once (a mixer's clock that jumped, an xrun's frames). Not
+#: less: the lines moved 2 ms and more 4-6 times a second on a busy JACK server (a host's stall puts
+#: JACK's dummy clock behind the monotonic one: 17 ms for a stall of 20 ms here), and with 2 ms here
+#: each move took the map afresh, the kit read ahead again, its echo looked for again and the
+#: canceller's path learnt again (37 takes in 10 s, nothing taken out); the echo, looked for again
+#: each half second, says where the kit is (``ECHO_BEFORE``)
+JUMP_SECONDS = 0.02
 #: until both lines are drawn along this much of their clocks, the map keeps where it was first put
 #: (but for a jump) at the nominal rates' ratio: a line along a fraction of a second tilts, and a
 #: map that followed it moved by tens of samples (the canceller learnt less in its first seconds)
@@ -81,11 +82,11 @@ ECHO_LONGEST = 0.1  #: ... up to this long after the kit as read (a mic across t
 #: highest), at the earliest peak within half of the highest of their phase-transform correlation
 #: (the direct sound, before the room's reflections). The kit alone: 0.98; a band over it leaves less
 ECHO_SURE = 0.2
-#: once found, the echo is looked for again over each ``ECHO_SECONDS`` of the kit playing, from
-#: this long before the kit as read on: the map follows the two clocks' lines, and where they wander
-#: (a busy host steps JACK's dummy clock against the monotonic one: 17 ms for a 20 ms stall here) the
-#: kit slid after its echo with nothing to say so (on JACK through PortAudio: 1.0 ms before it at
-#: the find, 0.2 ms 9 s later, then nothing taken out; 5 of 7 suite runs once)
+#: the echo is looked for from this long before the kit as read on, and once found looked for again
+#: over each ``ECHO_SECONDS`` of the kit playing: the map followed the two clocks' lines, and where
+#: they wandered (a busy host stepping JACK's dummy clock) the kit slid after its echo with nothing
+#: to say so (on JACK through PortAudio: 1.0 ms before it at the find, 0.2 ms 9 s later, then a
+#: stall put it 1.7 ms after and nothing was taken out: the suite's test failed in 5 of 7 runs once)
 ECHO_BEFORE = 0.01
 #: ... and brought ``NEAR_SECONDS`` before it again where it is nearer than the first (or after
 #: it) or farther than the second: a kit read a little earlier costs the canceller nothing, one
@@ -219,8 +220,7 @@ class KitTapReader:
         settled = min(np.ptp(heard.times), self.rows_seconds()) >= SETTLE_SECONDS
         nominal = self.rate / heard.rate
         position = self.position
-        jump = (FOUND_JUMP_SECONDS if self.found else JUMP_SECONDS) * self.rate
-        if position is None or first != self.next_sample or abs(start - position) > jump:
+        if position is None or first != self.next_sample or abs(start - position) > JUMP_SECONDS * self.rate:
             self.jumps += position is not None and settled
             self.takes += 1
             self.found = False
@@ -302,7 +302,7 @@ class EchoDelay:
     cross-correlation with every frequency weighed alike (GCC-PHAT: the direct sound); not sure
     (``ECHO_SURE``), it looks again over the next stretch."""
 
-    def __init__(self, rate: int, before: float = 0.0):
+    def __init__(self, rate: int, before: float = ECHO_BEFORE):
         self.rate = rate
         self.before = int(before * rate)  #: samples of lag looked at before the kit as read
         self.heard: list[np.ndarray] = []

@@ -31,7 +31,7 @@ from drummachine.core.parent_pipe import end_with_parent
 from drummachine.listen import shared
 from drummachine.listen.capture import Capture
 from drummachine.listen.inputs import AudioInput, same_device, sounddevice_inputs
-from drummachine.listen.kit_tap import ECHO_BEFORE, ECHO_KEPT_WITHIN, NEAR_SECONDS, EchoDelay, KitTapReader
+from drummachine.listen.kit_tap import ECHO_KEPT_WITHIN, NEAR_SECONDS, EchoDelay, KitTapReader
 from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -395,8 +395,8 @@ def _kit_gain_said(canceller, said: float) -> float:
 def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:
     """The kit by time: look for its echo in the input each time the map is taken afresh (the
     first, a jump, a mixer's start); once found, read the kit just before it and let the canceller
-    learn the path afresh (``kit_tap.NEAR_SECONDS``). Then go on looking, before the kit as read
-    too, and bring it near again where the echo has moved (``kit_tap.ECHO_KEPT_WITHIN``)."""
+    learn the path afresh (``kit_tap.NEAR_SECONDS``). Then go on looking, and bring it near again
+    where the echo has moved (``kit_tap.ECHO_KEPT_WITHIN``)."""
     takes, finder, found = echo
     if tap.takes != takes:
         takes, finder, found = tap.takes, EchoDelay(rate), False
@@ -411,7 +411,7 @@ def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, 
     where = f"{lag * 1000:.1f} ms after" if lag >= 0 else f"{-lag * 1000:.1f} ms before"
     print(f"listen: the kit's echo is {where} the kit as read{' now' if found else ''}; read "
           f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
-    return takes, EchoDelay(rate, before=ECHO_BEFORE), True
+    return takes, EchoDelay(rate), True
 
 
 def capture_latency(port: str) -> int:
