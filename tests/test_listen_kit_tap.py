@@ -294,10 +294,11 @@ def test_the_listening_process_brings_the_kit_near_its_echo_again_where_the_echo
     from drummachine.listen.process import _echo_found
 
     class Tap:
-        takes, moves = 1, []
+        takes, moves, found = 1, [], False
 
         def bring_near(self, lag):
             self.moves.append(round(lag * OUT_RATE))
+            self.found = True
 
     class Canceller:
         restarts = 0
@@ -311,14 +312,14 @@ def test_the_listening_process_brings_the_kit_near_its_echo_again_where_the_echo
     tap, tracker = Tap(), Tracker()
     half = OUT_RATE // 2  # the echo is looked for over each half second of the kit playing
     kit = kit_signal(4 * half) + np.random.default_rng(2).standard_normal(4 * half).astype(np.float32) * 0.01
-    echo = (0, None, False)  # (the hats' floor: no block of it too quiet to count)
+    echo = (0, None)  # (the hats' floor: no block of it too quiet to count)
     for lag, turn in ((240, 0), (48, 1), (48, 2), (-80, 3)):  # the echo's lag behind the kit as read, in samples
         heard = np.roll(kit, lag)[turn * half:(turn + 1) * half]
         part = kit[turn * half:(turn + 1) * half]
         for i in range(0, half, 480):
             echo = _echo_found(tap, echo, heard[i:i + 480], part[i:i + 480], OUT_RATE, tracker)
         if turn == 0:
-            assert tap.moves == [240] and tracker.canceller.restarts == 1 and echo[2]
+            assert tap.moves == [240] and tracker.canceller.restarts == 1 and tap.found
         elif turn < 3:
             assert tap.moves == [240] and tracker.canceller.restarts == 1  # near: left alone
     assert tap.moves == [240, -80] and tracker.canceller.restarts == 2
@@ -397,13 +398,15 @@ def test_the_tap_keeps_the_main_channels_summed_round_its_end():
 
 @needs_speex
 @pytest.mark.jack
-@pytest.mark.waiting
 def test_on_jack_a_kit_played_through_portaudio_is_read_by_time_and_taken_out(jack_server):
     """The mixer process playing through PortAudio's JACK client (as where the JACK server came
     after ``play``; as over ALSA), not the engine's own ports: the listening process is given the
     mixer's block, reads the kit by time, and takes it out of an input that hears it (the kit's
     ports into the listening input: a mic hearing the wedges). Without the block nothing is taken
-    out. The benchmark's turn (``benchmarks/own_kit_by_time.py``), once each way."""
+    out. The benchmark's turn (``benchmarks/own_kit_by_time.py``), once each way.
+    A real-time measurement (the kit read within a millisecond of its echo), so not among the
+    ``waiting`` tests: beside the suite's CPU-bound tests and its soak it failed in CI twice (3.9
+    and 4.2 dB at 8 s) with fewer stalls of JACK's driver than void a run."""
     from drummachine.listen.process import TAKEN_OUT_BY_TIME
 
     from .conftest import ROOT
@@ -414,7 +417,7 @@ def test_on_jack_a_kit_played_through_portaudio_is_read_by_time_and_taken_out(ja
     none = own_kit_by_time.one_turn("none", 3.0)
     assert by_time["own_kit"] == TAKEN_OUT_BY_TIME and none["own_kit"] == "", (by_time, none)
     # 21-31 dB after 8 s in the runs here; it fails with the kit read 50 ms before the moment heard
-    assert by_time["removed_db_each_second"][-1] > 12.0, by_time
+    assert by_time["removed_db_each_second"][-1] > 12.0, (by_time["removed_db_each_second"], by_time["underruns"])
     assert none["removed_db_each_second"][-1] == 0.0, none
 
 

@@ -287,7 +287,7 @@ def run(setup: dict, stdin, answer) -> int:
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
-    echo = (0, None, False)  # the map's take, the kit's echo looked for since, and whether found (_echo_found)
+    echo = (0, None)  # the map's take the kit's echo is looked for since, and its finder (_echo_found)
     kit_gain = 1.0  # the kit's gain into the canceller, as last said (listen.own_sound.REF_*)
     clipped_until = 0.0
     clipped = 0
@@ -397,21 +397,22 @@ def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, 
     first, a jump, a mixer's start); once found, read the kit just before it and let the canceller
     learn the path afresh (``kit_tap.NEAR_SECONDS``). Then go on looking, and bring it near again
     where the echo has moved (``kit_tap.ECHO_KEPT_WITHIN``)."""
-    takes, finder, found = echo
+    takes, finder = echo
     if tap.takes != takes:
-        takes, finder, found = tap.takes, EchoDelay(rate), False
+        takes, finder = tap.takes, EchoDelay(rate)
     if finder is None:
         return echo
     lag = finder.add(x, kit)
     nearest, farthest = ECHO_KEPT_WITHIN
-    if lag is None or (found and nearest <= lag <= farthest):
-        return takes, finder, found
+    if lag is None or (tap.found and nearest <= lag <= farthest):
+        return takes, finder
+    moved = tap.found
     tap.bring_near(lag)
     tracker.canceller.restart()
     where = f"{lag * 1000:.1f} ms after" if lag >= 0 else f"{-lag * 1000:.1f} ms before"
-    print(f"listen: the kit's echo is {where} the kit as read{' now' if found else ''}; read "
+    print(f"listen: the kit's echo is {where} the kit as read{' (it moved)' if moved else ''}; read "
           f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
-    return takes, EchoDelay(rate), True
+    return takes, EchoDelay(rate)
 
 
 def capture_latency(port: str) -> int:
