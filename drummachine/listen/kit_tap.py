@@ -302,9 +302,8 @@ class EchoDelay:
     cross-correlation with every frequency weighed alike (GCC-PHAT: the direct sound); not sure
     (``ECHO_SURE``), it looks again over the next stretch."""
 
-    def __init__(self, rate: int, before: float = ECHO_BEFORE):
+    def __init__(self, rate: int):
         self.rate = rate
-        self.before = int(before * rate)  #: samples of lag looked at before the kit as read
         self.heard: list[np.ndarray] = []
         self.kit: list[np.ndarray] = []
         self.samples = 0
@@ -324,14 +323,14 @@ class EchoDelay:
         self.heard, self.kit, self.samples = [], [], 0
         size = 1 << int(np.ceil(np.log2(2 * x.size)))
         longest = min(int(ECHO_LONGEST * self.rate), x.size - 1)
-        before = min(self.before, x.size - 1)
+        before = min(int(ECHO_BEFORE * self.rate), x.size - 1)  # lags looked at before the kit as read
         cross = np.fft.rfft(x, size) * np.conj(np.fft.rfft(k, size))
         energy = np.sqrt(float(x @ x) * float(k @ k))
         if energy <= 0:
             return None
 
         def lags(c: np.ndarray) -> np.ndarray:  # from ``before`` samples before the kit to ``longest`` after
-            return np.concatenate([c[size - before:], c[:longest + 1]]) if before else c[:longest + 1]
+            return np.concatenate([c[size - before:], c[:longest + 1]])
 
         if np.abs(lags(np.fft.irfft(cross, size))).max() / energy < ECHO_SURE:
             return None

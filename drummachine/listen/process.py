@@ -412,7 +412,7 @@ def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, 
     where = f"{lag * 1000:.1f} ms after" if lag >= 0 else f"{-lag * 1000:.1f} ms before"
     print(f"listen: the kit's echo is {where} the kit as read{' (it moved)' if moved else ''}; read "
           f"{NEAR_SECONDS * 1000:.0f} ms before it from now on", file=sys.stderr, flush=True)
-    return takes, EchoDelay(rate)
+    return takes, finder  # (which starts its next stretch after each answer)
 
 
 def capture_latency(port: str) -> int:
