@@ -38,6 +38,19 @@ def test_the_follow_line_says_state_tempo_phase_and_confidence():
     assert "BAND OFF" in band_text(Snapshot(follow_mode="off", follow_state="following", band_bpm=120.0)).plain
 
 
+@pytest.mark.parametrize("state, shown", [("clipping", "in CLIP"), ("input gone", "in GONE"),
+                                          ("not there", "in GONE"), ("listener stopped", "in DOWN")])
+def test_the_follow_line_says_an_input_to_act_on_in_place_of_its_level(state, shown):
+    widest = Snapshot(follow_mode="all", follow_state="holding", band_bpm=199.9, band_phase_ms=-249.0,
+                      band_confidence=1.0, band_intensity=-0.4, band_level_db=-3.0, band_input=state)
+    line = band_text(widest).plain
+    assert shown in line and "dB" not in line
+    assert len(line) <= 80
+    # listening (or silent: its level says so) the level is shown
+    for state in ("listening", "silence", ""):
+        assert "in -3dB" in band_text(widest.with_(band_input=state)).plain
+
+
 async def test_the_b_key_cycles_following_and_the_screen_shows_the_band():
     h = Harness(start=100.0)
     h.engine.follower = Follower(FollowConfig(mode="off"), 120.0)
@@ -150,6 +163,46 @@ def test_listen_behind_the_stage_ui_follows_a_band_in_a_real_terminal(jack_serve
 
 
 @pytest.mark.jack
+@pytest.mark.slow
+def test_an_input_that_clips_then_goes_is_on_the_screen_and_in_the_log(jack_server, tmp_path):
+    """The band's send too hot (a real drummer's band mix driven 18 dB into full scale), then its
+    port gone (the player client closed: a cable pulled, an interface off): the band line says
+    "in CLIP", then "in GONE", the engine's log says each once, and the machine plays on."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    material = pytest.importorskip("follow_material")
+    if not (material.GROOVE / "info.csv").exists():
+        pytest.skip("the Groove MIDI Dataset is not on this machine")
+    path, bpm = material.validation_performances(1)[0]
+    clip = material.make_clip(path, bpm, "steady", "band", rate=48000, bars=8)
+    hot = np.clip(clip.audio * 8.0, -1.0, 1.0).astype(np.float32)
+    assert np.mean(np.abs(hot) >= 0.999) > 0.001  # it clips
+    player = material.BandPlayer(hot, "band-hot")
+    port = player.port_name
+    log_path = tmp_path / "engine.log"
+    tmux, session, screen, run = tmux_session(
+        tmp_path, f"python -m drummachine play --fake-model --no-audio --midi-virtual --listen {port} "
+                  f"--follow beat --bpm {bpm:.2f} --log {log_path}")
+    try:
+        wait_for(screen, lambda s: "BAND LISTENING" in s, "the band line (listening)")
+        player.start()
+        wait_for(screen, lambda s: re.search(r"BAND .* in CLIP", s), "in CLIP", timeout=20.0)
+        player.close()
+        player = None
+        shown = wait_for(screen, lambda s: re.search(r"BAND .* in GONE", s), "in GONE", timeout=10.0)
+        assert "PLAYING" in shown and "Traceback" not in shown
+        quit_and_check(tmux, session, tmp_path, run)
+    finally:
+        cleanup(tmux, run)
+        if player is not None:
+            player.close()
+    text = log_path.read_text()
+    assert text.count(f"{port} clips") == 1, text
+    assert text.count(f"{port} is gone") == 1, text
+
+
+@pytest.mark.jack
 def test_listen_behind_the_ui_to_a_port_that_is_not_there_plays_on(jack_server, tmp_path):
     tmux, session, screen, run = tmux_session(
         tmp_path, f"python -m drummachine play --fake-model --no-audio --midi-virtual --listen no-such-band "
@@ -157,6 +210,7 @@ def test_listen_behind_the_ui_to_a_port_that_is_not_there_plays_on(jack_server, 
     try:
         wait_for(screen, lambda s: "PLAYING" in s, "PLAYING")
         wait_for(screen, lambda s: "no-such-band" in s, "the warning naming the port")
+        wait_for(screen, lambda s: "in GONE" in s, "the band line: its input gone")
         assert "Traceback" not in screen()
         quit_and_check(tmux, session, tmp_path, run)
     finally:

@@ -7,6 +7,7 @@ nothing is shipped as audio.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -231,6 +232,25 @@ def test_the_material_knows_its_truth(performance):
 
 
 # --- on a real JACK server ----------------------------------------------------------------------
+
+def test_an_input_to_act_on_is_said_once_in_the_log(caplog):
+    """Clipping (at most every CLIPPING_SAID_EVERY: a hot band clips on every hit), gone and back:
+    one line each, naming the input; a headless `play` has nothing but its log to say them."""
+    from drummachine.listen.listener import CLIPPING_SAID_EVERY, InputStateSaid
+
+    said = InputStateSaid("band:out")
+    with caplog.at_level(logging.WARNING, logger="drummachine"):
+        for t, state in enumerate(["starting", "listening", "clipping", "clipping", "listening", "clipping",
+                                   "listening", "input gone", "input gone", "listening", "silence"]):
+            said(state, float(t))
+        said("clipping", CLIPPING_SAID_EVERY + 2.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4, lines
+    assert "band:out clips" in lines[0] and "turn its send down" in lines[0]
+    assert "band:out is gone" in lines[1] and "holding the tempo" in lines[1]
+    assert "band:out is back" in lines[2]
+    assert "band:out clips" in lines[3]  # clipping again, 30 s on
+
 
 @pytest.mark.jack
 def test_a_missing_port_is_one_clear_line(jack_server):

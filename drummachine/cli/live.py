@@ -193,8 +193,11 @@ def _listen(session, opts, quiet: bool = False):
             print(f"drummachine: warning: {said}", file=sys.stderr)
         if not missing:
             return None
-        return InputWhenThere(make, lambda band: link(band, " (the input is there now)"))
+        waiting = InputWhenThere(make, lambda band: link(band, " (the input is there now)"))
+        session.band_input = waiting.status
+        return waiting
     link(band)
+    session.band_input = band.status
     return band
 
 

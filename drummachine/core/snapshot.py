@@ -69,6 +69,9 @@ class Snapshot:
     band_confidence: float = 0.0
     band_intensity: float = 0.0  #: the dynamics' offset to the intensity
     band_level_db: float | None = None  #: the band's input level (400 ms, dBFS), None: not read yet
+    #: the listening input's state (listen.shared.STATUSES' words, "listener stopped", "not there");
+    #: "": not listening
+    band_input: str = ""
     # the audio out's buses (main_level, cue_level, click, click_level)
     cue_bus: bool = False  #: a cue bus is there (play --cue-out)
     click: bool = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import subprocess
@@ -58,6 +59,37 @@ log = logging.getLogger("drummachine")
 #: an input not there at the start is looked for this often (each look lists JACK's ports through a
 #: client of its own), and after the first minute less often
 LOOK_AGAIN_SECONDS = (2.0, 10.0)
+#: the input's states past the listening process's own (``shared.STATUSES``): its process not
+#: running (started again by the link's watch), and a port not there yet (``InputWhenThere``)
+STOPPED, NOT_THERE = "listener stopped", "not there"
+#: an input that clips is said in the log at most this often (a loud band clips on every hit)
+CLIPPING_SAID_EVERY = 30.0
+
+
+class InputStateSaid:
+    """The input's state changes a musician has to act on, one log line each: clipping (its send
+    too hot: at most every ``CLIPPING_SAID_EVERY``), gone, and back after it was gone. The stage
+    UI shows the state itself (``ui.app.band_text``); a headless `play` has only its log."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.state = ""
+        self.clipping_said = -math.inf
+
+    def __call__(self, state: str, now: float) -> None:
+        was, self.state = self.state, state
+        if state == was:
+            return
+        clipping = shared.STATUSES[shared.CLIPPING]
+        if state == clipping and now - self.clipping_said >= CLIPPING_SAID_EVERY:
+            self.clipping_said = now
+            log.warning("listen: %s clips (its peaks reach full scale): turn its send down; the band's "
+                        "beat is read less well from a clipped input", self.name)
+        elif state == shared.STATUSES[shared.GONE]:
+            log.warning("listen: %s is gone; holding the tempo, listening for it to come back", self.name)
+        elif was == shared.STATUSES[shared.GONE] and state in (shared.STATUSES[shared.LISTENING], clipping,
+                                                               shared.STATUSES[shared.SILENCE]):
+            log.warning("listen: %s is back; following it again once sure of the band", self.name)
 
 
 class InputWhenThere:
@@ -99,6 +131,10 @@ class InputWhenThere:
             except Exception as exc:  # noqa: BLE001
                 log.warning("listen: %s: %s", exc.__class__.__name__, exc)
             return
+
+    def status(self) -> str:
+        """The input's state: not there yet, then the Listener's."""
+        return NOT_THERE if self.band is None else self.band.status()
 
     def close(self) -> None:
         self._stop.set()
@@ -264,8 +300,9 @@ class Listener:
                            int(s[shared.SEQ]) // 2)
 
     def status(self) -> str:
+        """The input's state: ``shared.STATUSES``' words, or ``STOPPED``."""
         if not self.alive:
-            return "listener stopped"
+            return STOPPED
         return shared.STATUSES.get(int(self.block.read()[shared.STATUS]), "?")
 
     def cpu_seconds(self) -> float:
@@ -318,6 +355,8 @@ class Listener:
     def link(self, send) -> None:
         """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``),
         and start the listening process again when its input stopped."""
+        said = InputStateSaid(self.input.name)
+
         def loop():
             last, handed, kit_looked = -1, 0.0, time.monotonic()
             while not self._stop.wait(LINK_SECONDS):
@@ -325,6 +364,7 @@ class Listener:
                     if self.stalled(time.monotonic()):
                         self._watch()
                         continue
+                    said(self.status(), time.monotonic())
                     if not self.setup["kit_ports"] and time.monotonic() - kit_looked >= KIT_LOOK_SECONDS:
                         kit_looked = time.monotonic()
                         if self.kit_ports():

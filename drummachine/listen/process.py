@@ -38,6 +38,9 @@ from drummachine.listen.tracker import BeatTracker
 POLL_SECONDS = 0.01
 SILENCE_DB = -70.0
 CLIP_LEVEL = 0.999
+#: a clipped block keeps the input's status "clipping" this long: a band clipping on its loud hits
+#: (a beat or two apart) reads as clipping throughout, not on and off with each hit
+CLIPPING_HELD_SECONDS = 3.0
 CHECK_PORT_SECONDS = 0.5
 #: an input latency past this is no figure (PortAudio's JACK devices say 2**32 frames: -1 unsigned)
 MAX_INPUT_LATENCY = 1.0
@@ -312,7 +315,7 @@ def run(setup: dict, stdin, answer) -> int:
                 kit_gain = _kit_gain_said(tracker.canceller, kit_gain)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
                     clipped += 1
-                    clipped_until = now + 1.0
+                    clipped_until = now + CLIPPING_HELD_SECONDS
             if now >= next_check and (client is not None or pa is not None):
                 next_check = now + CHECK_PORT_SECONDS
                 status = pa.check(setup["port"]) if pa is not None else _check_jack(client, port, setup["port"])

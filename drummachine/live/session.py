@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from drummachine.core import commands
 from drummachine.core.controller import CLOCK, CONTINUE, SPP, START, STOP, ClockFollower, PresetControl
@@ -99,6 +100,8 @@ class Session:
         self.last_midi: list[int] = []
         self.last_midi_at = 0.0
         self.warnings: list[str] = []
+        #: the listening input's state in words (``play --listen``: set by the CLI), or None
+        self.band_input: Callable[[], str] | None = None
         self.schedule: list = []  # (scheduled time, message) of what the MIDI out sent, until poll writes it
         self.schedule_file = open(opts.midi_schedule, "a") if opts.midi_schedule else None
         t0 = time.perf_counter()
@@ -376,7 +379,15 @@ class Session:
             midi_out=None if self.midi is None else ("connected" if self.midi.connected else "disconnected"),
             midi_in=tuple("connected" if i.connected else "waiting" for i in self.inputs),
             learning=self.learning, learned=self.learned, last_midi=tuple(self.last_midi),
-            last_midi_at=self.last_midi_at)
+            last_midi_at=self.last_midi_at, band_input=self._band_input())
+
+    def _band_input(self) -> str:
+        if self.band_input is None:
+            return ""
+        try:
+            return self.band_input()
+        except Exception:  # a listener closing under the snapshot: its state is not known
+            return "?"
 
     def close(self) -> None:
         self.engine.command("stop")

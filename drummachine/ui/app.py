@@ -94,6 +94,11 @@ class Song(Static):
 #: how each follow state is drawn: following is the normal case, holding needs the eye
 FOLLOW_STYLE = {"following": "bold black on green3", "holding": "bold black on yellow3",
                 "listening": "bold black on grey70", "off": "bold grey70 on grey23"}
+#: the listening input's states the musician has to act on (its send too hot, its cable or its
+#: interface gone, or not there yet) and its listening process starting again, shown in place of
+#: its level (4 letters: the widest line stays within 80 columns): state words -> (shown, style)
+INPUT_SHOWN = {"clipping": ("CLIP", "bold white on red3"), "input gone": ("GONE", "bold white on red3"),
+               "not there": ("GONE", "bold white on red3"), "listener stopped": ("DOWN", "bold black on yellow3")}
 
 
 class Band(Static):
@@ -126,7 +131,11 @@ def band_text(s: Snapshot) -> Text:
     t.append(f"{s.band_confidence:.2f}", confidence_style)
     if s.follow_mode == "all":
         t.append(f"  dyn {s.band_intensity:+.2f}")
-    if s.band_level_db is not None:  # where to set --listen-gate
+    shown = INPUT_SHOWN.get(s.band_input)
+    if shown is not None:
+        t.append("  in ")
+        t.append(*shown)
+    elif s.band_level_db is not None:  # where to set --listen-gate
         t.append(f"  in {max(-99.0, s.band_level_db):.0f}dB")
     return t
 
