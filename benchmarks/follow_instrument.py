@@ -477,7 +477,8 @@ def bleed(args) -> dict:
             row = measure(raw, clip, scenario)
             errors = np.abs(np.array(row.get("phase_errors_ms", [])))
             late = errors[errors.size // 2:]
-            row = {k: row.get(k) for k in ("scenario", "band_beats_to_lock", "phase_error_ms_p50", "phase_error_ms_p95",
+            row = {k: row.get(k) for k in ("scenario", "band_beats_to_lock", "band_beats_to_lock_vs_played",
+                                           "phase_error_ms_p50", "phase_error_ms_p95",
                                            "tempo_error_pct_p95", "largest_bar_tempo_change_pct",
                                            "beat_moves_over_20ms", "largest_beat_move_ms", "misses")}
             row.update({"bleed_db": level, "own_kit": own_kit, "kit_taken_out": "is taken out of what it hears" in log,
