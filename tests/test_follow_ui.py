@@ -126,18 +126,23 @@ def cleanup(tmux, run):
                         str(run / "drummachine" / "engine.sock")], capture_output=True, timeout=30)
 
 
+def drummers_band(bars: int):
+    """A real drummer's performance as a band mix (no drums), its bpm; skipped without the dataset."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    material = pytest.importorskip("follow_material")
+    if not (material.GROOVE / "info.csv").exists():
+        pytest.skip("the Groove MIDI Dataset is not on this machine")
+    path, bpm = material.validation_performances(1)[0]
+    return material, material.make_clip(path, bpm, "steady", "band", rate=48000, bars=bars), bpm
+
+
 @pytest.mark.jack
 @pytest.mark.slow
 def test_listen_behind_the_stage_ui_follows_a_band_in_a_real_terminal(jack_server, tmp_path):
     """Issue 13 on stage: `play --listen band:out` with its UI; the band is a player client
     playing a real drummer's performance (band mix, no drums) 4% faster than the song; the screen
     shows the band's tempo while following, and the b key switches following off."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    material = pytest.importorskip("follow_material")
-    if not (material.GROOVE / "info.csv").exists():
-        pytest.skip("the Groove MIDI Dataset is not on this machine")
-    path, bpm = material.validation_performances(1)[0]
-    clip = material.make_clip(path, bpm, "steady", "band", rate=48000, bars=16)
+    material, clip, bpm = drummers_band(16)
     player = material.BandPlayer(clip.audio, "band-ui")
     tmux, session, screen, run = tmux_session(
         tmp_path, f"python -m drummachine play --fake-model --no-audio --midi-virtual --listen {player.port_name} "
@@ -170,12 +175,7 @@ def test_an_input_that_clips_then_goes_is_on_the_screen_and_in_the_log(jack_serv
     "in CLIP", then "in GONE", the engine's log says each once, and the machine plays on."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    material = pytest.importorskip("follow_material")
-    if not (material.GROOVE / "info.csv").exists():
-        pytest.skip("the Groove MIDI Dataset is not on this machine")
-    path, bpm = material.validation_performances(1)[0]
-    clip = material.make_clip(path, bpm, "steady", "band", rate=48000, bars=8)
+    material, clip, bpm = drummers_band(8)
     hot = np.clip(clip.audio * 8.0, -1.0, 1.0).astype(np.float32)
     assert np.mean(np.abs(hot) >= 0.999) > 0.001  # it clips
     player = material.BandPlayer(hot, "band-hot")
