@@ -71,6 +71,10 @@ class InputStateSaid:
     too hot: at most every ``CLIPPING_SAID_EVERY``), gone, and back after it was gone. The stage
     UI shows the state itself (``ui.app.band_text``); a headless `play` has only its log."""
 
+    CLIPPING, GONE = shared.STATUSES[shared.CLIPPING], shared.STATUSES[shared.GONE]
+    #: what "back" is, after gone (not "starting": a listening process starting again says so itself)
+    HEARD = {shared.STATUSES[k] for k in (shared.LISTENING, shared.SILENCE, shared.CLIPPING)}
+
     def __init__(self, name: str):
         self.name = name
         self.state = ""
@@ -80,15 +84,12 @@ class InputStateSaid:
         was, self.state = self.state, state
         if state == was:
             return
-        clipping = shared.STATUSES[shared.CLIPPING]
-        if state == clipping and now - self.clipping_said >= CLIPPING_SAID_EVERY:
+        if state == self.CLIPPING and now - self.clipping_said >= CLIPPING_SAID_EVERY:
             self.clipping_said = now
-            log.warning("listen: %s clips (its peaks reach full scale): turn its send down; the band's "
-                        "beat is read less well from a clipped input", self.name)
-        elif state == shared.STATUSES[shared.GONE]:
+            log.warning("listen: %s clips (its peaks reach full scale): turn its send down", self.name)
+        elif state == self.GONE:
             log.warning("listen: %s is gone; holding the tempo, listening for it to come back", self.name)
-        elif was == shared.STATUSES[shared.GONE] and state in (shared.STATUSES[shared.LISTENING], clipping,
-                                                               shared.STATUSES[shared.SILENCE]):
+        elif was == self.GONE and state in self.HEARD:
             log.warning("listen: %s is back; following it again once sure of the band", self.name)
 
 
