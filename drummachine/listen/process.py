@@ -292,6 +292,7 @@ def run(setup: dict, stdin, answer) -> int:
     read = 0
     echo = (0, None)  # the map's take the kit's echo is looked for since, and its finder (_echo_found)
     kit_gain = 1.0  # the kit's gain into the canceller, as last said (listen.own_sound.REF_*)
+    kit_heard_said = False  # whether the kit was in the input over its first notes (tracker.KIT_HEARD_DB)
     clipped_until = 0.0
     clipped = 0
     next_check = next_fit = 0.0
@@ -313,6 +314,7 @@ def run(setup: dict, stdin, answer) -> int:
             if x.size:
                 tracker.process(x, kit)
                 kit_gain = _kit_gain_said(tracker.canceller, kit_gain)
+                kit_heard_said = kit_heard_said or _kit_heard_said(tracker)
                 if np.max(np.abs(x)) >= CLIP_LEVEL:
                     clipped += 1
                     clipped_until = now + CLIPPING_HELD_SECONDS
@@ -393,6 +395,21 @@ def _kit_gain_said(canceller, said: float) -> float:
           f"leaves the mixer (its loudest hits kept within 24 dB of full scale; the path learnt again)",
           file=sys.stderr, flush=True)
     return canceller.ref_gain
+
+
+def _kit_heard_said(tracker: BeatTracker) -> bool:
+    """One line once the canceller has learnt over the kit's first notes: whether the kit is in what
+    is heard (``tracker.KIT_HEARD_DB``); True once said."""
+    db = tracker.kit_heard_db
+    if db is None:
+        return False
+    if tracker.kit_was_heard:
+        print(f"listen: its own kit is in what it hears ({db:.1f} dB of it taken out over its first notes); "
+              f"what was heard meanwhile is forgotten", file=sys.stderr, flush=True)
+    else:
+        print(f"listen: its own kit is not in what it hears ({db:+.1f} dB taken out over its first notes)",
+              file=sys.stderr, flush=True)
+    return True
 
 
 def _echo_found(tap: KitTapReader, echo: tuple, x: np.ndarray, kit: np.ndarray, rate: int, tracker: BeatTracker) -> tuple:

@@ -86,6 +86,11 @@ FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds after 
 #: when the band comes in (``loudness.ENTRY_RISE_DB``), the onset strength of the frames up to this
 #: long before is its first notes (the rest is the room's, and is forgotten)
 ENTRY_KEEP_SECONDS = 0.2
+#: the kit was in the input while the canceller learnt its first notes: it took at least this much
+#: out of the input, its bass left out (``own_sound.OwnSoundCanceller.removed_above_db``: with no kit
+#: in the input -1.1 to 0.0 dB, the kit 12 dB under the band to 6 dB over it 0.5-11.1, 1.4 or more
+#: in 38 of 40; 8 validation drummers' bands, offline: docs/follow.md)
+KIT_HEARD_DB = 1.0
 #: until the band has been heard this long, the tempo is the song's (the prior): the
 #: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
 #: continuity prior kept it near there, and the phase was 40-60 ms early for 10 s at confidence 1
@@ -161,6 +166,13 @@ class BeatTracker:
         self.loudness = BandLoudness(int(0.4 * self.arate), gate_db)
         self.started = 0  # the frame the band came in at (loudness.ENTRY_RISE_DB)
         self.entries = 0  # times the band came in (from the room, or back after a long silence)
+        self.estimated = False  # an estimate was made (``_update``)
+        #: the canceller's learning over the kit's first notes: "" not begun, "learning", "learnt"
+        self.kit_first_notes = ""
+        #: ... at its end, what the canceller had taken out, its bass left out (None: not decided
+        #: there), and whether that says the kit was in the input (what was heard is forgotten)
+        self.kit_heard_db: float | None = None
+        self.kit_was_heard = False
         self.bpm = 0.0
         self.next_beat = 0.0
         self.period = 0.0  # the loop's beat period, seconds
@@ -214,13 +226,46 @@ class BeatTracker:
             kit_alone = self.canceller is not None and self.canceller.kit_alone_since_asked()
             if self.loudness.update(UPDATE_FRAMES / self.fps, kit_alone):
                 self._start_over()
-            if self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
+            if not self._learning_the_kits_first_notes() and self.frames - self.started > self.fps * FIRST_UPDATE_SECONDS:
                 self._update()
 
-    def _start_over(self) -> None:
-        """The band came in: what was heard before it (the room) is forgotten."""
+    def _learning_the_kits_first_notes(self) -> bool:
+        """Whether the canceller is still learning the path over the kit's first notes
+        (``own_sound.KIT_LEARNING_SECONDS``), where those came before the tracker's first estimate
+        and before the band's entry: nothing is estimated then, and at its end, if the kit was in
+        the input (``KIT_HEARD_DB``), what was heard meanwhile is forgotten (``_start_over``: the
+        estimates start from there).
+
+        The machine starts playing as it starts listening: a kit in the input is there nearly whole
+        while the canceller learns, and a band already there, or coming in then (no entry can be
+        heard over the kit), was folded with the machine's own beat. The first estimates were made
+        on that mix, the follower came in on them 45-66 ms off the band's beat and took 15 beats at a
+        few ms a beat to reach it: 21-24 band beats to lock on JACK, 7 now (docs/follow.md, "The band
+        in the kit's first second"). With no kit in the input nothing is forgotten: forgotten
+        whatever they held, those seconds cost a band already playing 4 beats to lock."""
+        c = self.canceller
+        if self.kit_first_notes == "learnt" or c is None:
+            return False
+        if self.loudness.came_in or self.estimated:
+            self.kit_first_notes = "learnt"  # the band's entry heard, or estimates made on the input alone
+            return False
+        if c.kit_frames == 0:
+            return False  # nothing played yet
+        if c.learning:
+            self.kit_first_notes = "learning"
+            return True
+        self.kit_first_notes = "learnt"
+        self.kit_heard_db = c.removed_above_db
+        self.kit_was_heard = self.kit_heard_db >= KIT_HEARD_DB
+        if self.kit_was_heard:
+            self._start_over(entry=False)
+        return False
+
+    def _start_over(self, entry: bool = True) -> None:
+        """The band came in (``entry``): what was heard before it (the room) is forgotten; or
+        what was heard while the canceller learnt the kit's first notes."""
         self.started = self.frames
-        self.entries += 1
+        self.entries += entry
         keep = int(ENTRY_KEEP_SECONDS * self.fps)
         self.history[:-keep] = 0.0
         self.playing_level = 1e-6
@@ -254,6 +299,7 @@ class BeatTracker:
         return (frame * self.hop + WINDOW / 2) / self.arate - ONSET_LAG
 
     def _update(self) -> None:
+        self.estimated = True
         fps = self.fps
         n = int(TEMPO_SECONDS * fps)
         x = self.history[-n:].astype(np.float64)
