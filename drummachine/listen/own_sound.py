@@ -58,10 +58,6 @@ REF_FIRST_SECONDS = 0.5
 REF_RAISE_SECONDS = 8.0
 REF_GAIN_LEAST, REF_GAIN_MOST = 1.0, 256.0
 PLAYING = 64 / 32767.0  #: the kit plays in a frame: its peak over -54 dBFS as the filter gets it
-#: how much of the input the filter takes out is also measured over its learning on the signals'
-#: second differences (``removed_above_db``: a 12 dB an octave tilt, the bass 24 dB down at 250 Hz
-#: against 1 kHz): SpeexDSP's DC notch takes 3-5 dB of a band's bass whether the kit is in the
-#: input or not, so the plain figure said 2-5 dB with no kit in the input at all
 SPEEX_ECHO_SET_SAMPLING_RATE = 24
 LIBRARY = "speexdsp"
 SCALE = 32767.0
@@ -204,8 +200,11 @@ class OwnSoundCanceller:
 
     @property
     def removed_above_db(self) -> float:
-        """How much quieter the input came out, its bass left out (its second difference), over the
-        frames the kit played in while the filter learnt (0: nothing to tell)."""
+        """How much quieter the input came out, its bass left out, over the frames the kit played in
+        while the filter learnt (0: nothing to tell). Measured on the signals' second differences (a
+        12 dB an octave tilt: the bass 24 dB down at 250 Hz against 1 kHz): SpeexDSP's DC notch takes
+        3-5 dB of a band's bass whether the kit is in the input or not, and ``removed_db`` said 2-5 dB
+        over the learning with no kit in the input at all (this: -1.1 to 0.0; docs/follow.md)."""
         if self.learning_in_above <= 0.0 or self.learning_out_above <= 0.0:
             return 0.0
         return 10.0 * math.log10(self.learning_in_above / self.learning_out_above)
