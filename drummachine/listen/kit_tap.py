@@ -166,6 +166,8 @@ class KitTapReader:
         self.map_origin = (0, 0.0)  #: (input sample, kit frame) the nominal track starts from
         self.mapped_at = 0.0
         self.drift = 0.0  #: kit frames per input sample over the nominal ratio, taken into the map
+        self.maps_fitted: tuple | None = None  # (map count, nominal ratio) the fit below is of
+        self.maps_mean = (0.0, 0.0)  # the maps' mean (input sample, kit frame off the track)
         self.nearer = 0.0  #: seconds the kit is read nearer its echo than ``LEAD_SECONDS`` (``bring_near``)
         #: times the map was taken afresh (the first, after a jump, a mixer's start): each puts the
         #: kit elsewhere against the input, and its echo is looked for again
@@ -232,7 +234,7 @@ class KitTapReader:
             start += self.nearer / out_per
             self.nearer = 0.0
             position = start
-            self.map_count, self.map_origin, self.drift = 0, (first, start), 0.0
+            self.map_count, self.map_origin, self.drift, self.maps_fitted = 0, (first, start), 0.0, None
         elif settled:
             target = self._fitted(first, start, nominal, now)
             slack = SLACK_SECONDS * self.rate
@@ -252,8 +254,11 @@ class KitTapReader:
         there = (whole >= mixed - TAP_FRAMES + 2) & (whole + 2 < mixed)
         if there.any():
             w = whole[there]
-            out[there] = cubic(*(self.tap[(w + d) % TAP_FRAMES] for d in (-1, 0, 1, 2)),
-                               (at[there] - w).astype(np.float32))
+            # the frames the cubic reads, out of the ring once (they run in order, a block's worth)
+            low = int(w[0]) - 1
+            near = np.take(self.tap, np.arange(low, int(w[-1]) + 3), mode="wrap")
+            i = w - low  # frame w is near[i]
+            out[there] = cubic(near[i - 1], near[i], near[i + 1], near[i + 2], (at[there] - w).astype(np.float32))
         return out
 
     def bring_near(self, echo_seconds: float) -> None:
@@ -280,16 +285,21 @@ class KitTapReader:
         m = self.maps[:min(self.map_count, MAP_POINTS)]
         if m.shape[0] < 3:
             return track + (m[:, 1].mean() if m.shape[0] and not self.found else 0.0)
-        x, y = m[:, 0] - m[:, 0].mean(), m[:, 1] - m[:, 1].mean()
-        spread = float(x @ x)
-        slope = float(x @ y) / spread if spread > 0 else 0.0
-        residual = y - slope * x
-        error = np.sqrt(float(residual @ residual) / (m.shape[0] - 2) / spread * POINTS_TOGETHER)
-        sure = abs(slope) > (2 + FEW_MAPS / (m.shape[0] - 2)) * error
-        self.drift = slope if sure and abs(slope) < MOST_DRIFT * nominal else 0.0
+        if self.maps_fitted != (self.map_count, nominal):  # the maps change each FIT_SECONDS: fitted then
+            self.maps_fitted = (self.map_count, nominal)
+            mean_sample, mean_frame = m[:, 0].mean(), m[:, 1].mean()
+            x, y = m[:, 0] - mean_sample, m[:, 1] - mean_frame
+            spread = float(x @ x)
+            slope = float(x @ y) / spread if spread > 0 else 0.0
+            residual = y - slope * x
+            error = np.sqrt(float(residual @ residual) / (m.shape[0] - 2) / spread * POINTS_TOGETHER)
+            sure = abs(slope) > (2 + FEW_MAPS / (m.shape[0] - 2)) * error
+            self.drift = slope if sure and abs(slope) < MOST_DRIFT * nominal else 0.0
+            self.maps_mean = (float(mean_sample), float(mean_frame))
         if self.found:  # the echo put the kit where it is read: the lines say only how fast it moves
             return track + self.drift * (first - origin_sample)
-        return track + m[:, 1].mean() + self.drift * (first - origin_sample - m[:, 0].mean())
+        mean_sample, mean_frame = self.maps_mean
+        return track + mean_frame + self.drift * (first - origin_sample - mean_sample)
 
     def close(self) -> None:
         self.header = self.tap = None
