@@ -473,3 +473,23 @@ def test_read_times_late_by_a_wakeup_are_taken_at_their_lowest():
     assert len(late_reads) > 100
     assert max(abs(envelope.heard(i * n) - truth(i)) for i in late_reads) < 0.5e-3
     assert np.median([abs(as_stamped.heard(i * n) - truth(i)) for i in late_reads]) > 4e-3
+
+
+def test_what_the_listening_process_says_goes_to_the_engines_log(caplog, capsys):
+    """The listening process's own lines (its kit's gain, its echo found, whether its kit is in
+    what it hears) reach the engine's log, a record each, from a real process's standard error: they
+    went to a headless `play`'s terminal, and behind the stage UI nowhere. A crash's lines go to the
+    log and to the engine's standard error, where they went before."""
+    import subprocess
+
+    from drummachine.listen.listener import _said_to_the_log
+
+    said = "listen: its own kit is not in what it hears (-0.5 dB taken out over its first notes)"
+    crash = "Fatal Python error: Segmentation fault"
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; print({said!r}, file=sys.stderr); print(file=sys.stderr); "
+                             f"print({crash!r}, file=sys.stderr)"], stderr=subprocess.PIPE, text=True)
+    with caplog.at_level(logging.INFO, logger="drummachine"):
+        _said_to_the_log(proc.stderr)
+    proc.wait()
+    assert [r.getMessage() for r in caplog.records if r.name == "drummachine"] == [said, crash]
+    assert capsys.readouterr().err == crash + "\n"  # a crash's lines on the engine's standard error too

@@ -66,6 +66,23 @@ STOPPED, NOT_THERE = "listener stopped", "not there"
 CLIPPING_SAID_EVERY = 30.0
 
 
+
+def _said_to_the_log(stderr) -> None:
+    """What the listening process says (its kit's gain, its echo found, whether its kit is in what
+    it hears), a line each, into the engine's log: on its own standard error it reached the terminal
+    of a headless `play`, nothing behind the stage UI, and never the log. Anything else it writes
+    there (a crash's stack) goes to the engine's standard error as well, as it did."""
+    try:
+        for line in stderr:
+            if not line.strip():
+                continue
+            log.info("%s", line.rstrip())
+            if not line.startswith("listen: "):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    except (OSError, ValueError):  # the pipe closed under the reader
+        pass
+
 class InputStateSaid:
     """The input's state changes a musician has to act on, one log line each: clipping (its send
     too hot: at most every ``CLIPPING_SAID_EVERY``), gone, and back after it was gone. The stage
@@ -189,7 +206,8 @@ class Listener:
         # (a share of 0.12-0.14 of a core to 0.33-0.36 on JACK, benchmarks/own_kit_by_time.py)
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "drummachine.listen.process"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        threading.Thread(target=_said_to_the_log, args=(self.proc.stderr,), name="listen-said", daemon=True).start()
         self.proc.stdin.write(json.dumps(self.setup) + "\n")
         self.proc.stdin.flush()
 
