@@ -256,7 +256,7 @@ class KitTapReader:
             w = whole[there]
             # the frames the cubic reads, out of the ring once (they run in order, a block's worth)
             low = int(w[0]) - 1
-            near = np.take(self.tap, np.arange(low, int(w[-1]) + 3), mode="wrap")
+            near = np.take(self.tap, np.arange(low, int(w[-1]) + 3), axis=0, mode="wrap")
             i = w - low  # frame w is near[i]
             out[there] = cubic(near[i - 1], near[i], near[i + 1], near[i + 2], (at[there] - w).astype(np.float32))
         return out

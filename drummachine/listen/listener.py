@@ -66,7 +66,6 @@ STOPPED, NOT_THERE = "listener stopped", "not there"
 CLIPPING_SAID_EVERY = 30.0
 
 
-
 def _said_to_the_log(stderr) -> None:
     """What the listening process says (its kit's gain, its echo found, whether its kit is in what
     it hears), a line each, into the engine's log: on its own standard error it reached the terminal
@@ -82,6 +81,7 @@ def _said_to_the_log(stderr) -> None:
                 sys.stderr.flush()
     except (OSError, ValueError):  # the pipe closed under the reader
         pass
+
 
 class InputStateSaid:
     """The input's state changes a musician has to act on, one log line each: clipping (its send
