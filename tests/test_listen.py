@@ -479,17 +479,21 @@ def test_what_the_listening_process_says_goes_to_the_engines_log(caplog, capsys)
     """The listening process's own lines (its kit's gain, its echo found, whether its kit is in
     what it hears) reach the engine's log, a record each, from a real process's standard error: they
     went to a headless `play`'s terminal, and behind the stage UI nowhere. A crash's lines go to the
-    log and to the engine's standard error, where they went before."""
+    log and to the engine's standard error, where they went before; a line said again and again is
+    logged once and counted."""
     import subprocess
 
     from drummachine.listen.listener import _said_to_the_log
 
     said = "listen: its own kit is not in what it hears (-0.5 dB taken out over its first notes)"
     crash = "Fatal Python error: Segmentation fault"
+    failing = "listen: read: PaErrorCode: -9999"
     proc = subprocess.Popen([sys.executable, "-c", f"import sys; print({said!r}, file=sys.stderr); print(file=sys.stderr); "
+                             f"[print({failing!r}, file=sys.stderr) for _ in range(50)]; "
                              f"print({crash!r}, file=sys.stderr)"], stderr=subprocess.PIPE, text=True)
     with caplog.at_level(logging.INFO, logger="drummachine"):
         _said_to_the_log(proc.stderr)
     proc.wait()
-    assert [r.getMessage() for r in caplog.records if r.name == "drummachine"] == [said, crash]
+    assert [r.getMessage() for r in caplog.records if r.name == "drummachine"] == [
+        said, failing, "listen: (the line before 49 times more)", crash]
     assert capsys.readouterr().err == crash + "\n"  # a crash's lines on the engine's standard error too

@@ -70,17 +70,28 @@ def _said_to_the_log(stderr) -> None:
     """What the listening process says (its kit's gain, its echo found, whether its kit is in what
     it hears), a line each, into the engine's log: on its own standard error it reached the terminal
     of a headless `play`, nothing behind the stage UI, and never the log. Anything else it writes
-    there (a crash's stack) goes to the engine's standard error as well, as it did."""
+    there (a crash's stack) goes to the engine's standard error as well, as it did. A line said
+    again and again (a read failing twice a second while the server is gone) is logged once, and
+    how many times more when another comes."""
+    last, again = "", 0
     try:
         for line in stderr:
             if not line.strip():
                 continue
+            if line == last:
+                again += 1
+                continue
+            if again:
+                log.info("listen: (the line before %d times more)", again)
+            last, again = line, 0
             log.info("%s", line.rstrip())
             if not line.startswith("listen: "):
                 sys.stderr.write(line)
                 sys.stderr.flush()
     except (OSError, ValueError):  # the pipe closed under the reader
         pass
+    if again:
+        log.info("listen: (the line before %d times more)", again)
 
 
 class InputStateSaid:
