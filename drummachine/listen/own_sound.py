@@ -58,6 +58,11 @@ REF_FIRST_SECONDS = 0.5
 REF_RAISE_SECONDS = 8.0
 REF_GAIN_LEAST, REF_GAIN_MOST = 1.0, 256.0
 PLAYING = 64 / 32767.0  #: the kit plays in a frame: its peak over -54 dBFS as the filter gets it
+#: the kit is in the input: over its learning the filter took at least this much out of it, its bass
+#: left out (``removed_treble_db``: with no kit in the input -1.1 to 0.0 dB, the kit 12 dB under the
+#: band to 6 dB over it 0.5-11.1, 1.4 or more in 38 of 40; 8 validation drummers' bands, offline:
+#: docs/follow.md, "The band in the kit's first second")
+KIT_HEARD_DB = 1.0
 SPEEX_ECHO_SET_SAMPLING_RATE = 24
 LIBRARY = "speexdsp"
 SCALE = 32767.0
@@ -125,7 +130,7 @@ class OwnSoundCanceller:
         self.gain_steps = 0  # changes of that gain (each one re-learnt)
         # the power of the input's second difference and of what is left's, over the frames where
         # the kit played while the filter learnt (since its last restart)
-        self.learning_in_above = self.learning_out_above = 0.0
+        self.learning_treble_in = self.learning_treble_out = 0.0
 
     def _reference_gain(self, peak: float) -> float:
         """The kit's gain into the filter for a frame whose loudest sample is ``peak``; a change
@@ -181,8 +186,8 @@ class OwnSoundCanceller:
             self.kit_frames += playing[i]
         cleaned = outs.astype(np.float32)
         if self.learning and playing.any():
-            self.learning_in_above += self._power_above(ins, n, playing)
-            self.learning_out_above += self._power_above(outs, n, playing)
+            self.learning_treble_in += self._treble_power(ins, n, playing)
+            self.learning_treble_out += self._treble_power(outs, n, playing)
         # how much quieter, over the frames where the kit plays (over -54 dBFS)
         before = (ins.astype(np.float32).reshape(n, FRAME) ** 2).sum(axis=1)[playing]
         after = (cleaned.reshape(n, FRAME) ** 2).sum(axis=1)[playing]
@@ -194,20 +199,20 @@ class OwnSoundCanceller:
         return (cleaned / SCALE).astype(np.float32)
 
     @staticmethod
-    def _power_above(x: np.ndarray, n: int, frames: np.ndarray) -> float:
+    def _treble_power(x: np.ndarray, n: int, frames: np.ndarray) -> float:
         tilted = np.diff(x.astype(np.float32).reshape(n, FRAME)[frames], n=2, axis=1)
         return float(np.sum(tilted ** 2))
 
     @property
-    def removed_above_db(self) -> float:
+    def removed_treble_db(self) -> float:
         """How much quieter the input came out, its bass left out, over the frames the kit played in
         while the filter learnt (0: nothing to tell). Measured on the signals' second differences (a
         12 dB an octave tilt: the bass 24 dB down at 250 Hz against 1 kHz): SpeexDSP's DC notch takes
         3-5 dB of a band's bass whether the kit is in the input or not, and ``removed_db`` said 2-5 dB
         over the learning with no kit in the input at all (this: -1.1 to 0.0; docs/follow.md)."""
-        if self.learning_in_above <= 0.0 or self.learning_out_above <= 0.0:
+        if self.learning_treble_in <= 0.0 or self.learning_treble_out <= 0.0:
             return 0.0
-        return 10.0 * math.log10(self.learning_in_above / self.learning_out_above)
+        return 10.0 * math.log10(self.learning_treble_in / self.learning_treble_out)
 
     def restart(self) -> None:
         """Learn the path afresh (the kit is now read elsewhere against the input); the kit's
@@ -215,7 +220,7 @@ class OwnSoundCanceller:
         a frame are kept (dropped, every onset after would be heard that much early)."""
         self.lib.speex_echo_state_reset(self.state)
         self.power_in = self.power_out = 0.0
-        self.learning_in_above = self.learning_out_above = 0.0
+        self.learning_treble_in = self.learning_treble_out = 0.0
 
     @property
     def learning(self) -> bool:

@@ -292,7 +292,7 @@ def run(setup: dict, stdin, answer) -> int:
     read = 0
     echo = (0, None)  # the map's take the kit's echo is looked for since, and its finder (_echo_found)
     kit_gain = 1.0  # the kit's gain into the canceller, as last said (listen.own_sound.REF_*)
-    kit_heard_said = False  # whether the kit was in the input over its first notes (tracker.KIT_HEARD_DB)
+    kit_heard_said = False  # whether the kit was in the input over its first notes (own_sound.KIT_HEARD_DB)
     clipped_until = 0.0
     clipped = 0
     next_check = next_fit = 0.0
@@ -399,7 +399,7 @@ def _kit_gain_said(canceller, said: float) -> float:
 
 def _kit_heard_said(tracker: BeatTracker) -> bool:
     """One line once the canceller has learnt over the kit's first notes: whether the kit is in what
-    is heard (``tracker.KIT_HEARD_DB``); True once said."""
+    is heard (``own_sound.KIT_HEARD_DB``); True once said."""
     db = tracker.kit_heard_db
     if db is None:
         return False

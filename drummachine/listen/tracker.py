@@ -30,6 +30,7 @@ import numpy as np
 
 from drummachine.listen.loudness import BandLoudness
 from drummachine.listen.onsets import WINDOW, AntiAliased, SpectralFlux, decimated
+from drummachine.listen.own_sound import KIT_HEARD_DB
 
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
@@ -86,11 +87,6 @@ FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds after 
 #: when the band comes in (``loudness.ENTRY_RISE_DB``), the onset strength of the frames up to this
 #: long before is its first notes (the rest is the room's, and is forgotten)
 ENTRY_KEEP_SECONDS = 0.2
-#: the kit was in the input while the canceller learnt its first notes: it took at least this much
-#: out of the input, its bass left out (``own_sound.OwnSoundCanceller.removed_above_db``: with no kit
-#: in the input -1.1 to 0.0 dB, the kit 12 dB under the band to 6 dB over it 0.5-11.1, 1.4 or more
-#: in 38 of 40; 8 validation drummers' bands, offline: docs/follow.md)
-KIT_HEARD_DB = 1.0
 #: until the band has been heard this long, the tempo is the song's (the prior): the
 #: autocorrelation of a 6-s window that is mostly empty said 117.3 for a drummer at 115, its
 #: continuity prior kept it near there, and the phase was 40-60 ms early for 10 s at confidence 1
@@ -167,12 +163,9 @@ class BeatTracker:
         self.started = 0  # the frame the band came in at (loudness.ENTRY_RISE_DB)
         self.entries = 0  # times the band came in (from the room, or back after a long silence)
         self.estimated = False  # an estimate was made (``_update``)
-        #: the canceller's learning over the kit's first notes: "" not begun, "learning", "learnt"
-        self.kit_first_notes = ""
-        #: ... at its end, what the canceller had taken out, its bass left out (None: not decided
-        #: there), and whether that says the kit was in the input (what was heard is forgotten)
+        self.kit_first_notes_over = False  # the canceller's learning over them, or no need to wait for it
+        #: what the canceller had taken out at its end, its bass left out (None: not decided there)
         self.kit_heard_db: float | None = None
-        self.kit_was_heard = False
         self.bpm = 0.0
         self.next_beat = 0.0
         self.period = 0.0  # the loop's beat period, seconds
@@ -233,7 +226,7 @@ class BeatTracker:
         """Whether the canceller is still learning the path over the kit's first notes
         (``own_sound.KIT_LEARNING_SECONDS``), where those came before the tracker's first estimate
         and before the band's entry: nothing is estimated then, and at its end, if the kit was in
-        the input (``KIT_HEARD_DB``), what was heard meanwhile is forgotten (``_start_over``: the
+        the input (``own_sound.KIT_HEARD_DB``), what was heard meanwhile is forgotten (``_start_over``: the
         estimates start from there).
 
         The machine starts playing as it starts listening: a kit in the input is there nearly whole
@@ -244,22 +237,25 @@ class BeatTracker:
         in the kit's first second"). With no kit in the input nothing is forgotten: forgotten
         whatever they held, those seconds cost a band already playing 4 beats to lock."""
         c = self.canceller
-        if self.kit_first_notes == "learnt" or c is None:
+        if self.kit_first_notes_over or c is None:
             return False
         if self.loudness.came_in or self.estimated:
-            self.kit_first_notes = "learnt"  # the band's entry heard, or estimates made on the input alone
+            self.kit_first_notes_over = True  # the band's entry heard, or estimates made on the input alone
             return False
         if c.kit_frames == 0:
             return False  # nothing played yet
         if c.learning:
-            self.kit_first_notes = "learning"
             return True
-        self.kit_first_notes = "learnt"
-        self.kit_heard_db = c.removed_above_db
-        self.kit_was_heard = self.kit_heard_db >= KIT_HEARD_DB
+        self.kit_first_notes_over = True
+        self.kit_heard_db = c.removed_treble_db
         if self.kit_was_heard:
             self._start_over(entry=False)
         return False
+
+    @property
+    def kit_was_heard(self) -> bool:
+        """The kit was in the input while the canceller learnt its first notes (``own_sound.KIT_HEARD_DB``)."""
+        return self.kit_heard_db is not None and self.kit_heard_db >= KIT_HEARD_DB
 
     def _start_over(self, entry: bool = True) -> None:
         """The band came in (``entry``): what was heard before it (the room) is forgotten; or
