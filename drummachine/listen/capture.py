@@ -10,7 +10,8 @@ import numpy as np
 
 RING_SECONDS = 4.0
 TIMING_CALLBACKS = 4096  #: callbacks the input's clock is measured over (about 10 s)
-#: reads whose frame stamp is compared (the lowest kept): a read returns late, never early
+#: reads whose frame stamp is compared (the lowest kept): a read returns late, never early (a
+#: power of 2)
 READ_ENVELOPE = 16
 
 
@@ -79,7 +80,9 @@ class Capture:
     def timing(self) -> "Timing":
         """The input clock against the monotonic clock, from the callbacks noted (see Timing)."""
         n = min(self.callbacks, self.times.shape[0])
-        return Timing(self.times[:n].copy(), self.rate, exact=self.exact)
+        # oldest first: the ring turned at its write position
+        return Timing(np.roll(self.times, -(self.callbacks % n), axis=0) if self.callbacks > n else self.times[:n].copy(),
+                      self.rate, exact=self.exact)
 
 
 class Timing:
@@ -96,21 +99,25 @@ class Timing:
         self.rate = rate
         if rows.shape[0] == 0:
             rows = np.array([[time.monotonic(), 0.0, 0.0]])
-        rows = rows[np.argsort(rows[:, 1])]
+        if np.any(rows[1:, 1] < rows[:-1, 1]):
+            rows = rows[np.argsort(rows[:, 1])]
         self.samples, self.frames = rows[:, 1], rows[:, 2]
         self.times = rows[:, 0]  #: each callback's (or read's) monotonic time, as noted
         if not exact and rows.shape[0] > 1:
             # a blocking read's frame stamp is when it returned: late by the reader's wake-up, never
             # early; frames minus samples is constant but for blocks JACK skipped (a step up), so
             # the lowest over the last few reads is the truest (a step is taken READ_ENVELOPE reads late)
-            lead = self.frames - self.samples
-            pad = np.concatenate([np.full(READ_ENVELOPE - 1, np.inf), lead])
-            lowest = np.lib.stride_tricks.sliding_window_view(pad, READ_ENVELOPE).min(axis=1)
+            lowest = np.concatenate([np.full(READ_ENVELOPE - 1, np.inf), self.frames - self.samples])
+            span = 1
+            while span < READ_ENVELOPE:  # the lowest over each READ_ENVELOPE reads, by doubling spans
+                lowest = np.minimum(lowest[:-span], lowest[span:])
+                span *= 2
             self.frames = self.samples + lowest
             rows = np.column_stack([rows[:, 0], self.samples, self.frames])
         slope = 1.0 / rate
         if rows.shape[0] >= 64 and np.ptp(self.frames) > 2 * rate:
-            slope = float(np.polyfit(self.frames, rows[:, 0], 1)[0])
+            frames = self.frames - self.frames.mean()  # a least-squares line, about the means
+            slope = float(np.dot(frames, rows[:, 0] - rows[:, 0].mean()) / np.dot(frames, frames))
             slope = min(max(slope, 0.98 / rate), 1.02 / rate)
         self.per_frame = slope
         self.origin = float(np.min(rows[:, 0] - self.frames * slope))

@@ -65,7 +65,8 @@ class BandLoudness:
 
     def db(self) -> float:
         """RMS of the last 400 ms, dBFS."""
-        rms = float(np.sqrt(np.mean(self.energy.astype(np.float64) ** 2)))
+        e = self.energy.astype(np.float64)
+        rms = math.sqrt(float(np.dot(e, e)) / e.size)
         return 20 * math.log10(max(rms, 1e-6))
 
     def update(self, seconds: float, kit_alone: bool = False) -> bool:

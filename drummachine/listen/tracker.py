@@ -23,6 +23,7 @@ Compared with aubio and BTrack in docs/follow.md (benchmarks/follow.py --tracker
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -534,7 +535,8 @@ class BeatTracker:
 
     def estimate(self) -> Estimate:
         loud = self.loudness_db()
-        recent = [t for t in self._onset_times if t > self.now - 2.0]
+        # the onsets of the last 2 s (their times are noted in order)
+        recent = len(self._onset_times) - bisect.bisect_right(self._onset_times, self.now - 2.0)
         bpm = 60.0 / self.period if self.period > 0 else self.bpm
         return Estimate(self.now, round(bpm, 3), self.next_beat, round(self.confidence, 3), round(loud, 2),
-                        len(recent) / 2.0)
+                        recent / 2.0)
