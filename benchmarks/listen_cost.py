@@ -2,15 +2,17 @@
 
 The loop of ``drummachine.listen.process.run`` as it runs with PortAudio's capture on JACK at
 48 kHz and the kit from the engine's ports (the usual case on stage): a reader fills a ``Capture``
-with 256-frame reads, the input and the kit beside it; every 10 ms the loop takes what came, runs
-the tracker (the canceller, the onset strength, the estimates), reads its estimate, refits the
-input's clock each 0.1 s and times the estimate by it. The band is a validation drummer's band mix
-with the machine's kit 6 dB under it in the input; the clock is simulated (a read returns 0-2 ms
-late), so each checkout gets the same input and the same times.
+with 256-frame reads, the input and the kit beside it; every 10 ms the loop wakes, runs the
+tracker on what came (the canceller, the onset strength, the estimates), and writes a reading
+timed by the input's clock (refitted each 0.1 s), as each checkout does it: since 2026-12-07
+(later) the samples wait until the tracker's next estimate can be made and a reading is written
+with each estimate; before, the tracker ran and a reading was written at every wake. The band is
+a validation drummer's band mix with the machine's kit 6 dB under it in the input; the clock is
+simulated (a read returns 0-2 ms late), so each checkout gets the same input and the same times.
 
-CPU seconds per 20 s of input, each checkout in a process of its own, in turns; and whether the
-readings the engine would get (the estimate's tempo, next beat, confidence, loudness, density and
-the heard times) are the same, reading for reading.
+CPU seconds per 20 s of input, each checkout in a process of its own, in turns; and each of the
+tracker's estimates as first written (when, and what the engine would get: the heard time, tempo,
+next beat, confidence), compared estimate by estimate.
 
     python benchmarks/listen_cost.py --before WORKTREE --before-label COMMIT --turns 3 --out benchmarks/listen_cost.json
 """
@@ -29,8 +31,9 @@ RATE = 48000
 READ = 256  #: process.READ_FRAMES
 POLL = 0.01  #: process.POLL_SECONDS
 SECONDS = 20.0
-#: what each reading holds (the engine's clock: heard times and the next beat in seconds)
-FIELDS = ("heard_s", "bpm", "next_beat_s", "confidence", "loudness_db", "onsets_per_second")
+#: each of the tracker's estimates as first written: its number, when (the poll's time), and what
+#: (the engine's clock: heard times and the next beat in seconds)
+FIELDS = ("estimate", "written_s", "heard_s", "bpm", "next_beat_s", "confidence")
 
 
 def child(tree: str, out: str) -> None:
@@ -45,7 +48,7 @@ def child(tree: str, out: str) -> None:
     import drummachine.listen.capture as capture_module
     import follow_material as material
     from drummachine.listen.own_sound import open_canceller
-    from drummachine.listen.tracker import BeatTracker
+    from drummachine.listen.tracker import UPDATE_FRAMES, BeatTracker
 
     path, bpm = material.validation_performances(1)[0]
     clip = material.cached_clip(path, bpm, "steady", "band", rate=RATE)
@@ -66,6 +69,7 @@ def child(tree: str, out: str) -> None:
     taken = read = 0
     timing = capture.timing()
     next_fit = 0.0
+    published, last = -1, None
     for turn in range(int(SECONDS / POLL)):
         now = 100.0 + POLL * (turn + 1)
         while (taken + READ) / RATE <= now - 100.0:  # the reads that returned by now
@@ -73,17 +77,28 @@ def child(tree: str, out: str) -> None:
             capture.take(heard[taken:taken + READ], taken + READ, kit[taken:taken + READ])
             taken += READ
         t0 = time.process_time()
-        x, kit_read, read = capture.since(read)
-        if x.size:
-            tracker.process(x, kit_read)
+        # as each checkout's loop does: since 2026-12-07 (later) the samples wait until the next
+        # estimate can be made, and a reading is written when there is a new one
+        waits = hasattr(tracker, "samples_before_update")
+        if not waits or tracker.samples + capture.written - read >= tracker.samples_before_update():
+            x, kit_read, read = capture.since(read)
+            if x.size:
+                tracker.process(x, kit_read)
+        if waits and tracker.updates == published:
+            spent += time.process_time() - t0
+            continue
+        published = tracker.updates if waits else turn
         est = tracker.estimate()
         if now >= next_fit:
             next_fit = now + 0.1
             timing = capture.timing()
-        readings.append((timing.heard(est.time * RATE) - latency, est.bpm * timing.speed,
-                         timing.heard(est.next_beat * RATE) - latency if est.next_beat > 0 else 0.0,
-                         est.confidence, est.loudness_db, est.onsets_per_second))
+        reading = (timing.heard(est.time * RATE) - latency, est.bpm * timing.speed,
+                   timing.heard(est.next_beat * RATE) - latency if est.next_beat > 0 else 0.0, est.confidence)
         spent += time.process_time() - t0
+        update = tracker.frames // UPDATE_FRAMES
+        if update != last and update > 0:  # an estimate: when it was first written, and what it said
+            last = update
+            readings.append((update, now) + reading)
     readings = np.array(readings, np.float64)
     np.save(out, readings)
     print(json.dumps({"cpu_seconds": round(spent, 4), "readings": len(readings),
@@ -122,7 +137,8 @@ def main(argv=None) -> int:
                 digests[name].append(row["digest"])
                 readings[name] = np.load(out)
     result = {"what": "the listening process's main loop (PortAudio's capture at 48 kHz, the kit from the "
-                      "engine's ports, 6 dB under the band), CPU seconds per 20 s of input",
+                      "engine's ports, 6 dB under the band), CPU seconds per 20 s of input; each estimate as "
+                      "first written, compared",
               "cpu_seconds": spent,
               "share_of_a_core": {k: round(sorted(v)[len(v) // 2] / SECONDS, 5) for k, v in spent.items()},
               "readings_digest": {k: sorted(set(v)) for k, v in digests.items()}}
@@ -130,7 +146,9 @@ def main(argv=None) -> int:
         result["ratio_this_over_before"] = round(sum(spent["this"]) / sum(spent["before"]), 3)
         result["readings_identical"] = set(digests["this"]) == set(digests["before"]) and len(set(digests["this"])) == 1
         # where they are not bit for bit: the largest difference of each field over the readings
-        diff = np.abs(readings["this"] - readings["before"]).max(axis=0)
+        result["new_estimates"] = {k: len(v) for k, v in readings.items()}
+        n = min(len(v) for v in readings.values())
+        diff = np.abs(readings["this"][:n] - readings["before"][:n]).max(axis=0)
         result["largest_difference"] = dict(zip(FIELDS, (float(f"{d:.3g}") for d in diff)))
         result["before_is"] = args.before_label
     print(json.dumps(result, indent=1))

@@ -36,6 +36,9 @@ from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
 POLL_SECONDS = 0.01
+#: with no new estimate (no samples: the input gone), the last reading is written again this often,
+#: with the input's state
+REPEAT_SECONDS = 0.1
 SILENCE_DB = -70.0
 CLIP_LEVEL = 0.999
 #: a clipped block keeps the input's status "clipping" this long: a band clipping on its loud hits
@@ -300,30 +303,45 @@ def run(setup: dict, stdin, answer) -> int:
     status = shared.LISTENING
     started = time.monotonic()
     prior = float(setup["bpm"])
+    published = -1  # the tracker's estimates (``BeatTracker.updates``) as last written
+    written = (0.0, False)  # when the last reading was written, and whether the input was gone
     while not stop.is_set():
         time.sleep(POLL_SECONDS)
         now = time.monotonic()
         try:
-            x, kit, read = capture.since(read)
-            if tap is not None:  # the kit by time: samples whose kit is not mixed yet wait
+            if tap is not None:
                 tap.note_clock(now)
-                kit = tap.beside(read - x.size, x.size, timing, latency, now)
-                read -= x.size - kit.size
-                x = x[:kit.size]
-                echo = _echo_found(tap, echo, x, kit, rate, tracker)
-            if x.size:
-                tracker.process(x, kit)
-                kit_gain = _kit_gain_said(tracker.canceller, kit_gain)
-                kit_heard_said = kit_heard_said or _kit_heard_said(tracker)
-                if np.max(np.abs(x)) >= CLIP_LEVEL:
-                    clipped += 1
-                    clipped_until = now + CLIPPING_HELD_SECONDS
+            # the samples wait in the ring until the tracker's next estimate can be made from them
+            # (nothing it says moves before): 20 runs a second through the analysis, not 100
+            if tracker.samples + capture.written - read >= tracker.samples_before_update():
+                x, kit, read = capture.since(read)
+                if tap is not None:  # the kit by time: samples whose kit is not mixed yet wait
+                    kit = tap.beside(read - x.size, x.size, timing, latency, now)
+                    read -= x.size - kit.size
+                    x = x[:kit.size]
+                    echo = _echo_found(tap, echo, x, kit, rate, tracker)
+                if x.size:
+                    tracker.process(x, kit)
+                    kit_gain = _kit_gain_said(tracker.canceller, kit_gain)
+                    kit_heard_said = kit_heard_said or _kit_heard_said(tracker)
+                    if np.max(np.abs(x)) >= CLIP_LEVEL:
+                        clipped += 1
+                        clipped_until = now + CLIPPING_HELD_SECONDS
             if now >= next_check and (client is not None or pa is not None):
                 next_check = now + CHECK_PORT_SECONDS
                 status = pa.check(setup["port"]) if pa is not None else _check_jack(client, port, setup["port"])
                 if pa is None and kit_port is not None:
                     connect_kit(client, kit_port.name, setup["kit_ports"])
+            # a reading as soon as the tracker has a new estimate (the engine takes each as it
+            # comes), and the last one again with no new one for a while (the input gone)
+            gone = status == shared.GONE
+            if tracker.updates == published and gone == written[1] and now - written[0] < REPEAT_SECONDS:
+                continue
             est = tracker.estimate()
+            if not gone:
+                status = shared.CLIPPING if now < clipped_until else \
+                    shared.SILENCE if est.loudness_db < SILENCE_DB else shared.LISTENING
+            published, written = tracker.updates, (now, gone)
             if now >= next_fit:
                 next_fit = now + 0.1
                 timing = capture.timing()
@@ -331,9 +349,6 @@ def run(setup: dict, stdin, answer) -> int:
             def heard(t):  # stream seconds -> monotonic
                 return timing.heard(t * rate) - latency
             speed = timing.speed
-            if status != shared.GONE:
-                status = shared.CLIPPING if now < clipped_until else \
-                    shared.SILENCE if est.loudness_db < SILENCE_DB else shared.LISTENING
             block.write({shared.HEARD: heard(est.time), shared.BPM: est.bpm * speed,
                          shared.NEXT_BEAT: heard(est.next_beat) if est.next_beat > 0 else 0.0,
                          shared.CONFIDENCE: est.confidence if status != shared.GONE else 0.0,
