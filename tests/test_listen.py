@@ -220,6 +220,33 @@ def test_silence_and_clipping_give_no_confidence_and_no_error():
     assert est.loudness_db > -1.0 and np.isfinite(est.bpm)
 
 
+@pytest.mark.parametrize("rate,kit", [(48000, True), (44100, True), (48000, False), (16000, False)])
+def test_an_estimate_is_never_made_before_the_samples_the_tracker_says_it_needs(rate, kit):
+    """The listening process leaves the samples in its ring until ``samples_before_update``: an
+    estimate the tracker could make sooner would be written late. Blocks of any size, the canceller
+    (and its framing) in the way or not; and the bound is near: an estimate comes within 25 ms of it."""
+    from drummachine.listen.own_sound import open_canceller
+
+    rng = np.random.default_rng(rate)
+    tracker = BeatTracker(rate, 120.0)
+    if kit:
+        tracker.canceller = open_canceller(tracker.arate)[0]
+        if tracker.canceller is None:
+            pytest.skip("libspeexdsp is not installed")
+    x = (rng.standard_normal(rate * 3) * 0.1).astype(np.float32)
+    taken, after = 0, []
+    while taken < x.size - 2000:
+        n = int(rng.integers(1, 700))
+        needed, before = tracker.samples_before_update(), tracker.updates
+        tracker.process(x[taken:taken + n], 0.5 * x[taken:taken + n] if kit else None)
+        taken += n
+        if tracker.updates > before:
+            after.append(tracker.samples - needed)
+    assert len(after) >= 55  # 3 s: an estimate each 50 ms
+    assert min(after) >= 0
+    assert max(after) <= 0.025 * rate + 700
+
+
 def test_the_material_knows_its_truth(performance):
     clip = material.make_clip(*performance, "break", "drums", bars=16)
     assert (~clip.audible).sum() == 8  # two bars of silence
