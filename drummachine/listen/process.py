@@ -332,8 +332,9 @@ def run(setup: dict, stdin, answer) -> int:
                 status = pa.check(setup["port"]) if pa is not None else _check_jack(client, port, setup["port"])
                 if pa is None and kit_port is not None:
                     connect_kit(client, kit_port.name, setup["kit_ports"])
-            # a reading as soon as the tracker has a new estimate (the engine takes each as it
-            # comes), and the last one again with no new one for a while (the input gone)
+            # a reading as soon as the tracker has a new estimate (the engine's link takes the
+            # newest, 50 ms apart at most), and the last one again with none for a while (the
+            # input gone: its state is said)
             gone = status == shared.GONE
             if tracker.updates == published and gone == written[1] and now - written[0] < REPEAT_SECONDS:
                 continue
