@@ -70,6 +70,9 @@ def child(tree: str, out: str) -> None:
     timing = capture.timing()
     next_fit = 0.0
     published, last = -1, None
+    # as each checkout's loop does: since 2026-12-07 (later) the samples wait until the next
+    # estimate can be made, and a reading is written when there is a new one
+    waits = hasattr(tracker, "samples_before_update")
     for turn in range(int(SECONDS / POLL)):
         now = 100.0 + POLL * (turn + 1)
         while (taken + READ) / RATE <= now - 100.0:  # the reads that returned by now
@@ -77,9 +80,6 @@ def child(tree: str, out: str) -> None:
             capture.take(heard[taken:taken + READ], taken + READ, kit[taken:taken + READ])
             taken += READ
         t0 = time.process_time()
-        # as each checkout's loop does: since 2026-12-07 (later) the samples wait until the next
-        # estimate can be made, and a reading is written when there is a new one
-        waits = hasattr(tracker, "samples_before_update")
         if not waits or tracker.samples + capture.written - read >= tracker.samples_before_update():
             x, kit_read, read = capture.since(read)
             if x.size:
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     if "before" in trees:
         result["ratio_this_over_before"] = round(sum(spent["this"]) / sum(spent["before"]), 3)
         result["readings_identical"] = set(digests["this"]) == set(digests["before"]) and len(set(digests["this"])) == 1
-        # where they are not bit for bit: the largest difference of each field over the readings
         result["new_estimates"] = {k: len(v) for k, v in readings.items()}
+        # where they are not bit for bit: the largest difference of each field, estimate by estimate
         n = min(len(v) for v in readings.values())
         diff = np.abs(readings["this"][:n] - readings["before"][:n]).max(axis=0)
         result["largest_difference"] = dict(zip(FIELDS, (float(f"{d:.3g}") for d in diff)))

@@ -153,7 +153,6 @@ class BeatTracker:
         self.flux = SpectralFlux(self.arate, self.hop)
         self.history = np.zeros(int(HISTORY_SECONDS * self.fps), np.float32)  # onset strength, newest last
         self.frames = 0  # frames computed so far
-        self.updates = 0  # estimates made so far (one each UPDATE_FRAMES frames)
         self.carry = np.zeros(0, np.float32)  # raw samples not yet decimated
         #: the machine's own kit taken out of the input (``listen.own_sound``), at the analysis rate
         self.canceller = canceller
@@ -218,7 +217,6 @@ class BeatTracker:
         # past a beat that is due, which would then never be recorded (nor scored)
         self._emit()
         if self.frames % UPDATE_FRAMES == 0:
-            self.updates += 1
             kit_alone = self.canceller is not None and self.canceller.kit_alone_since_asked()
             if self.loudness.update(UPDATE_FRAMES / self.fps, kit_alone):
                 self._start_over()
@@ -291,10 +289,15 @@ class BeatTracker:
             if len(self._onset_times) > 64:
                 del self._onset_times[:-64]
 
+    @property
+    def updates(self) -> int:
+        """Estimates made so far (one each UPDATE_FRAMES frames)."""
+        return self.frames // UPDATE_FRAMES
+
     def samples_before_update(self) -> int:
         """How many samples (at the input's rate, counted from the first) the next estimate needs at
         least: its last frame's window whole (the canceller's framing may hold a few more back)."""
-        frames = (self.frames // UPDATE_FRAMES + 1) * UPDATE_FRAMES
+        frames = (self.updates + 1) * UPDATE_FRAMES
         return (WINDOW + (frames - 1) * self.hop) * self.factor
 
     # --- estimates --------------------------------------------------------------------------------
