@@ -529,6 +529,9 @@ def main(argv=None) -> int:
                     help="--instrument-bleed: the band comes in this long after the 4 s play is given to start "
                          "(its kit starts about 1.5 s after play does, with the host: 2 puts the band about 4.5 s "
                          "after the machine's first notes, -1.6 about 1 s after, in its kit's first 1.5 s)")
+    ap.add_argument("--kill-listener-at", type=float, default=None, metavar="SECONDS",
+                    help="--instrument-bleed: the listening process killed this many seconds into the band's clip "
+                         "(as a crash): the machine's beats before and after, and when it follows again")
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--mixes", default=None, help="--tracker: the mixes; --replay: the mix (band)")
     ap.add_argument("--split", default="validation", choices=("train", "validation"), help="--replay: the split")

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,12 +149,15 @@ def listener_pid(play_pid: int) -> int | None:
 
 
 def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool = True, lead_in: float = 0.0,
-            start_offset: float = 0.0, extra=(), env_extra: dict | None = None, fake_model: bool = True) -> dict:
+            start_offset: float = 0.0, extra=(), env_extra: dict | None = None, fake_model: bool = True,
+            kill_listener_at: float | None = None) -> dict:
     """Play ``clip`` as the band and ``drummachine play`` against it; the raw beats and counters.
 
     ``lead_in``: seconds the machine plays alone before the band comes in (cold start);
     ``start_offset``: the machine starts this long before the band's beat grid would have
-    (a phase it must correct, for the cold start).
+    (a phase it must correct, for the cold start); ``kill_listener_at``: the listening process
+    killed (SIGKILL, as a crash) this many seconds into the clip (``killed_at``: the clip's second
+    it went at, and the wall clock's, for the log's lines).
     """
     player = material.BandPlayer(clip.audio, "band")
     rec = MidiRecorder("rec")
@@ -176,8 +180,14 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
         cpu0, wall0 = (cpu_ticks(lpid) if lpid else 0), time.monotonic()
         player.start()
         cpu1, wall1 = cpu0, wall0
+        killed = None
         while not player.done and proc.poll() is None:
             time.sleep(0.1)
+            if kill_listener_at is not None and killed is None \
+                    and player.pos - player.pad >= kill_listener_at * player.rate:
+                if lpid:
+                    os.kill(lpid, signal.SIGKILL)
+                killed = ((player.pos - player.pad) / player.rate, time.time())
             # read while the listening process lives: `play` may end before the clip does
             ticks = cpu_ticks(lpid) if lpid else 0
             if ticks:
@@ -197,7 +207,8 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
     capture = re.search(r"Hz, (\S+) capture\)", said)
     return {"capture": capture.group(1) if capture else None, "band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
             "note_ons": rec.note_ons(),
-            "returncode": proc.returncode, "summary": summary, "log": str(log),
+            "returncode": proc.returncode, "summary": summary, "log": str(log), "killed_at": killed,
+            "killed_frame": float(player.frames(np.array([killed[0]]))[0]) if killed else None,
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
             if listen and lpid and cpu0 > 0 and wall1 > wall0 else None}
@@ -379,6 +390,7 @@ class KitBleed:
         self.history = np.zeros(max(k for k, _ in self.taps), np.float32)  # the kit's last samples
         self.band = band
         self.wired: list[str] = []
+        self.rewired = 0  # times the mic was wired to a listening process started again
         self.power = [0.0, 0]  # the kit's sum of squares (its channels summed, before the gain), frames
 
         @self.client.set_process_callback
@@ -400,22 +412,31 @@ class KitBleed:
         threading.Thread(target=self._wire, daemon=True).start()
 
     def _wire(self) -> None:
+        """Wired once both are there, and kept wired: a listening process started again (killed,
+        or its input gone) has new ports, which the mic feeds as it fed the old ones."""
         import jack
 
-        while not self.stop and not self.wired:
+        while not self.stop:
             try:
                 kit = [p for sink in ("system:playback_1", "system:playback_2")
                        for p in self.client.get_all_connections(sink) if not p.name.startswith("bleed:")]
                 listen = [p for p in self.client.get_all_connections(self.band) if not p.name.startswith("bleed:")]
                 if kit and listen:
+                    have_kit = {p.name for p in self.client.get_all_connections(self.inport)}
+                    have_listen = {p.name for p in self.client.get_all_connections(self.outport)}
                     for p in kit:
-                        self.client.connect(p, self.inport)
+                        if p.name not in have_kit:
+                            self.client.connect(p, self.inport)
                     for p in listen:
-                        self.client.connect(self.outport, p)
-                    self.wired = [p.name for p in kit] + ["->"] + [p.name for p in listen]
+                        if p.name not in have_listen:
+                            self.client.connect(self.outport, p)
+                    if not self.wired:
+                        self.wired = [p.name for p in kit] + ["->"] + [p.name for p in listen]
+                    else:
+                        self.rewired += any(p.name not in have_listen for p in listen)
             except jack.JackError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05 if not self.wired else 0.1)
 
     def kit_rms(self) -> float | None:
         """The kit's level as it left (both channels summed), while wired."""
@@ -439,6 +460,47 @@ def quiet_built_in_kit(db: float) -> Path:
     for name in VOICE_NAMES:
         write_wav(folder / f"{name}.wav", synth_voice(name, RATE)[-1] * np.float32(10 ** (-db / 20)), RATE)
     return folder
+
+
+def after_the_kill(raw: dict, log: str, lock_error: float = 0.030) -> dict:
+    """The listening process killed mid-song (``run_one``'s ``kill_listener_at``): the machine's
+    beats against the band's in the 8 s before, the 8 s after, and from then on (p50 and p95, ms;
+    signed median: positive late); band beats from the kill to the first of 4 of ours in a row
+    within 30 ms of the band's that start after the new listening process's first line in the log
+    (None: never); and the listening lines the log has from the kill on, with their seconds after it."""
+    band = raw["band_frames"] / RATE
+    ours = raw["drummer_frames"] / RATE
+    kill = raw["killed_frame"] / RATE
+    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
+    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
+    err = ours - band[nearest]
+    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    out = {"killed_at_clip_s": round(raw["killed_at"][0], 2)}
+    for name, a, b in (("before", kill - 8, kill), ("first_8s", kill, kill + 8), ("after_8s", kill + 8, 1e9)):
+        e = err[inside & (ours >= a) & (ours < b)]
+        if e.size:
+            out[f"{name}_ms"] = {"p50": round(float(np.percentile(np.abs(e), 50)) * 1000, 1),
+                                 "p95": round(float(np.percentile(np.abs(e), 95)) * 1000, 1),
+                                 "signed_median": round(float(np.median(e)) * 1000, 1), "beats": int(e.size)}
+    wall = raw["killed_at"][1]
+    lines = []
+    for line in log.splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ (.*)", line)
+        if not m or "listen" not in m.group(3):
+            continue
+        t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+        if t >= wall - 0.5:
+            lines.append((round(t - wall, 2), m.group(3)[:160]))
+    out["log_after_kill"] = lines
+    back = next((s for s, _ in lines if s > 0), None)
+    period = float(np.median(np.diff(band)))
+    ok = (np.abs(err) < lock_error) & inside & (ours >= kill + (back or 0.0))
+    relock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), None)
+    out["band_beats_from_kill_to_4_within_30ms"] = None if relock is None else round(float((ours[relock] - kill) / period), 1)
+    near = inside & (ours >= kill - 4) & (ours < kill + 16)
+    out["errors_ms_from_4s_before_to_16s_after"] = [(round(float(t - kill), 2), round(float(e) * 1000, 1))
+                                                    for t, e in zip(ours[near], err[near])]
+    return out
 
 
 def bleed(args) -> dict:
@@ -466,14 +528,15 @@ def bleed(args) -> dict:
             try:
                 if args.wait_for_band:  # the machine silent until it has the band (as in ``run``'s plan)
                     raw = run_one(clip, "beat", wait_for_band=True, extra=extra, env_extra=env,
-                                  fake_model=not args.real_model)
+                                  fake_model=not args.real_model, kill_listener_at=args.kill_listener_at)
                 else:
                     raw = run_one(clip, "beat", lead_in=args.bleed_lead_in, start_offset=0.137, extra=extra,
-                                  env_extra=env, fake_model=not args.real_model)
+                                  env_extra=env, fake_model=not args.real_model, kill_listener_at=args.kill_listener_at)
             finally:
                 if mic is not None:
                     mic.close()
             log = Path(raw["log"]).read_text(errors="replace") if Path(raw["log"]).exists() else ""
+            killed = after_the_kill(raw, log) if raw.get("killed_frame") is not None else None
             row = measure(raw, clip, scenario)
             errors = np.abs(np.array(row.get("phase_errors_ms", [])))
             late = errors[errors.size // 2:]
@@ -495,6 +558,8 @@ def bleed(args) -> dict:
                         "band_peak": round(float(np.abs(clip.audio).max()), 3),
                         "band_rms": round(float(np.sqrt(np.mean(np.square(clip.audio, dtype=np.float64)))), 4),
                         "kit_rms_at_0db": round(mic.kit_rms(), 4) if mic and mic.kit_rms() else None})
+            if killed is not None:
+                row["listener_killed"] = dict(killed, mic_rewired=mic.rewired if mic else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"performance": path, "bpm": bpm, "runs": rows}
