@@ -277,7 +277,8 @@ def oracle_tracker(clip, at: str):
 
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
            readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None,
-           lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000, **config) -> dict:
+           lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000,
+           restart_at: float | None = None, restart_gap: float = 0.35, **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -299,7 +300,12 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     ``room_before``: seconds of the room alone before the band begins (the machine listening, or
     playing alone from cold); default ROOM_BEFORE_BAND waiting for the band, else none.
 
-    ``rate``: the clip's sample rate (``clip_of``): 48000 is what the tracker hears live."""
+    ``rate``: the clip's sample rate (``clip_of``): 48000 is what the tracker hears live.
+
+    ``restart_at``: the listening process started again that many seconds in (it died, its input
+    came back): the tracker dropped, no reading for ``restart_gap`` seconds, then a new tracker,
+    cold, around the tempo the engine plays (benchmarks/follow_restart.py); the row then also
+    holds the machine's beat times (``beats_s``)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -330,14 +336,21 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
         engine.command("start")
     hop = clip.rate // 100
     beats, done, seq = [], 0, 0
+    offset, restarted = 0.0, False  # a tracker started again: its stream time starts at its first sample
     for i in range(0, clip.audio.size, hop):
+        if restart_at is not None and cached is None:
+            if not restarted and i >= restart_at * clip.rate:
+                tracker, restarted = None, True
+            elif tracker is None and i >= (restart_at + restart_gap) * clip.rate:
+                tracker, offset = BeatTracker(clip.rate, engine.transport.bpm_at(engine.commit_cursor)), i / clip.rate
         if tracker is not None:
             tracker.process(clip.audio[i:i + hop])
-        if (i // hop) % 5 == 0:
+        if (i // hop) % 5 == 0 and (cached is not None or tracker is not None):
             if cached is None:
                 e = tracker.estimate()
                 seq += 1
-                reading = BandReading(e.time, e.bpm, e.next_beat, e.confidence, e.loudness_db, e.onsets_per_second, seq)
+                reading = BandReading(e.time + offset, e.bpm, e.next_beat + offset if e.next_beat > 0 else 0.0,
+                                      e.confidence, e.loudness_db, e.onsets_per_second, seq)
                 heard.append(reading)
                 # the prior follows the engine's tempo, as the listener's link sets it
                 tracker.set_prior(engine.transport.bpm_at(engine.commit_cursor))
@@ -355,6 +368,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     raw = {"band_frames": clip.beats * follow_instrument.RATE, "played_frames": clip.played * follow_instrument.RATE,
            "drummer_frames": np.array(beats) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
            "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
+    if restart_at is not None:
+        return follow_instrument.measure(raw, clip, scenario) | {"beats_s": beats, "performance": clip.name,
+                                                                 "bpm": bpm}
     if cached is None and readings is not None:
         readings[key] = (heard, list(tracker.beats))
     tracker_beats = tracker.beats if cached is None else cached[1]
