@@ -304,8 +304,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
 
     ``restart_at``: the listening process started again that many seconds in (it died, its input
     came back): the tracker dropped, no reading for ``restart_gap`` seconds, then a new tracker,
-    cold, around the tempo the engine plays (benchmarks/follow_restart.py); the row then also
-    holds the machine's beat times (``beats_s``)."""
+    cold, around the tempo the engine plays (benchmarks/follow_restart.py; not with ``readings``);
+    the row then also holds the machine's and the band's beat times (``beats_s``, ``band_beats_s``)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -369,8 +369,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
            "drummer_frames": np.array(beats) * follow_instrument.RATE, "audible": clip.audible, "tempo": clip.tempo,
            "misses": None, "underruns": None, "listener_cpu_share": None, "summary": ""}
     if restart_at is not None:
-        return follow_instrument.measure(raw, clip, scenario) | {"beats_s": beats, "performance": clip.name,
-                                                                 "bpm": bpm}
+        return follow_instrument.measure(raw, clip, scenario) | {"beats_s": beats, "band_beats_s": list(clip.beats),
+                                                                 "performance": clip.name, "bpm": bpm}
     if cached is None and readings is not None:
         readings[key] = (heard, list(tracker.beats))
     tracker_beats = tracker.beats if cached is None else cached[1]

@@ -41,9 +41,8 @@ def replay_restarted(path: str, bpm: float, scenario: str, kind: str, restart_at
     never (the reference), and the figures around that moment."""
     row = follow.replay(scenario, (path, bpm), restart_at=restart_at if kind == "restart" else float("inf"),
                         restart_gap=gap, **(follow_config or {}))
-    band = follow.clip_of(path, bpm, scenario, "band", "builtin", 0, 16000).beats
-    return measured(np.array(row["beats_s"]), band, restart_at, gap) | {"clip": path, "scenario": scenario,
-                                                                        "kind": kind}
+    return measured(np.array(row["beats_s"]), np.array(row["band_beats_s"]), restart_at, gap) | \
+        {"clip": path, "scenario": scenario, "kind": kind}
 
 
 def measured(ours: np.ndarray, band: np.ndarray, restart_at: float, gap: float) -> dict:

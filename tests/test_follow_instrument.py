@@ -73,3 +73,27 @@ def test_a_beat_moved_in_one_go_is_one_move_and_a_ramp_or_small_steps_are_not_mo
     stepped = 0.5 * np.arange(40) + 0.005 * np.clip(np.arange(40) - 10, 0, 10)  # 5 ms a beat for 10 beats
     assert beat_moves(ramp, lock=2).max() < 0.005 and beat_moves(stepped, lock=2).max() <= 0.005 + 1e-9
     assert beat_moves(beats, lock=None).size == 0  # never locked: nothing counted
+
+
+def test_after_a_kill_the_windows_the_relock_and_the_log_lines_are_counted_from_the_kill():
+    """``after_the_kill``: a band at 120 and the machine on it, 150 ms ahead from the kill for 6
+    beats, then back on it: the 8 s after hold the error, the rest not; 4 beats within 30 ms come
+    after the new process's first line; the log's listening lines are kept with their seconds."""
+    import time
+
+    from follow_instrument import RATE, after_the_kill
+
+    band = np.arange(60) * 0.5 + 1.0
+    ours = band.copy()
+    kill = 15.0
+    ours[(band > kill) & (band <= kill + 3.0)] -= 0.150
+    wall = time.mktime(time.strptime("2026-12-07 10:00:00", "%Y-%m-%d %H:%M:%S"))
+    log = ("2026-12-07 09:59:58,000 INFO playing bar 7\n"
+           "2026-12-07 10:00:00,020 WARNING listen: the listening process stopped (exit -9); listening again\n"
+           "2026-12-07 10:00:00,330 WARNING listen: listening to band:out again (48000 Hz, portaudio capture)\n")
+    out = after_the_kill({"band_frames": band * RATE, "drummer_frames": ours * RATE, "killed_frame": kill * RATE,
+                          "killed_at": (kill - 1.0, wall)}, log)
+    assert out["before_ms"]["p95"] == 0.0 and out["first_8s_ms"]["p95"] == pytest.approx(150.0)
+    assert out["first_8s_ms"]["signed_median"] == 0.0 and out["after_8s_ms"]["p95"] == 0.0
+    assert out["band_beats_from_kill_to_4_within_30ms"] == 7.0  # the first beat on the band after 18 s
+    assert [s for s, _ in out["log_after_kill"]] == [0.02, 0.33]
