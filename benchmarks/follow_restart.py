@@ -7,8 +7,9 @@ transport on a manual clock, a reading every 50 ms) with ``restart_at``: ``--res
 into each clip the tracker is dropped, the engine gets nothing for ``--gap`` seconds (the new
 process starting: 0.31-0.35 s on JACK, benchmarks/follow_instrument_listener_killed.json), then a
 new one starts around the tempo the engine plays, as the link's does; beside it, as the
-reference, the same clip with no restart. ``--follow KEY=VALUE``: the follower's settings (``FollowConfig``). Per clip, against the band's beats: p95 and largest
-error over the 8 s before the restart, the 8 s after and the rest; band beats from the restart
+reference, the same clip with no restart. ``--follow KEY=VALUE``: the follower's settings
+(``FollowConfig``). Per clip, against the band's beats: p95 and largest error over the 8 s
+before the restart, the 8 s after and the rest; band beats from the restart
 to the first of 4 of the machine's beats in a row within 30 ms (from 1 s after the new tracker
 started); the beats moved over 20 ms in one go in the 16 s after, and the largest move.
 
@@ -46,6 +47,7 @@ def replay_restarted(path: str, bpm: float, scenario: str, kind: str, restart_at
 
 
 def measured(ours: np.ndarray, band: np.ndarray, restart_at: float, gap: float) -> dict:
+    """The machine's beats ``ours`` against the band's ``band`` around the restart (seconds)."""
     k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
     nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
     err = np.abs(ours - band[nearest])
