@@ -253,6 +253,20 @@ def beat_moves(ours: np.ndarray, lock: int | None) -> np.ndarray:
     return np.array([abs(spacing[k] - np.median(spacing[k - 4:k])) for k in range(start, spacing.size)])
 
 
+def against_the_band(ours: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each of our beats against the band's nearest (seconds): the signed error (positive: late),
+    that band beat's index, and whether ours falls within the band's beats (100 ms either side)."""
+    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
+    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
+    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    return ours - band[nearest], nearest, inside
+
+
+def first_of_four(ok: np.ndarray) -> int | None:
+    """The first index from which 4 in a row are true (a lock), or None."""
+    return next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), None)
+
+
 def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
     """The issue's figures from one run's beats (JACK frames)."""
     band = run["band_frames"] / RATE
@@ -260,22 +274,15 @@ def measure(run: dict, clip, scenario: str, lock_error: float = 0.030) -> dict:
     if ours.size < 8:
         return {"error": "the machine played fewer than 8 beats", "summary": run["summary"]}
     band_period = np.diff(band)
-    # each of our beats against the band's nearest (within half a band beat)
-    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
-    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
-    err = ours - band[nearest]
-    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    err, nearest, inside = against_the_band(ours, band)
     audible = run["audible"][nearest]
     # lock: the first of our beats from which 4 in a row are within 30 ms of the band's
-    ok = (np.abs(err) < lock_error) & inside
-    lock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all() and ours[i] >= band[0]), None)
+    lock = first_of_four((np.abs(err) < lock_error) & inside & (ours >= band[0]))
     band_beats_to_lock = None if lock is None else float((ours[lock] - band[0]) / np.median(band_period))
     # the same against the beat as the band plays it (a drummer 35 ms ahead of the click for 10
     # bars is the band's beat then: a follower locked to it is "off" the click by as much)
     played = run["played_frames"][nearest] / RATE
-    ok_played = (np.abs(ours - played) < lock_error) & inside
-    lock_played = next((i for i in range(ok_played.size - 3) if ok_played[i:i + 4].all() and ours[i] >= band[0]),
-                       None)
+    lock_played = first_of_four((np.abs(ours - played) < lock_error) & inside & (ours >= band[0]))
     after = np.arange(ours.size) >= (lock if lock is not None else ours.size)
     sel = after & inside & audible
     our_tempo = 60.0 / np.diff(ours)
@@ -471,10 +478,7 @@ def after_the_kill(raw: dict, log: str, lock_error: float = 0.030) -> dict:
     band = raw["band_frames"] / RATE
     ours = raw["drummer_frames"] / RATE
     kill = raw["killed_frame"] / RATE
-    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
-    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
-    err = ours - band[nearest]
-    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    err, _, inside = against_the_band(ours, band)
     out = {"killed_at_clip_s": round(raw["killed_at"][0], 2)}
     for name, a, b in (("before", kill - 8, kill), ("first_8s", kill, kill + 8), ("after_8s", kill + 8, 1e9)):
         e = err[inside & (ours >= a) & (ours < b)]
@@ -494,8 +498,7 @@ def after_the_kill(raw: dict, log: str, lock_error: float = 0.030) -> dict:
     out["log_after_kill"] = lines
     back = next((s for s, _ in lines if s > 0), None)
     period = float(np.median(np.diff(band)))
-    ok = (np.abs(err) < lock_error) & inside & (ours >= kill + (back or 0.0))
-    relock = next((i for i in range(ok.size - 3) if ok[i:i + 4].all()), None)
+    relock = first_of_four((np.abs(err) < lock_error) & inside & (ours >= kill + (back or 0.0)))
     out["band_beats_from_kill_to_4_within_30ms"] = None if relock is None else round(float((ours[relock] - kill) / period), 1)
     near = inside & (ours >= kill - 4) & (ours < kill + 16)
     out["errors_ms_from_4s_before_to_16s_after"] = [(round(float(t - kill), 2), round(float(e) * 1000, 1))

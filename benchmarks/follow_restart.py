@@ -48,18 +48,15 @@ def replay_restarted(path: str, bpm: float, scenario: str, kind: str, restart_at
 
 def measured(ours: np.ndarray, band: np.ndarray, restart_at: float, gap: float) -> dict:
     """The machine's beats ``ours`` against the band's ``band`` around the restart (seconds)."""
-    k = np.clip(np.searchsorted(band, ours), 1, band.size - 1)
-    nearest = np.where(np.abs(band[k] - ours) < np.abs(band[k - 1] - ours), k, k - 1)
-    err = np.abs(ours - band[nearest])
-    inside = (ours >= band[0] - 0.1) & (ours <= band[-1] + 0.1)
+    err, _, inside = follow_instrument.against_the_band(ours, band)
+    err = np.abs(err)
     out = {}
     for name, a, b in (("before", restart_at - 8, restart_at), ("first_8s", restart_at, restart_at + 8),
                        ("later", restart_at + 8, 1e9)):
         e = err[inside & (ours >= a) & (ours < b)]
         out[f"{name}_p95_ms"] = round(float(np.percentile(e, 95)) * 1000, 1) if e.size else None
         out[f"{name}_max_ms"] = round(float(e.max()) * 1000, 1) if e.size else None
-    ok = (err < 0.030) & inside
-    first = next((i for i in range(ok.size - 3) if ok[i:i + 4].all() and ours[i] > restart_at + gap + 1.0), None)
+    first = follow_instrument.first_of_four((err < 0.030) & inside & (ours > restart_at + gap + 1.0))
     out["band_beats_to_4_within_30ms"] = None if first is None else \
         round(float((ours[first] - restart_at) / np.median(np.diff(band))), 1)
     moves = follow_instrument.beat_moves(ours, 0)  # moves[j]: the spacing ending at ours[j + 5]

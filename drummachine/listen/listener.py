@@ -32,11 +32,10 @@ from drummachine.listen.inputs import find_input
 from drummachine.listen.process import TAKEN_OUT_BY_TIME
 
 LINK_SECONDS = 0.01
-#: the engine gets a reading at most this often: the listening process writes one with each of the
-#: tracker's estimates (every 50 ms; until 2026-12-07 every 10 ms, the same estimate 5 times), and
-#: the follower counts readings (4 sure ones to lock, 2 to re-lock: tuned on readings 50 ms apart,
-#: benchmarks/follow.py --replay); at 100 a second the same estimate counted 5 times and the lock
-#: came on one tracker update
+#: the engine gets a reading at most this often: the follower counts readings (4 sure ones to
+#: lock, 2 to re-lock: tuned on readings 50 ms apart, benchmarks/follow.py --replay), and the
+#: listening process writes one with each of the tracker's estimates, every 50 ms (a reading
+#: handed on more often would count one estimate several times, and lock on one update)
 HAND_SECONDS = 0.05
 #: the engine's clock (the mixer's sample counter) may run at another rate than the computer's:
 #: measured from this long on (JACK's dummy driver on a busy machine: 0.5% slow)
