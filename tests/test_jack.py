@@ -583,7 +583,8 @@ def test_the_kit_and_the_midi_notes_leave_together_at_1024_frames(jack_at_44k_10
     in the period, or the kit sounds up to a period (23 ms here) behind the MIDI notes. Each hit's
     audio leaves its port JACK's two periods (2,048 frames) before its note. The PortAudio ways time
     a period by the callback's wake-up, the MIDI port by JACK's DLL: the kit leaves early by how
-    late JACK's thread woke (0.4-1 ms here at 1,024 frames, with a soak beside): within 1.5 ms.
+    late JACK's thread woke, the same for every hit of a run and different from run to run (12-69
+    frames, 0.3-1.6 ms, in 10 runs here with and without two busy cores; 69 in CI).
     (The engine's own JACK client, and every way at 128 frames: tests/test_jack_audio.py.)"""
     import json
     import sys
@@ -598,7 +599,11 @@ def test_the_kit_and_the_midi_notes_leave_together_at_1024_frames(jack_at_44k_10
     for w in ways:
         lead, early = np.array(w["lead"]), w["early"]
         assert early == 2048, w
-        assert np.abs(lead - early).max() <= 66, w  # 1.5 ms at 44.1 kHz; a period off before: ~1,024
+        # the hits fall at different places in their periods (each 0.77 of a period on): a block
+        # timed by the period's start rather than its place moved each by up to a period (1,024)
+        assert np.ptp(lead) <= 8, w
+        # all early by the wake-up's lateness: under one of the mixer's blocks (128 frames, 2.9 ms)
+        assert 0 <= (lead - early).min() and (lead - early).max() < 128, w
 
 
 def test_doctor_says_the_output_latency_the_kit_is_handed_over_early_by(jack_server):
