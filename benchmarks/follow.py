@@ -278,7 +278,8 @@ def oracle_tracker(clip, at: str):
 def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band", kit: str = "builtin",
            readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None,
            lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000,
-           restart_at: float | None = None, restart_gap: float = 0.35, **config) -> dict:
+           restart_at: float | None = None, restart_gap: float = 0.35, handed_over: bool = False,
+           **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -305,7 +306,9 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     ``restart_at``: the listening process started again that many seconds in (it died, its input
     came back): the tracker dropped, no reading for ``restart_gap`` seconds, then a new tracker,
     cold, around the tempo the engine plays (benchmarks/follow_restart.py; not with ``readings``);
-    the row then also holds the machine's and the band's beat times (``beats_s``, ``band_beats_s``)."""
+    the row then also holds the machine's and the band's beat times (``beats_s``, ``band_beats_s``).
+    ``handed_over``: the new tracker goes on from the dropped one's state (``BeatTracker.resume``,
+    as the listening process does from the state it left in shared memory)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -340,9 +343,11 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     for i in range(0, clip.audio.size, hop):
         if restart_at is not None and cached is None:
             if not restarted and i >= restart_at * clip.rate:
-                tracker, restarted = None, True
+                left, tracker, restarted = tracker.state(), None, True
             elif tracker is None and i >= (restart_at + restart_gap) * clip.rate:
                 tracker, offset = BeatTracker(clip.rate, engine.transport.bpm_at(engine.commit_cursor)), i / clip.rate
+                if handed_over:  # its stream's seconds are the clip's less ``offset``, the dropped one's the clip's
+                    tracker.resume(left, offset)
         if tracker is not None:
             tracker.process(clip.audio[i:i + hop])
         if (i // hop) % 5 == 0 and (cached is not None or tracker is not None):

@@ -6,8 +6,9 @@ follower holds the machine's beat. This runs ``follow.replay`` (the real tracker
 transport on a manual clock, a reading every 50 ms) with ``restart_at``: ``--restart-at`` seconds
 into each clip the tracker is dropped, the engine gets nothing for ``--gap`` seconds (the new
 process starting: 0.31-0.35 s on JACK, benchmarks/follow_instrument_listener_killed.json), then a
-new one starts around the tempo the engine plays, as the link's does; beside it, as the
-reference, the same clip with no restart. ``--follow KEY=VALUE``: the follower's settings
+new one starts, from cold around the tempo the engine plays or from the dropped one's state
+(``BeatTracker.resume``, as the listening process does); beside them, as the reference, the same
+clip with no restart. ``--follow KEY=VALUE``: the follower's settings
 (``FollowConfig``). Per clip, against the band's beats: p95 and largest error over the 8 s
 before the restart, the 8 s after and the rest; band beats from the restart
 to the first of 4 of the machine's beats in a row within 30 ms (from 1 s after the new tracker
@@ -33,15 +34,17 @@ import follow  # noqa: E402
 import follow_instrument  # noqa: E402
 import follow_material as material  # noqa: E402
 
-KINDS = ("no restart", "restart")
+#: the reference; a new tracker from cold ("restart" in the results before 2026-12-07's second
+#: session); one that goes on from the dropped one's state, as the listening process does
+KINDS = ("no restart", "cold restart", "restart handed over")
 
 
 def replay_restarted(path: str, bpm: float, scenario: str, kind: str, restart_at: float, gap: float,
                      follow_config: dict | None = None) -> dict:
-    """``follow.replay`` with the tracker started again at ``restart_at`` (``kind`` "restart"), or
-    never (the reference), and the figures around that moment."""
-    row = follow.replay(scenario, (path, bpm), restart_at=restart_at if kind == "restart" else float("inf"),
-                        restart_gap=gap, **(follow_config or {}))
+    """``follow.replay`` with the tracker started again at ``restart_at`` (``KINDS``), or never
+    (the reference), and the figures around that moment."""
+    row = follow.replay(scenario, (path, bpm), restart_at=float("inf") if kind == "no restart" else restart_at,
+                        restart_gap=gap, handed_over=kind == "restart handed over", **(follow_config or {}))
     return measured(np.array(row["beats_s"]), np.array(row["band_beats_s"]), restart_at, gap) | \
         {"clip": path, "scenario": scenario, "kind": kind}
 

@@ -210,6 +210,49 @@ def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
     assert first == 0.0 and last == 1.0 and flips == 1
 
 
+def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performance):
+    """The listening process started again mid-song (it died; the kit's ports came): its tracker
+    takes over the last one's state through the shared block and, from its first estimates, hears
+    what the tracker that never stopped hears, from the first. From cold the rock's accelerando was read at 120.7
+    bpm for 116.4, its beat 99 ms early (docs/follow.md): the follower re-locked onto that."""
+    from drummachine.listen.shared import TrackerStateBlock
+
+    clip = material.make_clip(*performance, "accelerando", "band", bars=16)
+    hop, restart_at, gap = clip.rate // 20, int(15.0 * clip.rate), int(0.35 * clip.rate)
+    never_stopped, dropped = BeatTracker(clip.rate, clip.bpm), BeatTracker(clip.rate, clip.bpm)
+    for i in range(0, restart_at, hop):
+        never_stopped.process(clip.audio[i:i + hop])
+        dropped.process(clip.audio[i:i + hop])
+    block = TrackerStateBlock()
+    try:
+        block.save(dropped.state(), saved_at=0.0, mono_now=0.0)
+        state = block.taken()
+    finally:
+        block.close()
+    for i in range(restart_at, restart_at + gap, hop):
+        never_stopped.process(clip.audio[i:i + hop])
+    offset = (restart_at + gap) / clip.rate  # the new stream's second 0 on the clip
+    resumed = BeatTracker(clip.rate, never_stopped.prior_bpm)
+    resumed.resume(state, offset)
+    compared = 0
+    for i in range(restart_at + gap, restart_at + gap + 4 * clip.rate, hop):
+        never_stopped.process(clip.audio[i:i + hop])
+        resumed.process(clip.audio[i:i + hop])
+        ours, theirs = resumed.estimate(), never_stopped.estimate()
+        if ours.confidence < 0.5:
+            continue
+        period = 60.0 / theirs.bpm
+        off = (ours.next_beat + offset - theirs.next_beat + period / 2) % period - period / 2
+        # the 0.35 s it did not hear the other's loop moved on (11 ms, the band speeding up):
+        # made up within 2 s
+        within = 0.012 if i < restart_at + gap + 2 * clip.rate else 0.003
+        assert abs(off) < within and ours.bpm == pytest.approx(theirs.bpm, rel=0.002), (i / clip.rate, ours, theirs)
+        compared += 1
+    assert compared >= 60  # of 80: sure again within a second (the gap's silence is in what it folds)
+    with pytest.raises(ValueError):
+        resumed.resume(state, offset)  # only before the first sample
+
+
 def test_silence_and_clipping_give_no_confidence_and_no_error():
     tracker = BeatTracker(16000, 120.0)
     tracker.process(np.zeros(16000 * 4, np.float32))
@@ -290,7 +333,7 @@ def test_a_missing_port_is_one_clear_line(jack_server):
 
 
 @pytest.mark.jack
-def test_a_listening_process_that_died_is_started_again(jack_server):
+def test_a_listening_process_that_died_is_started_again(jack_server, caplog):
     """The listening process killed (SIGKILL: a crash, the OOM killer) mid-song: the link finds
     it gone (or, alive, capturing nothing for STALLED_SECONDS), starts another on the same input
     and block, and the readings go on (before, the follower held for the rest of the set:
@@ -300,7 +343,9 @@ def test_a_listening_process_that_died_is_started_again(jack_server):
 
     from drummachine.core.transport import MonotonicClock
     from drummachine.listen.listener import STALLED_SECONDS, Listener
+    from drummachine.listen.process import RESUME_WITHIN
 
+    caplog.set_level(logging.INFO, logger="drummachine")
     readings = []
     with Listener("system:capture_1", 120.0, MonotonicClock()) as band:
         band.link(readings.append)
@@ -314,6 +359,13 @@ def test_a_listening_process_that_died_is_started_again(jack_server):
         while time.monotonic() < killed + STALLED_SECONDS + 15 and not band.restarts:
             time.sleep(0.1)
         assert band.restarts == 1 and band.alive and band.proc.pid != first
+        # its tracker went on from the state the killed one left in shared memory (silence here)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not any("taken over" in r.message for r in caplog.records):
+            time.sleep(0.1)
+        said = [r.message for r in caplog.records if "taken over from the last listening process" in r.message]
+        assert len(said) == 1, [r.message for r in caplog.records]
+        assert float(re.search(r"\(([\d.]+) s not heard\)", said[0]).group(1)) < RESUME_WITHIN, said
         before = len(readings)
         time.sleep(1.0)
         assert len(readings) > before + 5, "readings go on from the new listening process"

@@ -9,7 +9,9 @@ a sound card's clock is not the computer's), and its tempo in beats per engine-c
 A listening process whose input stopped (the JACK server stopped or restarted: libjack in that
 process holds the dead server's client; a sounddevice input that stopped) or that died is started again,
 tried every few seconds until it listens; the follower holds meanwhile (its last readings said
-"input gone", confidence 0).
+"input gone", confidence 0). The new process's tracker goes on from the state the last one left in
+shared memory where that is recent (it died; it was started again to take the kit out), instead
+of hearing the band from cold (``BeatTracker.resume``).
 """
 
 from __future__ import annotations
@@ -188,7 +190,9 @@ class Listener:
         self.clock = clock
         self.block = shared.ReadingBlock()
         self.block.slots[shared.PRIOR] = bpm
-        setup = {"shm": self.block.name, "backend": self.input.backend, "port": self.input.name,
+        #: the tracker's state, saved by the listening process: its successor goes on from it
+        self.handover = shared.TrackerStateBlock()
+        setup = {"shm": self.block.name, "handover": self.handover.name, "backend": self.input.backend, "port": self.input.name,
                  "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
                  "client": client, "gate_db": gate_db,
                  # the machine's own kit as it leaves (JACK ports): taken out of what it hears
@@ -269,7 +273,8 @@ class Listener:
 
     def start_again(self) -> None:
         """A new listening process on the same input and the same readings' block (its tracker
-        starts cold); raises DrumMachineError when it cannot listen (the server not back yet)."""
+        goes on from the state the last one left, if that is recent: ``process.RESUME_WITHIN``;
+        else cold); raises DrumMachineError when it cannot listen (the server not back yet)."""
         self._end_process()
         s = self.block.slots
         s[shared.SEQ] += int(s[shared.SEQ]) & 1  # a process killed mid-reading: the lock is free again
@@ -291,7 +296,7 @@ class Listener:
 
     def _take_the_kit_in(self) -> None:
         """The kit's ports came after listening began: the listening process starts again with
-        them (its tracker starts cold: the follower holds until it is sure of the band again)."""
+        them (its tracker goes on from the last one's state)."""
         ports = self.kit_ports()
         log.warning("listen: the machine's kit plays on JACK now (%s): listening again to take it out of "
                     "what it hears", ", ".join(ports))
@@ -417,8 +422,9 @@ class Listener:
         if self._thread is not None:
             self._thread.join(4.0)
         self._end_process()
-        if self.block.slots is not None:
-            self.block.close()
+        for block in (self.block, self.handover):
+            if block.slots is not None:
+                block.close()
 
     def __enter__(self) -> "Listener":
         return self.wait_ready()

@@ -57,6 +57,16 @@ READ_FRAMES = 256  #: PortAudio's blocking reads: samples per read (5.3 ms at 48
 #: the readings ~60 ms late in one check. Neither is settled on this host's noise (docs/follow.md)
 PA_LATENCY = 0.5
 CLIENT_PREFIX = "drummachine-listen"
+#: a tracker's state left by the listening process before (``shared.TrackerStateBlock``) is taken
+#: over when it was saved at most this long before this one's first sample: the last process died
+#: (up again in 0.31-0.35 s on JACK), or was started again to take the kit out. Longer (an input
+#: that stopped for STALLED_SECONDS and more: a JACK restart) the band may have stopped or moved:
+#: the tracker starts cold
+RESUME_WITHIN = 2.0
+#: the samples wait this long before the tracker takes over its predecessor's state: its
+#: successor's stream is placed on the monotonic clock by the input's timing, which is a read's
+#: wake-up late over its first reads (the lowest of the last READ_ENVELOPE is taken)
+RESUME_AFTER = 0.25
 #: what is done with the kit where it is read from the mixer's tap by time (``listen.kit_tap``)
 TAKEN_OUT_BY_TIME = "taken out, read from the mixer by time"
 
@@ -290,6 +300,8 @@ def run(setup: dict, stdin, answer) -> int:
     tracker = BeatTracker(rate, float(setup["bpm"]), window=float(setup.get("window", 0.15)),
                           gate_db=None if gate is None else float(gate))
     own_kit, tap = own_kit_taken_out(setup, capture, tracker)
+    handover = shared.TrackerStateBlock(setup["handover"]) if setup.get("handover") else None
+    left = handover.taken() if handover is not None else None  # the state the last process left
     answer({"ready": True, "rate": rate, "latency": latency, "own_kit": own_kit,
             "capture": "portaudio" if pa is not None else "callback" if client is not None else "sounddevice"})
     read = 0
@@ -303,7 +315,7 @@ def run(setup: dict, stdin, answer) -> int:
     status = shared.LISTENING
     started = time.monotonic()
     prior = float(setup["bpm"])
-    published = -1  # the tracker's estimates (``BeatTracker.updates``) as last written
+    published = saved = -1  # the tracker's estimates (``BeatTracker.updates``) as last written, as last saved
     written = (0.0, False)  # when the last reading was written, and whether the input was gone
     while not stop.is_set():
         time.sleep(POLL_SECONDS)
@@ -313,7 +325,10 @@ def run(setup: dict, stdin, answer) -> int:
                 tap.note_clock(now)
             # the samples wait in the ring until the tracker's next estimate can be made from them
             # (nothing it says moves before): 20 runs a second through the analysis, not 100
-            if tracker.samples + capture.written - read >= tracker.samples_before_update():
+            if left is not None and capture.written >= RESUME_AFTER * rate:
+                _take_over(tracker, left, capture.timing(), latency)
+                left = None
+            if left is None and tracker.samples + capture.written - read >= tracker.samples_before_update():
                 x, kit, read = capture.since(read)
                 if tap is not None:  # the kit by time: samples whose kit is not mixed yet wait
                     kit = tap.beside(read - x.size, x.size, timing, latency, now)
@@ -358,6 +373,10 @@ def run(setup: dict, stdin, answer) -> int:
                          shared.CLIPPED: clipped, shared.BLOCKS: capture.callbacks, shared.STARTED: started,
                          shared.XRUNS: capture.xruns,
                          shared.OWN_KIT_REMOVED_DB: tracker.canceller.removed_db if tracker.canceller else 0.0})
+            if handover is not None and tracker.updates != saved:
+                saved = tracker.updates
+                state = tracker.state()
+                handover.save(state, now, heard(state["now"]))
             want = float(block.slots[shared.PRIOR])
             if want > 0 and not math.isclose(want, prior, rel_tol=1e-4):
                 prior = want
@@ -376,9 +395,34 @@ def run(setup: dict, stdin, answer) -> int:
             stream.close()
     finally:
         block.close()
+        if handover is not None:
+            handover.close()
         if tap is not None:
             tap.close()
     return 0
+
+
+def _take_over(tracker: BeatTracker, left: dict, timing, latency: float) -> None:
+    """The tracker goes on from the state the listening process before it left (``left``), if that
+    was saved within RESUME_WITHIN of this one's first sample and at the same frame rate; else it
+    starts cold. Said in one line either way."""
+    first = timing.heard(0) - latency  # this stream's second 0 on the monotonic clock
+    ago = first - left["mono_now"]
+    if ago > RESUME_WITHIN:
+        print(f"listen: the last listening process stopped {ago:.1f} s before this one heard anything: "
+              f"listening from cold", file=sys.stderr, flush=True)
+        return
+    try:
+        # the predecessor's ``now`` was at mono_now; on this stream that is -ago * speed seconds
+        tracker.resume(left, left["now"] + ago * timing.speed)
+    except ValueError as exc:
+        print(f"listen: the last listening process's tempo and beat not taken over ({exc}): listening from cold",
+              file=sys.stderr, flush=True)
+        return
+    bpm = 60.0 / tracker.period if tracker.period > 0 else tracker.bpm
+    heard = f"the band at {bpm:.1f} bpm and its beat" if bpm > 0 else "what it heard (no beat yet)"
+    print(f"listen: {heard} taken over from the last listening process ({ago:.2f} s not heard)",
+          file=sys.stderr, flush=True)
 
 
 def own_kit_taken_out(setup: dict, capture: Capture, tracker: BeatTracker) -> tuple[str, KitTapReader | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from drummachine.core.shared_block import release, untrack
+from drummachine.listen.tracker import HANDED_OVER, LOUDNESS_HANDED_OVER, ONSETS_KEPT, PROFILE_BINS
 
 SLOTS = 24
 SEQLOCK_TRIES = 10_000
@@ -23,19 +24,21 @@ LISTENING, SILENCE, CLIPPING, GONE, STARTING = range(5)
 
 
 class ReadingBlock:
-    """The shared block: ``create`` in the engine's process, attach by name in the listener's."""
+    """The shared block: made in the engine's process (no ``name``), attached by name in the listener's."""
+
+    SIZE = SLOTS  #: float64 slots, SEQ first
 
     def __init__(self, name: str | None = None):
         from multiprocessing import shared_memory
 
         if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=SLOTS * 8)
+            self.shm = shared_memory.SharedMemory(create=True, size=self.SIZE * 8)
             self.owner = True
         else:
             self.shm = shared_memory.SharedMemory(name=name)
             self.owner = False
             untrack(self.shm)
-        self.slots = np.ndarray((SLOTS,), np.float64, self.shm.buf, 0)
+        self.slots = np.ndarray((self.SIZE,), np.float64, self.shm.buf, 0)
         if self.owner:
             self.slots[:] = 0.0
             self.slots[STATUS] = STARTING
@@ -67,3 +70,47 @@ class ReadingBlock:
     def close(self) -> None:
         self.slots = None
         release(self.shm, self.owner)
+
+
+class TrackerStateBlock(ReadingBlock):
+    """The tracker's state (``BeatTracker.state``), written by the listening process with each of
+    its estimates into a block the engine's process keeps: a listening process started again (the
+    last one died, or the kit's ports came) takes it over (``BeatTracker.resume``) instead of
+    starting cold. Its times: the tracker's stream seconds, and ``mono_now``, the monotonic time
+    of its ``now``, to place them on the successor's stream."""
+
+    SCALARS = ("saved_at", "mono_now", "frames", "now", "fps") + HANDED_OVER + \
+        tuple(f"loudness.{name}" for name in LOUDNESS_HANDED_OVER)
+    ARRAYS = (("profile", PROFILE_BINS), ("onsets", ONSETS_KEPT), ("history", 2048))  # (name, most)
+    SIZE = 1 + len(SCALARS) + len(ARRAYS) + sum(most for _, most in ARRAYS)
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        if self.owner:
+            self.slots[:] = 0.0
+
+    def save(self, state: dict, saved_at: float, mono_now: float) -> None:
+        values = np.zeros(self.SIZE - 1)
+        state = state | {"saved_at": saved_at, "mono_now": mono_now}
+        values[:len(self.SCALARS)] = [state[name] for name in self.SCALARS]
+        at = len(self.SCALARS)
+        for name, most in self.ARRAYS:
+            a = np.asarray(state[name], np.float64)[-most:]
+            values[at], values[at + 1:at + 1 + a.size] = a.size, a
+            at += 1 + most
+        s = self.slots
+        s[SEQ] += 1  # odd: being written
+        s[1:] = values
+        s[SEQ] += 1
+
+    def taken(self) -> dict | None:
+        """The last state saved whole (None: none yet)."""
+        s = self.read()
+        if s[SEQ] < 2:
+            return None
+        state = dict(zip(self.SCALARS, s[1:1 + len(self.SCALARS)].tolist()))
+        at = 1 + len(self.SCALARS)
+        for name, most in self.ARRAYS:
+            state[name] = s[at + 1:at + 1 + int(s[at])].copy()
+            at += 1 + most
+        return state

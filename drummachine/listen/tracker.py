@@ -36,6 +36,7 @@ from drummachine.listen.own_sound import KIT_HEARD_DB
 ANALYSIS_RATE = 16000  #: the input is decimated by an integer factor to about this rate
 FRAME_SECONDS = 0.005  #: onset strength every 5 ms
 HISTORY_SECONDS = 8.0
+ONSETS_KEPT = 64  #: the last onsets' times, for their density
 TEMPO_SECONDS = 6.0  #: autocorrelation window
 PHASE_BEATS = 6  #: beats folded for the phase
 PHASE_DECAY = 0.8  #: weight of each older beat in the fold
@@ -119,6 +120,13 @@ FLIP_RATIO = 1.25
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
 ONSET_LAG = -0.007
+
+
+#: what a tracker hands to its successor (``BeatTracker.state``, ``resume``), and its loudness's
+HANDED_OVER = ("started", "entries", "estimated", "bpm", "next_beat", "period", "confidence",
+               "confidence_was", "periodicity", "periodicity_floor", "jitter", "flux_mean", "playing_level",
+               "_last_emitted", "_last_peak_frame", "profile_seconds", "flips")
+LOUDNESS_HANDED_OVER = ("level_db", "came_in", "updates", "kit_floor_db", "since_kit_alone")
 
 
 @dataclass(frozen=True)
@@ -286,8 +294,8 @@ class BeatTracker:
                 and self.frames - self._last_peak_frame > 0.05 * self.fps:
             self._last_peak_frame = self.frames - 1
             self._onset_times.append(self.frame_time(self.frames - 1))
-            if len(self._onset_times) > 64:
-                del self._onset_times[:-64]
+            if len(self._onset_times) > ONSETS_KEPT:
+                del self._onset_times[:-ONSETS_KEPT]
 
     @property
     def updates(self) -> int:
@@ -535,6 +543,62 @@ class BeatTracker:
                     self.beats.append(t)
                 self._last_emitted = t
             self.next_beat = t + (self.period or 60.0 / self.bpm)
+
+    # --- handed over to a successor ----------------------------------------------------------
+
+    def state(self) -> dict:
+        """What a tracker started again on the same input needs to go on where this one was (the
+        listening process died, or started again to take the kit out): ``resume``. Its times are
+        this tracker's stream seconds; ``now`` says where its stream was."""
+        loud = self.loudness
+        scalars = {name: float(getattr(self, name)) for name in HANDED_OVER}
+        scalars |= {f"loudness.{name}": float(getattr(loud, name)) for name in LOUDNESS_HANDED_OVER}
+        return scalars | {"frames": self.frames, "now": self.frame_time(self.frames), "fps": self.fps,
+                          "history": self.history.copy(), "profile": self.profile.copy(),
+                          "onsets": np.array(self._onset_times, np.float64)}
+
+    def resume(self, state: dict, offset: float) -> None:
+        """Go on from a predecessor's ``state`` instead of cold: its onset strength, its tempo, its
+        loop and its confidence, with the samples between its last and this tracker's first as
+        silence. ``offset``: where this tracker's stream began on the predecessor's (its stream
+        seconds less ``offset`` are this one's). Before any sample: a cold tracker's first frames
+        (its onset strength's mean not yet risen) would sit among the predecessor's.
+
+        A cold tracker on a band already playing hears this drummer 3-4% fast over its first 3 s
+        and is sure of the phase that tempo folds to, ~50 ms off: the follower re-locked onto it
+        (docs/follow.md, "The listening process started again mid-song")."""
+        if self.frames or self.samples:
+            raise ValueError("a tracker resumes before its first sample")
+        if abs(float(state["fps"]) - self.fps) > 1e-6:
+            raise ValueError(f"the predecessor framed {state['fps']:.3f} a second, this one {self.fps:.3f}")
+        numbers = [state[name] for name in HANDED_OVER] + [offset, state["frames"]]
+        if not (np.isfinite(numbers).all() and np.isfinite(state["history"]).all()):
+            raise ValueError("the predecessor's state holds a number that is not finite")
+        for name in HANDED_OVER:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+        for name in LOUDNESS_HANDED_OVER:
+            setattr(self.loudness, name, type(getattr(self.loudness, name))(state[f"loudness.{name}"]))
+        # the predecessor's frame f is this tracker's f - shift; its frames up to ``heard`` were
+        # heard, those from there to this one's first were not (silence)
+        shift, heard = int(round(offset * self.fps)), int(state["frames"])
+        old = np.asarray(state["history"], np.float32)[:self.history.size]
+        old = old[:old.size - max(0, heard - shift)]  # (one that heard past this one's start: its last dropped)
+        kept = np.concatenate([old, np.zeros(max(0, shift - heard), np.float32)])[-self.history.size:]
+        self.history[:] = 0.0
+        self.history[self.history.size - kept.size:] = kept
+        self.started -= shift
+        self._last_peak_frame -= shift
+        self._profiled_frame = 0
+        self.profile[:] = np.asarray(state["profile"])
+        self._onset_times = [float(t) - offset for t in np.asarray(state["onsets"])]
+        self._last_emitted -= offset
+        if self.next_beat > 0:
+            # the beats due in the gap stepped over: a time of 0 or less is "no beat yet" here
+            period = self.period or 60.0 / self.bpm
+            self.next_beat -= offset
+            self.next_beat += period * max(0, math.ceil((self.frame_time(0) - self.next_beat) / period))
+        # the kit's canceller learns its path again; estimates go on meanwhile (they were made)
+        self.kit_first_notes_over = True
 
     @property
     def now(self) -> float:
