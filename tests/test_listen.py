@@ -212,14 +212,16 @@ def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
 
 def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performance):
     """The listening process started again mid-song (it died; the kit's ports came): its tracker
-    takes over the last one's state through the shared block and, from its first estimates, hears
-    what the tracker that never stopped hears, from the first. From cold the rock's accelerando was read at 120.7
-    bpm for 116.4, its beat 99 ms early (docs/follow.md): the follower re-locked onto that."""
+    takes over the last one's state through the shared block and, from its first beat, is as near
+    the band as the tracker that never stopped. From cold, the rock's accelerando was heard at
+    120.7 bpm for 116.4, its first beats 69-122 ms early (docs/follow.md): the follower re-locked
+    onto them."""
     from drummachine.listen.shared import TrackerStateBlock
 
     clip = material.make_clip(*performance, "accelerando", "band", bars=16)
     hop, restart_at, gap = clip.rate // 20, int(15.0 * clip.rate), int(0.35 * clip.rate)
-    never_stopped, dropped = BeatTracker(clip.rate, clip.bpm), BeatTracker(clip.rate, clip.bpm)
+    never_stopped = BeatTracker(clip.rate, clip.bpm, record_beats=True)
+    dropped = BeatTracker(clip.rate, clip.bpm)
     for i in range(0, restart_at, hop):
         never_stopped.process(clip.audio[i:i + hop])
         dropped.process(clip.audio[i:i + hop])
@@ -232,25 +234,53 @@ def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performanc
     for i in range(restart_at, restart_at + gap, hop):
         never_stopped.process(clip.audio[i:i + hop])
     offset = (restart_at + gap) / clip.rate  # the new stream's second 0 on the clip
-    resumed = BeatTracker(clip.rate, never_stopped.prior_bpm)
+    resumed = BeatTracker(clip.rate, never_stopped.prior_bpm, record_beats=True)
     resumed.resume(state, offset)
-    compared = 0
-    for i in range(restart_at + gap, restart_at + gap + 4 * clip.rate, hop):
+    for i in range(restart_at + gap, restart_at + gap + 6 * clip.rate, hop):
         never_stopped.process(clip.audio[i:i + hop])
         resumed.process(clip.audio[i:i + hop])
         ours, theirs = resumed.estimate(), never_stopped.estimate()
-        if ours.confidence < 0.5:
-            continue
-        period = 60.0 / theirs.bpm
-        off = (ours.next_beat + offset - theirs.next_beat + period / 2) % period - period / 2
-        # the 0.35 s it did not hear the other's loop moved on (11 ms, the band speeding up):
-        # made up within 2 s
-        within = 0.012 if i < restart_at + gap + 2 * clip.rate else 0.003
-        assert abs(off) < within and ours.bpm == pytest.approx(theirs.bpm, rel=0.002), (i / clip.rate, ours, theirs)
-        compared += 1
-    assert compared >= 60  # of 80: sure again within a second (the gap's silence is in what it folds)
+        assert ours.confidence < 0.5 or ours.bpm == pytest.approx(theirs.bpm, rel=0.01), (i / clip.rate, ours, theirs)
+
+    def off_the_band(beats, shift):
+        b = np.array(beats) + shift
+        b = b[(b > offset) & (b < offset + 6)]
+        return np.abs(b - clip.beats[np.abs(b[:, None] - clip.beats[None, :]).argmin(axis=1)])
+
+    ours, theirs = off_the_band(resumed.beats, offset), off_the_band(never_stopped.beats, 0.0)
+    assert ours.size >= 10 and ours[:4].max() < 0.030, ours
+    assert ours.max() <= theirs.max() + 0.005, (ours, theirs)
     with pytest.raises(ValueError):
         resumed.resume(state, offset)  # only before the first sample
+
+
+def test_a_state_left_too_long_before_or_at_another_rate_is_not_taken_over(performance, capsys):
+    """The listening process takes over its predecessor's state only if it was saved within
+    RESUME_WITHIN of its own first sample (longer: a JACK restart; the band may have stopped or
+    moved) and framed at the same rate; otherwise it starts cold, and says which."""
+    from drummachine.listen.process import RESUME_WITHIN, _take_over
+
+    clip = material.make_clip(*performance, "steady", "band", bars=6)
+    played = BeatTracker(clip.rate, clip.bpm)
+    played.process(clip.audio)
+    left = played.state() | {"mono_now": 100.0}
+
+    class Timing:  # the new stream's sample 0 heard ``after`` s after the state was saved
+        speed = 1.0
+
+        def __init__(self, after):
+            self.after = after
+
+        def heard(self, sample):
+            return 100.0 + self.after + sample / clip.rate
+
+    for after, rate, taken in ((0.4, clip.rate, True), (RESUME_WITHIN + 0.5, clip.rate, False),
+                               (0.4, 22050, False)):
+        tracker = BeatTracker(rate, clip.bpm)
+        _take_over(tracker, left, Timing(after), latency=0.0)
+        said = capsys.readouterr().err
+        assert (tracker.bpm > 0) == taken and said.count("\n") == 1, said
+        assert ("taken over from the last listening process" in said) == taken, said
 
 
 def test_silence_and_clipping_give_no_confidence_and_no_error():
