@@ -560,9 +560,10 @@ class BeatTracker:
     def resume(self, state: dict, offset: float) -> None:
         """Go on from a predecessor's ``state`` instead of cold: its onset strength, its tempo, its
         loop and its confidence, the frames between its last and this tracker's first filled as
-        the band went on (``_as_it_went_on``). ``offset``: where this tracker's stream began on the predecessor's (its stream
-        seconds less ``offset`` are this one's). Before any sample: a cold tracker's first frames
-        (its onset strength's mean not yet risen) would sit among the predecessor's.
+        the band went on (``_as_it_went_on``). ``offset``: where this tracker's stream began on
+        the predecessor's (its stream seconds less ``offset`` are this one's). Before any sample:
+        a cold tracker's first frames (its onset strength's mean not yet risen) would sit among
+        the predecessor's.
 
         A cold tracker on a band already playing hears this drummer 3-4% fast over its first 3 s
         and is sure of the phase that tempo folds to, ~50 ms off: the follower re-locked onto it
@@ -579,7 +580,7 @@ class BeatTracker:
         for name in LOUDNESS_HANDED_OVER:
             setattr(self.loudness, name, type(getattr(self.loudness, name))(state[f"loudness.{name}"]))
         # the predecessor's frame f is this tracker's f - shift; its frames up to ``heard`` were
-        # heard, those from there to this one's first were not (silence)
+        # heard, those from there to this one's first were not
         shift, heard = int(round(offset * self.fps)), int(state["frames"])
         old = np.asarray(state["history"], np.float32)[:self.history.size]
         old = old[:old.size - max(0, heard - shift)]  # (one that heard past this one's start: its last dropped)
