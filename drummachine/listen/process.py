@@ -59,9 +59,12 @@ PA_LATENCY = 0.5
 CLIENT_PREFIX = "drummachine-listen"
 #: a tracker's state left by the listening process before (``shared.TrackerStateBlock``) is taken
 #: over when it was saved at most this long before this one's first sample: the last process died
-#: (up again in 0.31-0.35 s on JACK), or was started again to take the kit out. Longer (an input
-#: that stopped for STALLED_SECONDS and more: a JACK restart) the band may have stopped or moved:
-#: the tracker starts cold
+#: (up again in 0.31-0.35 s on JACK, more on a Pi), or was started again to take the kit out.
+#: Longer (an input that stopped for STALLED_SECONDS and more: a JACK restart) the tracker starts
+#: cold. In the replay, 1.5 s away, handed over: 4 beats moved over 20 ms in one go in the 16 s
+#: after against 16 from cold; 3.5 s away fewer moves, but the band that moved meanwhile found
+#: later; 6 s away it held to its own old beat (p95 from 8 s after 188 ms against 68 from cold
+#: through the accelerando): benchmarks/follow_restart_gaps.json
 RESUME_WITHIN = 2.0
 #: the samples wait this long before the tracker takes over its predecessor's state: its
 #: successor's stream is placed on the monotonic clock by the input's timing, which is a read's
