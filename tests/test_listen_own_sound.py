@@ -365,18 +365,25 @@ def test_on_jack_the_listening_process_takes_the_kits_ports_in_and_its_sound_out
 @needs_speex
 @pytest.mark.jack
 @pytest.mark.waiting
-def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server):
+def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server, caplog):
     """The kit's JACK ports not there when the listening process started (after a JACK restart the
     band's port can be back before the engine's client): listening goes on without them, and once
     they are there the listening process starts again with them and takes the kit out (before, the
-    kit's ports were those of when listening began, looked up once)."""
+    kit's ports were those of when listening began, looked up once), its tracker going on from
+    the last one's."""
+    import logging
+    import re
+
     import jack
+
+    from drummachine.listen.process import RESUME_WITHIN
 
     from drummachine.core.transport import MonotonicClock
     from drummachine.listen.listener import KIT_LOOK_SECONDS, Listener
 
     from .conftest import wait_for
 
+    caplog.set_level(logging.INFO, logger="drummachine")
     band = material.BandPlayer(np.zeros(48000, np.float32), "band-first")
     kit_ports: list[str] = []
     look = jack.Client("kit-late-look", no_start_server=True)
@@ -396,6 +403,9 @@ def test_the_kits_ports_that_come_after_listening_began_are_taken_in(jack_server
             assert look.get_all_connections(own.port_name), "the kit's port into the listening process"
             time.sleep(2 * KIT_LOOK_SECONDS)
             assert listener.restarts == 1 and listener.status() in ("listening", "silence"), listener.status()
+            said = [r.message for r in caplog.records if "taken over from the last listening process" in r.message]
+            assert len(said) == 1, [r.message for r in caplog.records]
+            assert float(re.search(r"\(([\d.]+) s not heard\)", said[0]).group(1)) < RESUME_WITHIN, said
     finally:
         for client in (band, own):
             if client is not None:
