@@ -104,8 +104,12 @@ class TrackerStateBlock(ReadingBlock):
         s[SEQ] += 1
 
     def taken(self) -> dict | None:
-        """The last state saved whole (None: none yet)."""
+        """The last state saved whole; None: none yet, or its writer died in the middle of a save
+        (the lock is then freed: only the successor that takes the state over writes after it)."""
         s = self.read()
+        if int(s[SEQ]) & 1:
+            self.slots[SEQ] += 1
+            return None
         if s[SEQ] < 2:
             return None
         state = dict(zip(self.SCALARS, s[1:1 + len(self.SCALARS)].tolist()))
