@@ -254,44 +254,6 @@ def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performanc
         resumed.resume(state, offset)  # only before the first sample
 
 
-@pytest.mark.parametrize("kit_heard", [True, False])
-def test_a_resumed_tracker_waits_for_its_new_canceller_and_fills_in_what_the_kit_was_in(performance, kit_heard):
-    """A listening process started again learns its kit's path afresh: its resumed tracker
-    estimates nothing until the canceller has learnt (its loop goes on), and where the kit was in
-    the input, what it heard meanwhile is filled in as the band went on; a kit not in the input
-    leaves it as heard. (On JACK, estimating through the learning on a kit 5-7 dB over the band
-    left the machine following its own beat after one kill of two.)"""
-    from drummachine.listen.own_sound import KIT_HEARD_DB
-
-    class Learning:  # a canceller's state as the tracker reads it (the kit played beside the input)
-        kit_frames, learning = 100, True
-        removed_treble_db = KIT_HEARD_DB + (3.0 if kit_heard else -6.0)
-
-        def kit_alone_since_asked(self):
-            return False
-
-    clip = material.make_clip(*performance, "steady", "band", bars=12)
-    hop, at = clip.rate // 20, int(15.0 * clip.rate)
-    dropped = BeatTracker(clip.rate, clip.bpm)
-    for i in range(0, at, hop):
-        dropped.process(clip.audio[i:i + hop])
-    resumed = BeatTracker(clip.rate, clip.bpm, canceller=Learning())
-    resumed.resume(dropped.state(), at / clip.rate)
-    loop = (resumed.period, resumed.jitter)
-    for i in range(at, at + clip.rate, hop):
-        resumed.process(clip.audio[i:i + hop])
-    assert (resumed.period, resumed.jitter) == loop and resumed.next_beat > 0  # coasting
-    resumed.canceller.learning = False
-    heard = resumed.history.copy()
-    resumed.process(clip.audio[at + clip.rate:at + clip.rate + hop])
-    assert (resumed.period, resumed.jitter) != loop  # estimating again
-    lag = int(round(loop[0] * resumed.fps))
-    since = resumed.frames - hop // resumed.hop  # the frames heard while it learnt
-    filled = resumed.history[-since - lag:-lag - hop // resumed.hop]
-    assert np.array_equal(resumed.history[-since:-hop // resumed.hop], filled) == kit_heard
-    assert np.array_equal(heard[-since:], heard[-since - lag:-lag]) is False
-
-
 def test_a_state_left_too_long_before_or_at_another_rate_is_not_taken_over(performance, capsys):
     """The listening process takes over its predecessor's state only if it was saved within
     RESUME_WITHIN of its own first sample (longer: a JACK restart; the band may have stopped or
