@@ -173,7 +173,6 @@ class BeatTracker:
         self.entries = 0  # times the band came in (from the room, or back after a long silence)
         self.estimated = False  # an estimate was made (``_update``)
         self.kit_first_notes_over = False  # the canceller's learning over them, or no need to wait for it
-        self.resumed = False  # going on from a predecessor's state (``resume``)
         #: what the canceller had taken out at its end, its bass left out (None: not decided there)
         self.kit_heard_db: float | None = None
         self.bpm = 0.0
@@ -245,15 +244,11 @@ class BeatTracker:
         on that mix, the follower came in on them 45-66 ms off the band's beat and took 15 beats at a
         few ms a beat to reach it: 21-24 band beats to lock on JACK, 7 now (docs/follow.md, "The band
         in the kit's first second"). With no kit in the input nothing is forgotten: forgotten
-        whatever they held, those seconds cost a band already playing 4 beats to lock.
-
-        A tracker that took its predecessor's state over (``resume``) waits for a new canceller
-        too, its loop going on meanwhile, and what it heard with the kit in the input is filled
-        in as the gap before it was, not forgotten with the rest."""
+        whatever they held, those seconds cost a band already playing 4 beats to lock."""
         c = self.canceller
         if self.kit_first_notes_over or c is None:
             return False
-        if not self.resumed and (self.loudness.came_in or self.estimated):
+        if self.loudness.came_in or self.estimated:
             self.kit_first_notes_over = True  # the band's entry heard, or estimates made on the input alone
             return False
         if c.kit_frames == 0:
@@ -262,9 +257,7 @@ class BeatTracker:
             return True
         self.kit_first_notes_over = True
         self.kit_heard_db = c.removed_treble_db
-        if self.kit_was_heard and self.resumed:
-            self._as_if_not_heard(min(self.frames, self.history.size))
-        elif self.kit_was_heard:
+        if self.kit_was_heard:
             self._start_over(entry=False)
         return False
 
@@ -591,7 +584,7 @@ class BeatTracker:
         shift, heard = int(round(offset * self.fps)), int(state["frames"])
         old = np.asarray(state["history"], np.float32)[:self.history.size]
         old = old[:old.size - max(0, heard - shift)]  # (one that heard past this one's start: its last dropped)
-        kept = np.concatenate([old, self._as_it_went_on(old, max(0, shift - heard))])[-self.history.size:]
+        kept = np.concatenate([old, self._as_it_went_on(old, max(0, shift - heard), state)])[-self.history.size:]
         self.history[:] = 0.0
         self.history[self.history.size - kept.size:] = kept
         self.started -= shift
@@ -605,28 +598,17 @@ class BeatTracker:
             period = self.period or 60.0 / self.bpm
             self.next_beat -= offset
             self.next_beat += period * max(0, math.ceil((self.frame_time(0) - self.next_beat) / period))
-        # a new canceller learns the kit's path again: meanwhile the kit is in what is heard, and the
-        # tracker, sure of its loop, would follow the machine's own beat (on JACK, the kit read by
-        # time 5-7 dB over the band, one run of two never came back to an accelerating band). It
-        # estimates nothing until the canceller has learnt, and where the kit was in the input,
-        # what it heard meanwhile goes as the gap did (``_learning_the_kits_first_notes``)
-        self.resumed = True
-        self.kit_first_notes_over = False
+        # the kit's canceller learns its path again; estimates go on meanwhile (they were made)
+        self.kit_first_notes_over = True
 
-    def _as_if_not_heard(self, frames: int) -> None:
-        """The last ``frames`` of onset strength replaced as the band went on (``_as_it_went_on``)."""
-        if frames > 0:
-            before = self.history[:-frames].copy()
-            self.history[-frames:] = self._as_it_went_on(before, frames)
-
-    def _as_it_went_on(self, heard: np.ndarray, frames: int) -> np.ndarray:
+    def _as_it_went_on(self, heard: np.ndarray, frames: int, state: dict) -> np.ndarray:
         """The onset strength of ``frames`` not heard after ``heard``: each frame the one a beat
         before it (the band went on as it played), silence where no beat was heard yet. As
         silence, the gap (0.35 s) sat in the fold for 6 beats: on a slow funk restarted in a
         quiet bar the tracker was sure of a phase 100-270 ms off; filled so, over the replay's 48
         restarts (benchmarks/follow_restart.py at 15 and 25 s) 5 beats moved over 20 ms in one go
         in the 16 s after, against 11 with silence and 10 with no restart (docs/follow.md)."""
-        period = self.period or (60.0 / self.bpm if self.bpm > 0 else 0.0)
+        period = float(state["period"]) or (60.0 / float(state["bpm"]) if float(state["bpm"]) > 0 else 0.0)
         lag = int(round(period * self.fps))
         if lag <= 0 or lag > heard.size:
             return np.zeros(frames, np.float32)
