@@ -62,7 +62,7 @@ CLIENT_PREFIX = "drummachine-listen"
 #: (up again in 0.31-0.35 s on JACK, more on a Pi), or was started again to take the kit out.
 #: Longer (an input that stopped for STALLED_SECONDS and more: a JACK restart) the tracker starts
 #: cold. In the replay, 1.5 s away, handed over: 4 beats moved over 20 ms in one go in the 16 s
-#: after against 16 from cold; 3.5 s away fewer moves, but the band that moved meanwhile found
+#: after against 16 from cold; from 2.5 s away fewer moves, but a band that moved meanwhile found
 #: later; 6 s away it held to its own old beat (p95 from 8 s after 188 ms against 68 from cold
 #: through the accelerando): benchmarks/follow_restart_gaps.json
 RESUME_WITHIN = 2.0
