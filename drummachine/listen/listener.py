@@ -193,8 +193,8 @@ class Listener:
         #: the tracker's state, saved by the listening process: its successor goes on from it
         self.handover = shared.TrackerStateBlock()
         setup = {"shm": self.block.name, "handover": self.handover.name, "backend": self.input.backend,
-                 "port": self.input.name, "device": self.input.index, "words": self.input.words, "bpm": bpm, "window": window,
-                 "client": client, "gate_db": gate_db,
+                 "port": self.input.name, "device": self.input.index, "words": self.input.words, "bpm": bpm,
+                 "window": window, "client": client, "gate_db": gate_db,
                  # the machine's own kit as it leaves (JACK ports): taken out of what it hears
                  "kit_ports": list(self.kit_ports()), "kit_tap": kit_tap,
                  # a JACK port through PortAudio (no Python in JACK's real-time thread), or
