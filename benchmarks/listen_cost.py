@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 48000
-READ = 256  #: process.READ_FRAMES
+READ = 256  #: jack_capture.READ_FRAMES
 POLL = 0.01  #: process.POLL_SECONDS
 SECONDS = 20.0
 #: each of the tracker's estimates as first written: its number, when (the poll's time), and what
