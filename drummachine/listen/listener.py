@@ -276,9 +276,8 @@ class Listener:
         goes on from the state the last one left, if that is recent: ``process.RESUME_WITHIN``;
         else cold); raises DrumMachineError when it cannot listen (the server not back yet)."""
         self._end_process()
-        s = self.block.slots
-        s[shared.SEQ] += int(s[shared.SEQ]) & 1  # a process killed mid-reading: the lock is free again
-        s[shared.STATUS] = shared.STARTING
+        self.block.free_lock()  # (a process killed mid-reading; its next reading overwrites it)
+        self.block.slots[shared.STATUS] = shared.STARTING
         self.setup["kit_ports"] = list(self.kit_ports())
         self._spawn()
         self._take_answer(READY_SECONDS, self._end_process)

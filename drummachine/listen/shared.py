@@ -55,6 +55,14 @@ class ReadingBlock:
             s[slot] = value
         s[SEQ] += 1
 
+    def free_lock(self) -> bool:
+        """A writer killed mid-write left the lock taken (SEQ odd): free it for the next writer.
+        True if it was taken (what the dead writer left is half written)."""
+        if int(self.slots[SEQ]) & 1:
+            self.slots[SEQ] += 1
+            return True
+        return False
+
     def read(self) -> np.ndarray:
         """A consistent copy of the slots (the last complete reading)."""
         s = self.slots
@@ -99,17 +107,16 @@ class TrackerStateBlock(ReadingBlock):
             values[at], values[at + 1:at + 1 + a.size] = a.size, a
             at += 1 + most
         s = self.slots
-        s[SEQ] += 1  # odd: being written
+        s[SEQ] += 1  # odd: being written (as ``write``, the values in one copy)
         s[1:] = values
         s[SEQ] += 1
 
     def taken(self) -> dict | None:
         """The last state saved whole; None: none yet, or its writer died in the middle of a save
         (the lock is then freed: only the successor that takes the state over writes after it)."""
-        s = self.read()
-        if int(s[SEQ]) & 1:
-            self.slots[SEQ] += 1
+        if self.free_lock():
             return None
+        s = self.read()
         if s[SEQ] < 2:
             return None
         state = dict(zip(self.SCALARS, s[1:1 + len(self.SCALARS)].tolist()))

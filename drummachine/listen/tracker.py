@@ -612,10 +612,7 @@ class BeatTracker:
         lag = int(round(period * self.fps))
         if lag <= 0 or lag > heard.size:
             return np.zeros(frames, np.float32)
-        out = np.concatenate([heard, np.zeros(frames, np.float32)])
-        for k in range(heard.size, out.size):
-            out[k] = out[k - lag]
-        return out[heard.size:]
+        return np.resize(heard[-lag:], frames).astype(np.float32)  # the last beat heard, again and again
 
     @property
     def now(self) -> float:
