@@ -25,11 +25,14 @@ def performance():
     return material.validation_performances(1)[0]
 
 
-def test_the_path_of_beats_keeps_nearer_the_band_than_the_fold(performance):
+def test_the_path_of_beats_and_the_fold_keep_near_the_band(performance):
     """The tracker's predicted beats against where the band played each beat (the drummer's
-    timing, from beat 16 on), the path's against the fold's: on this drummer (rock, 115) 38 ms
-    against 62 at p95; over the 8 validation drummers, steady and accelerando, nearer in 15 of 16
-    clips. (On the real instrument over JACK it was no nearer: why it is not shipped.)"""
+    timing, from beat 16 on), the path's and the fold's: on this drummer (rock, 115) the path 38 ms
+    at p95, the fold 62 while it folded at the tempo estimate's period alone and 35 since it looks
+    for the period too (docs/follow.md, "The fold's period searched for the phase"; over the 8
+    validation drummers, steady and accelerando, the path was nearer in 15 of 16 clips, and is in
+    11 of 16 now, by less). (On the real instrument over JACK the path was no nearer: why it is
+    not shipped.)"""
     clip = material.cached_clip(*performance, "steady", "band")
     played = clip.played[16:][clip.audible[16:]]
 
@@ -43,7 +46,7 @@ def test_the_path_of_beats_keeps_nearer_the_band_than_the_fold(performance):
 
     path = p95_ms(follow_path.PathTracker(clip.rate, clip.bpm, record_beats=True))
     fold = p95_ms(BeatTracker(clip.rate, clip.bpm, record_beats=True))
-    assert path < 45.0 and path < 0.8 * fold, (path, fold)
+    assert path < 45.0 and fold < 45.0, (path, fold)
 
 
 def test_a_flip_off_the_off_beat_moves_the_path_with_the_loop(performance):

