@@ -30,7 +30,7 @@ PA_LATENCY = 0.5
 CLIENT_PREFIX = "drummachine-listen"
 
 
-def open_jack(setup: dict, capture: Capture | None):
+def open_jack(setup: dict):
     """A JACK client with one input port connected to the port asked for."""
     import jack
 
@@ -151,15 +151,7 @@ class PortAudioCapture:
         """Is the source still there and connected? Reconnect it when it comes back (the kit too)."""
         if self.kit_port is not None:
             connect_kit(self.control, self.kit_port, self.kit_ports)
-        try:
-            if source in [p.name for p in self.control.get_all_connections(self.port)]:
-                return shared.LISTENING
-            if self.control.get_ports(source):
-                self.control.connect(source, self.port)
-                return shared.LISTENING
-        except Exception:
-            pass
-        return shared.GONE
+        return check_jack(self.control, self.port, source)
 
     def close(self) -> None:
         try:
@@ -181,9 +173,10 @@ def capture_latency(port: str) -> int:
 
 
 def check_jack(client, port, source: str) -> int:
-    """Is the source still there and connected? Reconnect it when it comes back."""
+    """Is the source still there and connected to ``port`` (ours: a ``jack.Port`` or its name)?
+    Reconnect it when it comes back."""
     try:
-        if port.is_connected_to(source):
+        if source in {p.name for p in client.get_all_connections(port)}:
             return shared.LISTENING
         if client.get_ports(source):
             client.connect(source, port)

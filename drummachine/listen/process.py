@@ -99,7 +99,7 @@ def run(setup: dict, stdin, answer) -> int:
                 # 2.7 ms period, and a late client makes the whole JACK cycle late
                 sys.setswitchinterval(SWITCH_INTERVAL)
                 try:
-                    client, capture, port, kit_port = open_jack(setup, None)
+                    client, capture, port, kit_port = open_jack(setup)
                 except jack.JackError as exc:
                     answer({"error": f"cannot listen to {setup['port']} ({exc})"})
                     return 2
