@@ -85,6 +85,37 @@ def test_the_fold_stays_on_a_band_slowing_down(performance, monkeypatch):
     assert searched < 40.0 and searched < 0.8 * alone, (searched, alone)
 
 
+def test_the_fold_looks_for_the_period_only_where_the_band_wanders(performance, monkeypatch):
+    """The drummer's band as played wanders around its tempo, and the fold looks for the period
+    (``PERIOD_SEARCH``) nearly all the time after the first 8 s; the same notes put on the 16th-note
+    grid (a band played to a click) hold the loop within a couple of ms, and the fold stays at the
+    tempo estimate's period (on music played to a grid the best of 9 folds was the noisiest:
+    docs/follow.md, "The fold's search where the band wanders")."""
+    import drummachine.listen.tracker as tracker_module
+
+    as_played = material.performance_hits
+
+    def on_the_grid(*args, **kwargs):
+        beats, voices, velocities = as_played(*args, **kwargs)
+        return np.round(beats * 4) / 4, voices, velocities
+
+    def searched(hits):
+        monkeypatch.setattr(material, "performance_hits", hits)
+        clip = material.make_clip(*performance, "steady", "band", bars=16)
+        tracker = BeatTracker(clip.rate, clip.bpm)
+        hop = clip.rate // 20
+        widths = []
+        for i in range(0, clip.audio.size, hop):
+            tracker.process(clip.audio[i:i + hop])
+            if i > 8 * clip.rate:
+                widths.append(tracker._period_search() / tracker_module.PERIOD_SEARCH)
+        return np.array(widths)
+
+    played, gridded = searched(as_played), searched(on_the_grid)
+    assert (played == 1.0).mean() > 0.7, played
+    assert (gridded == 0.0).mean() > 0.8, gridded
+
+
 def test_a_break_drops_the_confidence_within_a_beat_and_a_quieter_verse_does_not(performance):
     """The band stops for 2 bars (the room's noise 20 dB under it goes on): the confidence falls
     below the follower's hold within a beat and stays there; the band 10 dB quieter for 8 bars
