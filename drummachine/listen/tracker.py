@@ -12,6 +12,8 @@ Three stages, each one screen of numpy:
 3. **Beat phase** — the onset strength folded on the beat period over the last 6 beats (newer
    beats count more), each phase weighted by the tracker's own grid (where it predicted the
    beat): the phase that rises above the others is the last beat; the next is one period on.
+   Where the band's timing wanders (the loop's jitter), the fold is also taken at periods a few
+   percent either side and the sharpest one's phase is the beat.
 
 The confidence says how sure that fold is (its peak against its mean) and whether the band plays
 at all (recent onset strength against what it was while playing): a break, a stop or a fill
@@ -388,10 +390,10 @@ class BeatTracker:
         self._phase(activity)
         self._beat_or_off_beat(activity)
 
-    def _folds(self, taus: np.ndarray, last: int) -> np.ndarray:
+    def _folds(self, taus: np.ndarray, last: int, now_frame: int) -> np.ndarray:
         """The onset strength folded at each period in ``taus`` (frames) over the last PHASE_BEATS
-        beats up to frame ``last`` of the history, newer beats counting more, weighted by the
-        tracker's own grid: (phase, period)."""
+        beats up to index ``last`` of the history (frame ``now_frame``), newer beats counting more,
+        weighted by the tracker's own grid: (phase, period)."""
         h = self.history
         smooth = np.convolve(h, np.array([0.25, 0.5, 1.0, 0.5, 0.25], np.float32), mode="same")
         phases = np.arange(int(math.ceil(taus.max())))
@@ -406,7 +408,6 @@ class BeatTracker:
         fold = (vals * PHASE_DECAY ** ks[None, None, :]).sum(axis=2)  # (phase, period)
         fold[phases[:, None] >= taus[None, :]] = 0.0  # a phase beyond a period is the next beat's
         # the tracker's own grid: where it said the last beat would be
-        now_frame = self.frames - 1 - (h.size - 1 - last)
         if self.next_beat > 0 and self.confidence > 0.3:
             predicted_last = self.next_beat - 60.0 / self.bpm
             pred_phase = (self.frame_of(self._wrap_before(predicted_last, now_frame)) - 0.0)
@@ -424,7 +425,7 @@ class BeatTracker:
         centre = 60.0 * fps / self.bpm
         width = self._period_search()
         taus = centre / (1.0 + np.linspace(-width, width, PERIOD_STEPS if width else 1))
-        fold = self._folds(taus, last)
+        fold = self._folds(taus, last, now_frame)
         best, j = np.unravel_index(int(np.argmax(fold)), fold.shape)
         tau = float(taus[j])
         row = fold[:int(math.ceil(tau)), j]
