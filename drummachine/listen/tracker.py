@@ -410,7 +410,7 @@ class BeatTracker:
         # the tracker's own grid: where it said the last beat would be
         if self.next_beat > 0 and self.confidence > 0.3:
             predicted_last = self.next_beat - 60.0 / self.bpm
-            pred_phase = (self.frame_of(self._wrap_before(predicted_last, now_frame)) - 0.0)
+            pred_phase = self.frame_of(self._wrap_before(predicted_last, now_frame))
             d = (now_frame - pred_phase) - phases[:, None]
             d = (d + taus[None, :] / 2) % taus[None, :] - taus[None, :] / 2
             fold = fold * (0.5 + np.exp(-0.5 * (d / (taus[None, :] / 6)) ** 2))
@@ -458,8 +458,6 @@ class BeatTracker:
     def _period_search(self) -> float:
         """How far (relative) around the tempo estimate the fold looks for the period: PERIOD_SEARCH
         where the loop's jitter is WANDER_FULL or more, nothing at WANDER_QUIET or less."""
-        if WANDER_FULL <= WANDER_QUIET:
-            return PERIOD_SEARCH
         return PERIOD_SEARCH * float(np.clip((self.jitter - WANDER_QUIET) / (WANDER_FULL - WANDER_QUIET), 0.0, 1.0))
 
     @staticmethod
