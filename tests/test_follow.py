@@ -117,6 +117,25 @@ def test_tempo_follows_smoothly_within_two_percent_per_bar():
     assert np.abs([r[2] for r in run][-30:]).max() < 0.015
 
 
+def test_a_ritardando_is_caught_up_at_twice_the_step_once_the_band_draws_away():
+    """A band slowing 10% over 8 bars, heard perfectly: the tempo from its last beats' spacing
+    lags the ramp by ~1.5%, and at 5 ms a beat the error grew to 109 ms by the end. With the band
+    drawing away and the machine over 50 ms off, the phase takes 10 ms a beat: it stays near 45 ms,
+    and no beat moves more than that step (and the tempo's) on the way."""
+    ritardando = band_beats(lambda b: SONG * (1 - 0.10 * min(1.0, max(0.0, (b - 64) / 32))), 100)
+
+    def run(config):
+        out = play(Follower(config, SONG), ritardando)
+        ours, bpm = np.array([r[0] for r in out]), np.array([r[1] for r in out])
+        moves = np.abs(np.diff(ours) - 60.0 / bpm[:-1])[10:]  # from the lock on
+        return np.abs([r[2] for r in out][60:]).max(), moves.max()
+
+    error, largest = run(FollowConfig(mode="beat"))
+    error_at_5ms, largest_at_5ms = run(FollowConfig(mode="beat", drift_phase_step=0.0))
+    assert error_at_5ms > 0.100 and largest_at_5ms <= FollowConfig().max_phase_step + 1e-9
+    assert error < 0.050 and largest <= FollowConfig().drift_phase_step + 1e-9
+
+
 def test_tempo_stays_in_the_window_around_the_song():
     f = Follower(FollowConfig(mode="tempo", window=0.10), SONG)
     band = band_beats(lambda b: SONG * 1.08, 80)

@@ -10,6 +10,8 @@ engine's own next beat falls, ``Follower.on_beat`` says once per beat how to mov
   ~2% per bar (a quarter of that per beat), unless the band really jumped: a steady difference
   larger than ``jump`` for ``jump_beats`` beats is taken at once;
 - the phase is corrected a few milliseconds per beat at most (``max_phase_step``): no audible jump;
+  twice that where the band is moving away and the machine is already well off its beat
+  (``drift_phase_step``: a ritardando, which the band's tempo from its last beats shows late);
   except on coming in: at the first beat after a lock (from cold, or back after holding) a phase
   error over 20 ms is taken at once (``snap_on_lock``), as a drummer joins a band on its beat;
 - holding: when the confidence drops (a break, a stop, a fill, a lost input) or the readings stop
@@ -65,6 +67,13 @@ class FollowConfig:
     jump_memory: int = 8
     doubt_tempo_gap: float = 0.015
     doubt_most: float = 0.25  #: ... and the error at most this share of a beat (more: near the off-beat)
+    #: the band moving away (``_drifting``: a slowing or hurrying band, whose tempo the spacing of
+    #: its last beats shows beats late) with the machine already over ``drift_above`` off its beat:
+    #: the phase is taken at up to this many seconds a beat rather than ``max_phase_step``, as a
+    #: drummer hurries to catch the band. At 5 ms a beat the error grew 4-5 ms a beat through a
+    #: 10% ritardando even heard perfectly (155 ms at p95 from the click itself); 0: off
+    drift_phase_step: float = 0.010
+    drift_above: float = 0.050
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
     #: the share of the difference to the band's tempo (its beats' spacing) taken per beat (up to
     #: the per-bar limit): 1 follows the spacing as it comes, smaller smooths its beat-to-beat noise
@@ -366,7 +375,10 @@ class Follower:
         beat_time = None
         if self.mode in ("beat", "all"):
             self.phase_error = self._phase_error(r, our_beat, our_bpm)
-            move = clamp(c.phase_gain * self.phase_error, -c.max_phase_step, c.max_phase_step)
+            step = c.max_phase_step
+            if c.drift_phase_step and abs(self.phase_error) > c.drift_above and self._drifting(60.0 / our_bpm):
+                step = max(step, c.drift_phase_step)
+            move = clamp(c.phase_gain * self.phase_error, -step, step)
             if self.snap and abs(self.phase_error) > c.snap_above:
                 if doubt and self._misread(now_diff, 60.0 / our_bpm):
                     self.catching_up = True
