@@ -71,7 +71,7 @@ class FollowConfig:
     #: its last beats shows beats late) with the machine already over ``drift_above`` off its beat:
     #: the phase is taken at up to this many seconds a beat rather than ``max_phase_step``, as a
     #: drummer hurries to catch the band. At 5 ms a beat the error grew 4-5 ms a beat through a
-    #: 10% ritardando even heard perfectly (155 ms at p95 from the click itself); 0: off
+    #: 10% ritardando even heard perfectly (from the click itself: 153 ms behind at its end); 0: off
     drift_phase_step: float = 0.010
     drift_above: float = 0.050
     phase_gain: float = 0.5  #: the share of the phase error corrected per beat (up to the step)
