@@ -183,6 +183,33 @@ def test_a_rooms_noise_alone_is_not_taken_for_a_band(performance):
     assert np.mean(sure_share) < 0.05 and runs <= 2, (sure_share, runs)
 
 
+def test_an_idle_inputs_hiss_is_not_a_band():
+    """An interface's or a desk send's hiss at -80 dBFS, nothing playing: with no gate set, the
+    silence level is the gate, and no reading is sure in 6 rooms of 15 s. With the gate put under
+    it (-100 dBFS, as nothing was before) the tracker heard a beat in half of them, long enough to
+    lock the follower (4 sure readings in a row), and the machine playing alone followed it."""
+    from drummachine.core.follow import FollowConfig
+    from drummachine.listen.loudness import SILENCE_DB
+
+    assert SILENCE_DB > -80.0
+
+    def longest_sure_run(gate_db):
+        runs = []
+        for seed in range(6):
+            hiss = material.room_noise(15 * 16000, np.random.default_rng(seed), 1e-4).astype(np.float32)
+            tracker = BeatTracker(16000, 115.0, gate_db=gate_db)
+            run = longest = 0
+            for i in range(0, hiss.size, 800):  # a reading every 50 ms
+                tracker.process(hiss[i:i + 800])
+                run = run + 1 if tracker.estimate().confidence >= FollowConfig().lock_confidence else 0
+                longest = max(longest, run)
+            runs.append(longest)
+        return runs
+
+    assert max(longest_sure_run(None)) == 0
+    assert sum(run >= FollowConfig().lock_readings for run in longest_sure_run(-100.0)) >= 2
+
+
 def test_under_the_listen_gate_nothing_is_heard(performance):
     """A room's noise alone (20 dB under the band) is nothing under a gate between the two: no
     confidence while only the room plays (the tracker can be sure of the noise alone: docs/

@@ -345,7 +345,7 @@ def register(sub) -> None:
                    "then come in on its 'one' (counted from where it came in) once locked; start by hand to come in now")
     p.add_argument("--listen-gate", type=_dbfs, default=None, metavar="DBFS",
                    help="with --listen: the input's level under which nothing is heard (a mic in a noisy "
-                        "room: just above the room's level, e.g. -45); default none")
+                        "room: just above the room's level, e.g. -45); default -70 (silence: an idle input's hiss)")
     p.add_argument("--follow-range", type=_fraction, default=0.10, metavar="FRACTION",
                    help="with --listen: how far the tempo may follow from the song's (default 0.10: ±10%%)")
     p.set_defaults(func=cmd_play)

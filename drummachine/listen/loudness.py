@@ -33,6 +33,12 @@ LEVEL_DECAY_DB = 0.5  #: dB a second the playing level sinks by while the band i
 #: band's for 22-28 band beats (docs/follow.md, "The band's entry over its own kit")
 KIT_ALONE_DECAY_DB = 10.0
 KIT_FLOOR_HOLD_SECONDS = 0.6
+#: under this the input is silence (the stage shows it so), and nothing in it is the band: the
+#: gate where the musician set none (``play --listen-gate``). An idle interface's or desk send's
+#: hiss at -70 to -90 dBFS was heard as a beat in its first seconds (7-11 of 24 rooms, from 2.5 s
+#: on), the follower locked on it, and the machine playing alone moved its beat by up to 400 ms
+#: and its tempo by up to 8% before the band came in (docs/follow.md, "Hiss is not a band")
+SILENCE_DB = -70.0
 
 
 class BandLoudness:
@@ -42,7 +48,8 @@ class BandLoudness:
         self.energy = np.zeros(samples, np.float32)  # the last ``samples`` samples, a ring
         self.energy_at = 0
         self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
-        self.gate_db = gate_db  #: under this loudness (dBFS) nothing plays (``play --listen-gate``)
+        #: under this loudness (dBFS) nothing plays (``play --listen-gate``; SILENCE_DB where none is set)
+        self.gate_db = SILENCE_DB if gate_db is None else gate_db
         self.updates = 0
         self.came_in = False  # the band's entry was heard once
         self.kit_floor_db = -120.0  # the level at the last update the input was the machine's kit alone
@@ -91,7 +98,7 @@ class BandLoudness:
         """0..1: how much the loudness says the band plays (0 under the gate, or a break's level
         under its playing level)."""
         loud = self.db()
-        if self.gate_db is not None and loud < self.gate_db:
+        if loud < self.gate_db:
             return 0.0  # under the gate: the room, not the band
         if BREAK_DB <= 0:
             return 1.0

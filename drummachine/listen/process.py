@@ -28,6 +28,7 @@ from drummachine.listen.inputs import AudioInput, same_device, sounddevice_input
 from drummachine.listen.jack_capture import (CLIENT_PREFIX, PortAudioCapture, capture_latency, check_jack,
                                              connect_kit, open_jack)
 from drummachine.listen.kit_tap import ECHO_KEPT_WITHIN, NEAR_SECONDS, EchoDelay, KitTapReader
+from drummachine.listen.loudness import SILENCE_DB
 from drummachine.listen.own_sound import open_canceller
 from drummachine.listen.tracker import BeatTracker
 
@@ -35,7 +36,6 @@ POLL_SECONDS = 0.01
 #: with no new estimate (no samples: the input gone), the last reading is written again this often,
 #: with the input's state
 REPEAT_SECONDS = 0.1
-SILENCE_DB = -70.0
 CLIP_LEVEL = 0.999
 #: a clipped block keeps the input's status "clipping" this long: a band clipping on its loud hits
 #: (a beat or two apart) reads as clipping throughout, not on and off with each hit
