@@ -214,14 +214,16 @@ def with_keys_on_the_off_beat(clip: Clip) -> np.ndarray:
     return audio
 
 
-def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 20.0) -> Clip:
+def with_room_before(clip: Clip, seconds: float, seed: int = 1, snr_db: float = 20.0,
+                     dbfs: float | None = None) -> Clip:
     """``clip`` with ``seconds`` of the room alone before it (its noise, ``snr_db`` under the band's
-    playing level, as ``with_room_noise`` puts under the band): a machine waiting for the band
-    listens before the band begins. The truth moves with it."""
+    playing level, as ``with_room_noise`` puts under the band; or at ``dbfs``, an idle input's hiss):
+    a machine waiting for the band listens before the band begins. The truth moves with it."""
     n = int(round(seconds * clip.rate))
     audio = clip.audio
     playing_rms = float(np.sqrt(np.mean(audio[np.abs(audio) > 1e-3] ** 2)))
-    room = room_noise(n, np.random.default_rng(seed), playing_rms * 10 ** (-snr_db / 20))
+    rms = playing_rms * 10 ** (-snr_db / 20) if dbfs is None else 10 ** (dbfs / 20)
+    room = room_noise(n, np.random.default_rng(seed), rms)
     moved = n / clip.rate
     return replace(clip, audio=np.concatenate([room.astype(np.float32), audio]), beats=clip.beats + moved,
                    played=None if clip.played is None else clip.played + moved)
