@@ -12,6 +12,11 @@ against the song's, and how many band beats it took to be on the band's beat aft
 
     python benchmarks/follow_alone_before_band.py --dbfs -80 --out benchmarks/follow_alone_hiss.json
     python benchmarks/follow_alone_before_band.py --dbfs -80 --no-silence-gate   # as before 2026-12-07
+
+``--jack``: the whole ``play --headless --fake-model --listen`` on a running JACK server instead
+(``follow_instrument.run_one``: the room or hiss, ``--seconds`` of it, then the band, from a player
+client), the first performance, ``--rooms`` rooms, the default gate and ``--listen-gate -100`` (as
+before) in turns.
 """
 
 from __future__ import annotations
@@ -46,6 +51,28 @@ def alone(row: dict, bpm: float) -> dict:
             "tempo_at_entry_vs_song_pct": round((tempo / bpm - 1) * 100, 2)}
 
 
+def on_jack(args) -> list[dict]:
+    """``play`` on JACK through ``--seconds`` of the room before the band, with the silence gate and
+    without it (``--listen-gate -100``), in turns."""
+    import follow_instrument
+
+    path, bpm = material.validation_performances(1)[0]
+    rows = []
+    for room in range(args.rooms):
+        clip = material.with_room_before(material.make_clip(path, bpm, "steady", "band", follow_instrument.RATE),
+                                         args.seconds, room, dbfs=args.dbfs)
+        for gate, extra in (("silence (default)", ()), ("-100 dBFS (as before)", ("--listen-gate", "-100"))):
+            raw = follow_instrument.run_one(clip, "beat", start_offset=0.137, extra=extra)
+            rate = follow_instrument.RATE
+            m = follow_instrument.measure(raw, clip, "steady")
+            row = {"beats_s": list(raw["drummer_frames"] / rate), "band_beats_s": list(raw["band_frames"] / rate)}
+            rows.append({"performance": path, "bpm": bpm, "room": room, "gate": gate} | alone(row, bpm)
+                        | {"band_beats_to_lock": m.get("band_beats_to_lock"), "phase_error_ms_p95": m.get("phase_error_ms_p95"),
+                           "misses": raw["misses"], "underruns": raw["underruns"]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--performances", type=int, default=8)
@@ -54,8 +81,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dbfs", type=float, default=None, help="the room's level (default: 20 dB under the band)")
     ap.add_argument("--no-silence-gate", action="store_true",
                     help="no gate where the musician set none (as the code before 2026-12-07 night)")
+    ap.add_argument("--jack", action="store_true", help="through play on a running JACK server (see above)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.jack:
+        rows = on_jack(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args),
+                                                  "rows": rows}, indent=1) + "\n")
+        return 0
     if args.no_silence_gate:
         import drummachine.listen.loudness as loudness
         loudness.SILENCE_DB = -200.0
