@@ -10,8 +10,10 @@ engine, a manual clock): how many of the machine's beats moved by more than a ph
 tempo step (5.5 ms) while it played alone, the largest move, its tempo when the band came in
 against the song's, and how many band beats it took to be on the band's beat after.
 
-    python benchmarks/follow_alone_before_band.py --dbfs -80 --out benchmarks/follow_alone_hiss.json
+    python benchmarks/follow_alone_before_band.py --dbfs -80
     python benchmarks/follow_alone_before_band.py --dbfs -80 --no-silence-gate   # as before 2026-12-07
+
+(benchmarks/follow_alone_before_band.json holds the runs docs/follow.md cites.)
 
 ``--jack``: the whole ``play --headless --fake-model --listen`` on a running JACK server instead
 (``follow_instrument.run_one``: the room or hiss, ``--seconds`` of it, then the band, from a player
