@@ -35,9 +35,9 @@ KIT_ALONE_DECAY_DB = 10.0
 KIT_FLOOR_HOLD_SECONDS = 0.6
 #: under this the input is silence (the stage shows it so), and nothing in it is the band: the
 #: gate where the musician set none (``play --listen-gate``). An idle interface's or desk send's
-#: hiss at -70 to -90 dBFS was heard as a beat in its first seconds (7-11 of 24 rooms, from 2.5 s
-#: on), the follower locked on it, and the machine playing alone moved its beat by up to 400 ms
-#: and its tempo by up to 8% before the band came in (docs/follow.md, "Hiss is not a band")
+#: hiss at -70 to -90 dBFS was heard as a beat in its first seconds (7-10 of 24 rooms, from 2.5 s
+#: on), the follower locked on it, and the machine playing alone moved its beat by up to 286 ms
+#: and its tempo by up to 6% before the band came in (docs/follow.md, "Hiss is not a band")
 SILENCE_DB = -70.0
 
 
