@@ -687,3 +687,24 @@ def test_what_the_listening_process_says_goes_to_the_engines_log(caplog, capsys)
     assert [r.getMessage() for r in caplog.records if r.name == "drummachine"] == [
         said, failing, "listen: (the line before 49 times more)", crash]
     assert capsys.readouterr().err == crash + "\n"  # a crash's lines on the engine's standard error too
+
+
+def test_a_band_is_heard_coming_in_where_its_loudness_rises_over_several_updates():
+    """The room at 0.01 RMS, then a band 20 dB over it: the 400 ms loudness rises 11 dB in the first
+    50 ms update and the rest in the next ones. One entry, heard over the rise as a whole; a band
+    stepping up 10 dB from a quiet verse is no entry."""
+    from drummachine.listen.loudness import BandLoudness
+
+    rate, block = 16000, 800
+    rng = np.random.default_rng(0)
+
+    def entries(levels_seconds):
+        loudness, heard = BandLoudness(int(0.4 * rate)), []
+        for rms, seconds in levels_seconds:
+            for _ in range(int(seconds * rate) // block):
+                loudness.add((rms * rng.standard_normal(block)).astype(np.float32))
+                heard.append(loudness.update(block / rate))
+        return int(np.sum(heard))
+
+    assert entries([(0.01, 2.0), (0.1, 2.0)]) == 1
+    assert entries([(0.1, 2.0), (0.03, 4.0), (0.1, 2.0)]) == 0

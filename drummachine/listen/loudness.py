@@ -15,6 +15,12 @@ import numpy as np
 #: the band before it, the machine locked after 16.5 beats (median, train split) and 6.1 with
 #: this; waiting for the band, it comes in about 4 beats later for it: docs/follow.md)
 ENTRY_RISE_DB = 12.0
+#: ... counted from the lowest playing level of this many seconds before: the 400 ms loudness takes
+#: its own length to rise, and against the level of one update before, a band 20 dB over the room
+#: (its first 50 ms in the window: +11 dB) had risen 8-11 dB in each of its first updates and went
+#: unheard in 16 of 20 clips after 2 s of the room (docs/follow.md, "The band's entry, counted over
+#: the loudness's own window")
+ENTRY_RISE_SECONDS = 0.4
 #: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
 #: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
 #: of log magnitudes: a room's noise 20 dB under the band gives as much of it as the band, and a
@@ -48,6 +54,8 @@ class BandLoudness:
         self.energy = np.zeros(samples, np.float32)  # the last ``samples`` samples, a ring
         self.energy_at = 0
         self.level_db = -120.0  # the band's playing loudness: a slow peak of the 400 ms loudness
+        self.levels_before: list[float] = []  # the playing level at the updates of the last ENTRY_RISE_SECONDS
+        self.since_entry = math.inf  # seconds since the band's entry was last heard
         #: under this loudness (dBFS) nothing plays (``play --listen-gate``; SILENCE_DB where none is set)
         self.gate_db = SILENCE_DB if gate_db is None else gate_db
         self.updates = 0
@@ -80,17 +88,22 @@ class BandLoudness:
         """The playing level ``seconds`` after the last update; True: the band just came in (the
         first update only sets the level). ``kit_alone``: the input was the machine's kit alone."""
         loud = self.db()
-        floor = self.level_db
+        floor = min(self.levels_before, default=self.level_db)
         self.since_kit_alone += seconds
         if self.since_kit_alone <= KIT_FLOOR_HOLD_SECONDS:
             floor = min(floor, self.kit_floor_db)
-        came_in = self.updates > 0 and not kit_alone and loud > floor + ENTRY_RISE_DB
+        self.since_entry += seconds
+        came_in = (self.updates > 0 and not kit_alone and loud > floor + ENTRY_RISE_DB
+                   and self.since_entry > ENTRY_RISE_SECONDS)
         if came_in:
             self.came_in, self.since_kit_alone = True, math.inf
+            self.since_entry = 0.0  # one entry: its rise goes on over the next updates
         decay = KIT_ALONE_DECAY_DB if kit_alone and not self.came_in else LEVEL_DECAY_DB
         self.level_db = max(loud, self.level_db - decay * seconds)
         if kit_alone and not self.came_in:
             self.kit_floor_db, self.since_kit_alone = self.level_db, 0.0
+        self.levels_before.append(self.level_db)
+        del self.levels_before[:-max(1, round(ENTRY_RISE_SECONDS / seconds))]
         self.updates += 1
         return came_in
 
