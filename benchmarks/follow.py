@@ -279,7 +279,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
            readings: dict | None = None, wait_for_band: bool = False, oracle: str | None = None,
            lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000,
            restart_at: float | None = None, restart_gap: float = 0.35, handed_over: bool = False,
-           room_seed: int = 1, room_dbfs: float | None = None, with_beats: bool = False, **config) -> dict:
+           room_seed: int = 1, room_dbfs: float | None = None, room_snr_db: float = 20.0, with_beats: bool = False,
+           **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -300,7 +301,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
 
     ``room_before``: seconds of the room alone before the band begins (the machine listening, or
     playing alone from cold); default ROOM_BEFORE_BAND waiting for the band, else none. Its noise
-    is ``room_seed``'s, 20 dB under the band, or at ``room_dbfs`` (an idle input's hiss).
+    is ``room_seed``'s, ``room_snr_db`` under the band, or at ``room_dbfs`` (an idle input's hiss).
 
     ``rate``: the clip's sample rate (``clip_of``): 48000 is what the tracker hears live.
 
@@ -325,7 +326,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     clip = clip_of(path, bpm, scenario, mix, kit, lead_in_bars, rate)
     room_before = (ROOM_BEFORE_BAND if wait_for_band else 0.0) if room_before is None else room_before
     if room_before > 0:  # the machine listens (or plays alone) before the band begins
-        clip = material.with_room_before(clip, room_before, room_seed, dbfs=room_dbfs)
+        clip = material.with_room_before(clip, room_before, room_seed, snr_db=room_snr_db, dbfs=room_dbfs)
     clock = ManualClock(0.0)
     engine = Engine(FakeGenerator(), jam("rock", bpm), clock, [MemorySink()])
     engine.follower = Follower(FollowConfig(mode=mode, **config), bpm)
@@ -386,7 +387,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     if wait_for_band:
         row.update(coming_in(clip, np.array(beats)))
     row.update({"mode": mode, "performance": clip.name, "bpm": bpm, "mix": mix, "kit": kit, "oracle": oracle,
-                "lead_in_bars": lead_in_bars, "room_before_seconds": room_before, "rate": rate})
+                "lead_in_bars": lead_in_bars, "room_before_seconds": room_before, "rate": rate,
+                "tracker_entries": tracker.entries if isinstance(tracker, BeatTracker) else None})
     if with_beats:
         row.update({"beats_s": beats, "band_beats_s": list(clip.beats)})
     return row

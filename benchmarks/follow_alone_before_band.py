@@ -12,13 +12,17 @@ against the song's, and how many band beats it took to be on the band's beat aft
 
     python benchmarks/follow_alone_before_band.py --dbfs -80
     python benchmarks/follow_alone_before_band.py --dbfs -80 --no-silence-gate   # as before 2026-12-07
+    python benchmarks/follow_alone_before_band.py --seconds 10 --snr-db 15 [--split train --performances 12]
+
+(the last: how often the tracker heard the band come in over the room, ``band_entries_heard``, and
+how soon the machine was on its beat after.)
 
 (benchmarks/follow_alone_before_band.json holds the runs docs/follow.md cites.)
 
 ``--jack``: the whole ``play --headless --fake-model --listen`` on a running JACK server instead
 (``follow_instrument.run_one``: the room or hiss, ``--seconds`` of it, then the band, from a player
 client), the first performance, ``--rooms`` rooms, the default gate and ``--listen-gate -100`` (as
-before) in turns.
+before) in turns (``--snr-db`` and ``--split`` are the replay's).
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--performances", type=int, default=8)
     ap.add_argument("--rooms", type=int, default=3, help="rooms (noise seeds) per performance")
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--dbfs", type=float, default=None, help="the room's level (default: 20 dB under the band)")
+    ap.add_argument("--dbfs", type=float, default=None, help="the room's level (default: --snr-db under the band)")
+    ap.add_argument("--snr-db", type=float, default=20.0, help="the band's level over the room's")
+    ap.add_argument("--split", default="validation", help="validation or train (the replay only)")
     ap.add_argument("--no-silence-gate", action="store_true",
                     help="no gate where the musician set none (as the code before 2026-12-07 night)")
     ap.add_argument("--jack", action="store_true", help="through play on a running JACK server (see above)")
@@ -96,15 +102,18 @@ def main(argv=None) -> int:
         import drummachine.listen.loudness as loudness
         loudness.SILENCE_DB = -200.0
     rows = []
-    for i, (path, bpm) in enumerate(material.validation_performances(args.performances)):
+    for i, (path, bpm) in enumerate(material.validation_performances(args.performances, split=args.split)):
         for room in range(args.rooms):
             r = follow.replay("steady", (path, bpm), room_before=args.seconds, room_seed=100 * i + room,
-                              room_dbfs=args.dbfs, with_beats=True)
+                              room_dbfs=args.dbfs, room_snr_db=args.snr_db, with_beats=True)
             rows.append({"performance": path, "bpm": bpm, "room": room} | alone(r, bpm)
-                        | {"band_beats_to_lock": r["band_beats_to_lock"], "phase_error_ms_p95": r["phase_error_ms_p95"]})
+                        | {"band_beats_to_lock": r["band_beats_to_lock"], "phase_error_ms_p95": r["phase_error_ms_p95"],
+                           "tracker_entries": r["tracker_entries"]})
             print(json.dumps(rows[-1]), flush=True)
     locks = [r["band_beats_to_lock"] for r in rows if r["band_beats_to_lock"] is not None]
     summary = {"runs": len(rows), "runs_that_moved_alone": sum(r["beats_moved"] > 0 for r in rows),
+               "band_entries_heard": sum(r["tracker_entries"] > 0 for r in rows),
+               "locked_over_8_band_beats": sum(r["band_beats_to_lock"] is None or r["band_beats_to_lock"] > 8 for r in rows),
                "largest_move_ms": max(r["largest_move_ms"] for r in rows),
                "largest_tempo_off_pct": max(abs(r["tempo_at_entry_vs_song_pct"]) for r in rows),
                "band_beats_to_lock_median": float(np.median(locks)) if locks else None,
