@@ -22,7 +22,7 @@ how soon the machine was on its beat after.)
 ``--jack``: the whole ``play --headless --fake-model --listen`` on a running JACK server instead
 (``follow_instrument.run_one``: the room or hiss, ``--seconds`` of it, then the band, from a player
 client), the first performance, ``--rooms`` rooms, the default gate and ``--listen-gate -100`` (as
-before) in turns (``--snr-db`` and ``--split`` are the replay's).
+before) in turns (``--split`` is the replay's).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def on_jack(args) -> list[dict]:
     rows = []
     for room in range(args.rooms):
         clip = material.with_room_before(material.make_clip(path, bpm, "steady", "band", follow_instrument.RATE),
-                                         args.seconds, room, dbfs=args.dbfs)
+                                         args.seconds, room, snr_db=args.snr_db, dbfs=args.dbfs)
         for gate, extra in (("silence (default)", ()), ("-100 dBFS (as before)", ("--listen-gate", "-100"))):
             raw = follow_instrument.run_one(clip, "beat", start_offset=0.137, extra=extra)
             rate = follow_instrument.RATE
