@@ -17,9 +17,9 @@ import numpy as np
 ENTRY_RISE_DB = 12.0
 #: ... counted from the lowest playing level of this many seconds before: the 400 ms loudness takes
 #: its own length to rise, and against the level of one update before, a band 20 dB over the room
-#: (its first 50 ms in the window: +11 dB) had risen 8-11 dB in each of its first updates and went
-#: unheard in 16 of 20 clips after 2 s of the room (docs/follow.md, "The band's entry, counted over
-#: the loudness's own window")
+#: (its first 50 ms in the window: +11.3 dB at its average level; one traced clip rose 8 then 11 dB)
+#: went unheard in 16 of 20 performances after 2 s of the room (docs/follow.md, "The band's entry,
+#: counted over the loudness's own window")
 ENTRY_RISE_SECONDS = 0.4
 #: the band stopped: its loudness over the last 400 ms this many dB under its playing level (a
 #: slow peak of that loudness) means nobody plays, whatever the onset strength says (the flux is
