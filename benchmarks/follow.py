@@ -111,6 +111,8 @@ TRACKERS = {"own": track_own, "own-no-flip": track_own_no_flip, "own-blind": tra
 
 #: the POP909 folder (``--pop909``): its songs are the "pop909" mix (benchmarks/follow_outside.py)
 OUTSIDE: dict = {"pop909": None, "skip": 0}
+#: the recordings' folder (benchmarks/follow_recorded.py): the mix "recorded", a performance is a file there
+RECORDED: dict = {"folder": None}
 
 
 def performances_of(mix: str, count: int, split: str = "validation") -> list[tuple[str, float]]:
@@ -137,6 +139,10 @@ def clip_of(path: str, bpm: float, scenario: str, mix: str, kit: str = "builtin"
         import follow_outside
 
         return follow_outside.cached_clip(path, bpm, scenario, rate=rate, lead_in_bars=lead_in_bars)
+    if mix == "recorded":
+        import follow_recorded
+
+        return follow_recorded.clip(Path(RECORDED["folder"]), follow_recorded.BY_FILE[path], rate=rate)
     return material.cached_clip(path, bpm, scenario, mix, rate=rate, kit=kit, lead_in_bars=lead_in_bars)
 
 
@@ -280,7 +286,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
            lead_in_bars: int = 0, room_before: float | None = None, rate: int = 16000,
            restart_at: float | None = None, restart_gap: float = 0.35, handed_over: bool = False,
            room_seed: int = 1, room_dbfs: float | None = None, room_snr_db: float = 20.0, with_beats: bool = False,
-           **config) -> dict:
+           taps=(), **config) -> dict:
     """The tracker and the engine's follower without JACK: the clip through the tracker, a reading
     every 50 ms handed to the engine (stand-in generator, manual clock) as the listener does; the
     engine's beat times as committed. Isolates the following from this machine's JACK timing.
@@ -311,7 +317,10 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     the row then also holds the machine's and the band's beat times (``beats_s``, ``band_beats_s``),
     as it does with ``with_beats``.
     ``handed_over``: the new tracker goes on from the dropped one's state (``BeatTracker.resume``,
-    as the listening process does from the state it left in shared memory)."""
+    as the listening process does from the state it left in shared memory).
+
+    ``taps``: clip seconds at which the musician taps the "tap" command (the tracker is told of a
+    tempo tapped while following the beat, as the listening process is)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
@@ -342,6 +351,7 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
         engine.command("start")
     hop = clip.rate // 100
     beats, done, seq = [], 0, 0
+    told, taps = None, sorted(taps or ())
     offset, restarted = 0.0, False  # a tracker started again: its stream time starts at its first sample
     for i in range(0, clip.audio.size, hop):
         if restart_at is not None and cached is None:
@@ -368,6 +378,12 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
             engine.command("band", reading)
         engine.pump_generator()
         engine.pump()
+        if engine.band_beat_tapped != told and tracker is not None:  # the musician tapped the band's beat
+            told = engine.band_beat_tapped
+            tracker.hint_beat(told[1] - offset)
+        if taps and i >= taps[0] * clip.rate:  # ``taps``: the musician's foot, on the clip's clock
+            engine.command("tap")
+            del taps[0]
         for step in range(done, engine.commit_cursor):
             if step % 4 == 0:
                 beats.append(engine.transport.time_of(step))

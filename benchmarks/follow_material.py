@@ -202,15 +202,17 @@ def room_noise(size: int, rng: np.random.Generator, rms: float) -> np.ndarray:
     return noise * (rms / (float(np.sqrt(np.mean(noise ** 2))) + 1e-12))
 
 
-def with_keys_on_the_off_beat(clip: Clip) -> np.ndarray:
+def with_keys_on_the_off_beat(clip: Clip, later: float = 0.15) -> np.ndarray:
     """The clip's audio with a keyboard stab on every "and": alone (the band at -34 dB) for the
-    first 3 s, then softer than the band: a lock that starts on the off-beat."""
+    first 3 s, then softer than the band (``later``: their gain then, 0.5 before): a lock that
+    starts on the off-beat. At ``later=0.5`` the "and" stays the stronger: no beat/off-beat check
+    puts that lock right (only the musician's taps do)."""
     period = 60.0 / clip.bpm
     audio = clip.audio.copy()
     audio[:int(3.0 * clip.rate)] *= 0.02
     stab = sum(_tone(_hz(60 + s), 0.25, clip.rate, 0.1, (1.0, 0.5, 0.3)) for s in (0, 4, 7)) / 3
     for beat in clip.beats:
-        _add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else 0.15, clip.rate)
+        _add(audio, beat + period / 2, stab, 0.5 if beat < 3.0 else later, clip.rate)
     return audio
 
 

@@ -290,6 +290,68 @@ def test_a_lock_on_the_off_beat_moves_to_the_beat(performance):
     assert first == 0.0 and last == 1.0 and flips == 1
 
 
+def off_the_beat(times, clip) -> np.ndarray:
+    """How far each time is from the clip's nearest beat, in beats (0: on it, 0.5: on the "and")."""
+    period = 60.0 / clip.bpm
+    return np.abs(((np.asarray(times) - clip.beats[0]) / period + 0.5) % 1.0 - 0.5)
+
+
+def test_taps_on_the_beat_hold_the_tracker_there_against_a_stronger_and(performance):
+    """Keys on every "and", alone for 3 s and then as loud as the band's beat or louder: the
+    tracker locks on the "and" and nothing it hears puts it right (the beat/off-beat check sees
+    the "and" the stronger). On real recordings whose beat and "and" were about as strong it sat
+    on either (docs/follow.md, "Recorded music"). The musician's taps say where the beat is: from
+    there the tracker stays on it, and the check no longer moves it; a new entry of the band
+    forgets them."""
+    clip = material.make_clip(*performance, "steady", "band", bars=12)
+    audio = material.with_keys_on_the_off_beat(clip, later=1.0)
+    tap_at = 8.0
+    told = float(clip.beats[np.searchsorted(clip.beats, tap_at)]) + 0.015  # a foot 15 ms late
+
+    def beats(hinted: bool):
+        tracker = BeatTracker(clip.rate, clip.bpm, record_beats=True)
+        for i in range(0, audio.size, 160):
+            if hinted and i == int(tap_at * clip.rate) // 160 * 160:
+                tracker.hint_beat(told)
+            tracker.process(audio[i:i + 160])
+        return np.array(tracker.beats), tracker
+
+    before, _ = beats(False)
+    assert np.mean(off_the_beat(before[before > 4.0], clip) > 0.4) > 0.9  # on the "and" to the end
+    after, tracker = beats(True)
+    assert np.mean(off_the_beat(after[(after > 4.0) & (after < tap_at)], clip) > 0.4) > 0.9
+    later = after[after > tap_at + 1.0]
+    assert np.mean(off_the_beat(later, clip) < 0.1) > 0.9 and tracker.flips == 0 and tracker.tapped
+    tracker._start_over()  # the band came in again (after a break, from the room)
+    assert not tracker.tapped
+
+
+def test_taps_while_following_put_the_machine_on_the_bands_beat(performance):
+    """The whole loop on a manual clock (the real tracker and follower through the engine, the
+    stand-in generator: benchmarks/follow.py's replay): the machine follows the band on the "and"
+    (keys louder than the band's beat there); the musician taps 3 beats with the foot (``tap``,
+    as for tap tempo): the machine goes onto the taps' grid at the bar line the tap takes it to,
+    the tracker is told (as the listening process is, ``Listener.hint_beat``), and the follower
+    does not take the machine back to the "and": it stays on the band's beat to the end."""
+    from dataclasses import replace
+
+    import follow
+
+    base = material.make_clip(*performance, "steady", "band", bars=12)
+    clip = replace(base, audio=material.with_keys_on_the_off_beat(base, later=1.0))
+    taps = tuple(clip.beats[24:27] + 0.01)
+    original = follow.clip_of
+    follow.clip_of = lambda *args, **kwargs: clip
+    try:
+        row = follow.replay("steady", performance, with_beats=True, taps=taps)
+    finally:
+        follow.clip_of = original
+    ours = np.array(row["beats_s"])
+    assert np.mean(off_the_beat(ours[(ours > 6.0) & (ours < taps[-1])], clip) > 0.4) > 0.9
+    gone_over = ours[ours > taps[-1] + 4 * 60.0 / clip.bpm * 2]  # the tap's bar line is within 2 bars
+    assert gone_over.size > 8 and np.mean(off_the_beat(gone_over, clip) < 0.1) > 0.9, off_the_beat(gone_over, clip)
+
+
 def test_a_tracker_started_again_goes_on_from_the_state_it_was_handed(performance):
     """The listening process started again mid-song (it died; the kit's ports came): its tracker
     takes over the last one's state through the shared block and, from its first beat, is as near
@@ -481,6 +543,50 @@ def test_a_listening_process_that_died_is_started_again(jack_server, caplog):
         time.sleep(1.0)
         assert len(readings) > before + 5, "readings go on from the new listening process"
         assert readings[-1].seq > readings[before - 1].seq
+
+
+@pytest.mark.jack
+def test_the_listening_process_takes_the_beat_the_musician_tapped(jack_server, performance):
+    """The listening process on JACK: the band (keys louder on the "and" than its beat) is heard
+    on the "and"; a beat tapped on the engine's clock (``Engine.band_beat_tapped``, which ``tap``
+    sets while following the beat) goes through the link (``Listener.hint_beat``) and the shared
+    block to its tracker, and the readings' beat is the band's from then on, never the "and" again."""
+    from drummachine.core.transport import MonotonicClock
+    from drummachine.listen.listener import Listener
+
+    clip = material.make_clip(*performance, "steady", "band", rate=48000, bars=10)
+    band = material.BandPlayer(0.25 * material.with_keys_on_the_off_beat(clip, later=1.0), "band-tapped")
+    period = 60.0 / clip.bpm
+    try:
+        with Listener(band.port_name, clip.bpm, MonotonicClock(), client="listen-tapped") as listener:
+            band.start()
+
+            def readings_until(clip_seconds):
+                got = []
+                while not band.done and band.pos / band.rate < clip_seconds:
+                    r = listener.reading()
+                    if r is not None and r.confidence >= 0.5 and (not got or r.seq != got[-1].seq):
+                        got.append(r)
+                    time.sleep(0.05)
+                return got
+
+            def off(got):  # the readings' next beat against the band's beats as they went out, in beats
+                heard = band.heard(clip.beats)
+                return np.array([abs(((r.next_beat - heard[0]) / period + 0.5) % 1.0 - 0.5) for r in got])
+
+            tap = [None]
+            listener.link(lambda r: None, lambda: tap[0])  # the link the engine's taps go through
+            before = readings_until(8.0)
+            k = int(np.searchsorted(clip.beats, band.pos / band.rate))
+            tap[0] = (1, float(band.heard(clip.beats[k - 1:k])[0]))  # the beat just gone, as a foot taps it
+            readings_until(9.5)
+            after = readings_until(clip.seconds - 0.5)
+    finally:
+        band.close()
+    assert len(before) > 20 and np.mean(off(before[-20:]) > 0.4) > 0.9, off(before[-20:])
+    # never back on the "and"; the keys, louder than the beat, pull the held beat up to 0.13 of a
+    # beat (70 ms) either way and back (0.1 in the manual-clock runs above)
+    assert len(after) > 20 and off(after).max() < 0.25 and np.median(off(after)) < 0.1, off(after)
 
 
 @pytest.fixture

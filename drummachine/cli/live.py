@@ -176,7 +176,7 @@ def _listen(session, opts, quiet: bool = False):
             engine.command("band", reading)
             band.set_tempo(engine.transport.bpm_at(engine.commit_cursor))
 
-        band.link(send)
+        band.link(send, lambda: engine.band_beat_tapped)  # the band's beat tapped: to the listening process
         logging.info("listening to %s (%d Hz, %s capture), following: %s%s", band.input.name, band.rate,
                      band.capture or "?", opts.follow, came)
         band.say_own_kit()

@@ -275,9 +275,16 @@ class CommandHandlers:
         if got:
             bpm, first = got
             c = self.commit_cursor
-            self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
+            bar_line = self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
             self.manual_tempo = True
             self._rewind_to(c)
+            if self.follower.mode in ("beat", "all"):
+                # following the band's beat: the taps say where it is (the machine had followed the
+                # "and", or a triplet's): the listening process is told, the follower keeps the taps' grid
+                count = self.band_beat_tapped[0] + 1 if self.band_beat_tapped else 1
+                self.band_beat_tapped = (count, self.tap.taps[-1])
+                self.follower.tapped(now, bar_line)
+                log.info("the band's beat is where the foot tapped: following from there")
 
     def _set_tempo(self, bpm: float, c: int, at_once: bool = False) -> None:
         bpm = min(BPM_RANGE[1], max(BPM_RANGE[0], bpm))

@@ -133,6 +133,9 @@ class Engine(GeneratorLoop, CommandHandlers):
         self.wait_for_band = False  #: start when the band is heard (play --wait-for-band)
         self.told_waiting = False  #: the log said why it goes on waiting
         self.followed_beat = -1  #: the beat line the follower last moved
+        #: where the musician last tapped the band's beat while following it (tap's count, engine-clock
+        #: time): handed to the listening process (``Listener.hint_beat``) by the link that reads it
+        self.band_beat_tapped: tuple[int, float] | None = None
         self.band_intensity = 0.0  #: the dynamics' intensity offset, added to the knob's
         self._reset_song(song)
         self._song_click(song)

@@ -39,6 +39,10 @@ from drummachine.core.band_grid import BandGrid
 MODES = ("off", "tempo", "beat", "all")
 BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many beats
 READING_SECONDS = 0.05  #: the listening process's readings come this often
+#: after the musician tapped the band's beat the machine stays on the taps' grid this long: the
+#: readings heard until then come from the tracker's grid before it heard of the taps (the link's
+#: turn, the tracker's next estimate and the reading's turn: 50 ms each)
+TAP_SETTLE_SECONDS = 0.5
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
 
@@ -195,6 +199,7 @@ class Follower:
         self.since_jump = 10**6  # our beats since the band last jumped
         self.catching_up = False  # back from a doubt: the phase taken a bounded step a beat
         self.errors: list[float] = []  # the phase error at our last beats followed
+        self.settle_until = -math.inf  # tapped: the machine keeps the taps' grid until then
         self.moved = 0.0  # our phase moves so far
         #: our tempo at our last beats, and whether the band was sure all along each (for the hold)
         self.played: list[tuple[float, bool]] = []
@@ -215,6 +220,20 @@ class Follower:
 
     def set_song_tempo(self, bpm: float) -> None:
         self.song_bpm = float(bpm)
+
+    def tapped(self, now: float, bar_line: float) -> None:
+        """The musician tapped the band's beat: the engine goes onto the taps' grid by the bar line
+        at ``bar_line`` (its steps spread up to it) and the listening process is told
+        (``Listener.hint_beat``). The band's beats heard so far are forgotten (their spacing would
+        read the move as a tempo change, their errors as a drift) and the machine is left to the
+        taps until that bar line, and TAP_SETTLE_SECONDS at least, until the readings come from
+        the tracker's new grid; then it follows from there, a few ms a beat (a relock before the
+        bar line would undo the taps' spread)."""
+        self.band_beats.clear()
+        self.grid.reset()
+        self.errors.clear()
+        self.snap = self.catching_up = False
+        self.settle_until = max(now + TAP_SETTLE_SECONDS, bar_line)
 
     def hear(self, reading: BandReading) -> None:
         """A new reading from the listening process."""
@@ -248,6 +267,8 @@ class Follower:
         the engine's clock is the band's tempo in the engine's time, whatever rate the clocks on
         the way run at."""
         beats = self.band_beats
+        if reading.time < self.settle_until:  # heard before the tracker took the taps' grid
+            return
         if not sure or reading.next_beat <= 0:
             beats.clear()
             self.grid.reset()
@@ -348,6 +369,9 @@ class Follower:
                     return Correction(self.held_bpm, None, intensity)
             return None if intensity is None else Correction(our_bpm, None, intensity)
         self.held_bpm = None
+        if now < self.settle_until:  # tapped: the taps' grid holds until the readings come from it
+            self.snap = False
+            return None if intensity is None else Correction(our_bpm, None, intensity)
         doubt = self.followed_beats > 0 and self.held_beats < c.doubt_beats  # a re-lock, not the first lock
         self.held_beats = 0
         self.followed_beats += 1

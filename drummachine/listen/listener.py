@@ -312,6 +312,15 @@ class Listener:
         if self.block.slots is not None:
             self.block.slots[shared.PRIOR] = bpm
 
+    def hint_beat(self, t: float) -> None:
+        """The musician tapped a beat of the band at ``t`` (the engine's clock): the listening
+        process's tracker moves its grid there and keeps it (``BeatTracker.hint_beat``)."""
+        s = self.block.slots
+        if s is None:
+            return
+        s[shared.TAPPED_BEAT] = time.monotonic() + (t - self.clock.now()) / self.clock_rate
+        s[shared.TAPS] += 1  # after the time: the process reads the count first
+
     def reading(self) -> BandReading | None:
         """The latest reading on the engine's clock (None before the first)."""
         s = self.block.read()
@@ -386,10 +395,13 @@ class Listener:
                     retry_at = time.monotonic() + (first if time.monotonic() - stalled_at < 60.0 else later)
             self._stop.wait(0.25)
 
-    def link(self, send) -> None:
+    def link(self, send, tapped: Callable[[], tuple[int, float] | None] = lambda: None) -> None:
         """Hand each new reading to ``send(reading)`` (e.g. ``lambda r: engine.command("band", r)``),
-        and start the listening process again when its input stopped."""
+        and start the listening process again when its input stopped. ``tapped()``: where the
+        musician last tapped the band's beat (a count, and the time on the engine's clock:
+        ``Engine.band_beat_tapped``), handed on to the listening process when it changes."""
         said = InputStateSaid(self.input.name)
+        told = [tapped()]
 
         def loop():
             last, handed, kit_looked = -1, 0.0, time.monotonic()
@@ -404,6 +416,10 @@ class Listener:
                         if self.kit_ports():
                             self._take_the_kit_in()
                             continue
+                    tap = tapped()
+                    if tap is not None and tap != told[0]:
+                        told[0] = tap
+                        self.hint_beat(tap[1])
                     if time.monotonic() - handed < HAND_SECONDS - LINK_SECONDS / 2:
                         continue
                     r = self.reading()

@@ -162,6 +162,7 @@ def run(setup: dict, stdin, answer) -> int:
     status = shared.LISTENING
     started = time.monotonic()
     prior = float(setup["bpm"])
+    tapped = float(block.slots[shared.TAPS])  # taps before this process began: its tracker resumed their grid
     published = saved = -1  # the tracker's estimates (``BeatTracker.updates``) as last written, as last saved
     written = (0.0, False)  # when the last reading was written, and whether the input was gone
     while not stop.is_set():
@@ -224,6 +225,10 @@ def run(setup: dict, stdin, answer) -> int:
                 saved = tracker.updates
                 state = tracker.state()
                 handover.save(state, now, heard(state["now"]))
+            taps = float(block.slots[shared.TAPS])
+            if taps != tapped:  # the musician tapped the band's beat: monotonic -> stream seconds, near now
+                tapped = taps
+                tracker.hint_beat(est.time + (float(block.slots[shared.TAPPED_BEAT]) - heard(est.time)) * speed)
             want = float(block.slots[shared.PRIOR])
             if want > 0 and not math.isclose(want, prior, rel_tol=1e-4):
                 prior = want

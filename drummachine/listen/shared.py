@@ -3,7 +3,8 @@
 The listening process writes a reading (the band's tempo, next beat, confidence, loudness, onset
 density, all times on the monotonic clock every process shares) under a sequence lock; the
 engine's process reads it without waiting. The engine writes back the tempo it plays (the
-tracker's prior). Python's shared memory is created with mode 0600: only this user can map it.
+tracker's prior), and where the musician tapped the band's beat (TAPPED_BEAT, monotonic; TAPS
+counts them: the listening process acts on a new count). Python's shared memory is created with mode 0600: only this user can map it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ SLOTS = 24
 SEQLOCK_TRIES = 10_000
 # slots (float64)
 (SEQ, HEARD, BPM, NEXT_BEAT, CONFIDENCE, LOUDNESS, DENSITY, STATUS, CPU, RATE, CLIPPED, PRIOR, BLOCKS,
- STARTED, XRUNS, OWN_KIT_REMOVED_DB) = range(16)
+ STARTED, XRUNS, OWN_KIT_REMOVED_DB, TAPPED_BEAT, TAPS) = range(18)
 #: what the input is doing (STATUS), one table: code -> words on the stage
 STATUSES = {0: "listening", 1: "silence", 2: "clipping", 3: "input gone", 4: "starting"}
 LISTENING, SILENCE, CLIPPING, GONE, STARTING = range(5)

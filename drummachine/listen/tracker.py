@@ -132,6 +132,12 @@ PROFILE_BINS = 16
 PROFILE_SECONDS = 6.0
 FLIP_AFTER = 3.0
 FLIP_RATIO = 1.25
+#: the musician's word on where the beat is (``hint_beat``: taps on the beat while following): from
+#: then on the fold weights the phase the loop predicts whatever its confidence, with this floor
+#: away from it (0.5 otherwise): at 0 only a gaussian a sixth of a beat wide around the tapped
+#: grid, so an "and" ~90 times as strong as the beat does not take the loop back (at 0.1, keys
+#: on the "and" louder than the band took it back within 10 s; docs/follow.md, "Recorded music")
+TAPPED_FLOOR = 0.0
 #: where a frame's onset strength is put in time, against the middle of its window: the flux
 #: rises as soon as an attack enters the window's newer half. Measured on the steady clips (the
 #: median beat error, beats - truth) and taken off every beat time
@@ -141,7 +147,7 @@ ONSET_LAG = -0.007
 #: what a tracker hands to its successor (``BeatTracker.state``, ``resume``), and its loudness's
 HANDED_OVER = ("started", "entries", "estimated", "bpm", "next_beat", "period", "confidence",
                "confidence_was", "periodicity", "periodicity_floor", "jitter", "flux_mean", "playing_level",
-               "_last_emitted", "_last_peak_frame", "profile_seconds", "flips")
+               "_last_emitted", "_last_peak_frame", "profile_seconds", "flips", "tapped")
 LOUDNESS_HANDED_OVER = ("level_db", "came_in", "updates", "kit_floor_db", "since_kit_alone")
 
 
@@ -209,12 +215,33 @@ class BeatTracker:
         self._profiled_frame = 0  # the frames before this one are in the profile
         self.flips = 0  # half-beat moves made (the off-beat was the beat)
         self.flip_ratio = FLIP_RATIO
+        self.tapped = False  # the musician said where the beat is (``hint_beat``), until the band comes in again
 
     # --- the prior -------------------------------------------------------------------------------
 
     def set_prior(self, bpm: float) -> None:
         """The tempo the instrument plays now (the song's tempo, or where it follows to)."""
         self.prior_bpm = float(bpm)
+
+    def hint_beat(self, beat: float) -> None:
+        """The musician says a beat of the band is at ``beat`` (stream seconds): taps on the beat,
+        where the machine followed the "and" or a triplet's. The loop's beat goes to that grid at
+        once, the fold weights it from then on whatever its confidence (TAPPED_FLOOR), and the
+        beat/off-beat check no longer moves it: the musician's word holds until the band comes in
+        again (``_start_over``). Before any estimate there is no grid to move: nothing is done."""
+        period = self.period or (60.0 / self.bpm if self.bpm > 0 else 0.0)
+        if period <= 0 or not math.isfinite(beat):
+            return
+        now = self.frame_time(self.frames)
+        self.next_beat = beat + period * math.ceil((now - beat) / period + 1e-9)
+        self.period = period
+        self.tapped = True
+        self.profile[:] = 0.0
+        self.profile_seconds = 0.0
+        self._profiled_frame = self.frames
+        # as sure as the fold's next readings make it: the follower re-locks on the tapped grid
+        self.jitter = min(self.jitter, JITTER_START)
+        self.confidence_was = max(self.confidence_was, 0.2)
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -298,6 +325,7 @@ class BeatTracker:
         self.profile[:] = 0.0
         self.profile_seconds = 0.0
         self._profiled_frame = self.frames
+        self.tapped = False
 
     def _onset_strength(self, flux: float) -> float:
         """A causal high-pass: flux above its recent mean is onset strength (of frame ``self.frames``)."""
@@ -408,12 +436,13 @@ class BeatTracker:
         fold = (vals * PHASE_DECAY ** ks[None, None, :]).sum(axis=2)  # (phase, period)
         fold[phases[:, None] >= taus[None, :]] = 0.0  # a phase beyond a period is the next beat's
         # the tracker's own grid: where it said the last beat would be
-        if self.next_beat > 0 and self.confidence > 0.3:
+        if self.next_beat > 0 and (self.confidence > 0.3 or self.tapped):
             predicted_last = self.next_beat - 60.0 / self.bpm
             pred_phase = self.frame_of(self._wrap_before(predicted_last, now_frame))
             d = (now_frame - pred_phase) - phases[:, None]
             d = (d + taus[None, :] / 2) % taus[None, :] - taus[None, :] / 2
-            fold = fold * (0.5 + np.exp(-0.5 * (d / (taus[None, :] / 6)) ** 2))
+            floor = TAPPED_FLOOR if self.tapped else 0.5
+            fold = fold * (floor + np.exp(-0.5 * (d / (taus[None, :] / 6)) ** 2))
         return fold
 
     def _phase(self, activity: float) -> None:
@@ -518,7 +547,7 @@ class BeatTracker:
         """The profile of onset strength over the loop's beat, from the frames since the last
         update; half a beat moved when the off-beat has been the stronger for long enough."""
         first, self._profiled_frame = self._profiled_frame, self.frames
-        if self.flip_ratio <= 0 or self.period <= 0 or self.next_beat <= 0 or self.confidence_was < 0.2:
+        if self.flip_ratio <= 0 or self.tapped or self.period <= 0 or self.next_beat <= 0 or self.confidence_was < 0.2:
             self.profile[:] = 0.0
             self.profile_seconds = 0.0
             return
