@@ -272,19 +272,23 @@ class CommandHandlers:
 
     def _on_tap(self, value, now):
         got = self.tap.tap(now)
-        if got:
-            bpm, first = got
-            c = self.commit_cursor
-            bar_line = self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
-            self.manual_tempo = True
-            self._rewind_to(c)
-            if self.follower.mode in ("beat", "all"):
-                # following the band's beat: the taps say where it is (the machine had followed the
-                # "and", or a triplet's): the listening process is told, the follower keeps the taps' grid
-                count = self.band_beat_tapped[0] + 1 if self.band_beat_tapped else 1
-                self.band_beat_tapped = (count, self.tap.taps[-1])
-                self.follower.tapped(now, bar_line)
-                log.info("the band's beat is where the foot tapped: following from there")
+        if not got:
+            return
+        if self.follower.mode in ("beat", "all") and self.follower.reading is not None:
+            # following the band's beat: the taps say where it is (the machine had followed the
+            # "and", or a triplet's). The listening process is told (its tracker moves there) and
+            # the follower joins the band's beat from its readings then, at the band's tempo: the
+            # taps' own tempo, a bar or two on, was a quarter of a beat off a real band's
+            count = self.band_beat_tapped[0] + 1 if self.band_beat_tapped else 1
+            self.band_beat_tapped = (count, self.tap.taps[-1])
+            self.follower.tapped(now)
+            log.info("the band's beat is where the foot tapped: following from there")
+            return
+        bpm, first = got
+        c = self.commit_cursor
+        self.transport.relock_to_tap(c, bpm, first, max(now, self.transport.time_of(c)) + 0.05)
+        self.manual_tempo = True
+        self._rewind_to(c)
 
     def _set_tempo(self, bpm: float, c: int, at_once: bool = False) -> None:
         bpm = min(BPM_RANGE[1], max(BPM_RANGE[0], bpm))

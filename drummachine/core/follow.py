@@ -39,9 +39,9 @@ from drummachine.core.band_grid import BandGrid
 MODES = ("off", "tempo", "beat", "all")
 BEATS_FOR_TEMPO = 8  #: the band's tempo is the spacing of its last this many beats
 READING_SECONDS = 0.05  #: the listening process's readings come this often
-#: after the musician tapped the band's beat the machine stays on the taps' grid this long: the
-#: readings heard until then come from the tracker's grid before it heard of the taps (the link's
-#: turn, the tracker's next estimate and the reading's turn: 50 ms each)
+#: after the musician tapped the band's beat the readings heard this long still come from the
+#: tracker's grid before it heard of the taps (the link's turn, the tracker's next estimate and the
+#: reading's turn: 50 ms each): the machine waits for the readings after them to join the band's beat
 TAP_SETTLE_SECONDS = 0.5
 # states shown on stage
 OFF, LISTENING, FOLLOWING, HOLDING = "off", "listening", "following", "holding"
@@ -199,7 +199,8 @@ class Follower:
         self.since_jump = 10**6  # our beats since the band last jumped
         self.catching_up = False  # back from a doubt: the phase taken a bounded step a beat
         self.errors: list[float] = []  # the phase error at our last beats followed
-        self.settle_until = -math.inf  # tapped: the machine keeps the taps' grid until then
+        self.settle_until = -math.inf  # tapped: the readings until then come from the tracker's grid before
+        self.join_after_tap = False  # tapped: the next beat followed joins the band's beat in one go
         self.moved = 0.0  # our phase moves so far
         #: our tempo at our last beats, and whether the band was sure all along each (for the hold)
         self.played: list[tuple[float, bool]] = []
@@ -221,19 +222,20 @@ class Follower:
     def set_song_tempo(self, bpm: float) -> None:
         self.song_bpm = float(bpm)
 
-    def tapped(self, now: float, bar_line: float) -> None:
-        """The musician tapped the band's beat: the engine goes onto the taps' grid by the bar line
-        at ``bar_line`` (its steps spread up to it) and the listening process is told
-        (``Listener.hint_beat``). The band's beats heard so far are forgotten (their spacing would
-        read the move as a tempo change, their errors as a drift) and the machine is left to the
-        taps until that bar line, and TAP_SETTLE_SECONDS at least, until the readings come from
-        the tracker's new grid; then it follows from there, a few ms a beat (a relock before the
-        bar line would undo the taps' spread)."""
+    def tapped(self, now: float) -> None:
+        """The musician tapped the band's beat; the listening process is told (``Listener.hint_beat``)
+        and its tracker moves there. The band's beats heard so far are forgotten (their spacing
+        would read the move as a tempo change, their errors as a drift); for TAP_SETTLE_SECONDS the
+        readings still come from the tracker's grid before it heard of the taps and the machine is
+        left as it is; at its first beat followed after that it joins the band's beat in one go,
+        as on a lock (the taps were the musician's word that it is off the band's beat)."""
         self.band_beats.clear()
         self.grid.reset()
         self.errors.clear()
-        self.snap = self.catching_up = False
-        self.settle_until = max(now + TAP_SETTLE_SECONDS, bar_line)
+        self.catching_up = False
+        self.snap = False
+        self.settle_until = now + TAP_SETTLE_SECONDS
+        self.join_after_tap = True
 
     def hear(self, reading: BandReading) -> None:
         """A new reading from the listening process."""
@@ -369,9 +371,11 @@ class Follower:
                     return Correction(self.held_bpm, None, intensity)
             return None if intensity is None else Correction(our_bpm, None, intensity)
         self.held_bpm = None
-        if now < self.settle_until:  # tapped: the taps' grid holds until the readings come from it
-            self.snap = False
+        if now < self.settle_until:  # tapped: the readings come from the tracker's grid before the taps
             return None if intensity is None else Correction(our_bpm, None, intensity)
+        joining, self.join_after_tap = self.join_after_tap, False
+        if joining:
+            self.snap = True
         doubt = self.followed_beats > 0 and self.held_beats < c.doubt_beats  # a re-lock, not the first lock
         self.held_beats = 0
         self.followed_beats += 1
@@ -404,7 +408,7 @@ class Follower:
                 step = max(step, c.drift_phase_step)
             move = clamp(c.phase_gain * self.phase_error, -step, step)
             if self.snap and abs(self.phase_error) > c.snap_above:
-                if doubt and self._misread(now_diff, 60.0 / our_bpm):
+                if doubt and not joining and self._misread(now_diff, 60.0 / our_bpm):
                     self.catching_up = True
                 else:
                     move = self.phase_error  # coming in: onto the band's beat at once

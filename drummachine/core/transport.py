@@ -185,14 +185,13 @@ class Transport:
         self.relock(beat, max(beat_time, now + 0.002), bpm)
         return True
 
-    def relock_to_tap(self, open_step: int, bpm: float, first_tap: float, earliest: float) -> float:
+    def relock_to_tap(self, open_step: int, bpm: float, first_tap: float, earliest: float) -> None:
         """Tap tempo: the tapped tempo, and a bar line on the band's one (the first tap moved on by
         whole bars, no earlier than ``earliest``). The steps from ``open_step`` to that bar line
         are spread evenly up to it, so they never run past it (a bar line before the steps that
         lead to it sent the steps after it back in time: a burst of overdue notes). It is the
         next bar line, or a later one where the steps before it would otherwise rush or drag by
-        more than ``TAP_SPREAD``; the grid point nearest where they would end at the new tempo.
-        Returns the time of that bar line."""
+        more than ``TAP_SPREAD``; the grid point nearest where they would end at the new tempo."""
         bar_s = 60.0 / bpm * 4.0 / self.feel_at(open_step)
         step_s = bar_s / STEPS_PER_BAR
         bar_line = next_bar(open_step)
@@ -201,7 +200,7 @@ class Transport:
             while t < earliest:
                 t += bar_s
             self.relock(bar_line, t, bpm)
-            return t
+            return
         start = self.time_of(open_step)
         low, high = TAP_SPREAD
         for extra_bars in range(4):
@@ -215,7 +214,6 @@ class Transport:
                 break
         self.set_tempo(bpm / ratio, open_step)
         self.relock(line, t, bpm)
-        return t
 
     def relock(self, at_step: int, time: float, bpm: float) -> None:
         """Make ``at_step`` start at ``time`` with tempo ``bpm`` (tap tempo)."""
