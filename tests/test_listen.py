@@ -558,7 +558,7 @@ def test_the_listening_process_takes_the_beat_the_musician_tapped(jack_server, p
     from drummachine.core.transport import MonotonicClock
     from drummachine.listen.listener import Listener
 
-    clip = material.make_clip(*performance, "steady", "band", rate=48000, bars=10)
+    clip = material.make_clip(*performance, "steady", "band", rate=48000, bars=8)
     band = material.BandPlayer(0.25 * material.with_keys_on_the_off_beat(clip, later=1.0), "band-tapped")
     period = 60.0 / clip.bpm
     try:

@@ -4,7 +4,8 @@ The listening process writes a reading (the band's tempo, next beat, confidence,
 density, all times on the monotonic clock every process shares) under a sequence lock; the
 engine's process reads it without waiting. The engine writes back the tempo it plays (the
 tracker's prior), and where the musician tapped the band's beat (TAPPED_BEAT, monotonic; TAPS
-counts them: the listening process acts on a new count). Python's shared memory is created with mode 0600: only this user can map it.
+counts them: the listening process acts on a new count). Python's shared memory is created with
+mode 0600: only this user can map it.
 """
 
 from __future__ import annotations
