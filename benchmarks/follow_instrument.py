@@ -150,18 +150,27 @@ def listener_pid(play_pid: int) -> int | None:
 
 def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool = True, lead_in: float = 0.0,
             start_offset: float = 0.0, extra=(), env_extra: dict | None = None, fake_model: bool = True,
-            kill_listener_at: float | None = None) -> dict:
+            kill_listener_at: float | None = None, taps_at=()) -> dict:
     """Play ``clip`` as the band and ``drummachine play`` against it; the raw beats and counters.
 
     ``lead_in``: seconds the machine plays alone before the band comes in (cold start);
     ``start_offset``: the machine starts this long before the band's beat grid would have
     (a phase it must correct, for the cold start); ``kill_listener_at``: the listening process
     killed (SIGKILL, as a crash) this many seconds into the clip (``killed_at``: the clip's second
-    it went at, and the wall clock's, for the log's lines).
+    it went at, and the wall clock's, for the log's lines). ``taps_at``: clip seconds at which a
+    foot controller on ``--midi-in`` sends CC 117 (the default preset's tap tempo).
     """
     player = material.BandPlayer(clip.audio, "band")
     rec = MidiRecorder("rec")
     log = Path(tempfile.mkdtemp()) / "play.log"
+    taps = sorted(taps_at)
+    sender = None
+    if taps:  # a foot controller: benchmarks/jack_midi_probe.py's sender, a message a line
+        sender = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "jack_midi_probe.py"), "send", "foot"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if sender.stdout.readline().strip() != "ready":
+            raise RuntimeError("the foot controller's JACK client did not start")
+        extra = (*extra, "--midi-in", "foot:tx")
     seconds = clip.seconds + lead_in + 2.0
     cmd = [sys.executable, "-m", "drummachine", "play", "--headless", *(["--fake-model"] if fake_model else []),
            "--midi-out", rec.port_name,
@@ -181,8 +190,14 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
         player.start()
         cpu1, wall1 = cpu0, wall0
         killed = None
+        tapped = []
         while not player.done and proc.poll() is None:
-            time.sleep(0.1)
+            time.sleep(0.01 if taps else 0.1)
+            if taps and player.pos - player.pad >= taps[0] * player.rate:
+                sender.stdin.write("176 117 127\n")  # CC 117 on channel 1
+                sender.stdin.flush()
+                tapped.append((player.pos - player.pad) / player.rate)
+                del taps[0]
             if kill_listener_at is not None and killed is None \
                     and player.pos - player.pad >= kill_listener_at * player.rate:
                 if lpid:
@@ -197,6 +212,9 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if sender is not None:
+            sender.kill()
+            sender.wait()
         rec.close()
         player.close()
     summary = err.strip().splitlines()[-1] if err.strip() else ""
@@ -208,6 +226,7 @@ def run_one(clip, mode: str = "beat", wait_for_band: bool = False, listen: bool 
     return {"capture": capture.group(1) if capture else None, "band_frames": band, "played_frames": player.frames(clip.played), "drummer_frames": rec.beats(), "audible": clip.audible, "tempo": clip.tempo,
             "note_ons": rec.note_ons(),
             "returncode": proc.returncode, "summary": summary, "log": str(log), "killed_at": killed,
+            "tapped_at": tapped if taps_at else None,
             "killed_frame": float(player.frames(np.array([killed[0]]))[0]) if killed else None,
             "misses": int(misses.group(1)) if misses else None, "underruns": int(underruns.group(1)) if underruns else None,
             "listener_cpu_share": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / max(wall1 - wall0, 1e-9), 4)
