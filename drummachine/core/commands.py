@@ -96,7 +96,8 @@ COMMANDS: dict[str, Spec] = {s.name: s for s in (
     Spec("outro", "an ending fill, a final hit on the one, then stop", when=BAR, needs_playing=True),
     Spec("drop", "the next bar plays only kick and hats, then back", when=BAR, needs_playing=True),
     Spec("accent", "a crash and kick now", when=STEP, needs_playing=True),
-    Spec("tap", "tap the quarter notes: 3 taps set the tempo, the first is the one", when=BAR,
+    Spec("tap", "tap the quarter notes: 3 taps set the tempo, the first is the one (following the band's "
+         "beat: its beat is where you tapped)", when=BAR,
          needs_playing=True),
     Spec("pause", "pause / unpause (back in on the next beat)", Value(FLAG, optional=True), BEAT,
          needs_playing=True),
