@@ -319,8 +319,8 @@ def replay(scenario: str, performance=None, mode: str = "beat", mix: str = "band
     ``handed_over``: the new tracker goes on from the dropped one's state (``BeatTracker.resume``,
     as the listening process does from the state it left in shared memory).
 
-    ``taps``: clip seconds at which the musician taps the "tap" command (the tracker is told of a
-    tempo tapped while following the beat, as the listening process is)."""
+    ``taps``: clip seconds at which the musician gives the "tap" command (the tracker is told of a
+    beat tapped while following the beat, as the listening process is)."""
     import follow_instrument
 
     from drummachine.core.engine import Engine
