@@ -206,7 +206,7 @@ def with_keys_on_the_off_beat(clip: Clip, later: float = 0.15) -> np.ndarray:
     """The clip's audio with a keyboard stab on every "and": alone (the band at -34 dB) for the
     first 3 s, then softer than the band (``later``: their gain then, 0.5 before): a lock that
     starts on the off-beat. At ``later=1.0`` the "and" stays the stronger and the beat/off-beat check
-    does not put that lock right (at 0.5 it did, 7 s in, in the replay): the musician's taps do."""
+    does not put that lock right (at 0.5 it did, 10 s in, in the replay): the musician's taps do."""
     period = 60.0 / clip.bpm
     audio = clip.audio.copy()
     audio[:int(3.0 * clip.rate)] *= 0.02
