@@ -53,7 +53,9 @@ class Recording:
     source: str  #: repository and path
     licence: str
     what: str
-    drums: bool  #: a drum kit in the mix (the machine would be the band's drummer: most bands' aux send has none)
+    #: a drum kit in the mix (the machine would be the band's drummer: most bands' aux send has none),
+    #: as its source describes it or its name says (the recordings were not listened to)
+    drums: bool
     bpm: float  #: the tempo a musician would set for the song (the annotators' first beats', else the reference's, rounded)
     annotation: str = ""  #: the annotators' beats, a file beside it in the folder ("" if none)
 
@@ -65,9 +67,9 @@ RECORDINGS: tuple[Recording, ...] = (
     Recording("country.00000.wav", _MIRDATA + "gtzan_genre/gtzan_genre/genres/country/", "GTZAN (research use)",
               "country, a band with drums", True, 84, "gtzan_country_00000.beats"),
     Recording("Media-105901.wav", _MIRDATA + "ballroom/B_1.0/audio/Waltz/", "Ballroom (research use)",
-              "a waltz (3/4), a dance band", True, 83, "Media-105901.beats"),
+              "a waltz (3/4), a ballroom dance recording", True, 83, "Media-105901.beats"),
     Recording("hains001.flac", _MIRDATA + "hainsworth/H_1.0/audio/", "Hainsworth (research use)",
-              "a band with drums", True, 100, "hains001.beats"),
+              "a band (Hainsworth's collection)", True, 100, "hains001.beats"),
     Recording("simac_01_H_mikri_Rallou.flac", _MIRDATA + "simac/S_1.0/audio/", "SIMAC (research use)",
               "Greek folk song, a band", False, 74, "simac_01_H_mikri_Rallou.beats"),
     Recording("cuidado_FallaCancion.flac", _MIRDATA + "cuidado/C_1.0/audio/", "Cuidado (research use)",
@@ -79,7 +81,7 @@ RECORDINGS: tuple[Recording, ...] = (
     Recording("admiralbob77_-_Choice_-_Drum-bass.hq.ogg", _LIBROSA, "CC BY-NC 3.0 (ccMixter)",
               "hip-hop, drums and bass only", True, 136),
     Recording("442789__lena-orsa__happy-music-pistachio-ice-cream-ragtime.hq.ogg", _LIBROSA, "CC BY-NC 3.0 (Freesound)",
-              "ragtime", True, 144),
+              "ragtime, piano", False, 144),
     Recording("147793__setuniman__sweet-waltz-0i-22mi.hq.ogg", _LIBROSA, "CC BY-NC 3.0 (Freesound)",
               "a waltz (3/4), acoustic instruments", False, 150),
     Recording("Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.hq.ogg", _LIBROSA,

@@ -278,7 +278,7 @@ class CommandHandlers:
             # following the band's beat: the taps say where it is (the machine had followed the
             # "and", or a triplet's). The listening process is told (its tracker moves there) and
             # the follower joins the band's beat from its readings then, at the band's tempo: the
-            # taps' own tempo, a bar or two on, was a quarter of a beat off a real band's
+            # taps' own tempo, a bar or two on, was up to half a beat off a real band's
             count = self.band_beat_tapped[0] + 1 if self.band_beat_tapped else 1
             self.band_beat_tapped = (count, self.tap.taps[-1])
             self.follower.tapped(now)
