@@ -333,7 +333,7 @@ def test_taps_while_following_put_the_machine_on_the_bands_beat(performance):
     as for tap tempo): the tracker is told (as the listening process is, ``Listener.hint_beat``),
     and the machine joins the band's beat in one go at its first beat after the readings from the
     tapped grid came (not at the taps' own tempo and bar line: extrapolated a bar or two, three
-    taps on a real recording were a quarter of a beat off its beat), and stays on it."""
+    taps on a real recording were up to half a beat off its beat), and stays on it."""
     from dataclasses import replace
 
     import follow
